@@ -1,0 +1,66 @@
+/**
+ * The adapter contract. An adapter turns one inbound message into the FHIR resources it implies. It is pure: no I/O,
+ * no clock (the receive time comes in the message), no randomness, so the same message always gives the same
+ * resources with the same identifiers. It throws a TranslationError (an OperationOutcomeError, status 422) for input
+ * it cannot map.
+ */
+import type { Device, Observation, Patient } from 'fhir/r4';
+import { OperationOutcomeError, outcome, issue } from '../fhir/outcome.js';
+import type { OperationOutcomeIssue } from 'fhir/r4';
+
+/** A channel's message as it reached the gateway. */
+export interface InboundMessage {
+  /** Parsed body: JSON for HTTP and MQTT, a parsed HL7v2 message for MLLP. */
+  body: unknown;
+  /** Where it came from: "http", "mqtt", "mllp". */
+  channel: string;
+  /** When the gateway received it (ISO 8601). */
+  receivedAt: string;
+  /** Channel-specific context, e.g. the MQTT topic or the MLLP peer. Adapters may read it (device id from a topic). */
+  attributes?: Record<string, string>;
+}
+
+export interface PatientIdentity {
+  system: string;
+  value: string;
+}
+
+/** One reading's worth of resources: at most one device and one patient, the observations they made. */
+export interface Translation {
+  /** Device resources, each with a stable identifier. Observations point at them with `device.identifier`. */
+  devices: Device[];
+  /** Observations, each with a deterministic identifier. `subject.identifier` names the patient. */
+  observations: Observation[];
+  /** The subject of the observations, resolved against the EHR at delivery. */
+  patient?: PatientIdentity;
+  /** Patient demographics to create or update by identifier (ADT feeds). */
+  patients?: Patient[];
+}
+
+export interface TranslationContext {
+  /** Identifier system for device ids that carry no system of their own. */
+  deviceIdentifierSystem: string;
+  /** Identifier system for patient ids that carry no system of their own. */
+  patientIdentifierSystem: string;
+}
+
+export interface DeviceAdapter {
+  /** Stable id, used in URLs (/ingest/:id), mappings/ and logs. */
+  readonly id: string;
+  readonly description: string;
+  /**
+   * One inbound message to zero or more translations (a batch payload may hold readings from several devices).
+   * Throws TranslationError for input it cannot map.
+   */
+  translate(message: InboundMessage, context: TranslationContext): Translation[];
+}
+
+export class TranslationError extends OperationOutcomeError {
+  constructor(issues: OperationOutcomeIssue[]) {
+    super(422, outcome(issues));
+    this.name = 'TranslationError';
+  }
+  static of(msg: string, expression?: string): TranslationError {
+    return new TranslationError([issue('invalid', msg, expression ? [expression] : undefined)]);
+  }
+}

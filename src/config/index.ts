@@ -1,0 +1,120 @@
+/**
+ * The gateway's configuration: the keys (see schema.ts for the format) and the typed object the code reads.
+ */
+import { type ConfigKey, type ConfigValue, describeKeys, loadKeys } from './schema.js';
+
+export const CORE_KEYS: readonly ConfigKey[] = [
+  { env: 'PORT', type: 'int', default: '8080', min: 0, max: 65535, description: 'HTTP port (ingest API, admin API, sandbox EHR)' },
+  { env: 'HOST', type: 'string', default: '127.0.0.1', description: 'HTTP bind address (0.0.0.0 in containers)' },
+  { env: 'REDIS_URL', type: 'url', description: 'Redis for the queue and gateway state. Unset: start a private redis-server (AOF on) under REDIS_DATA_DIR' },
+  { env: 'REDIS_DATA_DIR', type: 'string', default: 'data/redis', description: 'Data folder of the private redis-server started when REDIS_URL is unset' },
+  { env: 'FHIR_BASE_URL', type: 'url', description: 'Base URL of the EHR FHIR R4 server. Unset: serve and use the in-memory sandbox EHR at /sandbox/fhir' },
+  { env: 'FHIR_AUTH', type: 'enum', default: 'none', values: ['none', 'bearer'], description: 'How the gateway authenticates to the EHR' },
+  { env: 'FHIR_BEARER_TOKEN', type: 'string', secret: true, description: 'Static bearer token sent to the EHR when FHIR_AUTH=bearer' },
+  { env: 'FHIR_TIMEOUT_MS', type: 'int', default: '15000', min: 100, description: 'Timeout of every EHR request' },
+  { env: 'UNKNOWN_PATIENT_POLICY', type: 'enum', values: ['reject', 'create'], description: 'Patient the EHR does not know: reject (dead letter; default with a real EHR) or create a minimal Patient (default with the sandbox)' },
+  { env: 'DEVICE_IDENTIFIER_SYSTEM', type: 'string', default: 'urn:iomt-gateway:device-id', description: 'Identifier system of device ids that payloads carry without one (set it to your organisation\'s)' },
+  { env: 'PATIENT_IDENTIFIER_SYSTEM', type: 'string', default: 'urn:iomt-gateway:patient-id', description: 'Identifier system of patient ids (MRNs) that payloads carry without one (set it to your MRN system)' },
+  { env: 'QUEUE_NAME', type: 'string', default: 'iomt-delivery', description: 'Name of the bull delivery queue in Redis' },
+  { env: 'QUEUE_MAX_DEPTH', type: 'int', default: '100000', min: 1, description: 'Jobs waiting or delayed above which ingest answers 503 (backpressure)' },
+  { env: 'ENQUEUE_TIMEOUT_MS', type: 'int', default: '5000', min: 10, description: 'How long ingest waits for Redis to confirm a job before answering 503' },
+  { env: 'DELIVERY_CONCURRENCY', type: 'int', default: '16', min: 1, max: 1000, description: 'Jobs one worker process delivers at once' },
+  { env: 'DELIVERY_ATTEMPTS', type: 'int', default: '10', min: 1, description: 'Attempts per job (first try included) before it becomes a dead letter' },
+  { env: 'RETRY_BASE_DELAY_MS', type: 'int', default: '1000', min: 1, description: 'First retry delay; doubles per attempt, with jitter' },
+  { env: 'RETRY_MAX_DELAY_MS', type: 'int', default: '300000', min: 1, description: 'Cap of the retry delay (also caps an EHR Retry-After)' },
+  { env: 'QUEUE_LOCK_DURATION_MS', type: 'int', default: '30000', min: 100, description: "A job's lock; a worker that dies is detected after this" },
+  { env: 'QUEUE_STALLED_INTERVAL_MS', type: 'int', default: '5000', min: 100, description: 'How often workers look for jobs of dead workers' },
+  { env: 'KEY_LOCK_WAIT_MS', type: 'int', default: '20000', min: 10, description: 'How long a job waits for another job of the same device or patient before it is retried' },
+  { env: 'JOB_RETENTION_COMPLETED', type: 'int', default: '10000', min: 0, description: 'Completed jobs kept in Redis (they also deduplicate identical submissions)' },
+  { env: 'INGEST_MAX_BODY_BYTES', type: 'int', default: '1048576', min: 1024, description: 'Largest accepted request body' },
+  { env: 'ADMIN_API_KEY', type: 'string', secret: true, description: 'Bootstrap admin key for /api (Authorization: Bearer <key>). Unset: /api is open on the bind address; set it in production' },
+  { env: 'SHUTDOWN_TIMEOUT_MS', type: 'int', default: '30000', min: 0, description: 'How long shutdown waits for in-flight jobs' },
+  { env: 'LOG_LEVEL', type: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'Log level (logs are JSON lines, without PHI)' },
+];
+
+export type Role = 'all' | 'ingest' | 'worker';
+export const ROLES: readonly Role[] = ['all', 'ingest', 'worker'];
+
+export interface Config {
+  port: number;
+  host: string;
+  redisUrl?: string;
+  redisDataDir: string;
+  fhirBaseUrl?: string;
+  sandbox: boolean;
+  fhirAuth: 'none' | 'bearer';
+  fhirBearerToken?: string;
+  fhirTimeoutMs: number;
+  unknownPatientPolicy: 'reject' | 'create';
+  deviceIdentifierSystem: string;
+  patientIdentifierSystem: string;
+  queueName: string;
+  queueMaxDepth: number;
+  enqueueTimeoutMs: number;
+  deliveryConcurrency: number;
+  deliveryAttempts: number;
+  retryBaseDelayMs: number;
+  retryMaxDelayMs: number;
+  queueLockDurationMs: number;
+  queueStalledIntervalMs: number;
+  keyLockWaitMs: number;
+  jobRetentionCompleted: number;
+  ingestMaxBodyBytes: number;
+  adminApiKey?: string;
+  shutdownTimeoutMs: number;
+  logLevel: string;
+  /** Every key's value by env name, for feature fragments. */
+  raw: ReadonlyMap<string, ConfigValue>;
+}
+
+export const ALL_KEYS: readonly ConfigKey[] = [...CORE_KEYS];
+
+export class ConfigError extends Error {
+  constructor(readonly errors: string[]) {
+    super(`invalid configuration:\n  - ${errors.join('\n  - ')}`);
+  }
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const { values: v, errors } = loadKeys(ALL_KEYS, env);
+  const s = (k: string) => v.get(k) as string;
+  const n = (k: string) => v.get(k) as number;
+  const fhirBaseUrl = v.get('FHIR_BASE_URL') as string | undefined;
+  const sandbox = !fhirBaseUrl;
+  if (s('FHIR_AUTH') === 'bearer' && !v.get('FHIR_BEARER_TOKEN')) errors.push('FHIR_BEARER_TOKEN is required when FHIR_AUTH=bearer');
+  if (errors.length) throw new ConfigError(errors);
+  return {
+    port: n('PORT'),
+    host: s('HOST'),
+    redisUrl: v.get('REDIS_URL') as string | undefined,
+    redisDataDir: s('REDIS_DATA_DIR'),
+    fhirBaseUrl,
+    sandbox,
+    fhirAuth: s('FHIR_AUTH') as Config['fhirAuth'],
+    fhirBearerToken: v.get('FHIR_BEARER_TOKEN') as string | undefined,
+    fhirTimeoutMs: n('FHIR_TIMEOUT_MS'),
+    unknownPatientPolicy: ((v.get('UNKNOWN_PATIENT_POLICY') as string | undefined) ?? (sandbox ? 'create' : 'reject')) as Config['unknownPatientPolicy'],
+    deviceIdentifierSystem: s('DEVICE_IDENTIFIER_SYSTEM'),
+    patientIdentifierSystem: s('PATIENT_IDENTIFIER_SYSTEM'),
+    queueName: s('QUEUE_NAME'),
+    queueMaxDepth: n('QUEUE_MAX_DEPTH'),
+    enqueueTimeoutMs: n('ENQUEUE_TIMEOUT_MS'),
+    deliveryConcurrency: n('DELIVERY_CONCURRENCY'),
+    deliveryAttempts: n('DELIVERY_ATTEMPTS'),
+    retryBaseDelayMs: n('RETRY_BASE_DELAY_MS'),
+    retryMaxDelayMs: n('RETRY_MAX_DELAY_MS'),
+    queueLockDurationMs: n('QUEUE_LOCK_DURATION_MS'),
+    queueStalledIntervalMs: n('QUEUE_STALLED_INTERVAL_MS'),
+    keyLockWaitMs: n('KEY_LOCK_WAIT_MS'),
+    jobRetentionCompleted: n('JOB_RETENTION_COMPLETED'),
+    ingestMaxBodyBytes: n('INGEST_MAX_BODY_BYTES'),
+    adminApiKey: v.get('ADMIN_API_KEY') as string | undefined,
+    shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
+    logLevel: s('LOG_LEVEL'),
+    raw: v,
+  };
+}
+
+export function configHelp(): string {
+  return describeKeys(ALL_KEYS);
+}

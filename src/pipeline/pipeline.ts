@@ -1,0 +1,71 @@
+/**
+ * The path every channel shares: adapter → validate → enqueue. Channels know nothing of FHIR; they hand a message in
+ * and get either the job ids (the data is durably queued: acknowledge the sender) or an OperationOutcomeError
+ * (422: the data cannot be mapped or is invalid, nothing queued; 503: the queue cannot take it now).
+ */
+import type { OperationOutcomeIssue } from 'fhir/r4';
+import type { AdapterRegistry } from '../adapters/registry.js';
+import type { InboundMessage, Translation, TranslationContext } from '../adapters/contract.js';
+import { notFound, unprocessable } from '../fhir/outcome.js';
+import { validate } from '../fhir/validate.js';
+import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
+import type { Metrics } from '../observability/metrics.js';
+
+export interface IngestResult {
+  jobIds: string[];
+  translations: Translation[];
+  observations: number;
+}
+
+/** What channels depend on: the HTTP, MLLP and MQTT listeners all call `ingest`. */
+export interface Ingestor {
+  /** Translates, validates and durably enqueues. Throws OperationOutcomeError when it refuses. */
+  ingest(adapterId: string, message: InboundMessage): Promise<IngestResult>;
+  /** Translates and validates only (dry run): nothing is queued. */
+  translate(adapterId: string, message: InboundMessage): Translation[];
+}
+
+export class Pipeline implements Ingestor {
+  constructor(
+    private readonly registry: AdapterRegistry,
+    private readonly queue: Pick<DeliveryQueue, 'enqueue'>,
+    private readonly context: TranslationContext,
+    private readonly metrics?: Metrics,
+  ) {}
+
+  translate(adapterId: string, message: InboundMessage): Translation[] {
+    const adapter = this.registry.get(adapterId);
+    if (!adapter) throw notFound(`no adapter '${adapterId}' is registered`);
+    const translations = adapter.translate(message, this.context);
+    const issues: OperationOutcomeIssue[] = [];
+    translations.forEach((t, i) => {
+      const where = translations.length > 1 ? `reading[${i}]` : undefined;
+      for (const d of t.devices) issues.push(...validate(d, where));
+      for (const p of t.patients ?? []) issues.push(...validate(p, where));
+      t.observations.forEach((o, j) => {
+        const code = o.code.coding?.map((c) => c.code).join('/') ?? o.code.text;
+        issues.push(...validate(o, `${where ? where + '.' : ''}observation[${j}] (${code})`));
+      });
+    });
+    if (issues.length) throw unprocessable(issues);
+    return translations;
+  }
+
+  async ingest(adapterId: string, message: InboundMessage): Promise<IngestResult> {
+    let translations: Translation[];
+    try {
+      translations = this.translate(adapterId, message);
+    } catch (err) {
+      this.metrics?.inc('ingest_refused_total', { adapter: adapterId, channel: message.channel });
+      throw err;
+    }
+    const jobs: DeliveryJob[] = translations
+      .filter((t) => t.observations.length || t.devices.length || t.patients?.length)
+      .map((translation) => ({ adapterId, channel: message.channel, receivedAt: message.receivedAt, translation }));
+    const jobIds = jobs.length ? await this.queue.enqueue(jobs) : [];
+    const observations = translations.reduce((n, t) => n + t.observations.length, 0);
+    this.metrics?.inc('ingest_accepted_total', { adapter: adapterId, channel: message.channel }, jobs.length);
+    this.metrics?.inc('ingest_observations_total', { adapter: adapterId, channel: message.channel }, observations);
+    return { jobIds, translations, observations };
+  }
+}

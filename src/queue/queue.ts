@@ -1,0 +1,139 @@
+/**
+ * The durable delivery queue (bull on Redis). Ingest adds jobs here and acknowledges its sender only after `add` has
+ * resolved: from then on the job survives a crash of any gateway process (with Redis AOF on, a crash of Redis too).
+ */
+import Bull from 'bull';
+import type { Redis, RedisOptions } from 'ioredis';
+import IORedis from 'ioredis';
+import type { Translation } from '../adapters/contract.js';
+import { hashKey } from '../fhir/builders.js';
+import { unavailable } from '../fhir/outcome.js';
+
+/** What a delivery job carries: resources already translated and validated, ready for the EHR. */
+export interface DeliveryJob {
+  adapterId: string;
+  channel: string;
+  receivedAt: string;
+  translation: Translation;
+  /** Set when a dead letter or a rejected message is replayed. */
+  replayOf?: string;
+}
+
+export interface QueueSettings {
+  redisUrl: string;
+  queueName: string;
+  maxDepth: number;
+  enqueueTimeoutMs: number;
+  attempts: number;
+  lockDurationMs: number;
+  stalledIntervalMs: number;
+  retentionCompleted: number;
+  retryBaseDelayMs: number;
+  retryMaxDelayMs: number;
+}
+
+/** Redis options for every connection: no endless offline queue, so a Redis outage is an error, not a hang. */
+export function redisOptions(extra: RedisOptions = {}): RedisOptions {
+  return {
+    maxRetriesPerRequest: null,
+    enableReadyCheck: true,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+    ...extra,
+  };
+}
+
+export function connectRedis(url: string, extra: RedisOptions = {}): Redis {
+  const r = new IORedis.default(url, redisOptions({ maxRetriesPerRequest: 2, ...extra }));
+  r.on('error', () => undefined); // status is observed through `status`; errors are reported by callers
+  return r;
+}
+
+/** The job id is derived from the content, so the same reading submitted twice is one job. */
+export function jobIdFor(job: Pick<DeliveryJob, 'adapterId' | 'translation'>): string {
+  return hashKey('job', job.adapterId, JSON.stringify(job.translation));
+}
+
+export const BACKOFF_STRATEGY = 'ehr';
+
+export class DeliveryQueue {
+  readonly bull: Bull.Queue<DeliveryJob>;
+  private depthCache = { at: 0, depth: 0 };
+  private closing?: Promise<void>;
+
+  constructor(readonly settings: QueueSettings, backoff: (attemptsMade: number, err: Error) => number) {
+    this.bull = new Bull<DeliveryJob>(settings.queueName, settings.redisUrl, {
+      redis: redisOptions(),
+      prefix: 'gw',
+      settings: {
+        lockDuration: settings.lockDurationMs,
+        lockRenewTime: Math.max(50, Math.floor(settings.lockDurationMs / 2)),
+        stalledInterval: settings.stalledIntervalMs,
+        maxStalledCount: 5,
+        backoffStrategies: { [BACKOFF_STRATEGY]: backoff },
+      },
+      defaultJobOptions: {
+        attempts: settings.attempts,
+        backoff: { type: BACKOFF_STRATEGY },
+        removeOnComplete: settings.retentionCompleted,
+        removeOnFail: 10000,
+      },
+    });
+    this.bull.on('error', () => undefined); // connection errors surface as 503 at ingest and in /readyz
+  }
+
+  get redis(): Redis {
+    return this.bull.client as unknown as Redis;
+  }
+
+  isReady(): boolean {
+    return this.bull.client.status === 'ready';
+  }
+
+  /** Waiting + delayed jobs, cached for 200 ms so that ingest does not ask Redis on every request. */
+  async depth(): Promise<number> {
+    const now = Date.now();
+    if (now - this.depthCache.at < 200) return this.depthCache.depth;
+    const c = await this.bull.getJobCounts();
+    this.depthCache = { at: now, depth: c.waiting + c.delayed };
+    return this.depthCache.depth;
+  }
+
+  /**
+   * Adds the jobs and resolves with their ids once Redis has them. Refuses with 503 + Retry-After when Redis is down,
+   * does not answer in time, or the queue is deeper than its limit.
+   */
+  async enqueue(jobs: DeliveryJob[]): Promise<string[]> {
+    if (!this.isReady()) throw unavailable('the queue (Redis) is not reachable; nothing was accepted, retry later', 5);
+    const t = this.settings.enqueueTimeoutMs;
+    const depth = await withTimeout(this.depth(), t, 'the queue (Redis) did not answer');
+    if (depth + jobs.length > this.settings.maxDepth) {
+      throw unavailable(`the delivery queue is full (${depth} jobs waiting, limit ${this.settings.maxDepth}); retry later`, 10);
+    }
+    const specs = jobs.map((data) => ({ data, opts: { jobId: jobIdFor(data) } }));
+    const added = await withTimeout(specs.length === 1 ? this.bull.add(specs[0].data, specs[0].opts).then((j) => [j]) : this.bull.addBulk(specs), t, 'the queue (Redis) did not confirm the job');
+    this.depthCache.depth += jobs.length;
+    return added.map((j) => String(j.id));
+  }
+
+  async counts(): Promise<Record<string, number>> {
+    const c = await this.bull.getJobCounts();
+    return { ...c, paused: await this.bull.getPausedCount?.().catch(() => 0) } as Record<string, number>;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.bull.close().catch(() => undefined);
+    return this.closing;
+  }
+}
+
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(unavailable(`${what} within ${ms} ms; resend later (a resent message is recognised and not queued twice)`, 5)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
