@@ -33,8 +33,14 @@ export interface Translation {
   observations: Observation[];
   /** The subject of the observations, resolved against the EHR at delivery. */
   patient?: PatientIdentity;
-  /** Patient demographics to create or update by identifier (ADT feeds). */
+  /** Patient demographics to create or update by identifier (ADT feeds): conditional update on the first identifier. */
   patients?: Patient[];
+  /**
+   * How delivery writes the observations. 'create' (default): conditional create on the identifier, so a replay never
+   * duplicates. 'merge': observations that aggregate samples over a period (SampledData grouped by periodInterval)
+   * are read back by identifier, their SampledData data points and period merged, and written with a conditional update.
+   */
+  writeMode?: 'create' | 'merge';
 }
 
 export interface TranslationContext {
