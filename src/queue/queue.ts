@@ -36,7 +36,7 @@ export interface QueueSettings {
 export function redisOptions(extra: RedisOptions = {}): RedisOptions {
   return {
     maxRetriesPerRequest: null,
-    enableReadyCheck: true,
+    enableReadyCheck: false,
     retryStrategy: (times) => Math.min(times * 200, 2000),
     ...extra,
   };
@@ -113,6 +113,13 @@ export class DeliveryQueue {
     const added = await withTimeout(specs.length === 1 ? this.bull.add(specs[0].data, specs[0].opts).then((j) => [j]) : this.bull.addBulk(specs), t, 'the queue (Redis) did not confirm the job');
     this.depthCache.depth += jobs.length;
     return added.map((j) => String(j.id));
+  }
+
+  /** Adds a replayed job under a fresh id (the content id may still be held by the failed original). */
+  async requeue(job: DeliveryJob): Promise<string> {
+    if (!this.isReady()) throw unavailable('the queue (Redis) is not reachable; retry later', 5);
+    const added = await withTimeout(this.bull.add(job, { jobId: `${jobIdFor(job)}-r${Date.now().toString(36)}` }), this.settings.enqueueTimeoutMs, 'the queue (Redis) did not confirm the job');
+    return String(added.id);
   }
 
   async counts(): Promise<Record<string, number>> {

@@ -1,0 +1,113 @@
+/**
+ * One FHIR transaction Bundle per job. Devices and Observations are conditional creates on their identifiers
+ * (`If-None-Exist`), so a retried job never duplicates them; ADT patients are conditional updates; references inside
+ * the bundle use urn:uuid full URLs that the server resolves to the ids it assigns or finds.
+ */
+import type { Bundle, BundleEntry, Identifier, Observation, Patient, Reference, Resource } from 'fhir/r4';
+import { deterministicUuid } from '../fhir/builders.js';
+import type { Translation } from '../adapters/contract.js';
+
+/** How the subject patient is written: created when absent (conditional create), or an already-known id. */
+export type PatientTarget = { kind: 'create'; system: string; value: string } | { kind: 'existing'; id: string } | { kind: 'none' };
+
+/** Existing Observations of a 'merge' translation, found by identifier: id + version, and the merged resource. */
+export type MergedObservations = Map<string, { id: string; versionId?: string; resource: Observation }>;
+
+const identifierQuery = (i: Identifier) => `identifier=${encodeURIComponent(`${i.system ?? ''}|${i.value ?? ''}`)}`;
+const identityKey = (i: { system?: string; value?: string } | undefined) => `${i?.system ?? ''}|${i?.value ?? ''}`;
+
+export function buildTransaction(jobId: string, t: Translation, patient: PatientTarget, merged?: MergedObservations): Bundle {
+  const entries: BundleEntry[] = [];
+  const fullUrl = (kind: string, key: string) => `urn:uuid:${deterministicUuid(jobId, kind, key)}`;
+  const deviceUrls = new Map<string, string>();
+  for (const d of t.devices) {
+    const id = d.identifier?.[0];
+    if (!id) continue;
+    const url = fullUrl('Device', identityKey(id));
+    deviceUrls.set(identityKey(id), url);
+    entries.push({ fullUrl: url, resource: d, request: { method: 'POST', url: 'Device', ifNoneExist: identifierQuery(id) } });
+  }
+  for (const p of t.patients ?? []) {
+    const id = p.identifier?.[0];
+    if (!id) continue;
+    entries.push({ fullUrl: fullUrl('PatientUpdate', identityKey(id)), resource: p, request: { method: 'PUT', url: `Patient?${identifierQuery(id)}` } });
+  }
+  let subject: Reference | undefined;
+  if (patient.kind === 'create') {
+    const url = fullUrl('Patient', `${patient.system}|${patient.value}`);
+    const p: Patient = { resourceType: 'Patient', identifier: [{ system: patient.system, value: patient.value }] };
+    entries.push({ fullUrl: url, resource: p, request: { method: 'POST', url: 'Patient', ifNoneExist: identifierQuery(p.identifier![0]) } });
+    subject = { reference: url };
+  } else if (patient.kind === 'existing') {
+    subject = { reference: `Patient/${patient.id}` };
+  }
+  for (const o of t.observations) {
+    const id = o.identifier?.[0];
+    const obs: Observation = { ...o };
+    if (subject && o.subject?.identifier) obs.subject = { ...subject, display: undefined };
+    const devUrl = deviceUrls.get(identityKey(o.device?.identifier));
+    if (devUrl) obs.device = { reference: devUrl };
+    const existing = id ? merged?.get(identityKey(id)) : undefined;
+    if (existing) {
+      const resource = { ...obs, ...mergedFields(existing.resource), id: existing.id };
+      entries.push({
+        fullUrl: fullUrl('Observation', identityKey(id)),
+        resource: resource as Resource,
+        request: { method: 'PUT', url: `Observation/${existing.id}`, ...(existing.versionId ? { ifMatch: `W/"${existing.versionId}"` } : {}) },
+      });
+    } else {
+      entries.push({
+        fullUrl: fullUrl('Observation', identityKey(id)),
+        resource: obs,
+        request: id ? { method: 'POST', url: 'Observation', ifNoneExist: identifierQuery(id) } : { method: 'POST', url: 'Observation' },
+      });
+    }
+  }
+  return { resourceType: 'Bundle', type: 'transaction', entry: entries };
+}
+
+function mergedFields(o: Observation): Partial<Observation> {
+  const out: Partial<Observation> = {};
+  if (o.valueSampledData) out.valueSampledData = o.valueSampledData;
+  if (o.effectivePeriod) out.effectivePeriod = o.effectivePeriod;
+  if (o.component) out.component = o.component;
+  return out;
+}
+
+/**
+ * Merges the SampledData of `incoming` into `existing` (same identifier, same period window): data points are
+ * positions in the window; a position the incoming observation fills ("E" is empty) overwrites, others are kept.
+ * Merging the same samples twice gives the same result, so a retried job is harmless.
+ */
+export function mergeSampledObservation(existing: Observation, incoming: Observation): Observation {
+  const merged: Observation = { ...incoming };
+  const a = existing.valueSampledData;
+  const b = incoming.valueSampledData;
+  if (a && b && a.period === b.period) {
+    const pa = (a.data ?? '').split(' ');
+    const pb = (b.data ?? '').split(' ');
+    const n = Math.max(pa.length, pb.length);
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) out.push(pb[i] !== undefined && pb[i] !== 'E' && pb[i] !== '' ? pb[i] : (pa[i] ?? 'E'));
+    merged.valueSampledData = { ...b, data: out.join(' ') };
+  }
+  const sa = existing.effectivePeriod;
+  const sb = incoming.effectivePeriod;
+  if (sa && sb) {
+    merged.effectivePeriod = {
+      start: [sa.start, sb.start].filter(Boolean).sort()[0],
+      end: [sa.end, sb.end].filter(Boolean).sort().at(-1),
+    };
+  }
+  if (existing.component?.length && incoming.component?.length) {
+    merged.component = incoming.component.map((c) => {
+      const prev = existing.component?.find((x) => JSON.stringify(x.code) === JSON.stringify(c.code));
+      if (prev?.valueSampledData && c.valueSampledData) {
+        const m = mergeSampledObservation({ ...existing, valueSampledData: prev.valueSampledData } as Observation, { ...incoming, valueSampledData: c.valueSampledData } as Observation);
+        return { ...c, valueSampledData: m.valueSampledData };
+      }
+      return c;
+    });
+  }
+  return merged;
+}

@@ -1,0 +1,51 @@
+/**
+ * Per-key locks in Redis. Conditional creates race on real FHIR servers when two requests for the same identifier run
+ * at once, so jobs of the same device or patient are serialised, across every worker process, by holding a lock on
+ * each key for the duration of the EHR write. All keys of a job are taken in one atomic step (no deadlock).
+ */
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+const ACQUIRE = `
+for i, k in ipairs(KEYS) do
+  if redis.call('EXISTS', k) == 1 then return 0 end
+end
+for i, k in ipairs(KEYS) do
+  redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
+end
+return 1`;
+
+const RELEASE = `
+local n = 0
+for i, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then n = n + redis.call('DEL', k) end
+end
+return n`;
+
+export class LockBusyError extends Error {
+  constructor(keys: string[], waitedMs: number) {
+    super(`another job holds the lock of the same device or patient (${keys.length} keys) after ${waitedMs} ms`);
+    this.name = 'LockBusyError';
+  }
+}
+
+export class KeyLocks {
+  constructor(private readonly redis: Redis, private readonly prefix = 'gw:lock:') {}
+
+  /** Takes every key or none; waits up to `waitMs`, then throws LockBusyError (retryable). */
+  async acquire(keys: string[], ttlMs: number, waitMs: number): Promise<() => Promise<void>> {
+    const full = [...new Set(keys)].sort().map((k) => this.prefix + k);
+    if (!full.length) return async () => undefined;
+    const token = randomUUID();
+    const start = Date.now();
+    let delay = 2;
+    for (;;) {
+      const ok = await this.redis.eval(ACQUIRE, full.length, ...full, token, String(ttlMs));
+      if (ok === 1) return async () => void (await this.redis.eval(RELEASE, full.length, ...full, token).catch(() => undefined));
+      const waited = Date.now() - start;
+      if (waited >= waitMs) throw new LockBusyError(full, waited);
+      await new Promise((r) => setTimeout(r, delay + Math.random() * delay));
+      delay = Math.min(delay * 2, 100);
+    }
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * The delivery worker: takes jobs from the queue and writes each as one transaction to the EHR. It knows nothing of
+ * HL7v2 or vendor formats. Failures are classified once (EhrClient): retryable ones go back to bull with exponential
+ * backoff (honouring Retry-After), permanent ones and the last failed attempt become dead letters.
+ */
+import type Bull from 'bull';
+import type { Observation, Patient } from 'fhir/r4';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { hashKey } from '../fhir/builders.js';
+import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
+import { buildTransaction, mergeSampledObservation, type MergedObservations, type PatientTarget } from './bundle.js';
+import type { DeadLetterStore } from './dead-letters.js';
+import { EhrClient, EhrError } from './ehr-client.js';
+import { KeyLocks, LockBusyError } from './locks.js';
+
+export interface WorkerSettings {
+  concurrency: number;
+  unknownPatientPolicy: 'reject' | 'create';
+  keyLockWaitMs: number;
+  fhirTimeoutMs: number;
+  retryBaseDelayMs: number;
+  retryMaxDelayMs: number;
+}
+
+/** A refusal that no retry can fix (the EHR's 4xx, the unknown-patient policy). */
+export class PermanentError extends Error {
+  constructor(message: string, readonly kind: 'rejected' | 'policy', readonly ehr?: EhrError) {
+    super(message);
+    this.name = 'PermanentError';
+  }
+}
+
+/** Exponential backoff with full jitter and a cap; an EHR's Retry-After wins (capped too). */
+export function backoffDelay(attemptsMade: number, err: Error | undefined, baseMs: number, maxMs: number): number {
+  if (err instanceof EhrError && err.retryAfterMs !== undefined) return Math.min(Math.max(err.retryAfterMs, baseMs), maxMs);
+  const exp = Math.min(maxMs, baseMs * 2 ** Math.max(0, attemptsMade - 1));
+  return Math.round(exp / 2 + Math.random() * (exp / 2));
+}
+
+export interface DeliveryOutcome {
+  transactionEntries: number;
+  observations: number;
+}
+
+export class DeliveryWorker {
+  private readonly patientCache = new Map<string, { id: string; at: number }>();
+  private started = false;
+  private closing?: Promise<void>;
+
+  constructor(
+    private readonly queue: DeliveryQueue,
+    private readonly ehr: EhrClient,
+    private readonly deadLetters: DeadLetterStore,
+    private readonly settings: WorkerSettings,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
+
+  private locks(): KeyLocks {
+    return new KeyLocks(this.queue.redis);
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    const locks = this.locks();
+    void this.queue.bull.process(this.settings.concurrency, (job) => this.handle(job, locks)).catch((err: unknown) => {
+      this.log.error({ err: String(err) }, 'delivery worker stopped');
+    });
+    this.queue.bull.on('failed', (job, err) => {
+      this.log.warn({ jobId: job.id, attempt: job.attemptsMade, error: err.message }, 'delivery attempt failed');
+    });
+  }
+
+  /** Stops taking jobs and waits for the ones in flight (bull's close does both). */
+  stop(): Promise<void> {
+    this.closing ??= this.started ? this.queue.close() : Promise.resolve();
+    return this.closing;
+  }
+
+  private async handle(job: Bull.Job<DeliveryJob>, locks: KeyLocks): Promise<DeliveryOutcome> {
+    const attempt = job.attemptsMade + 1;
+    const maxAttempts = job.opts.attempts ?? 1;
+    try {
+      const result = await this.deliver(String(job.id), job.data, locks);
+      this.metrics.inc('delivery_jobs_total', { outcome: 'delivered' });
+      this.metrics.inc('delivery_observations_total', {}, result.observations);
+      this.log.info({ jobId: job.id, adapter: job.data.adapterId, attempt, entries: result.transactionEntries }, 'delivered');
+      return result;
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      const permanent = err instanceof PermanentError;
+      const retryable = !permanent && (err instanceof LockBusyError || (err instanceof EhrError && err.retryable));
+      if (!retryable || attempt >= maxAttempts) {
+        const ehr = err instanceof PermanentError ? err.ehr : err instanceof EhrError ? err : undefined;
+        await this.deadLetters.put({
+          id: String(job.id),
+          jobId: String(job.id),
+          reason: e.message,
+          kind: permanent ? (err as PermanentError).kind : retryable ? 'exhausted' : 'rejected',
+          httpStatus: ehr?.status,
+          outcome: ehr?.outcome,
+          attempts: attempt,
+          deadAt: new Date().toISOString(),
+          job: job.data,
+        });
+        this.metrics.inc('delivery_jobs_total', { outcome: 'dead-letter' });
+        this.log.warn({ jobId: job.id, adapter: job.data.adapterId, attempt, status: ehr?.status, reason: e.message }, 'dead letter');
+        await job.discard();
+      } else {
+        this.metrics.inc('delivery_jobs_total', { outcome: 'retry' });
+      }
+      throw e;
+    }
+  }
+
+  /** Writes one job to the EHR; holds the device and patient locks while it does. */
+  async deliver(jobId: string, data: DeliveryJob, locks: KeyLocks): Promise<DeliveryOutcome> {
+    const t = data.translation;
+    const keys = [
+      ...t.devices.map((d) => `dev:${hashKey(d.identifier?.[0]?.system ?? '', d.identifier?.[0]?.value ?? '')}`),
+      ...(t.patient ? [`pat:${hashKey(t.patient.system, t.patient.value)}`] : []),
+      ...(t.patients ?? []).map((p) => `pat:${hashKey(p.identifier?.[0]?.system ?? '', p.identifier?.[0]?.value ?? '')}`),
+    ];
+    const release = await locks.acquire(keys, this.settings.fhirTimeoutMs * 3 + 5000, this.settings.keyLockWaitMs);
+    try {
+      const patient = await this.resolvePatient(data);
+      const merged = t.writeMode === 'merge' ? await this.existingForMerge(t.observations) : undefined;
+      const bundle = buildTransaction(jobId, t, patient, merged);
+      try {
+        await this.ehr.transaction(bundle);
+      } catch (err) {
+        if (err instanceof EhrError && !err.retryable) throw new PermanentError(err.message, 'rejected', err);
+        throw err;
+      }
+      return { transactionEntries: bundle.entry?.length ?? 0, observations: t.observations.length };
+    } finally {
+      await release();
+    }
+  }
+
+  private async resolvePatient(data: DeliveryJob): Promise<PatientTarget> {
+    const p = data.translation.patient;
+    if (!p) return { kind: 'none' };
+    if (this.settings.unknownPatientPolicy === 'create') return { kind: 'create', system: p.system, value: p.value };
+    const key = `${p.system}|${p.value}`;
+    const cached = this.patientCache.get(key);
+    if (cached && Date.now() - cached.at < 60_000) return { kind: 'existing', id: cached.id };
+    const found = await this.ehr.search<Patient>('Patient', { identifier: key });
+    if (found.length === 0) {
+      throw new PermanentError('the EHR knows no patient with the identifier given (UNKNOWN_PATIENT_POLICY=reject)', 'policy');
+    }
+    if (found.length > 1) throw new PermanentError(`the patient identifier matches ${found.length} patients in the EHR`, 'policy');
+    const id = found[0].id as string;
+    if (this.patientCache.size > 10_000) this.patientCache.clear();
+    this.patientCache.set(key, { id, at: Date.now() });
+    return { kind: 'existing', id };
+  }
+
+  private async existingForMerge(observations: Observation[]): Promise<MergedObservations> {
+    const merged: MergedObservations = new Map();
+    for (const o of observations) {
+      const id = o.identifier?.[0];
+      if (!id?.value) continue;
+      const [existing] = await this.ehr.search<Observation>('Observation', { identifier: `${id.system ?? ''}|${id.value}` });
+      if (existing?.id) {
+        merged.set(`${id.system ?? ''}|${id.value}`, { id: existing.id, versionId: existing.meta?.versionId, resource: mergeSampledObservation(existing, o) });
+      }
+    }
+    return merged;
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * The composition root: builds the parts for a role and starts/stops them in order.
+ *   all    — ingest (HTTP, MLLP, MQTT) and delivery in one process (npm start)
+ *   ingest — receive, translate, validate, enqueue; no delivery
+ *   worker — deliver queued jobs to the EHR; HTTP serves health, status and the operations API only
+ * Any number of ingest and worker processes can share one Redis.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
+import IORedis from 'ioredis';
+import type { Redis } from 'ioredis';
+import type { Config, Role } from './config/index.js';
+import { AdapterRegistry } from './adapters/registry.js';
+import type { DeviceAdapter } from './adapters/contract.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import { DeliveryQueue, redisOptions } from './queue/queue.js';
+import { EmbeddedRedis } from './queue/embedded-redis.js';
+import { DeadLetterStore } from './delivery/dead-letters.js';
+import { EhrClient } from './delivery/ehr-client.js';
+import { backoffDelay, DeliveryWorker } from './delivery/worker.js';
+import { createSandboxEhr, type SandboxEhr } from './sandbox/sandbox.js';
+import { createApp } from './http/app.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
+import { initValidation } from './fhir/validate.js';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+export interface GatewayOptions {
+  logger?: Logger;
+  /** Extra adapters (tests, plugins). */
+  adapters?: DeviceAdapter[];
+}
+
+export class Gateway {
+  readonly log: Logger;
+  readonly metrics = new Metrics();
+  readonly registry: AdapterRegistry;
+  redis?: Redis;
+  queue?: DeliveryQueue;
+  sandbox?: SandboxEhr;
+  worker?: DeliveryWorker;
+  ehr?: EhrClient;
+  private server?: Server;
+  private embedded?: EmbeddedRedis;
+  private starting?: Promise<void>;
+  private stopping?: Promise<void>;
+  url = '';
+
+  constructor(readonly config: Config, readonly role: Role = 'all', options: GatewayOptions = {}) {
+    this.log = options.logger ?? createLogger(config.logLevel);
+    this.registry = new AdapterRegistry();
+    for (const a of options.adapters ?? []) this.registry.register(a);
+  }
+
+  get port(): number {
+    return (this.server?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  start(): Promise<void> {
+    this.starting ??= this.doStart();
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    const { config, log } = this;
+    initValidation();
+    let redisUrl = config.redisUrl;
+    if (!redisUrl) {
+      this.embedded = new EmbeddedRedis({ dataDir: config.redisDataDir });
+      redisUrl = await this.embedded.start();
+      log.info({ redis: redisUrl, dataDir: config.redisDataDir }, 'started a private redis-server (AOF on); set REDIS_URL to use your own');
+    }
+    this.redis = new IORedis.default(redisUrl, redisOptions({ maxRetriesPerRequest: 2 }));
+    this.redis.on('error', () => undefined);
+    await this.checkRedis(this.redis);
+
+    const queue = new DeliveryQueue(
+      {
+        redisUrl,
+        queueName: config.queueName,
+        maxDepth: config.queueMaxDepth,
+        enqueueTimeoutMs: config.enqueueTimeoutMs,
+        attempts: config.deliveryAttempts,
+        lockDurationMs: config.queueLockDurationMs,
+        stalledIntervalMs: config.queueStalledIntervalMs,
+        retentionCompleted: config.jobRetentionCompleted,
+        retryBaseDelayMs: config.retryBaseDelayMs,
+        retryMaxDelayMs: config.retryMaxDelayMs,
+      },
+      (attemptsMade, err) => backoffDelay(attemptsMade, err, config.retryBaseDelayMs, config.retryMaxDelayMs),
+    );
+    this.queue = queue;
+    await queue.bull.isReady();
+    const deadLetters = new DeadLetterStore(this.redis);
+    this.metrics.gauge('queue_waiting', async () => (await queue.bull.getJobCounts()).waiting);
+    this.metrics.gauge('dead_letters', () => deadLetters.count());
+
+    const ingest = this.role !== 'worker';
+    const deliver = this.role !== 'ingest';
+    const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
+    const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics) : undefined;
+    if (config.sandbox) this.sandbox = createSandboxEhr();
+
+    const app = createApp({
+      config,
+      role: this.role,
+      version: VERSION,
+      registry: this.registry,
+      pipeline,
+      queue,
+      deadLetters,
+      ehr: () => this.ehr,
+      metrics: this.metrics,
+      log,
+      sandbox: this.sandbox,
+    });
+    await new Promise<void>((res, rej) => {
+      const server = app.listen(config.port, config.host, () => res());
+      server.once('error', rej);
+      server.keepAliveTimeout = 65_000;
+      server.requestTimeout = 60_000;
+      this.server = server;
+    });
+    const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+    this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
+
+    const fhirBaseUrl = config.fhirBaseUrl ?? `${this.url}/sandbox/fhir`;
+    this.ehr = new EhrClient({ baseUrl: fhirBaseUrl, timeoutMs: config.fhirTimeoutMs, bearerToken: config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined });
+    if (deliver) {
+      this.worker = new DeliveryWorker(queue, this.ehr, deadLetters, {
+        concurrency: config.deliveryConcurrency,
+        unknownPatientPolicy: config.unknownPatientPolicy,
+        keyLockWaitMs: config.keyLockWaitMs,
+        fhirTimeoutMs: config.fhirTimeoutMs,
+        retryBaseDelayMs: config.retryBaseDelayMs,
+        retryMaxDelayMs: config.retryMaxDelayMs,
+      }, log, this.metrics);
+      this.worker.start();
+    }
+    if (config.sandbox) {
+      log.warn({ fhirBaseUrl }, 'SANDBOX EHR: delivering to the in-memory sandbox FHIR server (data is lost at restart; not for clinical use). Set FHIR_BASE_URL to deliver to your EHR');
+    }
+    if (!config.adminApiKey) log.warn('ADMIN_API_KEY is not set: /api, /ingest and /metrics accept requests without a credential');
+    log.info({ url: this.url, role: this.role, version: VERSION, fhirBaseUrl, unknownPatientPolicy: config.unknownPatientPolicy }, 'gateway started');
+  }
+
+  /** Warns when Redis can evict keys (jobs would be lost) or keeps nothing on disk. */
+  private async checkRedis(redis: Redis): Promise<void> {
+    try {
+      const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as [string, string];
+      if (policy !== 'noeviction') {
+        this.log.warn({ policy }, `REDIS maxmemory-policy is '${policy}', not 'noeviction': under memory pressure Redis may EVICT QUEUED JOBS, losing acknowledged data. Set maxmemory-policy noeviction`);
+      }
+      const [, aof] = (await redis.config('GET', 'appendonly')) as [string, string];
+      if (aof !== 'yes') this.log.warn('Redis has AOF off (appendonly no): a crash of Redis itself loses acknowledged jobs. Enable appendonly yes for the durability guarantee');
+    } catch (err) {
+      this.log.warn({ error: (err as Error).message }, 'could not read the Redis configuration (CONFIG GET refused?); make sure maxmemory-policy is noeviction and AOF is on');
+    }
+  }
+
+  /** Graceful: stop accepting, finish in-flight jobs, close the queue and Redis. Safe to call twice. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    await this.starting?.catch(() => undefined);
+    const log = this.log;
+    const server = this.server;
+    const closed = server ? new Promise<void>((res) => server.close(() => res())) : Promise.resolve();
+    server?.closeIdleConnections();
+    const timeout = new Promise<void>((res) => setTimeout(res, this.config.shutdownTimeoutMs).unref());
+    await Promise.race([(async () => {
+      await this.worker?.stop();
+      await this.queue?.close();
+    })(), timeout]);
+    server?.closeAllConnections();
+    await closed;
+    this.redis?.disconnect();
+    await this.embedded?.stop();
+    log.info('gateway stopped');
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The express app: health and readiness, the ingest API, the operations API (status, dead letters, adapters), metrics,
+ * and the sandbox EHR when no EHR is configured. Every refusal is an OperationOutcome.
+ */
+import express, { type Router } from 'express';
+import helmet from 'helmet';
+import type { Config, Role } from '../config/index.js';
+import type { AdapterRegistry } from '../adapters/registry.js';
+import type { Ingestor } from '../pipeline/pipeline.js';
+import type { DeliveryQueue } from '../queue/queue.js';
+import type { DeadLetterStore } from '../delivery/dead-letters.js';
+import type { EhrClient } from '../delivery/ehr-client.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { SandboxEhr } from '../sandbox/sandbox.js';
+import { notFound, outcome, issue, OperationOutcomeError, unavailable } from '../fhir/outcome.js';
+import { errorHandler, notFoundHandler, requireJson } from './errors.js';
+import { requireAdmin } from './auth.js';
+
+export interface AppDeps {
+  config: Config;
+  role: Role;
+  version: string;
+  registry: AdapterRegistry;
+  pipeline?: Ingestor;
+  queue: DeliveryQueue;
+  deadLetters: DeadLetterStore;
+  ehr: () => EhrClient | undefined;
+  metrics: Metrics;
+  log: Logger;
+  sandbox?: SandboxEhr;
+  /** Routers of other features (HL7v2, adapters API, devices), mounted after the core routes. */
+  routers?: Router[];
+}
+
+export function createApp(deps: AppDeps): express.Express {
+  const { config, queue, deadLetters, metrics, log } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+  app.use(helmet());
+
+  app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
+
+  let ehrCheck = { at: 0, error: undefined as string | undefined };
+  app.get('/readyz', async (_req, res) => {
+    const problems: string[] = [];
+    if (!queue.isReady()) problems.push('Redis is not reachable');
+    const ehr = deps.ehr();
+    if (deps.role !== 'ingest' && ehr) {
+      if (Date.now() - ehrCheck.at > 2000) {
+        const error = await ehr.ping().then(() => undefined, (e: Error) => e.message);
+        ehrCheck = { at: Date.now(), error };
+      }
+      if (ehrCheck.error) problems.push(`EHR: ${ehrCheck.error}`);
+    }
+    if (problems.length) {
+      res.status(503).setHeader('Retry-After', '5');
+      return void res.type('application/fhir+json').json(outcome(problems.map((p) => issue('transient', p))));
+    }
+    res.json({ status: 'ready' });
+  });
+
+  if (deps.sandbox) app.use('/sandbox/fhir', deps.sandbox.router);
+
+  const admin = requireAdmin(config.adminApiKey);
+  const json = express.json({ limit: config.ingestMaxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
+
+  app.get('/metrics', admin, async (_req, res) => {
+    res.type('text/plain; version=0.0.4').send(await metrics.render());
+  });
+
+  if (deps.pipeline) {
+    const pipeline = deps.pipeline;
+    app.post('/ingest/:adapter', admin, requireJson, json, async (req, res) => {
+      if (req.body === undefined) throw new OperationOutcomeError(400, outcome([issue('required', 'the body is empty')]));
+      const result = await pipeline.ingest(String(req.params.adapter), {
+        body: req.body,
+        channel: 'http',
+        receivedAt: new Date().toISOString(),
+        attributes: { remoteAddress: req.socket.remoteAddress ?? '' },
+      });
+      res.status(202).json({ jobIds: result.jobIds, readings: result.translations.length, observations: result.observations });
+    });
+  }
+
+  app.get('/api/status', admin, async (_req, res) => {
+    const redis = queue.isReady() ? 'ready' : queue.bull.client.status;
+    const counts = queue.isReady() ? await queue.counts().catch(() => undefined) : undefined;
+    const dead = queue.isReady() ? await deadLetters.count().catch(() => undefined) : undefined;
+    res.json({
+      version: deps.version,
+      role: deps.role,
+      fhirBaseUrl: deps.ehr()?.baseUrl ?? config.fhirBaseUrl ?? null,
+      sandbox: config.sandbox,
+      unknownPatientPolicy: config.unknownPatientPolicy,
+      redis: { status: redis, embedded: !config.redisUrl },
+      queue: counts ? { name: config.queueName, ...counts, maxDepth: config.queueMaxDepth } : null,
+      deadLetters: dead ?? null,
+      adapters: deps.registry.list().map((a) => a.id),
+    });
+  });
+
+  app.get('/api/adapters', admin, (_req, res) => {
+    res.json(deps.registry.list().map((a) => ({ id: a.id, description: a.description })));
+  });
+
+  const requireRedis = () => {
+    if (!queue.isReady()) throw unavailable('Redis is not reachable', 5);
+  };
+  app.get('/api/dead-letters', admin, async (req, res) => {
+    requireRedis();
+    const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
+    const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 100) || 100));
+    res.json(await deadLetters.list(offset, limit));
+  });
+  app.get('/api/dead-letters/:id', admin, async (req, res) => {
+    requireRedis();
+    const d = await deadLetters.get(String(req.params.id));
+    if (!d) throw notFound(`no dead letter '${req.params.id}'`);
+    res.json(d);
+  });
+  app.post('/api/dead-letters/:id/retry', admin, async (req, res) => {
+    requireRedis();
+    const id = String(req.params.id);
+    const d = await deadLetters.get(id);
+    if (!d) throw notFound(`no dead letter '${id}'`);
+    const jobId = await queue.requeue({ ...d.job, replayOf: id });
+    await deadLetters.delete(id);
+    log.info({ deadLetter: id, jobId }, 'dead letter replayed');
+    res.status(202).json({ jobId });
+  });
+  app.delete('/api/dead-letters/:id', admin, async (req, res) => {
+    requireRedis();
+    if (!(await deadLetters.delete(String(req.params.id)))) throw notFound(`no dead letter '${req.params.id}'`);
+    res.status(204).end();
+  });
+
+  for (const r of deps.routers ?? []) app.use(r);
+
+  app.use(notFoundHandler);
+  app.use(errorHandler(log));
+  return app;
+}

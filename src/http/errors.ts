@@ -1,0 +1,37 @@
+/**
+ * The HTTP boundary speaks FHIR OperationOutcome for every refusal, and never leaks stack traces or library messages.
+ */
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { badRequest, notFound, OperationOutcomeError, toOutcomeError, tooLarge, outcome, issue } from '../fhir/outcome.js';
+import type { Logger } from '../observability/logger.js';
+
+export function sendOutcome(res: Parameters<RequestHandler>[1], err: OperationOutcomeError): void {
+  for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
+  res.status(err.status).type('application/fhir+json').json(err.outcome);
+}
+
+/** Express 5 forwards rejected promises here. */
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  return (err: unknown, req, res, _next) => {
+    const e = err as { type?: string; status?: number; limit?: number };
+    let oe: OperationOutcomeError;
+    if (e?.type === 'entity.parse.failed') oe = badRequest('the body is not well-formed JSON');
+    else if (e?.type === 'entity.too.large') oe = tooLarge(`the body is larger than the limit of ${e.limit} bytes`);
+    else if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') oe = new OperationOutcomeError(415, outcome([issue('not-supported', 'unsupported body encoding')]));
+    else if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500 && !(err instanceof OperationOutcomeError)) oe = badRequest('the request could not be read');
+    else oe = toOutcomeError(err);
+    if (oe.status >= 500 && oe.status !== 503) log.error({ err: err instanceof Error ? { name: err.name, message: err.message, stack: err.stack } : String(err), path: req.path }, 'request failed');
+    if (res.headersSent) return;
+    sendOutcome(res, oe);
+  };
+}
+
+export const notFoundHandler: RequestHandler = (req, _res, next) => next(notFound(`no route ${req.method} ${req.path}`));
+
+/** Refuses bodies that are not JSON with 415 instead of reading them as empty. */
+export const requireJson: RequestHandler = (req, _res, next) => {
+  if (!req.is(['application/json', 'application/fhir+json', 'application/*+json'])) {
+    return next(new OperationOutcomeError(415, outcome([issue('not-supported', "the body must be JSON (Content-Type: application/json)")])));
+  }
+  next();
+};

@@ -1,0 +1,133 @@
+#!/usr/bin/env node
+/**
+ * The command line: `start` runs the gateway; the other commands are tools for integration teams and vendors.
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError, configHelp, loadConfig, ROLES, type Role } from './config/index.js';
+import { Gateway, VERSION } from './gateway.js';
+import { RedisNotInstalledError } from './queue/embedded-redis.js';
+import { AdapterRegistry } from './adapters/registry.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import { OperationOutcomeError } from './fhir/outcome.js';
+
+const HELP = `iomt-gateway ${VERSION}: connected medical device data to FHIR R4, through Redis, to the EHR
+
+Usage:
+  iomt-gateway start [--role all|ingest|worker]   run the gateway (default role: all)
+  iomt-gateway translate --adapter ID FILE        translate a payload offline and print the FHIR resources (or errors)
+  iomt-gateway config                             print the configuration keys
+  iomt-gateway --help | --version
+
+With npm: npm start (build + start), npm run dev (start from source).
+
+Roles:
+  all     ingest and delivery in one process
+  ingest  receive (HTTP), translate, validate and enqueue; no delivery
+  worker  deliver queued jobs to the EHR (HTTP serves health, status and operations only)
+
+Configuration (environment variables):
+${configHelp()}
+`;
+
+function arg(argv: string[], name: string): string | undefined {
+  const i = argv.indexOf(name);
+  if (i >= 0) return argv[i + 1];
+  const eq = argv.find((a) => a.startsWith(`${name}=`));
+  return eq?.slice(name.length + 1);
+}
+
+async function start(argv: string[]): Promise<number> {
+  const role = (arg(argv, '--role') ?? process.env.GATEWAY_ROLE ?? 'all') as Role;
+  if (!ROLES.includes(role)) {
+    console.error(`unknown role '${role}': one of ${ROLES.join(', ')}`);
+    return 2;
+  }
+  const config = loadConfig();
+  const gateway = new Gateway(config, role);
+  let signals = 0;
+  const shutdown = (sig: string) => {
+    signals++;
+    if (signals > 1) {
+      gateway.log.warn({ signal: sig }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    gateway.log.info({ signal: sig }, 'shutting down: no new data accepted, finishing in-flight jobs');
+    void gateway.stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  try {
+    await gateway.start();
+  } catch (err) {
+    await gateway.stop().catch(() => undefined);
+    throw err;
+  }
+  return -1; // keep running
+}
+
+async function translate(argv: string[]): Promise<number> {
+  const adapterId = arg(argv, '--adapter');
+  const file = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--adapter').at(-1);
+  if (!adapterId || !file) {
+    console.error('usage: iomt-gateway translate --adapter ID FILE');
+    return 2;
+  }
+  const config = loadConfig();
+  const registry = new AdapterRegistry();
+  const pipeline = new Pipeline(registry, { enqueue: async () => [] }, { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem });
+  let body: unknown;
+  try {
+    body = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    console.error(`cannot read ${file} as JSON: ${(err as Error).message}`);
+    return 2;
+  }
+  try {
+    const translations = pipeline.translate(adapterId, { body, channel: 'cli', receivedAt: new Date().toISOString() });
+    console.log(JSON.stringify(translations, null, 2));
+    return 0;
+  } catch (err) {
+    if (err instanceof OperationOutcomeError) {
+      console.log(JSON.stringify(err.outcome, null, 2));
+      return 1;
+    }
+    throw err;
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      console.log(HELP);
+      return 0;
+    case '--version':
+    case '-v':
+      console.log(VERSION);
+      return 0;
+    case 'config':
+      console.log(configHelp());
+      return 0;
+    case 'start':
+      return start(rest);
+    case 'translate':
+      return translate(rest);
+    default:
+      console.error(`unknown command '${cmd}'\n\n${HELP}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError || err instanceof RedisNotInstalledError) console.error(err.message);
+    else console.error(err);
+    process.exit(1);
+  },
+);
