@@ -61,8 +61,13 @@ export class DeliveryQueue {
   private closing?: Promise<void>;
 
   constructor(readonly settings: QueueSettings, backoff: (attemptsMade: number, err: Error) => number) {
-    this.bull = new Bull<DeliveryJob>(settings.queueName, settings.redisUrl, {
-      redis: redisOptions(),
+    this.bull = new Bull<DeliveryJob>(settings.queueName, {
+      // Our own connections, so that every one has an error listener (bull's own would print unhandled errors).
+      createClient: (_type, opts) => {
+        const c = new IORedis.default(settings.redisUrl, { ...opts, ...redisOptions() });
+        c.on('error', () => undefined);
+        return c;
+      },
       prefix: 'gw',
       settings: {
         lockDuration: settings.lockDurationMs,

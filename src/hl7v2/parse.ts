@@ -1,0 +1,523 @@
+/**
+ * HL7v2 parsing, wrapped so that the rest of the gateway never sees the quirks of the `hl7v2` package (1.8.0).
+ *
+ * What this wrapper does around the package, and why (each found by trying it):
+ * - Bytes → text: the package picks a decoder from MSH-18 itself but knows no fallback. We decode here: a UTF-8 BOM
+ *   forces UTF-8 and is removed; MSH-18 (ASCII, 8859/n, UNICODE UTF-8, …) chooses the decoder; without MSH-18 the
+ *   configured default applies, and when that default is UTF-8 but the bytes are not valid UTF-8 we fall back to
+ *   ISO-8859-1 (the usual case of a legacy sender that omits MSH-18) instead of producing U+FFFD.
+ * - Segment separators: the package treats LF-separated segments as one segment; we normalise CR, LF and CRLF to CR.
+ * - Batches: the package requires MSH first; FHS/BHS/BTS/FTS envelopes (with or without trailers) are split here.
+ * - MSH: the package accepts a message truncated inside MSH; we check MSH ourselves (encoding characters, MSH-9,
+ *   MSH-10, MSH-12) and refuse with an HL7 error code (table 0357) so the ACK can say what is wrong.
+ * - Escapes: the package's un-escaping matches only a backslash (ignoring a custom escape character from MSH-2), does
+ *   not know `\.br\` and friends, and decodes `\Xhh\` as UTF-8 whatever MSH-18 says. We hide every escape character
+ *   from it (mapped to a private-use character before parsing) and decode all escapes ourselves afterwards.
+ * - Data types: the package converts values by the dictionary's types (NM → number, TS/DTM re-formatted, losing the
+ *   original text and in places the time zone). We parse with a copy of the dictionaries whose decoders are removed,
+ *   so every value stays the text that was sent.
+ * - Sub-components: the package splits sub-components only where its dictionary says the component is composite; we
+ *   split every component on the sub-component separator so the structure does not depend on the dictionary.
+ * - Explicit nulls (`""`) are kept as `null`, distinct from an empty (absent) value.
+ *
+ * The result is a plain, JSON-serialisable `Hl7Message`: segments → fields → repetitions → components →
+ * sub-components, every leaf a decoded string or null.
+ */
+import { HL7Message as PkgMessage } from 'hl7v2';
+import { dictionaries as pkgDictionaries, type HL7Dictionary } from 'hl7v2-dictionary';
+
+/** A leaf value: decoded text, or null for an explicit HL7 null (`""`). Absent values are '' or missing. */
+export type Sub = string | null;
+/** A field: repetitions → components → sub-components. */
+export type Hl7Field = Sub[][][];
+
+export interface Hl7Segment {
+  name: string;
+  /** fields[n] is field n (1-based; fields[0] is unused). MSH-1 and MSH-2 hold the delimiters as sent. */
+  fields: Hl7Field[];
+}
+
+export interface Delimiters {
+  field: string;
+  component: string;
+  repetition: string;
+  escape: string;
+  subComponent: string;
+}
+
+/** MSH as needed for routing and acknowledgement. `raw[n]` is MSH-n exactly as sent (still escaped). */
+export interface MshHeader {
+  delimiters: Delimiters;
+  raw: string[];
+  sendingApplication: string;
+  sendingFacility: string;
+  receivingApplication: string;
+  receivingFacility: string;
+  dateTime: string;
+  messageCode: string;
+  triggerEvent: string;
+  messageStructure: string;
+  controlId: string;
+  processingId: string;
+  version: string;
+  acceptAckType: string;
+  appAckType: string;
+  charset: string;
+  /** MSH-21 message profile identifiers (first component of each repetition). */
+  profiles: string[];
+}
+
+export interface Hl7Message {
+  header: MshHeader;
+  segments: Hl7Segment[];
+  /** The decoded message text, segments separated by CR. */
+  text: string;
+  /** The character set used to decode the bytes. */
+  charset: string;
+}
+
+/** HL7 table 0357 error codes used by the gateway. */
+export const Hl7ErrorCode = {
+  segmentSequence: 100,
+  requiredFieldMissing: 101,
+  dataType: 102,
+  tableValueNotFound: 103,
+  unsupportedMessageType: 200,
+  unsupportedEventCode: 201,
+  unsupportedProcessingId: 202,
+  unsupportedVersion: 203,
+  applicationInternalError: 207,
+} as const;
+export type Hl7ErrorCode = (typeof Hl7ErrorCode)[keyof typeof Hl7ErrorCode];
+
+export const HL7_ERROR_TEXT: Record<Hl7ErrorCode, string> = {
+  100: 'Segment sequence error',
+  101: 'Required field missing',
+  102: 'Data type error',
+  103: 'Table value not found',
+  200: 'Unsupported message type',
+  201: 'Unsupported event code',
+  202: 'Unsupported processing id',
+  203: 'Unsupported version id',
+  207: 'Application internal error',
+};
+
+/** Where an error is (ERR-2 / ERL): segment id, its sequence (1-based), field, component. */
+export interface ErrLocation {
+  segment: string;
+  sequence?: number;
+  field?: number;
+  component?: number;
+}
+
+export class Hl7ParseError extends Error {
+  constructor(
+    message: string,
+    readonly code: Hl7ErrorCode,
+    readonly location?: ErrLocation,
+    /** The header, when MSH could be read: the ACK echoes MSH-10 and uses the sender's delimiters. */
+    readonly header?: MshHeader,
+  ) {
+    super(message);
+    this.name = 'Hl7ParseError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Bytes → text
+
+/** MSH-18 values (HL7 table 0211) → WHATWG decoder labels (Node's TextDecoder, full ICU). */
+const CHARSETS: Record<string, string> = {
+  ASCII: 'ascii',
+  '8859/1': 'latin1',
+  '8859/2': 'iso-8859-2',
+  '8859/3': 'iso-8859-3',
+  '8859/4': 'iso-8859-4',
+  '8859/5': 'iso-8859-5',
+  '8859/6': 'iso-8859-6',
+  '8859/7': 'iso-8859-7',
+  '8859/8': 'iso-8859-8',
+  '8859/9': 'iso-8859-9',
+  '8859/15': 'iso-8859-15',
+  'UNICODE UTF-8': 'utf-8',
+  'UTF-8': 'utf-8',
+  'UNICODE UTF-16': 'utf-16le',
+  UNICODE: 'utf-16le',
+  'GB 18030-2000': 'gb18030',
+  'KS X 1001': 'euc-kr',
+  'BIG-5': 'big5',
+};
+export const SUPPORTED_CHARSETS = Object.keys(CHARSETS);
+
+export function charsetLabel(name: string): string | undefined {
+  return CHARSETS[name.trim().toUpperCase()] ?? CHARSETS[name.trim()];
+}
+
+function decodeWith(label: string, bytes: Buffer): string {
+  // Node's Buffer 'latin1' is ISO-8859-1 proper; TextDecoder('latin1') would be windows-1252.
+  if (label === 'latin1' || label === 'ascii') return bytes.toString('latin1');
+  return new TextDecoder(label).decode(bytes);
+}
+
+/** Reads MSH-18 (first component of the first repetition) from the raw bytes, before decoding. */
+function declaredCharset(bytes: Buffer): string | undefined {
+  const end = bytes.findIndex((b) => b === 0x0d || b === 0x0a);
+  const line = bytes.subarray(0, end < 0 ? Math.min(bytes.length, 4096) : end).toString('latin1');
+  const i = line.indexOf('MSH');
+  if (i < 0 || line.length < i + 8) return undefined;
+  const fs = line[i + 3];
+  const enc = line.slice(i + 4).split(fs)[0] ?? '';
+  const parts = line.slice(i).split(fs);
+  const f18 = parts[17];
+  if (!f18) return undefined;
+  const first = f18.split(enc[1] ?? '~')[0].split(enc[0] ?? '^')[0].trim();
+  return first || undefined;
+}
+
+export interface Decoded {
+  text: string;
+  /** The MSH-18 name (or the default) that was used. */
+  charset: string;
+}
+
+/**
+ * Decodes the bytes of one frame or file: BOM, MSH-18, default. A batch's FHS has no MSH-18, so the first MSH found
+ * decides for the whole payload (a batch carries one character set).
+ */
+export function decodeBytes(bytes: Buffer, defaultCharset = 'UNICODE UTF-8'): Decoded {
+  if (bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) {
+    return { text: new TextDecoder('utf-8').decode(bytes.subarray(3)), charset: 'UNICODE UTF-8' };
+  }
+  if (bytes.length >= 2 && bytes[0] === 0xff && bytes[1] === 0xfe) {
+    return { text: new TextDecoder('utf-16le').decode(bytes.subarray(2)), charset: 'UNICODE UTF-16' };
+  }
+  const mshAt = bytes.indexOf('MSH');
+  const declared = mshAt >= 0 ? declaredCharset(bytes.subarray(mshAt)) : undefined;
+  const declaredLabel = declared ? charsetLabel(declared) : undefined;
+  if (declared && declaredLabel) return { text: decodeWith(declaredLabel, bytes), charset: declared };
+  const defLabel = charsetLabel(defaultCharset) ?? 'utf-8';
+  if (defLabel === 'utf-8') {
+    try {
+      return { text: new TextDecoder('utf-8', { fatal: true }).decode(bytes), charset: 'UNICODE UTF-8' };
+    } catch {
+      // Not valid UTF-8: a legacy sender without MSH-18. ISO-8859-1 maps every byte, so nothing is lost.
+      return { text: bytes.toString('latin1'), charset: '8859/1' };
+    }
+  }
+  return { text: decodeWith(defLabel, bytes), charset: defaultCharset };
+}
+
+/** Encodes an outgoing message (an ACK) in the character set of the message it answers. */
+export function encodeText(text: string, charset: string | undefined): Buffer {
+  const label = charset ? charsetLabel(charset) : 'utf-8';
+  if (label === 'latin1') return Buffer.from(text.replace(/[^\u0000-\u00ff]/g, '?'), 'latin1');
+  if (label === 'ascii') return Buffer.from(text.replace(/[^\u0000-\u007f]/g, '?'), 'latin1');
+  if (label === 'utf-16le') return Buffer.from(text, 'utf16le');
+  if (!label || label === 'utf-8') return Buffer.from(text, 'utf8');
+  // Other single-byte sets: ASCII is common to all of them.
+  return Buffer.from(text.replace(/[^\u0000-\u007f]/g, '?'), 'latin1');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Batches and message boundaries
+
+export interface SplitResult {
+  /** Each message's text (segments separated by CR), in order. Text before the first MSH is its own entry. */
+  messages: string[];
+  /** Present when the payload used batch envelopes (FHS/BHS). */
+  batch?: { fhs?: string; bhs?: string };
+}
+
+/** Normalises CR, LF and CRLF to CR; strips MLLP control bytes and blank lines. */
+export function normaliseSegments(text: string): string[] {
+  return text
+    .replace(/[\u000b\u001c]/g, '')
+    .split(/\r\n|\n\r|\r|\n/)
+    .map((l) => l.replace(/^[ \t]+/, ''))
+    .filter((l) => l.trim() !== '');
+}
+
+/** Splits a payload into messages: one message, several, or a batch (FHS/BHS…BTS/FTS, trailers optional). */
+export function splitMessages(text: string): SplitResult {
+  const lines = normaliseSegments(text);
+  const messages: string[][] = [];
+  let current: string[] | undefined;
+  let batch: SplitResult['batch'];
+  for (const line of lines) {
+    const tag = line.slice(0, 3);
+    if (tag === 'FHS' || tag === 'BHS') {
+      batch ??= {};
+      batch[tag === 'FHS' ? 'fhs' : 'bhs'] = line;
+      current = undefined;
+      continue;
+    }
+    if (tag === 'BTS' || tag === 'FTS') {
+      current = undefined;
+      continue;
+    }
+    if (tag === 'MSH' || !current) {
+      current = [line];
+      messages.push(current);
+      continue;
+    }
+    current.push(line);
+  }
+  return { messages: messages.map((m) => m.join('\r') + '\r'), batch };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// MSH
+
+/** Reads and checks MSH without the package: it must be readable even when the rest of the message is not. */
+export function readHeader(messageText: string): MshHeader {
+  const first = messageText.split('\r', 1)[0] ?? '';
+  if (!first.startsWith('MSH')) {
+    throw new Hl7ParseError(`the message must start with an MSH segment (found '${first.slice(0, 3)}')`, Hl7ErrorCode.segmentSequence, { segment: 'MSH', sequence: 1 });
+  }
+  const fs = first[3];
+  if (!fs || /[A-Za-z0-9\s]/.test(fs)) throw new Hl7ParseError('MSH-1 (field separator) is missing or invalid', Hl7ErrorCode.requiredFieldMissing, { segment: 'MSH', sequence: 1, field: 1 });
+  const parts = first.split(fs);
+  const enc = parts[1] ?? '';
+  const delims = [fs, ...enc.slice(0, 4)];
+  if (enc.length < 4 || new Set(delims).size !== 5 || /[A-Za-z0-9\s]/.test(enc.slice(0, 4))) {
+    throw new Hl7ParseError(`MSH-2 (encoding characters) '${enc}' must hold four distinct delimiter characters`, Hl7ErrorCode.dataType, { segment: 'MSH', sequence: 1, field: 2 });
+  }
+  const d: Delimiters = { field: fs, component: enc[0], repetition: enc[1], escape: enc[2], subComponent: enc[3] };
+  // raw[n] = MSH-n
+  const raw: string[] = ['', fs, ...parts.slice(1)];
+  const f = (n: number) => raw[n] ?? '';
+  const c = (n: number, comp: number) => unescapeText(f(n).split(d.repetition)[0].split(d.component)[comp - 1] ?? '', d).trim();
+  const header: MshHeader = {
+    delimiters: d,
+    raw,
+    sendingApplication: f(3),
+    sendingFacility: f(4),
+    receivingApplication: f(5),
+    receivingFacility: f(6),
+    dateTime: c(7, 1),
+    messageCode: c(9, 1).toUpperCase(),
+    triggerEvent: c(9, 2).toUpperCase(),
+    messageStructure: c(9, 3).toUpperCase(),
+    controlId: c(10, 1),
+    processingId: c(11, 1),
+    version: c(12, 1),
+    acceptAckType: c(15, 1).toUpperCase(),
+    appAckType: c(16, 1).toUpperCase(),
+    charset: c(18, 1),
+    profiles: f(21)
+      .split(d.repetition)
+      .map((r) => unescapeText(r.split(d.component)[0] ?? '', d).trim())
+      .filter(Boolean),
+  };
+  if (!header.messageCode) throw new Hl7ParseError('MSH-9 (message type) is missing', Hl7ErrorCode.requiredFieldMissing, { segment: 'MSH', sequence: 1, field: 9 }, header);
+  if (!header.controlId) throw new Hl7ParseError('MSH-10 (message control id) is missing', Hl7ErrorCode.requiredFieldMissing, { segment: 'MSH', sequence: 1, field: 10 }, header);
+  if (!header.version) throw new Hl7ParseError('MSH-12 (version id) is missing', Hl7ErrorCode.requiredFieldMissing, { segment: 'MSH', sequence: 1, field: 12 }, header);
+  return header;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Escapes
+
+/** The escape character as the package sees it (it never sees the real one, see the file comment). */
+const HIDDEN_ESC = '\ue000';
+/** A literal backslash in data when the escape character is not a backslash. */
+const HIDDEN_BACKSLASH = '\ue001';
+
+/**
+ * Decodes all HL7 escape sequences in one leaf value: \F\ \S\ \T\ \R\ \E\, \Xhh…\ (bytes in the message's character
+ * set), \.br\ (and the other formatting commands) and \H\ \N\ (highlighting, dropped). Unknown sequences are dropped,
+ * as the standard asks.
+ */
+export function unescapeText(value: string, d: Delimiters, escape = d.escape, charset?: string): string {
+  if (!value.includes(escape)) return value;
+  let out = '';
+  let i = 0;
+  while (i < value.length) {
+    const ch = value[i];
+    if (ch !== escape) {
+      out += ch;
+      i++;
+      continue;
+    }
+    const end = value.indexOf(escape, i + 1);
+    if (end < 0) {
+      out += value.slice(i); // an unterminated escape is data
+      break;
+    }
+    const seq = value.slice(i + 1, end);
+    i = end + 1;
+    switch (seq) {
+      case 'F':
+        out += d.field;
+        continue;
+      case 'S':
+        out += d.component;
+        continue;
+      case 'T':
+        out += d.subComponent;
+        continue;
+      case 'R':
+        out += d.repetition;
+        continue;
+      case 'E':
+        out += d.escape;
+        continue;
+      case 'H':
+      case 'N':
+        continue;
+      default:
+        break;
+    }
+    if (/^X([0-9A-Fa-f]{2})+$/.test(seq)) {
+      const bytes = Buffer.from(seq.slice(1), 'hex');
+      const label = charset ? charsetLabel(charset) : undefined;
+      out += label && label !== 'utf-8' ? decodeWith(label, bytes) : new TextDecoder('utf-8').decode(bytes);
+      continue;
+    }
+    if (seq === '.br' || seq.startsWith('.sp')) {
+      out += '\n';
+      continue;
+    }
+    // .fi .nf .in .ti .sk .ce, \Cxxyy\, \Mxxyyzz\, \Zxx\: formatting or locally defined, dropped.
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The package, with decoders removed
+
+let plainDictionaries: Record<string, HL7Dictionary> | undefined;
+
+function stripDecoders(defs: Record<string, unknown> | undefined): void {
+  for (const def of Object.values(defs ?? {})) {
+    if (!def || typeof def !== 'object') continue;
+    const o = def as { decode?: unknown; fields?: Record<string, unknown> };
+    delete o.decode;
+    if (o.fields) stripDecoders(o.fields);
+  }
+}
+
+/** Copies of the package's dictionaries in which no data type converts values (all values stay text). */
+function dictionaries(): Record<string, HL7Dictionary> {
+  if (plainDictionaries) return plainDictionaries;
+  const out: Record<string, HL7Dictionary> = {};
+  for (const [version, dict] of Object.entries(pkgDictionaries as Record<string, HL7Dictionary>)) {
+    const copy = dict.extend({});
+    stripDecoders(copy.types as unknown as Record<string, unknown>);
+    for (const seg of Object.values(copy.segments as unknown as Record<string, { fields?: Record<string, unknown> }>)) stripDecoders(seg.fields);
+    out[version] = copy;
+  }
+  plainDictionaries = out;
+  return out;
+}
+
+export interface ParseOptions {
+  /** Character set the text was decoded from (for \Xhh\ escapes). */
+  charset?: string;
+}
+
+/** Parses one message's text (segments separated by CR, LF or CRLF). Throws Hl7ParseError. */
+export function parseMessage(messageText: string, options: ParseOptions = {}): Hl7Message {
+  const text = normaliseSegments(messageText).join('\r') + '\r';
+  const header = readHeader(text);
+  const d = header.delimiters;
+  // Hide escape characters (and any other backslash) from the package; see the file comment.
+  let hidden = text.replace(/[\ue000\ue001]/g, '\ufffd');
+  if (d.escape === '\\') hidden = hidden.replaceAll('\\', HIDDEN_ESC);
+  else hidden = hidden.replaceAll('\\', HIDDEN_BACKSLASH).replaceAll(d.escape, HIDDEN_ESC);
+  let pkg: PkgMessage;
+  try {
+    pkg = PkgMessage.parse(hidden, { dictionaries: dictionaries() });
+  } catch (err) {
+    const e = err as { message?: string; segmentType?: string; line?: number; fieldPosition?: number };
+    throw new Hl7ParseError(
+      `the message cannot be parsed: ${(e.message ?? String(err)).replaceAll(HIDDEN_ESC, d.escape)}`,
+      Hl7ErrorCode.dataType,
+      e.segmentType ? { segment: e.segmentType, field: e.fieldPosition } : undefined,
+      header,
+    );
+  }
+  const charset = options.charset ?? (header.charset || undefined);
+  const leaf = (v: unknown): Sub => {
+    if (v === null) return null;
+    if (v === undefined) return '';
+    const s = Buffer.isBuffer(v) ? v.toString('latin1') : String(v);
+    const u = unescapeText(s, d, HIDDEN_ESC, charset);
+    return d.escape === '\\' ? u : u.replaceAll(HIDDEN_BACKSLASH, '\\');
+  };
+  const segments: Hl7Segment[] = [];
+  for (const seg of pkg.segments) {
+    const name = seg.segmentType;
+    if (!/^[A-Z][A-Z0-9]{2}$/.test(name)) {
+      throw new Hl7ParseError(`'${name.slice(0, 10)}' is not a segment id`, Hl7ErrorCode.segmentSequence, { segment: name.slice(0, 3), sequence: segments.length + 1 }, header);
+    }
+    const fields: Hl7Field[] = [[]];
+    seg.fields.forEach((field, i) => {
+      if (!field) {
+        fields[i + 1] = [];
+        return;
+      }
+      fields[i + 1] = field.repetitions.map((rep) =>
+        (rep.components ?? []).map((comp) => {
+          if (!comp) return [''];
+          const subs = comp.isPrimitive ? [comp.getValue()] : (comp.subComponents ?? []).map((s) => s?.value);
+          // Split primitive components on the sub-component separator too (escaped data cannot contain it).
+          return subs.flatMap((s) => (typeof s === 'string' && s.includes(d.subComponent) ? s.split(d.subComponent) : [s])).map(leaf);
+        }),
+      );
+    });
+    for (let i = 1; i < fields.length; i++) fields[i] ??= [];
+    if (name === 'MSH') {
+      fields[1] = [[[d.field]]];
+      fields[2] = [[[d.component + d.repetition + d.escape + d.subComponent]]];
+    }
+    segments.push({ name, fields });
+  }
+  return { header, segments, text, charset: charset ?? 'UNICODE UTF-8' };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Accessors (the message is plain data, so these are functions)
+
+/** The n-th (0-based) segment with this id. */
+export function segment(msg: Pick<Hl7Message, 'segments'>, name: string, n = 0): Hl7Segment | undefined {
+  let k = 0;
+  for (const s of msg.segments) if (s.name === name && k++ === n) return s;
+  return undefined;
+}
+
+export function segmentsNamed(msg: Pick<Hl7Message, 'segments'>, name: string): Hl7Segment[] {
+  return msg.segments.filter((s) => s.name === name);
+}
+
+/** One leaf: field f, component c, sub-component s of repetition r. '' when absent, null for an explicit null. */
+export function getRaw(seg: Hl7Segment | undefined, f: number, c = 1, s = 1, r = 0): Sub {
+  const v = seg?.fields[f]?.[r]?.[c - 1]?.[s - 1];
+  return v === undefined ? '' : v;
+}
+
+/** One leaf as trimmed text; undefined when absent or explicitly null. */
+export function get(seg: Hl7Segment | undefined, f: number, c = 1, s = 1, r = 0): string | undefined {
+  const v = getRaw(seg, f, c, s, r);
+  if (v === null) return undefined;
+  const t = v.trim();
+  return t === '' ? undefined : t;
+}
+
+/** True when the field (first repetition, first component) is the explicit null `""`. */
+export function isExplicitNull(seg: Hl7Segment | undefined, f: number, c = 1): boolean {
+  return getRaw(seg, f, c) === null;
+}
+
+/** Number of repetitions of a field. */
+export function repetitions(seg: Hl7Segment | undefined, f: number): number {
+  return seg?.fields[f]?.length ?? 0;
+}
+
+/** A component's sub-components joined back with '&' (for display only). */
+export function componentText(seg: Hl7Segment | undefined, f: number, c = 1, r = 0): string | undefined {
+  const comp = seg?.fields[f]?.[r]?.[c - 1];
+  if (!comp) return undefined;
+  const t = comp.map((s) => s ?? '').join('&').replace(/&+$/, '').trim();
+  return t || undefined;
+}

@@ -1,0 +1,158 @@
+/**
+ * Delivery to the EHR: retries, dead letters, replay, the unknown-patient policy. Real Redis, the real sandbox EHR over
+ * HTTP with faults injected in front of it.
+ */
+import { strict as assert } from 'node:assert';
+import request from 'supertest';
+import type { Observation } from 'fhir/r4';
+import { eventually, postJson, startEhr, startGateway, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
+import { backoffDelay } from '../../src/delivery/worker.js';
+import { EhrError, parseRetryAfter } from '../../src/delivery/ehr-client.js';
+
+const reading = (deviceId: string, patientId = 'MRN-7', value = 96) => ({
+  deviceId,
+  patientId,
+  timestamp: '2026-11-23T11:00:00Z',
+  measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value, unit: '%' }],
+});
+
+const isTransaction = (req: { method: string; path: string }) => req.method === 'POST' && (req.path === '/' || req.path === '');
+
+describe('delivery: retries, dead letters and replay (end to end)', function () {
+  let redis: TestRedis;
+  let ehr: TestEhr;
+  let gw: TestGateway;
+
+  before(async () => {
+    redis = await startRedis();
+    ehr = await startEhr();
+    gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', DELIVERY_ATTEMPTS: '8' });
+  });
+  after(async () => {
+    await gw?.stop();
+    await ehr?.stop();
+    await redis?.stop();
+  });
+  beforeEach(() => {
+    ehr.sandbox.clear();
+    ehr.faults.length = 0;
+    ehr.requests.length = 0;
+  });
+
+  it('retries while the EHR answers 503 and delivers exactly once when it recovers', async () => {
+    for (let i = 0; i < 3; i++) ehr.faults.push({ status: 503, match: isTransaction });
+    ehr.faults.push({ status: 429, headers: { 'Retry-After': '0' }, match: isTransaction });
+    const r = await postJson(`${gw.url}/ingest/measurements`, reading('RETRY-1'));
+    assert.equal(r.status, 202);
+    await eventually(async () => (await ehr.search('Observation', {})).length === 1, 20000, 'delivery after recovery');
+    assert.equal(ehr.faults.length, 0, 'every injected fault was met');
+    assert.equal(ehr.requests.filter(isTransaction).length, 5, 'four refused attempts, one success');
+    const job = await gw.gateway.queue!.bull.getJob(r.body.jobIds[0]);
+    assert.equal(await job?.getState(), 'completed');
+    assert.equal((await ehr.search('Observation', {})).length, 1);
+    assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0);
+  });
+
+  it('survives a transaction that the EHR applied but whose answer was lost (retry is idempotent)', async () => {
+    // The EHR applies the first transaction but the gateway times out waiting for the answer: hold it past FHIR_TIMEOUT_MS.
+    ehr.faults.push({ status: 200, delayMs: 3500, match: isTransaction });
+    const r = await postJson(`${gw.url}/ingest/measurements`, reading('SLOW-1'));
+    assert.equal(r.status, 202);
+    const job = await eventually(async () => {
+      const j = await gw.gateway.queue!.bull.getJob(r.body.jobIds[0]);
+      return (await j?.getState()) === 'completed' ? j : undefined;
+    }, 20000, 'completion after a timed-out attempt');
+    assert.ok(job!.attemptsMade >= 1, 'at least one attempt timed out');
+    assert.equal((await ehr.search('Observation', {})).length, 1, 'conditional create: no duplicate');
+    assert.equal((await ehr.search('Device', {})).length, 1);
+  });
+
+  it('dead-letters a permanent EHR refusal (400) with its OperationOutcome; replay after the fix delivers', async () => {
+    const refusal = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invariant', diagnostics: 'Observation.subject: patient is merged' }] };
+    ehr.faults.push({ status: 400, body: refusal, match: isTransaction });
+    const r = await postJson(`${gw.url}/ingest/measurements`, reading('DL-1'));
+    assert.equal(r.status, 202);
+    const list = await eventually(async () => {
+      const l = await request(gw.url).get('/api/dead-letters');
+      return l.body.total === 1 ? l.body : undefined;
+    }, 20000, 'a dead letter');
+    const dl = list.items[0];
+    assert.equal(dl.kind, 'rejected');
+    assert.equal(dl.httpStatus, 400);
+    assert.equal(dl.attempts, 1, 'a 4xx is not retried');
+    assert.deepEqual(dl.outcome, refusal);
+    assert.equal(dl.adapterId, 'measurements');
+    assert.deepEqual(dl.summary, { devices: 1, observations: 1, patients: 0, codes: ['2708-6'] });
+    assert.equal(ehr.requests.filter(isTransaction).length, 1);
+    assert.equal((await ehr.search('Observation', {})).length, 0);
+    const full = await request(gw.url).get(`/api/dead-letters/${dl.id}`);
+    assert.equal(full.body.job.translation.observations.length, 1);
+
+    // The cause is fixed (no more fault): replay.
+    const replay = await request(gw.url).post(`/api/dead-letters/${dl.id}/retry`);
+    assert.equal(replay.status, 202);
+    await eventually(async () => (await ehr.search('Observation', {})).length === 1, 20000, 'delivery after replay');
+    assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0);
+    assert.equal((await request(gw.url).post(`/api/dead-letters/${dl.id}/retry`)).status, 404);
+  });
+
+  it('dead-letters a job whose attempts are exhausted, and deletes a dead letter on request', async () => {
+    for (let i = 0; i < 8; i++) ehr.faults.push({ status: 500, match: isTransaction });
+    const r = await postJson(`${gw.url}/ingest/measurements`, reading('EXH-1'));
+    assert.equal(r.status, 202);
+    const list = await eventually(async () => {
+      const l = await request(gw.url).get('/api/dead-letters');
+      return l.body.total === 1 ? l.body : undefined;
+    }, 30000, 'exhausted dead letter');
+    assert.equal(list.items[0].kind, 'exhausted');
+    assert.equal(list.items[0].attempts, 8);
+    assert.equal((await request(gw.url).delete(`/api/dead-letters/${list.items[0].id}`)).status, 204);
+    assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0);
+    assert.equal((await request(gw.url).delete(`/api/dead-letters/${list.items[0].id}`)).status, 404);
+  });
+});
+
+describe('unknown patient policy', function () {
+  it('reject: a reading for a patient the EHR does not know becomes a dead letter; a known patient is referenced', async () => {
+    const redis = await startRedis();
+    const ehr = await startEhr();
+    const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'reject' });
+    try {
+      const known = await ehr.sandbox.repo.createResource({ resourceType: 'Patient', identifier: [{ system: 'urn:iomt-gateway:patient-id', value: 'MRN-KNOWN' }] } as never);
+      const first = await postJson(`${gw.url}/ingest/measurements`, reading('POL-1', 'MRN-UNKNOWN'));
+      assert.equal(first.status, 202, JSON.stringify(first.body));
+      assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('POL-2', 'MRN-KNOWN'))).status, 202);
+      const dl = await eventually(async () => {
+        const l = await request(gw.url).get('/api/dead-letters');
+        return l.body.total === 1 ? l.body.items[0] : undefined;
+      }, 20000, 'policy dead letter');
+      assert.equal(dl.kind, 'policy');
+      assert.match(dl.reason, /knows no patient/);
+      const obs = await eventually(async () => {
+        const o = await ehr.search<Observation>('Observation', {});
+        return o.length === 1 ? o : undefined;
+      }, 20000, 'the known patient\'s observation');
+      assert.equal(obs[0].subject?.reference, `Patient/${(known as { id: string }).id}`);
+      assert.equal((await ehr.search('Patient', {})).length, 1, 'no patient was created');
+    } finally {
+      await gw.stop();
+      await ehr.stop();
+      await redis.stop();
+    }
+  });
+});
+
+describe('retry timing rules', () => {
+  it('backs off exponentially with jitter, capped, and honours Retry-After (capped)', () => {
+    for (let attempt = 1; attempt <= 12; attempt++) {
+      const d = backoffDelay(attempt, new Error('x'), 100, 5000);
+      const exp = Math.min(5000, 100 * 2 ** (attempt - 1));
+      assert.ok(d >= exp / 2 && d <= exp, `attempt ${attempt}: ${d} in [${exp / 2}, ${exp}]`);
+    }
+    assert.equal(backoffDelay(1, new EhrError('x', true, 429, undefined, 3000), 100, 5000), 3000);
+    assert.equal(backoffDelay(1, new EhrError('x', true, 429, undefined, 60_000), 100, 5000), 5000);
+    assert.equal(parseRetryAfter('7'), 7000);
+    assert.ok((parseRetryAfter(new Date(Date.now() + 10_000).toUTCString(), Date.now()) ?? 0) > 8000);
+    assert.equal(parseRetryAfter('soon'), undefined);
+  });
+});

@@ -1,0 +1,208 @@
+/**
+ * Test harness: real parts only. A throwaway redis-server on a random port, a real sandbox EHR (the medplum FHIR engine
+ * over HTTP, with a fault injector in front so tests can make it answer 503/400/429), and the real gateway on port 0.
+ */
+import express from 'express';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Writable } from 'node:stream';
+import type { Bundle, Resource } from 'fhir/r4';
+import { EmbeddedRedis } from '../../src/queue/embedded-redis.js';
+import { createSandboxEhr, type SandboxEhr } from '../../src/sandbox/sandbox.js';
+import { loadConfig, type Role } from '../../src/config/index.js';
+import { Gateway } from '../../src/gateway.js';
+import { createLogger } from '../../src/observability/logger.js';
+
+export const REPO_ROOT = resolve(new URL('../..', import.meta.url).pathname);
+
+export interface TestRedis {
+  url: string;
+  redis: EmbeddedRedis;
+  stop(): Promise<void>;
+}
+
+export async function startRedis(options: { appendOnly?: boolean } = {}): Promise<TestRedis> {
+  const dir = mkdtempSync(join(tmpdir(), 'gw-redis-'));
+  const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: options.appendOnly ?? false });
+  const url = await redis.start();
+  return {
+    url,
+    redis,
+    stop: async () => {
+      await redis.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A fault the sandbox answers with instead of processing the request. */
+export interface Fault {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Only requests whose method+path match. */
+  match?: (req: express.Request) => boolean;
+  /** Hold the request this long before answering normally (no fault status) — for kill-mid-job tests. */
+  delayMs?: number;
+}
+
+export interface TestEhr {
+  url: string;
+  sandbox: SandboxEhr;
+  /** Faults consumed one per matching request, in order. */
+  faults: Fault[];
+  /** Every request the EHR received (method + path). */
+  requests: { method: string; path: string }[];
+  search<T extends Resource>(type: string, params: Record<string, string>): Promise<T[]>;
+  stop(): Promise<void>;
+}
+
+export async function startEhr(): Promise<TestEhr> {
+  const sandbox = createSandboxEhr();
+  const faults: Fault[] = [];
+  const requests: { method: string; path: string }[] = [];
+  const app = express();
+  app.use('/fhir', async (req, res, next) => {
+    requests.push({ method: req.method, path: req.path });
+    const i = faults.findIndex((f) => !f.match || f.match(req));
+    if (i >= 0) {
+      const [f] = faults.splice(i, 1);
+      if (f.delayMs) {
+        await new Promise((r) => setTimeout(r, f.delayMs));
+        return next();
+      }
+      for (const [k, v] of Object.entries(f.headers ?? {})) res.setHeader(k, v);
+      res.status(f.status).type('application/fhir+json').send(JSON.stringify(f.body ?? { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'transient', diagnostics: 'injected fault' }] }));
+      return;
+    }
+    next();
+  }, sandbox.router);
+  const server: Server = await new Promise((res) => {
+    const s = app.listen(0, '127.0.0.1', () => res(s));
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`;
+  return {
+    url,
+    sandbox,
+    faults,
+    requests,
+    async search<T extends Resource>(type: string, params: Record<string, string>): Promise<T[]> {
+      const r = await fetch(`${url}/${type}?${new URLSearchParams(params)}`);
+      const b = (await r.json()) as Bundle;
+      return (b.entry ?? []).map((e) => e.resource as T);
+    },
+    stop: () =>
+      new Promise((res) => {
+        server.closeAllConnections();
+        server.close(() => res());
+      }),
+  };
+}
+
+/** Fast settings for tests: short backoff, short locks, quick stalled-job detection. */
+export const FAST_ENV: Record<string, string> = {
+  PORT: '0',
+  HOST: '127.0.0.1',
+  LOG_LEVEL: 'info',
+  RETRY_BASE_DELAY_MS: '50',
+  RETRY_MAX_DELAY_MS: '500',
+  DELIVERY_ATTEMPTS: '6',
+  QUEUE_LOCK_DURATION_MS: '1000',
+  QUEUE_STALLED_INTERVAL_MS: '500',
+  FHIR_TIMEOUT_MS: '3000',
+  ENQUEUE_TIMEOUT_MS: '5000',
+  SHUTDOWN_TIMEOUT_MS: '5000',
+};
+
+export interface TestGateway {
+  gateway: Gateway;
+  url: string;
+  /** Every log line the gateway wrote (JSON text). */
+  logs: string[];
+  stop(): Promise<void>;
+}
+
+export async function startGateway(env: Record<string, string>, role: Role = 'all'): Promise<TestGateway> {
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logs.push(...chunk.toString().split('\n').filter(Boolean));
+      cb();
+    },
+  });
+  const config = loadConfig({ ...FAST_ENV, ...env });
+  const gateway = new Gateway(config, role, { logger: createLogger(config.logLevel, sink) });
+  await gateway.start();
+  return { gateway, url: gateway.url, logs, stop: () => gateway.stop() };
+}
+
+/** Polls until `check` returns a truthy value or the deadline passes (behaviour, not timing: a generous deadline). */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface ChildGateway {
+  child: ChildProcess;
+  url: Promise<string>;
+  output: () => string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Runs the gateway as a separate process (the CLI, from source), as operators run it. */
+export function spawnGateway(env: Record<string, string>, role: Role): ChildGateway {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/main.ts'), 'start', '--role', role], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...FAST_ENV, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const url = new Promise<string>((res, rej) => {
+    const onData = (b: Buffer) => {
+      out += b.toString();
+      const m = /"url":"(http:[^"]+)"[^\n]*"msg":"gateway started"/.exec(out);
+      if (m) res(m[1]);
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+    child.once('exit', (code) => rej(new Error(`gateway (${role}) exited ${code}: ${out.slice(-2000)}`)));
+  });
+  url.catch(() => undefined);
+  return {
+    child,
+    url,
+    output: () => out,
+    stop: (signal: NodeJS.Signals = 'SIGTERM') =>
+      new Promise((res) => {
+        if (child.exitCode !== null || child.signalCode !== null) return res(child.exitCode);
+        child.once('exit', (code) => res(code));
+        child.kill(signal);
+      }),
+  };
+}
+
+export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; headers: Headers }> {
+  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const text = await r.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
+  return { status: r.status, body: parsed, headers: r.headers };
+}
