@@ -21,6 +21,7 @@ import { EhrClient } from './delivery/ehr-client.js';
 import { backoffDelay, DeliveryWorker } from './delivery/worker.js';
 import { createSandboxEhr, type SandboxEhr } from './sandbox/sandbox.js';
 import { createApp } from './http/app.js';
+import { BootstrapAccess, type AccessControl } from './http/auth.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { initValidation } from './fhir/validate.js';
@@ -42,6 +43,7 @@ export class Gateway {
   sandbox?: SandboxEhr;
   worker?: DeliveryWorker;
   ehr?: EhrClient;
+  access?: AccessControl;
   private server?: Server;
   private embedded?: EmbeddedRedis;
   private starting?: Promise<void>;
@@ -115,6 +117,7 @@ export class Gateway {
       metrics: this.metrics,
       log,
       sandbox: this.sandbox,
+      access: this.access ?? new BootstrapAccess(config.adminApiKey),
     });
     await new Promise<void>((res, rej) => {
       const server = app.listen(config.port, config.host, () => res());

@@ -18,6 +18,21 @@ export interface InboundMessage {
   receivedAt: string;
   /** Channel-specific context, e.g. the MQTT topic or the MLLP peer. Adapters may read it (device id from a topic). */
   attributes?: Record<string, string>;
+  /** Who sent it, as authenticated by the channel (absent when the channel has no credential to check). */
+  principal?: Principal;
+}
+
+export const Roles = { admin: 'admin', operator: 'operator', vendor: 'vendor', device: 'device' } as const;
+export type RoleName = (typeof Roles)[keyof typeof Roles];
+
+/** An authenticated caller. */
+export interface Principal {
+  role: RoleName;
+  /** Credential owner id: the device id for a device key, the vendor id for a vendor key, the key id otherwise. */
+  id: string;
+  /** The key id of the credential used (for audit); 'bootstrap' for ADMIN_API_KEY. */
+  keyId: string;
+  vendorId?: string;
 }
 
 export interface PatientIdentity {

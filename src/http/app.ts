@@ -15,7 +15,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { SandboxEhr } from '../sandbox/sandbox.js';
 import { notFound, outcome, issue, OperationOutcomeError, unavailable } from '../fhir/outcome.js';
 import { errorHandler, notFoundHandler, requireJson } from './errors.js';
-import { requireAdmin } from './auth.js';
+import type { AccessControl } from './auth.js';
 
 export interface AppDeps {
   config: Config;
@@ -29,6 +29,7 @@ export interface AppDeps {
   metrics: Metrics;
   log: Logger;
   sandbox?: SandboxEhr;
+  access: AccessControl;
   /** Routers of other features (HL7v2, adapters API, devices), mounted after the core routes. */
   routers?: Router[];
 }
@@ -63,28 +64,30 @@ export function createApp(deps: AppDeps): express.Express {
 
   if (deps.sandbox) app.use('/sandbox/fhir', deps.sandbox.router);
 
-  const admin = requireAdmin(config.adminApiKey);
+  const { access } = deps;
+  const ops = access.require('operator');
   const json = express.json({ limit: config.ingestMaxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
 
-  app.get('/metrics', admin, async (_req, res) => {
+  app.get('/metrics', ops, async (_req, res) => {
     res.type('text/plain; version=0.0.4').send(await metrics.render());
   });
 
   if (deps.pipeline) {
     const pipeline = deps.pipeline;
-    app.post('/ingest/:adapter', admin, requireJson, json, async (req, res) => {
+    app.post('/ingest/:adapter', access.require('device', 'vendor'), requireJson, json, async (req, res) => {
       if (req.body === undefined) throw new OperationOutcomeError(400, outcome([issue('required', 'the body is empty')]));
       const result = await pipeline.ingest(String(req.params.adapter), {
         body: req.body,
         channel: 'http',
         receivedAt: new Date().toISOString(),
         attributes: { remoteAddress: req.socket.remoteAddress ?? '' },
+        principal: req.principal,
       });
       res.status(202).json({ jobIds: result.jobIds, readings: result.translations.length, observations: result.observations });
     });
   }
 
-  app.get('/api/status', admin, async (_req, res) => {
+  app.get('/api/status', ops, async (_req, res) => {
     const redis = queue.isReady() ? 'ready' : queue.bull.client.status;
     const counts = queue.isReady() ? await queue.counts().catch(() => undefined) : undefined;
     const dead = queue.isReady() ? await deadLetters.count().catch(() => undefined) : undefined;
@@ -101,26 +104,26 @@ export function createApp(deps: AppDeps): express.Express {
     });
   });
 
-  app.get('/api/adapters', admin, (_req, res) => {
+  app.get('/api/adapters', access.require('operator', 'vendor'), (_req, res) => {
     res.json(deps.registry.list().map((a) => ({ id: a.id, description: a.description })));
   });
 
   const requireRedis = () => {
     if (!queue.isReady()) throw unavailable('Redis is not reachable', 5);
   };
-  app.get('/api/dead-letters', admin, async (req, res) => {
+  app.get('/api/dead-letters', ops, async (req, res) => {
     requireRedis();
     const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
     const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 100) || 100));
     res.json(await deadLetters.list(offset, limit));
   });
-  app.get('/api/dead-letters/:id', admin, async (req, res) => {
+  app.get('/api/dead-letters/:id', ops, async (req, res) => {
     requireRedis();
     const d = await deadLetters.get(String(req.params.id));
     if (!d) throw notFound(`no dead letter '${req.params.id}'`);
     res.json(d);
   });
-  app.post('/api/dead-letters/:id/retry', admin, async (req, res) => {
+  app.post('/api/dead-letters/:id/retry', ops, async (req, res) => {
     requireRedis();
     const id = String(req.params.id);
     const d = await deadLetters.get(id);
@@ -130,7 +133,7 @@ export function createApp(deps: AppDeps): express.Express {
     log.info({ deadLetter: id, jobId }, 'dead letter replayed');
     res.status(202).json({ jobId });
   });
-  app.delete('/api/dead-letters/:id', admin, async (req, res) => {
+  app.delete('/api/dead-letters/:id', access.require(), async (req, res) => {
     requireRedis();
     if (!(await deadLetters.delete(String(req.params.id)))) throw notFound(`no dead letter '${req.params.id}'`);
     res.status(204).end();

@@ -1,11 +1,28 @@
 /**
- * Access checks, in one place. Until device and vendor credentials exist, the bootstrap admin key (ADMIN_API_KEY,
- * sent as `Authorization: Bearer <key>`) guards /api, /ingest and /metrics; without it configured the routes are open
- * to whoever can reach the bind address (127.0.0.1 by default), and start-up says so.
+ * Access checks, in one place. Every route except /healthz, /readyz and the sandbox EHR states which roles may call it
+ * through `access.require(...)`; `authenticate` turns the `Authorization: Bearer <key>` header into a Principal.
+ *
+ * `BootstrapAccess` knows only the bootstrap admin key (ADMIN_API_KEY). Without it configured, every request is
+ * treated as admin (development on 127.0.0.1) and start-up warns. The device-management module supplies the full
+ * implementation (per-device, vendor and operator keys stored in Redis) through the same interface.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { RequestHandler } from 'express';
-import { unauthorized } from '../fhir/outcome.js';
+import type { Request, RequestHandler } from 'express';
+import type { Principal, RoleName } from '../adapters/contract.js';
+import { forbidden, unauthorized } from '../fhir/outcome.js';
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    principal?: Principal;
+  }
+}
+
+export interface AccessControl {
+  /** Resolves the caller (or refuses 401); sets req.principal. */
+  authenticate: RequestHandler;
+  /** authenticate + a role check (403 when the role is not allowed). */
+  require(...roles: RoleName[]): RequestHandler;
+}
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -14,13 +31,69 @@ export function bearerToken(header: string | undefined): string | undefined {
   return m?.[1];
 }
 
-export function requireAdmin(adminKey: string | undefined): RequestHandler {
-  if (!adminKey) return (_req, _res, next) => next();
-  const expected = digest(adminKey);
-  return (req, _res, next) => {
+/** Constant-time comparison of a presented key with the configured one. */
+export function sameKey(presented: string, expected: string): boolean {
+  return timingSafeEqual(digest(presented), digest(expected));
+}
+
+export const BOOTSTRAP_ADMIN: Principal = { role: 'admin', id: 'bootstrap-admin', keyId: 'bootstrap' };
+
+export abstract class BaseAccess implements AccessControl {
+  /** Returns the principal for a presented key, or undefined when the key is not valid. */
+  protected abstract resolve(token: string, req: Request): Promise<Principal | undefined>;
+  /** The principal when no credential is presented (undefined = 401). */
+  protected anonymous(): Principal | undefined {
+    return undefined;
+  }
+  /** Called for each refused access (audit). */
+  protected refused(_req: Request, _status: number, _reason: string): void {}
+
+  authenticate: RequestHandler = async (req, _res, next) => {
+    if (req.principal) return next();
     const token = bearerToken(req.headers.authorization);
-    if (!token) return next(unauthorized('a credential is required: Authorization: Bearer <key>'));
-    if (!timingSafeEqual(digest(token), expected)) return next(unauthorized('the credential is not valid'));
+    if (!token) {
+      const anon = this.anonymous();
+      if (anon) {
+        req.principal = anon;
+        return next();
+      }
+      this.refused(req, 401, 'no credential');
+      return next(unauthorized('a credential is required: Authorization: Bearer <key>'));
+    }
+    const p = await this.resolve(token, req);
+    if (!p) {
+      this.refused(req, 401, 'invalid credential');
+      return next(unauthorized('the credential is not valid (unknown, revoked or expired)'));
+    }
+    req.principal = p;
     next();
   };
+
+  require(...roles: RoleName[]): RequestHandler {
+    const allowed = new Set<RoleName>(['admin', ...roles]);
+    return (req, res, next) => {
+      void this.authenticate(req, res, (err?: unknown) => {
+        if (err) return next(err);
+        const p = req.principal as Principal;
+        if (!allowed.has(p.role)) {
+          this.refused(req, 403, `role ${p.role} may not ${req.method} ${req.baseUrl}${req.path}`);
+          return next(forbidden(`a ${p.role} credential may not use this route`));
+        }
+        next();
+      });
+    };
+  }
+}
+
+export class BootstrapAccess extends BaseAccess {
+  constructor(private readonly adminKey: string | undefined) {
+    super();
+  }
+  protected override async resolve(token: string): Promise<Principal | undefined> {
+    if (!this.adminKey) return BOOTSTRAP_ADMIN;
+    return sameKey(token, this.adminKey) ? BOOTSTRAP_ADMIN : undefined;
+  }
+  protected override anonymous(): Principal | undefined {
+    return this.adminKey ? undefined : BOOTSTRAP_ADMIN;
+  }
 }

@@ -25,7 +25,18 @@ export interface Ingestor {
   translate(adapterId: string, message: InboundMessage): Translation[];
 }
 
+/**
+ * Device policy at the door, after translation and before validation (device management plugs in here): refuses data
+ * of devices that may not send (throw OperationOutcomeError 403), holds data of unknown devices for review, fills in
+ * the assigned patient, records monitoring. Returns the translations to validate and queue.
+ */
+export interface IngestGuard {
+  admit(adapterId: string, message: InboundMessage, translations: Translation[]): Promise<Translation[]>;
+}
+
 export class Pipeline implements Ingestor {
+  guard?: IngestGuard;
+
   constructor(
     private readonly registry: AdapterRegistry,
     private readonly queue: Pick<DeliveryQueue, 'enqueue'>,
@@ -34,9 +45,16 @@ export class Pipeline implements Ingestor {
   ) {}
 
   translate(adapterId: string, message: InboundMessage): Translation[] {
+    return this.validateAll(this.translateOnly(adapterId, message));
+  }
+
+  private translateOnly(adapterId: string, message: InboundMessage): Translation[] {
     const adapter = this.registry.get(adapterId);
     if (!adapter) throw notFound(`no adapter '${adapterId}' is registered`);
-    const translations = adapter.translate(message, this.context);
+    return adapter.translate(message, this.context);
+  }
+
+  private validateAll(translations: Translation[]): Translation[] {
     const issues: OperationOutcomeIssue[] = [];
     translations.forEach((t, i) => {
       const where = translations.length > 1 ? `reading[${i}]` : undefined;
@@ -54,7 +72,9 @@ export class Pipeline implements Ingestor {
   async ingest(adapterId: string, message: InboundMessage): Promise<IngestResult> {
     let translations: Translation[];
     try {
-      translations = this.translate(adapterId, message);
+      translations = this.translateOnly(adapterId, message);
+      if (this.guard) translations = await this.guard.admit(adapterId, message, translations);
+      translations = this.validateAll(translations);
     } catch (err) {
       this.metrics?.inc('ingest_refused_total', { adapter: adapterId, channel: message.channel });
       throw err;

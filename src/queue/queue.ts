@@ -108,8 +108,8 @@ export class DeliveryQueue {
    * does not answer in time, or the queue is deeper than its limit.
    */
   async enqueue(jobs: DeliveryJob[]): Promise<string[]> {
-    if (!this.isReady()) throw unavailable('the queue (Redis) is not reachable; nothing was accepted, retry later', 5);
     const t = this.settings.enqueueTimeoutMs;
+    await this.ensureReady(t);
     const depth = await withTimeout(this.depth(), t, 'the queue (Redis) did not answer');
     if (depth + jobs.length > this.settings.maxDepth) {
       throw unavailable(`the delivery queue is full (${depth} jobs waiting, limit ${this.settings.maxDepth}); retry later`, 10);
@@ -120,9 +120,23 @@ export class DeliveryQueue {
     return added.map((j) => String(j.id));
   }
 
+  /**
+   * Fails fast (503) when the connection is down or reconnecting; waits up to `ms` while it is still connecting (a
+   * gateway that has just started).
+   */
+  private async ensureReady(ms: number): Promise<void> {
+    const client = this.bull.client;
+    if (client.status === 'ready') return;
+    if (client.status === 'connecting' || client.status === 'connect' || client.status === 'wait') {
+      await withTimeout(new Promise<void>((res) => client.once('ready', () => res())), ms, 'the queue (Redis) did not connect').catch(() => undefined);
+      if ((client.status as string) === 'ready') return;
+    }
+    throw unavailable(`the queue (Redis) is not reachable (${client.status}); nothing was accepted, retry later`, 5);
+  }
+
   /** Adds a replayed job under a fresh id (the content id may still be held by the failed original). */
   async requeue(job: DeliveryJob): Promise<string> {
-    if (!this.isReady()) throw unavailable('the queue (Redis) is not reachable; retry later', 5);
+    await this.ensureReady(this.settings.enqueueTimeoutMs);
     const added = await withTimeout(this.bull.add(job, { jobId: `${jobIdFor(job)}-r${Date.now().toString(36)}` }), this.settings.enqueueTimeoutMs, 'the queue (Redis) did not confirm the job');
     return String(added.id);
   }

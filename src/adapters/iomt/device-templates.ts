@@ -174,7 +174,7 @@ function parseContentTemplate(entry: unknown, index: number, path: string, sink:
   const values: ValueExpression[] = [];
   const vs = prop(t, 'values');
   if (vs && !Array.isArray(vs.value)) sink.error(child(tpath, vs.key), 'must be an array of { valueName, valueExpression, required }');
-  else if (!vs || vs.value.length === 0) sink.error(child(tpath, vs?.key ?? 'values'), 'at least one value is required (a measurement without values maps to nothing)');
+  else if (!vs || (vs.value as unknown[]).length === 0) sink.error(child(tpath, vs?.key ?? 'values'), 'at least one value is required (a measurement without values maps to nothing)');
   else {
     const seen = new Set<string>();
     (vs.value as unknown[]).forEach((v, i) => {
@@ -272,7 +272,7 @@ export interface Measurement {
 }
 
 export interface ExtractionProblem {
-  code: 'required' | 'value' | 'invalid';
+  code: 'required' | 'value' | 'invalid' | 'business-rule' | 'not-found';
   message: string;
   /** Payload location (JSONPath) or the expression. */
   expression: string;

@@ -13,8 +13,11 @@
  *   fromUnixTimestampMs, matchesRegex) are not part of jmespath.js, which has no public function registry. See
  *   `installCustomFunctions` below for the small extension layer.
  */
-import jmespath from 'jmespath';
+import jmespathModule from 'jmespath';
 import { JSONPath } from 'jsonpath-plus';
+
+/** jmespath.js also exports `compile` (expression → AST); @types/jmespath declares only `search`. */
+const jmespath = jmespathModule as typeof jmespathModule & { compile(expression: string): unknown };
 
 export const ExpressionLanguage = { jsonPath: 'JsonPath', jmesPath: 'JmesPath' } as const;
 export type ExpressionLanguage = (typeof ExpressionLanguage)[keyof typeof ExpressionLanguage];

@@ -1,0 +1,84 @@
+/**
+ * Configuration validation, the bootstrap admin key, and graceful shutdown.
+ */
+import { strict as assert } from 'node:assert';
+import request from 'supertest';
+import { ConfigError, configHelp, loadConfig } from '../../src/config/index.js';
+import { eventually, postJson, startEhr, startGateway, startRedis } from '../helpers/harness.js';
+
+describe('configuration', () => {
+  it('has working defaults: sandbox EHR, private Redis, create-patient policy with the sandbox', () => {
+    const c = loadConfig({});
+    assert.equal(c.port, 8080);
+    assert.equal(c.sandbox, true);
+    assert.equal(c.redisUrl, undefined);
+    assert.equal(c.unknownPatientPolicy, 'create');
+  });
+
+  it('defaults the unknown-patient policy to reject with a real EHR', () => {
+    assert.equal(loadConfig({ FHIR_BASE_URL: 'https://ehr.example.org/fhir' }).unknownPatientPolicy, 'reject');
+  });
+
+  it('reports every error at once, each naming its variable', () => {
+    try {
+      loadConfig({ PORT: 'eighty', FHIR_BASE_URL: 'not a url', UNKNOWN_PATIENT_POLICY: 'maybe', DELIVERY_CONCURRENCY: '0', FHIR_AUTH: 'bearer' });
+      assert.fail('expected a ConfigError');
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      const text = err.errors.join('\n');
+      for (const m of [/PORT: 'eighty' is not a whole number/, /FHIR_BASE_URL: 'not a url' is not a URL/, /UNKNOWN_PATIENT_POLICY: 'maybe' is not one of reject, create/, /DELIVERY_CONCURRENCY: 0 is below the minimum 1/, /FHIR_BEARER_TOKEN is required/]) {
+        assert.match(text, m);
+      }
+      assert.equal(err.errors.length, 5);
+    }
+  });
+
+  it('documents every key in the help table, without printing secrets', () => {
+    const help = configHelp();
+    for (const k of ['PORT', 'REDIS_URL', 'FHIR_BASE_URL', 'FHIR_AUTH', 'FHIR_BEARER_TOKEN', 'RETRY_MAX_DELAY_MS', 'DELIVERY_CONCURRENCY', 'QUEUE_MAX_DEPTH', 'UNKNOWN_PATIENT_POLICY']) assert.match(help, new RegExp(`\\b${k}\\b`));
+  });
+});
+
+describe('bootstrap admin key and graceful shutdown', function () {
+  it('guards /api, /ingest and /metrics with ADMIN_API_KEY; /healthz and /readyz stay open', async () => {
+    const redis = await startRedis();
+    const ehr = await startEhr();
+    const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, ADMIN_API_KEY: 'k-0123456789abcdef' });
+    try {
+      assert.equal((await request(gw.url).get('/healthz')).status, 200);
+      assert.equal((await request(gw.url).get('/readyz')).status, 200);
+      for (const [method, path] of [['get', '/api/status'], ['get', '/api/dead-letters'], ['get', '/metrics'], ['post', '/ingest/measurements']] as const) {
+        const none = await request(gw.url)[method](path).send({});
+        assert.equal(none.status, 401, `${method} ${path} without a credential`);
+        assert.equal(none.body.resourceType, 'OperationOutcome');
+        assert.equal(none.headers['www-authenticate'], 'Bearer');
+        const wrong = await request(gw.url)[method](path).set('authorization', 'Bearer nope').send({});
+        assert.equal(wrong.status, 401, `${method} ${path} with a wrong key`);
+      }
+      const ok = await request(gw.url).get('/api/status').set('authorization', 'Bearer k-0123456789abcdef');
+      assert.equal(ok.status, 200);
+      assert.ok(!JSON.stringify(ok.body).includes('k-0123456789abcdef'), 'the key is never echoed');
+    } finally {
+      await gw.stop();
+      await ehr.stop();
+      await redis.stop();
+    }
+  });
+
+  it('finishes in-flight jobs on stop, and stop is safe to call twice', async () => {
+    const redis = await startRedis();
+    const ehr = await startEhr();
+    const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create' });
+    ehr.faults.push({ status: 200, delayMs: 800, match: (r) => r.method === 'POST' });
+    const r = await postJson(`${gw.url}/ingest/measurements`, { deviceId: 'SHUT-1', patientId: 'MRN-1', timestamp: '2026-11-23T10:00:00Z', measurements: [{ code: 'MDC_TEMP_BODY', value: 37.2, unit: 'degC' }] });
+    assert.equal(r.status, 202);
+    await eventually(() => ehr.requests.some((q) => q.method === 'POST'), 10000, 'the job to be in flight');
+    await Promise.all([gw.stop(), gw.stop()]);
+    await gw.stop();
+    const obs = await ehr.search('Observation', {});
+    assert.equal(obs.length, 1, 'the in-flight job completed before shutdown');
+    assert.ok(gw.logs.some((l) => l.includes('"msg":"delivered"')));
+    await ehr.stop();
+    await redis.stop();
+  });
+});
