@@ -94,8 +94,8 @@ export function hl7Issue(code: IssueCode, text: string, where: string): Operatio
  * authority, else the default patient system.
  */
 export function patientIdentity(pid: Hl7Segment | undefined, ctx: TranslationContext, opts: Hl7TranslateOptions): PatientIdentity | undefined {
-  const ids = patientIdentifiers(pid, ctx, opts);
-  return ids[0];
+  const first = patientIdentifiers(pid, ctx, opts)[0];
+  return first ? { system: first.system, value: first.value } : undefined;
 }
 
 export function patientIdentifiers(pid: Hl7Segment | undefined, ctx: TranslationContext, opts: Hl7TranslateOptions): (PatientIdentity & { type?: string })[] {

@@ -94,7 +94,7 @@ function unitOf(obx: Hl7Segment): Unit | undefined {
   if (!c1 && !c2) return undefined;
   if (sys === 'UCUM' && c1) return { ucum: toUcum(c1) ?? c1, text: c2 ?? c1 };
   const ucum = (c1 && toUcum(c1)) || (c2 && toUcum(c2)) || undefined;
-  if (ucum) return { ucum, text: sys === 'MDC' ? ucum : (c2 ?? c1) };
+  if (ucum) return { ucum, text: ucum };
   if (sys === 'MDC' && c1 && /^\d+$/.test(c1)) return { mdc: { code: c1, refId: c2 }, text: c2 ?? c1 };
   return { text: c2 ?? c1 };
 }
@@ -105,7 +105,7 @@ function toQuantity(value: number, unit: Unit | undefined, target?: string): Qua
       const converted = convertExact(value, unit.ucum, target);
       if (converted !== undefined) return quantity(converted, target);
     }
-    return quantity(value, unit.ucum, unit.text && unit.text !== unit.ucum && !/^\d+$/.test(unit.text) ? unit.text : unit.ucum);
+    return quantity(value, unit.ucum, unit.text ?? unit.ucum);
   }
   if (unit?.mdc) return { value, unit: unit.mdc.refId ?? unit.mdc.code, system: MDC_SYSTEM, code: unit.mdc.code };
   if (unit?.text) return { value, unit: unit.text };
