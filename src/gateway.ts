@@ -13,7 +13,8 @@ import type { Redis } from 'ioredis';
 import type { Config, Role } from './config/index.js';
 import { AdapterRegistry } from './adapters/registry.js';
 import type { DeviceAdapter } from './adapters/contract.js';
-import { Pipeline } from './pipeline/pipeline.js';
+import { Pipeline, type IngestGuard } from './pipeline/pipeline.js';
+import type { Router } from 'express';
 import { DeliveryQueue, redisOptions } from './queue/queue.js';
 import { EmbeddedRedis } from './queue/embedded-redis.js';
 import { DeadLetterStore } from './delivery/dead-letters.js';
@@ -28,10 +29,35 @@ import { initValidation } from './fhir/validate.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
+/** What a feature module (device management, HL7v2, MQTT) gets to build its parts. */
+export interface ExtensionContext {
+  redis: Redis;
+  queue: DeliveryQueue;
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  registry: AdapterRegistry;
+  pipeline?: Pipeline;
+  role: Role;
+}
+
+/** What it gives back: parts the gateway wires in and stops with itself. */
+export interface Extension {
+  access?: AccessControl;
+  guard?: IngestGuard;
+  routers?: Router[];
+  /** Called after the HTTP server listens (start listeners of other protocols here). */
+  start?(): Promise<void>;
+  /** Called first at shutdown (stop accepting). */
+  stop?(): Promise<void>;
+}
+
 export interface GatewayOptions {
   logger?: Logger;
   /** Extra adapters (tests, plugins). */
   adapters?: DeviceAdapter[];
+  /** Feature modules, built in order after Redis and the queue are up. */
+  extensions?: ((ctx: ExtensionContext) => Promise<Extension>)[];
 }
 
 export class Gateway {
@@ -50,7 +76,11 @@ export class Gateway {
   private stopping?: Promise<void>;
   url = '';
 
+  private readonly extensionFactories: NonNullable<GatewayOptions['extensions']>;
+  private extensions: Extension[] = [];
+
   constructor(readonly config: Config, readonly role: Role = 'all', options: GatewayOptions = {}) {
+    this.extensionFactories = options.extensions ?? [];
     this.log = options.logger ?? createLogger(config.logLevel);
     this.registry = new AdapterRegistry();
     for (const a of options.adapters ?? []) this.registry.register(a);
@@ -104,6 +134,14 @@ export class Gateway {
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
     const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics) : undefined;
     if (config.sandbox) this.sandbox = createSandboxEhr();
+    const ctx: ExtensionContext = { redis: this.redis, queue, config, log, metrics: this.metrics, registry: this.registry, pipeline, role: this.role };
+    for (const factory of this.extensionFactories) this.extensions.push(await factory(ctx));
+    const routers: Router[] = [];
+    for (const ext of this.extensions) {
+      if (ext.access) this.access = ext.access;
+      if (ext.guard && pipeline) pipeline.guard = ext.guard;
+      routers.push(...(ext.routers ?? []));
+    }
 
     const app = createApp({
       config,
@@ -118,6 +156,7 @@ export class Gateway {
       log,
       sandbox: this.sandbox,
       access: this.access ?? new BootstrapAccess(config.adminApiKey),
+      routers,
     });
     await new Promise<void>((res, rej) => {
       const server = app.listen(config.port, config.host, () => res());
@@ -142,6 +181,7 @@ export class Gateway {
       }, log, this.metrics);
       this.worker.start();
     }
+    for (const ext of this.extensions) await ext.start?.();
     if (config.sandbox) {
       log.warn({ fhirBaseUrl }, 'SANDBOX EHR: delivering to the in-memory sandbox FHIR server (data is lost at restart; not for clinical use). Set FHIR_BASE_URL to deliver to your EHR');
     }
@@ -174,6 +214,7 @@ export class Gateway {
     const log = this.log;
     const server = this.server;
     const closed = server ? new Promise<void>((res) => server.close(() => res())) : Promise.resolve();
+    for (const ext of [...this.extensions].reverse()) await ext.stop?.().catch((err: Error) => log.warn({ error: err.message }, 'extension stop failed'));
     server?.closeIdleConnections();
     const timeout = new Promise<void>((res) => setTimeout(res, this.config.shutdownTimeoutMs).unref());
     await Promise.race([(async () => {

@@ -4,7 +4,7 @@
  * resources with the same identifiers. It throws a TranslationError (an OperationOutcomeError, status 422) for input
  * it cannot map.
  */
-import type { Device, Observation, Patient } from 'fhir/r4';
+import type { AuditEvent, Device, Observation, Patient } from 'fhir/r4';
 import { OperationOutcomeError, outcome, issue } from '../fhir/outcome.js';
 import type { OperationOutcomeIssue } from 'fhir/r4';
 
@@ -56,6 +56,13 @@ export interface Translation {
    * are read back by identifier, their SampledData data points and period merged, and written with a conditional update.
    */
   writeMode?: 'create' | 'merge';
+  /**
+   * How delivery writes the devices: 'create' (default; conditional create, an existing Device is left as it is) or
+   * 'update' (conditional update on the identifier: lifecycle changes such as status, patient and location).
+   */
+  deviceWriteMode?: 'create' | 'update';
+  /** Audit records forwarded to the EHR or audit repository (plain creates). */
+  auditEvents?: AuditEvent[];
 }
 
 export interface TranslationContext {

@@ -25,7 +25,13 @@ export function buildTransaction(jobId: string, t: Translation, patient: Patient
     if (!id) continue;
     const url = fullUrl('Device', identityKey(id));
     deviceUrls.set(identityKey(id), url);
-    entries.push({ fullUrl: url, resource: d, request: { method: 'POST', url: 'Device', ifNoneExist: identifierQuery(id) } });
+    const request: BundleEntry['request'] = t.deviceWriteMode === 'update'
+      ? { method: 'PUT', url: `Device?${identifierQuery(id)}` }
+      : { method: 'POST', url: 'Device', ifNoneExist: identifierQuery(id) };
+    entries.push({ fullUrl: url, resource: d, request });
+  }
+  for (const a of t.auditEvents ?? []) {
+    entries.push({ fullUrl: fullUrl('AuditEvent', JSON.stringify(a)), resource: a, request: { method: 'POST', url: 'AuditEvent' } });
   }
   for (const p of t.patients ?? []) {
     const id = p.identifier?.[0];
