@@ -222,8 +222,13 @@ export function encodeText(text: string, charset: string | undefined): Buffer {
 // Batches and message boundaries
 
 export interface SplitResult {
-  /** Each message's text (segments separated by CR), in order. Text before the first MSH is its own entry. */
+  /**
+   * Each message's text (segments separated by CR), in order. Lines before the first MSH are dropped (counted in
+   * `skippedLines`) when the payload holds a message; a payload without any MSH is returned as one entry, which then
+   * fails the MSH check (AR).
+   */
   messages: string[];
+  skippedLines?: number;
   /** Present when the payload used batch envelopes (FHS/BHS). */
   batch?: { fhs?: string; bhs?: string };
 }
@@ -241,6 +246,7 @@ export function normaliseSegments(text: string): string[] {
 export function splitMessages(text: string): SplitResult {
   const lines = normaliseSegments(text);
   const messages: string[][] = [];
+  const leading: string[] = [];
   let current: string[] | undefined;
   let batch: SplitResult['batch'];
   for (const line of lines) {
@@ -255,14 +261,19 @@ export function splitMessages(text: string): SplitResult {
       current = undefined;
       continue;
     }
-    if (tag === 'MSH' || !current) {
+    if (tag === 'MSH') {
       current = [line];
       messages.push(current);
       continue;
     }
+    if (!current) {
+      if (!messages.length) leading.push(line);
+      continue; // a stray segment between BTS and the next header: nothing to attach it to
+    }
     current.push(line);
   }
-  return { messages: messages.map((m) => m.join('\r') + '\r'), batch };
+  if (!messages.length && leading.length) return { messages: [leading.join('\r') + '\r'], batch };
+  return { messages: messages.map((m) => m.join('\r') + '\r'), batch, ...(leading.length ? { skippedLines: leading.length } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

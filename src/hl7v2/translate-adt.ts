@@ -82,5 +82,6 @@ export function translateAdt(msg: Hl7Message, ctx: TranslationContext, opts: Hl7
   }
   const g = gender(get(pid, 8));
   if (g) patient.gender = g;
-  return [{ devices: [], observations: [], patients: [patient], patient: { system: ids[0].system, value: ids[0].value } }];
+  // No `patient` (subject): there are no observations; delivery writes `patients` with a conditional update.
+  return [{ devices: [], observations: [], patients: [patient] }];
 }

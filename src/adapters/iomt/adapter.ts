@@ -95,7 +95,8 @@ export function runMapping(mapping: CompiledMapping, message: InboundMessage, ct
   }
   const envelope = eventEnvelope(message);
   const problems: ExtractionProblem[] = [];
-  const measurements = mapping.deviceTemplates.flatMap((t) => extractMeasurements(t, envelope, problems));
+  const wrapped = envelope !== message.body;
+  const measurements = mapping.deviceTemplates.flatMap((t) => extractMeasurements(t, envelope, problems, wrapped));
   if (problems.length) throw new TranslationError(toIssues(problems));
   if (measurements.length === 0) {
     const tried = mapping.deviceTemplates.map((t) => `'${t.typeName}' (${t.typeMatch.source})`).join(', ');

@@ -119,7 +119,7 @@ function parseContentTemplate(entry: unknown, index: number, path: string, sink:
   }
   if (!kind || kind === 'collection') return undefined;
   const t = body.value;
-  const before = sink.issues.length;
+  const before = sink.errorCount;
 
   let defaultLanguage: ExpressionLanguage = ExpressionLanguage.jsonPath;
   if (kind === ContentTemplateKind.calculated) {
@@ -144,6 +144,12 @@ function parseContentTemplate(entry: unknown, index: number, path: string, sink:
   const typeName = prop(t, 'typeName');
   if (typeof typeName?.value !== 'string' || !typeName.value.trim()) sink.error(child(tpath, typeName?.key ?? 'typeName'), typeName ? 'must be a non-empty string' : 'required');
   const typeMatch = expr('typeMatchExpression', true);
+  if (typeMatch?.language === ExpressionLanguage.jsonPath) {
+    const m = /^\$\.([A-Za-z_$][\w$-]*)/.exec(typeMatch.source.trim());
+    if (m && !['Body', 'Properties', 'SystemProperties'].includes(m[1])) {
+      sink.warning(child(tpath, 'typeMatchExpression'), `evaluated against the event { Body, Properties, SystemProperties } as in iomt-fhir, so '${typeMatch.source}' selects nothing in a payload; the payload is $.Body (did you mean '$.Body.${typeMatch.source.trim().slice(2)}'?)`);
+    }
+  }
   const fixed = (source: string) => compileExpression(source, ExpressionLanguage.jsonPath);
   let deviceId: CompiledExpression[] = [];
   let timestamp: CompiledExpression[] = [];
@@ -194,7 +200,7 @@ function parseContentTemplate(entry: unknown, index: number, path: string, sink:
       if (compiled && typeof name?.value === 'string' && name.value.trim()) values.push({ name: name.value, expression: compiled, required: required ?? false });
     });
   }
-  if (sink.issues.length > before || !typeMatch || typeof typeName?.value !== 'string') return undefined;
+  if (sink.errorCount > before || !typeMatch || typeof typeName?.value !== 'string') return undefined;
   return { index, path, kind, typeName: typeName.value, typeMatch, deviceId, timestamp, patientId, encounterId, correlationId, values };
 }
 
@@ -289,8 +295,12 @@ function joinPath(base: string, rel: string): string {
   return rel === '$' ? base : base + rel.slice(1);
 }
 
-/** Runs one content template over the event: the measurements it implies, or the problems it met. */
-export function extractMeasurements(t: ContentTemplate, envelope: Record<string, unknown>, problems: ExtractionProblem[]): Measurement[] {
+/**
+ * Runs one content template over the event: the measurements it implies, or the problems it met. `wrapped`: the
+ * event was built around the payload (paths are then reported relative to the payload, $.Body.x → $.x).
+ */
+export function extractMeasurements(t: ContentTemplate, envelope: Record<string, unknown>, problems: ExtractionProblem[], wrapped = true): Measurement[] {
+  const toPayload = (p: string) => (wrapped ? payloadPath(p) : p);
   const out: Measurement[] = [];
   const label = `template ${t.path} (typeName '${t.typeName}')`;
   let matches: Selected[];
@@ -301,14 +311,15 @@ export function extractMeasurements(t: ContentTemplate, envelope: Record<string,
     return out;
   }
   for (const m of matches) {
-    const at = m.path ? payloadPath(m.path) : '$';
+    const matchPath = m.path ?? '$';
+    const at = toPayload(matchPath);
     const legacy = t.kind !== ContentTemplateKind.calculated;
     const doc = legacy ? m.value : { ...envelope, matchedToken: m.value };
     const locate = (sel: Selected | undefined, expr: CompiledExpression): string => {
       if (!sel?.path) return `${at} (${expr.source})`;
-      if (legacy) return joinPath(at, sel.path);
-      if (sel.path === '$.matchedToken' || sel.path.startsWith('$.matchedToken.') || sel.path.startsWith('$.matchedToken[')) return joinPath(at, '$' + sel.path.slice('$.matchedToken'.length));
-      return payloadPath(sel.path);
+      if (legacy) return toPayload(joinPath(matchPath, sel.path));
+      if (sel.path === '$.matchedToken' || sel.path.startsWith('$.matchedToken.') || sel.path.startsWith('$.matchedToken[')) return toPayload(joinPath(matchPath, '$' + sel.path.slice('$.matchedToken'.length)));
+      return toPayload(sel.path);
     };
     const before = problems.length;
     /** One token from the first alternative that selects something; undefined when none does. */

@@ -82,8 +82,8 @@ const COMPARISON_BEFORE = /(===|!==|==|!=|<=|>=|<|>|=~)\s*$/;
 const OPERAND = /@((?:\.[A-Za-z_$][\w$-]*|\[(?:\d+|'[^']*'|"[^"]*")\])*)/g;
 
 function rewriteFilter(filter: string): string {
-  // Newtonsoft accepts "@name"; jsonpath-plus needs "@.name". Leave jsonpath-plus's own @path/@root out of it? No:
-  // iomt templates were written for Newtonsoft, where "@parent" means the member "parent"; honour that.
+  // Newtonsoft accepts "@name"; jsonpath-plus needs "@.name". jsonpath-plus's own @path/@parent/@root variables are
+  // rewritten too: iomt templates were written for Newtonsoft, where "@parent" means the member "parent".
   const dotted = mapOutsideStrings(filter, (code) => code.replace(/@(?=[A-Za-z_$])/g, '@.'));
   // Existence tests: a bare operand not compared with anything means "is present" in Newtonsoft.
   let result = '';

@@ -53,6 +53,9 @@ export interface ComponentTemplate {
 /** -1: by correlation id; 0: one Observation per measurement; n > 0: windows of n minutes. */
 export const CORRELATION_ID = -1;
 
+/** Most samples one SampledData may hold (a day at 1 Hz is 86 400): bounds memory per message. */
+export const MAX_SAMPLES = 100_000;
+
 export interface CodeValueTemplate {
   index: number;
   path: string;
@@ -116,7 +119,7 @@ function parseValue(v: unknown, at: string, sink: IssueSink): FhirValueTemplate 
     sink.error(at, 'must be an object { "valueType", "valueName", ... }');
     return undefined;
   }
-  const before = sink.issues.length;
+  const before = sink.errorCount;
   const vt = prop(v, 'valueType');
   const valueType = parseValueType(vt?.value);
   if (!valueType) sink.error(child(at, vt?.key ?? 'valueType'), vt ? `unknown value type ${JSON.stringify(vt.value)}; expected ${Object.values(FhirValueType).join(', ')}` : 'required');
@@ -158,7 +161,7 @@ function parseValue(v: unknown, at: string, sink: IssueSink): FhirValueTemplate 
     default:
       valueType satisfies never;
   }
-  return sink.issues.length > before ? undefined : out;
+  return sink.errorCount > before ? undefined : out;
 }
 
 /** Parses fhirmapping.json; every problem is reported with its JSON path. */
@@ -186,12 +189,13 @@ export function parseFhirMapping(json: unknown, file?: string): { templates: Cod
     const et = prop(entry, 'templateType');
     if (typeof et?.value !== 'string' || !/^codevaluefhir(template)?$/i.test(et.value)) {
       sink.error(`${path}.templateType`, et ? `unknown FHIR template type ${JSON.stringify(et.value)}; expected "CodeValueFhir"` : 'required');
+      return;
     }
     const body = prop(entry, 'template');
     const tpath = `${path}.template`;
     if (!isObject(body?.value)) return void sink.error(tpath, body ? 'must be an object' : 'required');
     const t = body.value;
-    const before = sink.issues.length;
+    const before = sink.errorCount;
     const typeName = prop(t, 'typeName');
     if (typeof typeName?.value !== 'string' || !typeName.value.trim()) sink.error(child(tpath, typeName?.key ?? 'typeName'), typeName ? 'must be a non-empty string' : 'required');
     else if (byType.has(typeName.value)) sink.error(child(tpath, typeName.key), `typeName '${typeName.value}' is already mapped by ${byType.get(typeName.value)}`);
@@ -244,10 +248,16 @@ export function parseFhirMapping(json: unknown, file?: string): { templates: Cod
     if (valP === undefined && (compP === undefined || (Array.isArray(compP.value) && compP.value.length === 0))) {
       sink.error(tpath, 'a template needs a value or components (otherwise the Observation carries no data)');
     }
+    for (const v of [value, ...components.map((c) => c.value)]) {
+      if (v?.valueType === FhirValueType.sampledData && v.defaultPeriod && periodInterval && periodInterval > 0) {
+        const n = Math.floor((periodInterval * 60_000 - 1) / v.defaultPeriod) + 1;
+        if (n > MAX_SAMPLES) sink.error(child(v.path, 'defaultPeriod'), `${n} samples per Observation (periodInterval ${periodInterval} min every ${v.defaultPeriod} ms); at most ${MAX_SAMPLES}: use a longer defaultPeriod or a shorter periodInterval`);
+      }
+    }
     const names = [value, ...components.map((c) => c.value)].filter((v): v is FhirValueTemplate => !!v).map((v) => v.valueName);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
     if (dup) sink.error(tpath, `valueName '${dup}' is used twice in this template`);
-    if (sink.issues.length > before || !codes || periodInterval === undefined || typeof typeName?.value !== 'string') return;
+    if (sink.errorCount > before || !codes || periodInterval === undefined || typeof typeName?.value !== 'string') return;
     templates.push({ index, path, typeName: typeName.value, periodInterval, codes, category, value, components });
   });
   return { templates, issues: sink.issues };
@@ -318,10 +328,6 @@ interface TimedValue {
 
 const NUMERIC = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
-/** Formats a number for SampledData.data (a decimal, never exponent notation for ordinary values). */
-function decimalText(n: number): string {
-  return String(n);
-}
 
 export interface BuildContext {
   deviceIdentifierSystem: string;
@@ -379,12 +385,16 @@ function buildValue(t: CodeValueTemplate, g: ObservationGroup, v: FhirValueTempl
       const start = g.window?.startMs ?? values[0].timeMs;
       const end = g.window?.endMs ?? values[0].timeMs;
       const slots = Math.floor((end - start) / period) + 1;
+      if (slots > MAX_SAMPLES) {
+        problems.push({ code: 'business-rule', message: `${label(t)}: the series of '${v.valueName}' spans ${slots} samples of ${period} ms (more than ${MAX_SAMPLES}); send it in shorter parts`, expression: values[values.length - 1].at });
+        return undefined;
+      }
       const data: string[] = new Array<string>(slots).fill('E');
       for (const tv of values) {
         const n = toNumber(t, v, tv, problems);
         if (n === undefined) continue;
         const slot = Math.floor((tv.timeMs - start) / period);
-        if (slot >= 0 && slot < slots) data[slot] = decimalText(n); // the latest value of a slot wins (values are in time order)
+        if (slot >= 0 && slot < slots) data[slot] = String(n); // the latest value of a slot wins (values are in time order)
       }
       if (problems.length > before) return undefined;
       const origin: SampledData['origin'] = { value: 0 };

@@ -39,8 +39,8 @@ export class IssueSink {
   warning(path: string, message: string): void {
     this.issues.push({ file: this.file, path, message, severity: 'warning' });
   }
-  get hasErrors(): boolean {
-    return this.issues.some((i) => i.severity === 'error');
+  get errorCount(): number {
+    return this.issues.filter((i) => i.severity === 'error').length;
   }
 }
 

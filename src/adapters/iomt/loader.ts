@@ -185,3 +185,30 @@ export function watchMappingsDir(dir: string, onReload: (result: LoadResult) => 
     },
   };
 }
+
+/** The part of AdapterRegistry (src/adapters/registry.ts) a reload needs. */
+export interface RegistryLike {
+  register(adapter: MappingAdapter): void;
+  unregister(id: string): boolean;
+}
+
+/**
+ * Applies a (re)load to a registry: registers every loaded mapping adapter and unregisters the mapping ids of the
+ * previous load that are gone or now broken (a broken mapping is disabled, not kept in its last good state). Ids in
+ * `reserved` (built-in adapters, plugins) are never replaced by a mapping; such a mapping is reported in the returned
+ * errors. Returns the ids now registered from mappings, to pass as `previous` next time.
+ */
+export function applyToRegistry(registry: RegistryLike, result: LoadResult, previous: ReadonlySet<string> = new Set(), reserved: ReadonlySet<string> = new Set()): { ids: Set<string>; errors: LoadError[] } {
+  const ids = new Set<string>();
+  const errors: LoadError[] = [];
+  for (const a of result.adapters) {
+    if (reserved.has(a.id)) {
+      errors.push({ file: a.id, path: '$', message: `adapter id '${a.id}' is taken by a built-in adapter or plugin; rename the folder` });
+      continue;
+    }
+    registry.register(a);
+    ids.add(a.id);
+  }
+  for (const id of previous) if (!ids.has(id) && !reserved.has(id)) registry.unregister(id);
+  return { ids, errors };
+}

@@ -14,6 +14,7 @@
  *   data changed, then 'amended' if it was 'final'.
  */
 import type { Observation, ObservationComponent, SampledData } from 'fhir/r4';
+import { MAX_SAMPLES } from './fhir-templates.js';
 
 function periodOf(o: Observation): { start: number; end: number } | undefined {
   if (o.effectivePeriod?.start) {
@@ -46,6 +47,7 @@ function mergeSampled(existing: SampledData, exStart: number, incoming: SampledD
   const merged = samples(existing, exStart);
   for (const [t, v] of samples(incoming, inStart)) merged.set(t, v);
   const slots = Math.floor((end - start) / incoming.period) + 1;
+  if (!(slots > 0 && slots <= MAX_SAMPLES)) return incoming; // a merged span too long to hold: keep the current part
   const data = new Array<string>(slots).fill('E');
   for (const [t, v] of merged) {
     const slot = Math.floor((t - start) / incoming.period);

@@ -54,7 +54,7 @@ function checkCodings(codes: Coding[], at: string, sink: IssueSink): string[] {
         const b = norm(known.display);
         const hint = hintFor(c.display);
         if (!a.includes(b) && !b.includes(a) && hint && hint !== c.code) {
-          sink.error(cp, `LOINC ${c.code} is '${known.display}', but this coding's display says '${c.display}'. ${c.display} is ${loincName(hint)}: correct the code (a wrong code is a patient-safety defect)`);
+          sink.error(cp, `LOINC ${c.code} is '${known.display}', but this coding's display says '${c.display}', which is ${loincName(hint)}: correct the code (a wrong code is a patient-safety defect)`);
         }
       }
     } else if (c.system === MDC_SYSTEM) {

@@ -1,0 +1,205 @@
+/**
+ * HL7v2 benchmark (not a test). Prints, in one run on this machine:
+ *
+ *  1. Parse + translate, one core: messages/s of the gateway's path (bytes → decode → parse through the wrapped
+ *     `hl7v2` package → PCD-01/lab/ADT translation), compared in the same run with `@medplum/core`'s
+ *     `Hl7Message.parse` alone on the same messages (parse only: it does not translate).
+ *  2. Against a real gateway (test harness: throwaway redis-server with AOF, sandbox EHR, gateway on port 0 with the
+ *     HL7v2 extension): ACKed PCD-01 messages/s over 8 concurrent MLLP connections (closed loop: each connection sends
+ *     its next message when the ACK of the previous one arrives), and ACK latency p50/p99 at a fixed offered rate
+ *     (default 500 msg/s, open loop, spread over the 8 connections). An ACK (AA) means the job is in Redis.
+ *
+ * Part 2 runs the gateway in the ingest role by default (the ACK path: translate, validate, enqueue), as a separate
+ * ingest process would; `--all` runs the all-in-one role, where the delivery worker and the sandbox EHR (a linear-scan
+ * search, not a benchmark sink) compete for the same core.
+ *
+ * Usage: npx tsx bench/hl7v2.ts [--seconds 5] [--rate 500] [--connections 8] [--all]
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Writable } from 'node:stream';
+import { Hl7Message as MedplumHl7 } from '@medplum/core';
+import { loadConfig } from '../src/config/index.js';
+import { loadKeys } from '../src/config/schema.js';
+import { Gateway } from '../src/gateway.js';
+import { initValidation } from '../src/fhir/validate.js';
+import { readAck } from '../src/hl7v2/ack.js';
+import { hl7v2Adapter } from '../src/hl7v2/adapter.js';
+import { HL7_KEYS } from '../src/hl7v2/config.js';
+import { hl7Extension } from '../src/hl7v2/extension.js';
+import { decodeBytes, parseMessage, splitMessages } from '../src/hl7v2/parse.js';
+import { createLogger } from '../src/observability/logger.js';
+import { freePort } from '../src/queue/embedded-redis.js';
+import { FAST_ENV, startEhr, startRedis } from '../test/helpers/harness.js';
+import { pcdMessage, TestClient } from '../test/hl7v2/helpers.js';
+
+const ROOT = resolve(new URL('..', import.meta.url).pathname);
+const args = process.argv.slice(2);
+const opt = (name: string, def: number) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : def;
+};
+const SECONDS = opt('seconds', 5);
+const RATE = opt('rate', 500);
+const CONNECTIONS = opt('connections', 8);
+const ROLE = (args.includes('--all') ? 'all' : 'ingest') as 'all' | 'ingest';
+
+function percentile(sorted: number[], p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
+}
+
+function corpus(): { name: string; bytes: Buffer }[] {
+  const out: { name: string; bytes: Buffer }[] = [];
+  const dirs = [resolve(ROOT, 'test/hl7v2/fixtures'), resolve(ROOT, '../shared/samples/hl7v2')];
+  const ctx = { deviceIdentifierSystem: 'urn:bench:device', patientIdentifierSystem: 'urn:bench:mrn' };
+  for (const dir of dirs) {
+    if (!existsSync(dir)) continue;
+    for (const f of readdirSync(dir).filter((x) => x.endsWith('.hl7'))) {
+      const bytes = readFileSync(resolve(dir, f));
+      const { text, charset } = decodeBytes(bytes);
+      const msgs = splitMessages(text).messages;
+      if (msgs.length !== 1) continue;
+      try {
+        hl7v2Adapter.translate({ body: parseMessage(msgs[0], { charset }), channel: 'bench', receivedAt: '' }, ctx);
+        out.push({ name: f, bytes });
+      } catch {
+        /* only messages the gateway translates */
+      }
+    }
+  }
+  return out;
+}
+
+function loop(ms: number, fn: () => void): number {
+  let n = 0;
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    for (let i = 0; i < 20; i++) fn();
+    n += 20;
+  }
+  return n / (ms / 1000);
+}
+
+async function parseBench(): Promise<void> {
+  const msgs = corpus();
+  const ctx = { deviceIdentifierSystem: 'urn:bench:device', patientIdentifierSystem: 'urn:bench:mrn' };
+  const texts = msgs.map((m) => decodeBytes(m.bytes));
+  const crTexts = texts.map((t) => t.text.replace(/\r\n|\n/g, '\r'));
+  let i = 0;
+  const ours = () => {
+    const m = msgs[i++ % msgs.length];
+    const { text, charset } = decodeBytes(m.bytes);
+    hl7v2Adapter.translate({ body: parseMessage(splitMessages(text).messages[0], { charset }), channel: 'bench', receivedAt: '' }, ctx);
+  };
+  let j = 0;
+  const medplum = () => {
+    MedplumHl7.parse(crTexts[j++ % crTexts.length]);
+  };
+  let k = 0;
+  const oursParseOnly = () => {
+    const t = texts[k++ % texts.length];
+    parseMessage(t.text, { charset: t.charset });
+  };
+  // Warm up (JIT, dictionaries).
+  loop(500, ours);
+  loop(500, medplum);
+  loop(300, oursParseOnly);
+  const ms = SECONDS * 1000;
+  const a = loop(ms, ours);
+  const b = loop(ms, oursParseOnly);
+  const c = loop(ms, medplum);
+  console.log(`\n1. parse + translate on one core (${msgs.length} messages: ${msgs.map((m) => m.name).join(', ')})`);
+  console.log(`   gateway: decode + parse (hl7v2 wrapped) + translate   ${a.toFixed(0).padStart(8)} msg/s`);
+  console.log(`   gateway: parse only (hl7v2 wrapped)                    ${b.toFixed(0).padStart(8)} msg/s`);
+  console.log(`   @medplum/core Hl7Message.parse only                    ${c.toFixed(0).padStart(8)} msg/s`);
+  console.log(`   ratio medplum parse / gateway parse+translate          ${(c / a).toFixed(1).padStart(8)} x`);
+}
+
+async function gatewayBench(): Promise<void> {
+  const redis = await startRedis({ appendOnly: true });
+  const ehr = await startEhr();
+  const mllpPort = await freePort();
+  const config = loadConfig({ ...FAST_ENV, REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', LOG_LEVEL: 'warn', QUEUE_MAX_DEPTH: '1000000', QUEUE_LOCK_DURATION_MS: '30000' });
+  const raw = new Map(config.raw);
+  for (const [key, v] of loadKeys(HL7_KEYS, { MLLP_PORT: String(mllpPort), MLLP_HOST: '127.0.0.1' }).values) raw.set(key, v);
+  const sink = new Writable({ write: (_c, _e, cb) => cb() });
+  const gateway = new Gateway({ ...config, raw }, ROLE, { logger: createLogger('warn', sink), extensions: [hl7Extension()] });
+  await gateway.start();
+  let seq = 0;
+  const next = () => {
+    seq++;
+    return pcdMessage(`B-${process.pid}-${seq}`, { value: 50 + (seq % 50) });
+  };
+  try {
+    const clients = await Promise.all(Array.from({ length: CONNECTIONS }, () => TestClient.connect(mllpPort)));
+    // Warm up.
+    await Promise.all(clients.map(async (c) => {
+      for (let i = 0; i < 20; i++) {
+        c.send(next());
+        await c.next();
+      }
+    }));
+    // Closed loop throughput.
+    let acked = 0;
+    let refused = 0;
+    const end = Date.now() + SECONDS * 1000;
+    const t0 = performance.now();
+    await Promise.all(clients.map(async (c) => {
+      while (Date.now() < end) {
+        c.send(next());
+        const code = readAck(await c.next()).code;
+        if (code === 'AA') acked++;
+        else refused++;
+      }
+    }));
+    const elapsed = (performance.now() - t0) / 1000;
+    const what = ROLE === 'all' ? 'role all: the sandbox EHR and the delivery worker run in the same process' : 'role ingest: translate, validate, enqueue; delivery runs elsewhere';
+    console.log(`\n2. real gateway over MLLP (${CONNECTIONS} connections, redis AOF on, ${what}; the load generator shares the process)`);
+    console.log(`   closed loop: ${(acked / elapsed).toFixed(0)} ACKed (AA) PCD-01 messages/s over ${elapsed.toFixed(1)} s${refused ? ` (${refused} not AA)` : ''}`);
+
+    // Open loop at a fixed rate.
+    const latencies: number[] = [];
+    let notAa = 0;
+    const sentAt = new Map<string, number>();
+    const readers = clients.map(async (c) => {
+      for (;;) {
+        let frame: string;
+        try {
+          frame = await c.next(5000);
+        } catch {
+          return;
+        }
+        const ack = readAck(frame);
+        const t = sentAt.get(ack.controlId);
+        if (t !== undefined) latencies.push(performance.now() - t);
+        if (ack.code !== 'AA') notAa++;
+      }
+    });
+    const total = RATE * SECONDS;
+    const start = performance.now();
+    for (let i = 0; i < total; i++) {
+      const due = start + (i * 1000) / RATE;
+      const wait = due - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      const msg = next();
+      const cid = `B-${process.pid}-${seq}`;
+      sentAt.set(cid, performance.now());
+      clients[i % clients.length].send(msg);
+    }
+    const deadline = Date.now() + 30000;
+    while (latencies.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const c of clients) c.close();
+    await Promise.all(readers);
+    const sorted = latencies.sort((x, y) => x - y);
+    console.log(`   open loop at ${RATE} msg/s offered (${total} messages): ACK latency p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms; ${sorted.length}/${total} answered${notAa ? `, ${notAa} not AA` : ''}`);
+  } finally {
+    await gateway.stop();
+    await ehr.stop();
+    await redis.stop();
+  }
+}
+
+initValidation();
+await parseBench();
+await gatewayBench();
+process.exit(0);
