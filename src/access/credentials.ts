@@ -1,0 +1,150 @@
+/**
+ * API keys issued by the gateway, stored in Redis (every instance sees the same keys).
+ *
+ * Format: `gw_<keyId>_<secret>` — the key id (16 hex digits) finds the record; the secret (32 random bytes,
+ * base64url) is never stored: only a salted scrypt hash of it. scrypt parameters: N = 2^14, r = 8, p = 1, 16-byte
+ * random salt, 32-byte output (about 16 MiB and tens of milliseconds per verification, which is why successful
+ * verifications are cached in memory for CREDENTIAL_CACHE_TTL_MS, keyed by a SHA-256 of the presented key). The
+ * parameters are stored with each hash, so they can be raised later without invalidating issued keys.
+ *
+ * Rotation issues a new key for the same owner and gives the old one an expiry (now + CREDENTIAL_ROTATION_OVERLAP_MS).
+ * Revocation deletes the record at once and announces it on a Redis channel so that other instances drop their
+ * cached verification immediately (the cache TTL bounds it if the announcement is missed).
+ */
+import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { RoleName } from '../adapters/contract.js';
+
+export const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32, maxmem: 64 * 1024 * 1024 } as const;
+
+function scrypt(secret: string, salt: Buffer, keylen: number, opts: ScryptOptions): Promise<Buffer> {
+  return new Promise((res, rej) => scryptCb(secret, salt, keylen, opts, (err, key) => (err ? rej(err) : res(key))));
+}
+
+export async function hashSecret(secret: string): Promise<string> {
+  const salt = randomBytes(16);
+  const h = await scrypt(secret, salt, SCRYPT.keylen, { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p, maxmem: SCRYPT.maxmem });
+  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${h.toString('base64')}`;
+}
+
+export async function verifySecret(secret: string, stored: string): Promise<boolean> {
+  const [alg, n, r, p, salt, hash] = stored.split('$');
+  if (alg !== 'scrypt' || !salt || !hash) return false;
+  const expected = Buffer.from(hash, 'base64');
+  const got = await scrypt(secret, Buffer.from(salt, 'base64'), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: SCRYPT.maxmem });
+  return got.length === expected.length && timingSafeEqual(got, expected);
+}
+
+const KEY_FORMAT = /^gw_([0-9a-f]{16})_([A-Za-z0-9_-]{20,})$/;
+
+export function parseKey(token: string): { keyId: string; secret: string } | undefined {
+  const m = KEY_FORMAT.exec(token);
+  return m ? { keyId: m[1], secret: m[2] } : undefined;
+}
+
+export interface Credential {
+  keyId: string;
+  role: Exclude<RoleName, 'admin'>;
+  /** Device id (device keys), vendor id (vendor keys), a label (operator keys). */
+  owner: string;
+  vendorId?: string;
+  createdAt: string;
+  createdBy: string;
+  /** Set on rotation: the key stops working at this time. */
+  expiresAt?: string;
+  rotatedTo?: string;
+}
+
+interface Stored extends Credential {
+  hash: string;
+  /** Vendor keys: the HMAC signing secret, sealed (see hmac.ts). */
+  signing?: string;
+}
+
+const recKey = (keyId: string) => `gw:cred:${keyId}`;
+const ownerKey = (role: string, owner: string) => `gw:cred:owner:${role}:${owner}`;
+export const REVOCATION_CHANNEL = 'gw:cred:revoked';
+
+export class CredentialStore {
+  constructor(private readonly redis: Redis) {}
+
+  /** Issues a key; the returned `key` is shown once and never stored. */
+  async issue(c: Omit<Credential, 'keyId' | 'createdAt'>, sealedSigningSecret?: string): Promise<{ credential: Credential; key: string }> {
+    const keyId = randomBytes(8).toString('hex');
+    const secret = randomBytes(32).toString('base64url');
+    const credential: Credential = { ...c, keyId, createdAt: new Date().toISOString() };
+    const stored: Stored = { ...credential, hash: await hashSecret(secret), ...(sealedSigningSecret ? { signing: sealedSigningSecret } : {}) };
+    await this.redis.multi().set(recKey(keyId), JSON.stringify(stored)).sadd(ownerKey(c.role, c.owner), keyId).exec();
+    return { credential, key: `gw_${keyId}_${secret}` };
+  }
+
+  async get(keyId: string): Promise<Credential | undefined> {
+    const s = await this.redis.get(recKey(keyId));
+    if (!s) return undefined;
+    const { hash: _hash, signing: _signing, ...c } = JSON.parse(s) as Stored;
+    return c;
+  }
+
+  /** A live credential and its sealed signing secret (HMAC-signed requests), if it has one. */
+  async signingSecret(keyId: string): Promise<{ credential: Credential; sealed: string } | undefined> {
+    if (!/^[0-9a-f]{16}$/.test(keyId)) return undefined;
+    const s = await this.redis.get(recKey(keyId));
+    if (!s) return undefined;
+    const { hash: _hash, signing, ...c } = JSON.parse(s) as Stored;
+    if (!signing || (c.expiresAt && Date.parse(c.expiresAt) <= Date.now())) return undefined;
+    return { credential: c, sealed: signing };
+  }
+
+  /** The credential of a presented key when its secret matches and it has not expired. */
+  async verify(token: string): Promise<Credential | undefined> {
+    const k = parseKey(token);
+    if (!k) return undefined;
+    const s = await this.redis.get(recKey(k.keyId));
+    if (!s) return undefined;
+    const stored = JSON.parse(s) as Stored;
+    if (stored.expiresAt && Date.parse(stored.expiresAt) <= Date.now()) return undefined;
+    if (!(await verifySecret(k.secret, stored.hash))) return undefined;
+    const { hash: _hash, signing: _signing, ...c } = stored;
+    return c;
+  }
+
+  async list(role: string, owner: string): Promise<Credential[]> {
+    const ids = await this.redis.smembers(ownerKey(role, owner));
+    const out: Credential[] = [];
+    for (const id of ids.sort()) {
+      const c = await this.get(id);
+      if (c) out.push(c);
+    }
+    return out;
+  }
+
+  /** Issues a successor with the same owner; the old key expires after `overlapMs`. */
+  async rotate(keyId: string, overlapMs: number, by: string, sealedSigningSecret?: string): Promise<{ credential: Credential; key: string; previousExpiresAt: string } | undefined> {
+    const s = await this.redis.get(recKey(keyId));
+    if (!s) return undefined;
+    const old = JSON.parse(s) as Stored;
+    if (old.expiresAt && Date.parse(old.expiresAt) <= Date.now()) return undefined;
+    const next = await this.issue({ role: old.role, owner: old.owner, vendorId: old.vendorId, createdBy: by }, sealedSigningSecret);
+    const expiresAt = new Date(Date.now() + overlapMs).toISOString();
+    const updated: Stored = { ...old, expiresAt: old.expiresAt && old.expiresAt < expiresAt ? old.expiresAt : expiresAt, rotatedTo: next.credential.keyId };
+    await this.redis.set(recKey(keyId), JSON.stringify(updated), 'PX', Math.max(1, Date.parse(updated.expiresAt!) - Date.now()) + 60_000);
+    if (overlapMs === 0) await this.redis.publish(REVOCATION_CHANNEL, keyId);
+    return { ...next, previousExpiresAt: updated.expiresAt! };
+  }
+
+  async revoke(keyId: string): Promise<Credential | undefined> {
+    const c = await this.get(keyId);
+    if (!c) return undefined;
+    await this.redis.multi().del(recKey(keyId)).srem(ownerKey(c.role, c.owner), keyId).exec();
+    await this.redis.publish(REVOCATION_CHANNEL, keyId);
+    return c;
+  }
+
+  /** Revokes every key of an owner (decommissioning); returns the key ids revoked. */
+  async revokeAll(role: string, owner: string): Promise<string[]> {
+    const ids = await this.redis.smembers(ownerKey(role, owner));
+    for (const id of ids) await this.revoke(id);
+    await this.redis.del(ownerKey(role, owner));
+    return ids.sort();
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The ingest guard: device policy at the door, for every channel (HTTP, MLLP, MQTT). For each reading it
+ *   - identifies the device by its Device identifier value (translation.devices[0].identifier[0].value),
+ *   - refuses a device credential speaking for another device, and a vendor credential for another vendor's device
+ *     or an adapter the vendor may not use (403),
+ *   - applies UNKNOWN_DEVICE_POLICY (per MLLP facility, per channel, default) to devices the registry does not know,
+ *   - refuses data of devices that are not active (403, with the state as the reason),
+ *   - fills in the assigned patient when the reading names none,
+ *   - records monitoring (last seen, messages, errors, battery, signal).
+ * A message is admitted whole or refused whole; readings held for review are answered like queued ones (they are in
+ * Redis) and are left out of what the pipeline queues.
+ */
+import type { InboundMessage, Principal, Translation } from '../adapters/contract.js';
+import { forbidden, OperationOutcomeError, outcome, issue, unprocessable } from '../fhir/outcome.js';
+import { validate } from '../fhir/validate.js';
+import type { IngestGuard } from '../pipeline/pipeline.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { UnknownDevicePolicy } from './config.js';
+import { acceptsData, type DeviceRecord } from './model.js';
+import type { DeviceService } from './service.js';
+import { readingsOf } from './telemetry.js';
+
+/** The gateway itself, as the actor of automatic actions (audit). */
+const SYSTEM: Principal = { role: 'admin', id: 'gateway', keyId: 'system' };
+
+export class DeviceGuard implements IngestGuard {
+  constructor(private readonly svc: DeviceService, private readonly log: Logger, private readonly metrics: Metrics) {}
+
+  policyFor(message: InboundMessage): UnknownDevicePolicy {
+    const c = this.svc.config;
+    const facility = message.attributes?.sendingFacility;
+    if (message.channel === 'mllp' && facility) {
+      const p = c.facilityPolicy.get(facility);
+      if (p) return p;
+    }
+    return c.channelPolicy[message.channel] ?? c.unknownDevicePolicy;
+  }
+
+  private async refuse(deviceId: string | undefined, message: InboundMessage, reason: string, known: boolean): Promise<never> {
+    this.metrics.inc('device_data_refused_total', { channel: message.channel });
+    if (deviceId && known) await this.svc.registry.error(deviceId).catch(() => undefined);
+    await this.svc.audit.record({
+      kind: 'data-refused',
+      principal: message.principal,
+      address: message.attributes?.remoteAddress,
+      outcome: '4',
+      description: reason,
+      entities: deviceId ? [{ kind: 'Device', id: deviceId }] : [{ kind: 'Request', id: `ingest ${message.channel}` }],
+    });
+    this.log.info({ deviceId, channel: message.channel, principal: message.principal ? `${message.principal.role}:${message.principal.id}` : undefined, reason }, 'device data refused');
+    throw forbidden(reason);
+  }
+
+  async admit(adapterId: string, message: InboundMessage, translations: Translation[]): Promise<Translation[]> {
+    const p = message.principal;
+    if (p?.role === 'vendor') {
+      const vendor = await this.svc.getVendor(p.vendorId ?? p.id);
+      if (vendor?.adapters.length && !vendor.adapters.includes(adapterId)) await this.refuse(undefined, message, `vendor '${vendor.id}' may not send to adapter '${adapterId}'`, false);
+    }
+    // First decide every reading (refusing the whole message on the first refusal), then act.
+    const decided: { t: Translation; id?: string; record?: DeviceRecord; hold?: boolean }[] = [];
+    for (const t of translations) {
+      const id = t.devices[0]?.identifier?.[0]?.value;
+      if (!id) {
+        if (p?.role === 'device') await this.refuse(undefined, message, 'a device credential may only send readings of its own device (the reading names no device)', false);
+        decided.push({ t });
+        continue;
+      }
+      const denial = p ? this.principalDenial(p, id) : undefined;
+      if (denial) await this.refuse(id, message, denial, false);
+      let record = await this.svc.registry.get(id);
+      if (record && p?.role === 'vendor' && record.vendor !== p.vendorId) await this.refuse(id, message, `device '${id}' is not a device of vendor '${p.vendorId}'`, true);
+      if (!record) {
+        const policy = this.policyFor(message);
+        switch (policy) {
+          case 'reject':
+            await this.refuse(id, message, `unknown device '${id}': it is not registered (UNKNOWN_DEVICE_POLICY=reject)`, false);
+            break;
+          case 'hold':
+          case 'accept':
+            record = (await this.svc.autoRegister(id, policy, adapterId, p, message.channel)) ?? (await this.svc.registry.get(id));
+            break;
+          default:
+            policy satisfies never;
+        }
+      }
+      if (!record) await this.refuse(id, message, `device '${id}' could not be registered`, false);
+      const r = record as DeviceRecord;
+      if (acceptsData(r.state)) decided.push({ t, id, record: r });
+      else if (r.state === 'registered' && r.autoRegistered === 'hold') decided.push({ t, id, record: r, hold: true });
+      else await this.refuse(id, message, `device '${id}' is ${r.state}: only an active device may send data`, true);
+    }
+
+    const admitted: Translation[] = [];
+    const toHold = decided.filter((d) => d.hold);
+    if (toHold.length) {
+      const issues = toHold.flatMap((d) => [...d.t.devices, ...d.t.observations].flatMap((res) => validate(res)));
+      if (issues.length) throw unprocessable(issues);
+    }
+    for (const d of decided) {
+      if (d.record) this.svc.applyAssignment(d.t, d.record);
+      if (d.hold && d.id) {
+        const ok = await this.svc.registry.hold(d.id, { adapterId, channel: message.channel, receivedAt: message.receivedAt, translation: d.t }, this.svc.config.heldMax);
+        if (!ok) {
+          throw new OperationOutcomeError(429, outcome([issue('throttled', `device '${d.id}' has ${this.svc.config.heldMax} readings held for review already: activate it (or decommission it) before it sends more`)]), { headers: { 'Retry-After': '3600' } });
+        }
+        this.metrics.inc('device_held_readings_total', { channel: message.channel });
+        await this.afterHold(d.id, message);
+      } else admitted.push(d.t);
+      if (d.id) await this.svc.registry.seen(d.id, message.receivedAt, message.channel, readingsOf(message.body, d.id, d.t)).catch(() => undefined);
+    }
+    return admitted;
+  }
+
+  /**
+   * A transition may have happened between the state check and the hold: released readings of a device that became
+   * active meanwhile, and drop those of one decommissioned meanwhile (its wipe ran before they arrived).
+   */
+  private async afterHold(id: string, message: InboundMessage): Promise<void> {
+    const now = await this.svc.registry.get(id);
+    if (now?.state === 'active') {
+      await this.svc.releaseHeld(now, { principal: SYSTEM, address: message.attributes?.remoteAddress });
+    } else if (now?.state === 'decommissioned') {
+      await this.svc.registry.takeHeld(id);
+      await this.refuse(id, message, `device '${id}' is decommissioned: only an active device may send data`, false);
+    }
+  }
+
+  /** Why this principal may not send for this device id (before the registry is consulted), if it may not. */
+  private principalDenial(p: Principal, deviceId: string): string | undefined {
+    switch (p.role) {
+      case 'device':
+        return p.id === deviceId ? undefined : `the credential of device '${p.id}' may not send data of device '${deviceId}'`;
+      case 'vendor':
+      case 'admin':
+      case 'operator':
+        return undefined;
+      default:
+        p.role satisfies never;
+        return undefined;
+    }
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * The device registry in Redis, shared by every gateway instance:
+ *   gw:dev:ids            set of device ids
+ *   gw:dev:rec:<id>       the DeviceRecord (JSON), changed only by compare-and-set (two instances changing the same
+ *                         device at once cannot lose an update or make an illegal transition)
+ *   gw:dev:tel:<id>       telemetry hash (last seen, counters, battery, signal), written on every message
+ *   gw:dev:held:<id>      readings held under UNKNOWN_DEVICE_POLICY=hold (list of DeliveryJob JSON)
+ *   gw:dev:cfg:<id>       remote configuration (JSON: version, settings, who/when, last fetched)
+ *   gw:dev:report:<id>    the decommissioning report
+ */
+import type { Redis } from 'ioredis';
+import type { DeliveryJob } from '../queue/queue.js';
+import type { DeviceRecord, DeviceTelemetry } from './model.js';
+
+const CAS = `
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1`;
+
+export interface DeviceConfigDoc {
+  version: number;
+  settings: Record<string, unknown>;
+  updatedAt: string;
+  updatedBy: string;
+  lastFetchedAt?: string;
+  lastFetchedBy?: string;
+}
+
+export interface DecommissionReport {
+  deviceId: string;
+  decommissionedAt: string;
+  by: { role: string; id: string; keyId: string };
+  previousState: string;
+  wiped: {
+    credentials: string[];
+    patientAssignment: boolean;
+    locationAssignment: boolean;
+    heldReadings: number;
+    configuration: boolean;
+    telemetry: boolean;
+    cachedVerifications: string;
+  };
+  fhirDevice: { status: 'inactive'; jobId?: string };
+}
+
+const rec = (id: string) => `gw:dev:rec:${id}`;
+const tel = (id: string) => `gw:dev:tel:${id}`;
+const held = (id: string) => `gw:dev:held:${id}`;
+const cfg = (id: string) => `gw:dev:cfg:${id}`;
+const report = (id: string) => `gw:dev:report:${id}`;
+
+export class DeviceRegistry {
+  constructor(readonly redis: Redis) {}
+
+  async get(id: string): Promise<DeviceRecord | undefined> {
+    const s = await this.redis.get(rec(id));
+    return s ? (JSON.parse(s) as DeviceRecord) : undefined;
+  }
+
+  /** Creates the record; false when the id is taken. */
+  async create(r: DeviceRecord): Promise<boolean> {
+    const ok = await this.redis.set(rec(r.id), JSON.stringify(r), 'NX');
+    if (ok !== 'OK') return false;
+    await this.redis.sadd('gw:dev:ids', r.id);
+    return true;
+  }
+
+  /**
+   * Read-modify-write with compare-and-set, retried on conflict. `change` returns the new record, or throws to refuse
+   * (e.g. an illegal transition seen against the current state).
+   */
+  async update(id: string, change: (current: DeviceRecord) => DeviceRecord | Promise<DeviceRecord>): Promise<{ before: DeviceRecord; after: DeviceRecord } | undefined> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const s = await this.redis.get(rec(id));
+      if (!s) return undefined;
+      const before = JSON.parse(s) as DeviceRecord;
+      const after = await change(structuredClone(before));
+      after.updatedAt = new Date().toISOString();
+      after.version = (before.version ?? 0) + 1;
+      const ok = await this.redis.eval(CAS, 1, rec(id), s, JSON.stringify(after));
+      if (ok === 1) return { before, after };
+    }
+    throw new Error(`device ${id}: too many concurrent changes`);
+  }
+
+  async all(): Promise<DeviceRecord[]> {
+    const ids = (await this.redis.smembers('gw:dev:ids')).sort();
+    if (!ids.length) return [];
+    const out: DeviceRecord[] = [];
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500);
+      const vals = await this.redis.mget(chunk.map(rec));
+      for (const v of vals) if (v) out.push(JSON.parse(v) as DeviceRecord);
+    }
+    return out;
+  }
+
+  async telemetry(ids: string[]): Promise<Map<string, DeviceTelemetry>> {
+    const out = new Map<string, DeviceTelemetry>();
+    if (!ids.length) return out;
+    const p = this.redis.pipeline();
+    for (const id of ids) p.hgetall(tel(id));
+    const res = (await p.exec()) ?? [];
+    ids.forEach((id, i) => {
+      const h = (res[i]?.[1] ?? {}) as Record<string, string>;
+      const num = (k: string) => (h[k] !== undefined ? Number(h[k]) : undefined);
+      out.set(id, {
+        lastSeen: h.lastSeen,
+        lastChannel: h.lastChannel,
+        messages: num('messages') ?? 0,
+        errors: num('errors') ?? 0,
+        battery: num('battery'),
+        batteryAt: h.batteryAt,
+        signal: num('signal'),
+        signalAt: h.signalAt,
+      });
+    });
+    return out;
+  }
+
+  async seen(id: string, at: string, channel: string, readings: { battery?: number; signal?: number }): Promise<void> {
+    const fields: Record<string, string> = { lastSeen: at, lastChannel: channel };
+    if (readings.battery !== undefined) Object.assign(fields, { battery: String(readings.battery), batteryAt: at });
+    if (readings.signal !== undefined) Object.assign(fields, { signal: String(readings.signal), signalAt: at });
+    await this.redis.multi().hset(tel(id), fields).hincrby(tel(id), 'messages', 1).exec();
+  }
+
+  async error(id: string): Promise<void> {
+    await this.redis.hincrby(tel(id), 'errors', 1);
+  }
+
+  /** Marks the offline alert of a silence (keyed by its last-seen time) as sent; true only for the first caller. */
+  async claimOfflineAlert(id: string, lastSeen: string): Promise<boolean> {
+    const r = await this.redis.eval(`if redis.call('HGET', KEYS[1], 'offlineAlertFor') == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`, 1, tel(id), lastSeen);
+    return r === 1;
+  }
+
+  async hold(id: string, job: DeliveryJob, max: number): Promise<boolean> {
+    const n = await this.redis.llen(held(id));
+    if (n >= max) return false;
+    await this.redis.rpush(held(id), JSON.stringify(job));
+    return true;
+  }
+
+  async listHeld(id: string, offset: number, limit: number): Promise<DeliveryJob[]> {
+    return (await this.redis.lrange(held(id), offset, offset + limit - 1)).map((s) => JSON.parse(s) as DeliveryJob);
+  }
+
+  async heldCount(id: string): Promise<number> {
+    return this.redis.llen(held(id));
+  }
+
+  /** Removes and returns the held readings, atomically (two instances activating at once release them once). */
+  async takeHeld(id: string): Promise<DeliveryJob[]> {
+    const [[, items]] = (await this.redis.multi().lrange(held(id), 0, -1).del(held(id)).exec()) as [[unknown, string[]], unknown];
+    return (items ?? []).map((s) => JSON.parse(s) as DeliveryJob);
+  }
+
+  /** Puts readings back (their release failed). */
+  async restoreHeld(id: string, jobs: DeliveryJob[]): Promise<void> {
+    if (jobs.length) await this.redis.lpush(held(id), ...jobs.reverse().map((j) => JSON.stringify(j)));
+  }
+
+  async getConfig(id: string): Promise<DeviceConfigDoc | undefined> {
+    const s = await this.redis.get(cfg(id));
+    return s ? (JSON.parse(s) as DeviceConfigDoc) : undefined;
+  }
+
+  async setConfig(id: string, settings: Record<string, unknown>, by: string): Promise<DeviceConfigDoc> {
+    for (;;) {
+      const s = await this.redis.get(cfg(id));
+      const prev = s ? (JSON.parse(s) as DeviceConfigDoc) : undefined;
+      const doc: DeviceConfigDoc = { version: (prev?.version ?? 0) + 1, settings, updatedAt: new Date().toISOString(), updatedBy: by, lastFetchedAt: prev?.lastFetchedAt, lastFetchedBy: prev?.lastFetchedBy };
+      if ((await this.redis.eval(CAS, 1, cfg(id), s ?? '', JSON.stringify(doc))) === 1) return doc;
+    }
+  }
+
+  async fetchedConfig(id: string, by: string): Promise<DeviceConfigDoc | undefined> {
+    for (let i = 0; i < 20; i++) {
+      const s = await this.redis.get(cfg(id));
+      if (!s) return undefined;
+      const doc = { ...(JSON.parse(s) as DeviceConfigDoc), lastFetchedAt: new Date().toISOString(), lastFetchedBy: by };
+      if ((await this.redis.eval(CAS, 1, cfg(id), s, JSON.stringify(doc))) === 1) return doc;
+    }
+    return undefined;
+  }
+
+  /** Deletes held readings, configuration and telemetry; returns what there was. */
+  async wipe(id: string): Promise<{ heldReadings: number; configuration: boolean; telemetry: boolean }> {
+    const res = (await this.redis.multi().llen(held(id)).exists(cfg(id)).exists(tel(id)).del(held(id), cfg(id), tel(id)).exec()) ?? [];
+    return { heldReadings: Number(res[0]?.[1] ?? 0), configuration: Number(res[1]?.[1]) === 1, telemetry: Number(res[2]?.[1]) === 1 };
+  }
+
+  async putReport(r: DecommissionReport): Promise<void> {
+    await this.redis.set(report(r.deviceId), JSON.stringify(r));
+  }
+
+  async getReport(id: string): Promise<DecommissionReport | undefined> {
+    const s = await this.redis.get(report(id));
+    return s ? (JSON.parse(s) as DecommissionReport) : undefined;
+  }
+}

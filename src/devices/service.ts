@@ -1,0 +1,443 @@
+/**
+ * Device management: registration, lifecycle transitions, assignment, credentials, decommissioning, remote
+ * configuration and monitoring. Routes (routes.ts) and the ingest guard (guard.ts) call this; every change is
+ * audited, reflected in the FHIR Device through the delivery queue, and announced on the webhook.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Principal } from '../adapters/contract.js';
+import { sealSecret } from '../access/hmac.js';
+import type { AdapterRegistry } from '../adapters/registry.js';
+import { badRequest, conflict, forbidden, notFound, OperationOutcomeError, outcome, issue } from '../fhir/outcome.js';
+import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { AuditTrail } from '../audit/store.js';
+import type { CredentialStore, Credential } from '../access/credentials.js';
+import type { ApiKeyAccess } from '../access/access.js';
+import { patientReference } from '../fhir/builders.js';
+import type { DeviceConfig } from './config.js';
+import { deviceUpdateTranslation } from './fhir.js';
+import { DEVICE_ID, DEVICE_STATES, nextState, type ConnectivityState, type DeviceAction, type DeviceIdentifiers, type DeviceRecord, type DeviceState, type DeviceTelemetry } from './model.js';
+import type { DecommissionReport, DeviceRegistry } from './registry.js';
+import type { Notifier } from './notify.js';
+import type { Translation } from '../adapters/contract.js';
+
+export interface Actor {
+  principal: Principal;
+  address?: string;
+}
+
+export interface DeviceView extends DeviceRecord {
+  connectivity: ConnectivityState;
+  offlineAfterMs: number;
+  telemetry: DeviceTelemetry;
+  heldReadings?: number;
+}
+
+export interface VendorRecord {
+  id: string;
+  name?: string;
+  /** Adapters the vendor's credentials may send to (empty: any). */
+  adapters: string[];
+  createdAt: string;
+  createdBy: string;
+}
+
+const who = (p: Principal) => `${p.role}:${p.id}`;
+const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
+
+export class DeviceService {
+  constructor(
+    readonly registry: DeviceRegistry,
+    readonly credentials: CredentialStore,
+    private readonly access: ApiKeyAccess,
+    private readonly queue: Pick<DeliveryQueue, 'enqueue' | 'requeue'>,
+    private readonly adapters: AdapterRegistry,
+    readonly audit: AuditTrail,
+    private readonly notifier: Notifier,
+    readonly config: DeviceConfig,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
+
+  // ---- ownership -------------------------------------------------------------------------------------------------
+
+  /** A vendor acts on its own devices only; a device on itself only. Admin and operator on all. */
+  assertMay(p: Principal, r: DeviceRecord): void {
+    switch (p.role) {
+      case 'admin':
+      case 'operator':
+        return;
+      case 'vendor':
+        if (!r.vendor || r.vendor !== p.vendorId) throw forbidden(`device '${r.id}' is not a device of vendor '${p.vendorId}'`);
+        return;
+      case 'device':
+        if (p.id !== r.id) throw forbidden('a device credential may act on its own device only');
+        return;
+      default:
+        p.role satisfies never;
+    }
+  }
+
+  async mustGet(id: string, p: Principal): Promise<DeviceRecord> {
+    const r = await this.registry.get(id);
+    if (!r) throw notFound(`no device '${id}' is registered`);
+    this.assertMay(p, r);
+    return r;
+  }
+
+  // ---- registration ----------------------------------------------------------------------------------------------
+
+  /** Checks a registration body; returns the record to create or the issues found. */
+  parseRegistration(body: unknown, actor: Actor): { record?: DeviceRecord; issues: string[] } {
+    const issues: string[] = [];
+    if (!body || typeof body !== 'object' || Array.isArray(body)) return { issues: ['the body must be a JSON object'] };
+    const b = body as Record<string, unknown>;
+    const id = str(b.id);
+    if (!id) issues.push('id is required: the device id its payloads carry');
+    else if (!DEVICE_ID.test(id)) issues.push(`id '${id}' must match ${DEVICE_ID}`);
+    const idsIn = (b.identifiers ?? {}) as Record<string, unknown>;
+    if (typeof idsIn !== 'object' || Array.isArray(idsIn)) issues.push('identifiers must be an object { serialNumber, eui64, udi }');
+    const identifiers: DeviceIdentifiers = {};
+    for (const k of ['serialNumber', 'eui64', 'udi'] as const) {
+      const v = idsIn[k] ?? b[k];
+      if (v === undefined || v === null || v === '') continue;
+      if (typeof v !== 'string') issues.push(`identifiers.${k} must be a string`);
+      else identifiers[k] = v.trim();
+    }
+    if (identifiers.eui64 && !/^[0-9A-Fa-f]{16}$/.test(identifiers.eui64.replace(/[-:]/g, ''))) issues.push('identifiers.eui64 must be 16 hex digits');
+    else if (identifiers.eui64) identifiers.eui64 = identifiers.eui64.replace(/[-:]/g, '').toUpperCase();
+    const fields = ['manufacturer', 'model', 'type', 'adapter', 'vendor', 'owner', 'department', 'firmwareVersion'] as const;
+    const rec: Partial<DeviceRecord> = {};
+    for (const k of fields) {
+      const v = b[k];
+      if (v === undefined || v === null || v === '') continue;
+      if (typeof v !== 'string') issues.push(`${k} must be a string`);
+      else rec[k] = v.trim();
+    }
+    if (rec.adapter && !this.adapters.get(rec.adapter)) issues.push(`adapter '${rec.adapter}' is not registered`);
+    const p = actor.principal;
+    if (p.role === 'vendor') {
+      if (rec.vendor && rec.vendor !== p.vendorId) issues.push(`a vendor credential registers devices of its own vendor ('${p.vendorId}') only`);
+      rec.vendor = p.vendorId;
+    }
+    if (issues.length || !id) return { issues };
+    const now = new Date().toISOString();
+    return { record: { id, identifiers, ...rec, state: 'registered', createdAt: now, updatedAt: now, stateChangedAt: now, createdBy: who(p), version: 1 }, issues };
+  }
+
+  async register(body: unknown, actor: Actor): Promise<DeviceRecord> {
+    const { record, issues } = this.parseRegistration(body, actor);
+    if (!record) throw new OperationOutcomeError(422, outcome(issues.map((m) => issue('invalid', m))));
+    if (!(await this.registry.create(record))) throw conflict(`device '${record.id}' is already registered`);
+    await this.afterChange(record, actor, 'device-registered', undefined);
+    return record;
+  }
+
+  /** Registers many; one result per row, never all-or-nothing (a procurement batch with one bad row). */
+  async registerBulk(rows: unknown[], actor: Actor): Promise<{ row: number; id?: string; status: number; state?: DeviceState; error?: string }[]> {
+    const out = [];
+    for (let i = 0; i < rows.length; i++) {
+      const id = str((rows[i] as Record<string, unknown> | undefined)?.id);
+      try {
+        const r = await this.register(rows[i], actor);
+        out.push({ row: i + 1, id: r.id, status: 201, state: r.state });
+      } catch (err) {
+        const e = err instanceof OperationOutcomeError ? err : new OperationOutcomeError(500, outcome([issue('exception', 'internal error')]));
+        out.push({ row: i + 1, id, status: e.status, error: e.message });
+      }
+    }
+    return out;
+  }
+
+  /** Auto-registration by the unknown-device policy (hold: registered; accept: active). False if it already existed. */
+  async autoRegister(id: string, policy: 'hold' | 'accept', adapterId: string, principal: Principal | undefined, channel: string): Promise<DeviceRecord | undefined> {
+    const now = new Date().toISOString();
+    const record: DeviceRecord = {
+      id,
+      identifiers: {},
+      adapter: this.adapters.get(adapterId) ? adapterId : undefined,
+      vendor: principal?.role === 'vendor' ? principal.vendorId : principal?.vendorId,
+      state: policy === 'accept' ? 'active' : 'registered',
+      autoRegistered: policy,
+      createdAt: now,
+      updatedAt: now,
+      stateChangedAt: now,
+      createdBy: principal ? who(principal) : `channel:${channel}`,
+      version: 1,
+    };
+    if (!(await this.registry.create(record))) return undefined;
+    await this.audit.record({ kind: 'device-registered', principal, entities: [{ kind: 'Device', id }], description: `auto-registered as ${record.state} by UNKNOWN_DEVICE_POLICY=${policy} (${channel})` });
+    this.notifier.send({ event: 'device.registered', deviceId: id, at: now, to: record.state, by: record.createdBy });
+    this.metrics.inc('devices_auto_registered_total', { policy });
+    return record;
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------------------------------
+
+  async transition(id: string, action: DeviceAction, actor: Actor): Promise<{ record: DeviceRecord; jobId?: string; released?: number; report?: DecommissionReport }> {
+    const current = await this.mustGet(id, actor.principal);
+    const res = await this.registry.update(id, (r) => {
+      const to = nextState(r.state, action);
+      if (!to) throw conflict(`device '${id}' is ${r.state}: '${action}' is not allowed (allowed: ${this.allowedActions(r.state).join(', ') || 'none, decommissioned is final'})`);
+      r.state = to;
+      r.stateChangedAt = new Date().toISOString();
+      if (to === 'decommissioned') delete r.assignment;
+      return r;
+    });
+    if (!res) throw notFound(`no device '${current.id}' is registered`);
+    const { before, after } = res;
+    let report: DecommissionReport | undefined;
+    if (after.state === 'decommissioned') report = await this.wipe(before, after, actor);
+    const jobId = await this.afterChange(after, actor, `device-${action}`, before.state);
+    if (report) {
+      report.fhirDevice.jobId = jobId;
+      await this.registry.putReport(report);
+    }
+    let released: number | undefined;
+    if (after.state === 'active') released = await this.releaseHeld(after, actor);
+    return { record: after, jobId, released, report };
+  }
+
+  allowedActions(state: DeviceState): DeviceAction[] {
+    return (['activate', 'suspend', 'decommission'] as const).filter((a) => nextState(state, a));
+  }
+
+  private async wipe(before: DeviceRecord, after: DeviceRecord, actor: Actor): Promise<DecommissionReport> {
+    const keyIds = await this.credentials.revokeAll('device', after.id);
+    for (const k of keyIds) this.access.forget(k);
+    const wiped = await this.registry.wipe(after.id);
+    const p = actor.principal;
+    return {
+      deviceId: after.id,
+      decommissionedAt: after.stateChangedAt,
+      by: { role: p.role, id: p.id, keyId: p.keyId },
+      previousState: before.state,
+      wiped: {
+        credentials: keyIds,
+        patientAssignment: Boolean(before.assignment?.patientId),
+        locationAssignment: Boolean(before.assignment?.locationId),
+        heldReadings: wiped.heldReadings,
+        configuration: wiped.configuration,
+        telemetry: wiped.telemetry,
+        cachedVerifications: 'dropped on this instance; announced to the others (gone everywhere within CREDENTIAL_CACHE_TTL_MS)',
+      },
+      fhirDevice: { status: 'inactive' },
+    };
+  }
+
+  /** Audit, FHIR Device update through the queue, webhook. Returns the delivery job id (undefined if not queued). */
+  private async afterChange(r: DeviceRecord, actor: Actor, kind: Parameters<AuditTrail['record']>[0]['kind'], from: DeviceState | undefined): Promise<string | undefined> {
+    await this.audit.record({ kind, principal: actor.principal, address: actor.address, entities: [{ kind: 'Device', id: r.id }], description: from ? `${from} -> ${r.state}` : `state ${r.state}` });
+    if (from !== r.state) {
+      this.notifier.send({ event: from ? 'device.state-changed' : 'device.registered', deviceId: r.id, at: r.stateChangedAt, from, to: r.state, type: r.type, by: who(actor.principal) });
+      this.metrics.inc('device_transitions_total', { to: r.state });
+    }
+    return this.writeDevice(r);
+  }
+
+  /**
+   * Queues the FHIR Device of the record (conditional update). Under a fresh job id each time: an unchanged content
+   * id could be deduplicated by bull against an earlier job (activate, suspend, activate again).
+   */
+  private async writeDevice(r: DeviceRecord): Promise<string | undefined> {
+    const job: DeliveryJob = { adapterId: r.adapter ?? 'device-registry', channel: 'registry', receivedAt: new Date().toISOString(), translation: deviceUpdateTranslation(r, this.config) };
+    try {
+      return await this.queue.requeue(job);
+    } catch (err) {
+      this.log.warn({ deviceId: r.id, error: (err as Error).message }, 'FHIR Device update could not be queued');
+      return undefined;
+    }
+  }
+
+  // ---- held data -------------------------------------------------------------------------------------------------
+
+  /** Applies the assigned patient to a translation that names none (in place). */
+  applyAssignment(t: Translation, r: DeviceRecord): void {
+    const patientId = r.assignment?.patientId;
+    if (!patientId || t.patient) return;
+    const patient = { system: this.config.patientIdentifierSystem, value: patientId };
+    t.patient = patient;
+    for (const o of t.observations) if (!o.subject) o.subject = patientReference(patient);
+  }
+
+  /** Queues the readings held for a device (on activation; also by the guard if an activation raced a hold). */
+  async releaseHeld(r: DeviceRecord, actor: Actor): Promise<number> {
+    const jobs = await this.registry.takeHeld(r.id);
+    if (!jobs.length) return 0;
+    for (const j of jobs) this.applyAssignment(j.translation, r);
+    try {
+      await this.queue.enqueue(jobs);
+    } catch (err) {
+      await this.registry.restoreHeld(r.id, jobs);
+      this.log.warn({ deviceId: r.id, readings: jobs.length, error: (err as Error).message }, 'held readings could not be queued; kept for the next activation');
+      return 0;
+    }
+    await this.audit.record({ kind: 'held-data-released', principal: actor.principal, address: actor.address, entities: [{ kind: 'Device', id: r.id }], description: `${jobs.length} held readings queued for delivery` });
+    this.metrics.inc('device_held_released_total', {}, jobs.length);
+    return jobs.length;
+  }
+
+  // ---- assignment ------------------------------------------------------------------------------------------------
+
+  async assign(id: string, body: { patientId?: unknown; locationId?: unknown } | null, actor: Actor): Promise<{ record: DeviceRecord; jobId?: string }> {
+    await this.mustGet(id, actor.principal);
+    const patientId = body ? body.patientId : null;
+    const locationId = body ? body.locationId : null;
+    for (const [k, v] of [['patientId', patientId], ['locationId', locationId]] as const) {
+      if (v !== undefined && v !== null && (typeof v !== 'string' || !v.trim())) throw badRequest(`${k} must be a non-empty string or null`);
+    }
+    const res = await this.registry.update(id, (r) => {
+      if (r.state === 'decommissioned') throw conflict(`device '${id}' is decommissioned: it cannot be assigned`);
+      const next = { patientId: patientId === undefined ? r.assignment?.patientId : (patientId as string | null) ?? undefined, locationId: locationId === undefined ? r.assignment?.locationId : (locationId as string | null) ?? undefined };
+      if ((next.patientId || next.locationId) && r.state !== 'active') throw conflict(`device '${id}' is ${r.state}: only an active device can be assigned to a patient or location`);
+      if (next.patientId || next.locationId) r.assignment = { ...(next.patientId ? { patientId: next.patientId.trim() } : {}), ...(next.locationId ? { locationId: next.locationId.trim() } : {}), assignedAt: new Date().toISOString() };
+      else delete r.assignment;
+      return r;
+    });
+    if (!res) throw notFound(`no device '${id}' is registered`);
+    const a = res.after.assignment;
+    await this.audit.record({
+      kind: 'device-assignment',
+      principal: actor.principal,
+      address: actor.address,
+      entities: [{ kind: 'Device', id }],
+      description: a ? `assigned (patient: ${a.patientId ? 'yes' : 'no'}, location: ${a.locationId ?? 'none'})` : 'unassigned',
+    });
+    return { record: res.after, jobId: await this.writeDevice(res.after) };
+  }
+
+  // ---- credentials -----------------------------------------------------------------------------------------------
+
+  async issueDeviceKey(id: string, actor: Actor): Promise<{ credential: Credential; key: string }> {
+    const r = await this.mustGet(id, actor.principal);
+    if (r.state === 'decommissioned') throw conflict(`device '${id}' is decommissioned: no credentials can be issued`);
+    const issued = await this.credentials.issue({ role: 'device', owner: id, vendorId: r.vendor, createdBy: who(actor.principal) });
+    await this.audit.record({ kind: 'credential-issued', principal: actor.principal, address: actor.address, entities: [{ kind: 'Device', id }, { kind: 'Credential', id: issued.credential.keyId }] });
+    return issued;
+  }
+
+  /** Finds a credential of a given owner (404 when the key id is someone else's: no probing of other owners' keys). */
+  async ownedCredential(keyId: string, role: Credential['role'], owner: string): Promise<Credential> {
+    const c = await this.credentials.get(keyId);
+    if (!c || c.role !== role || c.owner !== owner) throw notFound(`no ${role} credential '${keyId}' of '${owner}'`);
+    return c;
+  }
+
+  async revokeKey(keyId: string, role: Credential['role'], owner: string, actor: Actor): Promise<void> {
+    await this.ownedCredential(keyId, role, owner);
+    await this.credentials.revoke(keyId);
+    this.access.forget(keyId);
+    await this.audit.record({ kind: 'credential-revoked', principal: actor.principal, address: actor.address, entities: [...(role === 'device' ? [{ kind: 'Device' as const, id: owner }] : role === 'vendor' ? [{ kind: 'Vendor' as const, id: owner }] : []), { kind: 'Credential', id: keyId }] });
+  }
+
+  async rotateKey(keyId: string, role: Credential['role'], owner: string, actor: Actor): Promise<{ keyId: string; key: string; signingSecret?: string; previousKeyId: string; previousExpiresAt: string }> {
+    await this.ownedCredential(keyId, role, owner);
+    const signing = this.signingSecret(role);
+    const r = await this.credentials.rotate(keyId, this.config.rotationOverlapMs, who(actor.principal), signing?.[1]);
+    if (!r) throw conflict(`credential '${keyId}' has expired: issue a new one`);
+    if (this.config.rotationOverlapMs === 0) this.access.forget(keyId);
+    await this.audit.record({ kind: 'credential-rotated', principal: actor.principal, address: actor.address, entities: [{ kind: 'Credential', id: keyId }, { kind: 'Credential', id: r.credential.keyId }], description: `old key valid until ${r.previousExpiresAt}` });
+    return { keyId: r.credential.keyId, key: r.key, ...(signing ? { signingSecret: signing[0] } : {}), previousKeyId: keyId, previousExpiresAt: r.previousExpiresAt };
+  }
+
+  // ---- vendors -----------------------------------------------------------------------------------------------------
+
+  async getVendor(id: string): Promise<VendorRecord | undefined> {
+    const s = await this.registry.redis.get(`gw:vendor:${id}`);
+    return s ? (JSON.parse(s) as VendorRecord) : undefined;
+  }
+
+  async registerVendor(body: unknown, actor: Actor): Promise<VendorRecord> {
+    const b = (body ?? {}) as Record<string, unknown>;
+    const id = str(b.id);
+    if (!id || !DEVICE_ID.test(id)) throw badRequest(`id is required and must match ${DEVICE_ID}`);
+    const adapters = b.adapters === undefined ? [] : b.adapters;
+    if (!Array.isArray(adapters) || adapters.some((a) => typeof a !== 'string')) throw badRequest('adapters must be an array of adapter ids');
+    const v: VendorRecord = { id, name: str(b.name), adapters: adapters as string[], createdAt: new Date().toISOString(), createdBy: who(actor.principal) };
+    if ((await this.registry.redis.set(`gw:vendor:${id}`, JSON.stringify(v), 'NX')) !== 'OK') throw conflict(`vendor '${id}' is already registered`);
+    await this.registry.redis.sadd('gw:vendor:ids', id);
+    await this.audit.record({ kind: 'vendor-registered', principal: actor.principal, address: actor.address, entities: [{ kind: 'Vendor', id }] });
+    return v;
+  }
+
+  async listVendors(): Promise<VendorRecord[]> {
+    const ids = (await this.registry.redis.smembers('gw:vendor:ids')).sort();
+    const out: VendorRecord[] = [];
+    for (const id of ids) {
+      const v = await this.getVendor(id);
+      if (v) out.push(v);
+    }
+    return out;
+  }
+
+  /** A new HMAC signing secret for a vendor key, when CREDENTIAL_SIGNING_KEY is set: [plain (shown once), sealed]. */
+  private signingSecret(role: Credential['role']): [string, string] | undefined {
+    if (role !== 'vendor' || !this.config.signingKey) return undefined;
+    const secret = randomBytes(32).toString('base64url');
+    return [secret, sealSecret(secret, this.config.signingKey)];
+  }
+
+  async issueKey(role: 'vendor' | 'operator', owner: string, actor: Actor): Promise<{ credential: Credential; key: string; signingSecret?: string }> {
+    if (role === 'vendor' && !(await this.getVendor(owner))) throw notFound(`no vendor '${owner}' is registered`);
+    const signing = this.signingSecret(role);
+    const issued = { ...(await this.credentials.issue({ role, owner, vendorId: role === 'vendor' ? owner : undefined, createdBy: who(actor.principal) }, signing?.[1])), ...(signing ? { signingSecret: signing[0] } : {}) };
+    await this.audit.record({ kind: 'credential-issued', principal: actor.principal, address: actor.address, entities: [...(role === 'vendor' ? [{ kind: 'Vendor' as const, id: owner }] : []), { kind: 'Credential', id: issued.credential.keyId }] });
+    return issued;
+  }
+
+  // ---- configuration ---------------------------------------------------------------------------------------------
+
+  async setConfig(id: string, body: unknown, actor: Actor) {
+    const r = await this.mustGet(id, actor.principal);
+    if (r.state === 'decommissioned') throw conflict(`device '${id}' is decommissioned`);
+    const settings = (body as { settings?: unknown } | undefined)?.settings ?? body;
+    if (!settings || typeof settings !== 'object' || Array.isArray(settings)) throw badRequest('the body must be a JSON object of settings (e.g. { "samplingIntervalS": 60, "thresholds": { ... } })');
+    const doc = await this.registry.setConfig(id, settings as Record<string, unknown>, who(actor.principal));
+    await this.audit.record({ kind: 'device-config', principal: actor.principal, address: actor.address, entities: [{ kind: 'Device', id }], description: `configuration version ${doc.version}` });
+    return doc;
+  }
+
+  // ---- monitoring --------------------------------------------------------------------------------------------------
+
+  offlineAfter(r: DeviceRecord): number {
+    return (r.type ? this.config.offlineAfterMsByType.get(r.type) : undefined) ?? this.config.offlineAfterMs;
+  }
+
+  /** Online/offline for active devices: silent for longer than the threshold since it was last seen (or activated). */
+  connectivity(r: DeviceRecord, t: DeviceTelemetry | undefined, now = Date.now()): ConnectivityState {
+    if (r.state !== 'active') return 'unknown';
+    const since = Math.max(t?.lastSeen ? Date.parse(t.lastSeen) : 0, Date.parse(r.stateChangedAt));
+    return now - since > this.offlineAfter(r) ? 'offline' : 'online';
+  }
+
+  view(r: DeviceRecord, t: DeviceTelemetry | undefined, p: Principal): DeviceView {
+    const v: DeviceView = { ...r, connectivity: this.connectivity(r, t), offlineAfterMs: this.offlineAfter(r), telemetry: t ?? { messages: 0, errors: 0 } };
+    // Vendors manage devices, not patients: the patient assignment is not theirs to see.
+    if (p.role === 'vendor' && v.assignment?.patientId) v.assignment = { ...v.assignment, patientId: '[hidden]' };
+    return v;
+  }
+
+  async list(q: Record<string, unknown>, p: Principal): Promise<DeviceView[]> {
+    const one = (k: string) => (typeof q[k] === 'string' && q[k] ? (q[k] as string) : undefined);
+    const state = one('state');
+    if (state && !(DEVICE_STATES as string[]).includes(state)) throw badRequest(`state must be one of ${DEVICE_STATES.join(', ')}`);
+    const status = one('status');
+    if (status && !['online', 'offline', 'unknown'].includes(status)) throw badRequest('status must be online, offline or unknown');
+    const seenBefore = one('lastSeenBefore');
+    const seenAfter = one('lastSeenAfter');
+    for (const [k, v] of [['lastSeenBefore', seenBefore], ['lastSeenAfter', seenAfter]]) if (v && Number.isNaN(Date.parse(v))) throw badRequest(`${k} must be an ISO 8601 date-time`);
+    let records = await this.registry.all();
+    if (p.role === 'vendor') records = records.filter((r) => r.vendor === p.vendorId);
+    if (state) records = records.filter((r) => r.state === state);
+    if (one('type')) records = records.filter((r) => r.type === one('type'));
+    if (one('vendor')) records = records.filter((r) => r.vendor === one('vendor'));
+    if (one('adapter')) records = records.filter((r) => r.adapter === one('adapter'));
+    const tel = await this.registry.telemetry(records.map((r) => r.id));
+    let views = records.map((r) => this.view(r, tel.get(r.id), p));
+    if (status) views = views.filter((v) => v.connectivity === status);
+    if (seenBefore) views = views.filter((v) => !v.telemetry.lastSeen || v.telemetry.lastSeen < new Date(seenBefore).toISOString());
+    if (seenAfter) views = views.filter((v) => v.telemetry.lastSeen && v.telemetry.lastSeen > new Date(seenAfter).toISOString());
+    return views;
+  }
+}
