@@ -12,9 +12,9 @@ import IORedis from 'ioredis';
 import type { Redis } from 'ioredis';
 import type { Config, Role } from './config/index.js';
 import { AdapterRegistry } from './adapters/registry.js';
-import type { DeviceAdapter } from './adapters/contract.js';
+import type { DeviceAdapter, RoleName } from './adapters/contract.js';
 import { Pipeline, type IngestGuard } from './pipeline/pipeline.js';
-import type { Router } from 'express';
+import type { RequestHandler, Router } from 'express';
 import { DeliveryQueue, redisOptions } from './queue/queue.js';
 import { EmbeddedRedis } from './queue/embedded-redis.js';
 import { DeadLetterStore } from './delivery/dead-letters.js';
@@ -39,6 +39,8 @@ export interface ExtensionContext {
   registry: AdapterRegistry;
   pipeline?: Pipeline;
   role: Role;
+  /** A role check that defers to the gateway's final access control (which an extension may supply). */
+  requireRole(...roles: RoleName[]): RequestHandler;
 }
 
 /** What it gives back: parts the gateway wires in and stops with itself. */
@@ -134,7 +136,9 @@ export class Gateway {
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
     const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics) : undefined;
     if (config.sandbox) this.sandbox = createSandboxEhr();
-    const ctx: ExtensionContext = { redis: this.redis, queue, config, log, metrics: this.metrics, registry: this.registry, pipeline, role: this.role };
+    const bootstrap = new BootstrapAccess(config.adminApiKey);
+    const requireRole = (...roles: RoleName[]): RequestHandler => (req, res, next) => (this.access ?? bootstrap).require(...roles)(req, res, next);
+    const ctx: ExtensionContext = { redis: this.redis, queue, config, log, metrics: this.metrics, registry: this.registry, pipeline, role: this.role, requireRole };
     for (const factory of this.extensionFactories) this.extensions.push(await factory(ctx));
     const routers: Router[] = [];
     for (const ext of this.extensions) {
@@ -155,7 +159,7 @@ export class Gateway {
       metrics: this.metrics,
       log,
       sandbox: this.sandbox,
-      access: this.access ?? new BootstrapAccess(config.adminApiKey),
+      access: this.access ?? bootstrap,
       routers,
     });
     await new Promise<void>((res, rej) => {

@@ -9,12 +9,20 @@ import { RedisNotInstalledError } from './queue/embedded-redis.js';
 import { AdapterRegistry } from './adapters/registry.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { OperationOutcomeError } from './fhir/outcome.js';
+import { standardExtensions } from './extensions.js';
+import { applyToRegistry, loadMappingsDir, validateMappingCommand, translateCommand } from './adapters/iomt/index.js';
+import { SHIPPED_MAPPINGS_DIR } from './adapters/extension.js';
+import { main as sendHl7 } from './hl7v2/send.js';
+import { existsSync, statSync } from 'node:fs';
 
 const HELP = `iomt-gateway ${VERSION}: connected medical device data to FHIR R4, through Redis, to the EHR
 
 Usage:
   iomt-gateway start [--role all|ingest|worker]   run the gateway (default role: all)
-  iomt-gateway translate --adapter ID FILE        translate a payload offline and print the FHIR resources (or errors)
+  iomt-gateway translate --adapter ID FILE        translate a payload offline and print the FHIR resources (or errors);
+                                                  ID is a built-in adapter, a mapping in MAPPINGS_DIR, or a mapping folder
+  iomt-gateway validate-mapping DIR               check a mapping folder (or a folder of them): every error, with file and path
+  iomt-gateway send-hl7 --host H --port P FILE..  send HL7v2 messages over MLLP and print the ACKs (--tls, --ca, --help)
   iomt-gateway config                             print the configuration keys
   iomt-gateway --help | --version
 
@@ -22,7 +30,7 @@ With npm: npm start (build + start), npm run dev (start from source).
 
 Roles:
   all     ingest and delivery in one process
-  ingest  receive (HTTP), translate, validate and enqueue; no delivery
+  ingest  receive (HTTP, MLLP), translate, validate and enqueue; no delivery
   worker  deliver queued jobs to the EHR (HTTP serves health, status and operations only)
 
 Configuration (environment variables):
@@ -43,7 +51,7 @@ async function start(argv: string[]): Promise<number> {
     return 2;
   }
   const config = loadConfig();
-  const gateway = new Gateway(config, role);
+  const gateway = new Gateway(config, role, { extensions: standardExtensions() });
   let signals = 0;
   const shutdown = (sig: string) => {
     signals++;
@@ -72,8 +80,10 @@ async function translate(argv: string[]): Promise<number> {
     console.error('usage: iomt-gateway translate --adapter ID FILE');
     return 2;
   }
+  if (existsSync(adapterId) && statSync(adapterId).isDirectory()) return translateCommand([adapterId, file]);
   const config = loadConfig();
   const registry = new AdapterRegistry();
+  applyToRegistry(registry, loadMappingsDir((config.raw.get('MAPPINGS_DIR') as string | undefined) ?? SHIPPED_MAPPINGS_DIR));
   const pipeline = new Pipeline(registry, { enqueue: async () => [] }, { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem });
   let body: unknown;
   try {
@@ -115,6 +125,10 @@ export async function main(argv: string[]): Promise<number> {
       return start(rest);
     case 'translate':
       return translate(rest);
+    case 'validate-mapping':
+      return validateMappingCommand(rest);
+    case 'send-hl7':
+      return sendHl7(rest);
     default:
       console.error(`unknown command '${cmd}'\n\n${HELP}`);
       return 2;

@@ -2,6 +2,13 @@
  * The gateway's configuration: the keys (see schema.ts for the format) and the typed object the code reads.
  */
 import { type ConfigKey, type ConfigValue, describeKeys, loadKeys } from './schema.js';
+import { HL7_KEYS } from '../hl7v2/config.js';
+import { DEVICE_KEYS } from '../devices/config.js';
+
+export const MAPPING_KEYS: readonly ConfigKey[] = [
+  { env: 'MAPPINGS_DIR', type: 'string', description: 'Folder of declarative device mappings (one folder per adapter). Unset: the mappings/ folder shipped with the gateway' },
+  { env: 'MAPPINGS_WATCH', type: 'bool', default: 'true', description: 'Reload mappings when their files change' },
+];
 
 export const CORE_KEYS: readonly ConfigKey[] = [
   { env: 'PORT', type: 'int', default: '8080', min: 0, max: 65535, description: 'HTTP port (ingest API, admin API, sandbox EHR)' },
@@ -67,7 +74,8 @@ export interface Config {
   raw: ReadonlyMap<string, ConfigValue>;
 }
 
-export const ALL_KEYS: readonly ConfigKey[] = [...CORE_KEYS];
+/** Every key of every feature, in the order --help prints them. */
+export const ALL_KEYS: readonly ConfigKey[] = [...CORE_KEYS, ...MAPPING_KEYS, ...HL7_KEYS, ...DEVICE_KEYS];
 
 export class ConfigError extends Error {
   constructor(readonly errors: string[]) {

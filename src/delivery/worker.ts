@@ -86,7 +86,7 @@ export class DeliveryWorker {
       const result = await this.deliver(String(job.id), job.data, locks);
       this.metrics.inc('delivery_jobs_total', { outcome: 'delivered' });
       this.metrics.inc('delivery_observations_total', {}, result.observations);
-      this.log.info({ jobId: job.id, adapter: job.data.adapterId, attempt, entries: result.transactionEntries }, 'delivered');
+      this.log.debug({ jobId: job.id, adapter: job.data.adapterId, attempt, entries: result.transactionEntries }, 'delivered');
       return result;
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));

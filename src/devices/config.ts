@@ -9,7 +9,7 @@ export type UnknownDevicePolicy = (typeof UnknownDevicePolicies)[keyof typeof Un
 const POLICY_VALUES = Object.values(UnknownDevicePolicies);
 
 export const DEVICE_KEYS: readonly ConfigKey[] = [
-  { env: 'UNKNOWN_DEVICE_POLICY', type: 'enum', default: 'reject', values: POLICY_VALUES, description: 'Data of a device the registry does not know: reject (403), hold (auto-register as registered and keep the data until it is activated) or accept (auto-register as active and deliver)' },
+  { env: 'UNKNOWN_DEVICE_POLICY', type: 'enum', values: POLICY_VALUES, description: 'Data of a device the registry does not know (default: reject with a real EHR, accept with the sandbox EHR): reject (403), hold (auto-register as registered and keep the data until it is activated) or accept (auto-register as active and deliver)' },
   { env: 'UNKNOWN_DEVICE_POLICY_HTTP', type: 'enum', values: POLICY_VALUES, description: 'UNKNOWN_DEVICE_POLICY for the HTTP channel (unset: the default policy)' },
   { env: 'UNKNOWN_DEVICE_POLICY_MLLP', type: 'enum', values: POLICY_VALUES, description: 'UNKNOWN_DEVICE_POLICY for the MLLP (HL7v2) channel (unset: the default policy)' },
   { env: 'UNKNOWN_DEVICE_POLICY_MQTT', type: 'enum', values: POLICY_VALUES, description: 'UNKNOWN_DEVICE_POLICY for the MQTT channel (unset: the default policy)' },
@@ -72,7 +72,7 @@ export function parseMap<T>(entries: string[], env: string, value: (v: string) =
  * Reads the device keys from the loaded configuration (`config.raw`); keys it does not hold yet (the fragment not
  * listed in the schema) are read from `env`. Throws with every error at once.
  */
-export function readDeviceConfig(raw: ReadonlyMap<string, ConfigValue>, core: { adminApiKey?: string; deviceIdentifierSystem: string; patientIdentifierSystem: string }, env: NodeJS.ProcessEnv = process.env): DeviceConfig {
+export function readDeviceConfig(raw: ReadonlyMap<string, ConfigValue>, core: { adminApiKey?: string; deviceIdentifierSystem: string; patientIdentifierSystem: string; sandbox?: boolean }, env: NodeJS.ProcessEnv = process.env): DeviceConfig {
   const missing = DEVICE_KEYS.filter((k) => !raw.has(k.env));
   const loaded = loadKeys(missing, env);
   const errors = [...loaded.errors];
@@ -85,7 +85,7 @@ export function readDeviceConfig(raw: ReadonlyMap<string, ConfigValue>, core: { 
     if (p) channelPolicy[ch] = p;
   }
   const cfg: DeviceConfig = {
-    unknownDevicePolicy: (v('UNKNOWN_DEVICE_POLICY') as UnknownDevicePolicy | undefined) ?? 'reject',
+    unknownDevicePolicy: (v('UNKNOWN_DEVICE_POLICY') as UnknownDevicePolicy | undefined) ?? (core.sandbox ? 'accept' : 'reject'),
     channelPolicy,
     facilityPolicy: parseMap((v('UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES') as string[] | undefined) ?? [], 'UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES', policy, errors),
     offlineAfterMs: v('DEVICE_OFFLINE_AFTER_MS') as number,

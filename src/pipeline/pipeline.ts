@@ -6,7 +6,7 @@
 import type { OperationOutcomeIssue } from 'fhir/r4';
 import type { AdapterRegistry } from '../adapters/registry.js';
 import type { InboundMessage, Translation, TranslationContext } from '../adapters/contract.js';
-import { notFound, unprocessable } from '../fhir/outcome.js';
+import { issue, notFound, OperationOutcomeError, outcome, unprocessable } from '../fhir/outcome.js';
 import { validate } from '../fhir/validate.js';
 import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -73,7 +73,12 @@ export class Pipeline implements Ingestor {
     let translations: Translation[];
     try {
       translations = this.translateOnly(adapterId, message);
-      if (this.guard) translations = await this.guard.admit(adapterId, message, translations);
+      if (this.guard) translations = await this.guard.admit(adapterId, message, translations).catch((err: unknown) => {
+        if (err instanceof OperationOutcomeError) throw err;
+        // The guard reads the device registry in Redis: when Redis is unreachable the sender must retry, not be told
+        // its data is wrong.
+        throw new OperationOutcomeError(503, outcome([issue('transient', 'the device registry (Redis) is not reachable; nothing was accepted, retry later')]), { cause: err, headers: { 'Retry-After': '5' } });
+      });
       translations = this.validateAll(translations);
     } catch (err) {
       this.metrics?.inc('ingest_refused_total', { adapter: adapterId, channel: message.channel });

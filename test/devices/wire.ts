@@ -31,7 +31,9 @@ export async function startDmGateway(env: Record<string, string>, role: Role = '
       cb();
     },
   });
-  const full = { ...FAST_ENV, ADMIN_API_KEY: ADMIN, UNKNOWN_PATIENT_POLICY: 'create', ...env };
+  // The device-policy default is what these tests check: do not inherit the harness's 'accept'.
+  const { UNKNOWN_DEVICE_POLICY: _accept, ...fast } = FAST_ENV;
+  const full = { ...fast, ADMIN_API_KEY: ADMIN, UNKNOWN_PATIENT_POLICY: 'create', ...env };
   const loaded = loadConfig(full);
   const extra = loadKeys(options.extraKeys ?? [], full);
   if (extra.errors.length) throw new Error(extra.errors.join('; '));

@@ -16,6 +16,7 @@ import { createSandboxEhr, type SandboxEhr } from '../../src/sandbox/sandbox.js'
 import { loadConfig, type Role } from '../../src/config/index.js';
 import { Gateway } from '../../src/gateway.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { standardExtensions } from '../../src/extensions.js';
 
 export const REPO_ROOT = resolve(new URL('../..', import.meta.url).pathname);
 
@@ -107,7 +108,10 @@ export async function startEhr(): Promise<TestEhr> {
 export const FAST_ENV: Record<string, string> = {
   PORT: '0',
   HOST: '127.0.0.1',
-  LOG_LEVEL: 'info',
+  LOG_LEVEL: 'debug',
+  MLLP_PORT: '0',
+  MAPPINGS_WATCH: 'false',
+  UNKNOWN_DEVICE_POLICY: 'accept',
   RETRY_BASE_DELAY_MS: '50',
   RETRY_MAX_DELAY_MS: '500',
   DELIVERY_ATTEMPTS: '6',
@@ -135,7 +139,7 @@ export async function startGateway(env: Record<string, string>, role: Role = 'al
     },
   });
   const config = loadConfig({ ...FAST_ENV, ...env });
-  const gateway = new Gateway(config, role, { logger: createLogger(config.logLevel, sink) });
+  const gateway = new Gateway(config, role, { logger: createLogger(config.logLevel, sink), extensions: standardExtensions() });
   await gateway.start();
   return { gateway, url: gateway.url, logs, stop: () => gateway.stop() };
 }

@@ -1,0 +1,231 @@
+/**
+ * End-to-end benchmark (not a test): device readings posted over HTTP → gateway (translate, validate, enqueue) →
+ * Redis (bull, AOF on) → delivery worker → a fast FHIR sink that accepts transactions.
+ *
+ * Prints, in one run on this machine:
+ *   - sustained throughput: readings/s and Observations/s delivered, with the gateway's peak RSS
+ *   - ingest-to-EHR latency p50/p99 at a fixed offered rate (below saturation)
+ *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
+ *
+ * Usage: npm run bench [-- --readings 20000 --rate 300 --seconds 10]
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Bull from 'bull';
+import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
+
+const ROOT = resolve(new URL('..', import.meta.url).pathname);
+const args = process.argv.slice(2);
+const opt = (name: string, def: number) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : def;
+};
+const READINGS = opt('readings', 20000);
+const BATCH = opt('batch', 20);
+const IN_FLIGHT = opt('in-flight', 16);
+const RATE = opt('rate', 300);
+const SECONDS = opt('seconds', 10);
+const CONCURRENCY = opt('concurrency', 32);
+
+type Arrival = [string, number];
+interface SinkStats { observations: number; transactions: number; arrivals: Arrival[] }
+
+function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function startSink(): Promise<{ child: ChildProcess; url: string; stats(): Promise<SinkStats> }> {
+  const child = fork(join(ROOT, 'bench/sink.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const port = await new Promise<number>((res) => child.on('message', (m: { type: string; port: number }) => m.type === 'listening' && res(m.port)));
+  return {
+    child,
+    url: `http://127.0.0.1:${port}/fhir`,
+    stats: () =>
+      new Promise((res) => {
+        const on = (m: { type: string } & SinkStats) => {
+          if (m.type !== 'stats') return;
+          child.off('message', on);
+          res(m);
+        };
+        child.on('message', on);
+        child.send({ type: 'stats' });
+      }),
+  };
+}
+
+async function startGateway(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; peakRss(): number }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', 'all'], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  const url = await new Promise<string>((res, rej) => {
+    child.stdout?.on('data', (b: Buffer) => {
+      out += b.toString();
+      const m = /"url":"(http:[^"]+)"[^\n]*"msg":"gateway started"/.exec(out);
+      if (m) res(m[1]);
+      if (out.length > 100_000) out = out.slice(-10_000);
+    });
+    child.once('exit', (c) => rej(new Error(`gateway exited ${c}: ${out.slice(-2000)}`)));
+  });
+  let peak = 0;
+  const timer = setInterval(async () => {
+    try {
+      const { readFileSync } = await import('node:fs');
+      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+      const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      peak = Math.max(peak, kb * 1024);
+    } catch {
+      /* not on Linux */
+    }
+  }, 200);
+  child.once('exit', () => clearInterval(timer));
+  return { child, url, peakRss: () => peak };
+}
+
+function reading(device: number, seq: number) {
+  const t = new Date(Date.UTC(2026, 10, 23, 0, 0, 0) + seq * 1000).toISOString();
+  return {
+    deviceId: `BENCH-${device}`,
+    patientId: `MRN-${device % 500}`,
+    timestamp: t,
+    measurements: [
+      { code: 'MDC_PULS_OXIM_SAT_O2', value: 90 + (seq % 10), unit: '%' },
+      { code: 'MDC_PULS_OXIM_PULS_RATE', value: 60 + (seq % 40), unit: 'bpm' },
+    ],
+  };
+}
+
+async function post(url: string, body: unknown): Promise<void> {
+  const r = await fetch(`${url}/ingest/measurements`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (r.status !== 202) throw new Error(`ingest answered ${r.status}: ${await r.text()}`);
+  await r.arrayBuffer().catch(() => undefined);
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('benchmark timed out waiting for delivery');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function noopCeiling(redisUrl: string, jobs: number): Promise<number> {
+  const q = new Bull('bench-noop', redisUrl, { prefix: 'bench' });
+  await q.empty();
+  let done = 0;
+  let finished: () => void = () => undefined;
+  const all = new Promise<void>((r) => (finished = r));
+  void q.process(CONCURRENCY, async () => {
+    if (++done === jobs) finished();
+  });
+  const t0 = performance.now();
+  for (let i = 0; i < jobs; i += 500) {
+    await q.addBulk(Array.from({ length: Math.min(500, jobs - i) }, (_, k) => ({ data: { n: i + k }, opts: { removeOnComplete: true } })));
+  }
+  await all;
+  const rate = jobs / ((performance.now() - t0) / 1000);
+  await q.close();
+  return rate;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'gw-bench-'));
+  const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
+  const redisUrl = await redis.start();
+  const sink = await startSink();
+  const gw = await startGateway({
+    PORT: '0',
+    REDIS_URL: redisUrl,
+    FHIR_BASE_URL: sink.url,
+    UNKNOWN_PATIENT_POLICY: 'create',
+    LOG_LEVEL: 'warn',
+    DELIVERY_CONCURRENCY: String(CONCURRENCY),
+    QUEUE_MAX_DEPTH: String(READINGS * 2),
+    JOB_RETENTION_COMPLETED: '1000',
+  });
+  try {
+    console.log(`machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; Redis with AOF (everysec); gateway role all, DELIVERY_CONCURRENCY=${CONCURRENCY}`);
+
+    // Warm-up (JIT, connections).
+    await Promise.all(Array.from({ length: 10 }, (_, i) => post(gw.url, Array.from({ length: BATCH }, (_, k) => reading(100000 + i * BATCH + k, 0)))));
+    await waitFor(async () => (await sink.stats()).transactions >= 0, 1000);
+    await new Promise((r) => setTimeout(r, 1000));
+    await sink.stats();
+
+    // 1. Sustained throughput: post everything as fast as ingest takes it, measure until the last delivery.
+    const batches: unknown[][] = [];
+    for (let i = 0; i < READINGS; i += BATCH) batches.push(Array.from({ length: Math.min(BATCH, READINGS - i) }, (_, k) => reading((i + k) % 2000, 1000 + i + k)));
+    let delivered = 0;
+    let obs = 0;
+    const t0 = performance.now();
+    let next = 0;
+    const posting = Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
+      while (next < batches.length) await post(gw.url, batches[next++]);
+    }));
+    const ingestDone = posting.then(() => performance.now());
+    await waitFor(async () => {
+      const s = await sink.stats();
+      delivered += s.transactions;
+      obs += s.observations;
+      return delivered >= READINGS;
+    }, 600_000);
+    const t1 = performance.now();
+    const ingestSeconds = ((await ingestDone) - t0) / 1000;
+    const seconds = (t1 - t0) / 1000;
+    const readingsPerS = READINGS / seconds;
+
+    // 2. Latency at a fixed offered rate (readings posted one per request, spread evenly).
+    const total = RATE * SECONDS;
+    const sent = new Map<string, number>();
+    const tl0 = Date.now();
+    const inflight: Promise<void>[] = [];
+    for (let i = 0; i < total; i++) {
+      const due = tl0 + (i * 1000) / RATE;
+      const wait = due - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const r = reading(5000 + (i % 500), 100000 + i);
+      sent.set(`${r.deviceId}|${r.timestamp}`, Date.now());
+      inflight.push(post(gw.url, r));
+    }
+    await Promise.all(inflight);
+    const arrivals: Arrival[] = [];
+    await waitFor(async () => {
+      arrivals.push(...(await sink.stats()).arrivals);
+      return arrivals.length >= total;
+    }, 120_000);
+    const lat = arrivals.map(([k, t]) => t - (sent.get(k) ?? t)).filter((x) => x >= 0).sort((a, b) => a - b);
+
+    // 3. Ceiling: bull no-op jobs on the same Redis.
+    const ceiling = await noopCeiling(redisUrl, 20000);
+
+    const f = (n: number) => n.toFixed(0);
+    console.log('');
+    console.log(`sustained (${READINGS} readings, ${BATCH} per request, ${IN_FLIGHT} requests in flight):`);
+    console.log(`  delivered        ${f(readingsPerS)} readings/s, ${f(obs / seconds)} Observations/s (${seconds.toFixed(1)} s)`);
+    console.log(`  ingest accepted  ${f(READINGS / ingestSeconds)} readings/s (202 after the durable enqueue)`);
+    console.log(`  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB`);
+    console.log(`latency ingest → EHR at ${RATE} readings/s offered for ${SECONDS} s (${lat.length} readings):`);
+    console.log(`  p50 ${f(percentile(lat, 50))} ms   p99 ${f(percentile(lat, 99))} ms   max ${f(lat.at(-1) ?? NaN)} ms`);
+    console.log(`ceiling: bull no-op jobs on the same Redis (concurrency ${CONCURRENCY}): ${f(ceiling)} jobs/s`);
+    console.log(`ratio delivered readings/s ÷ no-op jobs/s: ${(readingsPerS / ceiling).toFixed(2)}`);
+  } finally {
+    gw.child.kill('SIGTERM');
+    sink.child.send({ type: 'stop' });
+    await new Promise((r) => gw.child.once('exit', r));
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

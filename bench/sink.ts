@@ -1,0 +1,58 @@
+/**
+ * A fast FHIR sink for benchmarks: accepts transaction Bundles and answers a transaction-response at once, without
+ * storing anything. It records when each reading (device id + effective time) arrived, for latency figures, and sends
+ * the records to the parent process on request. Not a FHIR server: a stand-in for an EHR that is never the bottleneck.
+ */
+import { createServer } from 'node:http';
+
+interface Entry {
+  resource?: { resourceType?: string; identifier?: { value?: string }[]; effectiveDateTime?: string };
+  request?: { method?: string; url?: string };
+}
+
+const arrivals: [string, number][] = [];
+let observations = 0;
+let transactions = 0;
+
+const server = createServer((req, res) => {
+  if (req.method === 'GET') {
+    res.writeHead(200, { 'content-type': 'application/fhir+json' });
+    return void res.end('{"resourceType":"CapabilityStatement","status":"active","kind":"instance","fhirVersion":"4.0.1","format":["json"]}');
+  }
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => {
+    const now = Date.now();
+    const bundle = JSON.parse(Buffer.concat(chunks).toString()) as { entry?: Entry[] };
+    const entries = bundle.entry ?? [];
+    transactions++;
+    let device = '';
+    let eff = '';
+    for (const e of entries) {
+      const r = e.resource;
+      if (r?.resourceType === 'Device') device = r.identifier?.[0]?.value ?? '';
+      if (r?.resourceType === 'Observation') {
+        observations++;
+        eff = r.effectiveDateTime ?? eff;
+      }
+    }
+    arrivals.push([`${device}|${eff}`, now]);
+    const out = {
+      resourceType: 'Bundle',
+      type: 'transaction-response',
+      entry: entries.map((e, i) => ({ response: { status: '201 Created', location: `${e.resource?.resourceType}/${i}/_history/1` } })),
+    };
+    res.writeHead(200, { 'content-type': 'application/fhir+json' });
+    res.end(JSON.stringify(out));
+  });
+});
+
+server.keepAliveTimeout = 60_000;
+server.listen(0, '127.0.0.1', () => {
+  process.send?.({ type: 'listening', port: (server.address() as { port: number }).port });
+});
+
+process.on('message', (m: { type: string }) => {
+  if (m.type === 'stats') process.send?.({ type: 'stats', observations, transactions, arrivals: arrivals.splice(0) });
+  if (m.type === 'stop') server.close(() => process.exit(0));
+});
