@@ -7,7 +7,8 @@
  *   - ingest-to-EHR latency p50/p99 at a fixed offered rate (below saturation)
  *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
  *
- * Usage: npm run bench [-- --readings 20000 --rate 300 --seconds 10]
+ * Usage: npm run bench [-- --readings 20000 --rate 300 --seconds 10 --concurrency 32 --profile]
+ * (--profile writes a CPU profile of the gateway process to <tmp>/gw-bench-profile/)
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -57,7 +58,8 @@ async function startSink(): Promise<{ child: ChildProcess; url: string; stats():
 }
 
 async function startGateway(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; peakRss(): number }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', 'all'], {
+  const profile = args.includes('--profile') ? ['--cpu-prof', '--cpu-prof-dir', join(tmpdir(), 'gw-bench-profile')] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', 'all'], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -143,7 +145,10 @@ async function main(): Promise<void> {
     REDIS_URL: redisUrl,
     FHIR_BASE_URL: sink.url,
     UNKNOWN_PATIENT_POLICY: 'create',
-    LOG_LEVEL: 'warn',
+    LOG_LEVEL: 'info',
+    UNKNOWN_DEVICE_POLICY: 'accept',
+    MLLP_ENABLED: 'false',
+    MAPPINGS_WATCH: 'false',
     DELIVERY_CONCURRENCY: String(CONCURRENCY),
     QUEUE_MAX_DEPTH: String(READINGS * 2),
     JOB_RETENTION_COMPLETED: '1000',
@@ -160,6 +165,7 @@ async function main(): Promise<void> {
     // 1. Sustained throughput: post everything as fast as ingest takes it, measure until the last delivery.
     const batches: unknown[][] = [];
     for (let i = 0; i < READINGS; i += BATCH) batches.push(Array.from({ length: Math.min(BATCH, READINGS - i) }, (_, k) => reading((i + k) % 2000, 1000 + i + k)));
+    const base = await sink.stats();
     let delivered = 0;
     let obs = 0;
     const t0 = performance.now();
@@ -170,8 +176,8 @@ async function main(): Promise<void> {
     const ingestDone = posting.then(() => performance.now());
     await waitFor(async () => {
       const s = await sink.stats();
-      delivered += s.transactions;
-      obs += s.observations;
+      delivered = s.transactions - base.transactions;
+      obs = s.observations - base.observations;
       return delivered >= READINGS;
     }, 600_000);
     const t1 = performance.now();
@@ -195,7 +201,7 @@ async function main(): Promise<void> {
     await Promise.all(inflight);
     const arrivals: Arrival[] = [];
     await waitFor(async () => {
-      arrivals.push(...(await sink.stats()).arrivals);
+      arrivals.push(...(await sink.stats()).arrivals.filter(([k]) => sent.has(k)));
       return arrivals.length >= total;
     }, 120_000);
     const lat = arrivals.map(([k, t]) => t - (sent.get(k) ?? t)).filter((x) => x >= 0).sort((a, b) => a - b);

@@ -33,13 +33,20 @@ export function buildTransaction(jobId: string, t: Translation, patient: Patient
   for (const a of t.auditEvents ?? []) {
     entries.push({ fullUrl: fullUrl('AuditEvent', JSON.stringify(a)), resource: a, request: { method: 'POST', url: 'AuditEvent' } });
   }
+  const updatedPatients = new Map<string, string>();
   for (const p of t.patients ?? []) {
     const id = p.identifier?.[0];
     if (!id) continue;
-    entries.push({ fullUrl: fullUrl('PatientUpdate', identityKey(id)), resource: p, request: { method: 'PUT', url: `Patient?${identifierQuery(id)}` } });
+    const url = fullUrl('PatientUpdate', identityKey(id));
+    updatedPatients.set(identityKey(id), url);
+    entries.push({ fullUrl: url, resource: p, request: { method: 'PUT', url: `Patient?${identifierQuery(id)}` } });
   }
   let subject: Reference | undefined;
-  if (patient.kind === 'create') {
+  const updated = patient.kind === 'create' ? updatedPatients.get(`${patient.system}|${patient.value}`) : undefined;
+  if (updated) {
+    // The same patient is written with its demographics in this bundle: reference that entry, add no minimal copy.
+    subject = { reference: updated };
+  } else if (patient.kind === 'create') {
     const url = fullUrl('Patient', `${patient.system}|${patient.value}`);
     const p: Patient = { resourceType: 'Patient', identifier: [{ system: patient.system, value: patient.value }] };
     entries.push({ fullUrl: url, resource: p, request: { method: 'POST', url: 'Patient', ifNoneExist: identifierQuery(p.identifier![0]) } });

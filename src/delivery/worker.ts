@@ -4,7 +4,8 @@
  * backoff (honouring Retry-After), permanent ones and the last failed attempt become dead letters.
  */
 import type Bull from 'bull';
-import type { Observation, Patient } from 'fhir/r4';
+import type { Device, Observation, Patient } from 'fhir/r4';
+import type { Translation } from '../adapters/contract.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { hashKey } from '../fhir/builders.js';
@@ -13,6 +14,11 @@ import { buildTransaction, mergeSampledObservation, type MergedObservations, typ
 import type { DeadLetterStore } from './dead-letters.js';
 import { EhrClient, EhrError } from './ehr-client.js';
 import { KeyLocks, LockBusyError } from './locks.js';
+
+/** The registry version a lifecycle update of a Device carries (see devices/fhir.ts). */
+export const REGISTRY_VERSION_EXTENSION = 'urn:iomt-gateway:fhir:StructureDefinition/device-registry-version';
+const registryVersion = (d: Device) => d.extension?.find((e) => e.url === REGISTRY_VERSION_EXTENSION)?.valueInteger;
+const deviceVersionKey = (system = '', value = '') => `gw:dev:fhirver:${system}|${value}`;
 
 export interface WorkerSettings {
   concurrency: number;
@@ -125,18 +131,53 @@ export class DeliveryWorker {
     ];
     const release = await locks.acquire(keys, this.settings.fhirTimeoutMs * 3 + 5000, this.settings.keyLockWaitMs);
     try {
+      const fresh = await this.withoutStaleDeviceUpdates(t);
+      if (!fresh) return { transactionEntries: 0, observations: 0 };
       const patient = await this.resolvePatient(data);
-      const merged = t.writeMode === 'merge' ? await this.existingForMerge(t.observations) : undefined;
-      const bundle = buildTransaction(jobId, t, patient, merged);
+      const merged = fresh.writeMode === 'merge' ? await this.existingForMerge(fresh.observations) : undefined;
+      const bundle = buildTransaction(jobId, fresh, patient, merged);
       try {
         await this.ehr.transaction(bundle);
       } catch (err) {
         if (err instanceof EhrError && !err.retryable) throw new PermanentError(err.message, 'rejected', err);
         throw err;
       }
-      return { transactionEntries: bundle.entry?.length ?? 0, observations: t.observations.length };
+      await this.recordDeviceVersions(fresh);
+      return { transactionEntries: bundle.entry?.length ?? 0, observations: fresh.observations.length };
     } finally {
       await release();
+    }
+  }
+
+  /**
+   * Lifecycle updates of a device (deviceWriteMode 'update') carry the registry version; two quick changes may be
+   * delivered out of order, so an update older than the last one written is dropped (under the device lock).
+   * Returns undefined when nothing is left to write.
+   */
+  private async withoutStaleDeviceUpdates(t: Translation): Promise<Translation | undefined> {
+    if (t.deviceWriteMode !== 'update') return t;
+    const devices = [];
+    for (const d of t.devices) {
+      const v = registryVersion(d);
+      const id = d.identifier?.[0];
+      if (v === undefined || !id) {
+        devices.push(d);
+        continue;
+      }
+      const last = Number((await this.queue.redis.get(deviceVersionKey(id.system, id.value))) ?? -1);
+      if (v > last) devices.push(d);
+      else this.log.info({ version: v, written: last }, 'device update skipped: a newer one was already written');
+    }
+    if (!devices.length && !t.observations.length && !t.patients?.length && !t.auditEvents?.length) return undefined;
+    return { ...t, devices };
+  }
+
+  private async recordDeviceVersions(t: Translation): Promise<void> {
+    if (t.deviceWriteMode !== 'update') return;
+    for (const d of t.devices) {
+      const v = registryVersion(d);
+      const id = d.identifier?.[0];
+      if (v !== undefined && id) await this.queue.redis.set(deviceVersionKey(id.system, id.value), String(v));
     }
   }
 

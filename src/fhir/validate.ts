@@ -23,6 +23,26 @@ export function initValidation(): void {
   indexed = true;
 }
 
+/**
+ * The structural check is the expensive part (about 80 µs a resource). Identical resources recur (every reading of a
+ * device carries the same Device), so results are remembered for the exact JSON text, in a bounded map.
+ */
+const STRUCTURE_CACHE_MAX = 5000;
+const structureCache = new Map<string, OperationOutcomeIssue[]>();
+
+function structuralIssues(resource: Resource): OperationOutcomeIssue[] {
+  const key = JSON.stringify(resource);
+  const hit = structureCache.get(key);
+  if (hit) return hit;
+  // Logical references (by identifier) are legal FHIR; medplum's validator checks them as any Reference.
+  const found = validateResource(resource as never)
+    .filter((i) => i.severity === 'error' || i.severity === 'fatal')
+    .map((i) => i as OperationOutcomeIssue);
+  if (structureCache.size >= STRUCTURE_CACHE_MAX) structureCache.delete(structureCache.keys().next().value as string);
+  structureCache.set(key, found);
+  return found;
+}
+
 const OBSERVATION_STATUSES = new Set(['registered', 'preliminary', 'final', 'amended', 'corrected', 'cancelled', 'entered-in-error', 'unknown']);
 
 /** Validates one resource; `where` prefixes the expressions (e.g. "measurements[2]") so the sender can find the input. */
@@ -30,12 +50,7 @@ export function validate(resource: Resource, where?: string): OperationOutcomeIs
   initValidation();
   const issues: OperationOutcomeIssue[] = [];
   const at = (expr: string) => [where ? `${where}: ${expr}` : expr];
-  // Logical references (by identifier) are legal FHIR; medplum's validator checks them as any Reference.
-  for (const i of validateResource(resource as never)) {
-    if (i.severity === 'error' || i.severity === 'fatal') {
-      issues.push({ ...(i as OperationOutcomeIssue), expression: at(i.expression?.[0] ?? resource.resourceType) });
-    }
-  }
+  for (const i of structuralIssues(resource)) issues.push({ ...i, expression: at(i.expression?.[0] ?? resource.resourceType) });
   if (resource.resourceType === 'Observation') issues.push(...vitalSignsIssues(resource as Observation, at));
   return issues;
 }
