@@ -71,7 +71,9 @@ describe('decommissioning', function () {
     const client = new IORedis.default(redis.url);
     try {
       const left = (await client.keys(`*${id}*`)).sort();
-      assert.deepEqual(left, [`gw:dev:rec:${id}`, `gw:dev:report:${id}`], 'only the record and the report remain');
+      // The delivery worker's last-written registry version stays (a number, no PHI): a late, older lifecycle update
+      // must not bring the decommissioned Device back to life in the EHR.
+      assert.deepEqual(left, [`gw:dev:fhirver:${SYSTEM}|${id}`, `gw:dev:rec:${id}`, `gw:dev:report:${id}`], 'only the record, the report and the written version remain');
       assert.ok(!(await client.get(`gw:dev:rec:${id}`))?.includes('MRN-DECOM'));
     } finally {
       client.disconnect();
