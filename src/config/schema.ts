@@ -86,7 +86,7 @@ export function loadKeys(keys: readonly ConfigKey[], env: NodeJS.ProcessEnv): Lo
 export function describeKeys(keys: readonly ConfigKey[]): string {
   const rows = keys.map((k) => {
     const def = k.default === undefined ? '(unset)' : k.secret ? '(secret)' : k.default || "''";
-    const vals = k.values ? ` One of: ${k.values.join(', ')}.` : '';
+    const vals = k.values ? `${k.description.endsWith('.') ? '' : '.'} One of: ${k.values.join(', ')}.` : '';
     return `  ${k.env.padEnd(30)} ${k.type.padEnd(6)} ${def.padEnd(24)} ${k.description}${vals}`;
   });
   return [`  ${'VARIABLE'.padEnd(30)} ${'TYPE'.padEnd(6)} ${'DEFAULT'.padEnd(24)} DESCRIPTION`, ...rows].join('\n');
