@@ -7,7 +7,8 @@
  *   - ingest-to-EHR latency p50/p99 at a fixed offered rate (below saturation)
  *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
  *
- * Usage: npm run bench [-- --readings 20000 --rate 300 --seconds 10 --concurrency 32 --profile]
+ * Usage: npm run bench [-- --readings 20000 --rate 300 --seconds 10 --concurrency 32 --split --profile]
+ * (--split runs ingest and delivery as two processes, as a scaled deployment does)
  * (--profile writes a CPU profile of the gateway process to <tmp>/gw-bench-profile/)
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
@@ -57,9 +58,9 @@ async function startSink(): Promise<{ child: ChildProcess; url: string; stats():
   };
 }
 
-async function startGateway(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; peakRss(): number }> {
+async function startGateway(env: Record<string, string>, role = 'all'): Promise<{ child: ChildProcess; url: string; peakRss(): number }> {
   const profile = args.includes('--profile') ? ['--cpu-prof', '--cpu-prof-dir', join(tmpdir(), 'gw-bench-profile')] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', 'all'], {
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', role], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -140,7 +141,8 @@ async function main(): Promise<void> {
   const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
   const redisUrl = await redis.start();
   const sink = await startSink();
-  const gw = await startGateway({
+  const split = args.includes('--split');
+  const env = {
     PORT: '0',
     REDIS_URL: redisUrl,
     FHIR_BASE_URL: sink.url,
@@ -152,9 +154,12 @@ async function main(): Promise<void> {
     DELIVERY_CONCURRENCY: String(CONCURRENCY),
     QUEUE_MAX_DEPTH: String(READINGS * 2),
     JOB_RETENTION_COMPLETED: '1000',
-  });
+  };
+  const gw = await startGateway(env, split ? 'ingest' : 'all');
+  const worker = split ? await startGateway(env, 'worker') : undefined;
   try {
-    console.log(`machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; Redis with AOF (everysec); gateway role all, DELIVERY_CONCURRENCY=${CONCURRENCY}`);
+    const roles = split ? 'one ingest process + one worker process' : 'one process (role all)';
+    console.log(`machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; Redis with AOF (everysec); gateway: ${roles}, DELIVERY_CONCURRENCY=${CONCURRENCY}`);
 
     // Warm-up (JIT, connections).
     await Promise.all(Array.from({ length: 10 }, (_, i) => post(gw.url, Array.from({ length: BATCH }, (_, k) => reading(100000 + i * BATCH + k, 0)))));
@@ -214,15 +219,15 @@ async function main(): Promise<void> {
     console.log(`sustained (${READINGS} readings, ${BATCH} per request, ${IN_FLIGHT} requests in flight):`);
     console.log(`  delivered        ${f(readingsPerS)} readings/s, ${f(obs / seconds)} Observations/s (${seconds.toFixed(1)} s)`);
     console.log(`  ingest accepted  ${f(READINGS / ingestSeconds)} readings/s (202 after the durable enqueue)`);
-    console.log(`  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB`);
+    console.log(`  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB${worker ? ` (ingest), ${(worker.peakRss() / 1048576).toFixed(0)} MiB (worker)` : ''}`);
     console.log(`latency ingest → EHR at ${RATE} readings/s offered for ${SECONDS} s (${lat.length} readings):`);
     console.log(`  p50 ${f(percentile(lat, 50))} ms   p99 ${f(percentile(lat, 99))} ms   max ${f(lat.at(-1) ?? NaN)} ms`);
     console.log(`ceiling: bull no-op jobs on the same Redis (concurrency ${CONCURRENCY}): ${f(ceiling)} jobs/s`);
     console.log(`ratio delivered readings/s ÷ no-op jobs/s: ${(readingsPerS / ceiling).toFixed(2)}`);
   } finally {
-    gw.child.kill('SIGTERM');
+    for (const g of [gw, worker]) g?.child.kill('SIGTERM');
     sink.child.send({ type: 'stop' });
-    await new Promise((r) => gw.child.once('exit', r));
+    await Promise.all([gw, worker].map((g) => g && new Promise((r) => g.child.once('exit', r))));
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
   }
