@@ -11,11 +11,13 @@ import { createHl7Adapter } from './adapter.js';
 import { readHl7Config } from './config.js';
 import { MllpServer } from './mllp.js';
 import { hl7Routes } from './routes.js';
-import { type Hl7Logger, Hl7Service } from './service.js';
+import { type Hl7Logger, Hl7Service, type Hl7ServiceDeps } from './service.js';
 
 export interface Hl7ExtensionOptions {
   /** Access checks for the routes (resolved when the extension is built). */
   auth?: (ctx: ExtensionContext) => { ingest?: RequestHandler; admin?: RequestHandler } | undefined;
+  /** The MLLP sender allow-list check (MLLP_ALLOWED_SENDERS; see access/mllp.ts). */
+  senderAllowed?: Hl7ServiceDeps['senderAllowed'];
 }
 
 /** Registries already wired (an extension listed twice must not start a second MLLP listener on the same port). */
@@ -30,7 +32,7 @@ export function hl7Extension(options: Hl7ExtensionOptions = {}): (ctx: Extension
     ctx.registry.register(createHl7Adapter({ ...config, defaultCharset: config.defaultCharset }));
     const logger = ctx.log as unknown as Hl7Logger;
     if (!ctx.pipeline) return {};
-    const service = new Hl7Service({ ingestor: ctx.pipeline, redis: ctx.redis, config, logger, metrics: ctx.metrics });
+    const service = new Hl7Service({ ingestor: ctx.pipeline, redis: ctx.redis, config, logger, metrics: ctx.metrics, senderAllowed: options.senderAllowed });
     const routers: Router[] = [hl7Routes({ ingestor: ctx.pipeline, redis: ctx.redis, config, logger, service, auth: options.auth?.(ctx) })];
     const mllp = config.mllpEnabled ? new MllpServer({ ingestor: ctx.pipeline, redis: ctx.redis, config, logger, service }) : undefined;
     if (mllp) ctx.metrics.gauge('mllp_connections', () => mllp.connections);

@@ -243,7 +243,8 @@ export class MllpServer {
     const receivedAt = new Date();
     conn.chain = conn.chain
       .then(async () => {
-        const meta = { channel: 'mllp', peer, receivedAt };
+        const cert = 'getPeerCertificate' in conn.socket ? (conn.socket as import('node:tls').TLSSocket).getPeerCertificate() : undefined;
+        const meta = { channel: 'mllp', peer, receivedAt, remoteAddress: conn.socket.remoteAddress ?? '', certFingerprint: cert?.fingerprint256 || undefined };
         const result = ev.type === 'frame' ? await this.service.handleBytes(ev.data, meta) : await this.service.refuseOversized(ev.head, ev.size, meta);
         if (ev.type === 'oversized') this.logger.warn({ peer, bytes: ev.size }, 'mllp: oversized frame refused');
         for (const r of result.responses) {

@@ -46,6 +46,8 @@ export interface Hl7ServiceDeps {
   logger?: Hl7Logger;
   /** Counters hl7_messages_total{channel,result} and hl7_acks_total{channel,code} (no PHI in labels). */
   metrics?: Metrics;
+  /** May this MLLP peer send for this sending facility (MSH-4)? (the MLLP_ALLOWED_SENDERS allow-list) */
+  senderAllowed?: (facility: string, remoteAddress: string, certFingerprint?: string) => { ok: boolean; reason: string };
 }
 
 export interface ReceiveMeta {
@@ -54,6 +56,9 @@ export interface ReceiveMeta {
   receivedAt?: Date;
   /** Set when an operator replays a rejected message (no new rejected entry, no ACK-cache lookup). */
   replayOf?: string;
+  /** The peer's address and TLS client-certificate fingerprint (SHA-256), for the sender allow-list. */
+  remoteAddress?: string;
+  certFingerprint?: string;
 }
 
 export type MessageResult = 'accepted' | 'duplicate' | 'refused' | 'not-acceptable' | 'unavailable' | 'error';
@@ -266,6 +271,12 @@ export class Hl7Service {
       return this.refuse(pe.header, 'not-acceptable', [{ code: pe.code, text: pe.message, location: pe.location }], text, charset, meta);
     }
     const type = `${header.messageCode}^${header.triggerEvent}`;
+    if (meta.channel === 'mllp' && this.deps.senderAllowed && !meta.replayOf) {
+      const check = this.deps.senderAllowed(header.sendingFacility, meta.remoteAddress ?? '', meta.certFingerprint);
+      if (!check.ok) {
+        return this.refuse(header, 'not-acceptable', [{ code: Hl7ErrorCode.applicationInternalError, text: `sender not allowed: ${check.reason}`, location: { segment: 'MSH', sequence: 1, field: 4 } }], text, charset, meta);
+      }
+    }
     if (!versionAccepted(header.version, this.deps.config.acceptVersions)) {
       return this.refuse(header, 'not-acceptable', [{ code: Hl7ErrorCode.unsupportedVersion, text: `HL7 version '${header.version}' is not supported (accepted: ${this.deps.config.acceptVersions.join(', ')})`, location: { segment: 'MSH', sequence: 1, field: 12 } }], text, charset, meta);
     }
@@ -294,7 +305,14 @@ export class Hl7Service {
       body: msg,
       channel: meta.channel,
       receivedAt: (meta.receivedAt ?? new Date()).toISOString(),
-      attributes: { controlId: header.controlId, messageType: type, ...(meta.peer ? { peer: meta.peer } : {}), ...(meta.replayOf ? { replayOf: meta.replayOf } : {}) },
+      attributes: {
+        controlId: header.controlId,
+        messageType: type,
+        sendingFacility: header.sendingFacility,
+        ...(meta.peer ? { peer: meta.peer } : {}),
+        ...(meta.remoteAddress ? { remoteAddress: meta.remoteAddress } : {}),
+        ...(meta.replayOf ? { replayOf: meta.replayOf } : {}),
+      },
     };
     try {
       const result = await this.deps.ingestor.ingest(this.deps.config.adapterId, message);
