@@ -4,7 +4,8 @@
 import { strict as assert } from 'node:assert';
 import request from 'supertest';
 import { ConfigError, configHelp, loadConfig } from '../../src/config/index.js';
-import { eventually, postJson, startEhr, startGateway, startRedis } from '../helpers/harness.js';
+import { connectRedis } from '../../src/queue/queue.js';
+import { eventually, postJson, REPO_ROOT, startEhr, startGateway, startRedis } from '../helpers/harness.js';
 
 describe('configuration', () => {
   it('has working defaults: sandbox EHR, private Redis, create-patient policy with the sandbox', () => {
@@ -36,6 +37,39 @@ describe('configuration', () => {
   it('documents every key in the help table, without printing secrets', () => {
     const help = configHelp();
     for (const k of ['PORT', 'REDIS_URL', 'FHIR_BASE_URL', 'FHIR_AUTH', 'FHIR_BEARER_TOKEN', 'RETRY_MAX_DELAY_MS', 'DELIVERY_CONCURRENCY', 'QUEUE_MAX_DEPTH', 'UNKNOWN_PATIENT_POLICY']) assert.match(help, new RegExp(`\\b${k}\\b`));
+  });
+});
+
+describe('start-up checks', function () {
+  it('exits with a clear message when REDIS_URL is unset and no redis-server is installed', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', 'start'], {
+      cwd: REPO_ROOT,
+      env: { PATH: '/nonexistent', HOME: process.env.HOME ?? '/tmp', PORT: '0', LOG_LEVEL: 'silent' },
+      encoding: 'utf8',
+      timeout: 30000,
+    });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /no redis-server is on PATH/);
+    assert.match(r.stderr, /apt-get install redis-server/);
+    assert.match(r.stderr, /REDIS_URL=redis:\/\/host:6379/);
+  });
+
+  it('warns loudly when Redis may evict queued jobs or keeps no AOF', async () => {
+    const redis = await startRedis({ appendOnly: false });
+    const ehr = await startEhr();
+    const admin = connectRedis(redis.url);
+    await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    admin.disconnect();
+    const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url });
+    try {
+      assert.ok(gw.logs.some((l) => l.includes('"level":40') && l.includes("maxmemory-policy is 'allkeys-lru', not 'noeviction'")), 'eviction warning');
+      assert.ok(gw.logs.some((l) => l.includes('"level":40') && l.includes('AOF off')), 'AOF warning');
+    } finally {
+      await gw.stop();
+      await ehr.stop();
+      await redis.stop();
+    }
   });
 });
 
