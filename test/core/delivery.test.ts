@@ -47,8 +47,8 @@ describe('delivery: retries, dead letters and replay (end to end)', function () 
     await eventually(async () => (await ehr.search('Observation', {})).length === 1, 20000, 'delivery after recovery');
     assert.equal(ehr.faults.length, 0, 'every injected fault was met');
     assert.equal(ehr.requests.filter(isTransaction).length, 5, 'four refused attempts, one success');
-    const job = await gw.gateway.queue!.bull.getJob(r.body.jobIds[0]);
-    assert.equal(await job?.getState(), 'completed');
+    // The EHR has the data a moment before bull marks the job completed.
+    await eventually(async () => (await (await gw.gateway.queue!.bull.getJob(r.body.jobIds[0]))?.getState()) === 'completed', 10000, 'the job completed');
     assert.equal((await ehr.search('Observation', {})).length, 1);
     assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0);
   });
