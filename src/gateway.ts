@@ -15,7 +15,7 @@ import { AdapterRegistry } from './adapters/registry.js';
 import type { DeviceAdapter, RoleName } from './adapters/contract.js';
 import { Pipeline, type IngestGuard } from './pipeline/pipeline.js';
 import type { RequestHandler, Router } from 'express';
-import { DeliveryQueue, redisOptions } from './queue/queue.js';
+import { DeliveryQueue, redisOptions, withTimeout } from './queue/queue.js';
 import { EmbeddedRedis } from './queue/embedded-redis.js';
 import { DeadLetterStore } from './delivery/dead-letters.js';
 import { EhrClient } from './delivery/ehr-client.js';
@@ -25,6 +25,7 @@ import { createApp } from './http/app.js';
 import { BootstrapAccess, type AccessControl } from './http/auth.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
+import { withoutCredentials } from './observability/redact.js';
 import { initValidation } from './fhir/validate.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -128,8 +129,13 @@ export class Gateway {
     this.queue = queue;
     await queue.bull.isReady();
     const deadLetters = new DeadLetterStore(this.redis);
-    this.metrics.gauge('queue_waiting', async () => (await queue.bull.getJobCounts()).waiting);
-    this.metrics.gauge('dead_letters', () => deadLetters.count());
+    // Gauges read Redis: skipped while it is down, so that /metrics answers when it is needed most.
+    const whenReady = <T>(read: () => Promise<T>) => async () => {
+      if (!queue.isReady()) throw new Error('Redis is not reachable');
+      return withTimeout(read(), 1000, 'Redis did not answer');
+    };
+    this.metrics.gauge('queue_waiting', whenReady(async () => (await queue.bull.getJobCounts()).waiting));
+    this.metrics.gauge('dead_letters', whenReady(() => deadLetters.count()));
 
     const ingest = this.role !== 'worker';
     const deliver = this.role !== 'ingest';
@@ -190,7 +196,7 @@ export class Gateway {
       log.warn({ fhirBaseUrl }, 'SANDBOX EHR: delivering to the in-memory sandbox FHIR server (data is lost at restart; not for clinical use). Set FHIR_BASE_URL to deliver to your EHR');
     }
     if (!config.adminApiKey) log.warn('ADMIN_API_KEY is not set: /api, /ingest and /metrics accept requests without a credential');
-    log.info({ url: this.url, role: this.role, version: VERSION, fhirBaseUrl, unknownPatientPolicy: config.unknownPatientPolicy }, 'gateway started');
+    log.info({ url: this.url, role: this.role, version: VERSION, fhirBaseUrl: withoutCredentials(fhirBaseUrl), unknownPatientPolicy: config.unknownPatientPolicy }, 'gateway started');
   }
 
   /** Warns when Redis can evict keys (jobs would be lost) or keeps nothing on disk. */

@@ -81,7 +81,9 @@ export function setParsedBody(req: Request, raw: Buffer): void {
     } catch {
       throw Object.assign(new Error('bad json'), { type: 'entity.parse.failed' });
     }
-  } else req.body = raw.toString('utf8');
+  } else if (/text\/csv/i.test(type)) req.body = raw.toString('utf8');
+  // Anything else (HL7v2 bytes in their own charset) stays bytes, as express.raw would leave it.
+  else req.body = raw;
 }
 
 /** Remembers a signature; false when it was seen before (a replay). */

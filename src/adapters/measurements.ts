@@ -111,7 +111,9 @@ function translateReading(r: unknown, where: string, ctx: TranslationContext, is
   for (const m of measured) {
     const bp = m.code.bp;
     if (bp && bp.role !== 'panel') {
-      const family = bp.family === 'LOINC' ? 'NONINV' : bp.family;
+      // LOINC-coded components form a LOINC-only panel: the gateway adds no MDC code the device did not send
+      // (a LOINC systolic may come from an invasive line; MDC 150020 would claim non-invasive).
+      const family = bp.family;
       const p = panels.get(family) ?? {};
       if (p[bp.role]) issues.push(issue('business-rule', `two ${bp.role} values in one reading`, at(`measurements[${m.index}]`)));
       p[bp.role] = m;

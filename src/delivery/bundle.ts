@@ -31,7 +31,9 @@ export function buildTransaction(jobId: string, t: Translation, patient: Patient
     entries.push({ fullUrl: url, resource: d, request });
   }
   for (const a of t.auditEvents ?? []) {
-    entries.push({ fullUrl: fullUrl('AuditEvent', JSON.stringify(a)), resource: a, request: { method: 'POST', url: 'AuditEvent' } });
+    // Update-as-create on the event's own id: a retried transaction does not record the event twice.
+    const request: BundleEntry['request'] = a.id ? { method: 'PUT', url: `AuditEvent/${a.id}` } : { method: 'POST', url: 'AuditEvent' };
+    entries.push({ fullUrl: fullUrl('AuditEvent', a.id ?? JSON.stringify(a)), resource: a, request });
   }
   const updatedPatients = new Map<string, string>();
   for (const p of t.patients ?? []) {

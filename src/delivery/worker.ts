@@ -13,7 +13,7 @@ import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
 import { buildTransaction, mergeSampledObservation, type MergedObservations, type PatientTarget } from './bundle.js';
 import type { DeadLetterStore } from './dead-letters.js';
 import { EhrClient, EhrError } from './ehr-client.js';
-import { KeyLocks, LockBusyError } from './locks.js';
+import { KeyLocks } from './locks.js';
 
 /** The registry version a lifecycle update of a Device carries (see devices/fhir.ts). */
 export const REGISTRY_VERSION_EXTENSION = 'urn:iomt-gateway:fhir:StructureDefinition/device-registry-version';
@@ -51,6 +51,8 @@ export interface DeliveryOutcome {
 
 export class DeliveryWorker {
   private readonly patientCache = new Map<string, { id: string; at: number }>();
+  /** Jobs this process has dead-lettered, removed from bull once it has recorded them as failed. */
+  private readonly deadLettered = new Set<string>();
   private started = false;
   private closing?: Promise<void>;
 
@@ -74,9 +76,48 @@ export class DeliveryWorker {
     void this.queue.bull.process(this.settings.concurrency, (job) => this.handle(job, locks)).catch((err: unknown) => {
       this.log.error({ err: String(err) }, 'delivery worker stopped');
     });
-    this.queue.bull.on('failed', (job, err) => {
-      this.log.warn({ jobId: job.id, attempt: job.attemptsMade, error: err.message }, 'delivery attempt failed');
+    this.queue.bull.on('failed', (job, err) => void this.onFailed(job, err));
+  }
+
+  /**
+   * After bull has moved a job to failed. A dead-lettered job is removed from bull: the dead-letter list is its record,
+   * and a resend of the same content must become a new job rather than match the failed one. A job that failed for good
+   * without a dead letter (bull's stalled limit: a worker died on it repeatedly; or the dead-letter write failed) gets
+   * one here.
+   */
+  private async onFailed(job: Bull.Job<DeliveryJob>, err: Error): Promise<void> {
+    const id = String(job.id);
+    try {
+      if (this.deadLettered.delete(id)) {
+        await job.remove();
+        return;
+      }
+      const final = job.attemptsMade >= (job.opts.attempts ?? 1) || /stalled more than allowable limit/.test(err.message);
+      if (!final) {
+        this.log.warn({ jobId: id, attempt: job.attemptsMade, error: err.message }, 'delivery attempt failed; will retry');
+        return;
+      }
+      await this.writeDeadLetter(job, err, 'exhausted', job.attemptsMade, undefined);
+      await job.remove();
+    } catch (e) {
+      this.log.error({ jobId: id, error: (e as Error).message }, 'could not record the failed job as a dead letter; it stays in the failed jobs of the queue');
+    }
+  }
+
+  private async writeDeadLetter(job: Bull.Job<DeliveryJob>, e: Error, kind: 'rejected' | 'exhausted' | 'policy', attempts: number, ehr: EhrError | undefined): Promise<void> {
+    await this.deadLetters.put({
+      id: String(job.id),
+      jobId: String(job.id),
+      reason: e.message,
+      kind,
+      httpStatus: ehr?.status,
+      outcome: ehr?.outcome,
+      attempts,
+      deadAt: new Date().toISOString(),
+      job: job.data,
     });
+    this.metrics.inc('delivery_jobs_total', { outcome: 'dead-letter' });
+    this.log.warn({ jobId: job.id, adapter: job.data.adapterId, attempt: attempts, status: ehr?.status, reason: e.message }, 'dead letter');
   }
 
   /** Stops taking jobs and waits for the ones in flight (bull's close does both). */
@@ -97,22 +138,16 @@ export class DeliveryWorker {
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
       const permanent = err instanceof PermanentError;
-      const retryable = !permanent && (err instanceof LockBusyError || (err instanceof EhrError && err.retryable));
+      // Only what is known to be permanent skips the retries; anything unexpected (a Redis error while it restarts,
+      // say) is retried.
+      const retryable = !permanent && !(err instanceof EhrError && !err.retryable);
       if (!retryable || attempt >= maxAttempts) {
         const ehr = err instanceof PermanentError ? err.ehr : err instanceof EhrError ? err : undefined;
-        await this.deadLetters.put({
-          id: String(job.id),
-          jobId: String(job.id),
-          reason: e.message,
-          kind: permanent ? (err as PermanentError).kind : retryable ? 'exhausted' : 'rejected',
-          httpStatus: ehr?.status,
-          outcome: ehr?.outcome,
-          attempts: attempt,
-          deadAt: new Date().toISOString(),
-          job: job.data,
-        });
-        this.metrics.inc('delivery_jobs_total', { outcome: 'dead-letter' });
-        this.log.warn({ jobId: job.id, adapter: job.data.adapterId, attempt, status: ehr?.status, reason: e.message }, 'dead letter');
+        const kind = permanent ? (err as PermanentError).kind : retryable ? 'exhausted' : 'rejected';
+        // If the dead letter cannot be written, the job is not discarded: bull retries it, or records it as failed
+        // and onFailed tries again.
+        await this.writeDeadLetter(job, e, kind, attempt, ehr);
+        this.deadLettered.add(String(job.id));
         await job.discard();
       } else {
         this.metrics.inc('delivery_jobs_total', { outcome: 'retry' });
@@ -129,7 +164,10 @@ export class DeliveryWorker {
       ...(t.patient ? [`pat:${hashKey(t.patient.system, t.patient.value)}`] : []),
       ...(t.patients ?? []).map((p) => `pat:${hashKey(p.identifier?.[0]?.system ?? '', p.identifier?.[0]?.value ?? '')}`),
     ];
-    const release = await locks.acquire(keys, this.settings.fhirTimeoutMs * 3 + 5000, this.settings.keyLockWaitMs);
+    // The lock must outlive every EHR request the job makes while holding it: a patient search, one search per merged
+    // observation, the transaction.
+    const requests = 2 + (t.writeMode === 'merge' ? t.observations.length : 0);
+    const release = await locks.acquire(keys, this.settings.fhirTimeoutMs * (requests + 1) + 5000, this.settings.keyLockWaitMs);
     try {
       const fresh = await this.withoutStaleDeviceUpdates(t);
       if (!fresh) return { transactionEntries: 0, observations: 0 };
@@ -142,7 +180,8 @@ export class DeliveryWorker {
         if (err instanceof EhrError && !err.retryable) throw new PermanentError(err.message, 'rejected', err);
         throw err;
       }
-      await this.recordDeviceVersions(fresh);
+      // Best effort: the data is in the EHR; a failure here must not turn a delivered job into a retry or a dead letter.
+      await this.recordDeviceVersions(fresh).catch((err: Error) => this.log.warn({ jobId, error: err.message }, 'could not record the written device version'));
       return { transactionEntries: bundle.entry?.length ?? 0, observations: fresh.observations.length };
     } finally {
       await release();

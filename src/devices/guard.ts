@@ -122,7 +122,7 @@ export class DeviceGuard implements IngestGuard {
     if (now?.state === 'active') {
       await this.svc.releaseHeld(now, { principal: SYSTEM, address: message.attributes?.remoteAddress });
     } else if (now?.state === 'decommissioned') {
-      await this.svc.registry.takeHeld(id);
+      await this.svc.registry.dropHeld(id, (await this.svc.registry.peekHeld(id)).raw);
       await this.refuse(id, message, `device '${id}' is decommissioned: only an active device may send data`, false);
     }
   }

@@ -153,14 +153,22 @@ redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`, 1, tel(id), l
   }
 
   /** Removes and returns the held readings, atomically (two instances activating at once release them once). */
-  async takeHeld(id: string): Promise<DeliveryJob[]> {
-    const [[, items]] = (await this.redis.multi().lrange(held(id), 0, -1).del(held(id)).exec()) as [[unknown, string[]], unknown];
-    return (items ?? []).map((s) => JSON.parse(s) as DeliveryJob);
+  /**
+   * The held readings, left in place: they were acknowledged to their sender, so they are removed (dropHeld) only
+   * after they are queued. A crash in between queues them again on the next release, which the content-derived job
+   * ids make harmless.
+   */
+  async peekHeld(id: string): Promise<{ raw: string[]; jobs: DeliveryJob[] }> {
+    const raw = await this.redis.lrange(held(id), 0, -1);
+    return { raw, jobs: raw.map((s) => JSON.parse(s) as DeliveryJob) };
   }
 
-  /** Puts readings back (their release failed). */
-  async restoreHeld(id: string, jobs: DeliveryJob[]): Promise<void> {
-    if (jobs.length) await this.redis.lpush(held(id), ...jobs.reverse().map((j) => JSON.stringify(j)));
+  /** Removes exactly these held readings (others held meanwhile stay). */
+  async dropHeld(id: string, raw: string[]): Promise<void> {
+    if (!raw.length) return;
+    const m = this.redis.multi();
+    for (const r of raw) m.lrem(held(id), 1, r);
+    await m.exec();
   }
 
   async getConfig(id: string): Promise<DeviceConfigDoc | undefined> {

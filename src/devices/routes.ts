@@ -59,6 +59,7 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       method: 'post', path: '/api/devices/bulk', roles: ['vendor'], body: 'json-or-csv',
       handler: async (req, a) => {
         let rows: unknown[];
+        if (Buffer.isBuffer(req.body)) req.body = req.body.toString('utf8');
         if (typeof req.body === 'string') {
           const parsed = parseCsv(req.body);
           if (parsed.error) throw badRequest(parsed.error);

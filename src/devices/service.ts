@@ -263,16 +263,16 @@ export class DeviceService {
 
   /** Queues the readings held for a device (on activation; also by the guard if an activation raced a hold). */
   async releaseHeld(r: DeviceRecord, actor: Actor): Promise<number> {
-    const jobs = await this.registry.takeHeld(r.id);
+    const { raw, jobs } = await this.registry.peekHeld(r.id);
     if (!jobs.length) return 0;
     for (const j of jobs) this.applyAssignment(j.translation, r);
     try {
       await this.queue.enqueue(jobs);
     } catch (err) {
-      await this.registry.restoreHeld(r.id, jobs);
       this.log.warn({ deviceId: r.id, readings: jobs.length, error: (err as Error).message }, 'held readings could not be queued; kept for the next activation');
       return 0;
     }
+    await this.registry.dropHeld(r.id, raw);
     await this.audit.record({ kind: 'held-data-released', principal: actor.principal, address: actor.address, entities: [{ kind: 'Device', id: r.id }], description: `${jobs.length} held readings queued for delivery` });
     this.metrics.inc('device_held_released_total', {}, jobs.length);
     return jobs.length;

@@ -16,6 +16,8 @@ import type { SandboxEhr } from '../sandbox/sandbox.js';
 import { notFound, outcome, issue, OperationOutcomeError, unavailable } from '../fhir/outcome.js';
 import { errorHandler, notFoundHandler, requireJson } from './errors.js';
 import type { AccessControl } from './auth.js';
+import { RefusedStore } from '../pipeline/refused.js';
+import { withoutCredentials } from '../observability/redact.js';
 
 export interface AppDeps {
   config: Config;
@@ -66,6 +68,10 @@ export function createApp(deps: AppDeps): express.Express {
 
   const { access } = deps;
   const ops = access.require('operator');
+  const refused = new RefusedStore(queue.redis);
+  const requireRedis = () => {
+    if (!queue.isReady()) throw unavailable('Redis is not reachable', 5);
+  };
   const json = express.json({ limit: config.ingestMaxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
 
   app.get('/metrics', ops, async (_req, res) => {
@@ -76,14 +82,54 @@ export function createApp(deps: AppDeps): express.Express {
     const pipeline = deps.pipeline;
     app.post('/ingest/:adapter', access.require('device', 'vendor'), requireJson, json, async (req, res) => {
       if (req.body === undefined) throw new OperationOutcomeError(400, outcome([issue('required', 'the body is empty')]));
-      const result = await pipeline.ingest(String(req.params.adapter), {
-        body: req.body,
+      const message = {
+        body: req.body as unknown,
         channel: 'http',
         receivedAt: new Date().toISOString(),
         attributes: { remoteAddress: req.socket.remoteAddress ?? '' },
         principal: req.principal,
-      });
+      };
+      const adapterId = String(req.params.adapter);
+      try {
+        const result = await pipeline.ingest(adapterId, message);
+        res.status(202).json({ jobIds: result.jobIds, readings: result.translations.length, observations: result.observations });
+      } catch (err) {
+        // Keep what could not be mapped (unknown adapter, translation or validation errors) for inspection and replay.
+        if (err instanceof OperationOutcomeError && (err.status === 404 || err.status === 422) && queue.isReady()) {
+          const id = await refused.add({ adapterId, channel: 'http', receivedAt: message.receivedAt, status: err.status, outcome: err.outcome, body: message.body, attributes: message.attributes, principal: message.principal }).catch(() => undefined);
+          if (id) res.setHeader('X-Refused-Id', id);
+        }
+        throw err;
+      }
+    });
+
+    app.get('/api/refused', ops, async (req, res) => {
+      requireRedis();
+      const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
+      const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 100) || 100));
+      res.json(await refused.list(offset, limit));
+    });
+    app.get('/api/refused/:id', ops, async (req, res) => {
+      requireRedis();
+      const r = await refused.get(String(req.params.id));
+      if (!r) throw notFound(`no refused payload '${req.params.id}'`);
+      res.json(r);
+    });
+    app.post('/api/refused/:id/replay', ops, async (req, res) => {
+      requireRedis();
+      const id = String(req.params.id);
+      const r = await refused.get(id);
+      if (!r) throw notFound(`no refused payload '${id}'`);
+      // Replayed as its original sender sent it (same adapter, same credential's rights), through the whole pipeline.
+      const result = await pipeline.ingest(r.adapterId, { body: r.body, channel: r.channel, receivedAt: r.receivedAt, attributes: { ...r.attributes, replayOf: id }, principal: r.principal });
+      await refused.delete(id);
+      log.info({ refused: id, jobs: result.jobIds.length }, 'refused payload replayed');
       res.status(202).json({ jobIds: result.jobIds, readings: result.translations.length, observations: result.observations });
+    });
+    app.delete('/api/refused/:id', access.require(), async (req, res) => {
+      requireRedis();
+      if (!(await refused.delete(String(req.params.id)))) throw notFound(`no refused payload '${req.params.id}'`);
+      res.status(204).end();
     });
   }
 
@@ -94,7 +140,7 @@ export function createApp(deps: AppDeps): express.Express {
     res.json({
       version: deps.version,
       role: deps.role,
-      fhirBaseUrl: deps.ehr()?.baseUrl ?? config.fhirBaseUrl ?? null,
+      fhirBaseUrl: withoutCredentials(deps.ehr()?.baseUrl ?? config.fhirBaseUrl ?? '') || null,
       sandbox: config.sandbox,
       unknownPatientPolicy: config.unknownPatientPolicy,
       redis: { status: redis, embedded: !config.redisUrl },
@@ -108,9 +154,6 @@ export function createApp(deps: AppDeps): express.Express {
     res.json(deps.registry.list().map((a) => ({ id: a.id, description: a.description })));
   });
 
-  const requireRedis = () => {
-    if (!queue.isReady()) throw unavailable('Redis is not reachable', 5);
-  };
   app.get('/api/dead-letters', ops, async (req, res) => {
     requireRedis();
     const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);

@@ -20,7 +20,8 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     else if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') oe = new OperationOutcomeError(415, outcome([issue('not-supported', 'unsupported body encoding')]));
     else if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500 && !(err instanceof OperationOutcomeError)) oe = badRequest('the request could not be read');
     else oe = toOutcomeError(err);
-    if (oe.status >= 500 && oe.status !== 503) log.error({ err: err instanceof Error ? { name: err.name, message: err.message, stack: err.stack } : String(err), path: req.path }, 'request failed');
+    // The error's name and stack frames, not its message: a message may quote the payload (PHI).
+    if (oe.status >= 500 && oe.status !== 503) log.error({ err: err instanceof Error ? { name: err.name, frames: err.stack?.split('\n').slice(1, 8).join('\n') } : typeof err, path: req.route?.path ?? req.baseUrl }, 'request failed');
     if (res.headersSent) return;
     sendOutcome(res, oe);
   };

@@ -5,7 +5,7 @@
  */
 import type { OperationOutcomeIssue } from 'fhir/r4';
 import type { AdapterRegistry } from '../adapters/registry.js';
-import type { InboundMessage, Translation, TranslationContext } from '../adapters/contract.js';
+import { type InboundMessage, type Translation, type TranslationContext, TranslationError } from '../adapters/contract.js';
 import { issue, notFound, OperationOutcomeError, outcome, unprocessable } from '../fhir/outcome.js';
 import { validate } from '../fhir/validate.js';
 import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
@@ -51,7 +51,14 @@ export class Pipeline implements Ingestor {
   private translateOnly(adapterId: string, message: InboundMessage): Translation[] {
     const adapter = this.registry.get(adapterId);
     if (!adapter) throw notFound(`no adapter '${adapterId}' is registered`);
-    return adapter.translate(message, this.context);
+    try {
+      return adapter.translate(message, this.context);
+    } catch (err) {
+      if (err instanceof OperationOutcomeError) throw err;
+      // An adapter that throws something else met input it did not expect: the sender gets a 422, not a 500.
+      // Only the error's type is reported: its message may quote the payload.
+      throw new TranslationError([issue('processing', `adapter '${adapterId}' could not translate this payload (${(err as Error)?.name ?? 'error'})`)]);
+    }
   }
 
   private validateAll(translations: Translation[]): Translation[] {
@@ -81,7 +88,8 @@ export class Pipeline implements Ingestor {
       });
       translations = this.validateAll(translations);
     } catch (err) {
-      this.metrics?.inc('ingest_refused_total', { adapter: adapterId, channel: message.channel });
+      // Label with a registered id only: ids from URLs would grow the metrics without bound.
+      this.metrics?.inc('ingest_refused_total', { adapter: this.registry.get(adapterId) ? adapterId : 'unknown', channel: message.channel });
       throw err;
     }
     const jobs: DeliveryJob[] = translations

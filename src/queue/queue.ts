@@ -128,7 +128,10 @@ export class DeliveryQueue {
     const client = this.bull.client;
     if (client.status === 'ready') return;
     if (client.status === 'connecting' || client.status === 'connect' || client.status === 'wait') {
-      await withTimeout(new Promise<void>((res) => client.once('ready', () => res())), ms, 'the queue (Redis) did not connect').catch(() => undefined);
+      let onReady: (() => void) | undefined;
+      await withTimeout(new Promise<void>((res) => client.once('ready', (onReady = () => res()))), ms, 'the queue (Redis) did not connect')
+        .catch(() => undefined)
+        .finally(() => onReady && client.off('ready', onReady));
       if ((client.status as string) === 'ready') return;
     }
     throw unavailable(`the queue (Redis) is not reachable (${client.status}); nothing was accepted, retry later`, 5);

@@ -134,6 +134,13 @@ describe('unknown patient policy', function () {
       }, 20000, 'the known patient\'s observation');
       assert.equal(obs[0].subject?.reference, `Patient/${(known as { id: string }).id}`);
       assert.equal((await ehr.search('Patient', {})).length, 1, 'no patient was created');
+
+      // The patient is admitted; the device resends the same reading: it is a new job (the dead-lettered one does
+      // not swallow it) and it is delivered.
+      await ehr.sandbox.repo.createResource({ resourceType: 'Patient', identifier: [{ system: 'urn:iomt-gateway:patient-id', value: 'MRN-UNKNOWN' }] } as never);
+      const resent = await postJson(`${gw.url}/ingest/measurements`, reading('POL-1', 'MRN-UNKNOWN'));
+      assert.equal(resent.status, 202);
+      await eventually(async () => (await ehr.search('Observation', {})).length === 2, 20000, 'the resent reading delivered');
     } finally {
       await gw.stop();
       await ehr.stop();

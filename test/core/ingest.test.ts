@@ -4,6 +4,7 @@
 import { strict as assert } from 'node:assert';
 import request from 'supertest';
 import type { Device, Observation, Patient } from 'fhir/r4';
+import { measurementsAdapter } from '../../src/adapters/measurements.js';
 import { eventually, postJson, startEhr, startGateway, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
 
 const LOINC = 'http://loinc.org';
@@ -203,6 +204,56 @@ describe('HTTP ingest to the EHR (end to end)', function () {
       assert.equal(r.status, 404);
       assert.equal(r.body.resourceType, 'OperationOutcome');
     });
+  });
+
+  it('codes a LOINC-only blood pressure as a LOINC panel, adding no MDC code the device did not send', async () => {
+    const r = await postJson(`${gw.url}/ingest/measurements`, {
+      ...bpCuff,
+      deviceId: 'BP-LOINC',
+      measurements: [
+        { code: { system: LOINC, code: '8480-6' }, value: 118, unit: 'mmHg' },
+        { code: { system: LOINC, code: '8462-4' }, value: 76, unit: 'mmHg' },
+      ],
+    });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const [panel] = await eventually(async () => {
+      const o = await ehr.search<Observation>('Observation', {});
+      return o.length === 1 ? o : undefined;
+    }, 20000, 'the panel');
+    assert.deepEqual(panel.code.coding?.map((c) => `${c.system}|${c.code}`), [`${LOINC}|85354-9`]);
+    for (const c of panel.component ?? []) assert.ok(c.code.coding?.every((k) => k.system === LOINC), 'components coded LOINC only');
+  });
+
+  it('keeps a payload it could not map, and replays it once the adapter exists', async () => {
+    const late = { ...measurementsAdapter, id: 'late-adapter' };
+    const r = await postJson(`${gw.url}/ingest/late-adapter`, oximeter({ deviceId: 'LATE-1' }));
+    assert.equal(r.status, 404);
+    const id = r.headers.get('x-refused-id');
+    assert.ok(id, 'the refusal names the kept payload');
+    const list = await request(gw.url).get('/api/refused');
+    assert.ok(list.body.items.some((i: { id: string; adapterId: string; status: number }) => i.id === id && i.adapterId === 'late-adapter' && i.status === 404));
+    assert.equal((await request(gw.url).get(`/api/refused/${id}`)).body.body.deviceId, 'LATE-1');
+    gw.gateway.registry.register(late);
+    try {
+      const replay = await request(gw.url).post(`/api/refused/${id}/replay`);
+      assert.equal(replay.status, 202, JSON.stringify(replay.body));
+      await eventually(async () => (await ehr.search('Observation', {})).length === 2, 20000, 'the replayed reading delivered');
+      assert.equal((await request(gw.url).get(`/api/refused/${id}`)).status, 404, 'gone once replayed');
+    } finally {
+      gw.gateway.registry.unregister('late-adapter');
+    }
+  });
+
+  it('answers 422, not 500, when an adapter throws on input it did not expect', async () => {
+    gw.gateway.registry.register({ id: 'fragile', description: 'throws', translate: () => { throw new TypeError("Cannot read properties of undefined (reading 'MRN-SECRET')"); } });
+    try {
+      const r = await postJson(`${gw.url}/ingest/fragile`, { anything: true });
+      assert.equal(r.status, 422);
+      assert.match(JSON.stringify(r.body), /adapter 'fragile' could not translate this payload \(TypeError\)/);
+      assert.doesNotMatch(JSON.stringify(r.body), /MRN-SECRET/, 'the error text (it may quote the payload) is not echoed');
+    } finally {
+      gw.gateway.registry.unregister('fragile');
+    }
   });
 
   it('serves health, readiness, status and metrics', async () => {
