@@ -13,6 +13,7 @@ import { standardExtensions } from './extensions.js';
 import { applyToRegistry, loadMappingsDir, validateMappingCommand, translateCommand } from './adapters/iomt/index.js';
 import { SHIPPED_MAPPINGS_DIR } from './adapters/extension.js';
 import { main as sendHl7 } from './hl7v2/send.js';
+import { loadPluginsInto } from './adapters/plugins.js';
 import { existsSync, statSync } from 'node:fs';
 
 const HELP = `iomt-gateway ${VERSION}: connected medical device data to FHIR R4, through Redis, to the EHR
@@ -84,6 +85,8 @@ async function translate(argv: string[]): Promise<number> {
   const config = loadConfig();
   const registry = new AdapterRegistry();
   applyToRegistry(registry, loadMappingsDir((config.raw.get('MAPPINGS_DIR') as string | undefined) ?? SHIPPED_MAPPINGS_DIR));
+  const plugins = await loadPluginsInto(registry, config);
+  for (const e of plugins.errors) console.error(`plugin not loaded: ${e.source}: ${e.message}`);
   const pipeline = new Pipeline(registry, { enqueue: async () => [] }, { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem });
   let body: unknown;
   try {

@@ -14,11 +14,12 @@ export const SHIPPED_MAPPINGS_DIR = fileURLToPath(new URL('../../mappings/', imp
 export function mappingsExtension(): (ctx: ExtensionContext) => Promise<Extension> {
   return async (ctx) => {
     const dir = (ctx.config.raw.get('MAPPINGS_DIR') as string | undefined) ?? SHIPPED_MAPPINGS_DIR;
-    const reserved = new Set(BUILT_IN_ADAPTERS.map((a) => a.id).concat(['hl7v2']));
     let ids = new Set<string>();
+    // Ids that belong to others (built-ins, HL7v2, plugins, registered adapters) are never taken over by a folder.
+    const reserved = () => new Set(ctx.registry.list().map((a) => a.id).filter((id) => !ids.has(id)).concat(BUILT_IN_ADAPTERS.map((a) => a.id), ['hl7v2']));
     let last: { at: string; loaded: string[]; errors: { file: string; path?: string; message: string }[] } = { at: '', loaded: [], errors: [] };
     const apply = (result: LoadResult) => {
-      const applied = applyToRegistry(ctx.registry, result, ids, reserved);
+      const applied = applyToRegistry(ctx.registry, result, ids, reserved());
       ids = applied.ids;
       const errors = [...result.errors, ...applied.errors];
       last = { at: new Date().toISOString(), loaded: [...ids].sort(), errors };

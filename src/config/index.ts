@@ -4,6 +4,8 @@
 import { type ConfigKey, type ConfigValue, describeKeys, loadKeys } from './schema.js';
 import { HL7_KEYS } from '../hl7v2/config.js';
 import { DEVICE_KEYS } from '../devices/config.js';
+import { PLUGIN_KEYS } from '../adapters/registration-config.js';
+import { MQTT_KEYS } from '../ingest/mqtt-config.js';
 
 export const MAPPING_KEYS: readonly ConfigKey[] = [
   { env: 'MAPPINGS_DIR', type: 'string', description: 'Folder of declarative device mappings (one folder per adapter). Unset: the mappings/ folder shipped with the gateway' },
@@ -75,7 +77,7 @@ export interface Config {
 }
 
 /** Every key of every feature, in the order --help prints them. */
-export const ALL_KEYS: readonly ConfigKey[] = [...CORE_KEYS, ...MAPPING_KEYS, ...HL7_KEYS, ...DEVICE_KEYS];
+export const ALL_KEYS: readonly ConfigKey[] = [...CORE_KEYS, ...MAPPING_KEYS, ...PLUGIN_KEYS, ...HL7_KEYS, ...DEVICE_KEYS, ...MQTT_KEYS];
 
 export class ConfigError extends Error {
   constructor(readonly errors: string[]) {

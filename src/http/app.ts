@@ -150,9 +150,7 @@ export function createApp(deps: AppDeps): express.Express {
     });
   });
 
-  app.get('/api/adapters', access.require('operator', 'vendor'), (_req, res) => {
-    res.json(deps.registry.list().map((a) => ({ id: a.id, description: a.description })));
-  });
+  // GET /api/adapters and the registration API: adapters/registration.ts.
 
   app.get('/api/dead-letters', ops, async (req, res) => {
     requireRedis();

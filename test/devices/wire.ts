@@ -8,6 +8,7 @@ import { Gateway, type Extension, type ExtensionContext } from '../../src/gatewa
 import { type ConfigKey, loadKeys } from '../../src/config/schema.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createDeviceManagement, type DeviceManagement } from '../../src/devices/index.js';
+import { registrationExtension } from '../../src/adapters/registration.js';
 import { FAST_ENV, type TestGateway } from '../helpers/harness.js';
 
 export const ADMIN = 'admin-key-0123456789abcdef';
@@ -41,7 +42,7 @@ export async function startDmGateway(env: Record<string, string>, role: Role = '
   let dm: DeviceManagement | undefined;
   const gateway = new Gateway(config, role, {
     logger: createLogger(config.logLevel, sink),
-    extensions: [...(options.before ?? []), async (ctx) => (dm = await createDeviceManagement(ctx, full))],
+    extensions: [...(options.before ?? []), async (ctx) => (dm = await createDeviceManagement(ctx, full)), registrationExtension()],
   });
   await gateway.start();
   return { gateway, url: gateway.url, logs, dm: dm as DeviceManagement, stop: () => gateway.stop() };

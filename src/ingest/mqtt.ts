@@ -1,0 +1,340 @@
+/**
+ * The MQTT channel: subscribes to the configured topic filters at one broker and hands each message to the pipeline
+ * (adapter → validate → durable enqueue), like the HTTP and MLLP channels. See docs/mqtt.md.
+ *
+ * Acknowledgement (principle 1, nothing acknowledged is lost): QoS 1, MQTT 5, and the PUBACK is sent only after the
+ * job is in Redis. mqtt.js sends a PUBACK when the `customHandleAcks` callback is called (MQTT 5 only; with 3.1.1 it
+ * acknowledges at once), and processes the packets of a connection one at a time until it is called. So:
+ *   - accepted (jobs queued)              → PUBACK (reason 0).
+ *   - refused for good (4xx, bad JSON, no adapter, adapter failure) → PUBACK as well (redelivery would not help), with
+ *     a PUBACK reason code (0x99 payload format invalid, 0x87 not authorized, 0x83 implementation specific error), an
+ *     error report (QoS 1) on MQTT_ERROR_TOPIC with the OperationOutcome, a log line, a counter, and the raw message
+ *     kept in Redis (gw:mqtt:rejected) for inspection.
+ *   - cannot take it now (503: Redis or the queue down; 429) → no PUBACK. An MQTT 5 PUBACK with an error reason code
+ *     still ends the QoS 1 exchange (the broker discards the message), and a broker resends unacknowledged messages
+ *     only when the session resumes, so the channel disconnects (the session stays: clean start off, session expiry
+ *     MQTT_SESSION_EXPIRY_S) and reconnects after a backoff; the broker then redelivers the message (DUP set), which is
+ *     queued once Redis is back. Deterministic job ids and conditional creates make a redelivery harmless.
+ * A crash before the PUBACK leaves the message unacknowledged in the session: the broker redelivers it at reconnect.
+ *
+ * Identity: the first `+` level of the matching filter is the device id (attributes.deviceId) and the sender's
+ * identity: the message is handed in as that device (principal role device), so a reading naming another device is
+ * refused (403) by the device guard. The broker's ACLs must therefore allow each device to publish only under its
+ * own id (mosquitto: `pattern write devices/%u/#`).
+ */
+import { readFileSync } from 'node:fs';
+import express from 'express';
+import mqtt from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import type { Redis } from 'ioredis';
+import type { OperationOutcome } from 'fhir/r4';
+import type { InboundMessage, Principal } from '../adapters/contract.js';
+import type { Extension, ExtensionContext } from '../gateway.js';
+import { issue, OperationOutcomeError, outcome } from '../fhir/outcome.js';
+import type { Ingestor } from '../pipeline/pipeline.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { type MqttConfig, mqttConfig } from './mqtt-config.js';
+
+export { MQTT_KEYS, mqttConfig, type MqttConfig } from './mqtt-config.js';
+
+export const MQTT_REJECTED_KEY = 'gw:mqtt:rejected';
+
+/** MQTT 5 PUBACK reason codes used here. */
+export const PubackReason = { success: 0, notAuthorized: 0x87, implementationError: 0x83, payloadFormatInvalid: 0x99 } as const;
+
+/** Matches a topic against a filter (+ one level, # the rest); returns what each + matched, or undefined. */
+export function matchTopic(filter: string, topic: string): string[] | undefined {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  const captures: string[] = [];
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return i === 0 && topic.startsWith('$') ? undefined : captures;
+    if (i >= t.length) return undefined;
+    if (f[i] === '+') {
+      if (i === 0 && t[i].startsWith('$')) return undefined;
+      captures.push(t[i]);
+    } else if (f[i] !== t[i]) return undefined;
+  }
+  return f.length === t.length ? captures : undefined;
+}
+
+export type Outcome = 'ack' | 'retry';
+
+interface Report {
+  topic: string;
+  adapter?: string;
+  deviceId?: string;
+  receivedAt: string;
+  status: number;
+  outcome: OperationOutcome;
+}
+
+/** A deliberate "no PUBACK" (passed to mqtt.js as the error of customHandleAcks, which then skips the PUBACK). */
+class NoAck extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'NoAck';
+  }
+}
+
+export interface MqttChannelDeps {
+  ingestor: Ingestor;
+  log: Logger;
+  metrics: Metrics;
+  /** For the kept refused messages (optional). */
+  redis?: Redis;
+}
+
+export class MqttChannel {
+  private client?: MqttClient;
+  private stopped = false;
+  private paused = false;
+  private pauseTimer?: NodeJS.Timeout;
+  private transientStreak = 0;
+  private inflight = new Set<Promise<unknown>>();
+  private readonly errorPrefix: string;
+  readonly counts = { accepted: 0, refused: 0, malformed: 0, deferred: 0, connects: 0 };
+  lastError?: string;
+
+  constructor(readonly config: MqttConfig, private readonly deps: MqttChannelDeps) {
+    this.errorPrefix = config.errorTopic.split('{')[0];
+  }
+
+  get connected(): boolean {
+    return !!this.client?.connected;
+  }
+
+  private options(): IClientOptions {
+    const c = this.config;
+    const o: IClientOptions = {
+      protocolVersion: 5,
+      clientId: c.clientId,
+      clean: false,
+      properties: { sessionExpiryInterval: c.sessionExpiryS },
+      keepalive: c.keepaliveS,
+      reconnectPeriod: c.reconnectMinMs,
+      connectTimeout: 10_000,
+      resubscribe: false,
+      customHandleAcks: (topic, payload, packet, done) => this.onQos1(topic, payload, packet as { dup?: boolean }, done),
+    };
+    if (c.username !== undefined) o.username = c.username;
+    if (c.password !== undefined) o.password = c.password;
+    if (c.caFile) o.ca = readFileSync(c.caFile);
+    if (c.certFile) o.cert = readFileSync(c.certFile);
+    if (c.keyFile) o.key = readFileSync(c.keyFile);
+    return o;
+  }
+
+  /** Connects (not waiting for the broker: an unreachable broker is retried with backoff, never fatal). */
+  async start(): Promise<void> {
+    if (this.client || !this.config.url) return;
+    const { log, metrics } = this.deps;
+    const client = mqtt.connect(this.config.url, this.options());
+    this.client = client;
+    client.on('connect', (connack) => {
+      this.counts.connects++;
+      client.options.reconnectPeriod = this.config.reconnectMinMs;
+      log.info({ broker: redact(this.config.url!), clientId: this.config.clientId, sessionPresent: connack.sessionPresent }, 'MQTT connected');
+      const filters = this.config.topics.map((t) => (this.config.shareGroup ? `$share/${this.config.shareGroup}/${t.filter}` : t.filter));
+      client.subscribe(filters, { qos: 1, nl: true }, (err, granted) => {
+        if (err) return void log.error({ error: err.message }, 'MQTT subscribe failed');
+        const refused = (granted ?? []).filter((g) => g.qos >= 0x80);
+        if (refused.length) log.error({ topics: refused.map((g) => g.topic) }, 'MQTT broker refused subscriptions (ACL?)');
+      });
+    });
+    client.on('reconnect', () => {
+      // Backoff: mqtt.js reads reconnectPeriod each time it arms its timer.
+      const next = Math.min(this.config.reconnectMaxMs, client.options.reconnectPeriod! * 2);
+      client.options.reconnectPeriod = Math.round(next * (0.8 + Math.random() * 0.4));
+      metrics.inc('mqtt_reconnects_total');
+    });
+    client.on('close', () => log.debug('MQTT connection closed'));
+    client.on('offline', () => log.warn({ broker: redact(this.config.url!) }, 'MQTT broker unreachable; reconnecting with backoff'));
+    client.on('error', (err: Error & { code?: unknown }) => {
+      if (err instanceof NoAck) return;
+      this.lastError = err.message;
+      log.warn({ error: err.message, code: err.code }, 'MQTT error');
+    });
+    // QoS 0 messages carry no acknowledgement: handled, never retried (devices should publish with QoS 1).
+    client.on('message', (topic, payload, packet) => {
+      if (packet.qos === 0) this.track(this.handle(topic, payload, false));
+    });
+    metrics.gauge('mqtt_connected', () => (this.connected ? 1 : 0));
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  private onQos1(topic: string, payload: Buffer, packet: { dup?: boolean }, done: (error: Error | number, code?: number) => void): void {
+    void this.track(this.handle(topic, payload, !!packet.dup)).then(
+      (r) => {
+        if (r === 'retry') {
+          done(new NoAck('not acknowledged: the gateway cannot queue it now'));
+          this.pause();
+        } else done(r === 'ack' ? PubackReason.success : r);
+      },
+      (err: Error) => {
+        this.deps.log.error({ error: err.message, topic }, 'MQTT message handling failed; not acknowledged');
+        done(new NoAck(err.message));
+        this.pause();
+      },
+    );
+  }
+
+  /**
+   * Stops reading, lets the session keep the unacknowledged messages, and reconnects after a backoff: the broker then
+   * redelivers them. Used when the queue cannot take messages (503).
+   */
+  private pause(): void {
+    const client = this.client;
+    if (!client || this.paused || this.stopped) return;
+    this.paused = true;
+    const delay = Math.min(this.config.reconnectMaxMs, this.config.reconnectMinMs * 2 ** Math.min(this.transientStreak, 16));
+    this.transientStreak++;
+    this.deps.log.warn({ delayMs: delay }, 'MQTT: the queue cannot take messages; disconnecting (the broker keeps them unacknowledged) and reconnecting after a pause');
+    client.end(true, () => {
+      if (this.stopped) return;
+      this.pauseTimer = setTimeout(() => {
+        this.paused = false;
+        if (!this.stopped) client.reconnect();
+      }, delay);
+    });
+  }
+
+  /** One message: returns 'ack', 'retry' (no PUBACK) or a PUBACK reason code for a message refused for good. */
+  async handle(topic: string, payload: Buffer, dup: boolean): Promise<Outcome | number> {
+    const { log, metrics } = this.deps;
+    const receivedAt = new Date().toISOString();
+    if (this.paused) return 'retry';
+    if (this.errorPrefix && topic.startsWith(this.errorPrefix)) {
+      log.warn({ topic }, 'MQTT: ignoring a message on the error topic (check MQTT_TOPICS)');
+      return 'ack';
+    }
+    const route = this.config.topics.map((t) => ({ t, captures: matchTopic(t.filter, topic) })).find((r) => r.captures);
+    const deviceId = route?.captures?.[0] || undefined;
+    const refuse = async (status: number, oo: OperationOutcome, reason: string, code: number, adapter?: string) => {
+      this.counts[reason === 'malformed' ? 'malformed' : 'refused']++;
+      metrics.inc('mqtt_messages_total', { result: reason, adapter: adapter ?? '' });
+      log.info({ topic, adapter, deviceId, status, reason, issues: oo.issue.length, dup }, 'MQTT message refused; reported on the error topic');
+      this.report({ topic, adapter, deviceId, receivedAt, status, outcome: oo });
+      await this.keep({ topic, adapter, deviceId, receivedAt, status, outcome: oo }, payload);
+      return code;
+    };
+    if (!route) return refuse(404, outcome([issue('not-found', `no adapter is mapped to topic '${topic}' (MQTT_TOPICS)`)]), 'unrouted', PubackReason.implementationError);
+    const adapter = route.t.adapter;
+    let body: unknown;
+    try {
+      body = JSON.parse(payload.toString('utf8').replace(/^\uFEFF/, ''));
+    } catch (e) {
+      return refuse(400, outcome([issue('structure', `the payload is not well-formed JSON (${(e as Error).message.split('\n')[0].slice(0, 120)})`, ['$'])]), 'malformed', PubackReason.payloadFormatInvalid, adapter);
+    }
+    const attributes: Record<string, string> = { topic };
+    if (deviceId) attributes.deviceId = deviceId;
+    const principal: Principal | undefined = deviceId ? { role: 'device', id: deviceId, keyId: 'mqtt-topic' } : undefined;
+    const message: InboundMessage = { body, channel: 'mqtt', receivedAt, attributes, ...(principal ? { principal } : {}) };
+    try {
+      const r = await this.deps.ingestor.ingest(adapter, message);
+      this.transientStreak = 0;
+      this.counts.accepted++;
+      metrics.inc('mqtt_messages_total', { result: 'accepted', adapter });
+      log.debug({ topic, adapter, deviceId, jobs: r.jobIds.length, dup }, 'MQTT message queued');
+      return 'ack';
+    } catch (err) {
+      const oe = err instanceof OperationOutcomeError ? err : undefined;
+      if (oe && (oe.status === 503 || oe.status === 429)) {
+        this.counts.deferred++;
+        metrics.inc('mqtt_messages_total', { result: 'deferred', adapter });
+        log.warn({ topic, adapter, deviceId, status: oe.status }, 'MQTT message not acknowledged: the queue cannot take it now; the broker will redeliver it');
+        return 'retry';
+      }
+      if (!oe) log.error({ topic, adapter, error: (err as Error).message }, 'MQTT message: unexpected error in the pipeline');
+      const status = oe?.status ?? 500;
+      const oo = oe?.outcome ?? outcome([issue('exception', 'internal error while processing the message; see the gateway log')]);
+      return refuse(status, oo, 'refused', status === 403 || status === 401 ? PubackReason.notAuthorized : PubackReason.implementationError, adapter);
+    }
+  }
+
+  private errorTopicFor(topic: string, deviceId?: string): string {
+    return this.config.errorTopic.replaceAll('{topic}', topic).replaceAll('{deviceId}', deviceId ?? 'unknown');
+  }
+
+  /** Publishes the error report without waiting for its PUBACK: mqtt.js would process that PUBACK only after this
+   *  message's callback, so waiting here would deadlock the connection. */
+  private report(r: Report): void {
+    this.client?.publish(this.errorTopicFor(r.topic, r.deviceId), JSON.stringify(r), { qos: 1 }, (err) => {
+      if (err) this.deps.log.warn({ error: err.message }, 'MQTT error report not published');
+    });
+  }
+
+  /** Keeps the refused message (raw, with the reason) in Redis, capped. Best effort. */
+  private async keep(r: Report, payload: Buffer): Promise<void> {
+    const { redis } = this.deps;
+    if (!redis || this.config.rejectedMax <= 0) return;
+    const raw = payload.toString('utf8');
+    const entry = { ...r, payload: Buffer.from(raw, 'utf8').equals(payload) ? raw : undefined, payloadBase64: Buffer.from(raw, 'utf8').equals(payload) ? undefined : payload.toString('base64') };
+    await redis
+      .multi()
+      .lpush(MQTT_REJECTED_KEY, JSON.stringify(entry))
+      .ltrim(MQTT_REJECTED_KEY, 0, this.config.rejectedMax - 1)
+      .exec()
+      .catch(() => undefined);
+  }
+
+  /** Stops taking messages, lets the message in hand finish (acknowledged or not), disconnects (the session stays). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.pauseTimer) clearTimeout(this.pauseTimer);
+    const client = this.client;
+    if (!client) return;
+    await Promise.race([Promise.allSettled([...this.inflight]), new Promise((r) => setTimeout(r, 10_000).unref())]);
+    await Promise.race([
+      new Promise<void>((res) => client.end(false, {}, () => res())),
+      new Promise<void>((res) => setTimeout(res, 2000).unref()),
+    ]);
+    if (!client.disconnected) await new Promise<void>((res) => client.end(true, () => res()));
+  }
+}
+
+/** The broker URL without credentials, for logs. */
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return 'mqtt';
+  }
+}
+
+/** The gateway extension: the MQTT channel (ingest role only) and GET /api/mqtt/status, /api/mqtt/rejected. */
+export function mqttExtension(): (ctx: ExtensionContext) => Promise<Extension> {
+  return async (ctx) => {
+    const config = mqttConfig(ctx.config.raw);
+    if (!config.url || !ctx.pipeline) {
+      if (config.url) ctx.log.info('MQTT_URL is set but this process does not ingest (role worker): the MQTT channel is off here');
+      return {};
+    }
+    const channel = new MqttChannel(config, { ingestor: ctx.pipeline, log: ctx.log, metrics: ctx.metrics, redis: ctx.redis });
+    const router = express.Router();
+    router.get('/api/mqtt/status', ctx.requireRole('operator'), (_req, res) => {
+      res.json({ broker: redact(config.url!), clientId: config.clientId, connected: channel.connected, topics: config.topics, errorTopic: config.errorTopic, counts: channel.counts, lastError: channel.lastError ?? null });
+    });
+    // Refused messages hold raw payloads (PHI): admin only, like the HL7v2 rejected store.
+    router.get('/api/mqtt/rejected', ctx.requireRole(), async (req, res) => {
+      const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 100) || 100));
+      const items = await ctx.redis.lrange(MQTT_REJECTED_KEY, 0, limit - 1);
+      res.json(items.map((s) => JSON.parse(s) as unknown));
+    });
+    return {
+      routers: [router],
+      start: () => channel.start(),
+      stop: () => channel.stop(),
+    };
+  };
+}
