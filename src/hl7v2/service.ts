@@ -330,7 +330,8 @@ export class Hl7Service {
         this.logger.warn({ channel: meta.channel, controlId: header.controlId, type, status: e.status, ack: codes.join('/') }, 'hl7: queue unavailable; message not accepted');
         return { controlId: header.controlId, messageType: type, result: 'unavailable', ackCodes: codes, acks, errors };
       }
-      if (e.status === 500) this.logger.error({ controlId: header.controlId, type, err: (err as Error)?.stack ?? String(err) }, 'hl7: internal error while ingesting');
+      // The error's name and frames, not its message: a message may quote the HL7 content (PHI).
+      if (e.status === 500) this.logger.error({ controlId: header.controlId, type, err: (err as Error)?.name ?? typeof err, frames: (err as Error)?.stack?.split('\n').slice(1, 8).join('\n') }, 'hl7: internal error while ingesting');
       const errors = e.status === 500 ? [{ code: Hl7ErrorCode.applicationInternalError, text: 'internal error; the message is kept for replay' }] : issuesToErrors(e.outcome.issue);
       const o = await this.refuse(header, 'refused', errors, text, charset, meta);
       return { ...o, result: e.status === 500 ? 'error' : 'refused' };
