@@ -4,7 +4,9 @@
  * trace; no log line may contain any of it.
  */
 import { strict as assert } from 'node:assert';
-import { eventually, startEhr, startRedis } from '../helpers/harness.js';
+import mqtt from 'mqtt';
+import { eventually, startEhr, startGateway, startRedis } from '../helpers/harness.js';
+import { mosquittoBinary, startMosquitto } from '../mqtt/broker.js';
 import { ADMIN, call, startDmGateway } from '../devices/wire.js';
 import { freePort } from '../../src/queue/embedded-redis.js';
 
@@ -103,6 +105,45 @@ describe('no PHI in logs: the MLLP channel (HL7v2 extension)', function () {
     const valuePattern = new RegExp(`(?<![:\\d])${String(PHI.value).replace('.', '\\.')}(?!\\d)`);
     for (const line of gw.logs) {
       for (const s of [PHI.mrn, 'Quixote', 'Zebulon', '19370228']) assert.ok(!line.includes(s), `PHI '${s}' in a log line: ${line}`);
+      assert.ok(!valuePattern.test(line), `the observation value in a log line: ${line}`);
+    }
+  });
+});
+
+describe('no PHI in logs: MQTT', function () {
+  this.timeout(60000);
+  it('feeds known PHI over MQTT (accepted, invalid, not JSON); it appears in no log line', async function () {
+    const bin = mosquittoBinary();
+    if (!bin) return this.skip();
+    const broker = await startMosquitto(bin);
+    const redis = await startRedis();
+    const ehr = await startEhr();
+    const gw = await startGateway({
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      UNKNOWN_PATIENT_POLICY: 'create',
+      LOG_LEVEL: 'trace',
+      MQTT_URL: broker.url,
+      MQTT_TOPICS: 'devices/+/measurements=measurements',
+    });
+    const pub = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'phi-publisher' });
+    try {
+      await eventually(() => gw.logs.some((l) => /mqtt.*(subscribed|connected)/i.test(l)), 20000, 'the MQTT channel to subscribe');
+      await pub.publishAsync('devices/MQ-PHI/measurements', JSON.stringify(body('MQ-PHI')), { qos: 1 });
+      await pub.publishAsync('devices/MQ-PHI/measurements', JSON.stringify(body('MQ-PHI', { timestamp: PHI.name })), { qos: 1 });
+      await pub.publishAsync('devices/MQ-PHI/measurements', `not json ${PHI.mrn} ${PHI.name}`, { qos: 1 });
+      await eventually(async () => (await ehr.search('Observation', {})).length === 1, 20000, 'the accepted reading delivered');
+      await eventually(() => gw.logs.filter((l) => /mqtt/i.test(l) && /refus|reject|invalid|error/i.test(l)).length >= 2, 20000, 'both refusals logged');
+    } finally {
+      await pub.endAsync();
+      await gw.stop();
+      await ehr.stop();
+      await redis.stop();
+      await broker.stop();
+    }
+    const valuePattern = new RegExp(`(?<![:\\d])${String(PHI.value).replace('.', '\\.')}(?!\\d)`);
+    for (const line of gw.logs) {
+      for (const s of [PHI.mrn, PHI.name, PHI.birthDate]) assert.ok(!line.includes(s), `PHI '${s}' in a log line: ${line}`);
       assert.ok(!valuePattern.test(line), `the observation value in a log line: ${line}`);
     }
   });
