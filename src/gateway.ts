@@ -13,6 +13,7 @@ import type { Redis } from 'ioredis';
 import type { Config, Role } from './config/index.js';
 import { AdapterRegistry } from './adapters/registry.js';
 import type { DeviceAdapter, RoleName } from './adapters/contract.js';
+import type { AuditInput } from './audit/event.js';
 import { Pipeline, type IngestGuard } from './pipeline/pipeline.js';
 import type { RequestHandler, Router } from 'express';
 import { DeliveryQueue, redisOptions, withTimeout } from './queue/queue.js';
@@ -42,11 +43,19 @@ export interface ExtensionContext {
   role: Role;
   /** A role check that defers to the gateway's final access control (which an extension may supply). */
   requireRole(...roles: RoleName[]): RequestHandler;
+  /** The audit trail, when an extension built before this one supplies it (device management does). */
+  audit(): AuditRecorder | undefined;
+}
+
+/** Records administrative actions as AuditEvents (see audit/). */
+export interface AuditRecorder {
+  record(input: AuditInput): Promise<unknown>;
 }
 
 /** What it gives back: parts the gateway wires in and stops with itself. */
 export interface Extension {
   access?: AccessControl;
+  audit?: AuditRecorder;
   guard?: IngestGuard;
   routers?: Router[];
   /** Called after the HTTP server listens (start listeners of other protocols here). */
@@ -144,8 +153,13 @@ export class Gateway {
     if (config.sandbox) this.sandbox = createSandboxEhr();
     const bootstrap = new BootstrapAccess(config.adminApiKey);
     const requireRole = (...roles: RoleName[]): RequestHandler => (req, res, next) => (this.access ?? bootstrap).require(...roles)(req, res, next);
-    const ctx: ExtensionContext = { redis: this.redis, queue, config, log, metrics: this.metrics, registry: this.registry, pipeline, role: this.role, requireRole };
-    for (const factory of this.extensionFactories) this.extensions.push(await factory(ctx));
+    let audit: AuditRecorder | undefined;
+    const ctx: ExtensionContext = { redis: this.redis, queue, config, log, metrics: this.metrics, registry: this.registry, pipeline, role: this.role, requireRole, audit: () => audit };
+    for (const factory of this.extensionFactories) {
+      const ext = await factory(ctx);
+      audit = ext.audit ?? audit;
+      this.extensions.push(ext);
+    }
     const routers: Router[] = [];
     for (const ext of this.extensions) {
       if (ext.access) this.access = ext.access;

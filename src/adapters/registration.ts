@@ -15,7 +15,7 @@
  * Admin may do everything. Ownership is checked in one place (`assertMay`): a vendor manages (and sees) only the
  * registered adapters of its own vendor id; built-in, folder and plugin adapters are read-only here.
  */
-import express from 'express';
+import express, { type Request } from 'express';
 import type { OperationOutcomeIssue, Resource } from 'fhir/r4';
 import type { Extension, ExtensionContext } from '../gateway.js';
 import type { DeviceAdapter, InboundMessage, Principal, Translation } from './contract.js';
@@ -236,6 +236,14 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       res.json(out);
     });
 
+    /** Adapter changes are administrative actions: recorded in the audit trail (best effort: the change is made). */
+    const auditAdapter = async (kind: 'adapter-registered' | 'adapter-enable' | 'adapter-disable' | 'adapter-deleted', req: Request, id: string, description: string) => {
+      await ctx
+        .audit()
+        ?.record({ kind, principal: req.principal, address: req.socket.remoteAddress, entities: [{ kind: 'Adapter', id }], description })
+        .catch((err: Error) => ctx.log.warn({ adapter: id, error: err.message }, 'could not record the adapter change in the audit trail'));
+    };
+
     router.post('/api/adapters', ctx.requireRole('vendor'), requireJson, json, async (req, res) => {
       const p = principal(req);
       const reg = parseBody(req.body, p);
@@ -268,6 +276,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       lastCounter = await store.changeCounter().catch(() => lastCounter);
       ctx.metrics.inc('adapter_registrations_total');
       ctx.log.info({ adapter: reg.id, vendor: reg.vendor, version: added.version, by: who(p) }, 'adapter registered');
+      await auditAdapter('adapter-registered', req, reg.id, `version ${added.version} of adapter '${reg.id}' (vendor ${reg.vendor})`);
       const record = known.get(reg.id)?.record;
       res.status(201).setHeader('Location', `/api/adapters/${reg.id}`);
       res.json({
@@ -327,6 +336,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
         await viaRedis(store.setEnabled(r.id, action === 'enable'));
         await viaRedis(reload(r.id));
         ctx.log.info({ adapter: r.id, by: who(principal(req)) }, `adapter ${action}d`);
+        await auditAdapter(action === 'enable' ? 'adapter-enable' : 'adapter-disable', req, r.id, `adapter '${r.id}' ${action}d`);
         res.json(view(ctx.registry.get(r.id), r.id));
       });
     }
@@ -336,6 +346,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       await viaRedis(store.delete(r.id));
       await viaRedis(reload(r.id));
       ctx.log.info({ adapter: r.id, by: who(principal(req)) }, 'adapter deleted');
+      await auditAdapter('adapter-deleted', req, r.id, `adapter '${r.id}' deleted`);
       res.status(204).end();
     });
 

@@ -34,6 +34,10 @@ export const AuditKinds = {
   credentialRevoked: 'credential-revoked',
   accessRefused: 'access-refused',
   dataRefused: 'data-refused',
+  adapterRegistered: 'adapter-registered',
+  adapterEnabled: 'adapter-enable',
+  adapterDisabled: 'adapter-disable',
+  adapterDeleted: 'adapter-deleted',
 } as const;
 export type AuditKind = (typeof AuditKinds)[keyof typeof AuditKinds];
 
@@ -47,6 +51,7 @@ function classify(kind: AuditKind): { type: Coding; subtype: Coding[]; action: A
   switch (kind) {
     case 'device-registered':
     case 'vendor-registered':
+    case 'adapter-registered':
       return { type: rest, subtype: [interaction('create'), own(kind)], action: 'C' };
     case 'device-updated':
     case 'device-activate':
@@ -54,7 +59,11 @@ function classify(kind: AuditKind): { type: Coding; subtype: Coding[]; action: A
     case 'device-assignment':
     case 'device-config':
     case 'held-data-released':
+    case 'adapter-enable':
+    case 'adapter-disable':
       return { type: rest, subtype: [interaction('update'), own(kind)], action: 'U' };
+    case 'adapter-deleted':
+      return { type: rest, subtype: [interaction('delete'), own(kind)], action: 'D' };
     case 'device-decommission':
       return { type: rest, subtype: [interaction('update'), own(kind)], action: 'D' };
     case 'credential-issued':
@@ -74,7 +83,7 @@ function classify(kind: AuditKind): { type: Coding; subtype: Coding[]; action: A
 }
 
 export interface AuditEntityInput {
-  kind: 'Device' | 'Credential' | 'Vendor' | 'Request';
+  kind: 'Device' | 'Credential' | 'Vendor' | 'Request' | 'Adapter';
   /** Device id, key id, vendor id, or "METHOD /path" of a request. */
   id: string;
   system?: string;
@@ -98,7 +107,7 @@ export function buildAuditEvent(input: AuditInput, deviceSystem: string): AuditE
   const p = input.principal;
   const who = p ? `${p.role}:${p.id}` : 'anonymous';
   const entity: AuditEventEntity[] = input.entities.map((e) => {
-    const system = e.system ?? (e.kind === 'Device' ? deviceSystem : e.kind === 'Credential' ? CREDENTIAL_SYSTEM : e.kind === 'Vendor' ? VENDOR_SYSTEM : 'urn:iomt-gateway:request');
+    const system = e.system ?? (e.kind === 'Device' ? deviceSystem : e.kind === 'Credential' ? CREDENTIAL_SYSTEM : e.kind === 'Vendor' ? VENDOR_SYSTEM : e.kind === 'Adapter' ? 'urn:iomt-gateway:adapter' : 'urn:iomt-gateway:request');
     return {
       what: { identifier: { system, value: e.id }, ...(e.kind === 'Device' ? { type: 'Device' } : {}) },
       type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2', display: 'System Object' },

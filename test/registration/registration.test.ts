@@ -7,7 +7,7 @@
 import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import type { Observation } from 'fhir/r4';
+import type { AuditEvent, Observation } from 'fhir/r4';
 import { eventually, REPO_ROOT, startEhr, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
 import { ADMIN, call, startVendorGateway } from './wire.js';
 
@@ -196,6 +196,15 @@ describe('adapter registration API (two instances, one Redis)', function () {
     assert.equal((await call(a.url, 'DELETE', '/api/adapters/acme-hr', keys.acme)).status, 204);
     await eventually(async () => (await call(b.url, 'GET', '/api/adapters/acme-hr', ADMIN)).status === 404, 10000, 'instance B to drop it');
     assert.equal((await call(b.url, 'POST', '/ingest/acme-hr', keys.acme, hrSample('HR-B3', 42))).status, 404);
+
+    // Each change is an administrative action in the audit trail: who, what, when.
+    for (const kind of ['adapter-registered', 'adapter-disable', 'adapter-enable', 'adapter-deleted']) {
+      const audit = await call(a.url, 'GET', `/api/audit?kind=${kind}`, keys.operator);
+      assert.equal(audit.status, 200);
+      const ev = audit.body.entry.map((e: { resource: AuditEvent }) => e.resource).find((e: AuditEvent) => e.entity?.some((x) => x.what?.identifier?.value === 'acme-hr'));
+      assert.ok(ev, `an AuditEvent '${kind}' for acme-hr`);
+      assert.match(ev.agent[0].who.identifier.value, /^vendor:acme$/);
+    }
   });
 
   it('loads registered adapters at start-up (a new instance)', async () => {
