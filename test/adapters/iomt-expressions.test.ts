@@ -63,6 +63,10 @@ describe('expressions: JMESPath with the iomt-fhir custom functions', () => {
     ['insertString(original, toInsert, pos)', { original: 'myString', toInsert: '!!', pos: 100 }, /out of range/],
     ['add(a, `1`)', { a: '1' }, /expected argument 1 to be type number/],
     ['pow(`10`, `1000`)', {}, /not a finite number/],
+    // Vendor patterns are untrusted: shapes that backtrack exponentially are refused, not run.
+    ["matchesRegex(id, '(a+)+$')", { id: 'a'.repeat(40) + '!' }, /pattern refused: nested quantifiers/],
+    ["matchesRegex(id, '(x|xx)*y')", { id: 'x'.repeat(40) }, /pattern refused: a quantified alternation/],
+    ["matchesRegex(id, '(.)\\1')", { id: 'aa' }, /pattern refused: back-references/],
   ];
   for (const [expr, data, rx] of failures) {
     it(`${expr} fails clearly`, () => assert.throws(() => compileExpression(expr, 'JmesPath').selectTokens(data), rx));

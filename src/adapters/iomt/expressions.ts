@@ -232,16 +232,51 @@ export const CUSTOM_FUNCTIONS: Readonly<Record<string, CustomFunction>> = {
   matchesRegex: {
     args: ['string', 'string'],
     fn: ([s, re]) => {
-      let rx: RegExp;
-      try {
-        rx = new RegExp(re as string);
-      } catch (e) {
-        throw new Error(`matchesRegex(): invalid pattern: ${(e as Error).message}`);
-      }
-      return rx.test(s as string);
+      const rx = safeRegex(re as string);
+      // Bounded input as well: a vendor's value is matched, not a document.
+      return rx.test((s as string).slice(0, MAX_REGEX_INPUT));
     },
   },
 };
+
+/**
+ * Patterns come from vendor templates (and the registration API), so they are untrusted: JavaScript regular
+ * expressions backtrack, and a pattern such as (a+)+$ can take exponential time on a crafted value and stall the
+ * gateway. Refused: patterns over MAX_REGEX_LENGTH, back-references, and a quantified group that itself ends in or
+ * contains a quantifier (the nested-quantifier shape behind catastrophic backtracking). Compiled patterns are cached.
+ */
+export const MAX_REGEX_LENGTH = 256;
+export const MAX_REGEX_INPUT = 4096;
+const regexCache = new Map<string, RegExp>();
+
+export function regexProblem(pattern: string): string | undefined {
+  if (pattern.length > MAX_REGEX_LENGTH) return `the pattern is longer than ${MAX_REGEX_LENGTH} characters`;
+  if (/\\[1-9]|\\k</.test(pattern)) return 'back-references are not allowed';
+  // A group containing a quantifier, itself quantified: (a+)+, (a*)*, (\w+\s?)*, (a|aa){2,}
+  if (/\((?:[^()\\]|\\.)*(?:[+*]|\{\d+,?\d*\})(?:[^()\\]|\\.)*\)(?:[+*]|\{\d+,\d*\})/.test(pattern)) {
+    return 'nested quantifiers (a quantified group containing a quantifier) can take exponential time';
+  }
+  if (/\((?:[^()\\]|\\.)*\|(?:[^()\\]|\\.)*\)(?:[+*]|\{\d+,\d*\})/.test(pattern)) {
+    return 'a quantified alternation can take exponential time; anchor or simplify it';
+  }
+  return undefined;
+}
+
+export function safeRegex(pattern: string): RegExp {
+  const hit = regexCache.get(pattern);
+  if (hit) return hit;
+  const problem = regexProblem(pattern);
+  if (problem) throw new Error(`matchesRegex(): pattern refused: ${problem}`);
+  let rx: RegExp;
+  try {
+    rx = new RegExp(pattern);
+  } catch (e) {
+    throw new Error(`matchesRegex(): invalid pattern: ${(e as Error).message}`);
+  }
+  if (regexCache.size > 1000) regexCache.clear();
+  regexCache.set(pattern, rx);
+  return rx;
+}
 
 function jmesTypeOf(v: unknown): string {
   if (v === null) return 'null';
