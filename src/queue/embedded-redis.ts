@@ -5,9 +5,9 @@
  * REDIS_DATA_DIR, on a free port. It is stopped with the gateway.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import IORedis from 'ioredis';
 
 export class RedisNotInstalledError extends Error {
@@ -31,6 +31,44 @@ export function freePort(): Promise<number> {
       s.close(() => res(port));
     });
   });
+}
+
+/**
+ * A private redis-server left running by a gateway that was killed (SIGKILL cannot be caught) still owns the data
+ * folder: two Redis processes must never write one AOF. Stop it (it flushes its AOF on SIGTERM) before starting anew.
+ */
+async function stopOrphan(pidfile: string): Promise<void> {
+  if (!existsSync(pidfile)) return;
+  const pid = Number(readFileSync(pidfile, 'utf8').trim());
+  let cmdline = '';
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    /* not running (or not Linux: the pid is then checked with a signal below) */
+  }
+  const alive = (() => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  if (!pid || !alive || (cmdline && !cmdline.includes('redis-server'))) {
+    rmSync(pidfile, { force: true });
+    return;
+  }
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + 15000;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`an earlier redis-server (pid ${pid}) still holds ${pidfile}; stop it and start again`);
 }
 
 export function redisServerAvailable(bin = 'redis-server'): boolean {
@@ -64,15 +102,21 @@ export class EmbeddedRedis {
     if (!redisServerAvailable()) throw new RedisNotInstalledError();
     const dir = resolve(this.options.dataDir);
     mkdirSync(dir, { recursive: true });
+    const pidfile = join(dir, 'redis.pid');
+    await stopOrphan(pidfile);
     this.port = this.options.port ?? (await freePort());
     const aof = this.options.appendOnly !== false;
     const args = [
       '--port', String(this.port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
       '--appendonly', aof ? 'yes' : 'no', '--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction',
-      '--protected-mode', 'yes', '--daemonize', 'no', '--logfile', '',
+      '--protected-mode', 'yes', '--daemonize', 'no', '--logfile', '', '--pidfile', pidfile,
     ];
     const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
+    // If the gateway exits without stop() (a crash), its Redis goes with it rather than living on as an orphan.
+    const onExit = () => child.kill('SIGTERM');
+    process.once('exit', onExit);
+    child.once('exit', () => process.off('exit', onExit));
     let output = '';
     child.stdout?.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-4000)));
     child.stderr?.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-4000)));
