@@ -94,7 +94,9 @@ function guarded(a: PluginAdapter, source: string): PluginAdapter {
 /** Translates each sample of a plugin and validates every resource; returns the problems. */
 export function checkPluginSamples(a: PluginAdapter, context: TranslationContext = DRY_RUN_CONTEXT): string[] {
   const problems: string[] = [];
-  for (const s of a.samples) {
+  // A plugin goes live only after its own samples have shown its codes correct: no samples, no proof.
+  if (!a.samples?.length) problems.push('the plugin has no samples: at least one sample payload is required, and every sample must translate and validate');
+  for (const s of a.samples ?? []) {
     try {
       const translations = a.translate({ body: s.body, channel: 'sample', receivedAt: DRY_RUN_RECEIVED_AT, attributes: s.attributes }, context);
       if (!translations.some((t) => t.observations.length || t.devices.length)) problems.push(`sample '${s.name}': yields no resources`);

@@ -18,7 +18,7 @@
 import express, { type Request } from 'express';
 import type { OperationOutcomeIssue, Resource } from 'fhir/r4';
 import type { Extension, ExtensionContext } from '../gateway.js';
-import type { DeviceAdapter, InboundMessage, Principal, Translation } from './contract.js';
+import { type DeviceAdapter, type InboundMessage, type Principal, type Translation, TranslationError } from './contract.js';
 import { badRequest, conflict, forbidden, issue, notFound, OperationOutcomeError, outcome, unavailable, unprocessable } from '../fhir/outcome.js';
 import { validate } from '../fhir/validate.js';
 import { buildTransaction } from '../delivery/bundle.js';
@@ -145,8 +145,10 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
     /** An id another source holds (built-in, hl7v2, folder mapping, plugin). */
     const takenByOther = (id: string) => RESERVED_IDS.has(id) || builtIn.has(id) || (!known.has(id) && ctx.registry.get(id) !== undefined);
 
-    const compile = (id: string, vendor: string, version: number, v: { description: string; deviceMapping: unknown; fhirMapping: unknown }): MappingAdapter => {
-      const key = `${id}@${version}`;
+    const compile = (id: string, vendor: string, version: number, v: { description: string; deviceMapping: unknown; fhirMapping: unknown; registeredAt?: string }): MappingAdapter => {
+      // Keyed by the stored version's identity, not its number alone: an id deleted and registered again restarts at
+      // version 1, and must not get the old mapping back from this cache.
+      const key = `${id}@${version}@${vendor}@${v.registeredAt ?? ''}`;
       let a = compiled.get(key);
       if (!a) {
         a = createMappingAdapter({ id, description: v.description, vendor, deviceMapping: v.deviceMapping, fhirMapping: v.fhirMapping, files: { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE } });
@@ -161,6 +163,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       const record = await store.get(id);
       const had = known.get(id);
       if (!record) {
+        for (const k of compiled.keys()) if (k.startsWith(`${id}@`)) compiled.delete(k);
         if (had) {
           known.delete(id);
           if (ctx.registry.get(id) === had.adapter) ctx.registry.unregister(id);
@@ -187,14 +190,23 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       else if (ctx.registry.get(id)) ctx.registry.unregister(id);
     };
 
-    const reloadAll = async (): Promise<void> => {
+    /** Reloads every id; false when any failed (the change counter is then not advanced, so the poll tries again). */
+    const reloadAll = async (): Promise<boolean> => {
       const ids = new Set(await store.ids());
       for (const id of known.keys()) ids.add(id);
-      for (const id of ids) await reload(id).catch((e: Error) => ctx.log.warn({ adapter: id, error: e.message }, 'could not reload a registered adapter'));
+      let ok = true;
+      for (const id of ids) {
+        await reload(id).catch((e: Error) => {
+          ok = false;
+          ctx.log.warn({ adapter: id, error: e.message }, 'could not reload a registered adapter');
+        });
+      }
+      return ok;
     };
 
-    await reloadAll().catch((e: Error) => ctx.log.error({ error: e.message }, 'could not load registered adapters from Redis; they are loaded when Redis answers'));
+    // The counter is read before loading: a change made meanwhile is seen by the first poll.
     let lastCounter = await store.changeCounter().catch(() => '');
+    if (!(await reloadAll().catch((e: Error) => (ctx.log.error({ error: e.message }, 'could not load registered adapters from Redis; they are loaded when Redis answers'), false)))) lastCounter = '';
 
     const router = express.Router();
     const json = express.json({ limit: ctx.config.ingestMaxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
@@ -273,7 +285,6 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       const added = await viaRedis(store.addVersion(reg.id, reg.vendor, { description: reg.description, deviceMapping: reg.deviceMapping, fhirMapping: reg.fhirMapping, samples: reg.samples, registeredAt: new Date().toISOString(), registeredBy: who(p) }, reg.enabled));
       if ('owner' in added) throw conflict(`adapter id '${reg.id}' is registered by another vendor; choose another id`);
       await reload(reg.id).catch(() => undefined);
-      lastCounter = await store.changeCounter().catch(() => lastCounter);
       ctx.metrics.inc('adapter_registrations_total');
       ctx.log.info({ adapter: reg.id, vendor: reg.vendor, version: added.version, by: who(p) }, 'adapter registered');
       await auditAdapter('adapter-registered', req, reg.id, `version ${added.version} of adapter '${reg.id}' (vendor ${reg.vendor})`);
@@ -308,7 +319,13 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       for (const [k, v] of Object.entries(req.query)) if (typeof v === 'string') attributes[k] = v;
       const message: InboundMessage = { body: req.body, channel: 'http', receivedAt: new Date().toISOString(), attributes, principal: principal(req) };
       const context = { deviceIdentifierSystem: ctx.config.deviceIdentifierSystem, patientIdentifierSystem: ctx.config.patientIdentifierSystem };
-      const translations = r.adapter.translate(message, context);
+      let translations: Translation[];
+      try {
+        translations = r.adapter.translate(message, context);
+      } catch (err) {
+        if (err instanceof OperationOutcomeError) throw err;
+        throw new TranslationError([issue('processing', `adapter '${r.id}' could not translate this payload (${(err as Error)?.name ?? 'error'})`)]);
+      }
       const problems: OperationOutcomeIssue[] = [];
       translations.forEach((t, i) => {
         const where = translations.length > 1 ? `reading[${i}]` : undefined;
@@ -360,8 +377,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
     const poll = async () => {
       const c = await store.changeCounter().catch(() => undefined);
       if (c !== undefined && c !== lastCounter) {
-        lastCounter = c;
-        await reloadAll().catch(() => undefined);
+        if (await reloadAll().catch(() => false)) lastCounter = c;
       }
     };
     return {

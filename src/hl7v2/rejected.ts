@@ -8,6 +8,7 @@
  *   after a lost ACK (same sender, same control id, same content) is answered again without queueing twice. A reused
  *   control id with different content is not a resend and is processed normally.
  */
+import type { Principal } from '../adapters/contract.js';
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { AckError } from './ack.js';
@@ -31,6 +32,8 @@ export interface RejectedSummary {
   errors: AckError[];
   replays?: number;
   lastReplayAt?: string;
+  /** The authenticated sender (HTTP), kept so that a replay runs with its rights. */
+  principal?: Principal;
 }
 
 export interface RejectedEntry extends RejectedSummary {

@@ -59,7 +59,7 @@ export function hl7Routes(options: Hl7RoutesOptions): Router {
     }
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     if (!body.length) throw badRequest('the body is empty; send an HL7v2 message');
-    const result = await service.handleBytes(body, { channel: 'http', peer: req.ip });
+    const result = await service.handleBytes(body, { channel: 'http', peer: req.ip, remoteAddress: req.socket.remoteAddress, principal: req.principal });
     const codes = result.outcomes.flatMap((o) => o.ackCodes);
     if (!result.responses.length) {
       res.status(204).end();
@@ -113,8 +113,15 @@ export function hl7Routes(options: Hl7RoutesOptions): Router {
 
   router.use((err: unknown, _req: Request, res: Response, next: NextFunction) => {
     if (res.headersSent) return next(err);
-    const type = (err as { type?: string })?.type;
-    const e = type === 'entity.too.large' ? tooLarge('the HL7 message is larger than the accepted maximum') : toOutcomeError(err);
+    const { type, status } = (err ?? {}) as { type?: string; status?: number };
+    // Body-parser refusals (size, encoding, a corrupt compressed body) are the sender's: 4xx, not 500.
+    const e =
+      type === 'entity.too.large'
+        ? tooLarge('the HL7 message is larger than the accepted maximum')
+        : !(err instanceof OperationOutcomeError) && typeof status === 'number' && status >= 400 && status < 500
+          ? new OperationOutcomeError(status, outcome([issue('invalid', 'the request body could not be read')]))
+          : toOutcomeError(err);
+    if (e.status === 500) options.logger?.error({ err: (err as Error)?.name ?? typeof err }, 'hl7 route failed');
     for (const [k, v] of Object.entries(e.headers)) res.setHeader(k, v);
     res.status(e.status).type('application/fhir+json').send(JSON.stringify(e.outcome));
   });

@@ -19,7 +19,7 @@
  * Refused messages (AE/AR/CR, not 503) are kept in Redis with the reason, for GET /api/rejected and replay.
  */
 import type { Redis } from 'ioredis';
-import type { InboundMessage } from '../adapters/contract.js';
+import type { InboundMessage, Principal } from '../adapters/contract.js';
 import { toOutcomeError } from '../fhir/outcome.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Ingestor } from '../pipeline/pipeline.js';
@@ -59,6 +59,8 @@ export interface ReceiveMeta {
   /** The peer's address and TLS client-certificate fingerprint (SHA-256), for the sender allow-list. */
   remoteAddress?: string;
   certFingerprint?: string;
+  /** The authenticated caller (HTTP): the device policy checks that it may send for the devices named. */
+  principal?: Principal;
 }
 
 export type MessageResult = 'accepted' | 'duplicate' | 'refused' | 'not-acceptable' | 'unavailable' | 'error';
@@ -237,6 +239,7 @@ export class Hl7Service {
           controlId: header?.controlId,
           messageType: header ? [header.messageCode, header.triggerEvent].filter(Boolean).join('^') : undefined,
           ackCode: '',
+          ...(meta.principal ? { principal: meta.principal } : {}),
           reason: errors.map((e) => e.text).join('; '),
           errors,
           raw,
@@ -304,6 +307,7 @@ export class Hl7Service {
     const message: InboundMessage = {
       body: msg,
       channel: meta.channel,
+      ...(meta.principal ? { principal: meta.principal } : {}),
       receivedAt: (meta.receivedAt ?? new Date()).toISOString(),
       attributes: {
         controlId: header.controlId,
@@ -346,7 +350,8 @@ export class Hl7Service {
     if (!this.rejected) return undefined;
     const entry = await this.rejected.get(id);
     if (!entry) return undefined;
-    const outcome = await this.processOne(entry.raw, entry.charset, { channel: entry.channel, peer: entry.peer, replayOf: id });
+    // Replayed with the original sender's identity: a replay grants no rights the sender did not have.
+    const outcome = await this.processOne(entry.raw, entry.charset, { channel: entry.channel, peer: entry.peer, replayOf: id, principal: entry.principal });
     if (outcome.result === 'accepted' || outcome.result === 'duplicate') await this.rejected.delete(id);
     else if (outcome.result !== 'unavailable') {
       await this.rejected.update({ ...entry, ackCode: outcome.ackCodes.join('/') || entry.ackCode, reason: outcome.errors.map((e) => e.text).join('; '), errors: outcome.errors, replays: (entry.replays ?? 0) + 1, lastReplayAt: new Date().toISOString() });

@@ -39,6 +39,8 @@ import { type MqttConfig, mqttConfig } from './mqtt-config.js';
 export { MQTT_KEYS, mqttConfig, type MqttConfig } from './mqtt-config.js';
 
 export const MQTT_REJECTED_KEY = 'gw:mqtt:rejected';
+/** QoS 0 messages handled at once at most; more are dropped and counted (QoS 0 promises no delivery). */
+const MAX_QOS0_IN_FLIGHT = 1000;
 
 /** MQTT 5 PUBACK reason codes used here. */
 export const PubackReason = { success: 0, notAuthorized: 0x87, implementationError: 0x83, payloadFormatInvalid: 0x99 } as const;
@@ -158,7 +160,13 @@ export class MqttChannel {
     });
     // QoS 0 messages carry no acknowledgement: handled, never retried (devices should publish with QoS 1).
     client.on('message', (topic, payload, packet) => {
-      if (packet.qos === 0) this.track(this.handle(topic, payload, false));
+      if (packet.qos !== 0) return;
+      // QoS 0 arrives without flow control: bound what is in flight rather than grow memory with a flood.
+      if (this.inflight.size >= MAX_QOS0_IN_FLIGHT) {
+        metrics.inc('mqtt_messages_total', { result: 'dropped-qos0', adapter: '' });
+        return;
+      }
+      this.track(this.handle(topic, payload, false));
     });
     metrics.gauge('mqtt_connected', () => (this.connected ? 1 : 0));
   }
@@ -226,6 +234,10 @@ export class MqttChannel {
     };
     if (!route) return refuse(404, outcome([issue('not-found', `no adapter is mapped to topic '${topic}' (MQTT_TOPICS)`)]), 'unrouted', PubackReason.implementationError);
     const adapter = route.t.adapter;
+    // The device id comes from the topic and is the sender's identity: an empty level (devices//oximeter) names nobody.
+    if (route.t.filter.includes('+') && !deviceId) {
+      return refuse(403, outcome([issue('forbidden', `topic '${topic}' names no device (empty level where the device id belongs)`)]), 'refused', PubackReason.notAuthorized, adapter);
+    }
     let body: unknown;
     try {
       body = JSON.parse(payload.toString('utf8').replace(/^\uFEFF/, ''));
@@ -245,16 +257,16 @@ export class MqttChannel {
       return 'ack';
     } catch (err) {
       const oe = err instanceof OperationOutcomeError ? err : undefined;
-      if (oe && (oe.status === 503 || oe.status === 429)) {
+      // Anything that is not a refusal of the message itself (503, 429, an unexpected error) may mean it is not
+      // stored: no PUBACK, the broker redelivers.
+      if (!oe || oe.status >= 500 || oe.status === 429) {
         this.counts.deferred++;
         metrics.inc('mqtt_messages_total', { result: 'deferred', adapter });
-        log.warn({ topic, adapter, deviceId, status: oe.status }, 'MQTT message not acknowledged: the queue cannot take it now; the broker will redeliver it');
+        log.warn({ topic, adapter, deviceId, status: oe?.status, error: oe ? undefined : (err as Error)?.name }, 'MQTT message not acknowledged: the queue cannot take it now; the broker will redeliver it');
         return 'retry';
       }
-      if (!oe) log.error({ topic, adapter, error: (err as Error).message }, 'MQTT message: unexpected error in the pipeline');
-      const status = oe?.status ?? 500;
-      const oo = oe?.outcome ?? outcome([issue('exception', 'internal error while processing the message; see the gateway log')]);
-      return refuse(status, oo, 'refused', status === 403 || status === 401 ? PubackReason.notAuthorized : PubackReason.implementationError, adapter);
+      const status = oe.status;
+      return refuse(status, oe.outcome, 'refused', status === 403 || status === 401 ? PubackReason.notAuthorized : PubackReason.implementationError, adapter);
     }
   }
 

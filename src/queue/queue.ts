@@ -7,7 +7,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import IORedis from 'ioredis';
 import type { Translation } from '../adapters/contract.js';
 import { hashKey } from '../fhir/builders.js';
-import { unavailable } from '../fhir/outcome.js';
+import { issue, OperationOutcomeError, outcome, unavailable } from '../fhir/outcome.js';
 
 /** What a delivery job carries: resources already translated and validated, ready for the EHR. */
 export interface DeliveryJob {
@@ -108,6 +108,17 @@ export class DeliveryQueue {
    * does not answer in time, or the queue is deeper than its limit.
    */
   async enqueue(jobs: DeliveryJob[]): Promise<string[]> {
+    try {
+      return await this.enqueueOrThrow(jobs);
+    } catch (err) {
+      if (err instanceof OperationOutcomeError) throw err;
+      // Any other failure of Redis (OOM under noeviction, a closed connection, MaxRetriesPerRequest) means the job may
+      // not be stored: the sender must keep its data and resend. Never a 500 that a channel could acknowledge.
+      throw new OperationOutcomeError(503, outcome([issue('transient', `the queue (Redis) refused the job (${(err as Error)?.name ?? 'error'}); nothing was accepted, retry later`)]), { cause: err, headers: { 'Retry-After': '5' } });
+    }
+  }
+
+  private async enqueueOrThrow(jobs: DeliveryJob[]): Promise<string[]> {
     const t = this.settings.enqueueTimeoutMs;
     await this.ensureReady(t);
     const depth = await withTimeout(this.depth(), t, 'the queue (Redis) did not answer');

@@ -5,6 +5,7 @@ import { strict as assert } from 'node:assert';
 import request from 'supertest';
 import type { Device, Observation, Patient } from 'fhir/r4';
 import { measurementsAdapter } from '../../src/adapters/measurements.js';
+import { connectRedis } from '../../src/queue/queue.js';
 import { eventually, postJson, startEhr, startGateway, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
 
 const LOINC = 'http://loinc.org';
@@ -308,6 +309,30 @@ describe('Redis down and backpressure', function () {
       assert.equal(ready.status, 503);
       assert.match(JSON.stringify(ready.body), /Redis is not reachable/);
     } finally {
+      await gw.stop();
+      await ehr.stop();
+      await redis.stop();
+    }
+  });
+});
+
+describe('Redis out of memory (noeviction)', function () {
+  it('answers 503 and acknowledges nothing when Redis refuses writes', async () => {
+    const redis = await startRedis();
+    const ehr = await startEhr();
+    const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url }, 'ingest');
+    const admin = connectRedis(redis.url);
+    try {
+      // Redis at its memory limit with noeviction answers every write with an OOM error.
+      const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
+      await admin.config('SET', 'maxmemory', String(used + 1024));
+      const r = await postJson(`${gw.url}/ingest/measurements`, oximeter({ deviceId: 'OOM-1', model: 'x'.repeat(2000) }));
+      assert.equal(r.status, 503, JSON.stringify(r.body));
+      assert.equal(r.body.resourceType, 'OperationOutcome');
+      assert.ok(r.headers.get('retry-after'));
+    } finally {
+      await admin.config('SET', 'maxmemory', '0').catch(() => undefined);
+      admin.disconnect();
       await gw.stop();
       await ehr.stop();
       await redis.stop();

@@ -88,8 +88,8 @@ export default definePlugin({ id: 'bad-sample', description: 'heart rate in mmHg
     mkdirSync(pkg, { recursive: true });
     writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: 'acme-iomt-plugin', version: '1.0.0', main: 'index.js', type: 'module' }));
     writeFileSync(join(pkg, 'index.js'), `class TranslationError extends Error { constructor(outcome) { super('refused'); this.name = 'TranslationError'; this.outcome = outcome; } }
-export const adapters = [{ id: 'acme-pkg', description: 'from a package', apiVersion: 1, samples: [], [Symbol.for('iomt-gateway.plugin')]: true,
-  translate() { throw new TranslationError({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'value', diagnostics: 'acme says no', expression: ['$.x'] }] }); } }];
+export const adapters = [{ id: 'acme-pkg', description: 'from a package', apiVersion: 1, samples: [{ name: 'keep-alive', body: { sample: true } }], [Symbol.for('iomt-gateway.plugin')]: true,
+  translate(m) { if (m.body && m.body.sample) return [{ devices: [{ resourceType: 'Device', identifier: [{ system: 'urn:test:device', value: 'ACME-1' }], status: 'active' }], observations: [] }]; throw new TranslationError({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'value', diagnostics: 'acme says no', expression: ['$.x'] }] }); } }];
 `);
   });
   after(() => rmSync(dir, { recursive: true, force: true }));

@@ -174,7 +174,13 @@ export function watchMappingsDir(dir: string, onReload: (result: LoadResult) => 
   try {
     watcher = watch(dir, { recursive: true }, schedule);
   } catch {
-    watcher = watch(dir, schedule); // platforms without recursive watching: top level only
+    try {
+      watcher = watch(dir, schedule); // platforms without recursive watching: top level only
+    } catch (e) {
+      // A folder that does not exist (yet) is reported, not fatal: POST /api/adapters/reload reads it when it does.
+      opts.onError?.(e);
+      return { close() {} } as MappingsWatcher;
+    }
   }
   watcher.on('error', (e) => opts.onError?.(e));
   return {
