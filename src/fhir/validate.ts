@@ -24,22 +24,27 @@ export function initValidation(): void {
 }
 
 /**
- * The structural check is the expensive part (about 80 µs a resource). Identical resources recur (every reading of a
- * device carries the same Device), so results are remembered for the exact JSON text, in a bounded map.
+ * The structural check is the expensive part (about 80 µs a resource). Devices and Patients recur unchanged (every
+ * reading of a device carries the same Device), so their results are remembered for the exact JSON text, in a bounded
+ * map. Observations differ in value and time every time: caching them would only cost a serialisation and push the
+ * recurring ones out.
  */
+const CACHED_TYPES = new Set(['Device', 'Patient']);
 const STRUCTURE_CACHE_MAX = 5000;
 const structureCache = new Map<string, OperationOutcomeIssue[]>();
 
 function structuralIssues(resource: Resource): OperationOutcomeIssue[] {
-  const key = JSON.stringify(resource);
-  const hit = structureCache.get(key);
+  const key = CACHED_TYPES.has(resource.resourceType) ? JSON.stringify(resource) : undefined;
+  const hit = key === undefined ? undefined : structureCache.get(key);
   if (hit) return hit;
   // Logical references (by identifier) are legal FHIR; medplum's validator checks them as any Reference.
   const found = validateResource(resource as never)
     .filter((i) => i.severity === 'error' || i.severity === 'fatal')
     .map((i) => i as OperationOutcomeIssue);
-  if (structureCache.size >= STRUCTURE_CACHE_MAX) structureCache.delete(structureCache.keys().next().value as string);
-  structureCache.set(key, found);
+  if (key !== undefined) {
+    if (structureCache.size >= STRUCTURE_CACHE_MAX) structureCache.delete(structureCache.keys().next().value as string);
+    structureCache.set(key, found);
+  }
   return found;
 }
 

@@ -36,6 +36,14 @@ export interface AppDeps {
   routers?: Router[];
 }
 
+/** ?offset=&limit= of the list routes: limit 1..500, default 100. */
+function page(query: Record<string, unknown>): { offset: number; limit: number } {
+  return {
+    offset: Math.max(0, Number(query.offset ?? 0) || 0),
+    limit: Math.min(500, Math.max(1, Number(query.limit ?? 100) || 100)),
+  };
+}
+
 export function createApp(deps: AppDeps): express.Express {
   const { config, queue, deadLetters, metrics, log } = deps;
   const app = express();
@@ -105,8 +113,7 @@ export function createApp(deps: AppDeps): express.Express {
 
     app.get('/api/refused', ops, async (req, res) => {
       requireRedis();
-      const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
-      const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 100) || 100));
+      const { offset, limit } = page(req.query);
       res.json(await refused.list(offset, limit));
     });
     app.get('/api/refused/:id', ops, async (req, res) => {
@@ -154,8 +161,7 @@ export function createApp(deps: AppDeps): express.Express {
 
   app.get('/api/dead-letters', ops, async (req, res) => {
     requireRedis();
-    const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
-    const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 100) || 100));
+    const { offset, limit } = page(req.query);
     res.json(await deadLetters.list(offset, limit));
   });
   app.get('/api/dead-letters/:id', ops, async (req, res) => {
