@@ -1,18 +1,20 @@
 /**
  * A fast FHIR sink for benchmarks: accepts transaction Bundles and answers a transaction-response at once, without
- * storing anything. It records when each reading (device id + effective time) arrived, for latency figures, and sends
+ * storing anything. It counts readings (device id + effective time) and records when each arrived, for latency figures, and sends
  * the records to the parent process on request. Not a FHIR server: a stand-in for an EHR that is never the bottleneck.
  */
 import { createServer } from 'node:http';
 
 interface Entry {
-  resource?: { resourceType?: string; identifier?: { value?: string }[]; effectiveDateTime?: string };
+  fullUrl?: string;
+  resource?: { resourceType?: string; identifier?: { value?: string }[]; effectiveDateTime?: string; device?: { reference?: string } };
   request?: { method?: string; url?: string };
 }
 
 const arrivals: [string, number][] = [];
 let observations = 0;
 let transactions = 0;
+let readings = 0;
 
 const server = createServer((req, res) => {
   if (req.method === 'GET') {
@@ -26,17 +28,20 @@ const server = createServer((req, res) => {
     const bundle = JSON.parse(Buffer.concat(chunks).toString()) as { entry?: Entry[] };
     const entries = bundle.entry ?? [];
     transactions++;
-    let device = '';
-    let eff = '';
+    // A transaction may carry several readings (the gateway coalesces jobs): a reading is a device + effective time.
+    const devices = new Map<string, string>();
+    for (const e of entries) if (e.resource?.resourceType === 'Device' && e.fullUrl) devices.set(e.fullUrl, e.resource.identifier?.[0]?.value ?? '');
+    const seen = new Set<string>();
     for (const e of entries) {
       const r = e.resource;
-      if (r?.resourceType === 'Device') device = r.identifier?.[0]?.value ?? '';
-      if (r?.resourceType === 'Observation') {
-        observations++;
-        eff = r.effectiveDateTime ?? eff;
-      }
+      if (r?.resourceType !== 'Observation') continue;
+      observations++;
+      const key = `${devices.get(r.device?.reference ?? '') ?? ''}|${r.effectiveDateTime ?? ''}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      readings++;
+      arrivals.push([key, now]);
     }
-    arrivals.push([`${device}|${eff}`, now]);
     const out = {
       resourceType: 'Bundle',
       type: 'transaction-response',
@@ -53,6 +58,6 @@ server.listen(0, '127.0.0.1', () => {
 });
 
 process.on('message', (m: { type: string }) => {
-  if (m.type === 'stats') process.send?.({ type: 'stats', observations, transactions, arrivals: arrivals.splice(0) });
+  if (m.type === 'stats') process.send?.({ type: 'stats', observations, transactions, readings, arrivals: arrivals.splice(0) });
   if (m.type === 'stop') server.close(() => process.exit(0));
 });

@@ -202,6 +202,8 @@ export class Gateway {
         fhirTimeoutMs: config.fhirTimeoutMs,
         retryBaseDelayMs: config.retryBaseDelayMs,
         retryMaxDelayMs: config.retryMaxDelayMs,
+        batchMax: config.deliveryBatchMax,
+        transactionsInFlight: config.deliveryTransactions,
       }, log, this.metrics);
       this.worker.start();
     }

@@ -3,6 +3,7 @@
  * (`If-None-Exist`), so a retried job never duplicates them; ADT patients are conditional updates; references inside
  * the bundle use urn:uuid full URLs that the server resolves to the ids it assigns or finds.
  */
+import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, Identifier, Observation, Patient, Reference, Resource } from 'fhir/r4';
 import { deterministicUuid } from '../fhir/builders.js';
 import type { Translation } from '../adapters/contract.js';
@@ -17,65 +18,100 @@ const identifierQuery = (i: Identifier) => `identifier=${encodeURIComponent(`${i
 const identityKey = (i: { system?: string; value?: string } | undefined) => `${i?.system ?? ''}|${i?.value ?? ''}`;
 
 export function buildTransaction(jobId: string, t: Translation, patient: PatientTarget, merged?: MergedObservations): Bundle {
+  return buildBatchTransaction([{ jobId, translation: t, patient, merged }]);
+}
+
+/** One job's part of a transaction. */
+export interface TransactionUnit {
+  jobId: string;
+  translation: Translation;
+  patient: PatientTarget;
+  merged?: MergedObservations;
+}
+
+/**
+ * One transaction for several jobs (the worker coalesces jobs that arrive together). A FHIR server resolves each
+ * conditional create against what existed before the transaction, so two entries for the same Device, Patient or
+ * Observation identifier would create two resources: every identity appears once, and the jobs' references point at
+ * that one entry.
+ */
+export function buildBatchTransaction(units: TransactionUnit[]): Bundle {
   const entries: BundleEntry[] = [];
-  const fullUrl = (kind: string, key: string) => `urn:uuid:${deterministicUuid(jobId, kind, key)}`;
+  const seed = units[0]?.jobId ?? '';
+  const fullUrl = (kind: string, key: string) => `urn:uuid:${deterministicUuid(seed, kind, key)}`;
   const deviceUrls = new Map<string, string>();
-  for (const d of t.devices) {
-    const id = d.identifier?.[0];
-    if (!id) continue;
-    const url = fullUrl('Device', identityKey(id));
-    deviceUrls.set(identityKey(id), url);
-    const request: BundleEntry['request'] = t.deviceWriteMode === 'update'
-      ? { method: 'PUT', url: `Device?${identifierQuery(id)}` }
-      : { method: 'POST', url: 'Device', ifNoneExist: identifierQuery(id) };
-    entries.push({ fullUrl: url, resource: d, request });
-  }
-  for (const a of t.auditEvents ?? []) {
-    // Update-as-create on the event's own id: a retried transaction does not record the event twice.
-    const request: BundleEntry['request'] = a.id ? { method: 'PUT', url: `AuditEvent/${a.id}` } : { method: 'POST', url: 'AuditEvent' };
-    entries.push({ fullUrl: fullUrl('AuditEvent', a.id ?? JSON.stringify(a)), resource: a, request });
-  }
+  const auditIds = new Set<string>();
   const updatedPatients = new Map<string, string>();
-  for (const p of t.patients ?? []) {
-    const id = p.identifier?.[0];
-    if (!id) continue;
-    const url = fullUrl('PatientUpdate', identityKey(id));
-    updatedPatients.set(identityKey(id), url);
-    entries.push({ fullUrl: url, resource: p, request: { method: 'PUT', url: `Patient?${identifierQuery(id)}` } });
+  const createdPatients = new Map<string, string>();
+  const observationKeys = new Set<string>();
+  for (const { translation: t } of units) {
+    for (const d of t.devices) {
+      const id = d.identifier?.[0];
+      if (!id || deviceUrls.has(identityKey(id))) continue;
+      const url = fullUrl('Device', identityKey(id));
+      deviceUrls.set(identityKey(id), url);
+      const request: BundleEntry['request'] = t.deviceWriteMode === 'update'
+        ? { method: 'PUT', url: `Device?${identifierQuery(id)}` }
+        : { method: 'POST', url: 'Device', ifNoneExist: identifierQuery(id) };
+      entries.push({ fullUrl: url, resource: d, request });
+    }
+    for (const a of t.auditEvents ?? []) {
+      const key = a.id ?? JSON.stringify(a);
+      if (auditIds.has(key)) continue;
+      auditIds.add(key);
+      // Update-as-create on the event's own id: a retried transaction does not record the event twice.
+      const request: BundleEntry['request'] = a.id ? { method: 'PUT', url: `AuditEvent/${a.id}` } : { method: 'POST', url: 'AuditEvent' };
+      entries.push({ fullUrl: fullUrl('AuditEvent', key), resource: a, request });
+    }
+    for (const p of t.patients ?? []) {
+      const id = p.identifier?.[0];
+      if (!id || updatedPatients.has(identityKey(id))) continue;
+      const url = fullUrl('PatientUpdate', identityKey(id));
+      updatedPatients.set(identityKey(id), url);
+      entries.push({ fullUrl: url, resource: p, request: { method: 'PUT', url: `Patient?${identifierQuery(id)}` } });
+    }
   }
-  let subject: Reference | undefined;
-  const updated = patient.kind === 'create' ? updatedPatients.get(`${patient.system}|${patient.value}`) : undefined;
-  if (updated) {
-    // The same patient is written with its demographics in this bundle: reference that entry, add no minimal copy.
-    subject = { reference: updated };
-  } else if (patient.kind === 'create') {
-    const url = fullUrl('Patient', `${patient.system}|${patient.value}`);
-    const p: Patient = { resourceType: 'Patient', identifier: [{ system: patient.system, value: patient.value }] };
-    entries.push({ fullUrl: url, resource: p, request: { method: 'POST', url: 'Patient', ifNoneExist: identifierQuery(p.identifier![0]) } });
-    subject = { reference: url };
-  } else if (patient.kind === 'existing') {
-    subject = { reference: `Patient/${patient.id}` };
-  }
-  for (const o of t.observations) {
-    const id = o.identifier?.[0];
-    const obs: Observation = { ...o };
-    if (subject && o.subject?.identifier) obs.subject = { ...subject, display: undefined };
-    const devUrl = deviceUrls.get(identityKey(o.device?.identifier));
-    if (devUrl) obs.device = { reference: devUrl };
-    const existing = id ? merged?.get(identityKey(id)) : undefined;
-    if (existing) {
-      const resource = { ...obs, ...mergedFields(existing.resource), id: existing.id };
-      entries.push({
-        fullUrl: fullUrl('Observation', identityKey(id)),
-        resource: resource as Resource,
-        request: { method: 'PUT', url: `Observation/${existing.id}`, ...(existing.versionId ? { ifMatch: `W/"${existing.versionId}"` } : {}) },
-      });
-    } else {
-      entries.push({
-        fullUrl: fullUrl('Observation', identityKey(id)),
-        resource: obs,
-        request: id ? { method: 'POST', url: 'Observation', ifNoneExist: identifierQuery(id) } : { method: 'POST', url: 'Observation' },
-      });
+  for (const { translation: t, patient, merged } of units) {
+    let subject: Reference | undefined;
+    if (patient.kind === 'create') {
+      const key = `${patient.system}|${patient.value}`;
+      // A patient written with its demographics in this bundle is referenced there; no minimal copy is added.
+      let url = updatedPatients.get(key) ?? createdPatients.get(key);
+      if (!url) {
+        url = fullUrl('Patient', key);
+        createdPatients.set(key, url);
+        const p: Patient = { resourceType: 'Patient', identifier: [{ system: patient.system, value: patient.value }] };
+        entries.push({ fullUrl: url, resource: p, request: { method: 'POST', url: 'Patient', ifNoneExist: identifierQuery(p.identifier![0]) } });
+      }
+      subject = { reference: url };
+    } else if (patient.kind === 'existing') {
+      subject = { reference: `Patient/${patient.id}` };
+    }
+    for (const o of t.observations) {
+      const id = o.identifier?.[0];
+      if (id) {
+        if (observationKeys.has(identityKey(id))) continue;
+        observationKeys.add(identityKey(id));
+      }
+      const obs: Observation = { ...o };
+      if (subject && o.subject?.identifier) obs.subject = { ...subject, display: undefined };
+      const devUrl = deviceUrls.get(identityKey(o.device?.identifier));
+      if (devUrl) obs.device = { reference: devUrl };
+      const existing = id ? merged?.get(identityKey(id)) : undefined;
+      if (existing) {
+        const resource = { ...obs, ...mergedFields(existing.resource), id: existing.id };
+        entries.push({
+          fullUrl: fullUrl('Observation', identityKey(id)),
+          resource: resource as Resource,
+          request: { method: 'PUT', url: `Observation/${existing.id}`, ...(existing.versionId ? { ifMatch: `W/"${existing.versionId}"` } : {}) },
+        });
+      } else {
+        entries.push({
+          fullUrl: id ? fullUrl('Observation', identityKey(id)) : `urn:uuid:${randomUUID()}`,
+          resource: obs,
+          request: id ? { method: 'POST', url: 'Observation', ifNoneExist: identifierQuery(id) } : { method: 'POST', url: 'Observation' },
+        });
+      }
     }
   }
   return { resourceType: 'Bundle', type: 'transaction', entry: entries };

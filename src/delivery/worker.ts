@@ -10,10 +10,11 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { hashKey } from '../fhir/builders.js';
 import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
-import { buildTransaction, mergeSampledObservation, type MergedObservations, type PatientTarget } from './bundle.js';
+import { buildBatchTransaction, buildTransaction, mergeSampledObservation, type MergedObservations, type PatientTarget, type TransactionUnit } from './bundle.js';
+import { Coalescer } from './coalescer.js';
 import type { DeadLetterStore } from './dead-letters.js';
 import { EhrClient, EhrError } from './ehr-client.js';
-import { KeyLocks } from './locks.js';
+import { KeyLocks, LockBusyError } from './locks.js';
 
 /** The registry version a lifecycle update of a Device carries (see devices/fhir.ts). */
 export const REGISTRY_VERSION_EXTENSION = 'urn:iomt-gateway:fhir:StructureDefinition/device-registry-version';
@@ -27,6 +28,10 @@ export interface WorkerSettings {
   fhirTimeoutMs: number;
   retryBaseDelayMs: number;
   retryMaxDelayMs: number;
+  /** Most jobs written in one transaction (1: one transaction per job). */
+  batchMax: number;
+  /** Most transactions one worker process has in flight. */
+  transactionsInFlight: number;
 }
 
 /** A refusal that no retry can fix (the EHR's 4xx, the unknown-patient policy). */
@@ -47,7 +52,28 @@ export function backoffDelay(attemptsMade: number, err: Error | undefined, baseM
 export interface DeliveryOutcome {
   transactionEntries: number;
   observations: number;
+  /** Jobs written in the same transaction (1 when the job went alone). */
+  batchSize?: number;
 }
+
+/** The keys a job locks: its devices and patients. */
+function lockKeys(t: Translation): string[] {
+  return [
+    ...t.devices.map((d) => `dev:${hashKey(d.identifier?.[0]?.system ?? '', d.identifier?.[0]?.value ?? '')}`),
+    ...(t.patient ? [`pat:${hashKey(t.patient.system, t.patient.value)}`] : []),
+    ...(t.patients ?? []).map((p) => `pat:${hashKey(p.identifier?.[0]?.system ?? '', p.identifier?.[0]?.value ?? '')}`),
+  ];
+}
+
+/**
+ * Jobs that may share a transaction: plain creates. Merged SampledData reads the EHR first, device lifecycle updates
+ * are ordered by registry version and ADT patient updates replace demographics; each of those goes alone.
+ */
+function coalescable(t: Translation): boolean {
+  return (t.writeMode ?? 'create') === 'create' && t.deviceWriteMode !== 'update' && !t.patients?.length;
+}
+
+const asError = (err: unknown) => (err instanceof Error ? err : new Error(String(err)));
 
 export class DeliveryWorker {
   private readonly patientCache = new Map<string, { id: string; at: number }>();
@@ -55,6 +81,7 @@ export class DeliveryWorker {
   private readonly deadLettered = new Set<string>();
   private started = false;
   private closing?: Promise<void>;
+  private coalescer?: Coalescer<Bull.Job<DeliveryJob>, DeliveryOutcome>;
 
   constructor(
     private readonly queue: DeliveryQueue,
@@ -73,6 +100,14 @@ export class DeliveryWorker {
     if (this.started) return;
     this.started = true;
     const locks = this.locks();
+    if (this.settings.batchMax > 1) {
+      this.coalescer = new Coalescer({
+        maxBatch: this.settings.batchMax,
+        maxInFlight: this.settings.transactionsInFlight,
+        keysOf: (job) => lockKeys(job.data.translation),
+        run: (jobs) => this.deliverBatch(jobs, locks),
+      });
+    }
     void this.queue.bull.process(this.settings.concurrency, (job) => this.handle(job, locks)).catch((err: unknown) => {
       this.log.error({ err: String(err) }, 'delivery worker stopped');
     });
@@ -130,10 +165,10 @@ export class DeliveryWorker {
     const attempt = job.attemptsMade + 1;
     const maxAttempts = job.opts.attempts ?? 1;
     try {
-      const result = await this.deliver(String(job.id), job.data, locks);
+      const result = this.coalescer && coalescable(job.data.translation) ? await this.coalescer.submit(job) : await this.deliver(String(job.id), job.data, locks);
       this.metrics.inc('delivery_jobs_total', { outcome: 'delivered' });
       this.metrics.inc('delivery_observations_total', {}, result.observations);
-      this.log.debug({ jobId: job.id, adapter: job.data.adapterId, attempt, entries: result.transactionEntries }, 'delivered');
+      this.log.debug({ jobId: job.id, adapter: job.data.adapterId, attempt, entries: result.transactionEntries, batch: result.batchSize ?? 1 }, 'delivered');
       return result;
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
@@ -156,14 +191,70 @@ export class DeliveryWorker {
     }
   }
 
+  /**
+   * Writes several jobs in one transaction, under the locks of all their devices and patients. A job whose patient
+   * the policy refuses fails alone. When the EHR refuses the transaction for good, which job it objected to is unknown:
+   * each job is then written on its own, so that only the culprit becomes a dead letter. A retryable failure fails
+   * every job of the batch, and bull retries each on its own schedule.
+   */
+  private async deliverBatch(jobs: Bull.Job<DeliveryJob>[], locks: KeyLocks): Promise<Array<DeliveryOutcome | Error>> {
+    const alone = () => Promise.all(jobs.map((j) => this.deliver(String(j.id), j.data, locks).catch(asError)));
+    if (jobs.length === 1) return alone();
+    const keys = jobs.flatMap((j) => lockKeys(j.data.translation));
+    const patientLookups = this.settings.unknownPatientPolicy === 'reject' ? 1 : 0;
+    let release: () => Promise<void>;
+    try {
+      // Held briefly by another worker process: rather than hold up the whole batch, each job waits for its own keys.
+      release = await locks.acquire(keys, this.settings.fhirTimeoutMs * (patientLookups + 2) + 5000, Math.min(50, this.settings.keyLockWaitMs));
+    } catch (err) {
+      if (err instanceof LockBusyError) return alone();
+      throw err;
+    }
+    const results: Array<DeliveryOutcome | Error> = jobs.map(() => new Error('not written'));
+    let released = false;
+    try {
+      const patients = await Promise.all(jobs.map((j) => this.resolvePatient(j.data).catch(asError)));
+      const units: TransactionUnit[] = [];
+      const written: number[] = [];
+      jobs.forEach((j, i) => {
+        const p = patients[i];
+        if (p instanceof Error) results[i] = p;
+        else {
+          units.push({ jobId: String(j.id), translation: j.data.translation, patient: p });
+          written.push(i);
+        }
+      });
+      if (!units.length) return results;
+      const bundle = buildBatchTransaction(units);
+      try {
+        await this.ehr.transaction(bundle);
+        this.metrics.inc('delivery_transactions_total');
+        this.metrics.inc('delivery_transaction_jobs_total', {}, units.length);
+        for (const i of written) {
+          results[i] = { transactionEntries: bundle.entry?.length ?? 0, observations: jobs[i].data.translation.observations.length, batchSize: units.length };
+        }
+      } catch (err) {
+        const permanent = err instanceof EhrError && !err.retryable;
+        if (permanent && units.length > 1) {
+          this.log.warn({ jobs: units.length, status: err.status }, 'the EHR refused a coalesced transaction; writing its jobs one by one');
+          released = true;
+          await release();
+          for (const i of written) results[i] = await this.deliver(String(jobs[i].id), jobs[i].data, locks).catch(asError);
+        } else {
+          const e = permanent ? new PermanentError(err.message, 'rejected', err) : asError(err);
+          for (const i of written) results[i] = e;
+        }
+      }
+      return results;
+    } finally {
+      if (!released) await release();
+    }
+  }
+
   /** Writes one job to the EHR; holds the device and patient locks while it does. */
   async deliver(jobId: string, data: DeliveryJob, locks: KeyLocks): Promise<DeliveryOutcome> {
     const t = data.translation;
-    const keys = [
-      ...t.devices.map((d) => `dev:${hashKey(d.identifier?.[0]?.system ?? '', d.identifier?.[0]?.value ?? '')}`),
-      ...(t.patient ? [`pat:${hashKey(t.patient.system, t.patient.value)}`] : []),
-      ...(t.patients ?? []).map((p) => `pat:${hashKey(p.identifier?.[0]?.system ?? '', p.identifier?.[0]?.value ?? '')}`),
-    ];
+    const keys = lockKeys(t);
     // The lock must outlive every EHR request the job makes while holding it: a patient search, one search per merged
     // observation, the transaction.
     const requests = 2 + (t.writeMode === 'merge' ? t.observations.length : 0);

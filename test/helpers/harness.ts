@@ -45,7 +45,7 @@ export interface Fault {
   status: number;
   body?: unknown;
   headers?: Record<string, string>;
-  /** Only requests whose method+path match. */
+  /** Only requests that match (method, path, parsed JSON body). */
   match?: (req: express.Request) => boolean;
   /** Hold the request this long before answering normally (no fault status) — for kill-mid-job tests. */
   delayMs?: number;
@@ -67,6 +67,8 @@ export async function startEhr(): Promise<TestEhr> {
   const faults: Fault[] = [];
   const requests: { method: string; path: string }[] = [];
   const app = express();
+  // Parsed here so that a fault can match on the body (the sandbox's own parser sees it is done and skips).
+  app.use('/fhir', express.json({ type: ['application/json', 'application/fhir+json'], limit: '20mb' }));
   app.use('/fhir', async (req, res, next) => {
     requests.push({ method: req.method, path: req.path });
     const i = faults.findIndex((f) => !f.match || f.match(req));

@@ -1,0 +1,106 @@
+/**
+ * Group commit: jobs that arrive while a transaction is in flight leave together in the next one. Real Redis, the real
+ * sandbox EHR over HTTP; the first transaction is held at the EHR so that the jobs behind it pile up.
+ */
+import { strict as assert } from 'node:assert';
+import request from 'supertest';
+import type { Device, Observation, Patient } from 'fhir/r4';
+import { eventually, postJson, startEhr, startGateway, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
+
+const isTransaction = (req: { method: string; path: string }) => req.method === 'POST' && (req.path === '/' || req.path === '');
+const naming = (text: string) => (req: { method: string; path: string; body?: unknown }) => isTransaction(req) && JSON.stringify(req.body ?? '').includes(text);
+
+const reading = (deviceId: string, patientId: string, value: number, timestamp = '2026-11-23T12:00:00Z') => ({
+  deviceId,
+  patientId,
+  timestamp,
+  measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value, unit: '%' }],
+});
+
+describe('delivery: jobs that arrive together share a transaction', function () {
+  let redis: TestRedis;
+  let ehr: TestEhr;
+  let gw: TestGateway;
+
+  before(async () => {
+    redis = await startRedis();
+    ehr = await startEhr();
+    gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', DELIVERY_TRANSACTIONS: '1', DELIVERY_BATCH_MAX: '25' });
+  });
+  after(async () => {
+    await gw?.stop();
+    await ehr?.stop();
+    await redis?.stop();
+  });
+  beforeEach(() => {
+    ehr.sandbox.clear();
+    ehr.faults.length = 0;
+    ehr.requests.length = 0;
+  });
+
+  /** Posts one reading whose transaction the EHR holds, then `body` while it is held. */
+  let held = 0;
+  async function behindAHeldTransaction(body: unknown): Promise<string[]> {
+    ehr.faults.unshift({ status: 200, delayMs: 800, match: naming('HOLD-1') });
+    // A new value each time: the same content again would be the same (already completed) job.
+    assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('HOLD-1', 'MRN-H', 80 + held++))).status, 202);
+    await eventually(() => ehr.requests.some(isTransaction), 10000, 'the first transaction reached the EHR');
+    const r = await postJson(`${gw.url}/ingest/measurements`, body);
+    assert.equal(r.status, 202);
+    return r.body.jobIds as string[];
+  }
+
+  it('writes each device, patient and observation once, and every job is completed', async () => {
+    const batch = [
+      reading('CO-1', 'MRN-C', 91),
+      reading('CO-1', 'MRN-C', 92, '2026-11-23T12:00:01Z'),
+      reading('CO-2', 'MRN-C', 93),
+      reading('CO-3', 'MRN-D', 94),
+      reading('CO-4', 'MRN-D', 95),
+      // The same observation identity (device, code, time) as the first reading, with another value: a second job
+      // that must not become a second Observation.
+      reading('CO-1', 'MRN-C', 97),
+    ];
+    const ids = await behindAHeldTransaction(batch);
+    assert.equal(ids.length, 6);
+    await eventually(async () => {
+      const states = await Promise.all(ids.map(async (id) => (await gw.gateway.queue!.bull.getJob(id))?.getState()));
+      return states.every((s) => s === 'completed');
+    }, 20000, 'every job completed');
+    const observations = await ehr.search<Observation>('Observation', { _count: '100' });
+    assert.equal(observations.length, 6, 'held reading + 5 distinct readings');
+    const devices = await ehr.search<Device>('Device', { _count: '100' });
+    assert.deepEqual(devices.map((d) => d.identifier?.[0]?.value).sort(), ['CO-1', 'CO-2', 'CO-3', 'CO-4', 'HOLD-1']);
+    const patients = await ehr.search<Patient>('Patient', { _count: '100' });
+    assert.deepEqual(patients.map((p) => p.identifier?.[0]?.value).sort(), ['MRN-C', 'MRN-D', 'MRN-H']);
+    const transactions = ehr.requests.filter(isTransaction).length;
+    assert.ok(transactions < 1 + ids.length, `jobs shared transactions (${transactions} transactions for ${1 + ids.length} jobs)`);
+    // Every observation references its own device and patient.
+    const deviceIds = new Map(devices.map((d) => [`Device/${d.id}`, d.identifier?.[0]?.value]));
+    const patientIds = new Map(patients.map((p) => [`Patient/${p.id}`, p.identifier?.[0]?.value]));
+    const pairs = observations.map((o) => `${deviceIds.get(o.device?.reference ?? '')}:${patientIds.get(o.subject?.reference ?? '')}`).sort();
+    assert.deepEqual(pairs, ['CO-1:MRN-C', 'CO-1:MRN-C', 'CO-2:MRN-C', 'CO-3:MRN-D', 'CO-4:MRN-D', 'HOLD-1:MRN-H']);
+    const metrics = (await request(gw.url).get('/metrics')).text;
+    assert.match(metrics, /delivery_transaction_jobs_total\S* \d+/);
+  });
+
+  it('when the EHR refuses a shared transaction, writes each job alone: only the refused one becomes a dead letter', async () => {
+    const refusal = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'business-rule', diagnostics: 'device BAD-1 is recalled' }] };
+    // Refused twice: once inside the shared transaction, once alone.
+    ehr.faults.push({ status: 422, body: refusal, match: naming('BAD-1') }, { status: 422, body: refusal, match: naming('BAD-1') });
+    const ids = await behindAHeldTransaction([reading('OK-1', 'MRN-E', 91), reading('BAD-1', 'MRN-E', 92), reading('OK-2', 'MRN-F', 93)]);
+    const dead = await eventually(async () => {
+      const l = await request(gw.url).get('/api/dead-letters');
+      return l.body.total === 1 ? l.body.items[0] : undefined;
+    }, 20000, 'one dead letter');
+    assert.equal(dead.jobId, ids[1]);
+    assert.equal(dead.kind, 'rejected');
+    assert.equal(dead.httpStatus, 422);
+    assert.deepEqual(dead.outcome, refusal);
+    await eventually(async () => (await ehr.search<Observation>('Observation', { _count: '100' })).length === 3, 20000, 'the other readings delivered');
+    const devices = (await ehr.search<Device>('Device', { _count: '100' })).map((d) => d.identifier?.[0]?.value).sort();
+    assert.deepEqual(devices, ['HOLD-1', 'OK-1', 'OK-2']);
+    assert.equal(ehr.faults.length, 0, 'the shared transaction and the lone one were both refused');
+    await request(gw.url).delete(`/api/dead-letters/${dead.id}`).expect(204);
+  });
+});
