@@ -149,7 +149,7 @@ export class Gateway {
     const ingest = this.role !== 'worker';
     const deliver = this.role !== 'ingest';
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
-    const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics) : undefined;
+    const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics, config.deliveryBatchMax) : undefined;
     if (config.sandbox) this.sandbox = createSandboxEhr();
     const bootstrap = new BootstrapAccess(config.adminApiKey);
     const requireRole = (...roles: RoleName[]): RequestHandler => (req, res, next) => (this.access ?? bootstrap).require(...roles)(req, res, next);

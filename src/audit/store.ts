@@ -46,7 +46,7 @@ export class AuditTrail {
     }
     if (this.opts.forward && this.queue) {
       const q = this.queue;
-      q.enqueue([{ adapterId: 'audit', channel: 'audit', receivedAt: event.recorded, translation: { devices: [], observations: [], auditEvents: [event] } }]).catch((err: Error) => {
+      q.enqueue([{ adapterId: 'audit', channel: 'audit', receivedAt: event.recorded, translations: [{ devices: [], observations: [], auditEvents: [event] }] }]).catch((err: Error) => {
         this.metrics.inc('audit_forward_failures_total', {});
         this.log.warn({ kind: input.kind, error: err.message }, 'audit event could not be queued for the EHR');
       });

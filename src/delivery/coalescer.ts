@@ -6,8 +6,9 @@
  */
 
 export interface CoalescerOptions<T, R> {
-  /** Most items in one batch. */
+  /** Most weight (readings) in one batch; an item heavier than that goes alone. */
   maxBatch: number;
+  weightOf(item: T): number;
   /** Most batches running at once. */
   maxInFlight: number;
   /** Keys that two batches running at once may not share. */
@@ -19,6 +20,7 @@ export interface CoalescerOptions<T, R> {
 interface Waiting<T, R> {
   item: T;
   keys: string[];
+  weight: number;
   resolve(r: R): void;
   reject(e: Error): void;
 }
@@ -33,7 +35,7 @@ export class Coalescer<T, R> {
 
   submit(item: T): Promise<R> {
     return new Promise<R>((resolve, reject) => {
-      this.pending.push({ item, keys: this.options.keysOf(item), resolve, reject });
+      this.pending.push({ item, keys: this.options.keysOf(item), weight: this.options.weightOf(item), resolve, reject });
       this.schedule();
     });
   }
@@ -52,9 +54,13 @@ export class Coalescer<T, R> {
     while (this.inFlight < this.options.maxInFlight && this.pending.length) {
       const batch: Waiting<T, R>[] = [];
       const rest: Waiting<T, R>[] = [];
+      let weight = 0;
       for (const w of this.pending) {
-        if (batch.length < this.options.maxBatch && !w.keys.some((k) => this.held.has(k))) batch.push(w);
-        else rest.push(w);
+        const fits = batch.length === 0 || weight + w.weight <= this.options.maxBatch;
+        if (fits && !w.keys.some((k) => this.held.has(k))) {
+          batch.push(w);
+          weight += w.weight;
+        } else rest.push(w);
       }
       if (!batch.length) return;
       this.pending = rest;

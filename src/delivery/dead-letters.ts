@@ -1,6 +1,8 @@
 /**
  * Dead letters: jobs the EHR refused for good (a 4xx other than 408/409/412/429), or that ran out of attempts. Kept in
- * Redis with the server's OperationOutcome, so an integration team can see why, fix the cause and replay.
+ * Redis with the server's OperationOutcome, so an integration team can see why, fix the cause and replay. When one
+ * reading of a job with several is refused, that reading alone is the dead letter (id `<job id>.<reading index>`) and
+ * the others are delivered.
  */
 import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
@@ -23,7 +25,7 @@ export interface DeadLetterSummary extends Omit<DeadLetter, 'job'> {
   adapterId: string;
   channel: string;
   receivedAt: string;
-  summary: { devices: number; observations: number; patients: number; codes: string[] };
+  summary: { readings: number; devices: number; observations: number; patients: number; codes: string[] };
 }
 
 const KEY = (id: string) => `gw:dlq:${id}`;
@@ -31,14 +33,15 @@ const INDEX = 'gw:dlq:index';
 
 export function summarize(d: DeadLetter): DeadLetterSummary {
   const { job, ...rest } = d;
-  const t = job.translation;
-  const codes = [...new Set(t.observations.map((o) => o.code.coding?.[0]?.code ?? o.code.text ?? '?'))];
+  const ts = job.translations;
+  const observations = ts.flatMap((t) => t.observations);
+  const codes = [...new Set(observations.map((o) => o.code.coding?.[0]?.code ?? o.code.text ?? '?'))];
   return {
     ...rest,
     adapterId: job.adapterId,
     channel: job.channel,
     receivedAt: job.receivedAt,
-    summary: { devices: t.devices.length, observations: t.observations.length, patients: t.patients?.length ?? 0, codes },
+    summary: { readings: ts.length, devices: ts.reduce((n, t) => n + t.devices.length, 0), observations: observations.length, patients: ts.reduce((n, t) => n + (t.patients?.length ?? 0), 0), codes },
   };
 }
 

@@ -52,11 +52,14 @@ export function backoffDelay(attemptsMade: number, err: Error | undefined, baseM
 export interface DeliveryOutcome {
   transactionEntries: number;
   observations: number;
-  /** Jobs written in the same transaction (1 when the job went alone). */
+  /** Readings written in the same transaction (1 when the reading went alone). */
   batchSize?: number;
 }
 
-/** The keys a job locks: its devices and patients. */
+/** What became of one reading of a job: written, or the error that stopped it. */
+type ReadingResult = DeliveryOutcome | Error;
+
+/** The keys a reading locks: its devices and patients. */
 function lockKeys(t: Translation): string[] {
   return [
     ...t.devices.map((d) => `dev:${hashKey(d.identifier?.[0]?.system ?? '', d.identifier?.[0]?.value ?? '')}`),
@@ -66,14 +69,16 @@ function lockKeys(t: Translation): string[] {
 }
 
 /**
- * Jobs that may share a transaction: plain creates. Merged SampledData reads the EHR first, device lifecycle updates
- * are ordered by registry version and ADT patient updates replace demographics; each of those goes alone.
+ * Readings that may share a transaction: plain creates. Merged SampledData reads the EHR first, device lifecycle
+ * updates are ordered by registry version and ADT patient updates replace demographics; each of those goes alone.
  */
 function coalescable(t: Translation): boolean {
   return (t.writeMode ?? 'create') === 'create' && t.deviceWriteMode !== 'update' && !t.patients?.length;
 }
 
 const asError = (err: unknown) => (err instanceof Error ? err : new Error(String(err)));
+/** Only what is known to be permanent skips the retries; anything unexpected (a Redis error while it restarts, say) is retried. */
+const isPermanent = (e: Error) => e instanceof PermanentError || (e instanceof EhrError && !e.retryable);
 
 export class DeliveryWorker {
   private readonly patientCache = new Map<string, { id: string; at: number }>();
@@ -81,7 +86,7 @@ export class DeliveryWorker {
   private readonly deadLettered = new Set<string>();
   private started = false;
   private closing?: Promise<void>;
-  private coalescer?: Coalescer<Bull.Job<DeliveryJob>, DeliveryOutcome>;
+  private coalescer?: Coalescer<Bull.Job<DeliveryJob>, ReadingResult[]>;
 
   constructor(
     private readonly queue: DeliveryQueue,
@@ -104,8 +109,9 @@ export class DeliveryWorker {
       this.coalescer = new Coalescer({
         maxBatch: this.settings.batchMax,
         maxInFlight: this.settings.transactionsInFlight,
-        keysOf: (job) => lockKeys(job.data.translation),
-        run: (jobs) => this.deliverBatch(jobs, locks),
+        weightOf: (job) => job.data.translations.length,
+        keysOf: (job) => job.data.translations.flatMap(lockKeys),
+        run: (jobs) => this.deliverTogether(jobs, locks),
       });
     }
     void this.queue.bull.process(this.settings.concurrency, (job) => this.handle(job, locks)).catch((err: unknown) => {
@@ -132,16 +138,20 @@ export class DeliveryWorker {
         this.log.warn({ jobId: id, attempt: job.attemptsMade, error: err.message }, 'delivery attempt failed; will retry');
         return;
       }
-      await this.writeDeadLetter(job, err, 'exhausted', job.attemptsMade, undefined);
+      await this.writeDeadLetter(job, err, job.attemptsMade);
       await job.remove();
     } catch (e) {
       this.log.error({ jobId: id, error: (e as Error).message }, 'could not record the failed job as a dead letter; it stays in the failed jobs of the queue');
     }
   }
 
-  private async writeDeadLetter(job: Bull.Job<DeliveryJob>, e: Error, kind: 'rejected' | 'exhausted' | 'policy', attempts: number, ehr: EhrError | undefined): Promise<void> {
+  /** Records the job, or one reading of it (`reading`: its index), as a dead letter. */
+  private async writeDeadLetter(job: Bull.Job<DeliveryJob>, e: Error, attempts: number, reading?: number): Promise<void> {
+    const ehr = e instanceof PermanentError ? e.ehr : e instanceof EhrError ? e : undefined;
+    const kind = e instanceof PermanentError ? e.kind : isPermanent(e) ? 'rejected' : 'exhausted';
+    const data = reading === undefined ? job.data : { ...job.data, translations: [job.data.translations[reading]] };
     await this.deadLetters.put({
-      id: String(job.id),
+      id: reading === undefined ? String(job.id) : `${job.id}.${reading}`,
       jobId: String(job.id),
       reason: e.message,
       kind,
@@ -149,10 +159,10 @@ export class DeliveryWorker {
       outcome: ehr?.outcome,
       attempts,
       deadAt: new Date().toISOString(),
-      job: job.data,
+      job: data,
     });
     this.metrics.inc('delivery_jobs_total', { outcome: 'dead-letter' });
-    this.log.warn({ jobId: job.id, adapter: job.data.adapterId, attempt: attempts, status: ehr?.status, reason: e.message }, 'dead letter');
+    this.log.warn({ jobId: job.id, reading, adapter: job.data.adapterId, attempt: attempts, status: ehr?.status, reason: e.message }, 'dead letter');
   }
 
   /** Stops taking jobs and waits for the ones in flight (bull's close does both). */
@@ -161,27 +171,39 @@ export class DeliveryWorker {
     return this.closing;
   }
 
+  /**
+   * Delivers a job's readings and settles the job: any retryable failure retries the whole job (what was written is
+   * not written twice: conditional creates); a reading refused for good becomes its own dead letter and the job
+   * completes with the rest; a job of one reading refused for good is the dead letter itself.
+   */
   private async handle(job: Bull.Job<DeliveryJob>, locks: KeyLocks): Promise<DeliveryOutcome> {
     const attempt = job.attemptsMade + 1;
     const maxAttempts = job.opts.attempts ?? 1;
     try {
-      const result = this.coalescer && coalescable(job.data.translation) ? await this.coalescer.submit(job) : await this.deliver(String(job.id), job.data, locks);
+      const readings = job.data.translations;
+      const results = this.coalescer && readings.every(coalescable) ? await this.coalescer.submit(job) : await this.deliverAlone(job, locks);
+      const failed = results.find((r): r is Error => r instanceof Error && !isPermanent(r));
+      if (failed) throw failed;
+      if (readings.length === 1 && results[0] instanceof Error) throw results[0];
+      const outcome: DeliveryOutcome = { transactionEntries: 0, observations: 0, batchSize: 0 };
+      for (const [i, r] of results.entries()) {
+        if (r instanceof Error) await this.writeDeadLetter(job, r, attempt, i);
+        else {
+          outcome.transactionEntries += r.transactionEntries;
+          outcome.observations += r.observations;
+          outcome.batchSize = Math.max(outcome.batchSize ?? 0, r.batchSize ?? 1);
+        }
+      }
       this.metrics.inc('delivery_jobs_total', { outcome: 'delivered' });
-      this.metrics.inc('delivery_observations_total', {}, result.observations);
-      this.log.debug({ jobId: job.id, adapter: job.data.adapterId, attempt, entries: result.transactionEntries, batch: result.batchSize ?? 1 }, 'delivered');
-      return result;
+      this.metrics.inc('delivery_observations_total', {}, outcome.observations);
+      this.log.debug({ jobId: job.id, adapter: job.data.adapterId, attempt, readings: readings.length, entries: outcome.transactionEntries, batch: outcome.batchSize }, 'delivered');
+      return outcome;
     } catch (err) {
-      const e = err instanceof Error ? err : new Error(String(err));
-      const permanent = err instanceof PermanentError;
-      // Only what is known to be permanent skips the retries; anything unexpected (a Redis error while it restarts,
-      // say) is retried.
-      const retryable = !permanent && !(err instanceof EhrError && !err.retryable);
-      if (!retryable || attempt >= maxAttempts) {
-        const ehr = err instanceof PermanentError ? err.ehr : err instanceof EhrError ? err : undefined;
-        const kind = permanent ? (err as PermanentError).kind : retryable ? 'exhausted' : 'rejected';
+      const e = asError(err);
+      if (isPermanent(e) || attempt >= maxAttempts) {
         // If the dead letter cannot be written, the job is not discarded: bull retries it, or records it as failed
         // and onFailed tries again.
-        await this.writeDeadLetter(job, e, kind, attempt, ehr);
+        await this.writeDeadLetter(job, e, attempt);
         this.deadLettered.add(String(job.id));
         await job.discard();
       } else {
@@ -191,37 +213,52 @@ export class DeliveryWorker {
     }
   }
 
+  /** A job whose readings may not share a transaction: each reading alone, in order; a retryable failure stops. */
+  private async deliverAlone(job: Bull.Job<DeliveryJob>, locks: KeyLocks): Promise<ReadingResult[]> {
+    const results: ReadingResult[] = [];
+    for (const t of job.data.translations) {
+      const r = await this.deliverOne(String(job.id), t, locks).catch(asError);
+      results.push(r);
+      if (r instanceof Error && !isPermanent(r)) break;
+    }
+    return results;
+  }
+
   /**
-   * Writes several jobs in one transaction, under the locks of all their devices and patients. A job whose patient
-   * the policy refuses fails alone. When the EHR refuses the transaction for good, which job it objected to is unknown:
-   * each job is then written on its own, so that only the culprit becomes a dead letter. A retryable failure fails
-   * every job of the batch, and bull retries each on its own schedule.
+   * Writes the readings of several jobs in one transaction, under the locks of all their devices and patients. A
+   * reading whose patient the policy refuses fails alone. When the EHR refuses the transaction for good, which reading
+   * it objected to is unknown: each is then written on its own, so that only the culprit becomes a dead letter. A
+   * retryable failure fails every job of the batch, and bull retries each on its own schedule.
    */
-  private async deliverBatch(jobs: Bull.Job<DeliveryJob>[], locks: KeyLocks): Promise<Array<DeliveryOutcome | Error>> {
-    const alone = () => Promise.all(jobs.map((j) => this.deliver(String(j.id), j.data, locks).catch(asError)));
-    if (jobs.length === 1) return alone();
-    const keys = jobs.flatMap((j) => lockKeys(j.data.translation));
+  private async deliverTogether(jobs: Bull.Job<DeliveryJob>[], locks: KeyLocks): Promise<ReadingResult[][]> {
+    const readings = jobs.flatMap((job, j) => job.data.translations.map((t, i) => ({ job, j, i, t })));
+    const results: ReadingResult[][] = jobs.map((job) => job.data.translations.map(() => new Error('not written')));
+    const set = (k: number, r: ReadingResult) => (results[readings[k].j][readings[k].i] = r);
+    const oneByOne = async (which: number[]) => {
+      for (const k of which) set(k, await this.deliverOne(String(readings[k].job.id), readings[k].t, locks).catch(asError));
+      return results;
+    };
+    if (readings.length === 1) return oneByOne([0]);
     const patientLookups = this.settings.unknownPatientPolicy === 'reject' ? 1 : 0;
     let release: () => Promise<void>;
     try {
-      // Held briefly by another worker process: rather than hold up the whole batch, each job waits for its own keys.
-      release = await locks.acquire(keys, this.settings.fhirTimeoutMs * (patientLookups + 2) + 5000, Math.min(50, this.settings.keyLockWaitMs));
+      // Held briefly by another worker process: rather than hold up the whole batch, each reading waits for its own keys.
+      release = await locks.acquire(readings.flatMap((r) => lockKeys(r.t)), this.settings.fhirTimeoutMs * (patientLookups + 2) + 5000, Math.min(50, this.settings.keyLockWaitMs));
     } catch (err) {
-      if (err instanceof LockBusyError) return alone();
+      if (err instanceof LockBusyError) return oneByOne(readings.map((_, k) => k));
       throw err;
     }
-    const results: Array<DeliveryOutcome | Error> = jobs.map(() => new Error('not written'));
     let released = false;
     try {
-      const patients = await Promise.all(jobs.map((j) => this.resolvePatient(j.data).catch(asError)));
+      const patients = await Promise.all(readings.map((r) => this.resolvePatient(r.t).catch(asError)));
       const units: TransactionUnit[] = [];
       const written: number[] = [];
-      jobs.forEach((j, i) => {
-        const p = patients[i];
-        if (p instanceof Error) results[i] = p;
+      readings.forEach((r, k) => {
+        const p = patients[k];
+        if (p instanceof Error) set(k, p);
         else {
-          units.push({ jobId: String(j.id), translation: j.data.translation, patient: p });
-          written.push(i);
+          units.push({ jobId: String(r.job.id), translation: r.t, patient: p });
+          written.push(k);
         }
       });
       if (!units.length) return results;
@@ -229,21 +266,18 @@ export class DeliveryWorker {
       try {
         await this.ehr.transaction(bundle);
         this.metrics.inc('delivery_transactions_total');
-        this.metrics.inc('delivery_transaction_jobs_total', {}, units.length);
-        for (const i of written) {
-          results[i] = { transactionEntries: bundle.entry?.length ?? 0, observations: jobs[i].data.translation.observations.length, batchSize: units.length };
-        }
+        this.metrics.inc('delivery_transaction_readings_total', {}, units.length);
+        for (const k of written) set(k, { transactionEntries: bundle.entry?.length ?? 0, observations: readings[k].t.observations.length, batchSize: units.length });
       } catch (err) {
         const permanent = err instanceof EhrError && !err.retryable;
         if (permanent && units.length > 1) {
-          this.log.warn({ jobs: units.length, status: err.status }, 'the EHR refused a coalesced transaction; writing its jobs one by one');
+          this.log.warn({ readings: units.length, status: err.status }, 'the EHR refused a shared transaction; writing its readings one by one');
           released = true;
           await release();
-          for (const i of written) results[i] = await this.deliver(String(jobs[i].id), jobs[i].data, locks).catch(asError);
-        } else {
-          const e = permanent ? new PermanentError(err.message, 'rejected', err) : asError(err);
-          for (const i of written) results[i] = e;
+          return await oneByOne(written);
         }
+        const e = permanent ? new PermanentError(err.message, 'rejected', err) : asError(err);
+        for (const k of written) set(k, e);
       }
       return results;
     } finally {
@@ -251,9 +285,8 @@ export class DeliveryWorker {
     }
   }
 
-  /** Writes one job to the EHR; holds the device and patient locks while it does. */
-  async deliver(jobId: string, data: DeliveryJob, locks: KeyLocks): Promise<DeliveryOutcome> {
-    const t = data.translation;
+  /** Writes one reading to the EHR in its own transaction; holds its device and patient locks while it does. */
+  private async deliverOne(jobId: string, t: Translation, locks: KeyLocks): Promise<DeliveryOutcome> {
     const keys = lockKeys(t);
     // The lock must outlive every EHR request the job makes while holding it: a patient search, one search per merged
     // observation, the transaction.
@@ -262,7 +295,7 @@ export class DeliveryWorker {
     try {
       const fresh = await this.withoutStaleDeviceUpdates(t);
       if (!fresh) return { transactionEntries: 0, observations: 0 };
-      const patient = await this.resolvePatient(data);
+      const patient = await this.resolvePatient(t);
       const merged = fresh.writeMode === 'merge' ? await this.existingForMerge(fresh.observations) : undefined;
       const bundle = buildTransaction(jobId, fresh, patient, merged);
       try {
@@ -311,8 +344,8 @@ export class DeliveryWorker {
     }
   }
 
-  private async resolvePatient(data: DeliveryJob): Promise<PatientTarget> {
-    const p = data.translation.patient;
+  private async resolvePatient(t: Translation): Promise<PatientTarget> {
+    const p = t.patient;
     if (!p) return { kind: 'none' };
     if (this.settings.unknownPatientPolicy === 'create') return { kind: 'create', system: p.system, value: p.value };
     const key = `${p.system}|${p.value}`;

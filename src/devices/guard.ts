@@ -60,6 +60,8 @@ export class DeviceGuard implements IngestGuard {
     }
     // First decide every reading (refusing the whole message on the first refusal), then act.
     const decided: { t: Translation; id?: string; record?: DeviceRecord; hold?: boolean }[] = [];
+    const ids = [...new Set(translations.map((t) => t.devices[0]?.identifier?.[0]?.value).filter((id): id is string => !!id))];
+    const records = await this.svc.registry.getMany(ids);
     for (const t of translations) {
       const id = t.devices[0]?.identifier?.[0]?.value;
       if (!id) {
@@ -69,7 +71,7 @@ export class DeviceGuard implements IngestGuard {
       }
       const denial = p ? this.principalDenial(p, id) : undefined;
       if (denial) await this.refuse(id, message, denial, false);
-      let record = await this.svc.registry.get(id);
+      let record = records.get(id);
       if (record && p?.role === 'vendor' && record.vendor !== p.vendorId) await this.refuse(id, message, `device '${id}' is not a device of vendor '${p.vendorId}'`, true);
       if (!record) {
         const policy = this.policyFor(message);
@@ -80,6 +82,8 @@ export class DeviceGuard implements IngestGuard {
           case 'hold':
           case 'accept':
             record = (await this.svc.autoRegister(id, policy, adapterId, p, message.channel)) ?? (await this.svc.registry.get(id));
+            // The message's next reading of this device finds it registered.
+            if (record) records.set(id, record);
             break;
           default:
             policy satisfies never;
@@ -101,15 +105,29 @@ export class DeviceGuard implements IngestGuard {
     for (const d of decided) {
       if (d.record) this.svc.applyAssignment(d.t, d.record);
       if (d.hold && d.id) {
-        const ok = await this.svc.registry.hold(d.id, { adapterId, channel: message.channel, receivedAt: message.receivedAt, translation: d.t }, this.svc.config.heldMax);
+        const ok = await this.svc.registry.hold(d.id, { adapterId, channel: message.channel, receivedAt: message.receivedAt, translations: [d.t] }, this.svc.config.heldMax);
         if (!ok) {
           throw new OperationOutcomeError(429, outcome([issue('throttled', `device '${d.id}' has ${this.svc.config.heldMax} readings held for review already: activate it (or decommission it) before it sends more`)]), { headers: { 'Retry-After': '3600' } });
         }
         this.metrics.inc('device_held_readings_total', { channel: message.channel });
         await this.afterHold(d.id, message);
       } else admitted.push(d.t);
-      if (d.id) await this.svc.registry.seen(d.id, message.receivedAt, message.channel, readingsOf(message.body, d.id, d.t)).catch(() => undefined);
     }
+    // Monitoring, one round trip for the message: best effort, it must not refuse data.
+    const seen = new Map<string, { id: string; readings: number; telemetry: { battery?: number; signal?: number } }>();
+    for (const d of decided) {
+      if (!d.id) continue;
+      const s = seen.get(d.id);
+      if (s) {
+        s.readings++;
+        if (s.telemetry.battery === undefined || s.telemetry.signal === undefined) {
+          const more = readingsOf(message.body, d.id, d.t);
+          s.telemetry.battery ??= more.battery;
+          s.telemetry.signal ??= more.signal;
+        }
+      } else seen.set(d.id, { id: d.id, readings: 1, telemetry: readingsOf(message.body, d.id, d.t) });
+    }
+    await this.svc.registry.seenMany([...seen.values()], message.receivedAt, message.channel).catch(() => undefined);
     return admitted;
   }
 

@@ -58,6 +58,18 @@ export class DeviceRegistry {
     return s ? (JSON.parse(s) as DeviceRecord) : undefined;
   }
 
+  /** Several records in one round trip (ingest looks up every device of a message at once). */
+  async getMany(ids: string[]): Promise<Map<string, DeviceRecord>> {
+    const out = new Map<string, DeviceRecord>();
+    if (!ids.length) return out;
+    const found = await this.redis.mget(ids.map(rec));
+    ids.forEach((id, i) => {
+      const s = found[i];
+      if (s) out.set(id, JSON.parse(s) as DeviceRecord);
+    });
+    return out;
+  }
+
   /** Creates the record; false when the id is taken. */
   async create(r: DeviceRecord): Promise<boolean> {
     const ok = await this.redis.set(rec(r.id), JSON.stringify(r), 'NX');
@@ -124,6 +136,21 @@ export class DeviceRegistry {
     if (readings.battery !== undefined) Object.assign(fields, { battery: String(readings.battery), batteryAt: at });
     if (readings.signal !== undefined) Object.assign(fields, { signal: String(readings.signal), signalAt: at });
     await this.redis.multi().hset(tel(id), fields).hincrby(tel(id), 'messages', 1).exec();
+  }
+
+  /** `seen` for every device of a message in one round trip; `readings` counts the device's readings in it. */
+  async seenMany(devices: { id: string; readings: number; telemetry: { battery?: number; signal?: number } }[], at: string, channel: string): Promise<void> {
+    if (!devices.length) return;
+    const p = this.redis.pipeline();
+    for (const d of devices) {
+      const fields: Record<string, string> = { lastSeen: at, lastChannel: channel };
+      if (d.telemetry.battery !== undefined) Object.assign(fields, { battery: String(d.telemetry.battery), batteryAt: at });
+      if (d.telemetry.signal !== undefined) Object.assign(fields, { signal: String(d.telemetry.signal), signalAt: at });
+      p.hset(tel(d.id), fields).hincrby(tel(d.id), 'messages', d.readings);
+    }
+    const results = await p.exec();
+    const failed = results?.find(([err]) => err)?.[0];
+    if (failed) throw failed;
   }
 
   async error(id: string): Promise<void> {

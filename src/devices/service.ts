@@ -241,7 +241,7 @@ export class DeviceService {
    * id could be deduplicated by bull against an earlier job (activate, suspend, activate again).
    */
   private async writeDevice(r: DeviceRecord): Promise<string | undefined> {
-    const job: DeliveryJob = { adapterId: r.adapter ?? 'device-registry', channel: 'registry', receivedAt: new Date().toISOString(), translation: deviceUpdateTranslation(r, this.config) };
+    const job: DeliveryJob = { adapterId: r.adapter ?? 'device-registry', channel: 'registry', receivedAt: new Date().toISOString(), translations: [deviceUpdateTranslation(r, this.config)] };
     try {
       return await this.queue.requeue(job);
     } catch (err) {
@@ -265,7 +265,7 @@ export class DeviceService {
   async releaseHeld(r: DeviceRecord, actor: Actor): Promise<number> {
     const { raw, jobs } = await this.registry.peekHeld(r.id);
     if (!jobs.length) return 0;
-    for (const j of jobs) this.applyAssignment(j.translation, r);
+    for (const j of jobs) for (const t of j.translations) this.applyAssignment(t, r);
     try {
       await this.queue.enqueue(jobs);
     } catch (err) {

@@ -1,6 +1,7 @@
 /**
  * The path every channel shares: adapter → validate → enqueue. Channels know nothing of FHIR; they hand a message in
- * and get either the job ids (the data is durably queued: acknowledge the sender) or an OperationOutcomeError
+ * and get either the job ids (the data is durably queued: acknowledge the sender; one job per message, or several for a
+ * large one) or an OperationOutcomeError
  * (422: the data cannot be mapped or is invalid, nothing queued; 503: the queue cannot take it now).
  */
 import type { OperationOutcomeIssue } from 'fhir/r4';
@@ -8,7 +9,7 @@ import type { AdapterRegistry } from '../adapters/registry.js';
 import { type InboundMessage, type Translation, type TranslationContext, TranslationError } from '../adapters/contract.js';
 import { issue, notFound, OperationOutcomeError, outcome, unprocessable } from '../fhir/outcome.js';
 import { validate } from '../fhir/validate.js';
-import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
+import { DEFAULT_READINGS_PER_JOB, type DeliveryQueue, jobsFor } from '../queue/queue.js';
 import type { Metrics } from '../observability/metrics.js';
 
 export interface IngestResult {
@@ -42,6 +43,7 @@ export class Pipeline implements Ingestor {
     private readonly queue: Pick<DeliveryQueue, 'enqueue'>,
     private readonly context: TranslationContext,
     private readonly metrics?: Metrics,
+    private readonly readingsPerJob = DEFAULT_READINGS_PER_JOB,
   ) {}
 
   translate(adapterId: string, message: InboundMessage): Translation[] {
@@ -92,9 +94,8 @@ export class Pipeline implements Ingestor {
       this.metrics?.inc('ingest_refused_total', { adapter: this.registry.get(adapterId) ? adapterId : 'unknown', channel: message.channel });
       throw err;
     }
-    const jobs: DeliveryJob[] = translations
-      .filter((t) => t.observations.length || t.devices.length || t.patients?.length)
-      .map((translation) => ({ adapterId, channel: message.channel, receivedAt: message.receivedAt, translation }));
+    const deliverable = translations.filter((t) => t.observations.length || t.devices.length || t.patients?.length);
+    const jobs = jobsFor({ adapterId, channel: message.channel, receivedAt: message.receivedAt }, deliverable, this.readingsPerJob);
     const jobIds = jobs.length ? await this.queue.enqueue(jobs) : [];
     const observations = translations.reduce((n, t) => n + t.observations.length, 0);
     this.metrics?.inc('ingest_accepted_total', { adapter: adapterId, channel: message.channel }, jobs.length);

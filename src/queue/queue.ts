@@ -14,7 +14,11 @@ export interface DeliveryJob {
   adapterId: string;
   channel: string;
   receivedAt: string;
-  translation: Translation;
+  /**
+   * The readings of one message (a large message is cut into several jobs), delivered together: one job costs the
+   * queue the same whether it carries one reading or fifty.
+   */
+  translations: Translation[];
   /** Set when a dead letter or a rejected message is replayed. */
   replayOf?: string;
 }
@@ -48,9 +52,19 @@ export function connectRedis(url: string, extra: RedisOptions = {}): Redis {
   return r;
 }
 
-/** The job id is derived from the content, so the same reading submitted twice is one job. */
-export function jobIdFor(job: Pick<DeliveryJob, 'adapterId' | 'translation'>): string {
-  return hashKey('job', job.adapterId, JSON.stringify(job.translation));
+/** The job id is derived from the content, so the same message submitted twice is one job. */
+export function jobIdFor(job: Pick<DeliveryJob, 'adapterId' | 'translations'>): string {
+  return hashKey('job', job.adapterId, JSON.stringify(job.translations));
+}
+
+/** Most readings in one job (and, by default, in one EHR transaction). */
+export const DEFAULT_READINGS_PER_JOB = 50;
+
+/** Cuts a message's translations into jobs of at most `max` readings. */
+export function jobsFor(base: Omit<DeliveryJob, 'translations'>, translations: Translation[], max = DEFAULT_READINGS_PER_JOB): DeliveryJob[] {
+  const jobs: DeliveryJob[] = [];
+  for (let i = 0; i < translations.length; i += max) jobs.push({ ...base, translations: translations.slice(i, i + max) });
+  return jobs;
 }
 
 export const BACKOFF_STRATEGY = 'ehr';
@@ -63,8 +77,10 @@ export class DeliveryQueue {
   constructor(readonly settings: QueueSettings, backoff: (attemptsMade: number, err: Error) => number) {
     this.bull = new Bull<DeliveryJob>(settings.queueName, {
       // Our own connections, so that every one has an error listener (bull's own would print unhandled errors).
-      createClient: (_type, opts) => {
-        const c = new IORedis.default(settings.redisUrl, { ...opts, ...redisOptions() });
+      createClient: (type, opts) => {
+        // Auto-pipelining sends the commands of one event-loop turn in one write: a job is several commands, and a busy
+        // gateway issues many at once. Not for the blocking and subscriber connections, whose commands wait.
+        const c = new IORedis.default(settings.redisUrl, { ...opts, ...redisOptions(), enableAutoPipelining: type === 'client' });
         c.on('error', () => undefined);
         return c;
       },

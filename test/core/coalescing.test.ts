@@ -38,69 +38,88 @@ describe('delivery: jobs that arrive together share a transaction', function () 
     ehr.requests.length = 0;
   });
 
-  /** Posts one reading whose transaction the EHR holds, then `body` while it is held. */
   let held = 0;
-  async function behindAHeldTransaction(body: unknown): Promise<string[]> {
+  /** Posts one reading whose transaction the EHR holds, then `messages` (one request each) while it is held. */
+  async function behindAHeldTransaction(messages: unknown[]): Promise<string[]> {
     ehr.faults.unshift({ status: 200, delayMs: 800, match: naming('HOLD-1') });
     // A new value each time: the same content again would be the same (already completed) job.
     assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('HOLD-1', 'MRN-H', 80 + held++))).status, 202);
     await eventually(() => ehr.requests.some(isTransaction), 10000, 'the first transaction reached the EHR');
-    const r = await postJson(`${gw.url}/ingest/measurements`, body);
-    assert.equal(r.status, 202);
-    return r.body.jobIds as string[];
+    const ids: string[] = [];
+    for (const m of messages) {
+      const r = await postJson(`${gw.url}/ingest/measurements`, m);
+      assert.equal(r.status, 202);
+      ids.push(...(r.body.jobIds as string[]));
+    }
+    return ids;
   }
 
-  it('writes each device, patient and observation once, and every job is completed', async () => {
-    const batch = [
-      reading('CO-1', 'MRN-C', 91),
-      reading('CO-1', 'MRN-C', 92, '2026-11-23T12:00:01Z'),
-      reading('CO-2', 'MRN-C', 93),
-      reading('CO-3', 'MRN-D', 94),
-      reading('CO-4', 'MRN-D', 95),
-      // The same observation identity (device, code, time) as the first reading, with another value: a second job
-      // that must not become a second Observation.
-      reading('CO-1', 'MRN-C', 97),
-    ];
-    const ids = await behindAHeldTransaction(batch);
-    assert.equal(ids.length, 6);
-    await eventually(async () => {
-      const states = await Promise.all(ids.map(async (id) => (await gw.gateway.queue!.bull.getJob(id))?.getState()));
-      return states.every((s) => s === 'completed');
-    }, 20000, 'every job completed');
-    const observations = await ehr.search<Observation>('Observation', { _count: '100' });
-    assert.equal(observations.length, 6, 'held reading + 5 distinct readings');
-    const devices = await ehr.search<Device>('Device', { _count: '100' });
-    assert.deepEqual(devices.map((d) => d.identifier?.[0]?.value).sort(), ['CO-1', 'CO-2', 'CO-3', 'CO-4', 'HOLD-1']);
-    const patients = await ehr.search<Patient>('Patient', { _count: '100' });
-    assert.deepEqual(patients.map((p) => p.identifier?.[0]?.value).sort(), ['MRN-C', 'MRN-D', 'MRN-H']);
-    const transactions = ehr.requests.filter(isTransaction).length;
-    assert.ok(transactions < 1 + ids.length, `jobs shared transactions (${transactions} transactions for ${1 + ids.length} jobs)`);
-    // Every observation references its own device and patient.
-    const deviceIds = new Map(devices.map((d) => [`Device/${d.id}`, d.identifier?.[0]?.value]));
-    const patientIds = new Map(patients.map((p) => [`Patient/${p.id}`, p.identifier?.[0]?.value]));
-    const pairs = observations.map((o) => `${deviceIds.get(o.device?.reference ?? '')}:${patientIds.get(o.subject?.reference ?? '')}`).sort();
-    assert.deepEqual(pairs, ['CO-1:MRN-C', 'CO-1:MRN-C', 'CO-2:MRN-C', 'CO-3:MRN-D', 'CO-4:MRN-D', 'HOLD-1:MRN-H']);
-    const metrics = (await request(gw.url).get('/metrics')).text;
-    assert.match(metrics, /delivery_transaction_jobs_total\S* \d+/);
-  });
+  const sixReadings = () => [
+    reading('CO-1', 'MRN-C', 91),
+    reading('CO-1', 'MRN-C', 92, '2026-11-23T12:00:01Z'),
+    reading('CO-2', 'MRN-C', 93),
+    reading('CO-3', 'MRN-D', 94),
+    reading('CO-4', 'MRN-D', 95),
+    // The same observation identity (device, code, time) as the first reading, with another value: it must not become
+    // a second Observation.
+    reading('CO-1', 'MRN-C', 97),
+  ];
 
-  it('when the EHR refuses a shared transaction, writes each job alone: only the refused one becomes a dead letter', async () => {
-    const refusal = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'business-rule', diagnostics: 'device BAD-1 is recalled' }] };
-    // Refused twice: once inside the shared transaction, once alone.
-    ehr.faults.push({ status: 422, body: refusal, match: naming('BAD-1') }, { status: 422, body: refusal, match: naming('BAD-1') });
-    const ids = await behindAHeldTransaction([reading('OK-1', 'MRN-E', 91), reading('BAD-1', 'MRN-E', 92), reading('OK-2', 'MRN-F', 93)]);
-    const dead = await eventually(async () => {
-      const l = await request(gw.url).get('/api/dead-letters');
-      return l.body.total === 1 ? l.body.items[0] : undefined;
-    }, 20000, 'one dead letter');
-    assert.equal(dead.jobId, ids[1]);
-    assert.equal(dead.kind, 'rejected');
-    assert.equal(dead.httpStatus, 422);
-    assert.deepEqual(dead.outcome, refusal);
-    await eventually(async () => (await ehr.search<Observation>('Observation', { _count: '100' })).length === 3, 20000, 'the other readings delivered');
-    const devices = (await ehr.search<Device>('Device', { _count: '100' })).map((d) => d.identifier?.[0]?.value).sort();
-    assert.deepEqual(devices, ['HOLD-1', 'OK-1', 'OK-2']);
-    assert.equal(ehr.faults.length, 0, 'the shared transaction and the lone one were both refused');
-    await request(gw.url).delete(`/api/dead-letters/${dead.id}`).expect(204);
-  });
+  for (const shape of ['six messages (six jobs)', 'one message of six readings (one job)']) {
+    it(`writes each device, patient and observation once, and completes every job: ${shape}`, async () => {
+      const readings = sixReadings();
+      const ids = await behindAHeldTransaction(shape.startsWith('six') ? readings : [readings]);
+      assert.equal(ids.length, shape.startsWith('six') ? 6 : 1);
+      await eventually(async () => {
+        const states = await Promise.all(ids.map(async (id) => (await gw.gateway.queue!.bull.getJob(id))?.getState()));
+        return states.every((s) => s === 'completed');
+      }, 20000, 'every job completed');
+      const observations = await ehr.search<Observation>('Observation', { _count: '100' });
+      assert.equal(observations.length, 6, 'held reading + 5 distinct readings');
+      const devices = await ehr.search<Device>('Device', { _count: '100' });
+      assert.deepEqual(devices.map((d) => d.identifier?.[0]?.value).sort(), ['CO-1', 'CO-2', 'CO-3', 'CO-4', 'HOLD-1']);
+      const patients = await ehr.search<Patient>('Patient', { _count: '100' });
+      assert.deepEqual(patients.map((p) => p.identifier?.[0]?.value).sort(), ['MRN-C', 'MRN-D', 'MRN-H']);
+      const transactions = ehr.requests.filter(isTransaction).length;
+      assert.ok(transactions <= 3, `readings shared transactions (${transactions} transactions for 7 readings)`);
+      // Every observation references its own device and patient.
+      const deviceIds = new Map(devices.map((d) => [`Device/${d.id}`, d.identifier?.[0]?.value]));
+      const patientIds = new Map(patients.map((p) => [`Patient/${p.id}`, p.identifier?.[0]?.value]));
+      const pairs = observations.map((o) => `${deviceIds.get(o.device?.reference ?? '')}:${patientIds.get(o.subject?.reference ?? '')}`).sort();
+      assert.deepEqual(pairs, ['CO-1:MRN-C', 'CO-1:MRN-C', 'CO-2:MRN-C', 'CO-3:MRN-D', 'CO-4:MRN-D', 'HOLD-1:MRN-H']);
+      assert.match((await request(gw.url).get('/metrics')).text, /delivery_transaction_readings_total\S* \d+/);
+    });
+  }
+
+  for (const shape of ['three messages', 'one message of three readings']) {
+    it(`when the EHR refuses a shared transaction, writes each reading alone: only the refused one is a dead letter (${shape})`, async () => {
+      const refusal = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'business-rule', diagnostics: 'device BAD-1 is recalled' }] };
+      // Refused twice: once inside the shared transaction, once alone.
+      ehr.faults.push({ status: 422, body: refusal, match: naming('BAD-1') }, { status: 422, body: refusal, match: naming('BAD-1') });
+      const readings = [reading('OK-1', 'MRN-E', 91), reading('BAD-1', 'MRN-E', 92), reading('OK-2', 'MRN-F', 93)];
+      const single = shape.startsWith('one');
+      const ids = await behindAHeldTransaction(single ? [readings] : readings);
+      const dead = await eventually(async () => {
+        const l = await request(gw.url).get('/api/dead-letters');
+        return l.body.total === 1 ? l.body.items[0] : undefined;
+      }, 20000, 'one dead letter');
+      // A reading of a job of several is its own dead letter (the job completes with the others).
+      assert.equal(dead.id, single ? `${ids[0]}.1` : ids[1]);
+      assert.equal(dead.jobId, single ? ids[0] : ids[1]);
+      assert.equal(dead.kind, 'rejected');
+      assert.equal(dead.httpStatus, 422);
+      assert.deepEqual(dead.outcome, refusal);
+      assert.deepEqual(dead.summary, { readings: 1, devices: 1, observations: 1, patients: 0, codes: ['2708-6'] });
+      await eventually(async () => (await ehr.search<Observation>('Observation', { _count: '100' })).length === 3, 20000, 'the other readings delivered');
+      const devices = (await ehr.search<Device>('Device', { _count: '100' })).map((d) => d.identifier?.[0]?.value).sort();
+      assert.deepEqual(devices, ['HOLD-1', 'OK-1', 'OK-2']);
+      assert.equal(ehr.faults.length, 0, 'the shared transaction and the lone one were both refused');
+      if (single) await eventually(async () => (await (await gw.gateway.queue!.bull.getJob(ids[0]))?.getState()) === 'completed', 10000, 'the job completed');
+
+      // The cause is fixed: the replayed dead letter delivers the refused reading.
+      await request(gw.url).post(`/api/dead-letters/${dead.id}/retry`).expect(202);
+      await eventually(async () => (await ehr.search<Observation>('Observation', { _count: '100' })).length === 4, 20000, 'the replayed reading delivered');
+      assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0);
+    });
+  }
 });

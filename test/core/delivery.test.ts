@@ -82,11 +82,11 @@ describe('delivery: retries, dead letters and replay (end to end)', function () 
     assert.equal(dl.attempts, 1, 'a 4xx is not retried');
     assert.deepEqual(dl.outcome, refusal);
     assert.equal(dl.adapterId, 'measurements');
-    assert.deepEqual(dl.summary, { devices: 1, observations: 1, patients: 0, codes: ['2708-6'] });
+    assert.deepEqual(dl.summary, { readings: 1, devices: 1, observations: 1, patients: 0, codes: ['2708-6'] });
     assert.equal(ehr.requests.filter(isTransaction).length, 1);
     assert.equal((await ehr.search('Observation', {})).length, 0);
     const full = await request(gw.url).get(`/api/dead-letters/${dl.id}`);
-    assert.equal(full.body.job.translation.observations.length, 1);
+    assert.equal(full.body.job.translations[0].observations.length, 1);
 
     // The cause is fixed (no more fault): replay.
     const replay = await request(gw.url).post(`/api/dead-letters/${dl.id}/retry`);
@@ -141,6 +141,20 @@ describe('unknown patient policy', function () {
       const resent = await postJson(`${gw.url}/ingest/measurements`, reading('POL-1', 'MRN-UNKNOWN'));
       assert.equal(resent.status, 202);
       await eventually(async () => (await ehr.search('Observation', {})).length === 2, 20000, 'the resent reading delivered');
+
+      // One message, one job, two readings: only the reading of the unknown patient becomes a dead letter.
+      await request(gw.url).delete(`/api/dead-letters/${dl.id}`).expect(204);
+      const mixed = await postJson(`${gw.url}/ingest/measurements`, [reading('POL-3', 'MRN-KNOWN', 90), reading('POL-4', 'MRN-NOBODY', 91)]);
+      assert.equal(mixed.status, 202);
+      assert.equal(mixed.body.jobIds.length, 1);
+      const part = await eventually(async () => {
+        const l = await request(gw.url).get('/api/dead-letters');
+        return l.body.total === 1 ? l.body.items[0] : undefined;
+      }, 20000, 'the reading of the unknown patient dead-lettered');
+      assert.equal(part.id, `${mixed.body.jobIds[0]}.1`);
+      assert.equal(part.kind, 'policy');
+      await eventually(async () => (await ehr.search('Observation', {})).length === 3, 20000, 'the known patient\'s reading delivered');
+      await eventually(async () => (await (await gw.gateway.queue!.bull.getJob(mixed.body.jobIds[0]))?.getState()) === 'completed', 10000, 'the job completed');
     } finally {
       await gw.stop();
       await ehr.stop();

@@ -63,7 +63,7 @@ describe('unknown device policy', function () {
     const review = await call(gw.url, 'GET', '/api/devices/UNK-H1/held', ADMIN);
     assert.equal(review.status, 200);
     assert.equal(review.body.total, 2);
-    assert.deepEqual(review.body.readings.map((j: { translation: { observations: Observation[] } }) => j.translation.observations[0].effectiveDateTime), ['2026-11-23T10:21:00Z', '2026-11-23T10:22:00Z']);
+    assert.deepEqual(review.body.readings.map((j: { translations: { observations: Observation[] }[] }) => j.translations[0].observations[0].effectiveDateTime), ['2026-11-23T10:21:00Z', '2026-11-23T10:22:00Z']);
     const bad = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('UNK-H1', { patientId: undefined }, 23));
     assert.equal(bad.status, 422, 'held data is validated like queued data');
     const act = await call(gw.url, 'POST', '/api/devices/UNK-H1/activate', ADMIN);

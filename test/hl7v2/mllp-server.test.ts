@@ -35,10 +35,10 @@ describe('hl7v2 MLLP server (real TCP, real Redis, real queue)', () => {
     assert.equal(ack.controlId, cid);
     assert.equal(ack.messageType, 'ACK^R01^ACK');
     const jobs = await stack.jobs();
-    const job = jobs.find((j) => j.data.translation.observations.some((o) => o.valueQuantity?.value === 91));
+    const job = jobs.find((j) => j.data.translations[0].observations.some((o) => o.valueQuantity?.value === 91));
     assert.ok(job, 'the job is in Redis when AA arrives');
     assert.equal(job.data.channel, 'mllp');
-    assert.equal(job.data.translation.observations[0].code.coding?.[0]?.code, '2708-6');
+    assert.equal(job.data.translations[0].observations[0].code.coding?.[0]?.code, '2708-6');
     c.close();
   });
 
