@@ -70,7 +70,7 @@ export class Pipeline implements Ingestor {
       for (const d of t.devices) issues.push(...validate(d, where));
       for (const p of t.patients ?? []) issues.push(...validate(p, where));
       t.observations.forEach((o, j) => {
-        const code = o.code.coding?.map((c) => c.code).join('/') ?? o.code.text;
+        const code = Array.isArray(o.code?.coding) ? o.code.coding.map((c) => c?.code).join('/') : o.code?.text;
         issues.push(...validate(o, `${where ? where + '.' : ''}observation[${j}] (${code})`));
       });
     });
