@@ -116,7 +116,8 @@ export class Gateway {
       redisUrl = await this.embedded.start();
       log.info({ redis: redisUrl, dataDir: config.redisDataDir }, 'started a private redis-server (AOF on); set REDIS_URL to use your own');
     }
-    this.redis = new IORedis.default(redisUrl, redisOptions({ maxRetriesPerRequest: 2 }));
+    // Auto-pipelining: the commands of one event-loop turn leave in one write (ingest issues several per message).
+    this.redis = new IORedis.default(redisUrl, redisOptions({ maxRetriesPerRequest: 2, enableAutoPipelining: true }));
     this.redis.on('error', () => undefined);
     await this.checkRedis(this.redis);
 

@@ -70,7 +70,7 @@ export class ApiKeyAccess extends BaseAccess {
   /** Listens for revocations made by other instances (drops their cached verifications at once). */
   async start(): Promise<void> {
     if (this.subscriber) return;
-    const sub = this.redis.duplicate();
+    const sub = this.redis.duplicate({ enableAutoPipelining: false });
     sub.on('error', () => undefined);
     sub.on('message', (_ch: string, keyId: string) => this.forget(keyId));
     this.subscriber = sub;

@@ -368,7 +368,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
     });
 
     // Other instances' changes: pub/sub for promptness, the change counter for anything missed.
-    const sub = ctx.redis.duplicate();
+    const sub = ctx.redis.duplicate({ enableAutoPipelining: false });
     sub.on('error', () => undefined);
     sub.on('message', (_channel: string, id: string) => {
       void reload(id).catch((e: Error) => ctx.log.warn({ adapter: id, error: e.message }, 'could not reload a registered adapter'));

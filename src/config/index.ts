@@ -28,7 +28,7 @@ export const CORE_KEYS: readonly ConfigKey[] = [
   { env: 'QUEUE_MAX_DEPTH', type: 'int', default: '100000', min: 1, description: 'Jobs waiting or delayed above which ingest answers 503 (backpressure)' },
   { env: 'ENQUEUE_TIMEOUT_MS', type: 'int', default: '5000', min: 10, description: 'How long ingest waits for Redis to confirm a job before answering 503' },
   { env: 'DELIVERY_CONCURRENCY', type: 'int', default: '16', min: 1, max: 1000, description: 'Jobs one worker process delivers at once' },
-  { env: 'DELIVERY_BATCH_MAX', type: 'int', default: '50', min: 1, max: 1000, description: 'Most readings in one job (a larger message becomes several) and in one EHR transaction, which carries the jobs that arrive while earlier ones are in flight (1: one reading per job and per transaction)' },
+  { env: 'DELIVERY_BATCH_MAX', type: 'int', default: '100', min: 1, max: 1000, description: 'Most readings in one job (a larger message becomes several) and in one EHR transaction, which carries the jobs that arrive while earlier ones are in flight (1: one reading per job and per transaction)' },
   { env: 'DELIVERY_TRANSACTIONS', type: 'int', default: '2', min: 1, max: 100, description: 'Most EHR transactions one worker process has in flight' },
   { env: 'DELIVERY_ATTEMPTS', type: 'int', default: '10', min: 1, description: 'Attempts per job (first try included) before it becomes a dead letter' },
   { env: 'RETRY_BASE_DELAY_MS', type: 'int', default: '1000', min: 1, description: 'First retry delay; doubles per attempt, with jitter' },

@@ -58,7 +58,7 @@ export function jobIdFor(job: Pick<DeliveryJob, 'adapterId' | 'translations'>): 
 }
 
 /** Most readings in one job (and, by default, in one EHR transaction). */
-export const DEFAULT_READINGS_PER_JOB = 50;
+export const DEFAULT_READINGS_PER_JOB = 100;
 
 /** Cuts a message's translations into jobs of at most `max` readings. */
 export function jobsFor(base: Omit<DeliveryJob, 'translations'>, translations: Translation[], max = DEFAULT_READINGS_PER_JOB): DeliveryJob[] {
