@@ -13,6 +13,8 @@ export interface CoalescerOptions<T, R> {
   maxInFlight: number;
   /** Keys that two batches running at once may not share. */
   keysOf(item: T): string[];
+  /** Items that must form a batch of their own (still waiting for their keys). */
+  solo?(item: T): boolean;
   /** Runs one batch; answers one result or error per item, in order. */
   run(items: T[]): Promise<Array<R | Error>>;
 }
@@ -21,6 +23,7 @@ interface Waiting<T, R> {
   item: T;
   keys: string[];
   weight: number;
+  solo: boolean;
   resolve(r: R): void;
   reject(e: Error): void;
 }
@@ -35,7 +38,7 @@ export class Coalescer<T, R> {
 
   submit(item: T): Promise<R> {
     return new Promise<R>((resolve, reject) => {
-      this.pending.push({ item, keys: this.options.keysOf(item), weight: this.options.weightOf(item), resolve, reject });
+      this.pending.push({ item, keys: this.options.keysOf(item), weight: this.options.weightOf(item), solo: this.options.solo?.(item) ?? false, resolve, reject });
       this.schedule();
     });
   }
@@ -56,7 +59,7 @@ export class Coalescer<T, R> {
       const rest: Waiting<T, R>[] = [];
       let weight = 0;
       for (const w of this.pending) {
-        const fits = batch.length === 0 || weight + w.weight <= this.options.maxBatch;
+        const fits = batch.length === 0 || (!w.solo && !batch[0].solo && weight + w.weight <= this.options.maxBatch);
         if (fits && !w.keys.some((k) => this.held.has(k))) {
           batch.push(w);
           weight += w.weight;

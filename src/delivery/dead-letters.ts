@@ -6,7 +6,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
-import type { DeliveryJob } from '../queue/queue.js';
+import { type DeliveryJob, normalizeJob } from '../queue/queue.js';
 
 export interface DeadLetter {
   id: string;
@@ -29,6 +29,11 @@ export interface DeadLetterSummary extends Omit<DeadLetter, 'job'> {
 }
 
 const KEY = (id: string) => `gw:dlq:${id}`;
+
+function parseDeadLetter(raw: string): DeadLetter {
+  const d = JSON.parse(raw) as DeadLetter;
+  return { ...d, job: normalizeJob(d.job) };
+}
 const INDEX = 'gw:dlq:index';
 
 export function summarize(d: DeadLetter): DeadLetterSummary {
@@ -54,14 +59,14 @@ export class DeadLetterStore {
 
   async get(id: string): Promise<DeadLetter | undefined> {
     const raw = await this.redis.get(KEY(id));
-    return raw ? (JSON.parse(raw) as DeadLetter) : undefined;
+    return raw ? parseDeadLetter(raw) : undefined;
   }
 
   async list(offset = 0, limit = 100): Promise<{ total: number; items: DeadLetterSummary[] }> {
     const [total, ids] = await Promise.all([this.redis.zcard(INDEX), this.redis.zrevrange(INDEX, offset, offset + limit - 1)]);
     if (!ids.length) return { total, items: [] };
     const raws = await this.redis.mget(ids.map(KEY));
-    return { total, items: raws.filter((r): r is string => !!r).map((r) => summarize(JSON.parse(r) as DeadLetter)) };
+    return { total, items: raws.filter((r): r is string => !!r).map((r) => summarize(parseDeadLetter(r))) };
   }
 
   async count(): Promise<number> {

@@ -21,11 +21,15 @@ export class EhrError extends Error {
     readonly status?: number,
     readonly outcome?: OperationOutcome,
     readonly retryAfterMs?: number,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; timedOut?: boolean },
   ) {
     super(message, options);
     this.name = 'EhrError';
+    this.timedOut = options?.timedOut ?? false;
   }
+
+  /** No answer in time: the EHR may still be working on the request. */
+  readonly timedOut: boolean;
 }
 
 const RETRYABLE_STATUS = new Set([408, 409, 412, 425, 429, 500, 502, 503, 504]);
@@ -57,7 +61,7 @@ export function classify(err: unknown, what: string): EhrError {
     return new EhrError(`${what}: EHR answered HTTP ${status}`, retryable, status, oo, retryAfterMs, { cause: err });
   }
   const name = e?.name ?? '';
-  if (name === 'TimeoutError' || name === 'AbortError') return new EhrError(`${what}: the EHR did not answer in time`, true, undefined, undefined, undefined, { cause: err });
+  if (name === 'TimeoutError' || name === 'AbortError') return new EhrError(`${what}: the EHR did not answer in time`, true, undefined, undefined, undefined, { cause: err, timedOut: true });
   return new EhrError(`${what}: the EHR is unreachable (${e?.message ?? 'network error'})`, true, undefined, undefined, undefined, { cause: err });
 }
 

@@ -22,6 +22,15 @@ for i, k in ipairs(KEYS) do
 end
 return n`;
 
+const HOLD = `
+for i, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then redis.call('PEXPIRE', k, ARGV[2]) end
+end
+return 1`;
+
+/** Releases the keys; with `holdMs`, keeps them that much longer instead (they then expire on their own). */
+export type Release = (holdMs?: number) => Promise<void>;
+
 export class LockBusyError extends Error {
   constructor(keys: string[], waitedMs: number) {
     super(`another job holds the lock of the same device or patient (${keys.length} keys) after ${waitedMs} ms`);
@@ -33,7 +42,7 @@ export class KeyLocks {
   constructor(private readonly redis: Redis, private readonly prefix = 'gw:lock:') {}
 
   /** Takes every key or none; waits up to `waitMs`, then throws LockBusyError (retryable). */
-  async acquire(keys: string[], ttlMs: number, waitMs: number): Promise<() => Promise<void>> {
+  async acquire(keys: string[], ttlMs: number, waitMs: number): Promise<Release> {
     const full = [...new Set(keys)].sort().map((k) => this.prefix + k);
     if (!full.length) return async () => undefined;
     const token = randomUUID();
@@ -41,7 +50,12 @@ export class KeyLocks {
     let delay = 2;
     for (;;) {
       const ok = await this.redis.eval(ACQUIRE, full.length, ...full, token, String(ttlMs));
-      if (ok === 1) return async () => void (await this.redis.eval(RELEASE, full.length, ...full, token).catch(() => undefined));
+      if (ok === 1) {
+        return async (holdMs) => {
+          const args = holdMs === undefined ? [RELEASE, full.length, ...full, token] : [HOLD, full.length, ...full, token, String(Math.max(1, Math.round(holdMs)))];
+          await this.redis.eval(...(args as [string, number, ...string[]])).catch(() => undefined);
+        };
+      }
       const waited = Date.now() - start;
       if (waited >= waitMs) throw new LockBusyError(full, waited);
       await new Promise((r) => setTimeout(r, delay + Math.random() * delay));

@@ -9,12 +9,12 @@ import type { Translation } from '../adapters/contract.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { hashKey } from '../fhir/builders.js';
-import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
+import { type DeliveryJob, type DeliveryQueue, normalizeJob } from '../queue/queue.js';
 import { buildBatchTransaction, buildTransaction, mergeSampledObservation, type MergedObservations, type PatientTarget, type TransactionUnit } from './bundle.js';
 import { Coalescer } from './coalescer.js';
 import type { DeadLetterStore } from './dead-letters.js';
 import { EhrClient, EhrError } from './ehr-client.js';
-import { KeyLocks, LockBusyError } from './locks.js';
+import { KeyLocks, LockBusyError, type Release } from './locks.js';
 
 /** The registry version a lifecycle update of a Device carries (see devices/fhir.ts). */
 export const REGISTRY_VERSION_EXTENSION = 'urn:iomt-gateway:fhir:StructureDefinition/device-registry-version';
@@ -82,7 +82,7 @@ const isPermanent = (e: Error) => e instanceof PermanentError || (e instanceof E
 
 export class DeliveryWorker {
   private readonly patientCache = new Map<string, { id: string; at: number }>();
-  /** Jobs this process has dead-lettered, removed from bull once it has recorded them as failed. */
+  /** Jobs this process has dead-lettered (whole, or some readings), removed from bull once it has recorded them as done. */
   private readonly deadLettered = new Set<string>();
   private started = false;
   private closing?: Promise<void>;
@@ -110,6 +110,8 @@ export class DeliveryWorker {
         maxBatch: this.settings.batchMax,
         maxInFlight: this.settings.transactionsInFlight,
         weightOf: (job) => job.data.translations.length,
+        // A retry goes in a transaction of its own: a reading that keeps failing must not cost other jobs their attempts.
+        solo: (job) => job.attemptsMade > 0,
         keysOf: (job) => job.data.translations.flatMap(lockKeys),
         run: (jobs) => this.deliverTogether(jobs, locks),
       });
@@ -118,6 +120,10 @@ export class DeliveryWorker {
       this.log.error({ err: String(err) }, 'delivery worker stopped');
     });
     this.queue.bull.on('failed', (job, err) => void this.onFailed(job, err));
+    // A job completed with readings given up (dead letters) leaves bull, as a failed one does: see onFailed.
+    this.queue.bull.on('completed', (job) => {
+      if (this.deadLettered.delete(String(job.id))) void job.remove().catch(() => undefined);
+    });
   }
 
   /**
@@ -139,6 +145,7 @@ export class DeliveryWorker {
         return;
       }
       await this.writeDeadLetter(job, err, job.attemptsMade);
+      this.metrics.inc('delivery_jobs_total', { outcome: 'dead-letter' });
       await job.remove();
     } catch (e) {
       this.log.error({ jobId: id, error: (e as Error).message }, 'could not record the failed job as a dead letter; it stays in the failed jobs of the queue');
@@ -161,7 +168,7 @@ export class DeliveryWorker {
       deadAt: new Date().toISOString(),
       job: data,
     });
-    this.metrics.inc('delivery_jobs_total', { outcome: 'dead-letter' });
+    this.metrics.inc('delivery_dead_letters_total', { kind });
     this.log.warn({ jobId: job.id, reading, adapter: job.data.adapterId, attempt: attempts, status: ehr?.status, reason: e.message }, 'dead letter');
   }
 
@@ -172,38 +179,49 @@ export class DeliveryWorker {
   }
 
   /**
-   * Delivers a job's readings and settles the job: any retryable failure retries the whole job (what was written is
-   * not written twice: conditional creates); a reading refused for good becomes its own dead letter and the job
-   * completes with the rest; a job of one reading refused for good is the dead letter itself.
+   * Delivers a job's readings and settles the job. A first attempt shares a transaction with the jobs that arrive with
+   * it; a retry goes alone (one failing reading must not cost other jobs their attempts); the last attempt writes
+   * reading by reading, so that only the readings that still fail are given up. Any retryable failure before the last
+   * attempt retries the job (what was written is not written twice: conditional creates). A reading given up in a job
+   * of several is its own dead letter and the job completes with the rest; a job of one reading is the dead letter.
    */
   private async handle(job: Bull.Job<DeliveryJob>, locks: KeyLocks): Promise<DeliveryOutcome> {
     const attempt = job.attemptsMade + 1;
     const maxAttempts = job.opts.attempts ?? 1;
+    const last = attempt >= maxAttempts;
+    job.data = normalizeJob(job.data);
     try {
       const readings = job.data.translations;
-      const results = this.coalescer && readings.every(coalescable) ? await this.coalescer.submit(job) : await this.deliverAlone(job, locks);
+      const shareable = this.coalescer !== undefined && readings.every(coalescable);
+      const results = shareable && !last ? await this.coalescer!.submit(job) : await this.deliverAlone(job, locks, last);
       const failed = results.find((r): r is Error => r instanceof Error && !isPermanent(r));
-      if (failed) throw failed;
+      if (failed && !last) throw failed;
       if (readings.length === 1 && results[0] instanceof Error) throw results[0];
       const outcome: DeliveryOutcome = { transactionEntries: 0, observations: 0, batchSize: 0 };
+      let given = 0;
       for (const [i, r] of results.entries()) {
-        if (r instanceof Error) await this.writeDeadLetter(job, r, attempt, i);
-        else {
+        if (r instanceof Error) {
+          await this.writeDeadLetter(job, r, attempt, i);
+          given++;
+        } else {
           outcome.transactionEntries += r.transactionEntries;
           outcome.observations += r.observations;
           outcome.batchSize = Math.max(outcome.batchSize ?? 0, r.batchSize ?? 1);
         }
       }
+      // A resend of the message must become a new job (the given-up readings are delivered then), not match this one.
+      if (given) this.deadLettered.add(String(job.id));
       this.metrics.inc('delivery_jobs_total', { outcome: 'delivered' });
       this.metrics.inc('delivery_observations_total', {}, outcome.observations);
-      this.log.debug({ jobId: job.id, adapter: job.data.adapterId, attempt, readings: readings.length, entries: outcome.transactionEntries, batch: outcome.batchSize }, 'delivered');
+      this.log.debug({ jobId: job.id, adapter: job.data.adapterId, attempt, readings: readings.length, given, entries: outcome.transactionEntries, batch: outcome.batchSize }, 'delivered');
       return outcome;
     } catch (err) {
       const e = asError(err);
-      if (isPermanent(e) || attempt >= maxAttempts) {
+      if (isPermanent(e) || last) {
         // If the dead letter cannot be written, the job is not discarded: bull retries it, or records it as failed
         // and onFailed tries again.
         await this.writeDeadLetter(job, e, attempt);
+        this.metrics.inc('delivery_jobs_total', { outcome: 'dead-letter' });
         this.deadLettered.add(String(job.id));
         await job.discard();
       } else {
@@ -213,13 +231,16 @@ export class DeliveryWorker {
     }
   }
 
-  /** A job whose readings may not share a transaction: each reading alone, in order; a retryable failure stops. */
-  private async deliverAlone(job: Bull.Job<DeliveryJob>, locks: KeyLocks): Promise<ReadingResult[]> {
+  /**
+   * A job written reading by reading, in order: readings that may not share a transaction, and every job's last
+   * attempt. A retryable failure stops the attempt (the EHR is likely down) unless it is the last one (`exhaustive`).
+   */
+  private async deliverAlone(job: Bull.Job<DeliveryJob>, locks: KeyLocks, exhaustive: boolean): Promise<ReadingResult[]> {
     const results: ReadingResult[] = [];
     for (const t of job.data.translations) {
       const r = await this.deliverOne(String(job.id), t, locks).catch(asError);
       results.push(r);
-      if (r instanceof Error && !isPermanent(r)) break;
+      if (r instanceof Error && !isPermanent(r) && !exhaustive) break;
     }
     return results;
   }
@@ -228,7 +249,7 @@ export class DeliveryWorker {
    * Writes the readings of several jobs in one transaction, under the locks of all their devices and patients. A
    * reading whose patient the policy refuses fails alone. When the EHR refuses the transaction for good, which reading
    * it objected to is unknown: each is then written on its own, so that only the culprit becomes a dead letter. A
-   * retryable failure fails every job of the batch, and bull retries each on its own schedule.
+   * retryable failure fails every job of the batch; bull retries each on its own schedule, in a transaction of its own.
    */
   private async deliverTogether(jobs: Bull.Job<DeliveryJob>[], locks: KeyLocks): Promise<ReadingResult[][]> {
     const readings = jobs.flatMap((job, j) => job.data.translations.map((t, i) => ({ job, j, i, t })));
@@ -240,7 +261,7 @@ export class DeliveryWorker {
     };
     if (readings.length === 1) return oneByOne([0]);
     const patientLookups = this.settings.unknownPatientPolicy === 'reject' ? 1 : 0;
-    let release: () => Promise<void>;
+    let release: Release;
     try {
       // Held briefly by another worker process: rather than hold up the whole batch, each reading waits for its own keys.
       release = await locks.acquire(readings.flatMap((r) => lockKeys(r.t)), this.settings.fhirTimeoutMs * (patientLookups + 2) + 5000, Math.min(50, this.settings.keyLockWaitMs));
@@ -249,6 +270,7 @@ export class DeliveryWorker {
       throw err;
     }
     let released = false;
+    let hold: number | undefined;
     try {
       const patients = await Promise.all(readings.map((r) => this.resolvePatient(r.t).catch(asError)));
       const units: TransactionUnit[] = [];
@@ -265,10 +287,10 @@ export class DeliveryWorker {
       const bundle = buildBatchTransaction(units);
       try {
         await this.ehr.transaction(bundle);
-        this.metrics.inc('delivery_transactions_total');
-        this.metrics.inc('delivery_transaction_readings_total', {}, units.length);
+        this.countTransaction(units.length);
         for (const k of written) set(k, { transactionEntries: bundle.entry?.length ?? 0, observations: readings[k].t.observations.length, batchSize: units.length });
       } catch (err) {
+        hold = this.holdAfter(err);
         const permanent = err instanceof EhrError && !err.retryable;
         if (permanent && units.length > 1) {
           this.log.warn({ readings: units.length, status: err.status }, 'the EHR refused a shared transaction; writing its readings one by one');
@@ -281,8 +303,21 @@ export class DeliveryWorker {
       }
       return results;
     } finally {
-      if (!released) await release();
+      if (!released) await release(hold);
     }
+  }
+
+  /**
+   * How long to keep the locks after a failed transaction. A transaction that timed out may still be running in the
+   * EHR: its keys stay locked one more timeout, so that a retry's conditional creates do not race it.
+   */
+  private holdAfter(err: unknown): number | undefined {
+    return err instanceof EhrError && err.timedOut ? this.settings.fhirTimeoutMs : undefined;
+  }
+
+  private countTransaction(readings: number): void {
+    this.metrics.inc('delivery_transactions_total');
+    this.metrics.inc('delivery_transaction_readings_total', {}, readings);
   }
 
   /** Writes one reading to the EHR in its own transaction; holds its device and patient locks while it does. */
@@ -292,6 +327,7 @@ export class DeliveryWorker {
     // observation, the transaction.
     const requests = 2 + (t.writeMode === 'merge' ? t.observations.length : 0);
     const release = await locks.acquire(keys, this.settings.fhirTimeoutMs * (requests + 1) + 5000, this.settings.keyLockWaitMs);
+    let hold: number | undefined;
     try {
       const fresh = await this.withoutStaleDeviceUpdates(t);
       if (!fresh) return { transactionEntries: 0, observations: 0 };
@@ -300,7 +336,9 @@ export class DeliveryWorker {
       const bundle = buildTransaction(jobId, fresh, patient, merged);
       try {
         await this.ehr.transaction(bundle);
+        this.countTransaction(1);
       } catch (err) {
+        hold = this.holdAfter(err);
         if (err instanceof EhrError && !err.retryable) throw new PermanentError(err.message, 'rejected', err);
         throw err;
       }
@@ -308,7 +346,7 @@ export class DeliveryWorker {
       await this.recordDeviceVersions(fresh).catch((err: Error) => this.log.warn({ jobId, error: err.message }, 'could not record the written device version'));
       return { transactionEntries: bundle.entry?.length ?? 0, observations: fresh.observations.length };
     } finally {
-      await release();
+      await release(hold);
     }
   }
 

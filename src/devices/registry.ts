@@ -9,7 +9,7 @@
  *   gw:dev:report:<id>    the decommissioning report
  */
 import type { Redis } from 'ioredis';
-import type { DeliveryJob } from '../queue/queue.js';
+import { type DeliveryJob, normalizeJob } from '../queue/queue.js';
 import type { DeviceRecord, DeviceTelemetry } from './model.js';
 
 const CAS = `
@@ -172,7 +172,7 @@ redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`, 1, tel(id), l
   }
 
   async listHeld(id: string, offset: number, limit: number): Promise<DeliveryJob[]> {
-    return (await this.redis.lrange(held(id), offset, offset + limit - 1)).map((s) => JSON.parse(s) as DeliveryJob);
+    return (await this.redis.lrange(held(id), offset, offset + limit - 1)).map((s) => normalizeJob(JSON.parse(s) as DeliveryJob));
   }
 
   async heldCount(id: string): Promise<number> {
@@ -187,7 +187,7 @@ redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`, 1, tel(id), l
    */
   async peekHeld(id: string): Promise<{ raw: string[]; jobs: DeliveryJob[] }> {
     const raw = await this.redis.lrange(held(id), 0, -1);
-    return { raw, jobs: raw.map((s) => JSON.parse(s) as DeliveryJob) };
+    return { raw, jobs: raw.map((s) => normalizeJob(JSON.parse(s) as DeliveryJob)) };
   }
 
   /** Removes exactly these held readings (others held meanwhile stay). */

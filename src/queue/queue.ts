@@ -52,6 +52,17 @@ export function connectRedis(url: string, extra: RedisOptions = {}): Redis {
   return r;
 }
 
+/**
+ * A job as stored by this version. Jobs, held readings and dead letters written by the previous version carry one
+ * `translation`; they are read as a job of one reading. (Upgrade every process together: the previous version cannot
+ * read jobs of this one.)
+ */
+export function normalizeJob(data: DeliveryJob | (Omit<DeliveryJob, 'translations'> & { translation?: Translation; translations?: Translation[] })): DeliveryJob {
+  if (Array.isArray(data.translations)) return data as DeliveryJob;
+  const { translation, ...rest } = data as { translation?: Translation } & Omit<DeliveryJob, 'translations'>;
+  return { ...rest, translations: translation ? [translation] : [] };
+}
+
 /** The job id is derived from the content, so the same message submitted twice is one job. */
 export function jobIdFor(job: Pick<DeliveryJob, 'adapterId' | 'translations'>): string {
   return hashKey('job', job.adapterId, JSON.stringify(job.translations));

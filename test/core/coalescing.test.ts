@@ -114,7 +114,8 @@ describe('delivery: jobs that arrive together share a transaction', function () 
       const devices = (await ehr.search<Device>('Device', { _count: '100' })).map((d) => d.identifier?.[0]?.value).sort();
       assert.deepEqual(devices, ['HOLD-1', 'OK-1', 'OK-2']);
       assert.equal(ehr.faults.length, 0, 'the shared transaction and the lone one were both refused');
-      if (single) await eventually(async () => (await (await gw.gateway.queue!.bull.getJob(ids[0]))?.getState()) === 'completed', 10000, 'the job completed');
+      // The job completed with the others and left the queue, so that a resend of the message would be a new job.
+      if (single) await eventually(async () => (await gw.gateway.queue!.bull.getJob(ids[0])) === null, 10000, 'the job left the queue');
 
       // The cause is fixed: the replayed dead letter delivers the refused reading.
       await request(gw.url).post(`/api/dead-letters/${dead.id}/retry`).expect(202);
@@ -122,4 +123,27 @@ describe('delivery: jobs that arrive together share a transaction', function () 
       assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0);
     });
   }
+
+  it('a reading the EHR keeps failing (503) costs the jobs it shared a transaction with one attempt; only it is given up', async () => {
+    // Every transaction that carries POISON-1 answers 503: the shared first attempt, the retries (the job alone, one
+    // transaction) and, on the last attempt, the reading alone.
+    for (let i = 0; i < 20; i++) ehr.faults.push({ status: 503, match: naming('POISON-1') });
+    const message = [reading('GOOD-A', 'MRN-G', 91), reading('POISON-1', 'MRN-G', 92), reading('GOOD-B', 'MRN-G', 93)];
+    const ids = await behindAHeldTransaction([message, reading('INNOCENT-1', 'MRN-I', 94)]);
+    assert.equal(ids.length, 2);
+    const innocent = await eventually(async () => {
+      const j = await gw.gateway.queue!.bull.getJob(ids[1]);
+      return (await j?.getState()) === 'completed' ? j : undefined;
+    }, 20000, 'the innocent job delivered');
+    assert.ok(innocent!.attemptsMade <= 1, `the innocent job failed only the shared attempt (${innocent!.attemptsMade})`);
+    const dead = await eventually(async () => {
+      const l = await request(gw.url).get('/api/dead-letters');
+      return l.body.total === 1 ? l.body.items[0] : undefined;
+    }, 30000, 'the poison reading given up');
+    assert.equal(dead.id, `${ids[0]}.1`);
+    assert.equal(dead.kind, 'exhausted');
+    const devices = (await ehr.search<Device>('Device', { _count: '100' })).map((d) => d.identifier?.[0]?.value).sort();
+    assert.deepEqual(devices, ['GOOD-A', 'GOOD-B', 'HOLD-1', 'INNOCENT-1']);
+    await request(gw.url).delete(`/api/dead-letters/${dead.id}`).expect(204);
+  });
 });

@@ -154,7 +154,14 @@ describe('unknown patient policy', function () {
       assert.equal(part.id, `${mixed.body.jobIds[0]}.1`);
       assert.equal(part.kind, 'policy');
       await eventually(async () => (await ehr.search('Observation', {})).length === 3, 20000, 'the known patient\'s reading delivered');
-      await eventually(async () => (await (await gw.gateway.queue!.bull.getJob(mixed.body.jobIds[0]))?.getState()) === 'completed', 10000, 'the job completed');
+      await eventually(async () => (await gw.gateway.queue!.bull.getJob(mixed.body.jobIds[0])) === null, 10000, 'the job left the queue');
+
+      // The patient is admitted and the device resends the message: a new job, and the missing reading is delivered.
+      await ehr.sandbox.repo.createResource({ resourceType: 'Patient', identifier: [{ system: 'urn:iomt-gateway:patient-id', value: 'MRN-NOBODY' }] } as never);
+      const again = await postJson(`${gw.url}/ingest/measurements`, [reading('POL-3', 'MRN-KNOWN', 90), reading('POL-4', 'MRN-NOBODY', 91)]);
+      assert.equal(again.status, 202);
+      assert.equal(again.body.jobIds[0], mixed.body.jobIds[0], 'the same content is the same job id');
+      await eventually(async () => (await ehr.search('Observation', {})).length === 4, 20000, 'the resent reading delivered');
     } finally {
       await gw.stop();
       await ehr.stop();
