@@ -180,10 +180,11 @@ export class DeliveryWorker {
 
   /**
    * Delivers a job's readings and settles the job. A first attempt shares a transaction with the jobs that arrive with
-   * it; a retry goes alone (one failing reading must not cost other jobs their attempts); the last attempt writes
-   * reading by reading, so that only the readings that still fail are given up. Any retryable failure before the last
-   * attempt retries the job (what was written is not written twice: conditional creates). A reading given up in a job
-   * of several is its own dead letter and the job completes with the rest; a job of one reading is the dead letter.
+   * it; a retry goes in a transaction of its own (one failing reading must not cost other jobs their attempts); when
+   * that fails on the last attempt, the readings are written one by one, so that only those that still fail are given
+   * up. Any retryable failure before the last attempt retries the job (what was written is not written twice:
+   * conditional creates). A reading given up in a job of several is its own dead letter and the job completes with
+   * the rest; a job of which nothing could be written is the dead letter.
    */
   private async handle(job: Bull.Job<DeliveryJob>, locks: KeyLocks): Promise<DeliveryOutcome> {
     const attempt = job.attemptsMade + 1;
@@ -193,10 +194,13 @@ export class DeliveryWorker {
     try {
       const readings = job.data.translations;
       const shareable = this.coalescer !== undefined && readings.every(coalescable);
-      const results = shareable && !last ? await this.coalescer!.submit(job) : await this.deliverAlone(job, locks, last);
-      const failed = results.find((r): r is Error => r instanceof Error && !isPermanent(r));
+      let results = shareable ? await this.coalescer!.submit(job) : await this.deliverAlone(job, locks, last);
+      const retryable = (rs: ReadingResult[]) => rs.find((r): r is Error => r instanceof Error && !isPermanent(r));
+      if (last && shareable && readings.length > 1 && retryable(results)) results = await this.deliverAlone(job, locks, true);
+      const failed = retryable(results);
       if (failed && !last) throw failed;
-      if (readings.length === 1 && results[0] instanceof Error) throw results[0];
+      const firstError = results.find((r): r is Error => r instanceof Error);
+      if (firstError && results.every((r) => r instanceof Error)) throw firstError;
       const outcome: DeliveryOutcome = { transactionEntries: 0, observations: 0, batchSize: 0 };
       let given = 0;
       for (const [i, r] of results.entries()) {
@@ -232,16 +236,23 @@ export class DeliveryWorker {
   }
 
   /**
-   * A job written reading by reading, in order: readings that may not share a transaction, and every job's last
-   * attempt. A retryable failure stops the attempt (the EHR is likely down) unless it is the last one (`exhaustive`).
+   * A job written reading by reading, in order: readings that may not share a transaction, and the last attempt of a
+   * job whose transaction failed. A retryable failure stops the attempt (the EHR is likely down), except on the last
+   * attempt (`exhaustive`), which goes on past a reading that fails until three in a row have: an EHR that is down
+   * is not sent every reading of the job.
    */
   private async deliverAlone(job: Bull.Job<DeliveryJob>, locks: KeyLocks, exhaustive: boolean): Promise<ReadingResult[]> {
+    const readings = job.data.translations;
     const results: ReadingResult[] = [];
-    for (const t of job.data.translations) {
+    let inARow = 0;
+    for (const t of readings) {
       const r = await this.deliverOne(String(job.id), t, locks).catch(asError);
       results.push(r);
-      if (r instanceof Error && !isPermanent(r) && !exhaustive) break;
+      inARow = r instanceof Error && !isPermanent(r) ? inARow + 1 : 0;
+      if (inARow > 0 && (!exhaustive || inARow >= 3)) break;
     }
+    // The readings not tried share the fate of the last failure.
+    while (results.length < readings.length) results.push(results[results.length - 1]);
     return results;
   }
 

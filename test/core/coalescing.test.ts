@@ -146,4 +146,22 @@ describe('delivery: jobs that arrive together share a transaction', function () 
     assert.deepEqual(devices, ['GOOD-A', 'GOOD-B', 'HOLD-1', 'INNOCENT-1']);
     await request(gw.url).delete(`/api/dead-letters/${dead.id}`).expect(204);
   });
+
+  it('an EHR that is down at the last attempt gets three readings one by one, not all of them; the job is one dead letter', async () => {
+    for (let i = 0; i < 30; i++) ehr.faults.push({ status: 503, match: naming('DOWN-') });
+    const message = [1, 2, 3, 4, 5].map((n) => reading(`DOWN-${n}`, 'MRN-X', 90 + n));
+    const r = await postJson(`${gw.url}/ingest/measurements`, message);
+    assert.equal(r.status, 202);
+    const dead = await eventually(async () => {
+      const l = await request(gw.url).get('/api/dead-letters');
+      return l.body.total === 1 ? l.body.items[0] : undefined;
+    }, 30000, 'the job dead-lettered');
+    assert.equal(dead.id, r.body.jobIds[0], 'nothing was written: the whole job is the dead letter');
+    assert.equal(dead.kind, 'exhausted');
+    assert.equal(dead.summary.readings, 5);
+    // Six attempts (DELIVERY_ATTEMPTS in the test settings): five transactions of the job, then on the last attempt its
+    // transaction and three readings alone.
+    assert.equal(30 - ehr.faults.length, 9, 'transactions the EHR was sent');
+    await request(gw.url).delete(`/api/dead-letters/${dead.id}`).expect(204);
+  });
 });
