@@ -5,7 +5,7 @@
 import { strict as assert } from 'node:assert';
 import request from 'supertest';
 import type { Observation } from 'fhir/r4';
-import { eventually, postJson, startEhr, startGateway, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
+import { eventually, postJson, startEhr, startGateway, startRedis, useStack } from '../helpers/harness.js';
 import { backoffDelay } from '../../src/delivery/worker.js';
 import { EhrError, parseRetryAfter } from '../../src/delivery/ehr-client.js';
 
@@ -19,61 +19,43 @@ const reading = (deviceId: string, patientId = 'MRN-7', value = 96) => ({
 const isTransaction = (req: { method: string; path: string }) => req.method === 'POST' && (req.path === '/' || req.path === '');
 
 describe('delivery: retries, dead letters and replay (end to end)', function () {
-  let redis: TestRedis;
-  let ehr: TestEhr;
-  let gw: TestGateway;
-
-  before(async () => {
-    redis = await startRedis();
-    ehr = await startEhr();
-    gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', DELIVERY_ATTEMPTS: '8' });
-  });
-  after(async () => {
-    await gw?.stop();
-    await ehr?.stop();
-    await redis?.stop();
-  });
-  beforeEach(() => {
-    ehr.sandbox.clear();
-    ehr.faults.length = 0;
-    ehr.requests.length = 0;
-  });
+  const stack = useStack({ UNKNOWN_PATIENT_POLICY: 'create', DELIVERY_ATTEMPTS: '8' });
 
   it('retries while the EHR answers 503 and delivers exactly once when it recovers', async () => {
-    for (let i = 0; i < 3; i++) ehr.faults.push({ status: 503, match: isTransaction });
-    ehr.faults.push({ status: 429, headers: { 'Retry-After': '0' }, match: isTransaction });
-    const r = await postJson(`${gw.url}/ingest/measurements`, reading('RETRY-1'));
+    for (let i = 0; i < 3; i++) stack.ehr.faults.push({ status: 503, match: isTransaction });
+    stack.ehr.faults.push({ status: 429, headers: { 'Retry-After': '0' }, match: isTransaction });
+    const r = await postJson(`${stack.gw.url}/ingest/measurements`, reading('RETRY-1'));
     assert.equal(r.status, 202);
-    await eventually(async () => (await ehr.search('Observation', {})).length === 1, 20000, 'delivery after recovery');
-    assert.equal(ehr.faults.length, 0, 'every injected fault was met');
-    assert.equal(ehr.requests.filter(isTransaction).length, 5, 'four refused attempts, one success');
+    await eventually(async () => (await stack.ehr.search('Observation', {})).length === 1, 20000, 'delivery after recovery');
+    assert.equal(stack.ehr.faults.length, 0, 'every injected fault was met');
+    assert.equal(stack.ehr.requests.filter(isTransaction).length, 5, 'four refused attempts, one success');
     // The EHR has the data a moment before bull marks the job completed.
-    await eventually(async () => (await (await gw.gateway.queue!.bull.getJob(r.body.jobIds[0]))?.getState()) === 'completed', 10000, 'the job completed');
-    assert.equal((await ehr.search('Observation', {})).length, 1);
-    assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0);
+    await eventually(async () => (await (await stack.gw.gateway.queue!.bull.getJob(r.body.jobIds[0]))?.getState()) === 'completed', 10000, 'the job completed');
+    assert.equal((await stack.ehr.search('Observation', {})).length, 1);
+    assert.equal((await request(stack.gw.url).get('/api/dead-letters')).body.total, 0);
   });
 
   it('survives a transaction that the EHR applied but whose answer was lost (retry is idempotent)', async () => {
     // The EHR applies the first transaction but the gateway times out waiting for the answer: hold it past FHIR_TIMEOUT_MS.
-    ehr.faults.push({ status: 200, delayMs: 3500, match: isTransaction });
-    const r = await postJson(`${gw.url}/ingest/measurements`, reading('SLOW-1'));
+    stack.ehr.faults.push({ status: 200, delayMs: 3500, match: isTransaction });
+    const r = await postJson(`${stack.gw.url}/ingest/measurements`, reading('SLOW-1'));
     assert.equal(r.status, 202);
     const job = await eventually(async () => {
-      const j = await gw.gateway.queue!.bull.getJob(r.body.jobIds[0]);
+      const j = await stack.gw.gateway.queue!.bull.getJob(r.body.jobIds[0]);
       return (await j?.getState()) === 'completed' ? j : undefined;
     }, 20000, 'completion after a timed-out attempt');
     assert.ok(job!.attemptsMade >= 1, 'at least one attempt timed out');
-    assert.equal((await ehr.search('Observation', {})).length, 1, 'conditional create: no duplicate');
-    assert.equal((await ehr.search('Device', {})).length, 1);
+    assert.equal((await stack.ehr.search('Observation', {})).length, 1, 'conditional create: no duplicate');
+    assert.equal((await stack.ehr.search('Device', {})).length, 1);
   });
 
   it('dead-letters a permanent EHR refusal (400) with its OperationOutcome; replay after the fix delivers', async () => {
     const refusal = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invariant', diagnostics: 'Observation.subject: patient is merged' }] };
-    ehr.faults.push({ status: 400, body: refusal, match: isTransaction });
-    const r = await postJson(`${gw.url}/ingest/measurements`, reading('DL-1'));
+    stack.ehr.faults.push({ status: 400, body: refusal, match: isTransaction });
+    const r = await postJson(`${stack.gw.url}/ingest/measurements`, reading('DL-1'));
     assert.equal(r.status, 202);
     const list = await eventually(async () => {
-      const l = await request(gw.url).get('/api/dead-letters');
+      const l = await request(stack.gw.url).get('/api/dead-letters');
       return l.body.total === 1 ? l.body : undefined;
     }, 20000, 'a dead letter');
     const dl = list.items[0];
@@ -83,32 +65,32 @@ describe('delivery: retries, dead letters and replay (end to end)', function () 
     assert.deepEqual(dl.outcome, refusal);
     assert.equal(dl.adapterId, 'measurements');
     assert.deepEqual(dl.summary, { readings: 1, devices: 1, observations: 1, patients: 0, codes: ['2708-6'] });
-    assert.equal(ehr.requests.filter(isTransaction).length, 1);
-    assert.equal((await ehr.search('Observation', {})).length, 0);
-    const full = await request(gw.url).get(`/api/dead-letters/${dl.id}`);
+    assert.equal(stack.ehr.requests.filter(isTransaction).length, 1);
+    assert.equal((await stack.ehr.search('Observation', {})).length, 0);
+    const full = await request(stack.gw.url).get(`/api/dead-letters/${dl.id}`);
     assert.equal(full.body.job.translations[0].observations.length, 1);
 
     // The cause is fixed (no more fault): replay.
-    const replay = await request(gw.url).post(`/api/dead-letters/${dl.id}/retry`);
+    const replay = await request(stack.gw.url).post(`/api/dead-letters/${dl.id}/retry`);
     assert.equal(replay.status, 202);
-    await eventually(async () => (await ehr.search('Observation', {})).length === 1, 20000, 'delivery after replay');
-    assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0);
-    assert.equal((await request(gw.url).post(`/api/dead-letters/${dl.id}/retry`)).status, 404);
+    await eventually(async () => (await stack.ehr.search('Observation', {})).length === 1, 20000, 'delivery after replay');
+    assert.equal((await request(stack.gw.url).get('/api/dead-letters')).body.total, 0);
+    assert.equal((await request(stack.gw.url).post(`/api/dead-letters/${dl.id}/retry`)).status, 404);
   });
 
   it('dead-letters a job whose attempts are exhausted, and deletes a dead letter on request', async () => {
-    for (let i = 0; i < 8; i++) ehr.faults.push({ status: 500, match: isTransaction });
-    const r = await postJson(`${gw.url}/ingest/measurements`, reading('EXH-1'));
+    for (let i = 0; i < 8; i++) stack.ehr.faults.push({ status: 500, match: isTransaction });
+    const r = await postJson(`${stack.gw.url}/ingest/measurements`, reading('EXH-1'));
     assert.equal(r.status, 202);
     const list = await eventually(async () => {
-      const l = await request(gw.url).get('/api/dead-letters');
+      const l = await request(stack.gw.url).get('/api/dead-letters');
       return l.body.total === 1 ? l.body : undefined;
     }, 30000, 'exhausted dead letter');
     assert.equal(list.items[0].kind, 'exhausted');
     assert.equal(list.items[0].attempts, 8);
-    assert.equal((await request(gw.url).delete(`/api/dead-letters/${list.items[0].id}`)).status, 204);
-    assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0);
-    assert.equal((await request(gw.url).delete(`/api/dead-letters/${list.items[0].id}`)).status, 404);
+    assert.equal((await request(stack.gw.url).delete(`/api/dead-letters/${list.items[0].id}`)).status, 204);
+    assert.equal((await request(stack.gw.url).get('/api/dead-letters')).body.total, 0);
+    assert.equal((await request(stack.gw.url).delete(`/api/dead-letters/${list.items[0].id}`)).status, 404);
   });
 });
 

@@ -6,7 +6,7 @@ import request from 'supertest';
 import type { Device, Observation, Patient } from 'fhir/r4';
 import { measurementsAdapter } from '../../src/adapters/measurements.js';
 import { connectRedis } from '../../src/queue/queue.js';
-import { eventually, postJson, startEhr, startGateway, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
+import { eventually, postJson, startEhr, startGateway, startRedis, useStack } from '../helpers/harness.js';
 
 const LOINC = 'http://loinc.org';
 const MDC = 'urn:iso:std:iso:11073:10101';
@@ -42,37 +42,23 @@ const bpCuff = {
 const coding = (o: { code?: { coding?: { system?: string; code?: string }[] } }, system: string) => o.code?.coding?.find((c) => c.system === system)?.code;
 
 describe('HTTP ingest to the EHR (end to end)', function () {
-  let redis: TestRedis;
-  let ehr: TestEhr;
-  let gw: TestGateway;
-
-  before(async () => {
-    redis = await startRedis();
-    ehr = await startEhr();
-    gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', INGEST_MAX_BODY_BYTES: '4096' });
-  });
-  after(async () => {
-    await gw?.stop();
-    await ehr?.stop();
-    await redis?.stop();
-  });
-  beforeEach(() => ehr.sandbox.clear());
+  const stack = useStack({ UNKNOWN_PATIENT_POLICY: 'create', INGEST_MAX_BODY_BYTES: '4096' });
 
   async function queued(): Promise<number> {
-    const c = await gw.gateway.queue!.bull.getJobCounts();
+    const c = await stack.gw.gateway.queue!.bull.getJobCounts();
     return c.waiting + c.active + c.delayed + c.completed + c.failed;
   }
 
   it('delivers an oximeter reading as correctly coded Observations linked to a Device and the Patient', async () => {
-    const r = await postJson(`${gw.url}/ingest/measurements`, oximeter());
+    const r = await postJson(`${stack.gw.url}/ingest/measurements`, oximeter());
     assert.equal(r.status, 202, JSON.stringify(r.body));
     assert.equal(r.body.jobIds.length, 1);
     assert.equal(r.body.observations, 2);
     const obs = await eventually(async () => {
-      const o = await ehr.search<Observation>('Observation', { _count: '50' });
+      const o = await stack.ehr.search<Observation>('Observation', { _count: '50' });
       return o.length === 2 ? o : undefined;
     }, 20000, 'two observations in the EHR');
-    const [devices, patients] = [await ehr.search<Device>('Device', {}), await ehr.search<Patient>('Patient', {})];
+    const [devices, patients] = [await stack.ehr.search<Device>('Device', {}), await stack.ehr.search<Patient>('Patient', {})];
     assert.equal(devices.length, 1);
     assert.equal(devices[0].identifier?.[0]?.value, 'OXI-1001');
     assert.equal(devices[0].manufacturer, 'Acme Medical');
@@ -101,10 +87,10 @@ describe('HTTP ingest to the EHR (end to end)', function () {
   });
 
   it('delivers a blood-pressure reading as one 85354-9 panel with systolic, diastolic and mean components, plus pulse', async () => {
-    const r = await postJson(`${gw.url}/ingest/measurements`, bpCuff);
+    const r = await postJson(`${stack.gw.url}/ingest/measurements`, bpCuff);
     assert.equal(r.status, 202, JSON.stringify(r.body));
     const obs = await eventually(async () => {
-      const o = await ehr.search<Observation>('Observation', {});
+      const o = await stack.ehr.search<Observation>('Observation', {});
       return o.length === 2 ? o : undefined;
     }, 20000, 'panel + pulse');
     const panel = obs.find((o) => coding(o, LOINC) === '85354-9');
@@ -125,30 +111,30 @@ describe('HTTP ingest to the EHR (end to end)', function () {
 
   it('yields one Observation when the same reading is posted twice (and twice concurrently)', async () => {
     const body = oximeter({ deviceId: 'OXI-DUP', measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 95, unit: '%' }] });
-    const [a, b] = await Promise.all([postJson(`${gw.url}/ingest/measurements`, body), postJson(`${gw.url}/ingest/measurements`, body)]);
-    const c = await postJson(`${gw.url}/ingest/measurements`, body);
+    const [a, b] = await Promise.all([postJson(`${stack.gw.url}/ingest/measurements`, body), postJson(`${stack.gw.url}/ingest/measurements`, body)]);
+    const c = await postJson(`${stack.gw.url}/ingest/measurements`, body);
     assert.equal(a.status, 202);
     assert.equal(b.status, 202);
     assert.equal(c.status, 202);
     assert.equal(a.body.jobIds[0], c.body.jobIds[0], 'the job id is derived from the content');
-    await eventually(async () => (await ehr.search('Observation', {})).length === 1, 20000, 'one observation');
+    await eventually(async () => (await stack.ehr.search('Observation', {})).length === 1, 20000, 'one observation');
     // Settle: nothing else in flight may add a second copy.
     await eventually(async () => {
-      const counts = await gw.gateway.queue!.bull.getJobCounts();
+      const counts = await stack.gw.gateway.queue!.bull.getJobCounts();
       return counts.active + counts.waiting + counts.delayed === 0;
     });
-    assert.equal((await ehr.search('Observation', {})).length, 1);
-    assert.equal((await ehr.search('Device', {})).length, 1);
+    assert.equal((await stack.ehr.search('Observation', {})).length, 1);
+    assert.equal((await stack.ehr.search('Device', {})).length, 1);
   });
 
   it('accepts an array of readings from several devices, in one job', async () => {
-    const r = await postJson(`${gw.url}/ingest/measurements`, [oximeter({ deviceId: 'A-1' }), oximeter({ deviceId: 'A-2' })]);
+    const r = await postJson(`${stack.gw.url}/ingest/measurements`, [oximeter({ deviceId: 'A-1' }), oximeter({ deviceId: 'A-2' })]);
     assert.equal(r.status, 202);
     assert.equal(r.body.jobIds.length, 1);
     assert.equal(r.body.readings, 2);
-    await eventually(async () => (await ehr.search('Observation', {})).length === 4, 20000, 'four observations');
-    assert.equal((await ehr.search('Device', {})).length, 2);
-    assert.equal((await ehr.search('Patient', {})).length, 1, 'the shared patient is created once');
+    await eventually(async () => (await stack.ehr.search('Observation', {})).length === 4, 20000, 'four observations');
+    assert.equal((await stack.ehr.search('Device', {})).length, 2);
+    assert.equal((await stack.ehr.search('Patient', {})).length, 1, 'the shared patient is created once');
   });
 
   describe('refusals: a 4xx OperationOutcome and nothing queued', () => {
@@ -172,8 +158,8 @@ describe('HTTP ingest to the EHR (end to end)', function () {
       it(c.name, async () => {
         const before = await queued();
         const r = c.raw !== undefined
-          ? await request(gw.url).post('/ingest/measurements').set('content-type', c.contentType ?? 'application/json').send(c.raw)
-          : await request(gw.url).post('/ingest/measurements').send(c.body as object);
+          ? await request(stack.gw.url).post('/ingest/measurements').set('content-type', c.contentType ?? 'application/json').send(c.raw)
+          : await request(stack.gw.url).post('/ingest/measurements').send(c.body as object);
         assert.equal(r.status, c.status, JSON.stringify(r.body));
         assert.match(r.headers['content-type'], /application\/fhir\+json/);
         assert.equal(r.body.resourceType, 'OperationOutcome');
@@ -188,27 +174,27 @@ describe('HTTP ingest to the EHR (end to end)', function () {
     it('oversized body → 413', async () => {
       const before = await queued();
       const big = oximeter({ model: 'x'.repeat(8000) });
-      const r = await request(gw.url).post('/ingest/measurements').send(big);
+      const r = await request(stack.gw.url).post('/ingest/measurements').send(big);
       assert.equal(r.status, 413);
       assert.equal(r.body.resourceType, 'OperationOutcome');
       assert.equal(await queued(), before);
     });
 
     it('unknown adapter → 404', async () => {
-      const r = await request(gw.url).post('/ingest/no-such-adapter').send(oximeter());
+      const r = await request(stack.gw.url).post('/ingest/no-such-adapter').send(oximeter());
       assert.equal(r.status, 404);
       assert.match(JSON.stringify(r.body), /no adapter 'no-such-adapter'/);
     });
 
     it('unknown route → 404 OperationOutcome', async () => {
-      const r = await request(gw.url).get('/nope');
+      const r = await request(stack.gw.url).get('/nope');
       assert.equal(r.status, 404);
       assert.equal(r.body.resourceType, 'OperationOutcome');
     });
   });
 
   it('codes a LOINC-only blood pressure as a LOINC panel, adding no MDC code the device did not send', async () => {
-    const r = await postJson(`${gw.url}/ingest/measurements`, {
+    const r = await postJson(`${stack.gw.url}/ingest/measurements`, {
       ...bpCuff,
       deviceId: 'BP-LOINC',
       measurements: [
@@ -218,7 +204,7 @@ describe('HTTP ingest to the EHR (end to end)', function () {
     });
     assert.equal(r.status, 202, JSON.stringify(r.body));
     const [panel] = await eventually(async () => {
-      const o = await ehr.search<Observation>('Observation', {});
+      const o = await stack.ehr.search<Observation>('Observation', {});
       return o.length === 1 ? o : undefined;
     }, 20000, 'the panel');
     assert.deepEqual(panel.code.coding?.map((c) => `${c.system}|${c.code}`), [`${LOINC}|85354-9`]);
@@ -227,53 +213,53 @@ describe('HTTP ingest to the EHR (end to end)', function () {
 
   it('keeps a payload it could not map, and replays it once the adapter exists', async () => {
     const late = { ...measurementsAdapter, id: 'late-adapter' };
-    const r = await postJson(`${gw.url}/ingest/late-adapter`, oximeter({ deviceId: 'LATE-1' }));
+    const r = await postJson(`${stack.gw.url}/ingest/late-adapter`, oximeter({ deviceId: 'LATE-1' }));
     assert.equal(r.status, 404);
     const id = r.headers.get('x-refused-id');
     assert.ok(id, 'the refusal names the kept payload');
-    const list = await request(gw.url).get('/api/refused');
+    const list = await request(stack.gw.url).get('/api/refused');
     assert.ok(list.body.items.some((i: { id: string; adapterId: string; status: number }) => i.id === id && i.adapterId === 'late-adapter' && i.status === 404));
-    assert.equal((await request(gw.url).get(`/api/refused/${id}`)).body.body.deviceId, 'LATE-1');
-    gw.gateway.registry.register(late);
+    assert.equal((await request(stack.gw.url).get(`/api/refused/${id}`)).body.body.deviceId, 'LATE-1');
+    stack.gw.gateway.registry.register(late);
     try {
-      const replay = await request(gw.url).post(`/api/refused/${id}/replay`);
+      const replay = await request(stack.gw.url).post(`/api/refused/${id}/replay`);
       assert.equal(replay.status, 202, JSON.stringify(replay.body));
-      await eventually(async () => (await ehr.search('Observation', {})).length === 2, 20000, 'the replayed reading delivered');
-      assert.equal((await request(gw.url).get(`/api/refused/${id}`)).status, 404, 'gone once replayed');
+      await eventually(async () => (await stack.ehr.search('Observation', {})).length === 2, 20000, 'the replayed reading delivered');
+      assert.equal((await request(stack.gw.url).get(`/api/refused/${id}`)).status, 404, 'gone once replayed');
     } finally {
-      gw.gateway.registry.unregister('late-adapter');
+      stack.gw.gateway.registry.unregister('late-adapter');
     }
   });
 
   it('answers 422, not 500, when an adapter throws on input it did not expect', async () => {
-    gw.gateway.registry.register({ id: 'fragile', description: 'throws', translate: () => { throw new TypeError("Cannot read properties of undefined (reading 'MRN-SECRET')"); } });
+    stack.gw.gateway.registry.register({ id: 'fragile', description: 'throws', translate: () => { throw new TypeError("Cannot read properties of undefined (reading 'MRN-SECRET')"); } });
     try {
-      const r = await postJson(`${gw.url}/ingest/fragile`, { anything: true });
+      const r = await postJson(`${stack.gw.url}/ingest/fragile`, { anything: true });
       assert.equal(r.status, 422);
       assert.match(JSON.stringify(r.body), /adapter 'fragile' could not translate this payload \(TypeError\)/);
       assert.doesNotMatch(JSON.stringify(r.body), /MRN-SECRET/, 'the error text (it may quote the payload) is not echoed');
     } finally {
-      gw.gateway.registry.unregister('fragile');
+      stack.gw.gateway.registry.unregister('fragile');
     }
   });
 
   it('serves health, readiness, status and metrics', async () => {
-    assert.equal((await request(gw.url).get('/healthz')).status, 200);
-    const ready = await request(gw.url).get('/readyz');
+    assert.equal((await request(stack.gw.url).get('/healthz')).status, 200);
+    const ready = await request(stack.gw.url).get('/readyz');
     assert.equal(ready.status, 200, JSON.stringify(ready.body));
-    const s = await request(gw.url).get('/api/status');
+    const s = await request(stack.gw.url).get('/api/status');
     assert.equal(s.status, 200);
-    assert.equal(s.body.fhirBaseUrl, ehr.url);
+    assert.equal(s.body.fhirBaseUrl, stack.ehr.url);
     assert.equal(s.body.redis.status, 'ready');
     assert.equal(typeof s.body.queue.completed, 'number');
     assert.match(s.body.version, /^\d+\.\d+\.\d+/);
-    const m = await request(gw.url).get('/metrics');
+    const m = await request(stack.gw.url).get('/metrics');
     assert.match(m.text, /iomt_ingest_accepted_total\{adapter="measurements",channel="http"\} \d+/);
     assert.ok(s.headers['x-content-type-options'], 'helmet headers');
   });
 
   it('answers /readyz 503 with the reason when the EHR is unreachable', async () => {
-    const dead = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: 'http://127.0.0.1:1/fhir', QUEUE_NAME: 'q-readyz' });
+    const dead = await startGateway({ REDIS_URL: stack.redis.url, FHIR_BASE_URL: 'http://127.0.0.1:1/fhir', QUEUE_NAME: 'q-readyz' });
     try {
       const r = await request(dead.url).get('/readyz');
       assert.equal(r.status, 503);

@@ -146,6 +146,37 @@ export async function startGateway(env: Record<string, string>, role: Role = 'al
   return { gateway, url: gateway.url, logs, stop: () => gateway.stop() };
 }
 
+/** A throwaway Redis, the sandbox EHR behind its fault injector, and a gateway delivering to it. */
+export interface Stack {
+  redis: TestRedis;
+  ehr: TestEhr;
+  gw: TestGateway;
+}
+
+/**
+ * A Stack for the enclosing describe block: started before its tests, stopped after them, the EHR emptied (data,
+ * faults, request log) before each test. The fields are set once the block's `before` has run.
+ */
+export function useStack(env: Record<string, string> = {}): Stack {
+  const stack = {} as Stack;
+  before(async () => {
+    stack.redis = await startRedis();
+    stack.ehr = await startEhr();
+    stack.gw = await startGateway({ REDIS_URL: stack.redis.url, FHIR_BASE_URL: stack.ehr.url, ...env });
+  });
+  after(async () => {
+    await stack.gw?.stop();
+    await stack.ehr?.stop();
+    await stack.redis?.stop();
+  });
+  beforeEach(() => {
+    stack.ehr.sandbox.clear();
+    stack.ehr.faults.length = 0;
+    stack.ehr.requests.length = 0;
+  });
+  return stack;
+}
+
 /** Polls until `check` returns a truthy value or the deadline passes (behaviour, not timing: a generous deadline). */
 export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs;
