@@ -2,7 +2,8 @@
  * Ingest cost (not a test): CPU time of a gateway process in the ingest role per accepted request, for a given number
  * of readings per request. Delivery is not running; Redis (AOF on) is a private throwaway one.
  *
- * Usage: npx tsx bench/ingest.ts [--requests 10000] [--batch 1] [--in-flight 32]
+ * Usage: npx tsx bench/ingest.ts [--requests 10000] [--batch 1] [--in-flight 32] [--profile]
+ * (--profile writes a CPU profile of the gateway process to <tmp>/gw-bench-profile/)
  * Prints requests/s and gateway CPU µs per request (from /proc, Linux only) for the shape given, and for one reading
  * per request and 20 per request when no --batch is given, so the per-message and per-reading costs can be told apart.
  */
@@ -38,7 +39,8 @@ async function main(): Promise<void> {
   const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
   const redisUrl = await redis.start();
   const env = { PORT: '0', REDIS_URL: redisUrl, FHIR_BASE_URL: 'http://127.0.0.1:9/fhir', UNKNOWN_DEVICE_POLICY: 'accept', MLLP_ENABLED: 'false', MAPPINGS_WATCH: 'false', QUEUE_MAX_DEPTH: '10000000', LOG_LEVEL: 'info' };
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', 'ingest'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const profile = args.includes('--profile') ? ['--cpu-prof', '--cpu-prof-dir', join(tmpdir(), 'gw-bench-profile')] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', 'ingest'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   const url = await new Promise<string>((res, rej) => {
     child.stdout!.on('data', (b: Buffer) => {
