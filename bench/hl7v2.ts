@@ -32,13 +32,8 @@ import { createLogger } from '../src/observability/logger.js';
 import { freePort } from '../src/queue/embedded-redis.js';
 import { FAST_ENV, startEhr, startRedis } from '../test/helpers/harness.js';
 import { pcdMessage, TestClient } from '../test/hl7v2/helpers.js';
+import { args, opt, ROOT } from './common.js';
 
-const ROOT = resolve(new URL('..', import.meta.url).pathname);
-const args = process.argv.slice(2);
-const opt = (name: string, def: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
 const SECONDS = opt('seconds', 5);
 const RATE = opt('rate', 500);
 const CONNECTIONS = opt('connections', 8);

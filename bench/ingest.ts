@@ -7,19 +7,13 @@
  * Prints requests/s and gateway CPU µs per request (from /proc, Linux only) for the shape given, and for one reading
  * per request and 20 per request when no --batch is given, so the per-message and per-reading costs can be told apart.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
+import { args, opt, run, spawnGateway } from './common.js';
 
-const ROOT = resolve(new URL('..', import.meta.url).pathname);
-const args = process.argv.slice(2);
-const opt = (name: string, def: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
 const REQUESTS = opt('requests', 10000);
 const IN_FLIGHT = opt('in-flight', 32);
 const SHAPES = args.includes('--batch') ? [opt('batch', 1)] : [1, 20];
@@ -39,18 +33,7 @@ async function main(): Promise<void> {
   const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
   const redisUrl = await redis.start();
   const env = { PORT: '0', REDIS_URL: redisUrl, FHIR_BASE_URL: 'http://127.0.0.1:9/fhir', UNKNOWN_DEVICE_POLICY: 'accept', MLLP_ENABLED: 'false', MAPPINGS_WATCH: 'false', QUEUE_MAX_DEPTH: '10000000', LOG_LEVEL: 'info' };
-  const profile = args.includes('--profile') ? ['--cpu-prof', '--cpu-prof-dir', join(tmpdir(), 'gw-bench-profile')] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', 'ingest'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  const url = await new Promise<string>((res, rej) => {
-    child.stdout!.on('data', (b: Buffer) => {
-      out += b.toString();
-      const m = /"url":"(http:[^"]+)"[^\n]*"msg":"gateway started"/.exec(out);
-      if (m) res(m[1]);
-      if (out.length > 100_000) out = out.slice(-10_000);
-    });
-    child.once('exit', (c) => rej(new Error(`gateway exited ${c}`)));
-  });
+  const { child, url } = await spawnGateway(env, 'ingest');
   const agent = new Agent({ keepAlive: true, maxSockets: IN_FLIGHT });
   const post = (body: unknown) =>
     new Promise<void>((resolve, reject) => {
@@ -93,10 +76,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+run(main);

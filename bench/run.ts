@@ -12,20 +12,15 @@
  * (--split runs ingest and delivery as two processes, as a scaled deployment does)
  * (--profile writes a CPU profile of the gateway process to <tmp>/gw-bench-profile/)
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import Bull from 'bull';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
+import { args, opt, ROOT, run, spawnGateway } from './common.js';
 
-const ROOT = resolve(new URL('..', import.meta.url).pathname);
-const args = process.argv.slice(2);
-const opt = (name: string, def: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
 const READINGS = opt('readings', 20000);
 const BATCH = opt('batch', 20);
 const IN_FLIGHT = opt('in-flight', 16);
@@ -62,22 +57,7 @@ async function startSink(): Promise<{ child: ChildProcess; url: string; stats():
 }
 
 async function startGateway(env: Record<string, string>, role = 'all'): Promise<{ child: ChildProcess; url: string; peakRss(): number }> {
-  const profile = args.includes('--profile') ? ['--cpu-prof', '--cpu-prof-dir', join(tmpdir(), 'gw-bench-profile')] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', role], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  const url = await new Promise<string>((res, rej) => {
-    child.stdout?.on('data', (b: Buffer) => {
-      out += b.toString();
-      const m = /"url":"(http:[^"]+)"[^\n]*"msg":"gateway started"/.exec(out);
-      if (m) res(m[1]);
-      if (out.length > 100_000) out = out.slice(-10_000);
-    });
-    child.once('exit', (c) => rej(new Error(`gateway exited ${c}: ${out.slice(-2000)}`)));
-  });
+  const { child, url } = await spawnGateway(env, role);
   let peak = 0;
   const timer = setInterval(async () => {
     try {
@@ -251,10 +231,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+run(main);
