@@ -4,15 +4,15 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, configHelp, loadConfig, ROLES, type Role } from './config/index.js';
-import { Gateway, VERSION } from './gateway.js';
+import { Gateway, VERSION } from './app/gateway.js';
 import { RedisNotInstalledError } from './queue/embedded-redis.js';
 import { AdapterRegistry } from './adapters/registry.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import { OperationOutcomeError } from './fhir/outcome.js';
-import { standardExtensions } from './extensions.js';
-import { applyToRegistry, loadMappingsDir, validateMappingCommand, translateCommand } from './adapters/iomt/index.js';
-import { SHIPPED_MAPPINGS_DIR } from './adapters/extension.js';
-import { main as sendHl7 } from './hl7v2/send.js';
+import { OperationOutcomeError } from './core/errors.js';
+import { standardExtensions } from './app/features.js';
+import { applyToRegistry, loadMappingsDir, validateMappingCommand, translateCommand } from './adapters/mapping/index.js';
+import { SHIPPED_MAPPINGS_DIR } from './adapters/mapping/folder.js';
+import { main as sendHl7 } from './channels/mllp/client.js';
 import { loadPluginsInto } from './adapters/plugins.js';
 import { existsSync, statSync } from 'node:fs';
 

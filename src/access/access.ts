@@ -7,9 +7,9 @@
 import { createHash } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
-import type { Principal } from '../adapters/contract.js';
-import { BaseAccess, BOOTSTRAP_ADMIN, bearerToken, sameKey } from '../http/auth.js';
-import { OperationOutcomeError, outcome, issue, unauthorized, unavailable } from '../fhir/outcome.js';
+import type { Principal } from '../core/contract.js';
+import { BaseAccess, BOOTSTRAP_ADMIN, bearerToken, sameKey } from './auth.js';
+import { OperationOutcomeError, outcome, issue, unauthorized, unavailable } from '../core/errors.js';
 import type { AuditTrail } from '../audit/store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';

@@ -13,7 +13,7 @@
  */
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { RoleName } from '../adapters/contract.js';
+import type { RoleName } from '../core/contract.js';
 
 export const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32, maxmem: 64 * 1024 * 1024 } as const;
 

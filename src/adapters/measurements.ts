@@ -10,7 +10,7 @@
  * Systolic + diastolic (+ mean) of one family in one reading become one blood-pressure panel with components.
  */
 import type { OperationOutcomeIssue } from 'fhir/r4';
-import { issue } from '../fhir/outcome.js';
+import { issue } from '../core/errors.js';
 import {
   BP_COMPONENT_LOINC,
   bpPanelCode,
@@ -23,7 +23,7 @@ import {
 } from '../fhir/builders.js';
 import { convertExact, LOINC_SYSTEM, toUcum } from '../fhir/terminology.js';
 import type { Observation } from 'fhir/r4';
-import { type DeviceAdapter, type InboundMessage, type PatientIdentity, type Translation, type TranslationContext, TranslationError } from './contract.js';
+import { type DeviceAdapter, type InboundMessage, type PatientIdentity, type Translation, type TranslationContext, TranslationError } from '../core/contract.js';
 import { isRecord, parseTimestamp } from './util.js';
 
 interface Measured {

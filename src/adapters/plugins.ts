@@ -14,11 +14,11 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import type { Resource } from 'fhir/r4';
 import type { Config } from '../config/index.js';
-import type { Extension, ExtensionContext } from '../gateway.js';
-import { issue, OperationOutcomeError } from '../fhir/outcome.js';
+import type { Extension, ExtensionContext } from '../app/gateway.js';
+import { issue, OperationOutcomeError } from '../core/errors.js';
 import { validate } from '../fhir/validate.js';
-import { TranslationError, type DeviceAdapter, type InboundMessage, type Translation, type TranslationContext } from './contract.js';
-import { DRY_RUN_CONTEXT, DRY_RUN_RECEIVED_AT } from './iomt/validate-mapping.js';
+import { TranslationError, type DeviceAdapter, type InboundMessage, type Translation, type TranslationContext } from '../core/contract.js';
+import { DRY_RUN_CONTEXT, DRY_RUN_RECEIVED_AT } from './mapping/validate-mapping.js';
 import { BUILT_IN_ADAPTERS } from './registry.js';
 import { isPluginAdapter, PLUGIN_API_VERSION, PLUGIN_MARK, type PluginAdapter } from './sdk.js';
 
@@ -26,7 +26,7 @@ export { isPluginAdapter } from './sdk.js';
 
 /** Config keys of plugins and the registration API (defined in registration-config.ts, which imports nothing heavy:
  *  config/index.ts can import it without an import cycle). */
-export { PLUGIN_KEYS } from './registration-config.js';
+export { PLUGIN_KEYS } from '../registration/config.js';
 
 export interface PluginLoadError {
   /** The file, folder or package. */

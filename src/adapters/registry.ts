@@ -2,7 +2,7 @@
  * The one registry of device adapters. Built-ins are listed here; adapters loaded from mappings/, plugins and the
  * registration API are added through `register`, so a grep for `registry.register` finds them all.
  */
-import type { DeviceAdapter } from './contract.js';
+import type { DeviceAdapter } from '../core/contract.js';
 import { measurementsAdapter } from './measurements.js';
 
 export const BUILT_IN_ADAPTERS: readonly DeviceAdapter[] = [measurementsAdapter];

@@ -8,12 +8,12 @@
  * The contract is the adapter contract (contract.ts): `translate` is pure (no I/O, no clock, no randomness: the
  * receive time is in the message), returns Translation[] and throws TranslationError for input it cannot map.
  */
-import type { DeviceAdapter, InboundMessage, Translation, TranslationContext } from './contract.js';
-import { TranslationError } from './contract.js';
+import type { DeviceAdapter, InboundMessage, Translation, TranslationContext } from '../core/contract.js';
+import { TranslationError } from '../core/contract.js';
 import { measurementsAdapter } from './measurements.js';
 
-export type { DeviceAdapter, InboundMessage, Translation, TranslationContext, PatientIdentity, Principal } from './contract.js';
-export { TranslationError } from './contract.js';
+export type { DeviceAdapter, InboundMessage, Translation, TranslationContext, PatientIdentity, Principal } from '../core/contract.js';
+export { TranslationError } from '../core/contract.js';
 export {
   buildDevice,
   buildObservation,
@@ -35,7 +35,7 @@ export {
   type ResolvedCode,
 } from '../fhir/builders.js';
 export { Category, convertExact, findMdcMetric, LOINC_SYSTEM, LOINC_VITALS, MDC_SYSTEM, toUcum, UCUM_SYSTEM, type MdcMetric } from '../fhir/terminology.js';
-export { issue, outcome } from '../fhir/outcome.js';
+export { issue, outcome } from '../core/errors.js';
 export { isRecord, parseTimestamp } from './util.js';
 
 /** The version of this contract. A plugin built for another major version is refused at load. */

@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { AuditEvent, AuditEventEntity, Coding } from 'fhir/r4';
-import type { Principal } from '../adapters/contract.js';
+import type { Principal } from '../core/contract.js';
 
 export const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
 export const AUDIT_EVENT_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-event-type';

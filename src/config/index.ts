@@ -4,8 +4,8 @@
 import { type ConfigKey, type ConfigValue, describeKeys, loadKeys } from './schema.js';
 import { HL7_KEYS } from '../hl7v2/config.js';
 import { DEVICE_KEYS } from '../devices/config.js';
-import { PLUGIN_KEYS } from '../adapters/registration-config.js';
-import { MQTT_KEYS } from '../ingest/mqtt-config.js';
+import { PLUGIN_KEYS } from '../registration/config.js';
+import { MQTT_KEYS } from '../channels/mqtt/config.js';
 
 export const MAPPING_KEYS: readonly ConfigKey[] = [
   { env: 'MAPPINGS_DIR', type: 'string', description: 'Folder of declarative device mappings (one folder per adapter). Unset: the mappings/ folder shipped with the gateway' },

@@ -5,7 +5,7 @@
  */
 import { Client } from 'fhir-kit-client';
 import type { Bundle, OperationOutcome, Resource } from 'fhir/r4';
-import { outcome, issue } from '../fhir/outcome.js';
+import { outcome, issue } from '../core/errors.js';
 
 export interface EhrClientOptions {
   baseUrl: string;

@@ -5,12 +5,12 @@
  */
 import type Bull from 'bull';
 import type { Device, Observation, Patient } from 'fhir/r4';
-import type { Translation } from '../adapters/contract.js';
+import type { Translation } from '../core/contract.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { hashKey } from '../fhir/builders.js';
 import { type DeliveryJob, type DeliveryQueue, normalizeJob } from '../queue/queue.js';
-import { buildBatchTransaction, buildTransaction, mergeSampledObservation, type MergedObservations, type PatientTarget, type TransactionUnit } from './bundle.js';
+import { buildBatchTransaction, buildTransaction, mergeSampledObservation, type MergedObservations, type PatientTarget, type TransactionUnit } from '../fhir/transaction.js';
 import { Coalescer } from './coalescer.js';
 import type { DeadLetterStore } from './dead-letters.js';
 import { EhrClient, EhrError } from './ehr-client.js';

@@ -6,7 +6,7 @@
  * need to know their ids.
  */
 import type { Device } from 'fhir/r4';
-import type { Translation } from '../adapters/contract.js';
+import type { Translation } from '../core/contract.js';
 import { fhirStatus, type DeviceRecord } from './model.js';
 
 /** IEEE EUI-64 identifier system (as IHE PCD uses it). */

@@ -10,8 +10,8 @@
  * A message is admitted whole or refused whole; readings held for review are answered like queued ones (they are in
  * Redis) and are left out of what the pipeline queues.
  */
-import type { InboundMessage, Principal, Translation } from '../adapters/contract.js';
-import { forbidden, OperationOutcomeError, outcome, issue, unprocessable } from '../fhir/outcome.js';
+import type { InboundMessage, Principal, Translation } from '../core/contract.js';
+import { forbidden, OperationOutcomeError, outcome, issue, unprocessable } from '../core/errors.js';
 import { validate } from '../fhir/validate.js';
 import type { IngestGuard } from '../pipeline/pipeline.js';
 import type { Logger } from '../observability/logger.js';

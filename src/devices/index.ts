@@ -7,11 +7,11 @@
  * operators' keys, audit) and the offline monitor. Its configuration keys are DEVICE_KEYS (devices/config.ts).
  */
 import type { Router } from 'express';
-import type { ExtensionContext, Extension } from '../gateway.js';
+import type { ExtensionContext, Extension } from '../app/gateway.js';
 import type { ConfigKey } from '../config/schema.js';
 import { ApiKeyAccess } from '../access/access.js';
 import { CredentialStore } from '../access/credentials.js';
-import { configureMllpSenders } from '../access/mllp.js';
+import { configureMllpSenders } from '../access/mllp-senders.js';
 import { AuditTrail } from '../audit/store.js';
 import { DEVICE_KEYS, readDeviceConfig } from './config.js';
 import { DeviceGuard } from './guard.js';
@@ -22,7 +22,7 @@ import { buildRouter, deviceRoutes } from './routes.js';
 import { DeviceService } from './service.js';
 
 export { DEVICE_KEYS } from './config.js';
-export { mllpSenderAllowed } from '../access/mllp.js';
+export { mllpSenderAllowed } from '../access/mllp-senders.js';
 export { deviceUpdateTranslation, deviceRegistryVersion, REGISTRY_VERSION_URL } from './fhir.js';
 
 export interface DeviceManagement extends Extension {

@@ -30,9 +30,9 @@
  *   GET    /api/audit                                  operator
  */
 import express, { Router, type Request, type RequestHandler } from 'express';
-import type { Principal, RoleName } from '../adapters/contract.js';
-import type { AccessControl } from '../http/auth.js';
-import { badRequest, forbidden, notFound, OperationOutcomeError, outcome, issue } from '../fhir/outcome.js';
+import type { Principal, RoleName } from '../core/contract.js';
+import type { AccessControl } from '../access/auth.js';
+import { badRequest, forbidden, notFound, OperationOutcomeError, outcome, issue } from '../core/errors.js';
 import type { AuditTrail } from '../audit/store.js';
 import { DEVICE_ACTIONS, type DeviceAction } from './model.js';
 import type { Actor, DeviceService } from './service.js';

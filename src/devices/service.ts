@@ -4,10 +4,10 @@
  * audited, reflected in the FHIR Device through the delivery queue, and announced on the webhook.
  */
 import { randomBytes } from 'node:crypto';
-import type { Principal } from '../adapters/contract.js';
+import type { Principal } from '../core/contract.js';
 import { sealSecret } from '../access/hmac.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
-import { badRequest, conflict, forbidden, notFound, OperationOutcomeError, outcome, issue } from '../fhir/outcome.js';
+import { badRequest, conflict, forbidden, notFound, OperationOutcomeError, outcome, issue } from '../core/errors.js';
 import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -20,7 +20,7 @@ import { deviceUpdateTranslation } from './fhir.js';
 import { DEVICE_ID, DEVICE_STATES, nextState, type ConnectivityState, type DeviceAction, type DeviceIdentifiers, type DeviceRecord, type DeviceState, type DeviceTelemetry } from './model.js';
 import type { DecommissionReport, DeviceRegistry } from './registry.js';
 import type { Notifier } from './notify.js';
-import type { Translation } from '../adapters/contract.js';
+import type { Translation } from '../core/contract.js';
 
 export interface Actor {
   principal: Principal;

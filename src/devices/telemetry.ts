@@ -5,7 +5,7 @@
  *   - in the translated observations, an observation whose coding display/code names the battery charge.
  * Values are device health, not PHI; they are kept per device and shown in the registry record.
  */
-import type { Translation } from '../adapters/contract.js';
+import type { Translation } from '../core/contract.js';
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);

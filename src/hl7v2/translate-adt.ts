@@ -5,8 +5,8 @@
  * resources (merging patients in the EHR is not the gateway's decision).
  */
 import type { HumanName, Patient } from 'fhir/r4';
-import type { Translation, TranslationContext } from '../adapters/contract.js';
-import { TranslationError } from '../adapters/contract.js';
+import type { Translation, TranslationContext } from '../core/contract.js';
+import { TranslationError } from '../core/contract.js';
 import type { Hl7TranslateOptions } from './config.js';
 import { get, type Hl7Message, segment } from './parse.js';
 import { at, hl7Issue, patientIdentifiers } from './translate-common.js';

@@ -4,8 +4,8 @@
  * into an ERR location.
  */
 import type { CodeableConcept, Coding, OperationOutcomeIssue } from 'fhir/r4';
-import type { PatientIdentity, TranslationContext } from '../adapters/contract.js';
-import { issue, type IssueCode } from '../fhir/outcome.js';
+import type { PatientIdentity, TranslationContext } from '../core/contract.js';
+import { issue, type IssueCode } from '../core/errors.js';
 import { LOINC_SYSTEM, MDC_SYSTEM, UCUM_SYSTEM } from '../fhir/terminology.js';
 import type { Hl7TranslateOptions } from './config.js';
 import { get, type Hl7Message, type Hl7Segment } from './parse.js';

@@ -18,8 +18,8 @@
  * configuration); OBX-14 → effective (else the parent MDS/VMD/CHAN's OBX-14, else OBR-7); PID-3 → subject.
  */
 import type { Annotation, CodeableConcept, Coding, Device, Observation, OperationOutcomeIssue, Quantity } from 'fhir/r4';
-import type { PatientIdentity, Translation, TranslationContext } from '../adapters/contract.js';
-import { TranslationError } from '../adapters/contract.js';
+import type { PatientIdentity, Translation, TranslationContext } from '../core/contract.js';
+import { TranslationError } from '../core/contract.js';
 import {
   BP_COMPONENT_LOINC,
   bpPanelCode,

@@ -13,9 +13,9 @@ import type { EhrClient } from '../delivery/ehr-client.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { SandboxEhr } from '../sandbox/sandbox.js';
-import { notFound, outcome, issue, OperationOutcomeError, unavailable } from '../fhir/outcome.js';
+import { notFound, outcome, issue, OperationOutcomeError, unavailable } from '../core/errors.js';
 import { errorHandler, notFoundHandler, requireJson } from './errors.js';
-import type { AccessControl } from './auth.js';
+import type { AccessControl } from '../access/auth.js';
 import { RefusedStore } from '../pipeline/refused.js';
 import { withoutCredentials } from '../observability/redact.js';
 

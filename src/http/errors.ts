@@ -2,7 +2,7 @@
  * The HTTP boundary speaks FHIR OperationOutcome for every refusal, and never leaks stack traces or library messages.
  */
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { badRequest, notFound, OperationOutcomeError, toOutcomeError, tooLarge, outcome, issue } from '../fhir/outcome.js';
+import { badRequest, notFound, OperationOutcomeError, toOutcomeError, tooLarge, outcome, issue } from '../core/errors.js';
 import type { Logger } from '../observability/logger.js';
 
 export function sendOutcome(res: Parameters<RequestHandler>[1], err: OperationOutcomeError): void {

@@ -6,8 +6,8 @@
  */
 import type { OperationOutcomeIssue } from 'fhir/r4';
 import type { AdapterRegistry } from '../adapters/registry.js';
-import { type InboundMessage, type Translation, type TranslationContext, TranslationError } from '../adapters/contract.js';
-import { issue, notFound, OperationOutcomeError, outcome, unprocessable } from '../fhir/outcome.js';
+import { type InboundMessage, type Translation, type TranslationContext, TranslationError } from '../core/contract.js';
+import { issue, notFound, OperationOutcomeError, outcome, unprocessable } from '../core/errors.js';
 import { validate } from '../fhir/validate.js';
 import { DEFAULT_READINGS_PER_JOB, type DeliveryQueue, jobsFor } from '../queue/queue.js';
 import type { Metrics } from '../observability/metrics.js';

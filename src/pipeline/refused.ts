@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
-import type { Principal } from '../adapters/contract.js';
+import type { Principal } from '../core/contract.js';
 
 export interface RefusedPayload {
   id: string;

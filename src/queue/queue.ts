@@ -5,9 +5,9 @@
 import Bull from 'bull';
 import type { Redis, RedisOptions } from 'ioredis';
 import IORedis from 'ioredis';
-import type { Translation } from '../adapters/contract.js';
+import type { Translation } from '../core/contract.js';
 import { hashKey } from '../fhir/builders.js';
-import { issue, OperationOutcomeError, outcome, unavailable } from '../fhir/outcome.js';
+import { issue, OperationOutcomeError, outcome, unavailable } from '../core/errors.js';
 
 /** What a delivery job carries: resources already translated and validated, ready for the EHR. */
 export interface DeliveryJob {

@@ -1,6 +1,6 @@
 /** MLLP sender allow-list (MLLP_ALLOWED_SENDERS): per sending facility, addresses, CIDR blocks and certificates. */
 import { strict as assert } from 'node:assert';
-import { MllpAllowList } from '../../src/access/mllp.js';
+import { MllpAllowList } from '../../src/access/mllp-senders.js';
 
 const FP = 'AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89';
 

@@ -6,7 +6,7 @@ import { strict as assert } from 'node:assert';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Observation, Quantity } from 'fhir/r4';
-import { loadMappingDir, loadMappingsDir } from '../../src/adapters/iomt/index.js';
+import { loadMappingDir, loadMappingsDir } from '../../src/adapters/mapping/index.js';
 import { validate } from '../../src/fhir/validate.js';
 import { ctx, mappingsDir, message, readJson } from './helpers.js';
 

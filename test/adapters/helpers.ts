@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Coding, Observation } from 'fhir/r4';
-import type { InboundMessage, Translation, TranslationContext } from '../../src/adapters/contract.js';
+import type { InboundMessage, Translation, TranslationContext } from '../../src/core/contract.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const fixturesDir = path.join(repoRoot, 'test/adapters/fixtures');

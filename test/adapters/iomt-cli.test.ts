@@ -3,8 +3,8 @@ import { strict as assert } from 'node:assert';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Translation } from '../../src/adapters/contract.js';
-import { translateCommand, validateMappingCommand } from '../../src/adapters/iomt/index.js';
+import type { Translation } from '../../src/core/contract.js';
+import { translateCommand, validateMappingCommand } from '../../src/adapters/mapping/index.js';
 import { mappingsDir } from './helpers.js';
 
 function capture() {

@@ -5,8 +5,8 @@
  */
 import { strict as assert } from 'node:assert';
 import path from 'node:path';
-import { TranslationError } from '../../src/adapters/contract.js';
-import { createMappingAdapter, formatIssue, MappingError, validateMapping } from '../../src/adapters/iomt/index.js';
+import { TranslationError } from '../../src/core/contract.js';
+import { createMappingAdapter, formatIssue, MappingError, validateMapping } from '../../src/adapters/mapping/index.js';
 import { ctx, fixtureCases, fixturesDir, message, readJson } from './helpers.js';
 
 interface ErrorCase {

@@ -1,7 +1,7 @@
 /** The expression layer: JSONPath (jsonpath-plus) in iomt-fhir's Newtonsoft dialect, JMESPath with iomt's custom functions. */
 import { strict as assert } from 'node:assert';
 import jmespath from 'jmespath';
-import { compileExpression, CUSTOM_FUNCTIONS, ExpressionError, normaliseJsonPath } from '../../src/adapters/iomt/expressions.js';
+import { compileExpression, CUSTOM_FUNCTIONS, ExpressionError, normaliseJsonPath } from '../../src/adapters/mapping/expressions.js';
 
 describe('expressions: JSONPath in the Newtonsoft dialect', () => {
   const rewrites: [string, string][] = [

@@ -3,7 +3,7 @@ import { strict as assert } from 'node:assert';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { applyToRegistry, type LoadResult, loadMappingsDir, watchMappingsDir } from '../../src/adapters/iomt/index.js';
+import { applyToRegistry, type LoadResult, loadMappingsDir, watchMappingsDir } from '../../src/adapters/mapping/index.js';
 import { mappingsDir } from './helpers.js';
 
 function tempMappings(): string {

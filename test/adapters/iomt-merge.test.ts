@@ -1,7 +1,7 @@
 /** Merging period Observations (writeMode 'merge'): samples at their offsets, latest wins, idempotent. */
 import { strict as assert } from 'node:assert';
 import path from 'node:path';
-import { createMappingAdapter, mergeObservation } from '../../src/adapters/iomt/index.js';
+import { createMappingAdapter, mergeObservation } from '../../src/adapters/mapping/index.js';
 import { ctx, fixturesDir, message, readJson } from './helpers.js';
 
 describe('merging period observations', () => {

@@ -8,7 +8,7 @@ import { strict as assert } from 'node:assert';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Observation } from 'fhir/r4';
-import { checkSamples, createMappingAdapter, formatIssue, MappingError, validateMapping } from '../../src/adapters/iomt/index.js';
+import { checkSamples, createMappingAdapter, formatIssue, MappingError, validateMapping } from '../../src/adapters/mapping/index.js';
 import { validate } from '../../src/fhir/validate.js';
 import { ctx, fixturesDir, message, readJson, sharedIomtDir } from './helpers.js';
 

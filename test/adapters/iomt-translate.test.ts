@@ -5,7 +5,7 @@
  */
 import { strict as assert } from 'node:assert';
 import path from 'node:path';
-import { createMappingAdapter } from '../../src/adapters/iomt/index.js';
+import { createMappingAdapter } from '../../src/adapters/mapping/index.js';
 import { validate } from '../../src/fhir/validate.js';
 import { ctx, fixtureCases, fixturesDir, message, projectTranslations, readJson } from './helpers.js';
 

@@ -67,9 +67,9 @@ describe('no PHI in logs: the MLLP channel (HL7v2 extension)', function () {
   this.timeout(60000);
   it('feeds an ORU^R01 with known PHI over MLLP (accepted and refused); it appears in no log line', async function () {
     // The HL7v2 part is another module: used when present, skipped otherwise.
-    const hl7 = await import('../../src/hl7v2/extension.js').catch(() => undefined);
+    const hl7 = await import('../../src/channels/mllp/index.js').catch(() => undefined);
     const hl7config = await import('../../src/hl7v2/config.js').catch(() => undefined);
-    const send = await import('../../src/hl7v2/send.js').catch(() => undefined);
+    const send = await import('../../src/channels/mllp/client.js').catch(() => undefined);
     if (!hl7 || !hl7config || !send) return this.skip();
     const redis = await startRedis();
     const ehr = await startEhr();

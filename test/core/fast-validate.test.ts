@@ -8,7 +8,7 @@ import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { validateResource } from '@medplum/core';
 import type { AuditEvent, Bundle, Device, Observation, OperationOutcome, Patient, Resource } from 'fhir/r4';
-import type { Translation, TranslationContext } from '../../src/adapters/contract.js';
+import type { Translation, TranslationContext } from '../../src/core/contract.js';
 import { measurementsAdapter } from '../../src/adapters/measurements.js';
 import { buildAuditEvent } from '../../src/audit/event.js';
 import { buildDevice, buildObservation, quantity, resolveCode, type ResolvedCode } from '../../src/fhir/builders.js';

@@ -6,7 +6,7 @@ import { strict as assert } from 'node:assert';
 import type { Observation } from 'fhir/r4';
 import { eventually, startEhr, startRedis, type TestEhr, type TestRedis } from '../helpers/harness.js';
 import { ADMIN, call, reading, startDmGateway, type DmGateway } from './wire.js';
-import type { InboundMessage } from '../../src/adapters/contract.js';
+import type { InboundMessage } from '../../src/core/contract.js';
 
 describe('unknown device policy', function () {
   this.timeout(60000);

@@ -4,11 +4,11 @@
  */
 import { Writable } from 'node:stream';
 import { loadConfig, type Role } from '../../src/config/index.js';
-import { Gateway, type Extension, type ExtensionContext } from '../../src/gateway.js';
+import { Gateway, type Extension, type ExtensionContext } from '../../src/app/gateway.js';
 import { type ConfigKey, loadKeys } from '../../src/config/schema.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createDeviceManagement, type DeviceManagement } from '../../src/devices/index.js';
-import { registrationExtension } from '../../src/adapters/registration.js';
+import { registrationExtension } from '../../src/registration/service.js';
 import { FAST_ENV, type TestGateway } from '../helpers/harness.js';
 
 export const ADMIN = 'admin-key-0123456789abcdef';

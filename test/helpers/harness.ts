@@ -14,9 +14,9 @@ import type { Bundle, Resource } from 'fhir/r4';
 import { EmbeddedRedis } from '../../src/queue/embedded-redis.js';
 import { createSandboxEhr, type SandboxEhr } from '../../src/sandbox/sandbox.js';
 import { loadConfig, type Role } from '../../src/config/index.js';
-import { Gateway } from '../../src/gateway.js';
+import { Gateway } from '../../src/app/gateway.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { standardExtensions } from '../../src/extensions.js';
+import { standardExtensions } from '../../src/app/features.js';
 
 export const REPO_ROOT = resolve(new URL('../..', import.meta.url).pathname);
 

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { batchAck, buildAck, issuesToErrors, readAck } from '../../src/hl7v2/ack.js';
-import { MllpDecoder, type MllpEvent, mllpFrame } from '../../src/hl7v2/mllp.js';
+import { MllpDecoder, type MllpEvent, mllpFrame } from '../../src/channels/mllp/server.js';
 import { get, parseMessage, readHeader, segment } from '../../src/hl7v2/parse.js';
 
 const IN = 'MSH|^~\\&|DEV-APP|DEV-FAC|GW-APP|GW-FAC|20261123101500+0100||ORU^R01^ORU_R01|CTRL-42|P|2.6||||||UNICODE UTF-8\rPID|||1\r';

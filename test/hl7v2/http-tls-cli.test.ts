@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readAck } from '../../src/hl7v2/ack.js';
 import { createHl7Adapter } from '../../src/hl7v2/adapter.js';
-import { main, sendFile } from '../../src/hl7v2/send.js';
+import { main, sendFile } from '../../src/channels/mllp/client.js';
 import { pcdMessage, type Stack, startStack, startTestRedis, TestClient, type TestRedisServer } from './helpers.js';
 
 const fixturePath = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import IORedis from 'ioredis';
 import { readAck } from '../../src/hl7v2/ack.js';
-import { MllpServer, mllpFrame } from '../../src/hl7v2/mllp.js';
-import { Hl7Service } from '../../src/hl7v2/service.js';
+import { MllpServer, mllpFrame } from '../../src/channels/mllp/server.js';
+import { Hl7Service } from '../../src/channels/mllp/session.js';
 import { defaultHl7Config } from '../../src/hl7v2/config.js';
 import { AdapterRegistry } from '../../src/adapters/registry.js';
 import { createHl7Adapter } from '../../src/hl7v2/adapter.js';

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import type { Coding, Observation, Resource } from 'fhir/r4';
-import type { Translation, TranslationContext } from '../../src/adapters/contract.js';
-import { OperationOutcomeError } from '../../src/fhir/outcome.js';
+import type { Translation, TranslationContext } from '../../src/core/contract.js';
+import { OperationOutcomeError } from '../../src/core/errors.js';
 import { validate } from '../../src/fhir/validate.js';
 import { createHl7Adapter, hl7v2Adapter } from '../../src/hl7v2/adapter.js';
 import { EUI64_SYSTEM } from '../../src/hl7v2/config.js';

@@ -12,7 +12,7 @@ import mqtt from 'mqtt';
 import type { MqttClient } from 'mqtt';
 import type { Device, Observation, OperationOutcome } from 'fhir/r4';
 import { EmbeddedRedis } from '../../src/queue/embedded-redis.js';
-import { matchTopic } from '../../src/ingest/mqtt.js';
+import { matchTopic } from '../../src/channels/mqtt/channel.js';
 import { eventually, REPO_ROOT, startEhr, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
 import { ADMIN, call, startVendorGateway } from '../registration/wire.js';
 import { mosquittoBinary, NO_MOSQUITTO, startMosquitto, type TestBroker } from './broker.js';

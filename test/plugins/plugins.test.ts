@@ -11,7 +11,7 @@ import type { Observation } from 'fhir/r4';
 import { AdapterRegistry } from '../../src/adapters/registry.js';
 import { checkPluginSamples, loadPlugins, loadPluginsInto } from '../../src/adapters/plugins.js';
 import { definePlugin, isPluginAdapter } from '../../src/adapters/sdk.js';
-import { TranslationError } from '../../src/adapters/contract.js';
+import { TranslationError } from '../../src/core/contract.js';
 import { initValidation } from '../../src/fhir/validate.js';
 import examplePlugin, { decodeBloodPressure, sfloat } from '../../plugins/example-vendor/index.js';
 import { eventually, REPO_ROOT, startEhr, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';

@@ -6,13 +6,13 @@
 import { Writable } from 'node:stream';
 import { loadConfig, type Role } from '../../src/config/index.js';
 import { loadKeys } from '../../src/config/schema.js';
-import { Gateway } from '../../src/gateway.js';
+import { Gateway } from '../../src/app/gateway.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createDeviceManagement } from '../../src/devices/index.js';
-import { mappingsExtension } from '../../src/adapters/extension.js';
+import { mappingsExtension } from '../../src/adapters/mapping/folder.js';
 import { PLUGIN_KEYS, pluginsExtension } from '../../src/adapters/plugins.js';
-import { registrationExtension } from '../../src/adapters/registration.js';
-import { MQTT_KEYS, mqttExtension } from '../../src/ingest/mqtt.js';
+import { registrationExtension } from '../../src/registration/service.js';
+import { MQTT_KEYS, mqttExtension } from '../../src/channels/mqtt/channel.js';
 import { FAST_ENV, type TestGateway } from '../helpers/harness.js';
 
 export { ADMIN, call } from '../devices/wire.js';

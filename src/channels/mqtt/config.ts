@@ -2,7 +2,7 @@
  * Configuration of the MQTT channel (a fragment of the one schema; see config/schema.ts). See docs/mqtt.md.
  */
 import { hostname } from 'node:os';
-import type { ConfigKey, ConfigValue } from '../config/schema.js';
+import type { ConfigKey, ConfigValue } from '../../config/schema.js';
 
 export const MQTT_KEYS: readonly ConfigKey[] = [
   { env: 'MQTT_URL', type: 'url', description: 'MQTT broker (mqtt://host:1883, mqtts://host:8883 for TLS). Unset: the MQTT channel is off' },

@@ -5,8 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, Identifier, Observation, Patient, Reference, Resource } from 'fhir/r4';
-import { deterministicUuid } from '../fhir/builders.js';
-import type { Translation } from '../adapters/contract.js';
+import { deterministicUuid } from './builders.js';
+import type { Translation } from '../core/contract.js';
 
 /** How the subject patient is written: created when absent (conditional create), or an already-known id. */
 export type PatientTarget = { kind: 'create'; system: string; value: string } | { kind: 'existing'; id: string } | { kind: 'none' };

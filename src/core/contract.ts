@@ -5,7 +5,7 @@
  * it cannot map.
  */
 import type { AuditEvent, Device, Observation, Patient } from 'fhir/r4';
-import { OperationOutcomeError, outcome, issue } from '../fhir/outcome.js';
+import { OperationOutcomeError, outcome, issue } from './errors.js';
 import type { OperationOutcomeIssue } from 'fhir/r4';
 
 /** A channel's message as it reached the gateway. */

@@ -16,7 +16,7 @@
  * The event is iomt's EventData shape: { "Body": <payload>, "Properties": {...}, "SystemProperties": {...} }, built
  * from the inbound message (see `eventEnvelope`), so templates written for iomt-fhir work unchanged.
  */
-import type { InboundMessage } from '../contract.js';
+import type { InboundMessage } from '../../core/contract.js';
 import { parseTimestamp } from '../util.js';
 import { type CompiledExpression, compileExpression, ExpressionLanguage, parseLanguage, type Selected } from './expressions.js';
 import { child, IssueSink, isObject, type MappingIssue, prop } from './issues.js';

@@ -8,8 +8,8 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
-import type { Principal, RoleName } from '../adapters/contract.js';
-import { forbidden, unauthorized } from '../fhir/outcome.js';
+import type { Principal, RoleName } from '../core/contract.js';
+import { forbidden, unauthorized } from '../core/errors.js';
 
 declare module 'express-serve-static-core' {
   interface Request {

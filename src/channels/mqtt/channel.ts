@@ -28,15 +28,15 @@ import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
-import type { InboundMessage, Principal } from '../adapters/contract.js';
-import type { Extension, ExtensionContext } from '../gateway.js';
-import { issue, OperationOutcomeError, outcome } from '../fhir/outcome.js';
-import type { Ingestor } from '../pipeline/pipeline.js';
-import type { Logger } from '../observability/logger.js';
-import type { Metrics } from '../observability/metrics.js';
-import { type MqttConfig, mqttConfig } from './mqtt-config.js';
+import type { InboundMessage, Principal } from '../../core/contract.js';
+import type { Extension, ExtensionContext } from '../../app/gateway.js';
+import { issue, OperationOutcomeError, outcome } from '../../core/errors.js';
+import type { Ingestor } from '../../pipeline/pipeline.js';
+import type { Logger } from '../../observability/logger.js';
+import type { Metrics } from '../../observability/metrics.js';
+import { type MqttConfig, mqttConfig } from './config.js';
 
-export { MQTT_KEYS, mqttConfig, type MqttConfig } from './mqtt-config.js';
+export { MQTT_KEYS, mqttConfig, type MqttConfig } from './config.js';
 
 export const MQTT_REJECTED_KEY = 'gw:mqtt:rejected';
 /** QoS 0 messages handled at once at most; more are dropped and counted (QoS 0 promises no delivery). */

@@ -19,16 +19,16 @@
  * Refused messages (AE/AR/CR, not 503) are kept in Redis with the reason, for GET /api/rejected and replay.
  */
 import type { Redis } from 'ioredis';
-import type { InboundMessage, Principal } from '../adapters/contract.js';
-import { toOutcomeError } from '../fhir/outcome.js';
-import type { Metrics } from '../observability/metrics.js';
-import type { Ingestor } from '../pipeline/pipeline.js';
-import { type AckCode, type AckError, batchAck, buildAck, issuesToErrors } from './ack.js';
-import { unsupportedReason } from './adapter.js';
-import { type Hl7Config, versionAccepted } from './config.js';
-import { decodeBytes, Hl7ErrorCode, type Hl7Message, Hl7ParseError, type MshHeader, normaliseSegments, parseMessage, readHeader, splitMessages } from './parse.js';
-import { AckCache, contentHash, type RejectedEntry, RejectedStore } from './rejected.js';
-import { senderOf } from './translate-common.js';
+import type { InboundMessage, Principal } from '../../core/contract.js';
+import { toOutcomeError } from '../../core/errors.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { Ingestor } from '../../pipeline/pipeline.js';
+import { type AckCode, type AckError, batchAck, buildAck, issuesToErrors } from '../../hl7v2/ack.js';
+import { unsupportedReason } from '../../hl7v2/adapter.js';
+import { type Hl7Config, versionAccepted } from '../../hl7v2/config.js';
+import { decodeBytes, Hl7ErrorCode, type Hl7Message, Hl7ParseError, type MshHeader, normaliseSegments, parseMessage, readHeader, splitMessages } from '../../hl7v2/parse.js';
+import { AckCache, contentHash, type RejectedEntry, RejectedStore } from './ack-cache.js';
+import { senderOf } from '../../hl7v2/translate-common.js';
 
 /** The subset of a pino logger the channel uses. Logs carry no PHI: control ids, types, sender applications. */
 export interface Hl7Logger {

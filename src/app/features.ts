@@ -5,12 +5,12 @@
  * others), then the channels other than HTTP (HL7v2 over MLLP, MQTT).
  */
 import type { GatewayOptions } from './gateway.js';
-import { createDeviceManagement, mllpSenderAllowed } from './devices/index.js';
-import { mappingsExtension } from './adapters/extension.js';
-import { hl7Extension } from './hl7v2/extension.js';
-import { pluginsExtension } from './adapters/plugins.js';
-import { registrationExtension } from './adapters/registration.js';
-import { mqttExtension } from './ingest/mqtt.js';
+import { createDeviceManagement, mllpSenderAllowed } from '../devices/index.js';
+import { mappingsExtension } from '../adapters/mapping/folder.js';
+import { hl7Extension } from '../channels/mllp/index.js';
+import { pluginsExtension } from '../adapters/plugins.js';
+import { registrationExtension } from '../registration/service.js';
+import { mqttExtension } from '../channels/mqtt/channel.js';
 
 export function standardExtensions(): NonNullable<GatewayOptions['extensions']> {
   return [

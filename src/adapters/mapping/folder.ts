@@ -5,11 +5,11 @@
  */
 import express from 'express';
 import { fileURLToPath } from 'node:url';
-import type { Extension, ExtensionContext } from '../gateway.js';
-import { applyToRegistry, loadMappingsDir, watchMappingsDir, type LoadResult } from './iomt/index.js';
-import { BUILT_IN_ADAPTERS } from './registry.js';
+import type { Extension, ExtensionContext } from '../../app/gateway.js';
+import { applyToRegistry, loadMappingsDir, watchMappingsDir, type LoadResult } from './index.js';
+import { BUILT_IN_ADAPTERS } from '../registry.js';
 
-export const SHIPPED_MAPPINGS_DIR = fileURLToPath(new URL('../../mappings/', import.meta.url));
+export const SHIPPED_MAPPINGS_DIR = fileURLToPath(new URL('../../../mappings/', import.meta.url));
 
 export function mappingsExtension(): (ctx: ExtensionContext) => Promise<Extension> {
   return async (ctx) => {

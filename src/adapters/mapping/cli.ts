@@ -11,7 +11,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { validate } from '../../fhir/validate.js';
-import { TranslationError, type DeviceAdapter } from '../contract.js';
+import { TranslationError, type DeviceAdapter } from '../../core/contract.js';
 import { AdapterRegistry } from '../registry.js';
 import { formatIssue, type MappingIssue } from './issues.js';
 import { isMappingDir, loadMappingDir, loadMappingsDir } from './loader.js';

@@ -24,7 +24,7 @@
 import type { CodeableConcept, Coding, Observation, SampledData } from 'fhir/r4';
 import { type DeviceIdentity, buildObservation, type ObservationValue, observationIdentifier, quantity, type ResolvedCode } from '../../fhir/builders.js';
 import { LOINC_SYSTEM, LOINC_VITALS, toUcum, UCUM_SYSTEM } from '../../fhir/terminology.js';
-import type { PatientIdentity } from '../contract.js';
+import type { PatientIdentity } from '../../core/contract.js';
 import { describe, type ExtractionProblem, type Measurement } from './device-templates.js';
 import { child, IssueSink, isObject, type MappingIssue, prop } from './issues.js';
 

@@ -10,26 +10,26 @@ import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import IORedis from 'ioredis';
 import type { Redis } from 'ioredis';
-import type { Config, Role } from './config/index.js';
-import { AdapterRegistry } from './adapters/registry.js';
-import type { DeviceAdapter, RoleName } from './adapters/contract.js';
-import type { AuditInput } from './audit/event.js';
-import { Pipeline, type IngestGuard } from './pipeline/pipeline.js';
+import type { Config, Role } from '../config/index.js';
+import { AdapterRegistry } from '../adapters/registry.js';
+import type { DeviceAdapter, RoleName } from '../core/contract.js';
+import type { AuditInput } from '../audit/event.js';
+import { Pipeline, type IngestGuard } from '../pipeline/pipeline.js';
 import type { RequestHandler, Router } from 'express';
-import { DeliveryQueue, redisOptions, withTimeout } from './queue/queue.js';
-import { EmbeddedRedis } from './queue/embedded-redis.js';
-import { DeadLetterStore } from './delivery/dead-letters.js';
-import { EhrClient } from './delivery/ehr-client.js';
-import { backoffDelay, DeliveryWorker } from './delivery/worker.js';
-import { createSandboxEhr, type SandboxEhr } from './sandbox/sandbox.js';
-import { createApp } from './http/app.js';
-import { BootstrapAccess, type AccessControl } from './http/auth.js';
-import { createLogger, type Logger } from './observability/logger.js';
-import { Metrics } from './observability/metrics.js';
-import { withoutCredentials } from './observability/redact.js';
-import { initValidation } from './fhir/validate.js';
+import { DeliveryQueue, redisOptions, withTimeout } from '../queue/queue.js';
+import { EmbeddedRedis } from '../queue/embedded-redis.js';
+import { DeadLetterStore } from '../delivery/dead-letters.js';
+import { EhrClient } from '../delivery/ehr-client.js';
+import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
+import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
+import { createApp } from '../http/app.js';
+import { BootstrapAccess, type AccessControl } from '../access/auth.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import { Metrics } from '../observability/metrics.js';
+import { withoutCredentials } from '../observability/redact.js';
+import { initValidation } from '../fhir/validate.js';
 
-export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** What a feature module (device management, HL7v2, MQTT) gets to build its parts. */
 export interface ExtensionContext {

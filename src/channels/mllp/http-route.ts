@@ -13,11 +13,11 @@
  */
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import type { Redis } from 'ioredis';
-import { badRequest, notFound, OperationOutcomeError, outcome, issue, toOutcomeError, tooLarge } from '../fhir/outcome.js';
-import type { Ingestor } from '../pipeline/pipeline.js';
-import type { Hl7Config } from './config.js';
-import { charsetLabel, encodeText } from './parse.js';
-import { type Hl7Logger, Hl7Service } from './service.js';
+import { badRequest, notFound, OperationOutcomeError, outcome, issue, toOutcomeError, tooLarge } from '../../core/errors.js';
+import type { Ingestor } from '../../pipeline/pipeline.js';
+import type { Hl7Config } from '../../hl7v2/config.js';
+import { charsetLabel, encodeText } from '../../hl7v2/parse.js';
+import { type Hl7Logger, Hl7Service } from './session.js';
 
 export interface Hl7RoutesOptions {
   ingestor: Ingestor;

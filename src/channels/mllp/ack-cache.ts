@@ -8,10 +8,10 @@
  *   after a lost ACK (same sender, same control id, same content) is answered again without queueing twice. A reused
  *   control id with different content is not a resend and is processed normally.
  */
-import type { Principal } from '../adapters/contract.js';
+import type { Principal } from '../../core/contract.js';
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { AckError } from './ack.js';
+import type { AckError } from '../../hl7v2/ack.js';
 
 export const KEY_PREFIX = 'gw:hl7:';
 const REJECTED_INDEX = `${KEY_PREFIX}rejected`;

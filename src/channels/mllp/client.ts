@@ -10,9 +10,9 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { readAck } from './ack.js';
-import { MllpDecoder, mllpFrame } from './mllp.js';
-import { decodeBytes, encodeText, splitMessages } from './parse.js';
+import { readAck } from '../../hl7v2/ack.js';
+import { MllpDecoder, mllpFrame } from './server.js';
+import { decodeBytes, encodeText, splitMessages } from '../../hl7v2/parse.js';
 
 export interface SendTlsOptions {
   ca?: Buffer | string;

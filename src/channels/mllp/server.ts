@@ -15,10 +15,10 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Redis } from 'ioredis';
-import type { Ingestor } from '../pipeline/pipeline.js';
-import type { Hl7Config } from './config.js';
-import { encodeText } from './parse.js';
-import { type Hl7Logger, Hl7Service, noopLogger } from './service.js';
+import type { Ingestor } from '../../pipeline/pipeline.js';
+import type { Hl7Config } from '../../hl7v2/config.js';
+import { encodeText } from '../../hl7v2/parse.js';
+import { type Hl7Logger, Hl7Service, noopLogger } from './session.js';
 
 export const VT = 0x0b;
 export const FS = 0x1c;

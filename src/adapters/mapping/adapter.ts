@@ -13,8 +13,8 @@
  */
 import type { Device, Observation, OperationOutcomeIssue } from 'fhir/r4';
 import { buildDevice } from '../../fhir/builders.js';
-import { issue } from '../../fhir/outcome.js';
-import { type DeviceAdapter, type InboundMessage, type Translation, type TranslationContext, TranslationError } from '../contract.js';
+import { issue } from '../../core/errors.js';
+import { type DeviceAdapter, type InboundMessage, type Translation, type TranslationContext, TranslationError } from '../../core/contract.js';
 import { type ContentTemplate, eventEnvelope, type ExtractionProblem, extractMeasurements, parseDeviceMapping } from './device-templates.js';
 import { buildGroupObservation, type CodeValueTemplate, groupMeasurements, parseFhirMapping } from './fhir-templates.js';
 import { child, errorsOf, IssueSink, MappingError, type MappingIssue } from './issues.js';

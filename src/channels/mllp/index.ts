@@ -6,12 +6,12 @@
  *   new Gateway(config, role, { extensions: [hl7Extension({ auth: () => ({ ingest, admin }) })] })
  */
 import type { RequestHandler, Router } from 'express';
-import type { Extension, ExtensionContext } from '../gateway.js';
-import { createHl7Adapter } from './adapter.js';
-import { readHl7Config } from './config.js';
-import { MllpServer } from './mllp.js';
-import { hl7Routes } from './routes.js';
-import { type Hl7Logger, Hl7Service, type Hl7ServiceDeps } from './service.js';
+import type { Extension, ExtensionContext } from '../../app/gateway.js';
+import { createHl7Adapter } from '../../hl7v2/adapter.js';
+import { readHl7Config } from '../../hl7v2/config.js';
+import { MllpServer } from './server.js';
+import { hl7Routes } from './http-route.js';
+import { type Hl7Logger, Hl7Service, type Hl7ServiceDeps } from './session.js';
 
 export interface Hl7ExtensionOptions {
   /** Access checks for the routes (resolved when the extension is built). */

@@ -17,18 +17,18 @@
  */
 import express, { type Request } from 'express';
 import type { OperationOutcomeIssue, Resource } from 'fhir/r4';
-import type { Extension, ExtensionContext } from '../gateway.js';
-import { type DeviceAdapter, type InboundMessage, type Principal, type Translation, TranslationError } from './contract.js';
-import { badRequest, conflict, forbidden, issue, notFound, OperationOutcomeError, outcome, unavailable, unprocessable } from '../fhir/outcome.js';
+import type { Extension, ExtensionContext } from '../app/gateway.js';
+import { type DeviceAdapter, type InboundMessage, type Principal, type Translation, TranslationError } from '../core/contract.js';
+import { badRequest, conflict, forbidden, issue, notFound, OperationOutcomeError, outcome, unavailable, unprocessable } from '../core/errors.js';
 import { validate } from '../fhir/validate.js';
-import { buildTransaction } from '../delivery/bundle.js';
+import { buildTransaction } from '../fhir/transaction.js';
 import { requireJson } from '../http/errors.js';
-import { checkSamples, compileMapping, createMappingAdapter, MappingError, validateMapping, type MappingAdapter, type MappingIssue } from './iomt/index.js';
-import { BUILT_IN_ADAPTERS } from './registry.js';
-import { ADAPTERS_CHANNEL, RegistrationStore, type RegisteredAdapter } from './registration-store.js';
-import { isPluginAdapter } from './plugins.js';
+import { checkSamples, compileMapping, createMappingAdapter, MappingError, validateMapping, type MappingAdapter, type MappingIssue } from '../adapters/mapping/index.js';
+import { BUILT_IN_ADAPTERS } from '../adapters/registry.js';
+import { ADAPTERS_CHANNEL, RegistrationStore, type RegisteredAdapter } from './store.js';
+import { isPluginAdapter } from '../adapters/plugins.js';
 
-export { RegistrationStore } from './registration-store.js';
+export { RegistrationStore } from './store.js';
 
 const ADAPTER_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 /** Ids that would be shadowed by other routes under /api/adapters. */

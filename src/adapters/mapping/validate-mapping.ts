@@ -10,8 +10,8 @@
 import type { Observation, Resource } from 'fhir/r4';
 import { CORE_KEYS } from '../../config/index.js';
 import { validate } from '../../fhir/validate.js';
-import type { Translation, TranslationContext } from '../contract.js';
-import { TranslationError } from '../contract.js';
+import type { Translation, TranslationContext } from '../../core/contract.js';
+import { TranslationError } from '../../core/contract.js';
 import { type CompiledMapping, compileMapping, DEVICE_MAPPING_FILE, FHIR_MAPPING_FILE, runMapping } from './adapter.js';
 import type { MappingIssue } from './issues.js';
 import { checkTerminology } from './terminology-checks.js';
