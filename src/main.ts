@@ -8,7 +8,7 @@ import { Gateway, VERSION } from './app/gateway.js';
 import { RedisNotInstalledError } from './queue/embedded-redis.js';
 import { AdapterRegistry } from './adapters/registry.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import { OperationOutcomeError } from './core/errors.js';
+import { GatewayError } from './core/errors.js';
 import { standardExtensions } from './app/features.js';
 import { applyToRegistry, loadMappingsDir, validateMappingCommand, translateCommand } from './adapters/mapping/index.js';
 import { SHIPPED_MAPPINGS_DIR } from './adapters/mapping/folder.js';
@@ -100,7 +100,7 @@ async function translate(argv: string[]): Promise<number> {
     console.log(JSON.stringify(translations, null, 2));
     return 0;
   } catch (err) {
-    if (err instanceof OperationOutcomeError) {
+    if (err instanceof GatewayError) {
       console.log(JSON.stringify(err.outcome, null, 2));
       return 1;
     }

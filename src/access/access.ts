@@ -9,7 +9,7 @@ import type { Request, RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
 import type { Principal } from '../core/contract.js';
 import { BaseAccess, BOOTSTRAP_ADMIN, bearerToken, sameKey } from './auth.js';
-import { OperationOutcomeError, outcome, issue, unauthorized, unavailable } from '../core/errors.js';
+import { GatewayError, outcome, issue, unauthorized, unavailable } from '../core/errors.js';
 import type { AuditTrail } from '../audit/store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -165,14 +165,14 @@ export class ApiKeyAccess extends BaseAccess {
         if (wait > 0) {
           this.metrics.inc('rate_limited_total', { role: req.principal.role });
           const seconds = Math.max(1, Math.ceil(wait / 1000));
-          return next(new OperationOutcomeError(429, outcome([issue('throttled', `too many requests for this credential; retry after ${seconds} s`)]), { headers: { 'Retry-After': String(seconds) } }));
+          return next(new GatewayError(429, outcome([issue('throttled', `too many requests for this credential; retry after ${seconds} s`)]), { headers: { 'Retry-After': String(seconds) } }));
         }
       }
       next();
     } catch (err) {
       const type = (err as { type?: string })?.type;
       if (type === 'entity.too.large' || type === 'entity.parse.failed') return next(err);
-      next(err instanceof OperationOutcomeError ? err : unavailable('the credential store (Redis) is not reachable; retry later', 5));
+      next(err instanceof GatewayError ? err : unavailable('the credential store (Redis) is not reachable; retry later', 5));
     }
   };
 }

@@ -23,7 +23,7 @@ import {
 } from '../fhir/builders.js';
 import { convertExact, LOINC_SYSTEM, toUcum } from '../fhir/terminology.js';
 import type { Observation } from 'fhir/r4';
-import { type DeviceAdapter, type InboundMessage, type PatientIdentity, type Translation, type TranslationContext, TranslationError } from '../core/contract.js';
+import { type DeviceAdapter, type InboundMessage, type PatientIdentity, type Reading, type TranslationContext, TranslationError } from '../core/contract.js';
 import { isRecord, parseTimestamp } from './util.js';
 
 interface Measured {
@@ -37,12 +37,12 @@ interface Measured {
 export const measurementsAdapter: DeviceAdapter = {
   id: 'measurements',
   description: "The gateway's vendor-neutral reading format (MDC or LOINC codes, UCUM or common units)",
-  translate(message: InboundMessage, ctx: TranslationContext): Translation[] {
+  translate(message: InboundMessage, ctx: TranslationContext): Reading[] {
     const body = message.body;
     const readings = Array.isArray(body) ? body : [body];
     if (readings.length === 0) throw TranslationError.of('the body holds no readings');
     const issues: OperationOutcomeIssue[] = [];
-    const out: Translation[] = [];
+    const out: Reading[] = [];
     readings.forEach((r, i) => {
       const where = Array.isArray(body) ? `[${i}]` : '';
       const t = translateReading(r, where, ctx, issues);
@@ -53,7 +53,7 @@ export const measurementsAdapter: DeviceAdapter = {
   },
 };
 
-function translateReading(r: unknown, where: string, ctx: TranslationContext, issues: OperationOutcomeIssue[]): Translation | undefined {
+function translateReading(r: unknown, where: string, ctx: TranslationContext, issues: OperationOutcomeIssue[]): Reading | undefined {
   const at = (p: string) => [`${where}${where && p ? '.' : ''}${p}`.replace(/^\./, '') || '$'];
   const before = issues.length;
   if (!isRecord(r)) {

@@ -15,9 +15,9 @@ import { pathToFileURL } from 'node:url';
 import type { Resource } from 'fhir/r4';
 import type { Config } from '../config/index.js';
 import type { Extension, ExtensionContext } from '../app/gateway.js';
-import { issue, OperationOutcomeError } from '../core/errors.js';
+import { issue, GatewayError } from '../core/errors.js';
 import { validate } from '../fhir/validate.js';
-import { TranslationError, type DeviceAdapter, type InboundMessage, type Translation, type TranslationContext } from '../core/contract.js';
+import { TranslationError, type DeviceAdapter, type InboundMessage, type Reading, type TranslationContext } from '../core/contract.js';
 import { DRY_RUN_CONTEXT, DRY_RUN_RECEIVED_AT } from './mapping/validate-mapping.js';
 import { BUILT_IN_ADAPTERS } from './registry.js';
 import { isPluginAdapter, PLUGIN_API_VERSION, PLUGIN_MARK, type PluginAdapter } from './sdk.js';
@@ -76,13 +76,13 @@ function adaptersOf(mod: Record<string, unknown>): unknown[] {
  * refuses the message with 422 and the error's name, never a stack trace.
  */
 function guarded(a: PluginAdapter, source: string): PluginAdapter {
-  const translate = (message: InboundMessage, context: TranslationContext): Translation[] => {
+  const translate = (message: InboundMessage, context: TranslationContext): Reading[] => {
     try {
       const out = a.translate(message, context);
       if (!Array.isArray(out)) throw TranslationError.of(`plugin '${a.id}' returned no translation list`);
       return out;
     } catch (e) {
-      if (e instanceof OperationOutcomeError) throw e;
+      if (e instanceof GatewayError) throw e;
       const like = e as { name?: string; outcome?: { issue?: unknown[] } };
       if (like?.name === 'TranslationError' && Array.isArray(like.outcome?.issue)) throw new TranslationError(like.outcome.issue as never);
       throw new TranslationError([issue('exception', `plugin '${a.id}' could not translate this payload (it threw ${like?.name ?? typeof e})`)]);
@@ -105,7 +105,7 @@ export function checkPluginSamples(a: PluginAdapter, context: TranslationContext
         for (const r of resources) for (const i of validate(r)) problems.push(`sample '${s.name}': translation[${ti}] ${r.resourceType}${i.expression?.[0] ? ` ${i.expression[0]}` : ''}: ${i.diagnostics ?? i.code}`);
       });
     } catch (e) {
-      const oe = e as OperationOutcomeError;
+      const oe = e as GatewayError;
       problems.push(`sample '${s.name}': refused: ${oe.outcome ? oe.outcome.issue.map((i) => `${i.expression?.[0] ? i.expression[0] + ' ' : ''}${i.diagnostics ?? i.code}`).join('; ') : String(e)}`);
     }
   }

@@ -6,13 +6,13 @@
  *   export default definePlugin({ id: 'acme-ble-bp', description: '…', vendor: 'Acme', translate(message, context) { … } });
  *
  * The contract is the adapter contract (contract.ts): `translate` is pure (no I/O, no clock, no randomness: the
- * receive time is in the message), returns Translation[] and throws TranslationError for input it cannot map.
+ * receive time is in the message), returns Reading[] and throws TranslationError for input it cannot map.
  */
-import type { DeviceAdapter, InboundMessage, Translation, TranslationContext } from '../core/contract.js';
+import type { DeviceAdapter, InboundMessage, Reading, TranslationContext } from '../core/contract.js';
 import { TranslationError } from '../core/contract.js';
 import { measurementsAdapter } from './measurements.js';
 
-export type { DeviceAdapter, InboundMessage, Translation, TranslationContext, PatientIdentity, Principal } from '../core/contract.js';
+export type { DeviceAdapter, InboundMessage, Reading, Translation, TranslationContext, PatientIdentity, Principal } from '../core/contract.js';
 export { TranslationError } from '../core/contract.js';
 export {
   buildDevice,
@@ -58,7 +58,7 @@ export interface PluginDefinition {
   /** The vendor id that owns the plugin (shown by GET /api/adapters). */
   vendor?: string;
   /** Pure translation. Throw TranslationError (or return no translations) for input you cannot map. */
-  translate(message: InboundMessage, context: TranslationContext): Translation[];
+  translate(message: InboundMessage, context: TranslationContext): Reading[];
   /** Sample payloads: each must translate into resources the gateway's validator accepts, or the plugin is not loaded. */
   samples?: PluginSample[];
 }
@@ -101,7 +101,7 @@ export function isPluginAdapter(a: unknown): a is PluginAdapter {
  *
  *   fromMeasurements({ deviceId, patientId, timestamp, measurements: [{ code: 'MDC_PRESS_BLD_NONINV_SYS', value: 120, unit: 'mmHg' }] }, message, context)
  */
-export function fromMeasurements(readings: unknown, message: InboundMessage, context: TranslationContext): Translation[] {
+export function fromMeasurements(readings: unknown, message: InboundMessage, context: TranslationContext): Reading[] {
   return measurementsAdapter.translate({ ...message, body: readings }, context);
 }
 

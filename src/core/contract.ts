@@ -1,12 +1,11 @@
 /**
  * The adapter contract. An adapter turns one inbound message into the FHIR resources it implies. It is pure: no I/O,
  * no clock (the receive time comes in the message), no randomness, so the same message always gives the same
- * resources with the same identifiers. It throws a TranslationError (an OperationOutcomeError, status 422) for input
+ * resources with the same identifiers. It throws a TranslationError (a GatewayError, status 422, not retryable; core/errors.ts) for input
  * it cannot map.
  */
 import type { AuditEvent, Device, Observation, Patient } from 'fhir/r4';
-import { OperationOutcomeError, outcome, issue } from './errors.js';
-import type { OperationOutcomeIssue } from 'fhir/r4';
+export { TranslationError } from './errors.js';
 
 /** A channel's message as it reached the gateway. */
 export interface InboundMessage {
@@ -40,8 +39,12 @@ export interface PatientIdentity {
   value: string;
 }
 
-/** One reading's worth of resources: at most one device and one patient, the observations they made. */
-export interface Translation {
+/**
+ * A reading: one unit of translated data, at most one device and one patient with the observations they made (or a
+ * device lifecycle update, ADT demographics, forwarded AuditEvents). Delivery jobs store readings under the field
+ * name `translations` (kept so that jobs queued by earlier versions are read unchanged).
+ */
+export interface Reading {
   /** Device resources, each with a stable identifier. Observations point at them with `device.identifier`. */
   devices: Device[];
   /** Observations, each with a deterministic identifier. `subject.identifier` names the patient. */
@@ -65,6 +68,9 @@ export interface Translation {
   auditEvents?: AuditEvent[];
 }
 
+/** @deprecated the earlier name of Reading, kept for plugins written against it. */
+export type Translation = Reading;
+
 export interface TranslationContext {
   /** Identifier system for device ids that carry no system of their own. */
   deviceIdentifierSystem: string;
@@ -80,15 +86,6 @@ export interface DeviceAdapter {
    * One inbound message to zero or more translations (a batch payload may hold readings from several devices).
    * Throws TranslationError for input it cannot map.
    */
-  translate(message: InboundMessage, context: TranslationContext): Translation[];
+  translate(message: InboundMessage, context: TranslationContext): Reading[];
 }
 
-export class TranslationError extends OperationOutcomeError {
-  constructor(issues: OperationOutcomeIssue[]) {
-    super(422, outcome(issues));
-    this.name = 'TranslationError';
-  }
-  static of(msg: string, expression?: string): TranslationError {
-    return new TranslationError([issue('invalid', msg, expression ? [expression] : undefined)]);
-  }
-}

@@ -5,10 +5,10 @@
  */
 import type Bull from 'bull';
 import type { Device, Observation, Patient } from 'fhir/r4';
-import type { Translation } from '../core/contract.js';
+import type { Reading } from '../core/contract.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { hashKey } from '../fhir/builders.js';
+import { hashKey } from '../core/ids.js';
 import { type DeliveryJob, type DeliveryQueue, normalizeJob } from '../queue/queue.js';
 import { buildBatchTransaction, buildTransaction, mergeSampledObservation, type MergedObservations, type PatientTarget, type TransactionUnit } from '../fhir/transaction.js';
 import { Coalescer } from './coalescer.js';
@@ -60,7 +60,7 @@ export interface DeliveryOutcome {
 type ReadingResult = DeliveryOutcome | Error;
 
 /** The keys a reading locks: its devices and patients. */
-function lockKeys(t: Translation): string[] {
+function lockKeys(t: Reading): string[] {
   return [
     ...t.devices.map((d) => `dev:${hashKey(d.identifier?.[0]?.system ?? '', d.identifier?.[0]?.value ?? '')}`),
     ...(t.patient ? [`pat:${hashKey(t.patient.system, t.patient.value)}`] : []),
@@ -72,7 +72,7 @@ function lockKeys(t: Translation): string[] {
  * Readings that may share a transaction: plain creates. Merged SampledData reads the EHR first, device lifecycle
  * updates are ordered by registry version and ADT patient updates replace demographics; each of those goes alone.
  */
-function coalescable(t: Translation): boolean {
+function coalescable(t: Reading): boolean {
   return (t.writeMode ?? 'create') === 'create' && t.deviceWriteMode !== 'update' && !t.patients?.length;
 }
 
@@ -332,7 +332,7 @@ export class DeliveryWorker {
   }
 
   /** Writes one reading to the EHR in its own transaction; holds its device and patient locks while it does. */
-  private async deliverOne(jobId: string, t: Translation, locks: KeyLocks): Promise<DeliveryOutcome> {
+  private async deliverOne(jobId: string, t: Reading, locks: KeyLocks): Promise<DeliveryOutcome> {
     const keys = lockKeys(t);
     // The lock must outlive every EHR request the job makes while holding it: a patient search, one search per merged
     // observation, the transaction.
@@ -366,7 +366,7 @@ export class DeliveryWorker {
    * delivered out of order, so an update older than the last one written is dropped (under the device lock).
    * Returns undefined when nothing is left to write.
    */
-  private async withoutStaleDeviceUpdates(t: Translation): Promise<Translation | undefined> {
+  private async withoutStaleDeviceUpdates(t: Reading): Promise<Reading | undefined> {
     if (t.deviceWriteMode !== 'update') return t;
     const devices = [];
     for (const d of t.devices) {
@@ -384,7 +384,7 @@ export class DeliveryWorker {
     return { ...t, devices };
   }
 
-  private async recordDeviceVersions(t: Translation): Promise<void> {
+  private async recordDeviceVersions(t: Reading): Promise<void> {
     if (t.deviceWriteMode !== 'update') return;
     for (const d of t.devices) {
       const v = registryVersion(d);
@@ -393,7 +393,7 @@ export class DeliveryWorker {
     }
   }
 
-  private async resolvePatient(t: Translation): Promise<PatientTarget> {
+  private async resolvePatient(t: Reading): Promise<PatientTarget> {
     const p = t.patient;
     if (!p) return { kind: 'none' };
     if (this.settings.unknownPatientPolicy === 'create') return { kind: 'create', system: p.system, value: p.value };

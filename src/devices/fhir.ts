@@ -6,7 +6,7 @@
  * need to know their ids.
  */
 import type { Device } from 'fhir/r4';
-import type { Translation } from '../core/contract.js';
+import type { Reading } from '../core/contract.js';
 import { fhirStatus, type DeviceRecord } from './model.js';
 
 /** IEEE EUI-64 identifier system (as IHE PCD uses it). */
@@ -56,6 +56,6 @@ export function deviceResource(r: DeviceRecord, s: DeviceSystems): Device {
 }
 
 /** The translation a lifecycle or assignment change is delivered as (one Device, conditional update). */
-export function deviceUpdateTranslation(r: DeviceRecord, s: DeviceSystems): Translation {
+export function deviceUpdateTranslation(r: DeviceRecord, s: DeviceSystems): Reading {
   return { devices: [deviceResource(r, s)], observations: [], deviceWriteMode: 'update' };
 }

@@ -10,8 +10,8 @@
  * A message is admitted whole or refused whole; readings held for review are answered like queued ones (they are in
  * Redis) and are left out of what the pipeline queues.
  */
-import type { InboundMessage, Principal, Translation } from '../core/contract.js';
-import { forbidden, OperationOutcomeError, outcome, issue, unprocessable } from '../core/errors.js';
+import type { InboundMessage, Principal, Reading } from '../core/contract.js';
+import { forbidden, GatewayError, outcome, issue, unprocessable } from '../core/errors.js';
 import { validate } from '../fhir/validate.js';
 import type { IngestGuard } from '../pipeline/pipeline.js';
 import type { Logger } from '../observability/logger.js';
@@ -52,14 +52,14 @@ export class DeviceGuard implements IngestGuard {
     throw forbidden(reason);
   }
 
-  async admit(adapterId: string, message: InboundMessage, translations: Translation[]): Promise<Translation[]> {
+  async admit(adapterId: string, message: InboundMessage, translations: Reading[]): Promise<Reading[]> {
     const p = message.principal;
     if (p?.role === 'vendor') {
       const vendor = await this.svc.getVendor(p.vendorId ?? p.id);
       if (vendor?.adapters.length && !vendor.adapters.includes(adapterId)) await this.refuse(undefined, message, `vendor '${vendor.id}' may not send to adapter '${adapterId}'`, false);
     }
     // First decide every reading (refusing the whole message on the first refusal), then act.
-    const decided: { t: Translation; id?: string; record?: DeviceRecord; hold?: boolean }[] = [];
+    const decided: { t: Reading; id?: string; record?: DeviceRecord; hold?: boolean }[] = [];
     const ids = [...new Set(translations.map((t) => t.devices[0]?.identifier?.[0]?.value).filter((id): id is string => !!id))];
     const records = await this.svc.registry.getMany(ids);
     for (const t of translations) {
@@ -96,7 +96,7 @@ export class DeviceGuard implements IngestGuard {
       else await this.refuse(id, message, `device '${id}' is ${r.state}: only an active device may send data`, true);
     }
 
-    const admitted: Translation[] = [];
+    const admitted: Reading[] = [];
     const toHold = decided.filter((d) => d.hold);
     if (toHold.length) {
       const issues = toHold.flatMap((d) => [...d.t.devices, ...d.t.observations].flatMap((res) => validate(res)));
@@ -107,7 +107,7 @@ export class DeviceGuard implements IngestGuard {
       if (d.hold && d.id) {
         const ok = await this.svc.registry.hold(d.id, { adapterId, channel: message.channel, receivedAt: message.receivedAt, translations: [d.t] }, this.svc.config.heldMax);
         if (!ok) {
-          throw new OperationOutcomeError(429, outcome([issue('throttled', `device '${d.id}' has ${this.svc.config.heldMax} readings held for review already: activate it (or decommission it) before it sends more`)]), { headers: { 'Retry-After': '3600' } });
+          throw new GatewayError(429, outcome([issue('throttled', `device '${d.id}' has ${this.svc.config.heldMax} readings held for review already: activate it (or decommission it) before it sends more`)]), { headers: { 'Retry-After': '3600' } });
         }
         this.metrics.inc('device_held_readings_total', { channel: message.channel });
         await this.afterHold(d.id, message);

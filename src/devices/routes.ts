@@ -32,7 +32,7 @@
 import express, { Router, type Request, type RequestHandler } from 'express';
 import type { Principal, RoleName } from '../core/contract.js';
 import type { AccessControl } from '../access/auth.js';
-import { badRequest, forbidden, notFound, OperationOutcomeError, outcome, issue } from '../core/errors.js';
+import { badRequest, forbidden, notFound, GatewayError, outcome, issue } from '../core/errors.js';
 import type { AuditTrail } from '../audit/store.js';
 import { DEVICE_ACTIONS, type DeviceAction } from './model.js';
 import type { Actor, DeviceService } from './service.js';
@@ -188,11 +188,11 @@ export function buildRouter(routes: RouteSpec[], access: AccessControl, maxBodyB
   const csv = express.text({ limit: maxBodyBytes, type: ['text/csv', 'text/plain'] });
   const needJson: RequestHandler = (req, _res, next) => {
     if (req.headers['content-length'] === '0' || !req.headers['content-type']) return next();
-    if (!req.is(['application/json', 'application/*+json'])) return next(new OperationOutcomeError(415, outcome([issue('not-supported', 'the body must be JSON (Content-Type: application/json)')])));
+    if (!req.is(['application/json', 'application/*+json'])) return next(new GatewayError(415, outcome([issue('not-supported', 'the body must be JSON (Content-Type: application/json)')])));
     next();
   };
   const needJsonOrCsv: RequestHandler = (req, _res, next) => {
-    if (!req.is(['application/json', 'application/*+json', 'text/csv', 'text/plain'])) return next(new OperationOutcomeError(415, outcome([issue('not-supported', 'the body must be JSON or text/csv')])));
+    if (!req.is(['application/json', 'application/*+json', 'text/csv', 'text/plain'])) return next(new GatewayError(415, outcome([issue('not-supported', 'the body must be JSON or text/csv')])));
     next();
   };
   for (const r of routes) {

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Principal } from '../core/contract.js';
 import { sealSecret } from '../access/hmac.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
-import { badRequest, conflict, forbidden, notFound, OperationOutcomeError, outcome, issue } from '../core/errors.js';
+import { badRequest, conflict, forbidden, notFound, GatewayError, outcome, issue } from '../core/errors.js';
 import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -20,7 +20,7 @@ import { deviceUpdateTranslation } from './fhir.js';
 import { DEVICE_ID, DEVICE_STATES, nextState, type ConnectivityState, type DeviceAction, type DeviceIdentifiers, type DeviceRecord, type DeviceState, type DeviceTelemetry } from './model.js';
 import type { DecommissionReport, DeviceRegistry } from './registry.js';
 import type { Notifier } from './notify.js';
-import type { Translation } from '../core/contract.js';
+import type { Reading } from '../core/contract.js';
 
 export interface Actor {
   principal: Principal;
@@ -128,7 +128,7 @@ export class DeviceService {
 
   async register(body: unknown, actor: Actor): Promise<DeviceRecord> {
     const { record, issues } = this.parseRegistration(body, actor);
-    if (!record) throw new OperationOutcomeError(422, outcome(issues.map((m) => issue('invalid', m))));
+    if (!record) throw new GatewayError(422, outcome(issues.map((m) => issue('invalid', m))));
     if (!(await this.registry.create(record))) throw conflict(`device '${record.id}' is already registered`);
     await this.afterChange(record, actor, 'device-registered', undefined);
     return record;
@@ -143,7 +143,7 @@ export class DeviceService {
         const r = await this.register(rows[i], actor);
         out.push({ row: i + 1, id: r.id, status: 201, state: r.state });
       } catch (err) {
-        const e = err instanceof OperationOutcomeError ? err : new OperationOutcomeError(500, outcome([issue('exception', 'internal error')]));
+        const e = err instanceof GatewayError ? err : new GatewayError(500, outcome([issue('exception', 'internal error')]));
         out.push({ row: i + 1, id, status: e.status, error: e.message });
       }
     }
@@ -253,7 +253,7 @@ export class DeviceService {
   // ---- held data -------------------------------------------------------------------------------------------------
 
   /** Applies the assigned patient to a translation that names none (in place). */
-  applyAssignment(t: Translation, r: DeviceRecord): void {
+  applyAssignment(t: Reading, r: DeviceRecord): void {
     const patientId = r.assignment?.patientId;
     if (!patientId || t.patient) return;
     const patient = { system: this.config.patientIdentifierSystem, value: patientId };

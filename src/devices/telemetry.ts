@@ -5,14 +5,14 @@
  *   - in the translated observations, an observation whose coding display/code names the battery charge.
  * Values are device health, not PHI; they are kept per device and shown in the registry record.
  */
-import type { Translation } from '../core/contract.js';
+import type { Reading } from '../core/contract.js';
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 const BATTERY_CODE = /BATT/i;
 const SIGNAL_CODE = /RSSI|SIGNAL/i;
 
-export function readingsOf(body: unknown, deviceId: string, t?: Translation): { battery?: number; signal?: number } {
+export function readingsOf(body: unknown, deviceId: string, t?: Reading): { battery?: number; signal?: number } {
   const out: { battery?: number; signal?: number } = {};
   const readings = Array.isArray(body) ? body : [body];
   for (const r of readings) {

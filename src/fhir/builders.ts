@@ -3,7 +3,6 @@
  * Identifiers are deterministic: the same reading always yields the same Observation identifier, which the delivery
  * worker uses for conditional creates (a retried job never duplicates data).
  */
-import { createHash } from 'node:crypto';
 import type { CodeableConcept, Coding, Device, Identifier, Observation, ObservationComponent, Quantity, Reference } from 'fhir/r4';
 import type { PatientIdentity } from '../core/contract.js';
 import {
@@ -28,18 +27,8 @@ export interface DeviceIdentity {
   value: string;
 }
 
-/** A UUID (version 5 layout) derived from a SHA-256 of the parts: stable across processes and retries. */
-export function deterministicUuid(...parts: string[]): string {
-  const h = createHash('sha256').update(parts.join('\u001f')).digest();
-  h[6] = (h[6] & 0x0f) | 0x50;
-  h[8] = (h[8] & 0x3f) | 0x80;
-  const x = h.subarray(0, 16).toString('hex');
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
-}
-
-export function hashKey(...parts: string[]): string {
-  return createHash('sha256').update(parts.join('\u001f')).digest('hex').slice(0, 32);
-}
+export { deterministicUuid, hashKey } from '../core/ids.js';
+import { deterministicUuid } from '../core/ids.js';
 
 /** A concept resolved to its codings: the LOINC coding a profile requires first, then the MDC coding. */
 export interface ResolvedCode {

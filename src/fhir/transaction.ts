@@ -5,8 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, Identifier, Observation, Patient, Reference, Resource } from 'fhir/r4';
-import { deterministicUuid } from './builders.js';
-import type { Translation } from '../core/contract.js';
+import { deterministicUuid } from '../core/ids.js';
+import type { Reading } from '../core/contract.js';
 
 /** How the subject patient is written: created when absent (conditional create), or an already-known id. */
 export type PatientTarget = { kind: 'create'; system: string; value: string } | { kind: 'existing'; id: string } | { kind: 'none' };
@@ -17,14 +17,14 @@ export type MergedObservations = Map<string, { id: string; versionId?: string; r
 const identifierQuery = (i: Identifier) => `identifier=${encodeURIComponent(`${i.system ?? ''}|${i.value ?? ''}`)}`;
 const identityKey = (i: { system?: string; value?: string } | undefined) => `${i?.system ?? ''}|${i?.value ?? ''}`;
 
-export function buildTransaction(jobId: string, t: Translation, patient: PatientTarget, merged?: MergedObservations): Bundle {
+export function buildTransaction(jobId: string, t: Reading, patient: PatientTarget, merged?: MergedObservations): Bundle {
   return buildBatchTransaction([{ jobId, translation: t, patient, merged }]);
 }
 
 /** One job's part of a transaction. */
 export interface TransactionUnit {
   jobId: string;
-  translation: Translation;
+  translation: Reading;
   patient: PatientTarget;
   merged?: MergedObservations;
 }

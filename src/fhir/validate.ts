@@ -38,7 +38,7 @@ function structuralIssues(resource: Resource): OperationOutcomeIssue[] {
       .filter((i) => i.severity === 'error' || i.severity === 'fatal')
       .map((i) => i as OperationOutcomeIssue);
   } catch (err) {
-    // medplum reports errors by throwing an OperationOutcomeError: its issues are the answer, not a crash.
+    // medplum reports errors by throwing its own OperationOutcomeError: its issues are the answer, not a crash.
     const found = (err as { outcome?: OperationOutcome }).outcome?.issue;
     if (!found) throw err;
     return found.filter((i) => i.severity === 'error' || i.severity === 'fatal');

@@ -2,7 +2,7 @@
  * The HL7v2 device adapter (id 'hl7v2'): ORU^R01 (IHE PCD-01 device data, or lab results) and ADT patient
  * demographics. The body is a parsed `Hl7Message` (what the MLLP and HTTP channels hand in) or the message text.
  */
-import type { DeviceAdapter, InboundMessage, Translation, TranslationContext } from '../core/contract.js';
+import type { DeviceAdapter, InboundMessage, Reading, TranslationContext } from '../core/contract.js';
 import { TranslationError } from '../core/contract.js';
 import { issue } from '../core/errors.js';
 import { defaultHl7Config, type Hl7TranslateOptions } from './config.js';
@@ -51,7 +51,7 @@ export function createHl7Adapter(options: Partial<Hl7TranslateOptions> & { defau
   return {
     id: HL7_ADAPTER_ID,
     description: 'HL7v2 ORU^R01 (IHE PCD-01 device data, lab results) and ADT (patient demographics)',
-    translate(message: InboundMessage, ctx: TranslationContext): Translation[] {
+    translate(message: InboundMessage, ctx: TranslationContext): Reading[] {
       const msg = bodyToMessage(message.body, options);
       const { messageCode, triggerEvent } = msg.header;
       const unsupported = unsupportedReason(messageCode, triggerEvent);

@@ -5,7 +5,7 @@
  * resources (merging patients in the EHR is not the gateway's decision).
  */
 import type { HumanName, Patient } from 'fhir/r4';
-import type { Translation, TranslationContext } from '../core/contract.js';
+import type { Reading, TranslationContext } from '../core/contract.js';
 import { TranslationError } from '../core/contract.js';
 import type { Hl7TranslateOptions } from './config.js';
 import { get, type Hl7Message, segment } from './parse.js';
@@ -34,7 +34,7 @@ function gender(code: string | undefined): Patient['gender'] | undefined {
   }
 }
 
-export function translateAdt(msg: Hl7Message, ctx: TranslationContext, opts: Hl7TranslateOptions): Translation[] {
+export function translateAdt(msg: Hl7Message, ctx: TranslationContext, opts: Hl7TranslateOptions): Reading[] {
   const event = msg.header.triggerEvent;
   if (event === 'A40') return [];
   if (!(ADT_DEMOGRAPHIC_EVENTS as readonly string[]).includes(event)) {

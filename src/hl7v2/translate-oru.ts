@@ -18,7 +18,7 @@
  * configuration); OBX-14 → effective (else the parent MDS/VMD/CHAN's OBX-14, else OBR-7); PID-3 → subject.
  */
 import type { Annotation, CodeableConcept, Coding, Device, Observation, OperationOutcomeIssue, Quantity } from 'fhir/r4';
-import type { PatientIdentity, Translation, TranslationContext } from '../core/contract.js';
+import type { PatientIdentity, Reading, TranslationContext } from '../core/contract.js';
 import { TranslationError } from '../core/contract.js';
 import {
   BP_COMPONENT_LOINC,
@@ -388,7 +388,7 @@ function finish(obs: Observation, m: Pick<Metric, 'interpretation' | 'notes' | '
 /** Precedence when the components of one panel disagree: the least trustworthy status wins. */
 const STATUS_ORDER: Status[] = ['entered-in-error', 'cancelled', 'unknown', 'registered', 'preliminary', 'corrected', 'amended', 'final'];
 
-function translateDeviceGroup(c: Ctx, g: Group, patient: PatientIdentity | undefined): Translation {
+function translateDeviceGroup(c: Ctx, g: Group, patient: PatientIdentity | undefined): Reading {
   const devices = new Map<string, Device>();
   const observations: Observation[] = [];
   const location = g.pv1 ? [get(g.pv1, 3, 1), get(g.pv1, 3, 2), get(g.pv1, 3, 3), get(g.pv1, 3, 4)].filter(Boolean).join(' ') : '';
@@ -521,7 +521,7 @@ function translateDeviceGroup(c: Ctx, g: Group, patient: PatientIdentity | undef
   return { devices: [...devices.values()], observations, patient };
 }
 
-function translateLabGroup(c: Ctx, g: Group, patient: PatientIdentity | undefined): Translation {
+function translateLabGroup(c: Ctx, g: Group, patient: PatientIdentity | undefined): Reading {
   const observations: Observation[] = [];
   const device: DeviceIdentity = { system: c.ctx.deviceIdentifierSystem, value: c.msg.header.sendingApplication || 'unknown-sender' };
   g.orders.forEach((order, oi) => {
@@ -549,11 +549,11 @@ function translateLabGroup(c: Ctx, g: Group, patient: PatientIdentity | undefine
   return { devices: [], observations, patient };
 }
 
-export function translateOru(msg: Hl7Message, ctx: TranslationContext, opts: Hl7TranslateOptions): Translation[] {
+export function translateOru(msg: Hl7Message, ctx: TranslationContext, opts: Hl7TranslateOptions): Reading[] {
   const issues: OperationOutcomeIssue[] = [];
   const c: Ctx = { msg, ctx, opts, issues, fallbackOffset: tsOffset(msg.header.dateTime), sourceBase: sourceIdOf(msg) };
   const device = isDeviceMessage(msg);
-  const out: Translation[] = [];
+  const out: Reading[] = [];
   const gs = groups(msg);
   if (!gs.some((g) => g.orders.some((o) => o.obxs.length))) issues.push(hl7Issue('required', 'the ORU message holds no OBX segment', 'OBX'));
   for (const g of gs) {

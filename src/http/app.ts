@@ -13,7 +13,7 @@ import type { EhrClient } from '../delivery/ehr-client.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { SandboxEhr } from '../sandbox/sandbox.js';
-import { notFound, outcome, issue, OperationOutcomeError, unavailable } from '../core/errors.js';
+import { notFound, outcome, issue, GatewayError, unavailable } from '../core/errors.js';
 import { errorHandler, notFoundHandler, requireJson } from './errors.js';
 import type { AccessControl } from '../access/auth.js';
 import { RefusedStore } from '../pipeline/refused.js';
@@ -89,7 +89,7 @@ export function createApp(deps: AppDeps): express.Express {
   if (deps.pipeline) {
     const pipeline = deps.pipeline;
     app.post('/ingest/:adapter', access.require('device', 'vendor'), requireJson, json, async (req, res) => {
-      if (req.body === undefined) throw new OperationOutcomeError(400, outcome([issue('required', 'the body is empty')]));
+      if (req.body === undefined) throw new GatewayError(400, outcome([issue('required', 'the body is empty')]));
       const message = {
         body: req.body as unknown,
         channel: 'http',
@@ -103,7 +103,7 @@ export function createApp(deps: AppDeps): express.Express {
         res.status(202).json({ jobIds: result.jobIds, readings: result.translations.length, observations: result.observations });
       } catch (err) {
         // Keep what could not be mapped (unknown adapter, translation or validation errors) for inspection and replay.
-        if (err instanceof OperationOutcomeError && (err.status === 404 || err.status === 422) && queue.isReady()) {
+        if (err instanceof GatewayError && (err.status === 404 || err.status === 422) && queue.isReady()) {
           const id = await refused.add({ adapterId, channel: 'http', receivedAt: message.receivedAt, status: err.status, outcome: err.outcome, body: message.body, attributes: message.attributes, principal: message.principal }).catch(() => undefined);
           if (id) res.setHeader('X-Refused-Id', id);
         }

@@ -1,38 +1,38 @@
 /**
  * The path every channel shares: adapter → validate → enqueue. Channels know nothing of FHIR; they hand a message in
  * and get either the job ids (the data is durably queued: acknowledge the sender; one job per message, or several for a
- * large one) or an OperationOutcomeError
+ * large one) or an GatewayError
  * (422: the data cannot be mapped or is invalid, nothing queued; 503: the queue cannot take it now).
  */
 import type { OperationOutcomeIssue } from 'fhir/r4';
 import type { AdapterRegistry } from '../adapters/registry.js';
-import { type InboundMessage, type Translation, type TranslationContext, TranslationError } from '../core/contract.js';
-import { issue, notFound, OperationOutcomeError, outcome, unprocessable } from '../core/errors.js';
+import { type InboundMessage, type Reading, type TranslationContext, TranslationError } from '../core/contract.js';
+import { issue, notFound, GatewayError, outcome, unprocessable } from '../core/errors.js';
 import { validate } from '../fhir/validate.js';
 import { DEFAULT_READINGS_PER_JOB, type DeliveryQueue, jobsFor } from '../queue/queue.js';
 import type { Metrics } from '../observability/metrics.js';
 
 export interface IngestResult {
   jobIds: string[];
-  translations: Translation[];
+  translations: Reading[];
   observations: number;
 }
 
 /** What channels depend on: the HTTP, MLLP and MQTT listeners all call `ingest`. */
 export interface Ingestor {
-  /** Translates, validates and durably enqueues. Throws OperationOutcomeError when it refuses. */
+  /** Translates, validates and durably enqueues. Throws GatewayError when it refuses. */
   ingest(adapterId: string, message: InboundMessage): Promise<IngestResult>;
   /** Translates and validates only (dry run): nothing is queued. */
-  translate(adapterId: string, message: InboundMessage): Translation[];
+  translate(adapterId: string, message: InboundMessage): Reading[];
 }
 
 /**
  * Device policy at the door, after translation and before validation (device management plugs in here): refuses data
- * of devices that may not send (throw OperationOutcomeError 403), holds data of unknown devices for review, fills in
+ * of devices that may not send (throw GatewayError 403), holds data of unknown devices for review, fills in
  * the assigned patient, records monitoring. Returns the translations to validate and queue.
  */
 export interface IngestGuard {
-  admit(adapterId: string, message: InboundMessage, translations: Translation[]): Promise<Translation[]>;
+  admit(adapterId: string, message: InboundMessage, translations: Reading[]): Promise<Reading[]>;
 }
 
 export class Pipeline implements Ingestor {
@@ -46,24 +46,24 @@ export class Pipeline implements Ingestor {
     private readonly readingsPerJob = DEFAULT_READINGS_PER_JOB,
   ) {}
 
-  translate(adapterId: string, message: InboundMessage): Translation[] {
+  translate(adapterId: string, message: InboundMessage): Reading[] {
     return this.validateAll(this.translateOnly(adapterId, message));
   }
 
-  private translateOnly(adapterId: string, message: InboundMessage): Translation[] {
+  private translateOnly(adapterId: string, message: InboundMessage): Reading[] {
     const adapter = this.registry.get(adapterId);
     if (!adapter) throw notFound(`no adapter '${adapterId}' is registered`);
     try {
       return adapter.translate(message, this.context);
     } catch (err) {
-      if (err instanceof OperationOutcomeError) throw err;
+      if (err instanceof GatewayError) throw err;
       // An adapter that throws something else met input it did not expect: the sender gets a 422, not a 500.
       // Only the error's type is reported: its message may quote the payload.
       throw new TranslationError([issue('processing', `adapter '${adapterId}' could not translate this payload (${(err as Error)?.name ?? 'error'})`)]);
     }
   }
 
-  private validateAll(translations: Translation[]): Translation[] {
+  private validateAll(translations: Reading[]): Reading[] {
     const issues: OperationOutcomeIssue[] = [];
     translations.forEach((t, i) => {
       const where = translations.length > 1 ? `reading[${i}]` : undefined;
@@ -79,14 +79,14 @@ export class Pipeline implements Ingestor {
   }
 
   async ingest(adapterId: string, message: InboundMessage): Promise<IngestResult> {
-    let translations: Translation[];
+    let translations: Reading[];
     try {
       translations = this.translateOnly(adapterId, message);
       if (this.guard) translations = await this.guard.admit(adapterId, message, translations).catch((err: unknown) => {
-        if (err instanceof OperationOutcomeError) throw err;
+        if (err instanceof GatewayError) throw err;
         // The guard reads the device registry in Redis: when Redis is unreachable the sender must retry, not be told
         // its data is wrong.
-        throw new OperationOutcomeError(503, outcome([issue('transient', 'the device registry (Redis) is not reachable; nothing was accepted, retry later')]), { cause: err, headers: { 'Retry-After': '5' } });
+        throw new GatewayError(503, outcome([issue('transient', 'the device registry (Redis) is not reachable; nothing was accepted, retry later')]), { cause: err, headers: { 'Retry-After': '5' } });
       });
       translations = this.validateAll(translations);
     } catch (err) {

@@ -5,9 +5,9 @@
 import Bull from 'bull';
 import type { Redis, RedisOptions } from 'ioredis';
 import IORedis from 'ioredis';
-import type { Translation } from '../core/contract.js';
-import { hashKey } from '../fhir/builders.js';
-import { issue, OperationOutcomeError, outcome, unavailable } from '../core/errors.js';
+import type { Reading } from '../core/contract.js';
+import { hashKey } from '../core/ids.js';
+import { issue, GatewayError, outcome, unavailable } from '../core/errors.js';
 
 /** What a delivery job carries: resources already translated and validated, ready for the EHR. */
 export interface DeliveryJob {
@@ -18,7 +18,7 @@ export interface DeliveryJob {
    * The readings of one message (a large message is cut into several jobs), delivered together: one job costs the
    * queue the same whether it carries one reading or fifty.
    */
-  translations: Translation[];
+  translations: Reading[];
   /** Set when a dead letter or a rejected message is replayed. */
   replayOf?: string;
 }
@@ -57,9 +57,9 @@ export function connectRedis(url: string, extra: RedisOptions = {}): Redis {
  * `translation`; they are read as a job of one reading. (Upgrade every process together: the previous version cannot
  * read jobs of this one.)
  */
-export function normalizeJob(data: DeliveryJob | (Omit<DeliveryJob, 'translations'> & { translation?: Translation; translations?: Translation[] })): DeliveryJob {
+export function normalizeJob(data: DeliveryJob | (Omit<DeliveryJob, 'translations'> & { translation?: Reading; translations?: Reading[] })): DeliveryJob {
   if (Array.isArray(data.translations)) return data as DeliveryJob;
-  const { translation, ...rest } = data as { translation?: Translation } & Omit<DeliveryJob, 'translations'>;
+  const { translation, ...rest } = data as { translation?: Reading } & Omit<DeliveryJob, 'translations'>;
   return { ...rest, translations: translation ? [translation] : [] };
 }
 
@@ -72,7 +72,7 @@ export function jobIdFor(job: Pick<DeliveryJob, 'adapterId' | 'translations'>): 
 export const DEFAULT_READINGS_PER_JOB = 100;
 
 /** Cuts a message's translations into jobs of at most `max` readings. */
-export function jobsFor(base: Omit<DeliveryJob, 'translations'>, translations: Translation[], max = DEFAULT_READINGS_PER_JOB): DeliveryJob[] {
+export function jobsFor(base: Omit<DeliveryJob, 'translations'>, translations: Reading[], max = DEFAULT_READINGS_PER_JOB): DeliveryJob[] {
   const jobs: DeliveryJob[] = [];
   for (let i = 0; i < translations.length; i += max) jobs.push({ ...base, translations: translations.slice(i, i + max) });
   return jobs;
@@ -138,10 +138,10 @@ export class DeliveryQueue {
     try {
       return await this.enqueueOrThrow(jobs);
     } catch (err) {
-      if (err instanceof OperationOutcomeError) throw err;
+      if (err instanceof GatewayError) throw err;
       // Any other failure of Redis (OOM under noeviction, a closed connection, MaxRetriesPerRequest) means the job may
       // not be stored: the sender must keep its data and resend. Never a 500 that a channel could acknowledge.
-      throw new OperationOutcomeError(503, outcome([issue('transient', `the queue (Redis) refused the job (${(err as Error)?.name ?? 'error'}); nothing was accepted, retry later`)]), { cause: err, headers: { 'Retry-After': '5' } });
+      throw new GatewayError(503, outcome([issue('transient', `the queue (Redis) refused the job (${(err as Error)?.name ?? 'error'}); nothing was accepted, retry later`)]), { cause: err, headers: { 'Retry-After': '5' } });
     }
   }
 

@@ -18,8 +18,8 @@
 import express, { type Request } from 'express';
 import type { OperationOutcomeIssue, Resource } from 'fhir/r4';
 import type { Extension, ExtensionContext } from '../app/gateway.js';
-import { type DeviceAdapter, type InboundMessage, type Principal, type Translation, TranslationError } from '../core/contract.js';
-import { badRequest, conflict, forbidden, issue, notFound, OperationOutcomeError, outcome, unavailable, unprocessable } from '../core/errors.js';
+import { type DeviceAdapter, type InboundMessage, type Principal, type Reading, TranslationError } from '../core/contract.js';
+import { badRequest, conflict, forbidden, issue, notFound, GatewayError, outcome, unavailable, unprocessable } from '../core/errors.js';
 import { validate } from '../fhir/validate.js';
 import { buildTransaction } from '../fhir/transaction.js';
 import { requireJson } from '../http/errors.js';
@@ -122,7 +122,7 @@ async function viaRedis<T>(p: Promise<T>): Promise<T> {
   try {
     return await p;
   } catch (e) {
-    if (e instanceof OperationOutcomeError) throw e;
+    if (e instanceof GatewayError) throw e;
     throw unavailable('the adapter store (Redis) is not reachable; nothing was changed, retry later', 5);
   }
 }
@@ -267,7 +267,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       // 1. the templates (structure, expressions, terminology), every issue with its location
       const issues = validateMapping(reg.deviceMapping, reg.fhirMapping, { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE });
       const errors = issues.filter((i) => i.severity === 'error');
-      let results: { sample: number; resources: Resource[]; patient?: Translation['patient'] }[] = [];
+      let results: { sample: number; resources: Resource[]; patient?: Reading['patient'] }[] = [];
       // 2. every sample through the mapping and the validator (also when the codes are wrong: the vendor gets the whole list)
       const { mapping } = compileMapping(reg.deviceMapping, reg.fhirMapping, { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE });
       if (mapping) {
@@ -280,7 +280,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       }
       if (errors.length) {
         ctx.metrics.inc('adapter_registrations_refused_total');
-        throw new OperationOutcomeError(422, outcome([...errors, ...issues.filter((i) => i.severity === 'warning')].map(toIssue)));
+        throw new GatewayError(422, outcome([...errors, ...issues.filter((i) => i.severity === 'warning')].map(toIssue)));
       }
       const added = await viaRedis(store.addVersion(reg.id, reg.vendor, { description: reg.description, deviceMapping: reg.deviceMapping, fhirMapping: reg.fhirMapping, samples: reg.samples, registeredAt: new Date().toISOString(), registeredBy: who(p) }, reg.enabled));
       if ('owner' in added) throw conflict(`adapter id '${reg.id}' is registered by another vendor; choose another id`);
@@ -313,17 +313,17 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
 
     router.post('/api/adapters/:id/$translate', ctx.requireRole('operator', 'vendor'), requireJson, json, (req, res) => {
       const r = resolve(req, 'read');
-      if (!r.adapter) throw new OperationOutcomeError(409, outcome([issue('conflict', `adapter '${r.id}' could not be compiled: ${r.reg?.error ?? 'unknown error'}`)]));
+      if (!r.adapter) throw new GatewayError(409, outcome([issue('conflict', `adapter '${r.id}' could not be compiled: ${r.reg?.error ?? 'unknown error'}`)]));
       if (req.body === undefined) throw badRequest('the body is empty: send a device payload');
       const attributes: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.query)) if (typeof v === 'string') attributes[k] = v;
       const message: InboundMessage = { body: req.body, channel: 'http', receivedAt: new Date().toISOString(), attributes, principal: principal(req) };
       const context = { deviceIdentifierSystem: ctx.config.deviceIdentifierSystem, patientIdentifierSystem: ctx.config.patientIdentifierSystem };
-      let translations: Translation[];
+      let translations: Reading[];
       try {
         translations = r.adapter.translate(message, context);
       } catch (err) {
-        if (err instanceof OperationOutcomeError) throw err;
+        if (err instanceof GatewayError) throw err;
         throw new TranslationError([issue('processing', `adapter '${r.id}' could not translate this payload (${(err as Error)?.name ?? 'error'})`)]);
       }
       const problems: OperationOutcomeIssue[] = [];

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Coding, Observation } from 'fhir/r4';
-import type { InboundMessage, Translation, TranslationContext } from '../../src/core/contract.js';
+import type { InboundMessage, Reading, TranslationContext } from '../../src/core/contract.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const fixturesDir = path.join(repoRoot, 'test/adapters/fixtures');
@@ -50,7 +50,7 @@ export function project(o: Observation): Record<string, unknown> {
   return out;
 }
 
-export function projectTranslations(trs: Translation[]): unknown[] {
+export function projectTranslations(trs: Reading[]): unknown[] {
   return trs.map((t) => ({
     device: t.devices[0]?.identifier?.[0]?.value,
     patient: t.patient?.value,

@@ -3,7 +3,7 @@ import { strict as assert } from 'node:assert';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Translation } from '../../src/core/contract.js';
+import type { Reading } from '../../src/core/contract.js';
 import { translateCommand, validateMappingCommand } from '../../src/adapters/mapping/index.js';
 import { mappingsDir } from './helpers.js';
 
@@ -24,7 +24,7 @@ describe('vendor CLI', () => {
     const c = capture();
     const code = await translateCommand([path.join(mappingsDir, 'bp-cuff'), path.join(mappingsDir, 'bp-cuff/samples/reading.json')], c.io);
     assert.equal(code, 0, c.err.join('\n'));
-    const trs = JSON.parse(c.out.join('')) as Translation[];
+    const trs = JSON.parse(c.out.join('')) as Reading[];
     assert.deepEqual(trs[0].observations.map((o) => o.code.coding?.[0]?.code), ['85354-9', '8867-4']);
   });
 
@@ -32,7 +32,7 @@ describe('vendor CLI', () => {
     const c = capture();
     const code = await translateCommand(['thermometer', path.join(mappingsDir, 'thermometer/samples/export.json'), '--mappings', mappingsDir], c.io);
     assert.equal(code, 0, c.err.join('\n'));
-    assert.equal((JSON.parse(c.out.join('')) as Translation[])[0].observations[0].valueQuantity?.code, 'Cel');
+    assert.equal((JSON.parse(c.out.join('')) as Reading[])[0].observations[0].valueQuantity?.code, 'Cel');
   });
 
   it('translate: a payload the mapping refuses prints the OperationOutcome, exit 1', async () => {

@@ -8,7 +8,7 @@ import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { validateResource } from '@medplum/core';
 import type { AuditEvent, Bundle, Device, Observation, OperationOutcome, Patient, Resource } from 'fhir/r4';
-import type { Translation, TranslationContext } from '../../src/core/contract.js';
+import type { Reading, TranslationContext } from '../../src/core/contract.js';
 import { measurementsAdapter } from '../../src/adapters/measurements.js';
 import { buildAuditEvent } from '../../src/audit/event.js';
 import { buildDevice, buildObservation, quantity, resolveCode, type ResolvedCode } from '../../src/fhir/builders.js';
@@ -18,7 +18,7 @@ import { hl7v2Adapter } from '../../src/hl7v2/adapter.js';
 import { parseMessage } from '../../src/hl7v2/parse.js';
 
 const ctx: TranslationContext = { deviceIdentifierSystem: 'urn:test:device', patientIdentifierSystem: 'urn:test:mrn' };
-const resourcesOf = (ts: Translation[]): Resource[] => ts.flatMap((t) => [...t.devices, ...(t.patients ?? []), ...t.observations]);
+const resourcesOf = (ts: Reading[]): Resource[] => ts.flatMap((t) => [...t.devices, ...(t.patients ?? []), ...t.observations]);
 
 function measurements(body: unknown): Resource[] {
   return resourcesOf(measurementsAdapter.translate({ body, channel: 'http', receivedAt: '2026-11-23T10:00:01Z' }, ctx));

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import type { Coding, Observation, Resource } from 'fhir/r4';
-import type { Translation, TranslationContext } from '../../src/core/contract.js';
-import { OperationOutcomeError } from '../../src/core/errors.js';
+import type { Reading, TranslationContext } from '../../src/core/contract.js';
+import { GatewayError } from '../../src/core/errors.js';
 import { validate } from '../../src/fhir/validate.js';
 import { createHl7Adapter, hl7v2Adapter } from '../../src/hl7v2/adapter.js';
 import { EUI64_SYSTEM } from '../../src/hl7v2/config.js';
@@ -14,7 +14,7 @@ const UCUM = 'http://unitsofmeasure.org';
 const ctx: TranslationContext = { deviceIdentifierSystem: 'urn:test:device', patientIdentifierSystem: 'urn:test:mrn' };
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/${name}`, import.meta.url));
 
-function translate(text: string | Buffer, adapter = hl7v2Adapter): Translation[] {
+function translate(text: string | Buffer, adapter = hl7v2Adapter): Reading[] {
   const { text: t, charset } = Buffer.isBuffer(text) ? decodeBytes(text) : { text, charset: undefined };
   return adapter.translate({ body: parseMessage(t, { charset }), channel: 'test', receivedAt: '2026-11-23T10:00:00Z' }, ctx);
 }
@@ -23,14 +23,14 @@ function refusal(fn: () => unknown): { code: string; diagnostics?: string; expre
   try {
     fn();
   } catch (e) {
-    assert.ok(e instanceof OperationOutcomeError, String(e));
+    assert.ok(e instanceof GatewayError, String(e));
     assert.equal(e.status, 422);
     return e.outcome.issue as never;
   }
   assert.fail('expected a refusal');
 }
 
-function allValid(ts: Translation[]): void {
+function allValid(ts: Reading[]): void {
   const resources: Resource[] = ts.flatMap((t) => [...t.devices, ...(t.patients ?? []), ...t.observations]);
   for (const r of resources) assert.deepEqual(validate(r), [], `${r.resourceType} ${JSON.stringify((r as Observation).code?.coding)}`);
 }

@@ -14,7 +14,7 @@
 import type { Device, Observation, OperationOutcomeIssue } from 'fhir/r4';
 import { buildDevice } from '../../fhir/builders.js';
 import { issue } from '../../core/errors.js';
-import { type DeviceAdapter, type InboundMessage, type Translation, type TranslationContext, TranslationError } from '../../core/contract.js';
+import { type DeviceAdapter, type InboundMessage, type Reading, type TranslationContext, TranslationError } from '../../core/contract.js';
 import { type ContentTemplate, eventEnvelope, type ExtractionProblem, extractMeasurements, parseDeviceMapping } from './device-templates.js';
 import { buildGroupObservation, type CodeValueTemplate, groupMeasurements, parseFhirMapping } from './fhir-templates.js';
 import { child, errorsOf, IssueSink, MappingError, type MappingIssue } from './issues.js';
@@ -83,7 +83,7 @@ function toIssues(problems: ExtractionProblem[]): OperationOutcomeIssue[] {
 }
 
 export interface MappingRun {
-  translations: Translation[];
+  translations: Reading[];
   /** The FHIR template each Observation came from (for explanations). */
   origins: Map<Observation, CodeValueTemplate>;
 }
@@ -112,7 +112,7 @@ export function runMapping(mapping: CompiledMapping, message: InboundMessage, ct
     built.push({ obs, deviceId: g.deviceId, patientId: g.patientId, merge: g.template.periodInterval !== 0 });
   }
   if (problems.length) throw new TranslationError(toIssues(problems));
-  const byKey = new Map<string, Translation>();
+  const byKey = new Map<string, Reading>();
   const devices = new Map<string, Device>();
   for (const b of built) {
     const key = [b.deviceId, b.patientId ?? '', b.merge ? 'merge' : 'create'].join('\u001f');
@@ -165,7 +165,7 @@ export function createMappingAdapter(opts: MappingAdapterOptions): MappingAdapte
     description: opts.description,
     mapping,
     warnings: all.filter((i) => i.severity === 'warning' || !fatal.includes(i)),
-    translate(message: InboundMessage, context: TranslationContext): Translation[] {
+    translate(message: InboundMessage, context: TranslationContext): Reading[] {
       return runMapping(mapping, message, context, opts.vendor).translations;
     },
   };

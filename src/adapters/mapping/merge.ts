@@ -1,5 +1,5 @@
 /**
- * Merging of period-grouped Observations (Translation.writeMode 'merge'), the counterpart of iomt-fhir's
+ * Merging of period-grouped Observations (Reading.writeMode 'merge'), the counterpart of iomt-fhir's
  * CodeValueFhirTemplateProcessor.MergeObservation, as a pure function the delivery worker can call after reading the
  * existing Observation by identifier:
  *

@@ -10,7 +10,7 @@
 import type { Observation, Resource } from 'fhir/r4';
 import { CORE_KEYS } from '../../config/index.js';
 import { validate } from '../../fhir/validate.js';
-import type { Translation, TranslationContext } from '../../core/contract.js';
+import type { Reading, TranslationContext } from '../../core/contract.js';
 import { TranslationError } from '../../core/contract.js';
 import { type CompiledMapping, compileMapping, DEVICE_MAPPING_FILE, FHIR_MAPPING_FILE, runMapping } from './adapter.js';
 import type { MappingIssue } from './issues.js';
@@ -53,7 +53,7 @@ export interface SamplePayload {
 
 export interface SampleResult {
   file: string;
-  translations?: Translation[];
+  translations?: Reading[];
   /** Set when the mapping refused the sample. */
   error?: TranslationError;
   issues: MappingIssue[];

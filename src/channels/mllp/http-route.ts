@@ -13,7 +13,7 @@
  */
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import type { Redis } from 'ioredis';
-import { badRequest, notFound, OperationOutcomeError, outcome, issue, toOutcomeError, tooLarge } from '../../core/errors.js';
+import { badRequest, notFound, GatewayError, outcome, issue, toGatewayError, tooLarge } from '../../core/errors.js';
 import type { Ingestor } from '../../pipeline/pipeline.js';
 import type { Hl7Config } from '../../hl7v2/config.js';
 import { charsetLabel, encodeText } from '../../hl7v2/parse.js';
@@ -55,7 +55,7 @@ export function hl7Routes(options: Hl7RoutesOptions): Router {
   router.post('/hl7v2', ingestAuth, express.raw({ type: () => true, limit: options.maxBodyBytes ?? 1048576 }), async (req: Request, res: Response) => {
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     if (!HL7_TYPES.includes(type)) {
-      throw new OperationOutcomeError(415, outcome([issue('not-supported', `Content-Type '${type || '(none)'}' is not accepted; send x-application/hl7-v2+er7 or text/plain`)]));
+      throw new GatewayError(415, outcome([issue('not-supported', `Content-Type '${type || '(none)'}' is not accepted; send x-application/hl7-v2+er7 or text/plain`)]));
     }
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     if (!body.length) throw badRequest('the body is empty; send an HL7v2 message');
@@ -72,7 +72,7 @@ export function hl7Routes(options: Hl7RoutesOptions): Router {
   });
 
   const store = () => {
-    if (!service.rejected) throw new OperationOutcomeError(503, outcome([issue('transient', 'the rejected-message store needs Redis, which is not configured')]));
+    if (!service.rejected) throw new GatewayError(503, outcome([issue('transient', 'the rejected-message store needs Redis, which is not configured')]));
     return service.rejected;
   };
 
@@ -95,7 +95,7 @@ export function hl7Routes(options: Hl7RoutesOptions): Router {
     const r = await service.replay(String(req.params.id));
     if (!r) throw notFound(`no rejected message '${req.params.id}'`);
     const { outcome: o } = r;
-    if (o.result === 'unavailable') throw new OperationOutcomeError(503, outcome([issue('transient', o.errors.map((e) => e.text).join('; '))]), { headers: { 'Retry-After': '5' } });
+    if (o.result === 'unavailable') throw new GatewayError(503, outcome([issue('transient', o.errors.map((e) => e.text).join('; '))]), { headers: { 'Retry-After': '5' } });
     res.json({
       id: req.params.id,
       accepted: o.result === 'accepted' || o.result === 'duplicate',
@@ -118,9 +118,9 @@ export function hl7Routes(options: Hl7RoutesOptions): Router {
     const e =
       type === 'entity.too.large'
         ? tooLarge('the HL7 message is larger than the accepted maximum')
-        : !(err instanceof OperationOutcomeError) && typeof status === 'number' && status >= 400 && status < 500
-          ? new OperationOutcomeError(status, outcome([issue('invalid', 'the request body could not be read')]))
-          : toOutcomeError(err);
+        : !(err instanceof GatewayError) && typeof status === 'number' && status >= 400 && status < 500
+          ? new GatewayError(status, outcome([issue('invalid', 'the request body could not be read')]))
+          : toGatewayError(err);
     if (e.status === 500) options.logger?.error({ err: (err as Error)?.name ?? typeof err }, 'hl7 route failed');
     for (const [k, v] of Object.entries(e.headers)) res.setHeader(k, v);
     res.status(e.status).type('application/fhir+json').send(JSON.stringify(e.outcome));

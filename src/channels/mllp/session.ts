@@ -20,7 +20,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { InboundMessage, Principal } from '../../core/contract.js';
-import { toOutcomeError } from '../../core/errors.js';
+import { toGatewayError } from '../../core/errors.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Ingestor } from '../../pipeline/pipeline.js';
 import { type AckCode, type AckError, batchAck, buildAck, issuesToErrors } from '../../hl7v2/ack.js';
@@ -326,7 +326,7 @@ export class Hl7Service {
       this.logger.info({ channel: meta.channel, controlId: header.controlId, type, app: header.sendingApplication, jobs: result.jobIds.length, observations: result.observations, ack: codes.join('/') }, 'hl7: message accepted');
       return { controlId: header.controlId, messageType: type, result: 'accepted', ackCodes: codes, acks, errors: [] };
     } catch (err) {
-      const e = toOutcomeError(err);
+      const e = toGatewayError(err);
       if (e.status >= 500 && e.status !== 500) {
         // Queue unavailable: nothing was stored; the sender must resend. Never AA.
         const errors: AckError[] = [{ code: Hl7ErrorCode.applicationInternalError, text: `temporarily unavailable, resend later: ${e.message}` }];

@@ -30,7 +30,7 @@ import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
 import type { InboundMessage, Principal } from '../../core/contract.js';
 import type { Extension, ExtensionContext } from '../../app/gateway.js';
-import { issue, OperationOutcomeError, outcome } from '../../core/errors.js';
+import { issue, GatewayError, outcome } from '../../core/errors.js';
 import type { Ingestor } from '../../pipeline/pipeline.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
@@ -256,7 +256,7 @@ export class MqttChannel {
       log.debug({ topic, adapter, deviceId, jobs: r.jobIds.length, dup }, 'MQTT message queued');
       return 'ack';
     } catch (err) {
-      const oe = err instanceof OperationOutcomeError ? err : undefined;
+      const oe = err instanceof GatewayError ? err : undefined;
       // Anything that is not a refusal of the message itself (503, 429, an unexpected error) may mean it is not
       // stored: no PUBACK, the broker redelivers.
       if (!oe || oe.status >= 500 || oe.status === 429) {
