@@ -26,7 +26,7 @@ import { initValidation } from '../src/fhir/validate.js';
 import { readAck } from '../src/hl7v2/ack.js';
 import { hl7v2Adapter } from '../src/hl7v2/adapter.js';
 import { HL7_KEYS } from '../src/hl7v2/config.js';
-import { hl7Extension } from '../src/channels/mllp/index.js';
+import { loadGatewayConfig } from '../src/app/features.js';
 import { decodeBytes, parseMessage, splitMessages } from '../src/hl7v2/parse.js';
 import { createLogger } from '../src/observability/logger.js';
 import { freePort } from '../src/queue/embedded-redis.js';
@@ -114,11 +114,19 @@ async function gatewayBench(): Promise<void> {
   const redis = await startRedis({ appendOnly: true });
   const ehr = await startEhr();
   const mllpPort = await freePort();
-  const config = loadConfig({ ...FAST_ENV, REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', LOG_LEVEL: 'warn', QUEUE_MAX_DEPTH: '1000000', QUEUE_LOCK_DURATION_MS: '30000' });
-  const raw = new Map(config.raw);
-  for (const [key, v] of loadKeys(HL7_KEYS, { MLLP_PORT: String(mllpPort), MLLP_HOST: '127.0.0.1' }).values) raw.set(key, v);
+  const config = loadGatewayConfig({
+    ...FAST_ENV,
+    REDIS_URL: redis.url,
+    FHIR_BASE_URL: ehr.url,
+    UNKNOWN_PATIENT_POLICY: 'create',
+    LOG_LEVEL: 'warn',
+    QUEUE_MAX_DEPTH: '1000000',
+    QUEUE_LOCK_DURATION_MS: '30000',
+    MLLP_PORT: String(mllpPort),
+    MLLP_HOST: '127.0.0.1',
+  });
   const sink = new Writable({ write: (_c, _e, cb) => cb() });
-  const gateway = new Gateway({ ...config, raw }, ROLE, { logger: createLogger('warn', sink), extensions: [hl7Extension()] });
+  const gateway = new Gateway(config, ROLE, { logger: createLogger('warn', sink) });
   await gateway.start();
   let seq = 0;
   const next = () => {

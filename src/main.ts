@@ -3,13 +3,13 @@
  * The command line: `start` runs the gateway; the other commands are tools for integration teams and vendors.
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError, configHelp, loadConfig, ROLES, type Role } from './config/index.js';
+import { ConfigError, ROLES, type Role } from './config/index.js';
 import { Gateway, VERSION } from './app/gateway.js';
 import { RedisNotInstalledError } from './queue/embedded-redis.js';
 import { AdapterRegistry } from './adapters/registry.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { GatewayError } from './core/errors.js';
-import { standardExtensions } from './app/features.js';
+import { gatewayConfigHelp, loadGatewayConfig } from './app/features.js';
 import { applyToRegistry, loadMappingsDir, validateMappingCommand, translateCommand } from './adapters/mapping/index.js';
 import { SHIPPED_MAPPINGS_DIR } from './adapters/mapping/folder.js';
 import { main as sendHl7 } from './channels/mllp/client.js';
@@ -35,7 +35,7 @@ Roles:
   worker  deliver queued jobs to the EHR (HTTP serves health, status and operations only)
 
 Configuration (environment variables):
-${configHelp()}
+${gatewayConfigHelp()}
 `;
 
 function arg(argv: string[], name: string): string | undefined {
@@ -46,13 +46,13 @@ function arg(argv: string[], name: string): string | undefined {
 }
 
 async function start(argv: string[]): Promise<number> {
-  const role = (arg(argv, '--role') ?? process.env.GATEWAY_ROLE ?? 'all') as Role;
-  if (!ROLES.includes(role)) {
-    console.error(`unknown role '${role}': one of ${ROLES.join(', ')}`);
+  const flag = arg(argv, '--role') as Role | undefined;
+  if (flag !== undefined && !ROLES.includes(flag)) {
+    console.error(`unknown role '${flag}': one of ${ROLES.join(', ')}`);
     return 2;
   }
-  const config = loadConfig();
-  const gateway = new Gateway(config, role, { extensions: standardExtensions() });
+  const config = loadGatewayConfig();
+  const gateway = new Gateway(config, flag ?? config.role);
   let signals = 0;
   const shutdown = (sig: string) => {
     signals++;
@@ -82,7 +82,7 @@ async function translate(argv: string[]): Promise<number> {
     return 2;
   }
   if (existsSync(adapterId) && statSync(adapterId).isDirectory()) return translateCommand([adapterId, file]);
-  const config = loadConfig();
+  const config = loadGatewayConfig();
   const registry = new AdapterRegistry();
   applyToRegistry(registry, loadMappingsDir((config.raw.get('MAPPINGS_DIR') as string | undefined) ?? SHIPPED_MAPPINGS_DIR));
   const plugins = await loadPluginsInto(registry, config);
@@ -122,7 +122,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(VERSION);
       return 0;
     case 'config':
-      console.log(configHelp());
+      console.log(gatewayConfigHelp());
       return 0;
     case 'start':
       return start(rest);

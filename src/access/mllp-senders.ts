@@ -78,16 +78,3 @@ export class MllpAllowList {
     return { ok: true, reason: `allowed by the ${name === '*' ? 'default (*)' : `'${facility}'`} entry` };
   }
 }
-
-let defaultList: MllpAllowList | undefined;
-
-/** Sets the allow-list `mllpSenderAllowed` uses (done by createDeviceManagement from MLLP_ALLOWED_SENDERS). */
-export function configureMllpSenders(entries: readonly string[]): MllpAllowList {
-  defaultList = new MllpAllowList(entries);
-  return defaultList;
-}
-
-/** May this peer send for this sending facility (MSH-4)? */
-export function mllpSenderAllowed(facility: string, remoteAddress: string, certFingerprint?: string): SenderCheck {
-  return (defaultList ?? new MllpAllowList([])).check(facility, remoteAddress, certFingerprint);
-}

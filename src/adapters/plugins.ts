@@ -14,7 +14,6 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import type { Resource } from 'fhir/r4';
 import type { Config } from '../config/index.js';
-import type { Extension, ExtensionContext } from '../app/gateway.js';
 import { issue, GatewayError } from '../core/errors.js';
 import { validate } from '../fhir/validate.js';
 import { TranslationError, type DeviceAdapter, type InboundMessage, type Reading, type TranslationContext } from '../core/contract.js';
@@ -197,11 +196,10 @@ export async function loadPlugins(sources: PluginSources): Promise<PluginLoadRes
   return result;
 }
 
-/** The plugin sources a configuration names (config.raw once PLUGIN_KEYS are in the schema; the environment before). */
-export function pluginSources(config: Pick<Config, 'raw' | 'deviceIdentifierSystem' | 'patientIdentifierSystem'>, env: NodeJS.ProcessEnv = process.env): PluginSources {
-  const dir = (config.raw.get('PLUGINS_DIR') as string | undefined) ?? (env.PLUGINS_DIR || undefined);
-  const listed = config.raw.get('PLUGIN_PACKAGES') as string[] | undefined;
-  const packages = listed ?? (env.PLUGIN_PACKAGES ? env.PLUGIN_PACKAGES.split(',').map((s) => s.trim()).filter(Boolean) : []);
+/** The plugin sources a configuration names (PLUGINS_DIR, PLUGIN_PACKAGES). */
+export function pluginSources(config: Pick<Config, 'raw' | 'deviceIdentifierSystem' | 'patientIdentifierSystem'>): PluginSources {
+  const dir = config.raw.get('PLUGINS_DIR') as string | undefined;
+  const packages = (config.raw.get('PLUGIN_PACKAGES') as string[] | undefined) ?? [];
   return { dir, packages, context: { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem } };
 }
 
@@ -211,7 +209,7 @@ export interface RegistryLike {
 }
 
 /**
- * Loads the configured plugins into a registry (for the CLI: `translate --adapter <plugin id>`, and the extension).
+ * Loads the configured plugins into a registry (for the CLI: `translate --adapter <plugin id>`, and app/features.ts).
  * A plugin whose id is taken (built-in, hl7v2, an adapter already registered) is refused and reported.
  */
 export async function loadPluginsInto(registry: RegistryLike, config: Pick<Config, 'raw' | 'deviceIdentifierSystem' | 'patientIdentifierSystem'>): Promise<{ ids: string[]; errors: PluginLoadError[] }> {
@@ -230,14 +228,4 @@ export async function loadPluginsInto(registry: RegistryLike, config: Pick<Confi
     ids.push(a.id);
   }
   return { ids, errors };
-}
-
-/** The gateway extension: loads plugins at start-up (before the registration API, after the mappings folder). */
-export function pluginsExtension(): (ctx: ExtensionContext) => Promise<Extension> {
-  return async (ctx) => {
-    const { ids, errors } = await loadPluginsInto(ctx.registry, ctx.config);
-    for (const e of errors) ctx.log.error({ plugin: e.source, error: e.message }, 'plugin not loaded');
-    if (ids.length || errors.length) ctx.log.info({ plugins: ids, errors: errors.length }, 'plugins loaded');
-    return {};
-  };
 }

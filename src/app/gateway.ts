@@ -10,66 +10,36 @@ import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import IORedis from 'ioredis';
 import type { Redis } from 'ioredis';
-import type { Config, Role } from '../config/index.js';
+import type { Role } from '../config/index.js';
+import type { Config } from '../config/index.js';
 import { AdapterRegistry } from '../adapters/registry.js';
-import type { DeviceAdapter, RoleName } from '../core/contract.js';
-import type { AuditInput } from '../audit/event.js';
-import { Pipeline, type IngestGuard } from '../pipeline/pipeline.js';
-import type { RequestHandler, Router } from 'express';
+import type { DeviceAdapter } from '../core/contract.js';
+import { Pipeline } from '../pipeline/pipeline.js';
+import { RefusalStore } from '../pipeline/refusals.js';
+import { migrateLegacyRefusals } from '../pipeline/legacy-refusals.js';
+import { refusalRoutes } from '../pipeline/routes.js';
 import { DeliveryQueue, redisOptions, withTimeout } from '../queue/queue.js';
 import { EmbeddedRedis } from '../queue/embedded-redis.js';
 import { DeadLetterStore } from '../delivery/dead-letters.js';
+import { deadLetterRoutes } from '../delivery/routes.js';
 import { EhrClient } from '../delivery/ehr-client.js';
 import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
 import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
 import { createApp } from '../http/app.js';
-import { BootstrapAccess, type AccessControl } from '../access/auth.js';
+import type { AccessControl } from '../access/auth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { withoutCredentials } from '../observability/redact.js';
 import { initValidation } from '../fhir/validate.js';
+import { buildFeatures, type Features } from './features.js';
+import { readiness, statusRoutes } from './status.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
-/** What a feature module (device management, HL7v2, MQTT) gets to build its parts. */
-export interface ExtensionContext {
-  redis: Redis;
-  queue: DeliveryQueue;
-  config: Config;
-  log: Logger;
-  metrics: Metrics;
-  registry: AdapterRegistry;
-  pipeline?: Pipeline;
-  role: Role;
-  /** A role check that defers to the gateway's final access control (which an extension may supply). */
-  requireRole(...roles: RoleName[]): RequestHandler;
-  /** The audit trail, when an extension built before this one supplies it (device management does). */
-  audit(): AuditRecorder | undefined;
-}
-
-/** Records administrative actions as AuditEvents (see audit/). */
-export interface AuditRecorder {
-  record(input: AuditInput): Promise<unknown>;
-}
-
-/** What it gives back: parts the gateway wires in and stops with itself. */
-export interface Extension {
-  access?: AccessControl;
-  audit?: AuditRecorder;
-  guard?: IngestGuard;
-  routers?: Router[];
-  /** Called after the HTTP server listens (start listeners of other protocols here). */
-  start?(): Promise<void>;
-  /** Called first at shutdown (stop accepting). */
-  stop?(): Promise<void>;
-}
-
 export interface GatewayOptions {
   logger?: Logger;
-  /** Extra adapters (tests, plugins). */
+  /** Extra adapters (tests, benchmarks), registered before the features' adapters. */
   adapters?: DeviceAdapter[];
-  /** Feature modules, built in order after Redis and the queue are up. */
-  extensions?: ((ctx: ExtensionContext) => Promise<Extension>)[];
 }
 
 export class Gateway {
@@ -82,17 +52,15 @@ export class Gateway {
   worker?: DeliveryWorker;
   ehr?: EhrClient;
   access?: AccessControl;
+  refusals?: RefusalStore;
+  features?: Features;
   private server?: Server;
   private embedded?: EmbeddedRedis;
   private starting?: Promise<void>;
   private stopping?: Promise<void>;
   url = '';
 
-  private readonly extensionFactories: NonNullable<GatewayOptions['extensions']>;
-  private extensions: Extension[] = [];
-
-  constructor(readonly config: Config, readonly role: Role = 'all', options: GatewayOptions = {}) {
-    this.extensionFactories = options.extensions ?? [];
+  constructor(readonly config: Config, readonly role: Role = config.role, options: GatewayOptions = {}) {
     this.log = options.logger ?? createLogger(config.logLevel);
     this.registry = new AdapterRegistry();
     for (const a of options.adapters ?? []) this.registry.register(a);
@@ -152,36 +120,29 @@ export class Gateway {
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
     const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics, config.deliveryBatchMax) : undefined;
     if (config.sandbox) this.sandbox = createSandboxEhr();
-    const bootstrap = new BootstrapAccess(config.adminApiKey);
-    const requireRole = (...roles: RoleName[]): RequestHandler => (req, res, next) => (this.access ?? bootstrap).require(...roles)(req, res, next);
-    let audit: AuditRecorder | undefined;
-    const ctx: ExtensionContext = { redis: this.redis, queue, config, log, metrics: this.metrics, registry: this.registry, pipeline, role: this.role, requireRole, audit: () => audit };
-    for (const factory of this.extensionFactories) {
-      const ext = await factory(ctx);
-      audit = ext.audit ?? audit;
-      this.extensions.push(ext);
-    }
-    const routers: Router[] = [];
-    for (const ext of this.extensions) {
-      if (ext.access) this.access = ext.access;
-      if (ext.guard && pipeline) pipeline.guard = ext.guard;
-      routers.push(...(ext.routers ?? []));
-    }
+    const refusals = new RefusalStore(this.redis, config.refusalsMax);
+    this.refusals = refusals;
+    const moved = await migrateLegacyRefusals(this.redis, refusals).catch((err: Error) => {
+      log.warn({ error: err.message }, 'refusals kept by an earlier version could not be moved to /api/refusals yet');
+      return 0;
+    });
+    if (moved) log.info({ moved }, 'refusals kept by an earlier version moved to /api/refusals');
 
+    const features = await buildFeatures({ config, redis: this.redis, queue, registry: this.registry, pipeline, refusals, log, metrics: this.metrics });
+    this.features = features;
+    this.access = features.access;
+    const { requireRole } = features;
     const app = createApp({
-      config,
-      role: this.role,
-      version: VERSION,
-      registry: this.registry,
-      pipeline,
-      queue,
-      deadLetters,
-      ehr: () => this.ehr,
-      metrics: this.metrics,
       log,
-      sandbox: this.sandbox,
-      access: this.access ?? bootstrap,
-      routers,
+      readiness: readiness(queue, () => this.ehr, deliver),
+      sandbox: this.sandbox?.router,
+      routers: [
+        statusRoutes({ config, version: VERSION, registry: this.registry, queue, deadLetters, ehr: () => this.ehr, metrics: this.metrics, operatorOnly: requireRole('operator') }),
+        deadLetterRoutes({ deadLetters, queue, requireRole, log }),
+        refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
+        ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
+        ...features.routers,
+      ],
     });
     await new Promise<void>((res, rej) => {
       const server = app.listen(config.port, config.host, () => res());
@@ -208,7 +169,7 @@ export class Gateway {
       }, log, this.metrics);
       this.worker.start();
     }
-    for (const ext of this.extensions) await ext.start?.();
+    for (const part of features.parts) await part.start();
     if (config.sandbox) {
       log.warn({ fhirBaseUrl }, 'SANDBOX EHR: delivering to the in-memory sandbox FHIR server (data is lost at restart; not for clinical use). Set FHIR_BASE_URL to deliver to your EHR');
     }
@@ -241,7 +202,7 @@ export class Gateway {
     const log = this.log;
     const server = this.server;
     const closed = server ? new Promise<void>((res) => server.close(() => res())) : Promise.resolve();
-    for (const ext of [...this.extensions].reverse()) await ext.stop?.().catch((err: Error) => log.warn({ error: err.message }, 'extension stop failed'));
+    for (const part of [...(this.features?.parts ?? [])].reverse()) await part.stop().catch((err: Error) => log.warn({ error: err.message }, 'a part failed to stop'));
     server?.closeIdleConnections();
     const timeout = new Promise<void>((res) => setTimeout(res, this.config.shutdownTimeoutMs).unref());
     await Promise.race([(async () => {

@@ -2,13 +2,15 @@
  * The audit trail in Redis: a sorted set scored by the time recorded (every gateway instance writes to the same one),
  * capped at AUDIT_MAX_EVENTS (oldest dropped first). With AUDIT_FORWARD=true every event is also queued for the EHR
  * as a delivery job whose translation holds only `auditEvents` (the worker POSTs each inside its transaction).
- * Recording never throws to its caller: an audit write that fails is logged (without PHI) and counted.
+ * Recording never throws to its caller: an audit write that fails is logged (without PHI) and counted. A forwarded
+ * event is validated first, like every resource the gateway queues.
  */
 import type { Redis } from 'ioredis';
 import type { AuditEvent } from 'fhir/r4';
 import type { DeliveryQueue } from '../queue/queue.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { validateReadings } from '../fhir/validate.js';
 import { auditKindOf, buildAuditEvent, PRINCIPAL_SYSTEM, type AuditInput } from './event.js';
 
 const KEY = 'gw:audit';
@@ -46,7 +48,15 @@ export class AuditTrail {
     }
     if (this.opts.forward && this.queue) {
       const q = this.queue;
-      q.enqueue([{ adapterId: 'audit', channel: 'audit', receivedAt: event.recorded, translations: [{ devices: [], observations: [], auditEvents: [event] }] }]).catch((err: Error) => {
+      const reading = { devices: [], observations: [], auditEvents: [event] };
+      // Validated like everything else before it is queued: the EHR must never be sent a malformed AuditEvent.
+      const issues = validateReadings([reading]);
+      if (issues.length) {
+        this.metrics.inc('audit_forward_failures_total', {});
+        this.log.error({ kind: input.kind, issues: issues.map((i) => i.expression?.[0] ?? i.code) }, 'audit event is not a valid FHIR AuditEvent; kept here, not forwarded');
+        return event;
+      }
+      q.enqueue([{ adapterId: 'audit', channel: 'audit', receivedAt: event.recorded, translations: [reading] }]).catch((err: Error) => {
         this.metrics.inc('audit_forward_failures_total', {});
         this.log.warn({ kind: input.kind, error: err.message }, 'audit event could not be queued for the EHR');
       });

@@ -1,11 +1,11 @@
 /**
- * The gateway's configuration: the keys (see schema.ts for the format) and the typed object the code reads.
+ * The gateway's core configuration: its keys (see schema.ts for the format) and the typed object the code reads.
+ * Feature fragments (HL7v2, devices, MQTT, plugins) live with their features; app/features.ts lists them all once
+ * (ALL_KEYS) and loads them together, so every error of every fragment is reported at once.
  */
-import { type ConfigKey, type ConfigValue, describeKeys, loadKeys } from './schema.js';
-import { HL7_KEYS } from '../hl7v2/config.js';
-import { DEVICE_KEYS } from '../devices/config.js';
-import { PLUGIN_KEYS } from '../registration/config.js';
-import { MQTT_KEYS } from '../channels/mqtt/config.js';
+import { ConfigError, type ConfigKey, type ConfigValue, describeKeys, loadKeys } from './schema.js';
+
+export { ConfigError } from './schema.js';
 
 export const MAPPING_KEYS: readonly ConfigKey[] = [
   { env: 'MAPPINGS_DIR', type: 'string', description: 'Folder of declarative device mappings (one folder per adapter). Unset: the mappings/ folder shipped with the gateway' },
@@ -13,6 +13,7 @@ export const MAPPING_KEYS: readonly ConfigKey[] = [
 ];
 
 export const CORE_KEYS: readonly ConfigKey[] = [
+  { env: 'GATEWAY_ROLE', type: 'enum', default: 'all', values: ['all', 'ingest', 'worker'], description: 'What this process does: all (ingest and delivery), ingest (receive, translate, validate, enqueue) or worker (deliver queued jobs); --role overrides it' },
   { env: 'PORT', type: 'int', default: '8080', min: 0, max: 65535, description: 'HTTP port (ingest API, admin API, sandbox EHR)' },
   { env: 'HOST', type: 'string', default: '127.0.0.1', description: 'HTTP bind address (0.0.0.0 in containers)' },
   { env: 'REDIS_URL', type: 'url', description: 'Redis for the queue and gateway state. Unset: start a private redis-server (AOF on) under REDIS_DATA_DIR' },
@@ -37,6 +38,7 @@ export const CORE_KEYS: readonly ConfigKey[] = [
   { env: 'QUEUE_STALLED_INTERVAL_MS', type: 'int', default: '5000', min: 100, description: 'How often workers look for jobs of dead workers' },
   { env: 'KEY_LOCK_WAIT_MS', type: 'int', default: '20000', min: 10, description: 'How long a job waits for another job of the same device or patient before it is retried' },
   { env: 'JOB_RETENTION_COMPLETED', type: 'int', default: '10000', min: 0, description: 'Completed jobs kept in Redis (they also deduplicate identical submissions)' },
+  { env: 'REFUSALS_MAX', type: 'int', default: '10000', min: 1, description: 'Refused messages of every channel kept (raw, with the reason) for inspection and replay at /api/refusals; oldest dropped first' },
   { env: 'INGEST_MAX_BODY_BYTES', type: 'int', default: '1048576', min: 1024, description: 'Largest accepted request body' },
   { env: 'ADMIN_API_KEY', type: 'string', secret: true, description: 'Bootstrap admin key for /api (Authorization: Bearer <key>). Unset: /api is open on the bind address; set it in production' },
   { env: 'SHUTDOWN_TIMEOUT_MS', type: 'int', default: '30000', min: 0, description: 'How long shutdown waits for in-flight jobs' },
@@ -47,6 +49,7 @@ export type Role = 'all' | 'ingest' | 'worker';
 export const ROLES: readonly Role[] = ['all', 'ingest', 'worker'];
 
 export interface Config {
+  role: Role;
   port: number;
   host: string;
   redisUrl?: string;
@@ -73,6 +76,7 @@ export interface Config {
   keyLockWaitMs: number;
   jobRetentionCompleted: number;
   ingestMaxBodyBytes: number;
+  refusalsMax: number;
   adminApiKey?: string;
   shutdownTimeoutMs: number;
   logLevel: string;
@@ -80,17 +84,12 @@ export interface Config {
   raw: ReadonlyMap<string, ConfigValue>;
 }
 
-/** Every key of every feature, in the order --help prints them. */
-export const ALL_KEYS: readonly ConfigKey[] = [...CORE_KEYS, ...MAPPING_KEYS, ...PLUGIN_KEYS, ...HL7_KEYS, ...DEVICE_KEYS, ...MQTT_KEYS];
-
-export class ConfigError extends Error {
-  constructor(readonly errors: string[]) {
-    super(`invalid configuration:\n  - ${errors.join('\n  - ')}`);
-  }
-}
-
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const { values: v, errors } = loadKeys(ALL_KEYS, env);
+/**
+ * Loads `keys` (the core keys and any feature fragments; app/features.ts passes them all) from `env`. Throws a
+ * ConfigError with every error.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly ConfigKey[] = [...CORE_KEYS, ...MAPPING_KEYS]): Config {
+  const { values: v, errors } = loadKeys(keys, env);
   const s = (k: string) => v.get(k) as string;
   const n = (k: string) => v.get(k) as number;
   const fhirBaseUrl = v.get('FHIR_BASE_URL') as string | undefined;
@@ -98,6 +97,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (s('FHIR_AUTH') === 'bearer' && !v.get('FHIR_BEARER_TOKEN')) errors.push('FHIR_BEARER_TOKEN is required when FHIR_AUTH=bearer');
   if (errors.length) throw new ConfigError(errors);
   return {
+    role: s('GATEWAY_ROLE') as Role,
     port: n('PORT'),
     host: s('HOST'),
     redisUrl: v.get('REDIS_URL') as string | undefined,
@@ -124,6 +124,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     keyLockWaitMs: n('KEY_LOCK_WAIT_MS'),
     jobRetentionCompleted: n('JOB_RETENTION_COMPLETED'),
     ingestMaxBodyBytes: n('INGEST_MAX_BODY_BYTES'),
+    refusalsMax: n('REFUSALS_MAX'),
     adminApiKey: v.get('ADMIN_API_KEY') as string | undefined,
     shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
     logLevel: s('LOG_LEVEL'),
@@ -131,6 +132,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   };
 }
 
-export function configHelp(): string {
-  return describeKeys(ALL_KEYS);
+export function configHelp(keys: readonly ConfigKey[]): string {
+  return describeKeys(keys);
 }

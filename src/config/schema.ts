@@ -2,8 +2,16 @@
  * One configuration schema: each key with its environment variable, type, default and description. Validated at
  * start-up; every error is reported, not just the first. `--help` and docs print this table.
  * Units are in the names (…_MS, …_BYTES). Feature areas add their keys in their own fragment (see hl7v2/config.ts) and
- * the fragments are listed once, in `SCHEMA` below.
+ * the fragments are listed once, in `ALL_KEYS` of app/features.ts (the composition root).
  */
+
+/** Every configuration error at once, each naming its variable. */
+export class ConfigError extends Error {
+  constructor(readonly errors: string[]) {
+    super(`invalid configuration:\n  - ${errors.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
 
 export type ConfigType = 'string' | 'int' | 'bool' | 'url' | 'enum' | 'list';
 

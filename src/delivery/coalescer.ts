@@ -38,7 +38,8 @@ export class Coalescer<T, R> {
 
   submit(item: T): Promise<R> {
     return new Promise<R>((resolve, reject) => {
-      this.pending.push({ item, keys: this.options.keysOf(item), weight: this.options.weightOf(item), solo: this.options.solo?.(item) ?? false, resolve, reject });
+      const o = this.options;
+      this.pending.push({ item, keys: o.keysOf(item), weight: o.weightOf(item), solo: o.solo?.(item) ?? false, resolve, reject });
       this.schedule();
     });
   }

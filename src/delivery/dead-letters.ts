@@ -46,7 +46,13 @@ export function summarize(d: DeadLetter): DeadLetterSummary {
     adapterId: job.adapterId,
     channel: job.channel,
     receivedAt: job.receivedAt,
-    summary: { readings: ts.length, devices: ts.reduce((n, t) => n + t.devices.length, 0), observations: observations.length, patients: ts.reduce((n, t) => n + (t.patients?.length ?? 0), 0), codes },
+    summary: {
+      readings: ts.length,
+      devices: ts.reduce((n, t) => n + t.devices.length, 0),
+      observations: observations.length,
+      patients: ts.reduce((n, t) => n + (t.patients?.length ?? 0), 0),
+      codes,
+    },
   };
 }
 

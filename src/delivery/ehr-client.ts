@@ -1,11 +1,12 @@
 /**
  * A small typed client for the EHR's FHIR server, on fhir-kit-client. Every request has a timeout. Every failure is
- * classified once, here: retryable (network, timeout, 5xx, 408, 409, 412, 429 with its Retry-After) or permanent (other
- * 4xx, carrying the server's OperationOutcome).
+ * classified once, here (classify): retryable (network, timeout, 5xx, 408, 409, 412, 425, 429 with its Retry-After) or
+ * permanent (other 4xx, carrying the server's OperationOutcome). Nothing else reads a status to decide: callers read
+ * `retryable` on the EhrError (a GatewayError).
  */
 import { Client } from 'fhir-kit-client';
 import type { Bundle, OperationOutcome, Resource } from 'fhir/r4';
-import { outcome, issue } from '../core/errors.js';
+import { GatewayError, isRetryableStatus, issue, outcome } from '../core/errors.js';
 
 export interface EhrClientOptions {
   baseUrl: string;
@@ -13,26 +14,31 @@ export interface EhrClientOptions {
   bearerToken?: string;
 }
 
-/** An EHR failure, tagged with whether a retry can help. */
-export class EhrError extends Error {
+/**
+ * An EHR failure: a GatewayError whose `retryable` is what classify decided. When the EHR gave no answer (timeout,
+ * unreachable), `status` is 502 with a transient OperationOutcome and `ehrStatus` is undefined.
+ */
+export class EhrError extends GatewayError {
+  /** The HTTP status the EHR answered with; undefined when it did not answer. */
+  readonly ehrStatus?: number;
+  /** No answer in time: the EHR may still be working on the request. */
+  readonly timedOut: boolean;
+
   constructor(
     message: string,
-    readonly retryable: boolean,
-    readonly status?: number,
-    readonly outcome?: OperationOutcome,
+    retryable: boolean,
+    status?: number,
+    oo?: OperationOutcome,
     readonly retryAfterMs?: number,
     options?: { cause?: unknown; timedOut?: boolean },
   ) {
-    super(message, options);
+    super(status ?? 502, oo ?? outcome([issue(retryable ? 'transient' : 'exception', message)]), { cause: options?.cause, retryable });
+    this.message = message;
     this.name = 'EhrError';
+    this.ehrStatus = status;
     this.timedOut = options?.timedOut ?? false;
   }
-
-  /** No answer in time: the EHR may still be working on the request. */
-  readonly timedOut: boolean;
 }
-
-const RETRYABLE_STATUS = new Set([408, 409, 412, 425, 429, 500, 502, 503, 504]);
 
 /** Retry-After is seconds or an HTTP date. */
 export function parseRetryAfter(v: string | null | undefined, now = Date.now()): number | undefined {
@@ -55,14 +61,18 @@ export function classify(err: unknown, what: string): EhrError {
   const status = e?.response?.status;
   if (typeof status === 'number') {
     const data = e.response?.data as { resourceType?: string } | undefined;
-    const oo = data?.resourceType === 'OperationOutcome' ? (data as OperationOutcome) : outcome([issue('exception', `EHR answered HTTP ${status}`)]);
+    const oo = data?.resourceType === 'OperationOutcome'
+      ? (data as OperationOutcome)
+      : outcome([issue('exception', `EHR answered HTTP ${status}`)]);
     const retryAfterMs = parseRetryAfter(e.config?.headers?.get?.('retry-after'));
-    const retryable = RETRYABLE_STATUS.has(status) || status >= 500;
-    return new EhrError(`${what}: EHR answered HTTP ${status}`, retryable, status, oo, retryAfterMs, { cause: err });
+    return new EhrError(`${what}: EHR answered HTTP ${status}`, isRetryableStatus(status), status, oo, retryAfterMs, { cause: err });
   }
   const name = e?.name ?? '';
-  if (name === 'TimeoutError' || name === 'AbortError') return new EhrError(`${what}: the EHR did not answer in time`, true, undefined, undefined, undefined, { cause: err, timedOut: true });
-  return new EhrError(`${what}: the EHR is unreachable (${e?.message ?? 'network error'})`, true, undefined, undefined, undefined, { cause: err });
+  if (name === 'TimeoutError' || name === 'AbortError') {
+    return new EhrError(`${what}: the EHR did not answer in time`, true, undefined, undefined, undefined, { cause: err, timedOut: true });
+  }
+  const unreachable = `${what}: the EHR is unreachable (${e?.message ?? 'network error'})`;
+  return new EhrError(unreachable, true, undefined, undefined, undefined, { cause: err });
 }
 
 export class EhrClient {

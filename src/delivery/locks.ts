@@ -52,7 +52,9 @@ export class KeyLocks {
       const ok = await this.redis.eval(ACQUIRE, full.length, ...full, token, String(ttlMs));
       if (ok === 1) {
         return async (holdMs) => {
-          const args = holdMs === undefined ? [RELEASE, full.length, ...full, token] : [HOLD, full.length, ...full, token, String(Math.max(1, Math.round(holdMs)))];
+          const args = holdMs === undefined
+            ? [RELEASE, full.length, ...full, token]
+            : [HOLD, full.length, ...full, token, String(Math.max(1, Math.round(holdMs)))];
           await this.redis.eval(...(args as [string, number, ...string[]])).catch(() => undefined);
         };
       }

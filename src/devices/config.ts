@@ -2,7 +2,7 @@
  * Configuration of device management, access control and audit (a fragment of the one schema; see config/schema.ts).
  * Maps are written as comma-separated `key=value` lists, e.g. `DEVICE_OFFLINE_AFTER_MS_BY_TYPE=spo2=60000,scale=86400000`.
  */
-import { type ConfigKey, type ConfigValue, loadKeys } from '../config/schema.js';
+import { ConfigError, type ConfigKey, type ConfigValue } from '../config/schema.js';
 
 export const UnknownDevicePolicies = { reject: 'reject', hold: 'hold', accept: 'accept' } as const;
 export type UnknownDevicePolicy = (typeof UnknownDevicePolicies)[keyof typeof UnknownDevicePolicies];
@@ -68,15 +68,10 @@ export function parseMap<T>(entries: string[], env: string, value: (v: string) =
   return out;
 }
 
-/**
- * Reads the device keys from the loaded configuration (`config.raw`); keys it does not hold yet (the fragment not
- * listed in the schema) are read from `env`. Throws with every error at once.
- */
-export function readDeviceConfig(raw: ReadonlyMap<string, ConfigValue>, core: { adminApiKey?: string; deviceIdentifierSystem: string; patientIdentifierSystem: string; sandbox?: boolean }, env: NodeJS.ProcessEnv = process.env): DeviceConfig {
-  const missing = DEVICE_KEYS.filter((k) => !raw.has(k.env));
-  const loaded = loadKeys(missing, env);
-  const errors = [...loaded.errors];
-  const v = (k: string) => (raw.has(k) ? raw.get(k) : loaded.values.get(k));
+/** Reads the device keys from the loaded configuration (`config.raw`). Throws a ConfigError with every error at once. */
+export function readDeviceConfig(raw: ReadonlyMap<string, ConfigValue>, core: { adminApiKey?: string; deviceIdentifierSystem: string; patientIdentifierSystem: string; sandbox?: boolean }): DeviceConfig {
+  const errors: string[] = [];
+  const v = (k: string) => raw.get(k);
   const policy = (s: string) => (POLICY_VALUES as readonly string[]).includes(s) ? (s as UnknownDevicePolicy) : undefined;
   const ms = (s: string) => (/^\d+$/.test(s) && Number(s) > 0 ? Number(s) : undefined);
   const channelPolicy: DeviceConfig['channelPolicy'] = {};
@@ -108,6 +103,6 @@ export function readDeviceConfig(raw: ReadonlyMap<string, ConfigValue>, core: { 
     patientIdentifierSystem: core.patientIdentifierSystem,
   };
   if (cfg.signingKey !== undefined && cfg.signingKey.length < 32) errors.push('CREDENTIAL_SIGNING_KEY must be at least 32 characters');
-  if (errors.length) throw new Error(`invalid configuration:\n  - ${errors.join('\n  - ')}`);
+  if (errors.length) throw new ConfigError(errors);
   return cfg;
 }

@@ -18,7 +18,7 @@ export const LOCATION_IDENTIFIER_SYSTEM = 'urn:iomt-gateway:location-id';
  * queued close together may be delivered in either order; a worker that remembers the last version written per device
  * (under the device lock) skips an older one. See deviceRegistryVersion().
  */
-import { REGISTRY_VERSION_EXTENSION } from '../delivery/worker.js';
+import { REGISTRY_VERSION_EXTENSION } from '../fhir/extensions.js';
 export const REGISTRY_VERSION_URL = REGISTRY_VERSION_EXTENSION;
 
 /** The registry version a Device of a registry update carries (undefined for adapter-built Devices). */

@@ -9,17 +9,31 @@
  *   - records monitoring (last seen, messages, errors, battery, signal).
  * A message is admitted whole or refused whole; readings held for review are answered like queued ones (they are in
  * Redis) and are left out of what the pipeline queues.
+ *
+ * Two phases (see pipeline/pipeline.ts): `decide` reads the registry and decides every reading; nothing is written
+ * until the pipeline has validated them, then `commit` auto-registers, holds, and records monitoring. A refusal by the
+ * guard itself is recorded as what it is (an audit event and an error count on a known device: a security record of the
+ * refusal), but never registers a device or moves its "last seen".
  */
 import type { InboundMessage, Principal, Reading } from '../core/contract.js';
-import { forbidden, GatewayError, outcome, issue, unprocessable } from '../core/errors.js';
-import { validate } from '../fhir/validate.js';
-import type { IngestGuard } from '../pipeline/pipeline.js';
+import { forbidden, GatewayError, outcome, issue } from '../core/errors.js';
+import type { GuardDecision, IngestGuard } from '../pipeline/pipeline.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { UnknownDevicePolicy } from './config.js';
 import { acceptsData, type DeviceRecord } from './model.js';
 import type { DeviceService } from './service.js';
 import { readingsOf } from './telemetry.js';
+
+/** One reading's decision: its device, its record (or the policy that registers it), whether it is held. */
+interface Decided {
+  t: Reading;
+  id?: string;
+  record?: DeviceRecord;
+  /** Unknown device: registered at commit under this policy. */
+  register?: 'hold' | 'accept';
+  hold?: boolean;
+}
 
 /** The gateway itself, as the actor of automatic actions (audit). */
 const SYSTEM: Principal = { role: 'admin', id: 'gateway', keyId: 'system' };
@@ -52,17 +66,18 @@ export class DeviceGuard implements IngestGuard {
     throw forbidden(reason);
   }
 
-  async admit(adapterId: string, message: InboundMessage, translations: Reading[]): Promise<Reading[]> {
+  async decide(adapterId: string, message: InboundMessage, readings: Reading[]): Promise<GuardDecision> {
     const p = message.principal;
     if (p?.role === 'vendor') {
       const vendor = await this.svc.getVendor(p.vendorId ?? p.id);
       if (vendor?.adapters.length && !vendor.adapters.includes(adapterId)) await this.refuse(undefined, message, `vendor '${vendor.id}' may not send to adapter '${adapterId}'`, false);
     }
-    // First decide every reading (refusing the whole message on the first refusal), then act.
-    const decided: { t: Reading; id?: string; record?: DeviceRecord; hold?: boolean }[] = [];
-    const ids = [...new Set(translations.map((t) => t.devices[0]?.identifier?.[0]?.value).filter((id): id is string => !!id))];
+    // Decide every reading (refusing the whole message on the first refusal); write nothing.
+    const decided: Decided[] = [];
+    const ids = [...new Set(readings.map((t) => t.devices[0]?.identifier?.[0]?.value).filter((id): id is string => !!id))];
     const records = await this.svc.registry.getMany(ids);
-    for (const t of translations) {
+    const policy = this.policyFor(message);
+    for (const t of readings) {
       const id = t.devices[0]?.identifier?.[0]?.value;
       if (!id) {
         if (p?.role === 'device') await this.refuse(undefined, message, 'a device credential may only send readings of its own device (the reading names no device)', false);
@@ -71,39 +86,54 @@ export class DeviceGuard implements IngestGuard {
       }
       const denial = p ? this.principalDenial(p, id) : undefined;
       if (denial) await this.refuse(id, message, denial, false);
-      let record = records.get(id);
+      const record = records.get(id);
       if (record && p?.role === 'vendor' && record.vendor !== p.vendorId) await this.refuse(id, message, `device '${id}' is not a device of vendor '${p.vendorId}'`, true);
       if (!record) {
-        const policy = this.policyFor(message);
         switch (policy) {
           case 'reject':
             await this.refuse(id, message, `unknown device '${id}': it is not registered (UNKNOWN_DEVICE_POLICY=reject)`, false);
             break;
           case 'hold':
+            decided.push({ t, id, register: policy, hold: true });
+            break;
           case 'accept':
-            record = (await this.svc.autoRegister(id, policy, adapterId, p, message.channel)) ?? (await this.svc.registry.get(id));
-            // The message's next reading of this device finds it registered.
-            if (record) records.set(id, record);
+            decided.push({ t, id, register: policy });
             break;
           default:
             policy satisfies never;
         }
+        continue;
       }
-      if (!record) await this.refuse(id, message, `device '${id}' could not be registered`, false);
-      const r = record as DeviceRecord;
-      if (acceptsData(r.state)) decided.push({ t, id, record: r });
-      else if (r.state === 'registered' && r.autoRegistered === 'hold') decided.push({ t, id, record: r, hold: true });
-      else await this.refuse(id, message, `device '${id}' is ${r.state}: only an active device may send data`, true);
+      if (acceptsData(record.state)) decided.push({ t, id, record });
+      else if (record.state === 'registered' && record.autoRegistered === 'hold') decided.push({ t, id, record, hold: true });
+      else await this.refuse(id, message, `device '${id}' is ${record.state}: only an active device may send data`, true);
     }
+    for (const d of decided) if (d.record) this.svc.applyAssignment(d.t, d.record);
+    return { readings: decided.map((d) => d.t), commit: () => this.commit(adapterId, message, decided) };
+  }
 
-    const admitted: Reading[] = [];
-    const toHold = decided.filter((d) => d.hold);
-    if (toHold.length) {
-      const issues = toHold.flatMap((d) => [...d.t.devices, ...d.t.observations].flatMap((res) => validate(res)));
-      if (issues.length) throw unprocessable(issues);
-    }
+  /** Phase two, after validation: registers unknown devices, holds readings, records monitoring. */
+  private async commit(adapterId: string, message: InboundMessage, decided: Decided[]): Promise<Reading[]> {
+    const p = message.principal;
+    const registered = new Map<string, DeviceRecord>();
     for (const d of decided) {
-      if (d.record) this.svc.applyAssignment(d.t, d.record);
+      if (!d.register || !d.id) continue;
+      // The message's next reading of this device finds it registered.
+      let record = registered.get(d.id);
+      if (!record) {
+        record = (await this.svc.autoRegister(d.id, d.register, adapterId, p, message.channel)) ?? (await this.svc.registry.get(d.id));
+        if (!record) await this.refuse(d.id, message, `device '${d.id}' could not be registered`, false);
+        registered.set(d.id, record as DeviceRecord);
+      }
+      const r = record as DeviceRecord;
+      // Registered meanwhile by someone else: its state decides, as it would have in `decide`.
+      if (acceptsData(r.state)) d.hold = false;
+      else if (r.state === 'registered' && r.autoRegistered === 'hold') d.hold = true;
+      else await this.refuse(d.id, message, `device '${d.id}' is ${r.state}: only an active device may send data`, true);
+      d.record = r;
+    }
+    const admitted: Reading[] = [];
+    for (const d of decided) {
       if (d.hold && d.id) {
         const ok = await this.svc.registry.hold(d.id, { adapterId, channel: message.channel, receivedAt: message.receivedAt, translations: [d.t] }, this.svc.config.heldMax);
         if (!ok) {

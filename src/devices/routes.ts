@@ -33,9 +33,11 @@ import express, { Router, type Request, type RequestHandler } from 'express';
 import type { Principal, RoleName } from '../core/contract.js';
 import type { AccessControl } from '../access/auth.js';
 import { badRequest, forbidden, notFound, GatewayError, outcome, issue } from '../core/errors.js';
+import { requireJson } from '../http/errors.js';
 import type { AuditTrail } from '../audit/store.js';
 import { DEVICE_ACTIONS, type DeviceAction } from './model.js';
-import type { Actor, DeviceService } from './service.js';
+import type { DeviceService } from './service.js';
+import { who, type Actor } from './keys.js';
 import { parseCsv } from './csv.js';
 
 type Method = 'get' | 'post' | 'put' | 'delete';
@@ -53,8 +55,13 @@ const actorOf = (req: Request): Actor => ({ principal: req.principal as Principa
 const param = (req: Request, k: string) => String(req.params[k]);
 
 export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[] {
+  const { keys, vendors } = svc;
   const routes: RouteSpec[] = [
-    { method: 'post', path: '/api/devices', roles: ['vendor'], body: 'json', handler: async (req, a) => ({ status: 201, body: svc.view(await svc.register(req.body, a), undefined, a.principal) }) },
+    // ---- devices ---------------------------------------------------------------------------------------------------
+    {
+      method: 'post', path: '/api/devices', roles: ['vendor'], body: 'json',
+      handler: async (req, a) => ({ status: 201, body: svc.view(await svc.register(req.body, a), undefined, a.principal) }),
+    },
     {
       method: 'post', path: '/api/devices/bulk', roles: ['vendor'], body: 'json-or-csv',
       handler: async (req, a) => {
@@ -64,9 +71,13 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
           const parsed = parseCsv(req.body);
           if (parsed.error) throw badRequest(parsed.error);
           rows = parsed.rows.map(csvRowToDevice);
-        } else if (Array.isArray(req.body)) rows = req.body;
-        else if (req.body && Array.isArray((req.body as { devices?: unknown }).devices)) rows = (req.body as { devices: unknown[] }).devices;
-        else throw badRequest('send a JSON array of devices, { "devices": [...] }, or text/csv with a header row');
+        } else if (Array.isArray(req.body)) {
+          rows = req.body;
+        } else if (req.body && Array.isArray((req.body as { devices?: unknown }).devices)) {
+          rows = (req.body as { devices: unknown[] }).devices;
+        } else {
+          throw badRequest('send a JSON array of devices, { "devices": [...] }, or text/csv with a header row');
+        }
         if (rows.length === 0) throw badRequest('the batch is empty');
         if (rows.length > 10_000) throw badRequest('at most 10000 devices per batch');
         const results = await svc.registerBulk(rows, a);
@@ -74,13 +85,16 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
         return { status: 200, body: { created, failed: results.length - created, results } };
       },
     },
-    { method: 'get', path: '/api/devices', roles: ['operator', 'vendor'], handler: async (req, a) => ({ body: await svc.list(req.query as Record<string, unknown>, a.principal) }) },
+    {
+      method: 'get', path: '/api/devices', roles: ['operator', 'vendor'],
+      handler: async (req, a) => ({ body: await svc.list(req.query as Record<string, unknown>, a.principal) }),
+    },
     {
       method: 'get', path: '/api/devices/me/config', roles: ['device'],
       handler: async (_req, a) => {
         if (a.principal.role !== 'device') throw forbidden('only a device credential has a "me"');
         const r = await svc.mustGet(a.principal.id, a.principal);
-        const doc = await svc.registry.fetchedConfig(r.id, `${a.principal.role}:${a.principal.id}`);
+        const doc = await svc.registry.fetchedConfig(r.id, who(a.principal));
         if (!doc) throw notFound(`device '${r.id}' has no configuration`);
         return { body: { deviceId: r.id, ...doc } };
       },
@@ -97,18 +111,38 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       method: 'post', path: `/api/devices/:id/${action}`, roles: ['operator', 'vendor'],
       handler: async (req, a) => {
         const res = await svc.transition(param(req, 'id'), action as DeviceAction, a);
-        return { body: { ...svc.view(res.record, undefined, a.principal), fhirJobId: res.jobId ?? null, ...(res.released !== undefined ? { releasedReadings: res.released } : {}), ...(res.report ? { decommissionReport: res.report } : {}) } };
+        return {
+          body: {
+            ...svc.view(res.record, undefined, a.principal),
+            fhirJobId: res.jobId ?? null,
+            ...(res.released !== undefined ? { releasedReadings: res.released } : {}),
+            ...(res.report ? { decommissionReport: res.report } : {}),
+          },
+        };
       },
     })),
-    { method: 'put', path: '/api/devices/:id/assignment', roles: ['operator'], body: 'json', handler: async (req, a) => { const r = await svc.assign(param(req, 'id'), (req.body ?? {}) as Record<string, unknown>, a); return { body: { ...r.record, fhirJobId: r.jobId ?? null } }; } },
-    { method: 'delete', path: '/api/devices/:id/assignment', roles: ['operator'], handler: async (req, a) => { const r = await svc.assign(param(req, 'id'), null, a); return { body: { ...r.record, fhirJobId: r.jobId ?? null } }; } },
+    {
+      method: 'put', path: '/api/devices/:id/assignment', roles: ['operator'], body: 'json',
+      handler: async (req, a) => {
+        const r = await svc.assign(param(req, 'id'), (req.body ?? {}) as Record<string, unknown>, a);
+        return { body: { ...r.record, fhirJobId: r.jobId ?? null } };
+      },
+    },
+    {
+      method: 'delete', path: '/api/devices/:id/assignment', roles: ['operator'],
+      handler: async (req, a) => {
+        const r = await svc.assign(param(req, 'id'), null, a);
+        return { body: { ...r.record, fhirJobId: r.jobId ?? null } };
+      },
+    },
     {
       method: 'get', path: '/api/devices/:id/held', roles: ['operator'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
         const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
         const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 100) || 100));
-        return { body: { deviceId: r.id, state: r.state, total: await svc.registry.heldCount(r.id), readings: await svc.registry.listHeld(r.id, offset, limit) } };
+        const total = await svc.registry.heldCount(r.id);
+        return { body: { deviceId: r.id, state: r.state, total, readings: await svc.registry.listHeld(r.id, offset, limit) } };
       },
     },
     {
@@ -120,11 +154,43 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
         return { body: rep };
       },
     },
-    { method: 'post', path: '/api/devices/:id/credentials', roles: ['vendor'], handler: async (req, a) => { const { credential, key } = await svc.issueDeviceKey(param(req, 'id'), a); return { status: 201, body: { keyId: credential.keyId, key, role: 'device', deviceId: credential.owner, note: 'the key is shown only now; the gateway keeps only a hash of it' } }; } },
-    { method: 'get', path: '/api/devices/:id/credentials', roles: ['operator', 'vendor'], handler: async (req, a) => { const r = await svc.mustGet(param(req, 'id'), a.principal); return { body: await svc.credentials.list('device', r.id) }; } },
-    { method: 'post', path: '/api/devices/:id/credentials/:keyId/rotate', roles: ['vendor'], handler: async (req, a) => { const r = await svc.mustGet(param(req, 'id'), a.principal); return { status: 201, body: await svc.rotateKey(param(req, 'keyId'), 'device', r.id, a) }; } },
-    { method: 'delete', path: '/api/devices/:id/credentials/:keyId', roles: ['vendor'], handler: async (req, a) => { const r = await svc.mustGet(param(req, 'id'), a.principal); await svc.revokeKey(param(req, 'keyId'), 'device', r.id, a); return { status: 204 }; } },
-    { method: 'put', path: '/api/devices/:id/config', roles: ['operator', 'vendor'], body: 'json', handler: async (req, a) => ({ body: await svc.setConfig(param(req, 'id'), req.body, a) }) },
+    // ---- device credentials ------------------------------------------------------------------------------------------
+    {
+      method: 'post', path: '/api/devices/:id/credentials', roles: ['vendor'],
+      handler: async (req, a) => {
+        const r = await svc.mustGet(param(req, 'id'), a.principal);
+        const { credential, key } = await keys.issueDeviceKey(r, a);
+        const note = 'the key is shown only now; the gateway keeps only a hash of it';
+        return { status: 201, body: { keyId: credential.keyId, key, role: 'device', deviceId: credential.owner, note } };
+      },
+    },
+    {
+      method: 'get', path: '/api/devices/:id/credentials', roles: ['operator', 'vendor'],
+      handler: async (req, a) => {
+        const r = await svc.mustGet(param(req, 'id'), a.principal);
+        return { body: await keys.list('device', r.id) };
+      },
+    },
+    {
+      method: 'post', path: '/api/devices/:id/credentials/:keyId/rotate', roles: ['vendor'],
+      handler: async (req, a) => {
+        const r = await svc.mustGet(param(req, 'id'), a.principal);
+        return { status: 201, body: await keys.rotateKey(param(req, 'keyId'), 'device', r.id, a) };
+      },
+    },
+    {
+      method: 'delete', path: '/api/devices/:id/credentials/:keyId', roles: ['vendor'],
+      handler: async (req, a) => {
+        const r = await svc.mustGet(param(req, 'id'), a.principal);
+        await keys.revokeKey(param(req, 'keyId'), 'device', r.id, a);
+        return { status: 204 };
+      },
+    },
+    // ---- device configuration ----------------------------------------------------------------------------------------
+    {
+      method: 'put', path: '/api/devices/:id/config', roles: ['operator', 'vendor'], body: 'json',
+      handler: async (req, a) => ({ body: await svc.setConfig(param(req, 'id'), req.body, a) }),
+    },
     {
       method: 'get', path: '/api/devices/:id/config', roles: ['operator', 'vendor'],
       handler: async (req, a) => {
@@ -134,35 +200,86 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
         return { body: { deviceId: r.id, ...doc } };
       },
     },
-    { method: 'post', path: '/api/vendors', roles: [], body: 'json', handler: async (req, a) => ({ status: 201, body: await svc.registerVendor(req.body, a) }) },
-    { method: 'get', path: '/api/vendors', roles: ['operator'], handler: async () => ({ body: await svc.listVendors() }) },
-    { method: 'post', path: '/api/vendors/:id/credentials', roles: [], handler: async (req, a) => { const { credential, key, signingSecret } = await svc.issueKey('vendor', param(req, 'id'), a); return { status: 201, body: { keyId: credential.keyId, key, ...(signingSecret ? { signingSecret } : {}), role: 'vendor', vendorId: credential.owner } }; } },
+    // ---- vendors -----------------------------------------------------------------------------------------------------
+    {
+      method: 'post', path: '/api/vendors', roles: [], body: 'json',
+      handler: async (req, a) => ({ status: 201, body: await vendors.registerVendor(req.body, a) }),
+    },
+    {
+      method: 'get', path: '/api/vendors', roles: ['operator'],
+      handler: async () => ({ body: await vendors.listVendors() }),
+    },
+    {
+      method: 'post', path: '/api/vendors/:id/credentials', roles: [],
+      handler: async (req, a) => {
+        const { credential, key, signingSecret } = await keys.issueKey('vendor', param(req, 'id'), a);
+        return {
+          status: 201,
+          body: { keyId: credential.keyId, key, ...(signingSecret ? { signingSecret } : {}), role: 'vendor', vendorId: credential.owner },
+        };
+      },
+    },
     {
       method: 'post', path: '/api/vendors/:id/credentials/:keyId/rotate', roles: ['vendor'],
       handler: async (req, a) => {
-        if (a.principal.role === 'vendor' && a.principal.vendorId !== param(req, 'id')) throw forbidden('a vendor may rotate its own keys only');
-        return { status: 201, body: await svc.rotateKey(param(req, 'keyId'), 'vendor', param(req, 'id'), a) };
+        if (a.principal.role === 'vendor' && a.principal.vendorId !== param(req, 'id')) {
+          throw forbidden('a vendor may rotate its own keys only');
+        }
+        return { status: 201, body: await keys.rotateKey(param(req, 'keyId'), 'vendor', param(req, 'id'), a) };
       },
     },
-    { method: 'delete', path: '/api/vendors/:id/credentials/:keyId', roles: [], handler: async (req, a) => { await svc.revokeKey(param(req, 'keyId'), 'vendor', param(req, 'id'), a); return { status: 204 }; } },
+    {
+      method: 'delete', path: '/api/vendors/:id/credentials/:keyId', roles: [],
+      handler: async (req, a) => {
+        await keys.revokeKey(param(req, 'keyId'), 'vendor', param(req, 'id'), a);
+        return { status: 204 };
+      },
+    },
+    // ---- operators' keys ---------------------------------------------------------------------------------------------
     {
       method: 'post', path: '/api/operators/credentials', roles: [], body: 'json',
       handler: async (req, a) => {
         const label = (req.body as { name?: unknown } | undefined)?.name;
         const owner = typeof label === 'string' && /^[A-Za-z0-9._@-]{1,64}$/.test(label) ? label : 'operator';
-        const { credential, key } = await svc.issueKey('operator', owner, a);
+        const { credential, key } = await keys.issueKey('operator', owner, a);
         return { status: 201, body: { keyId: credential.keyId, key, role: 'operator', name: owner } };
       },
     },
-    { method: 'post', path: '/api/operators/credentials/:keyId/rotate', roles: [], handler: async (req, a) => { const c = await svc.credentials.get(param(req, 'keyId')); if (!c || c.role !== 'operator') throw notFound('no such operator credential'); return { status: 201, body: await svc.rotateKey(c.keyId, 'operator', c.owner, a) }; } },
-    { method: 'delete', path: '/api/operators/credentials/:keyId', roles: [], handler: async (req, a) => { const c = await svc.credentials.get(param(req, 'keyId')); if (!c || c.role !== 'operator') throw notFound('no such operator credential'); await svc.revokeKey(c.keyId, 'operator', c.owner, a); return { status: 204 }; } },
+    {
+      method: 'post', path: '/api/operators/credentials/:keyId/rotate', roles: [],
+      handler: async (req, a) => {
+        const c = await keys.operatorCredential(param(req, 'keyId'));
+        return { status: 201, body: await keys.rotateKey(c.keyId, 'operator', c.owner, a) };
+      },
+    },
+    {
+      method: 'delete', path: '/api/operators/credentials/:keyId', roles: [],
+      handler: async (req, a) => {
+        const c = await keys.operatorCredential(param(req, 'keyId'));
+        await keys.revokeKey(c.keyId, 'operator', c.owner, a);
+        return { status: 204 };
+      },
+    },
+    // ---- audit trail -------------------------------------------------------------------------------------------------
     {
       method: 'get', path: '/api/audit', roles: ['operator'],
       handler: async (req) => {
         const q = req.query as Record<string, string | undefined>;
-        for (const k of ['since', 'until'] as const) if (q[k] && Number.isNaN(Date.parse(q[k]!))) throw badRequest(`${k} must be an ISO 8601 date-time`);
-        const events = await audit.query({ action: q.action, kind: q.kind ?? q.subtype, agent: q.agent, entity: q.entity, outcome: q.outcome, since: q.since ?? q.date, until: q.until, limit: q.limit ? Number(q.limit) : undefined });
-        return { body: { resourceType: 'Bundle', type: 'searchset', total: events.length, entry: events.map((resource) => ({ resource })) } };
+        for (const k of ['since', 'until'] as const) {
+          if (q[k] && Number.isNaN(Date.parse(q[k]!))) throw badRequest(`${k} must be an ISO 8601 date-time`);
+        }
+        const events = await audit.query({
+          action: q.action,
+          kind: q.kind ?? q.subtype,
+          agent: q.agent,
+          entity: q.entity,
+          outcome: q.outcome,
+          since: q.since ?? q.date,
+          until: q.until,
+          limit: q.limit ? Number(q.limit) : undefined,
+        });
+        const entry = events.map((resource) => ({ resource }));
+        return { body: { resourceType: 'Bundle', type: 'searchset', total: events.length, entry } };
       },
     },
   ];
@@ -186,13 +303,16 @@ export function buildRouter(routes: RouteSpec[], access: AccessControl, maxBodyB
   const router = Router();
   const json = express.json({ limit: maxBodyBytes, type: ['application/json', 'application/*+json'] });
   const csv = express.text({ limit: maxBodyBytes, type: ['text/csv', 'text/plain'] });
-  const needJson: RequestHandler = (req, _res, next) => {
+  // requireJson, except that an empty body (or one without a Content-Type) passes: these routes accept "no body"
+  // (POST /api/operators/credentials without a name, PUT .../assignment without fields), where requireJson says 415.
+  const needJson: RequestHandler = (req, res, next) => {
     if (req.headers['content-length'] === '0' || !req.headers['content-type']) return next();
-    if (!req.is(['application/json', 'application/*+json'])) return next(new GatewayError(415, outcome([issue('not-supported', 'the body must be JSON (Content-Type: application/json)')])));
-    next();
+    requireJson(req, res, next);
   };
   const needJsonOrCsv: RequestHandler = (req, _res, next) => {
-    if (!req.is(['application/json', 'application/*+json', 'text/csv', 'text/plain'])) return next(new GatewayError(415, outcome([issue('not-supported', 'the body must be JSON or text/csv')])));
+    if (!req.is(['application/json', 'application/*+json', 'text/csv', 'text/plain'])) {
+      return next(new GatewayError(415, outcome([issue('not-supported', 'the body must be JSON or text/csv')])));
+    }
     next();
   };
   for (const r of routes) {

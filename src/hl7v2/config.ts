@@ -35,7 +35,7 @@ export const HL7_KEYS: readonly ConfigKey[] = [
   { env: 'HL7_ASSIGNING_AUTHORITY_SYSTEMS', type: 'list', default: '', description: 'PID-3 assigning authority → patient identifier system, e.g. HOSP=urn:oid:1.2.3,LAB=https://lab.example/mrn. Unlisted authorities with an ISO OID use urn:oid:<oid>; others PATIENT_IDENTIFIER_SYSTEM' },
   { env: 'HL7_EUI64_IDENTIFIER_SYSTEM', type: 'string', default: EUI64_SYSTEM, description: 'Identifier system of EUI-64 device ids (OBX-18); default the IEEE 11073 system-id OID used by the HL7 PHD IG' },
   { env: 'HL7_DUPLICATE_TTL_S', type: 'int', default: '86400', min: 0, description: 'How long the ACK of an accepted message is kept to answer a resend (same sender, control id and content) without queueing twice (0 = off)' },
-  { env: 'HL7_REJECTED_MAX', type: 'int', default: '10000', min: 1, description: 'Refused HL7 messages kept for inspection and replay (oldest dropped first)' },
+  { env: 'HL7_REJECTED_MAX', type: 'int', default: '10000', min: 1, description: 'Deprecated, no longer used: REFUSALS_MAX caps the one refusal store of every channel' },
   { env: 'HL7_RECEIVING_APPLICATION', type: 'string', default: 'IOMT-GATEWAY', description: "ACK MSH-3 when the message's MSH-5 is empty" },
   { env: 'HL7_ACCEPT_VERSIONS', type: 'list', default: '2.1,2.2,2.3,2.4,2.5,2.6,2.7,2.8,2.9', description: 'HL7 versions accepted (major.minor; 2.3 also accepts 2.3.1); others get AR' },
 ];

@@ -1,14 +1,17 @@
 /**
- * The path every channel shares: adapter → validate → enqueue. Channels know nothing of FHIR; they hand a message in
- * and get either the job ids (the data is durably queued: acknowledge the sender; one job per message, or several for a
- * large one) or an GatewayError
- * (422: the data cannot be mapped or is invalid, nothing queued; 503: the queue cannot take it now).
+ * The path every channel shares: translate → guard.decide → validate → guard.commit → enqueue. Channels know nothing
+ * of FHIR; they hand a message in and get either the job ids (the data is durably queued: acknowledge the sender; one
+ * job per message, or several for a large one) or a GatewayError (422: the data cannot be mapped or is invalid; 403:
+ * the device may not send; 503: the queue cannot take it now; its `retryable` flag tells the channel what to do).
+ *
+ * The device guard runs in two phases so that a refused message writes nothing: `decide` only reads (the registry,
+ * the assigned patient), validation runs on what it decided, and only then `commit` writes (auto-registration, held
+ * readings, last seen). A message refused by validation leaves no device registered and no "last seen" moved.
  */
-import type { OperationOutcomeIssue } from 'fhir/r4';
 import type { AdapterRegistry } from '../adapters/registry.js';
-import { type InboundMessage, type Reading, type TranslationContext, TranslationError } from '../core/contract.js';
-import { issue, notFound, GatewayError, outcome, unprocessable } from '../core/errors.js';
-import { validate } from '../fhir/validate.js';
+import { type DeviceAdapter, type InboundMessage, type Reading, type TranslationContext, TranslationError } from '../core/contract.js';
+import { GatewayError, issue, notFound, outcome, unprocessable } from '../core/errors.js';
+import { validateReadings } from '../fhir/validate.js';
 import { DEFAULT_READINGS_PER_JOB, type DeliveryQueue, jobsFor } from '../queue/queue.js';
 import type { Metrics } from '../observability/metrics.js';
 
@@ -27,12 +30,42 @@ export interface Ingestor {
 }
 
 /**
- * Device policy at the door, after translation and before validation (device management plugs in here): refuses data
- * of devices that may not send (throw GatewayError 403), holds data of unknown devices for review, fills in
- * the assigned patient, records monitoring. Returns the translations to validate and queue.
+ * Device policy at the door (device management plugs in here), in two phases. `decide` reads only: it refuses data of
+ * devices that may not send (throws GatewayError 403), fills in the assigned patient, and says which readings would be
+ * held for review. Nothing is written until the pipeline has validated every reading; then `commit` registers unknown
+ * devices, holds readings, records monitoring, and returns the readings to queue.
  */
+export interface GuardDecision {
+  /** Every reading of the message, patients filled in: all of them are validated (held ones too). */
+  readings: Reading[];
+  /** Writes what was decided; returns the readings to queue (held ones are left out: they are in Redis already). */
+  commit(): Promise<Reading[]>;
+}
+
 export interface IngestGuard {
-  admit(adapterId: string, message: InboundMessage, translations: Reading[]): Promise<Reading[]>;
+  decide(adapterId: string, message: InboundMessage, readings: Reading[]): Promise<GuardDecision>;
+}
+
+/**
+ * Runs one adapter. An adapter that throws something other than a GatewayError met input it did not expect: the
+ * sender gets a 422, not a 500. Only the error's type is reported: its message may quote the payload.
+ */
+export function translateWith(adapter: DeviceAdapter, message: InboundMessage, context: TranslationContext): Reading[] {
+  try {
+    return adapter.translate(message, context);
+  } catch (err) {
+    if (err instanceof GatewayError) throw err;
+    throw new TranslationError([issue('processing', `adapter '${adapter.id}' could not translate this payload (${(err as Error)?.name ?? 'error'})`)]);
+  }
+}
+
+/** A guard failure that is not a GatewayError is Redis being unreachable: the sender must retry. */
+function guardFailure(err: unknown): never {
+  if (err instanceof GatewayError) throw err;
+  throw new GatewayError(503, outcome([issue('transient', 'the device registry (Redis) is not reachable; nothing was accepted, retry later')]), {
+    cause: err,
+    headers: { 'Retry-After': '5' },
+  });
 }
 
 export class Pipeline implements Ingestor {
@@ -53,42 +86,24 @@ export class Pipeline implements Ingestor {
   private translateOnly(adapterId: string, message: InboundMessage): Reading[] {
     const adapter = this.registry.get(adapterId);
     if (!adapter) throw notFound(`no adapter '${adapterId}' is registered`);
-    try {
-      return adapter.translate(message, this.context);
-    } catch (err) {
-      if (err instanceof GatewayError) throw err;
-      // An adapter that throws something else met input it did not expect: the sender gets a 422, not a 500.
-      // Only the error's type is reported: its message may quote the payload.
-      throw new TranslationError([issue('processing', `adapter '${adapterId}' could not translate this payload (${(err as Error)?.name ?? 'error'})`)]);
-    }
+    return translateWith(adapter, message, this.context);
   }
 
-  private validateAll(translations: Reading[]): Reading[] {
-    const issues: OperationOutcomeIssue[] = [];
-    translations.forEach((t, i) => {
-      const where = translations.length > 1 ? `reading[${i}]` : undefined;
-      for (const d of t.devices) issues.push(...validate(d, where));
-      for (const p of t.patients ?? []) issues.push(...validate(p, where));
-      t.observations.forEach((o, j) => {
-        const code = Array.isArray(o.code?.coding) ? o.code.coding.map((c) => c?.code).join('/') : o.code?.text;
-        issues.push(...validate(o, `${where ? where + '.' : ''}observation[${j}] (${code})`));
-      });
-    });
+  private validateAll(readings: Reading[]): Reading[] {
+    const issues = validateReadings(readings);
     if (issues.length) throw unprocessable(issues);
-    return translations;
+    return readings;
   }
 
   async ingest(adapterId: string, message: InboundMessage): Promise<IngestResult> {
     let translations: Reading[];
     try {
       translations = this.translateOnly(adapterId, message);
-      if (this.guard) translations = await this.guard.admit(adapterId, message, translations).catch((err: unknown) => {
-        if (err instanceof GatewayError) throw err;
-        // The guard reads the device registry in Redis: when Redis is unreachable the sender must retry, not be told
-        // its data is wrong.
-        throw new GatewayError(503, outcome([issue('transient', 'the device registry (Redis) is not reachable; nothing was accepted, retry later')]), { cause: err, headers: { 'Retry-After': '5' } });
-      });
-      translations = this.validateAll(translations);
+      if (this.guard) {
+        const decision = await this.guard.decide(adapterId, message, translations).catch(guardFailure);
+        this.validateAll(decision.readings);
+        translations = await decision.commit().catch(guardFailure);
+      } else this.validateAll(translations);
     } catch (err) {
       // Label with a registered id only: ids from URLs would grow the metrics without bound.
       this.metrics?.inc('ingest_refused_total', { adapter: this.registry.get(adapterId) ? adapterId : 'unknown', channel: message.channel });

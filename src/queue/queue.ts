@@ -80,6 +80,16 @@ export function jobsFor(base: Omit<DeliveryJob, 'translations'>, translations: R
 
 export const BACKOFF_STRATEGY = 'ehr';
 
+/**
+ * Whether bull failed a job because it stalled too often (a worker died while holding it, more than maxStalledCount
+ * times) rather than because the processor threw. Bull says so only in the message text (BullMQ uses the same text),
+ * so this is the one place that reads it.
+ */
+export function isStalledFailure(err: unknown): boolean {
+  const message = (err as { message?: unknown } | null | undefined)?.message;
+  return typeof message === 'string' && /stalled more than allowable limit/.test(message);
+}
+
 export class DeliveryQueue {
   readonly bull: Bull.Queue<DeliveryJob>;
   private depthCache = { at: 0, depth: 0 };
@@ -119,6 +129,11 @@ export class DeliveryQueue {
 
   isReady(): boolean {
     return this.bull.client.status === 'ready';
+  }
+
+  /** The connection's state as ioredis names it (ready, connecting, reconnecting, end…), for /api/status. */
+  connectionStatus(): string {
+    return this.bull.client.status;
   }
 
   /** Waiting + delayed jobs, cached for 200 ms so that ingest does not ask Redis on every request. */

@@ -15,12 +15,17 @@
  * Admin may do everything. Ownership is checked in one place (`assertMay`): a vendor manages (and sees) only the
  * registered adapters of its own vendor id; built-in, folder and plugin adapters are read-only here.
  */
-import express, { type Request } from 'express';
+import express, { type Request, type RequestHandler, type Router } from 'express';
 import type { OperationOutcomeIssue, Resource } from 'fhir/r4';
-import type { Extension, ExtensionContext } from '../app/gateway.js';
-import { type DeviceAdapter, type InboundMessage, type Principal, type Reading, TranslationError } from '../core/contract.js';
+import type { Redis } from 'ioredis';
+import type { AuditTrail } from '../audit/store.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { AdapterRegistry } from '../adapters/registry.js';
+import { translateWith } from '../pipeline/pipeline.js';
+import type { DeviceAdapter, InboundMessage, Principal, Reading, RoleName, TranslationContext } from '../core/contract.js';
 import { badRequest, conflict, forbidden, issue, notFound, GatewayError, outcome, unavailable, unprocessable } from '../core/errors.js';
-import { validate } from '../fhir/validate.js';
+import { validateReadings } from '../fhir/validate.js';
 import { buildTransaction } from '../fhir/transaction.js';
 import { requireJson } from '../http/errors.js';
 import { checkSamples, compileMapping, createMappingAdapter, MappingError, validateMapping, type MappingAdapter, type MappingIssue } from '../adapters/mapping/index.js';
@@ -38,9 +43,24 @@ const FHIR_FILE = 'fhirMapping';
 
 export type AdapterSource = 'built-in' | 'folder' | 'plugin' | 'registered';
 
-export interface RegistrationOptions {
-  /** How often each instance compares the change counter (a missed pub/sub message is picked up then). */
-  pollIntervalMs?: number;
+export interface RegistrationDeps {
+  redis: Redis;
+  registry: AdapterRegistry;
+  /** ADAPTERS_POLL_INTERVAL_MS: how often each instance compares the change counter (missed pub/sub messages). */
+  pollIntervalMs: number;
+  maxBodyBytes: number;
+  context: TranslationContext;
+  requireRole(...roles: RoleName[]): RequestHandler;
+  /** Adapter changes are recorded here. */
+  audit?: Pick<AuditTrail, 'record'>;
+  log: Logger;
+  metrics: Metrics;
+}
+
+export interface Registration {
+  router: Router;
+  start(): Promise<void>;
+  stop(): Promise<void>;
 }
 
 type Action = 'read' | 'manage';
@@ -127,10 +147,11 @@ async function viaRedis<T>(p: Promise<T>): Promise<T> {
   }
 }
 
-export function registrationExtension(options: RegistrationOptions = {}): (ctx: ExtensionContext) => Promise<Extension> {
-  return async (ctx) => {
+/** Loads the registered adapters (when Redis answers) and returns the API; `start` follows other instances' changes. */
+export async function createRegistration(ctx: RegistrationDeps): Promise<Registration> {
+  {
     const store = new RegistrationStore(ctx.redis);
-    const pollMs = options.pollIntervalMs ?? (ctx.config.raw.get('ADAPTERS_POLL_INTERVAL_MS') as number | undefined) ?? 5000;
+    const pollMs = ctx.pollIntervalMs;
     const builtIn = new Set(BUILT_IN_ADAPTERS.map((a) => a.id).concat(['hl7v2']));
     /** Compiled adapters by id (enabled or not): what this instance knows of each registered adapter. */
     const known = new Map<string, { record: RegisteredAdapter; adapter?: MappingAdapter; error?: string }>();
@@ -209,7 +230,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
     if (!(await reloadAll().catch((e: Error) => (ctx.log.error({ error: e.message }, 'could not load registered adapters from Redis; they are loaded when Redis answers'), false)))) lastCounter = '';
 
     const router = express.Router();
-    const json = express.json({ limit: ctx.config.ingestMaxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
+    const json = express.json({ limit: ctx.maxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
     const principal = (req: express.Request) => req.principal as Principal;
 
     const view = (a: DeviceAdapter | undefined, id: string) => {
@@ -250,8 +271,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
 
     /** Adapter changes are administrative actions: recorded in the audit trail (best effort: the change is made). */
     const auditAdapter = async (kind: 'adapter-registered' | 'adapter-enable' | 'adapter-disable' | 'adapter-deleted', req: Request, id: string, description: string) => {
-      await ctx
-        .audit()
+      await ctx.audit
         ?.record({ kind, principal: req.principal, address: req.socket.remoteAddress, entities: [{ kind: 'Adapter', id }], description })
         .catch((err: Error) => ctx.log.warn({ adapter: id, error: err.message }, 'could not record the adapter change in the audit trail'));
     };
@@ -271,7 +291,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       // 2. every sample through the mapping and the validator (also when the codes are wrong: the vendor gets the whole list)
       const { mapping } = compileMapping(reg.deviceMapping, reg.fhirMapping, { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE });
       if (mapping) {
-        const samples = checkSamples(mapping, reg.samples.map((body, i) => ({ file: `samples[${i}]`, body })), { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE, vendor: reg.vendor, ctx: { deviceIdentifierSystem: ctx.config.deviceIdentifierSystem, patientIdentifierSystem: ctx.config.patientIdentifierSystem } });
+        const samples = checkSamples(mapping, reg.samples.map((body, i) => ({ file: `samples[${i}]`, body })), { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE, vendor: reg.vendor, ctx: ctx.context });
         for (const s of samples) {
           errors.push(...s.issues.filter((i) => i.severity === 'error'));
           issues.push(...s.issues.filter((i) => i.severity === 'warning'));
@@ -318,22 +338,10 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       const attributes: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.query)) if (typeof v === 'string') attributes[k] = v;
       const message: InboundMessage = { body: req.body, channel: 'http', receivedAt: new Date().toISOString(), attributes, principal: principal(req) };
-      const context = { deviceIdentifierSystem: ctx.config.deviceIdentifierSystem, patientIdentifierSystem: ctx.config.patientIdentifierSystem };
-      let translations: Reading[];
-      try {
-        translations = r.adapter.translate(message, context);
-      } catch (err) {
-        if (err instanceof GatewayError) throw err;
-        throw new TranslationError([issue('processing', `adapter '${r.id}' could not translate this payload (${(err as Error)?.name ?? 'error'})`)]);
-      }
-      const problems: OperationOutcomeIssue[] = [];
-      translations.forEach((t, i) => {
-        const where = translations.length > 1 ? `reading[${i}]` : undefined;
-        for (const d of t.devices) problems.push(...validate(d, where));
-        for (const p of t.patients ?? []) problems.push(...validate(p, where));
-        // Without patient context the subject is filled in at the door (the device's assigned patient): a warning here.
-        t.observations.forEach((o, j) => problems.push(...validate(o, `${where ? where + '.' : ''}observation[${j}]`).filter((i) => t.patient || !/needs a subject/.test(i.diagnostics ?? ''))));
-      });
+      // The pipeline's own translate and validate steps; without a patient in the payload the subject is filled in at
+      // the door (the device's assigned patient), so its absence is a warning here, not an error.
+      const translations = translateWith(r.adapter, message, ctx.context);
+      const problems = validateReadings(translations, { patientFromDevice: true });
       if (problems.length) throw unprocessable(problems);
       const warnings: OperationOutcomeIssue[] = [];
       const bundles = translations.map((t, i) => {
@@ -381,7 +389,7 @@ export function registrationExtension(options: RegistrationOptions = {}): (ctx: 
       }
     };
     return {
-      routers: [router],
+      router,
       start: async () => {
         await sub.subscribe(ADAPTERS_CHANNEL).catch((e: Error) => ctx.log.warn({ error: e.message }, 'could not subscribe to adapter changes; polling only'));
         timer = setInterval(() => void poll(), pollMs);

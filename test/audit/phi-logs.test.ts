@@ -9,6 +9,7 @@ import { eventually, startEhr, startGateway, startRedis } from '../helpers/harne
 import { mosquittoBinary, startMosquitto } from '../mqtt/broker.js';
 import { ADMIN, call, startDmGateway } from '../devices/wire.js';
 import { freePort } from '../../src/queue/embedded-redis.js';
+import { sendMessages } from '../../src/channels/mllp/client.js';
 
 const PHI = {
   mrn: 'MRN-PHI-5512093',
@@ -67,17 +68,12 @@ describe('no PHI in logs: the MLLP channel (HL7v2 extension)', function () {
   this.timeout(60000);
   it('feeds an ORU^R01 with known PHI over MLLP (accepted and refused); it appears in no log line', async function () {
     // The HL7v2 part is another module: used when present, skipped otherwise.
-    const hl7 = await import('../../src/channels/mllp/index.js').catch(() => undefined);
-    const hl7config = await import('../../src/hl7v2/config.js').catch(() => undefined);
-    const send = await import('../../src/channels/mllp/client.js').catch(() => undefined);
-    if (!hl7 || !hl7config || !send) return this.skip();
     const redis = await startRedis();
     const ehr = await startEhr();
     const port = await freePort();
     const gw = await startDmGateway(
       { REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, LOG_LEVEL: 'trace', MLLP_ENABLED: 'true', MLLP_PORT: String(port), UNKNOWN_DEVICE_POLICY_MLLP: 'accept' },
       'all',
-      { before: [hl7.hl7Extension()], extraKeys: hl7config.HL7_KEYS },
     );
     const oru = (controlId: string, eui: string) => [
       `MSH|^~\\&|MONITOR^${eui}^EUI-64|ICU_A|||20261123081500+0000||ORU^R01^ORU_R01|${controlId}|P|2.6|||NE|AL|||||IHE PCD ORU-R01 2006^HL7^1.3.6.1.4.1.19376.1.6.1.1.1^ISO`,
@@ -87,12 +83,12 @@ describe('no PHI in logs: the MLLP channel (HL7v2 extension)', function () {
     ].join('\r');
     let codes: string[] = [];
     try {
-      const r = await send.sendMessages('127.0.0.1', port, [{ text: oru('PHI-MLLP-1', '0123456789ABCDEF'), charset: 'UNICODE UTF-8' }], { out: () => undefined });
+      const r = await sendMessages('127.0.0.1', port, [{ text: oru('PHI-MLLP-1', '0123456789ABCDEF'), charset: 'UNICODE UTF-8' }], { out: () => undefined });
       codes = r.codes;
       // The same device suspended: refused through the guard, with the same PHI in the message.
       const devices = (await call(gw.url, 'GET', '/api/devices', ADMIN)).body as { id: string }[];
       for (const d of devices) await call(gw.url, 'POST', `/api/devices/${d.id}/suspend`, ADMIN);
-      const refused = await send.sendMessages('127.0.0.1', port, [{ text: oru('PHI-MLLP-2', '0123456789ABCDEF'), charset: 'UNICODE UTF-8' }], { out: () => undefined });
+      const refused = await sendMessages('127.0.0.1', port, [{ text: oru('PHI-MLLP-2', '0123456789ABCDEF'), charset: 'UNICODE UTF-8' }], { out: () => undefined });
       codes.push(...refused.codes);
       if (codes[0] === 'AA' || codes[0] === 'CA') await eventually(() => gw.logs.some((l) => l.includes('"msg":"delivered"')), 20000, 'the delivery');
     } finally {

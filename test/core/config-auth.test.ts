@@ -3,7 +3,8 @@
  */
 import { strict as assert } from 'node:assert';
 import request from 'supertest';
-import { ConfigError, configHelp, loadConfig } from '../../src/config/index.js';
+import { ConfigError, loadConfig } from '../../src/config/index.js';
+import { gatewayConfigHelp } from '../../src/app/features.js';
 import { connectRedis } from '../../src/queue/queue.js';
 import { eventually, postJson, REPO_ROOT, startEhr, startGateway, startRedis } from '../helpers/harness.js';
 
@@ -35,7 +36,7 @@ describe('configuration', () => {
   });
 
   it('documents every key in the help table, without printing secrets', () => {
-    const help = configHelp();
+    const help = gatewayConfigHelp();
     for (const k of ['PORT', 'REDIS_URL', 'FHIR_BASE_URL', 'FHIR_AUTH', 'FHIR_BEARER_TOKEN', 'RETRY_MAX_DELAY_MS', 'DELIVERY_CONCURRENCY', 'QUEUE_MAX_DEPTH', 'UNKNOWN_PATIENT_POLICY']) assert.match(help, new RegExp(`\\b${k}\\b`));
   });
 });

@@ -102,10 +102,10 @@ describe('unknown device policy', function () {
       assert.equal(guard.policyFor(m), c.policy, `${c.channel} ${c.facility ?? ''}`);
       const ts = adapter.translate(m, ctx);
       if (c.policy === 'reject') {
-        await assert.rejects(guard.admit('measurements', m, ts), (e: { status: number }) => e.status === 403);
+        await assert.rejects(guard.decide('measurements', m, ts), (e: { status: number }) => e.status === 403);
         continue;
       }
-      const admitted = await guard.admit('measurements', m, ts);
+      const admitted = await (await guard.decide('measurements', m, ts)).commit();
       assert.equal(admitted.length, c.policy === 'accept' ? 1 : 0);
       const d = await call(gw.url, 'GET', `/api/devices/${id}`, ADMIN);
       assert.equal(d.body.state, c.policy === 'accept' ? 'active' : 'registered');

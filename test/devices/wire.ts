@@ -1,15 +1,11 @@
 /**
- * Test wiring: the real gateway (real Redis, real sandbox EHR over HTTP) with device management as its extension,
- * exactly as production wires it (`extensions: [createDeviceManagement]`), plus small HTTP helpers.
+ * Test wiring for device management: the one gateway starter (test/helpers/harness.ts, production features) with an
+ * admin key and without the harness's 'accept' device policy (the policy default is what these tests check), plus
+ * small HTTP helpers.
  */
-import { Writable } from 'node:stream';
-import { loadConfig, type Role } from '../../src/config/index.js';
-import { Gateway, type Extension, type ExtensionContext } from '../../src/app/gateway.js';
-import { type ConfigKey, loadKeys } from '../../src/config/schema.js';
-import { createLogger } from '../../src/observability/logger.js';
-import { createDeviceManagement, type DeviceManagement } from '../../src/devices/index.js';
-import { registrationExtension } from '../../src/registration/service.js';
-import { FAST_ENV, type TestGateway } from '../helpers/harness.js';
+import type { Role } from '../../src/config/index.js';
+import type { DeviceManagement } from '../../src/devices/index.js';
+import { startGateway, type TestGateway } from '../helpers/harness.js';
 
 export const ADMIN = 'admin-key-0123456789abcdef';
 
@@ -17,35 +13,9 @@ export interface DmGateway extends TestGateway {
   dm: DeviceManagement;
 }
 
-export interface WireOptions {
-  /** Other extensions, built before device management (e.g. the HL7v2 one, which registers its adapter). */
-  before?: ((ctx: ExtensionContext) => Promise<Extension>)[];
-  /** Config keys of those extensions not yet in the schema: parsed from `env` into config.raw. */
-  extraKeys?: readonly ConfigKey[];
-}
-
-export async function startDmGateway(env: Record<string, string>, role: Role = 'all', options: WireOptions = {}): Promise<DmGateway> {
-  const logs: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      logs.push(...chunk.toString().split('\n').filter(Boolean));
-      cb();
-    },
-  });
-  // The device-policy default is what these tests check: do not inherit the harness's 'accept'.
-  const { UNKNOWN_DEVICE_POLICY: _accept, ...fast } = FAST_ENV;
-  const full = { ...fast, ADMIN_API_KEY: ADMIN, UNKNOWN_PATIENT_POLICY: 'create', ...env };
-  const loaded = loadConfig(full);
-  const extra = loadKeys(options.extraKeys ?? [], full);
-  if (extra.errors.length) throw new Error(extra.errors.join('; '));
-  const config = { ...loaded, raw: new Map([...loaded.raw, ...extra.values]) };
-  let dm: DeviceManagement | undefined;
-  const gateway = new Gateway(config, role, {
-    logger: createLogger(config.logLevel, sink),
-    extensions: [...(options.before ?? []), async (ctx) => (dm = await createDeviceManagement(ctx, full)), registrationExtension()],
-  });
-  await gateway.start();
-  return { gateway, url: gateway.url, logs, dm: dm as DeviceManagement, stop: () => gateway.stop() };
+export async function startDmGateway(env: Record<string, string>, role: Role = 'all'): Promise<DmGateway> {
+  const gw = await startGateway({ UNKNOWN_DEVICE_POLICY: undefined, ADMIN_API_KEY: ADMIN, UNKNOWN_PATIENT_POLICY: 'create', ...env }, role);
+  return { ...gw, dm: gw.gateway.features!.devices };
 }
 
 export interface Res {

@@ -13,10 +13,10 @@ import { Writable } from 'node:stream';
 import type { Bundle, Resource } from 'fhir/r4';
 import { EmbeddedRedis } from '../../src/queue/embedded-redis.js';
 import { createSandboxEhr, type SandboxEhr } from '../../src/sandbox/sandbox.js';
-import { loadConfig, type Role } from '../../src/config/index.js';
+import type { Role } from '../../src/config/index.js';
 import { Gateway } from '../../src/app/gateway.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { standardExtensions } from '../../src/app/features.js';
+import { loadGatewayConfig } from '../../src/app/features.js';
 
 export const REPO_ROOT = resolve(new URL('../..', import.meta.url).pathname);
 
@@ -132,7 +132,11 @@ export interface TestGateway {
   stop(): Promise<void>;
 }
 
-export async function startGateway(env: Record<string, string>, role: Role = 'all'): Promise<TestGateway> {
+/**
+ * The one way tests start a gateway: in this process, with the production feature list (app/features.ts) and the
+ * whole configuration schema, on port 0, its log lines captured. `env` is laid over FAST_ENV.
+ */
+export async function startGateway(env: Record<string, string | undefined>, role: Role = 'all'): Promise<TestGateway> {
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -140,8 +144,10 @@ export async function startGateway(env: Record<string, string>, role: Role = 'al
       cb();
     },
   });
-  const config = loadConfig({ ...FAST_ENV, ...env });
-  const gateway = new Gateway(config, role, { logger: createLogger(config.logLevel, sink), extensions: standardExtensions() });
+  const merged: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...FAST_ENV, ...env })) if (v !== undefined) merged[k] = v;
+  const config = loadGatewayConfig(merged);
+  const gateway = new Gateway(config, role, { logger: createLogger(config.logLevel, sink) });
   await gateway.start();
   return { gateway, url: gateway.url, logs, stop: () => gateway.stop() };
 }

@@ -5,19 +5,14 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Writable } from 'node:stream';
 import type { Device, Observation, Patient } from 'fhir/r4';
-import { loadConfig } from '../../src/config/index.js';
-import { loadKeys } from '../../src/config/schema.js';
-import { Gateway } from '../../src/app/gateway.js';
+import type { Gateway } from '../../src/app/gateway.js';
 import { readAck } from '../../src/hl7v2/ack.js';
-import { EUI64_SYSTEM, HL7_KEYS } from '../../src/hl7v2/config.js';
-import { hl7Extension } from '../../src/channels/mllp/index.js';
+import { EUI64_SYSTEM } from '../../src/hl7v2/config.js';
 import { mllpFrame } from '../../src/channels/mllp/server.js';
 import { decodeBytes, readHeader, splitMessages } from '../../src/hl7v2/parse.js';
-import { createLogger } from '../../src/observability/logger.js';
 import { freePort } from '../../src/queue/embedded-redis.js';
-import { eventually, FAST_ENV, REPO_ROOT, startEhr, startRedis, type TestEhr, type TestRedis } from '../helpers/harness.js';
+import { eventually, REPO_ROOT, startEhr, startGateway, startRedis, type TestEhr, type TestRedis } from '../helpers/harness.js';
 import { pcdMessage, TestClient } from './helpers.js';
 
 const MDC = 'urn:iso:std:iso:11073:10101';
@@ -33,20 +28,17 @@ interface Running {
 
 async function startHl7Gateway(redisUrl: string, ehrUrl: string): Promise<Running> {
   const mllpPort = await freePort();
-  const env = { ...FAST_ENV, REDIS_URL: redisUrl, FHIR_BASE_URL: ehrUrl, UNKNOWN_PATIENT_POLICY: 'create', PATIENT_IDENTIFIER_SYSTEM: 'urn:test:mrn', DEVICE_IDENTIFIER_SYSTEM: 'urn:test:device' };
-  const config = loadConfig(env);
-  const raw = new Map(config.raw);
-  for (const [k, v] of loadKeys(HL7_KEYS, { MLLP_PORT: String(mllpPort), MLLP_HOST: '127.0.0.1' }).values) raw.set(k, v);
-  const logs: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _e, cb) {
-      logs.push(...chunk.toString().split('\n').filter(Boolean));
-      cb();
-    },
+  const gw = await startGateway({
+    REDIS_URL: redisUrl,
+    FHIR_BASE_URL: ehrUrl,
+    UNKNOWN_PATIENT_POLICY: 'create',
+    PATIENT_IDENTIFIER_SYSTEM: 'urn:test:mrn',
+    DEVICE_IDENTIFIER_SYSTEM: 'urn:test:device',
+    MLLP_PORT: String(mllpPort),
+    MLLP_HOST: '127.0.0.1',
+    LOG_LEVEL: 'info',
   });
-  const gateway = new Gateway({ ...config, raw }, 'all', { logger: createLogger('info', sink), extensions: [hl7Extension()] });
-  await gateway.start();
-  return { gateway, mllpPort, logs };
+  return { gateway: gw.gateway, mllpPort, logs: gw.logs };
 }
 
 const codesOf = (o: Observation) => (o.code.coding ?? []).map((c) => `${c.system === LOINC ? 'LN' : c.system === MDC ? 'MDC' : c.system}:${c.code}`).join(' ');

@@ -15,8 +15,12 @@ import { AdapterRegistry } from '../../src/adapters/registry.js';
 import { createHl7Adapter } from '../../src/hl7v2/adapter.js';
 import { defaultHl7Config, type Hl7Config } from '../../src/hl7v2/config.js';
 import { MllpDecoder, MllpServer, mllpFrame } from '../../src/channels/mllp/server.js';
-import { hl7Routes } from '../../src/channels/mllp/http-route.js';
-import { Hl7Service } from '../../src/channels/mllp/session.js';
+import { hl7Route } from '../../src/channels/mllp/http-route.js';
+import { Hl7Session } from '../../src/channels/mllp/session.js';
+import { RefusalStore } from '../../src/pipeline/refusals.js';
+import { refusalRoutes } from '../../src/pipeline/routes.js';
+import { errorHandler } from '../../src/http/errors.js';
+import { createLogger } from '../../src/observability/logger.js';
 import { Pipeline } from '../../src/pipeline/pipeline.js';
 import { EmbeddedRedis } from '../../src/queue/embedded-redis.js';
 import { DeliveryQueue } from '../../src/queue/queue.js';
@@ -65,7 +69,9 @@ export interface Stack {
   queue: DeliveryQueue;
   registry: AdapterRegistry;
   pipeline: Pipeline;
-  service: Hl7Service;
+  /** The HL7 session (ACK rules, ACK cache, refusals) shared by MLLP and POST /hl7v2. */
+  service: Hl7Session;
+  refusals: RefusalStore;
   mllp: MllpServer;
   port: number;
   httpUrl: string;
@@ -80,11 +86,16 @@ export async function startStack(redisUrl: string, overrides: Partial<Hl7Config>
   await queue.bull.isReady();
   const registry = new AdapterRegistry(adapters ?? [createHl7Adapter(config)]);
   const pipeline = new Pipeline(registry, queue, CTX);
-  const service = new Hl7Service({ ingestor: pipeline, redis, config });
-  const mllp = new MllpServer({ ingestor: pipeline, redis, config, service });
+  const refusals = new RefusalStore(redis);
+  const service = new Hl7Session({ ingestor: pipeline, redis, refusals, config });
+  refusals.replayWith('hl7v2', (entry) => service.replay(entry));
+  const mllp = new MllpServer({ config, session: service });
   const { port } = await mllp.start();
   const app = express();
-  app.use(hl7Routes({ ingestor: pipeline, redis, config, service }));
+  const open = () => (_req: unknown, _res: unknown, next: () => void) => next();
+  app.use(hl7Route({ session: service }));
+  app.use(refusalRoutes({ refusals, requireRole: open, isReady: () => true, log: createLogger('silent') }));
+  app.use(errorHandler(createLogger('silent')));
   const server: Server = await new Promise((res) => {
     const s = app.listen(0, '127.0.0.1', () => res(s));
   });
@@ -96,6 +107,7 @@ export async function startStack(redisUrl: string, overrides: Partial<Hl7Config>
     registry,
     pipeline,
     service,
+    refusals,
     mllp,
     port,
     httpUrl,

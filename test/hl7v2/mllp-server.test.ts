@@ -2,7 +2,8 @@ import { strict as assert } from 'node:assert';
 import IORedis from 'ioredis';
 import { readAck } from '../../src/hl7v2/ack.js';
 import { MllpServer, mllpFrame } from '../../src/channels/mllp/server.js';
-import { Hl7Service } from '../../src/channels/mllp/session.js';
+import { Hl7Session } from '../../src/channels/mllp/session.js';
+import { RefusalStore } from '../../src/pipeline/refusals.js';
 import { defaultHl7Config } from '../../src/hl7v2/config.js';
 import { AdapterRegistry } from '../../src/adapters/registry.js';
 import { createHl7Adapter } from '../../src/hl7v2/adapter.js';
@@ -50,10 +51,10 @@ describe('hl7v2 MLLP server (real TCP, real Redis, real queue)', () => {
     assert.equal(ack.code, 'AE');
     assert.equal(ack.controlId, cid);
     assert.ok(ack.errors.some((e) => e.location === 'PID-1' && e.code === '100' && /PID segment is missing/.test(e.text ?? '')), JSON.stringify(ack.errors));
-    const { items } = await stack.service.rejected!.list();
-    const kept = items.find((i) => i.controlId === cid);
+    const { items } = await stack.refusals.list();
+    const kept = items.find((i) => i.hl7?.controlId === cid);
     assert.ok(kept);
-    assert.equal(kept.ackCode, 'AE');
+    assert.equal(kept.hl7?.ackCode, 'AE');
     assert.equal(kept.channel, 'mllp');
     assert.match(kept.reason, /PID/);
     c.close();
@@ -220,7 +221,7 @@ describe('hl7v2 MLLP server (real TCP, real Redis, real queue)', () => {
   });
 
   it('start() and stop() are safe to call twice', async () => {
-    const server = new MllpServer({ ingestor: stack.pipeline, config: defaultHl7Config({ mllpPort: 0 }) });
+    const server = new MllpServer({ session: stack.service, config: defaultHl7Config({ mllpPort: 0 }) });
     const [a, b] = await Promise.all([server.start(), server.start()]);
     assert.equal(a.port, b.port);
     await Promise.all([server.stop(), server.stop()]);
@@ -240,8 +241,9 @@ describe('hl7v2 when the queue is unavailable', () => {
     const r = new IORedis.default(redis.url);
     const config = defaultHl7Config({ mllpPort: 0, mllpHost: '127.0.0.1' });
     const pipeline = new Pipeline(new AdapterRegistry([createHl7Adapter(config)]), deadQueue, CTX);
-    const service = new Hl7Service({ ingestor: pipeline, redis: r, config });
-    const server = new MllpServer({ ingestor: pipeline, redis: r, config, service });
+    const refusals = new RefusalStore(r);
+    const service = new Hl7Session({ ingestor: pipeline, redis: r, refusals, config });
+    const server = new MllpServer({ config, session: service });
     const { port } = await server.start();
     try {
       const c = await TestClient.connect(port);
@@ -254,7 +256,7 @@ describe('hl7v2 when the queue is unavailable', () => {
       c.send(pcdMessage(id('Q'), { accept: 'AL', app: 'AL' }));
       assert.equal(readAck(await c.next()).code, 'CE');
       c.close();
-      assert.equal((await service.rejected!.list()).total, 0);
+      assert.equal((await refusals.list()).total, 0);
     } finally {
       await server.stop();
       await deadQueue.close();

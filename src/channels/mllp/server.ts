@@ -14,11 +14,9 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import type { Redis } from 'ioredis';
-import type { Ingestor } from '../../pipeline/pipeline.js';
 import type { Hl7Config } from '../../hl7v2/config.js';
 import { encodeText } from '../../hl7v2/parse.js';
-import { type Hl7Logger, Hl7Service, noopLogger } from './session.js';
+import { type Hl7Logger, type Hl7Session, noopLogger } from './session.js';
 
 export const VT = 0x0b;
 export const FS = 0x1c;
@@ -129,12 +127,10 @@ export class MllpDecoder {
 }
 
 export interface MllpServerOptions {
-  ingestor: Ingestor;
-  redis?: Redis;
   config: Hl7Config;
   logger?: Hl7Logger;
-  /** Share one service (ACK cache, rejected store) with the HTTP routes. */
-  service?: Hl7Service;
+  /** The session logic (ACK rules, ACK cache, refusal store), shared with POST /hl7v2. */
+  session: Hl7Session;
 }
 
 interface Conn {
@@ -147,7 +143,7 @@ interface Conn {
 const MAX_PENDING = 64;
 
 export class MllpServer {
-  readonly service: Hl7Service;
+  readonly session: Hl7Session;
   private server?: net.Server;
   private readonly conns = new Set<Conn>();
   private starting?: Promise<{ port: number; host: string }>;
@@ -156,7 +152,7 @@ export class MllpServer {
 
   constructor(private readonly options: MllpServerOptions) {
     this.logger = options.logger ?? noopLogger;
-    this.service = options.service ?? new Hl7Service({ ingestor: options.ingestor, redis: options.redis, config: options.config, logger: options.logger });
+    this.session = options.session;
   }
 
   /** The bound port (after start). */
@@ -245,7 +241,7 @@ export class MllpServer {
       .then(async () => {
         const cert = 'getPeerCertificate' in conn.socket ? (conn.socket as import('node:tls').TLSSocket).getPeerCertificate() : undefined;
         const meta = { channel: 'mllp', peer, receivedAt, remoteAddress: conn.socket.remoteAddress ?? '', certFingerprint: cert?.fingerprint256 || undefined };
-        const result = ev.type === 'frame' ? await this.service.handleBytes(ev.data, meta) : await this.service.refuseOversized(ev.head, ev.size, meta);
+        const result = ev.type === 'frame' ? await this.session.handleBytes(ev.data, meta) : await this.session.refuseOversized(ev.head, ev.size, meta);
         if (ev.type === 'oversized') this.logger.warn({ peer, bytes: ev.size }, 'mllp: oversized frame refused');
         for (const r of result.responses) {
           if (conn.socket.destroyed || !conn.socket.writable) break;

@@ -1,33 +1,25 @@
 /**
- * The HL7v2 channel logic shared by MLLP and POST /hl7v2: bytes in, ACKs out.
+ * The HL7v2 session logic shared by MLLP and POST /hl7v2: bytes in, ACKs out.
  *
- * For each message (a payload may hold several, or a batch): read MSH → check version and type (AR when not
- * acceptable) → parse → answer a resend from the ACK cache → `ingestor.ingest` (translate, validate, durably
- * enqueue) → ACK. Acknowledgement rules:
- *
- * Original mode (MSH-15 and MSH-16 empty):
- *   AA  only after ingest resolved (the resources are in Redis);
- *   AE  + ERR when the message parses but cannot be translated or validated (422), or when the queue is unavailable
- *       (503: ERR 207, the sender must resend — never AA);
- *   AR  + ERR when it is not acceptable: unreadable MSH, unsupported type/event/version, unparseable, frame too large.
- * Enhanced mode (MSH-15 or MSH-16 valued; an empty one counts as AL):
- *   commit ACK per MSH-15 (AL always, ER on CE/CR only, SU on CA only, NE never): CA once the gateway has taken
- *   custody — resources queued, or the refused message kept in the rejected store; CR when not acceptable; CE when
- *   nothing could be stored (queue or Redis down: resend).
- *   application ACK per MSH-16, only after a CA: AA (queued) or AE + ERR (refused, kept for replay). It is sent on the
- *   same connection right after the commit ACK.
- * Refused messages (AE/AR/CR, not 503) are kept in Redis with the reason, for GET /api/rejected and replay.
+ * For each message (a payload may hold several, or a batch): read MSH → sender allow-list, version and type (AR when
+ * not acceptable) → parse → answer a resend from the ACK cache → `ingestor.ingest` (translate, validate, durably
+ * enqueue) → ACK. AA/CA only after ingest resolved. A refusal that is not retryable (core/errors.ts) is AE (or AR when
+ * the message is not acceptable) with ERR segments and is kept in the refusal store for replay; a retryable one (queue
+ * or Redis down, the device's held-reading cap, an internal error) is AE/CE "resend later" and is not kept: the sender
+ * must resend. The acknowledgement rules of original and enhanced mode are in docs/hl7v2.md.
  */
 import type { Redis } from 'ioredis';
+import type { OperationOutcome } from 'fhir/r4';
 import type { InboundMessage, Principal } from '../../core/contract.js';
-import { toGatewayError } from '../../core/errors.js';
+import { GatewayError, issue, outcome, toGatewayError } from '../../core/errors.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Ingestor } from '../../pipeline/pipeline.js';
 import { type AckCode, type AckError, batchAck, buildAck, issuesToErrors } from '../../hl7v2/ack.js';
 import { unsupportedReason } from '../../hl7v2/adapter.js';
 import { type Hl7Config, versionAccepted } from '../../hl7v2/config.js';
 import { decodeBytes, Hl7ErrorCode, type Hl7Message, Hl7ParseError, type MshHeader, normaliseSegments, parseMessage, readHeader, splitMessages } from '../../hl7v2/parse.js';
-import { AckCache, contentHash, type RejectedEntry, RejectedStore } from './ack-cache.js';
+import { AckCache, contentHash } from './ack-cache.js';
+import type { Refusal, RefusalStore, ReplayResult } from '../../pipeline/refusals.js';
 import { senderOf } from '../../hl7v2/translate-common.js';
 
 /** The subset of a pino logger the channel uses. Logs carry no PHI: control ids, types, sender applications. */
@@ -38,10 +30,12 @@ export interface Hl7Logger {
 }
 export const noopLogger: Hl7Logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
-export interface Hl7ServiceDeps {
+export interface Hl7SessionDeps {
   ingestor: Ingestor;
-  /** Redis for the rejected store and the ACK cache; without it neither is kept. */
+  /** Redis for the ACK cache; without it resends are not recognised. */
   redis?: Redis;
+  /** Where refused messages are kept (the one refusal store); without it they are not kept. */
+  refusals?: RefusalStore;
   config: Hl7Config;
   logger?: Hl7Logger;
   /** Counters hl7_messages_total{channel,result} and hl7_acks_total{channel,code} (no PHI in labels). */
@@ -54,7 +48,7 @@ export interface ReceiveMeta {
   channel: string;
   peer?: string;
   receivedAt?: Date;
-  /** Set when an operator replays a rejected message (no new rejected entry, no ACK-cache lookup). */
+  /** Set when an operator replays a refused message (no new refusal entry, no ACK-cache lookup). */
   replayOf?: string;
   /** The peer's address and TLS client-certificate fingerprint (SHA-256), for the sender allow-list. */
   remoteAddress?: string;
@@ -72,6 +66,7 @@ export interface MessageOutcome {
   ackCodes: AckCode[];
   acks: string[];
   errors: AckError[];
+  /** The refusal store entry, when the message was kept. */
   rejectedId?: string;
 }
 
@@ -112,17 +107,15 @@ function wanted(type: string, positive: boolean): boolean {
   }
 }
 
-export class Hl7Service {
-  readonly rejected?: RejectedStore;
+export class Hl7Session {
+  readonly refusals?: RefusalStore;
   readonly ackCache?: AckCache;
   private readonly logger: Hl7Logger;
 
-  constructor(private readonly deps: Hl7ServiceDeps) {
+  constructor(private readonly deps: Hl7SessionDeps) {
     this.logger = deps.logger ?? noopLogger;
-    if (deps.redis) {
-      this.rejected = new RejectedStore(deps.redis, deps.config.rejectedMax);
-      this.ackCache = new AckCache(deps.redis, deps.config.duplicateTtlS);
-    }
+    this.refusals = deps.refusals;
+    if (deps.redis) this.ackCache = new AckCache(deps.redis, deps.config.duplicateTtlS);
   }
 
   get config(): Hl7Config {
@@ -226,42 +219,50 @@ export class Hl7Service {
     return { codes, acks: out };
   }
 
-  private async refuse(header: MshHeader | undefined, kind: 'refused' | 'not-acceptable', errors: AckError[], raw: string, charset: string, meta: ReceiveMeta, keep = true): Promise<MessageOutcome> {
+  private async refuse(header: MshHeader | undefined, kind: 'refused' | 'not-acceptable', errors: AckError[], raw: string, charset: string, meta: ReceiveMeta, status = 422, oo?: OperationOutcome): Promise<MessageOutcome> {
+    // In enhanced mode a refused message counts as committed only once it is kept (CA + AE); otherwise CE (resend).
+    const keep = !!this.refusals && !meta.replayOf;
+    const messageType = header ? [header.messageCode, header.triggerEvent].filter(Boolean).join('^') : undefined;
     let rejectedId: string | undefined;
-    let stored = false;
-    if (keep && this.rejected && !meta.replayOf) {
+    let codes: AckCode[] = [];
+    let acks: string[] = [];
+    const answer = (stored: boolean) => {
+      const ackKind: Kind = kind === 'refused' && !stored && modeOf(header).enhanced ? 'failed' : kind;
+      ({ codes, acks } = this.acksFor(header, ackKind, errors));
+    };
+    if (keep) {
+      answer(true);
       try {
-        rejectedId = await this.rejected.add({
-          receivedAt: (meta.receivedAt ?? new Date()).toISOString(),
+        rejectedId = await this.refusals!.add({
           channel: meta.channel,
-          peer: meta.peer,
-          sender: header ? `${header.sendingApplication}|${header.sendingFacility}` : undefined,
-          controlId: header?.controlId,
-          messageType: header ? [header.messageCode, header.triggerEvent].filter(Boolean).join('^') : undefined,
-          ackCode: '',
-          ...(meta.principal ? { principal: meta.principal } : {}),
+          format: 'hl7v2',
+          adapterId: this.deps.config.adapterId,
+          receivedAt: (meta.receivedAt ?? new Date()).toISOString(),
+          status: kind === 'not-acceptable' && status === 422 ? 400 : status,
           reason: errors.map((e) => e.text).join('; '),
-          errors,
+          outcome: oo ?? errorsToOutcome(errors),
+          hl7: {
+            controlId: header?.controlId,
+            messageType,
+            sender: header ? `${header.sendingApplication}|${header.sendingFacility}` : undefined,
+            peer: meta.peer,
+            ackCode: codes.join('/') || '(none)',
+            errors,
+          },
+          ...(meta.principal ? { principal: meta.principal } : {}),
           raw,
           charset,
         });
-        stored = true;
       } catch (err) {
         this.logger.error({ err: (err as Error).message, controlId: header?.controlId }, 'hl7: the refused message could not be kept in Redis');
+        answer(false);
       }
-    } else stored = !!meta.replayOf;
-    // In enhanced mode a refused message counts as committed only once it is kept (CA + AE); otherwise CE (resend).
-    const ackKind: Kind = kind === 'refused' && !stored && modeOf(header).enhanced ? 'failed' : kind;
-    const { codes, acks } = this.acksFor(header, ackKind, errors);
-    if (rejectedId && this.rejected) {
-      const entry = await this.rejected.get(rejectedId).catch(() => undefined);
-      if (entry) await this.rejected.update({ ...entry, ackCode: codes.join('/') || '(none)' }).catch(() => undefined);
-    }
+    } else answer(!!meta.replayOf);
     this.logger.warn(
-      { channel: meta.channel, controlId: header?.controlId, type: header ? `${header.messageCode}^${header.triggerEvent}` : undefined, app: header?.sendingApplication, ack: codes.join('/'), errors: errors.map((e) => e.code), rejectedId },
+      { channel: meta.channel, controlId: header?.controlId, type: messageType, app: header?.sendingApplication, ack: codes.join('/'), errors: errors.map((e) => e.code), rejectedId },
       'hl7: message refused',
     );
-    return { controlId: header?.controlId, messageType: header ? `${header.messageCode}^${header.triggerEvent}` : undefined, result: kind, ackCodes: codes, acks, errors, rejectedId };
+    return { controlId: header?.controlId, messageType, result: kind, ackCodes: codes, acks, errors, rejectedId };
   }
 
   /** One message's text. Never throws. */
@@ -327,44 +328,53 @@ export class Hl7Service {
       return { controlId: header.controlId, messageType: type, result: 'accepted', ackCodes: codes, acks, errors: [] };
     } catch (err) {
       const e = toGatewayError(err);
-      if (e.status >= 500 && e.status !== 500) {
-        // Queue unavailable: nothing was stored; the sender must resend. Never AA.
-        const errors: AckError[] = [{ code: Hl7ErrorCode.applicationInternalError, text: `temporarily unavailable, resend later: ${e.message}` }];
+      if (e.retryable) {
+        // Not stored (queue or Redis down, a throttle, an internal error): the sender must resend. Never AA, not kept.
+        if (e.status === 500) this.logger.error({ controlId: header.controlId, type, err: (err as Error)?.name ?? typeof err, frames: (err as Error)?.stack?.split('\n').slice(1, 8).join('\n') }, 'hl7: internal error while ingesting');
+        const text = e.status === 500 ? 'internal error, resend later' : `temporarily unavailable, resend later: ${e.message}`;
+        const errors: AckError[] = [{ code: Hl7ErrorCode.applicationInternalError, text }];
         const { codes, acks } = this.acksFor(header, 'failed', errors);
-        this.logger.warn({ channel: meta.channel, controlId: header.controlId, type, status: e.status, ack: codes.join('/') }, 'hl7: queue unavailable; message not accepted');
-        return { controlId: header.controlId, messageType: type, result: 'unavailable', ackCodes: codes, acks, errors };
+        this.logger.warn({ channel: meta.channel, controlId: header.controlId, type, status: e.status, ack: codes.join('/') }, 'hl7: message not accepted now; the sender must resend');
+        return { controlId: header.controlId, messageType: type, result: e.status === 500 ? 'error' : 'unavailable', ackCodes: codes, acks, errors };
       }
-      // The error's name and frames, not its message: a message may quote the HL7 content (PHI).
-      if (e.status === 500) this.logger.error({ controlId: header.controlId, type, err: (err as Error)?.name ?? typeof err, frames: (err as Error)?.stack?.split('\n').slice(1, 8).join('\n') }, 'hl7: internal error while ingesting');
-      const errors = e.status === 500 ? [{ code: Hl7ErrorCode.applicationInternalError, text: 'internal error; the message is kept for replay' }] : issuesToErrors(e.outcome.issue);
-      const o = await this.refuse(header, 'refused', errors, text, charset, meta);
-      return { ...o, result: e.status === 500 ? 'error' : 'refused' };
+      return this.refuse(header, 'refused', issuesToErrors(e.outcome.issue), text, charset, meta, e.status, e.outcome);
     }
   }
 
   /**
-   * Replays a kept message through the same path. Accepted → the entry is removed; refused again → the entry is
-   * updated with the new reason. Returns undefined when there is no such entry.
+   * Replays a kept message through the same path, with the original sender's identity (a replay grants no rights the
+   * sender did not have). The refusal store removes an accepted entry and updates a refused one.
    */
-  async replay(id: string): Promise<{ outcome: MessageOutcome; entry: RejectedEntry } | undefined> {
-    if (!this.rejected) return undefined;
-    const entry = await this.rejected.get(id);
-    if (!entry) return undefined;
-    // Replayed with the original sender's identity: a replay grants no rights the sender did not have.
-    const outcome = await this.processOne(entry.raw, entry.charset, { channel: entry.channel, peer: entry.peer, replayOf: id, principal: entry.principal });
-    if (outcome.result === 'accepted' || outcome.result === 'duplicate') await this.rejected.delete(id);
-    else if (outcome.result !== 'unavailable') {
-      await this.rejected.update({ ...entry, ackCode: outcome.ackCodes.join('/') || entry.ackCode, reason: outcome.errors.map((e) => e.text).join('; '), errors: outcome.errors, replays: (entry.replays ?? 0) + 1, lastReplayAt: new Date().toISOString() });
+  async replay(entry: Refusal): Promise<ReplayResult> {
+    const o = await this.processOne(entry.raw ?? '', entry.charset ?? 'UNICODE UTF-8', { channel: entry.channel, peer: entry.hl7?.peer, replayOf: entry.id, principal: entry.principal });
+    if (o.result === 'unavailable' || o.result === 'error') {
+      throw new GatewayError(503, outcome([issue('transient', o.errors.map((e) => e.text).join('; '))]), { headers: { 'Retry-After': '5' } });
     }
-    return { outcome, entry };
+    const accepted = o.result === 'accepted' || o.result === 'duplicate';
+    const detail = { ackCodes: o.ackCodes, errors: o.errors, ack: o.acks.join('') };
+    if (accepted) return { accepted, result: o.result, detail };
+    const reason = o.errors.map((e) => e.text).join('; ');
+    return {
+      accepted,
+      result: o.result,
+      detail,
+      refusal: { status: 422, reason, outcome: errorsToOutcome(o.errors), hl7: { ...entry.hl7, ackCode: o.ackCodes.join('/') || entry.hl7?.ackCode || '', errors: o.errors } },
+    };
   }
+}
+
+/** ERR details as an OperationOutcome, each located as SEG-n (the same expression issuesToErrors reads). */
+export function errorsToOutcome(errors: AckError[]): OperationOutcome {
+  return outcome(
+    errors.map((e) => {
+      const l = e.location;
+      const where = l ? [[l.segment, l.field].filter((x) => x !== undefined).join('-')] : undefined;
+      return issue(e.code === Hl7ErrorCode.unsupportedVersion || e.code === Hl7ErrorCode.unsupportedMessageType ? 'not-supported' : 'invalid', e.text, where);
+    }),
+  );
 }
 
 function ackCodeOf(ack: string): AckCode {
   const m = /\rMSA.(\w\w)/.exec(ack);
   return (m?.[1] ?? 'AA') as AckCode;
-}
-
-export function createHl7Service(deps: Hl7ServiceDeps): Hl7Service {
-  return new Hl7Service(deps);
 }

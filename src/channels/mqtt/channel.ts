@@ -9,8 +9,8 @@
  *   - refused for good (4xx, bad JSON, no adapter, adapter failure) → PUBACK as well (redelivery would not help), with
  *     a PUBACK reason code (0x99 payload format invalid, 0x87 not authorized, 0x83 implementation specific error), an
  *     error report (QoS 1) on MQTT_ERROR_TOPIC with the OperationOutcome, a log line, a counter, and the raw message
- *     kept in Redis (gw:mqtt:rejected) for inspection.
- *   - cannot take it now (503: Redis or the queue down; 429) → no PUBACK. An MQTT 5 PUBACK with an error reason code
+ *     kept in the refusal store (pipeline/refusals.ts) for inspection and replay.
+ *   - cannot take it now (a retryable refusal: Redis or the queue down, a throttle, an internal error) → no PUBACK. An MQTT 5 PUBACK with an error reason code
  *     still ends the QoS 1 exchange (the broker discards the message), and a broker resends unacknowledged messages
  *     only when the session resumes, so the channel disconnects (the session stays: clean start off, session expiry
  *     MQTT_SESSION_EXPIRY_S) and reconnects after a backoff; the broker then redelivers the message (DUP set), which is
@@ -23,22 +23,22 @@
  * own id (mosquitto: `pattern write devices/%u/#`).
  */
 import { readFileSync } from 'node:fs';
-import express from 'express';
+import express, { type RequestHandler } from 'express';
 import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
 import type { InboundMessage, Principal } from '../../core/contract.js';
-import type { Extension, ExtensionContext } from '../../app/gateway.js';
-import { issue, GatewayError, outcome } from '../../core/errors.js';
+import { GatewayError, issue, outcome } from '../../core/errors.js';
+import type { Refusal, RefusalStore, ReplayResult } from '../../pipeline/refusals.js';
+import { withoutCredentials } from '../../observability/redact.js';
+import type { Channel } from '../channel.js';
 import type { Ingestor } from '../../pipeline/pipeline.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
-import { type MqttConfig, mqttConfig } from './config.js';
+import type { MqttConfig } from './config.js';
 
 export { MQTT_KEYS, mqttConfig, type MqttConfig } from './config.js';
 
-export const MQTT_REJECTED_KEY = 'gw:mqtt:rejected';
 /** QoS 0 messages handled at once at most; more are dropped and counted (QoS 0 promises no delivery). */
 const MAX_QOS0_IN_FLIGHT = 1000;
 
@@ -84,8 +84,8 @@ export interface MqttChannelDeps {
   ingestor: Ingestor;
   log: Logger;
   metrics: Metrics;
-  /** For the kept refused messages (optional). */
-  redis?: Redis;
+  /** Where refused messages are kept (optional). */
+  refusals?: RefusalStore;
 }
 
 export class MqttChannel {
@@ -238,16 +238,12 @@ export class MqttChannel {
     if (route.t.filter.includes('+') && !deviceId) {
       return refuse(403, outcome([issue('forbidden', `topic '${topic}' names no device (empty level where the device id belongs)`)]), 'refused', PubackReason.notAuthorized, adapter);
     }
-    let body: unknown;
+    let message: InboundMessage;
     try {
-      body = JSON.parse(payload.toString('utf8').replace(/^\uFEFF/, ''));
+      message = this.messageOf(topic, payload, deviceId, receivedAt);
     } catch (e) {
-      return refuse(400, outcome([issue('structure', `the payload is not well-formed JSON (${(e as Error).message.split('\n')[0].slice(0, 120)})`, ['$'])]), 'malformed', PubackReason.payloadFormatInvalid, adapter);
+      return refuse(400, (e as GatewayError).outcome, 'malformed', PubackReason.payloadFormatInvalid, adapter);
     }
-    const attributes: Record<string, string> = { topic };
-    if (deviceId) attributes.deviceId = deviceId;
-    const principal: Principal | undefined = deviceId ? { role: 'device', id: deviceId, keyId: 'mqtt-topic' } : undefined;
-    const message: InboundMessage = { body, channel: 'mqtt', receivedAt, attributes, ...(principal ? { principal } : {}) };
     try {
       const r = await this.deps.ingestor.ingest(adapter, message);
       this.transientStreak = 0;
@@ -257,9 +253,8 @@ export class MqttChannel {
       return 'ack';
     } catch (err) {
       const oe = err instanceof GatewayError ? err : undefined;
-      // Anything that is not a refusal of the message itself (503, 429, an unexpected error) may mean it is not
-      // stored: no PUBACK, the broker redelivers.
-      if (!oe || oe.status >= 500 || oe.status === 429) {
+      // A retryable refusal (or an unexpected error) may mean it is not stored: no PUBACK, the broker redelivers.
+      if (!oe || oe.retryable) {
         this.counts.deferred++;
         metrics.inc('mqtt_messages_total', { result: 'deferred', adapter });
         log.warn({ topic, adapter, deviceId, status: oe?.status, error: oe ? undefined : (err as Error)?.name }, 'MQTT message not acknowledged: the queue cannot take it now; the broker will redeliver it');
@@ -267,6 +262,43 @@ export class MqttChannel {
       }
       const status = oe.status;
       return refuse(status, oe.outcome, 'refused', status === 403 || status === 401 ? PubackReason.notAuthorized : PubackReason.implementationError, adapter);
+    }
+  }
+
+  /** The message a payload on a topic makes: parsed JSON, the device id from the topic as the sender. Throws 400. */
+  private messageOf(topic: string, payload: Buffer, deviceId: string | undefined, receivedAt: string): InboundMessage {
+    let body: unknown;
+    try {
+      body = JSON.parse(payload.toString('utf8').replace(/^\uFEFF/, ''));
+    } catch (e) {
+      const detail = (e as Error).message.split('\n')[0].slice(0, 120);
+      throw new GatewayError(400, outcome([issue('structure', `the payload is not well-formed JSON (${detail})`, ['$'])]), { retryable: false });
+    }
+    const attributes: Record<string, string> = { topic };
+    if (deviceId) attributes.deviceId = deviceId;
+    const principal: Principal | undefined = deviceId ? { role: 'device', id: deviceId, keyId: 'mqtt-topic' } : undefined;
+    return { body, channel: 'mqtt', receivedAt, attributes, ...(principal ? { principal } : {}) };
+  }
+
+  /** Replays a kept message as if it had arrived again on its topic (same device identity); no PUBACK involved. */
+  async replay(entry: Refusal): Promise<ReplayResult> {
+    const topic = entry.mqtt?.topic ?? '';
+    const route = this.config.topics.map((t) => ({ t, captures: matchTopic(t.filter, topic) })).find((r) => r.captures);
+    const payload = entry.rawBase64 !== undefined ? Buffer.from(entry.rawBase64, 'base64') : Buffer.from(entry.raw ?? '', 'utf8');
+    const refused = (e: GatewayError): ReplayResult => ({
+      accepted: false,
+      result: 'refused',
+      refusal: { status: e.status, reason: e.message, outcome: e.outcome },
+    });
+    if (!route) return refused(new GatewayError(404, outcome([issue('not-found', `no adapter is mapped to topic '${topic}' (MQTT_TOPICS)`)]), { retryable: false }));
+    try {
+      const message = this.messageOf(topic, payload, route.captures?.[0] || undefined, entry.receivedAt);
+      message.attributes = { ...message.attributes, replayOf: entry.id };
+      const r = await this.deps.ingestor.ingest(route.t.adapter, message);
+      return { accepted: true, result: 'accepted', detail: { jobIds: r.jobIds, readings: r.translations.length, observations: r.observations } };
+    } catch (err) {
+      if (err instanceof GatewayError && !err.retryable) return refused(err);
+      throw err;
     }
   }
 
@@ -282,18 +314,26 @@ export class MqttChannel {
     });
   }
 
-  /** Keeps the refused message (raw, with the reason) in Redis, capped. Best effort. */
+  /** Keeps the refused message (raw, with the reason) in the refusal store. Best effort. */
   private async keep(r: Report, payload: Buffer): Promise<void> {
-    const { redis } = this.deps;
-    if (!redis || this.config.rejectedMax <= 0) return;
+    const { refusals } = this.deps;
+    if (!refusals) return;
     const raw = payload.toString('utf8');
-    const entry = { ...r, payload: Buffer.from(raw, 'utf8').equals(payload) ? raw : undefined, payloadBase64: Buffer.from(raw, 'utf8').equals(payload) ? undefined : payload.toString('base64') };
-    await redis
-      .multi()
-      .lpush(MQTT_REJECTED_KEY, JSON.stringify(entry))
-      .ltrim(MQTT_REJECTED_KEY, 0, this.config.rejectedMax - 1)
-      .exec()
-      .catch(() => undefined);
+    const utf8 = Buffer.from(raw, 'utf8').equals(payload);
+    await refusals
+      .add({
+        channel: 'mqtt',
+        format: 'text',
+        ...(r.adapter ? { adapterId: r.adapter } : {}),
+        receivedAt: r.receivedAt,
+        status: r.status,
+        reason: r.outcome.issue.map((i) => i.diagnostics ?? i.code).join('; '),
+        outcome: r.outcome,
+        mqtt: { topic: r.topic, ...(r.deviceId ? { deviceId: r.deviceId } : {}) },
+        ...(r.deviceId ? { deviceIds: [r.deviceId] } : {}),
+        ...(utf8 ? { raw } : { rawBase64: payload.toString('base64') }),
+      })
+      .catch((err: Error) => this.deps.log.warn({ error: err.message }, 'MQTT: the refused message could not be kept'));
   }
 
   /** Stops taking messages, lets the message in hand finish (acknowledged or not), disconnects (the session stays). */
@@ -312,41 +352,24 @@ export class MqttChannel {
   }
 }
 
-/** The broker URL without credentials, for logs. */
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = '';
-    u.password = '';
-    return u.toString();
-  } catch {
-    return 'mqtt';
-  }
-}
+const redact = (url: string): string => withoutCredentials(url) || 'mqtt';
 
-/** The gateway extension: the MQTT channel (ingest role only) and GET /api/mqtt/status, /api/mqtt/rejected. */
-export function mqttExtension(): (ctx: ExtensionContext) => Promise<Extension> {
-  return async (ctx) => {
-    const config = mqttConfig(ctx.config.raw);
-    if (!config.url || !ctx.pipeline) {
-      if (config.url) ctx.log.info('MQTT_URL is set but this process does not ingest (role worker): the MQTT channel is off here');
-      return {};
-    }
-    const channel = new MqttChannel(config, { ingestor: ctx.pipeline, log: ctx.log, metrics: ctx.metrics, redis: ctx.redis });
-    const router = express.Router();
-    router.get('/api/mqtt/status', ctx.requireRole('operator'), (_req, res) => {
-      res.json({ broker: redact(config.url!), clientId: config.clientId, connected: channel.connected, topics: config.topics, errorTopic: config.errorTopic, counts: channel.counts, lastError: channel.lastError ?? null });
+/** The MQTT channel (roles that ingest, MQTT_URL set) and GET /api/mqtt/status. */
+export function mqttChannel(deps: MqttChannelDeps & { config: MqttConfig; operatorOnly: RequestHandler }): Channel & { mqtt: MqttChannel } {
+  const { config } = deps;
+  const channel = new MqttChannel(config, deps);
+  deps.refusals?.replayWith('mqtt', (entry) => channel.replay(entry));
+  const router = express.Router();
+  router.get('/api/mqtt/status', deps.operatorOnly, (_req, res) => {
+    res.json({
+      broker: redact(config.url!),
+      clientId: config.clientId,
+      connected: channel.connected,
+      topics: config.topics,
+      errorTopic: config.errorTopic,
+      counts: channel.counts,
+      lastError: channel.lastError ?? null,
     });
-    // Refused messages hold raw payloads (PHI): admin only, like the HL7v2 rejected store.
-    router.get('/api/mqtt/rejected', ctx.requireRole(), async (req, res) => {
-      const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 100) || 100));
-      const items = await ctx.redis.lrange(MQTT_REJECTED_KEY, 0, limit - 1);
-      res.json(items.map((s) => JSON.parse(s) as unknown));
-    });
-    return {
-      routers: [router],
-      start: () => channel.start(),
-      stop: () => channel.stop(),
-    };
-  };
+  });
+  return { name: 'mqtt', router, mqtt: channel, start: () => channel.start(), stop: () => channel.stop() };
 }

@@ -19,7 +19,7 @@ export const MQTT_KEYS: readonly ConfigKey[] = [
   { env: 'MQTT_KEEPALIVE_S', type: 'int', default: '30', min: 5, max: 65535, description: 'MQTT keep-alive' },
   { env: 'MQTT_RECONNECT_MIN_MS', type: 'int', default: '500', min: 10, description: 'First reconnect delay (doubles per failed attempt, with jitter)' },
   { env: 'MQTT_RECONNECT_MAX_MS', type: 'int', default: '30000', min: 10, description: 'Largest reconnect delay; also the largest pause after the queue refused a message (503)' },
-  { env: 'MQTT_REJECTED_MAX', type: 'int', default: '1000', min: 0, description: 'Refused MQTT messages kept in Redis (raw, with the reason) for inspection; oldest dropped first' },
+  { env: 'MQTT_REJECTED_MAX', type: 'int', default: '1000', min: 0, description: 'Deprecated, no longer used: REFUSALS_MAX caps the one refusal store of every channel' },
 ];
 
 export interface MqttConfig {

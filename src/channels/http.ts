@@ -1,0 +1,81 @@
+/**
+ * The HTTP channel: POST /ingest/:adapter takes a vendor JSON payload, hands it to the pipeline and answers 202 with
+ * the job ids once the data is durably queued. A refusal is an OperationOutcome with its status; one that is not
+ * retryable is kept in the refusal store (its id in the X-Refused-Id header) for inspection and replay.
+ */
+import express, { type RequestHandler } from 'express';
+import type { InboundMessage } from '../core/contract.js';
+import { GatewayError, issue, outcome } from '../core/errors.js';
+import { requireJson } from '../http/errors.js';
+import type { IngestResult, Ingestor } from '../pipeline/pipeline.js';
+import { deviceIdsOf, type Refusal, type RefusalStore, type ReplayResult } from '../pipeline/refusals.js';
+import type { Channel } from './channel.js';
+
+export interface HttpChannelDeps {
+  ingestor: Ingestor;
+  refusals: RefusalStore;
+  /** Access check of POST /ingest/:adapter (devices, vendors). */
+  auth: RequestHandler;
+  maxBodyBytes: number;
+}
+
+const accepted = (r: IngestResult) => ({ jobIds: r.jobIds, readings: r.translations.length, observations: r.observations });
+
+export function httpChannel(deps: HttpChannelDeps): Channel {
+  const { ingestor, refusals } = deps;
+  const json = express.json({ limit: deps.maxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
+  const router = express.Router();
+
+  router.post('/ingest/:adapter', deps.auth, requireJson, json, async (req, res) => {
+    if (req.body === undefined) throw new GatewayError(400, outcome([issue('required', 'the body is empty')]));
+    const message: InboundMessage = {
+      body: req.body as unknown,
+      channel: 'http',
+      receivedAt: new Date().toISOString(),
+      attributes: { remoteAddress: req.socket.remoteAddress ?? '' },
+      principal: req.principal,
+    };
+    const adapterId = String(req.params.adapter);
+    try {
+      res.status(202).json(accepted(await ingestor.ingest(adapterId, message)));
+    } catch (err) {
+      if (err instanceof GatewayError && !err.retryable) {
+        const deviceIds = deviceIdsOf(message.body);
+        const id = await refusals
+          .add({
+            channel: 'http',
+            format: 'json',
+            adapterId,
+            receivedAt: message.receivedAt,
+            status: err.status,
+            reason: err.message,
+            outcome: err.outcome,
+            body: message.body,
+            ...(deviceIds ? { deviceIds } : {}),
+            ...(message.attributes ? { attributes: message.attributes } : {}),
+            ...(message.principal ? { principal: message.principal } : {}),
+          })
+          .catch(() => undefined);
+        if (id) res.setHeader('X-Refused-Id', id);
+      }
+      throw err;
+    }
+  });
+
+  // Replayed as its original sender sent it (same adapter, same credential's rights), through the whole pipeline.
+  const replay = async (entry: Refusal): Promise<ReplayResult> => {
+    const attributes = { ...entry.attributes, replayOf: entry.id };
+    const message: InboundMessage = { body: entry.body, channel: entry.channel, receivedAt: entry.receivedAt, attributes, principal: entry.principal };
+    try {
+      return { accepted: true, result: 'accepted', detail: accepted(await ingestor.ingest(entry.adapterId ?? '', message)) };
+    } catch (err) {
+      if (err instanceof GatewayError && !err.retryable) {
+        return { accepted: false, result: 'refused', refusal: { status: err.status, reason: err.message, outcome: err.outcome } };
+      }
+      throw err;
+    }
+  };
+  refusals.replayWith('http', replay);
+
+  return { name: 'http', router, start: async () => undefined, stop: async () => undefined };
+}

@@ -1,0 +1,29 @@
+/**
+ * Every Redis key the gateway writes, by prefix, in one table: what lives where, so that a Redis operator (sizing,
+ * cluster hash tags, a backup policy) and a newcomer find it in one place. Each feature keeps its own key builders
+ * next to its code; the table names the prefixes and the import-layer test keeps new prefixes out of other files.
+ *
+ *   gw:refusals, gw:refusals:e:<id>   refused input of every channel (pipeline/refusals.ts)
+ *   gw:refused:*, gw:hl7:rejected*,   the three refusal stores of earlier versions, moved into gw:refusals at start-up
+ *   gw:mqtt:rejected                  (pipeline/legacy-refusals.ts)
+ *   gw:hl7:ack:<hash>                 ACKs of accepted HL7 messages, for resends (channels/mllp/ack-cache.ts)
+ *   gw:dlq:*                          dead letters (delivery/dead-letters.ts)
+ *   gw:lock:*                         per-device and per-patient delivery locks (delivery/locks.ts)
+ *   gw:dev:*                          device registry, telemetry, held readings, config, reports, FHIR versions (devices/)
+ *   gw:cred:*, gw:hmac:seen:*, gw:rl:*  credentials, HMAC replay guard, rate limits (access/)
+ *   gw:vendor:*                       vendors (devices/)
+ *   gw:adapter:*, gw:adapters:*       registered adapters and their change counter and channel (registration/)
+ *   gw:audit                          the audit trail (audit/store.ts)
+ *   bull:<QUEUE_NAME>:*               the delivery queue (bull; queue/queue.ts)
+ */
+export const KEYS = {
+  refusals: 'gw:refusals',
+  refusal: (id: string) => `gw:refusals:e:${id}`,
+  legacy: {
+    httpRefusedIndex: 'gw:refused:index',
+    httpRefused: (id: string) => `gw:refused:${id}`,
+    hl7RejectedIndex: 'gw:hl7:rejected',
+    hl7Rejected: (id: string) => `gw:hl7:rejected:e:${id}`,
+    mqttRejected: 'gw:mqtt:rejected',
+  },
+} as const;

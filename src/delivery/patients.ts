@@ -1,0 +1,39 @@
+/**
+ * The subject patient of a reading, as the transaction writes it. Under UNKNOWN_PATIENT_POLICY=create the patient is
+ * a conditional create in the transaction itself (no lookup). Under 'reject' it must already exist in the EHR: it is
+ * searched by identifier, and a patient the EHR does not know, or an identifier that matches several, is a permanent
+ * refusal ('policy'): retrying cannot make the patient appear. Found ids are cached for a minute (the cache is emptied
+ * when it passes 10,000 patients), so that a busy device does not cost the EHR one search per reading.
+ */
+import type { Patient } from 'fhir/r4';
+import type { Reading } from '../core/contract.js';
+import type { PatientTarget } from '../fhir/transaction.js';
+import type { EhrClient } from './ehr-client.js';
+import { PermanentError } from './errors.js';
+
+const CACHE_TTL_MS = 60_000;
+const CACHE_MAX = 10_000;
+
+export class PatientLookup {
+  private readonly cache = new Map<string, { id: string; at: number }>();
+
+  constructor(private readonly ehr: EhrClient, private readonly policy: 'reject' | 'create') {}
+
+  async resolve(t: Reading): Promise<PatientTarget> {
+    const p = t.patient;
+    if (!p) return { kind: 'none' };
+    if (this.policy === 'create') return { kind: 'create', system: p.system, value: p.value };
+    const key = `${p.system}|${p.value}`;
+    const cached = this.cache.get(key);
+    if (cached && Date.now() - cached.at < CACHE_TTL_MS) return { kind: 'existing', id: cached.id };
+    const found = await this.ehr.search<Patient>('Patient', { identifier: key });
+    if (found.length === 0) {
+      throw new PermanentError('the EHR knows no patient with the identifier given (UNKNOWN_PATIENT_POLICY=reject)', 'policy');
+    }
+    if (found.length > 1) throw new PermanentError(`the patient identifier matches ${found.length} patients in the EHR`, 'policy');
+    const id = found[0].id as string;
+    if (this.cache.size > CACHE_MAX) this.cache.clear();
+    this.cache.set(key, { id, at: Date.now() });
+    return { kind: 'existing', id };
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * The one refusal store, through a real gateway (real Redis, sandbox EHR over HTTP): refusals of every channel in one
+ * API with search, replay through the original channel (one and in bulk), the earlier paths as deprecated aliases; and
+ * the two-phase device guard: a message that validation refuses registers no device and moves no "last seen".
+ */
+import { strict as assert } from 'node:assert';
+import { startEhr, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
+import { ADMIN, call, reading, startDmGateway } from '../devices/wire.js';
+import { pcdMessage } from '../hl7v2/helpers.js';
+
+describe('refusals: one store and one API for every channel', () => {
+  let redis: TestRedis;
+  let ehr: TestEhr;
+  let gw: TestGateway;
+  before(async () => {
+    redis = await startRedis();
+    ehr = await startEhr();
+    gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_DEVICE_POLICY: 'accept' });
+  });
+  after(async () => {
+    await gw?.stop();
+    await ehr?.stop();
+    await redis?.stop();
+  });
+
+  it('a message refused by validation registers no device and moves no "last seen" (the guard commits only valid data)', async () => {
+    const bad = reading('TWO-PHASE-1', { measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 97, unit: 'kg' }] });
+    const r = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, bad);
+    assert.equal(r.status, 422);
+    assert.equal((await call(gw.url, 'GET', '/api/devices/TWO-PHASE-1', ADMIN)).status, 404, 'not auto-registered');
+    const ok = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('TWO-PHASE-1'));
+    assert.equal(ok.status, 202);
+    const d = await call(gw.url, 'GET', '/api/devices/TWO-PHASE-1', ADMIN);
+    assert.equal(d.body.state, 'active');
+    assert.equal(d.body.telemetry.messages, 1, 'only the accepted message is counted');
+  });
+
+  it('lists HTTP and HL7v2 refusals together, searchable by channel, device id, control id and reason', async () => {
+    const http = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('SEARCH-1', { measurements: [{ code: 'NOPE', value: 1, unit: '%' }] }));
+    assert.equal(http.status, 422);
+    const httpId = http.headers.get('x-refused-id');
+    assert.ok(httpId);
+    const hl7 = await fetch(`${gw.url}/hl7v2`, {
+      method: 'POST',
+      headers: { 'content-type': 'x-application/hl7-v2+er7', authorization: `Bearer ${ADMIN}` },
+      body: pcdMessage('SEARCH-HL7-1', { pid: false }),
+    });
+    assert.equal(hl7.headers.get('x-hl7-ack-code'), 'AE');
+
+    const all = await call(gw.url, 'GET', '/api/refusals', ADMIN);
+    assert.equal(all.status, 200);
+    assert.ok(all.body.items.some((i: { id: string }) => i.id === httpId));
+    assert.ok(all.body.items.every((i: Record<string, unknown>) => i.body === undefined && i.raw === undefined), 'lists carry no payloads');
+
+    const byDevice = await call(gw.url, 'GET', '/api/refusals?deviceId=SEARCH-1', ADMIN);
+    assert.deepEqual(byDevice.body.items.map((i: { id: string }) => i.id), [httpId]);
+    const byControl = await call(gw.url, 'GET', '/api/refusals?controlId=SEARCH-HL7-1', ADMIN);
+    assert.equal(byControl.body.total, 1);
+    assert.equal(byControl.body.items[0].format, 'hl7v2');
+    assert.equal(byControl.body.items[0].hl7.ackCode, 'AE');
+    assert.ok(byControl.body.items[0].outcome.issue.length > 0, 'the HL7 ERR is also an OperationOutcome');
+    const byReason = await call(gw.url, 'GET', '/api/refusals?reason=nope&channel=http', ADMIN);
+    assert.ok(byReason.body.items.some((i: { id: string }) => i.id === httpId));
+    assert.equal((await call(gw.url, 'GET', '/api/refusals?limit=ten', ADMIN)).status, 400);
+
+    const one = await call(gw.url, 'GET', `/api/refusals/${byControl.body.items[0].id}`, ADMIN);
+    assert.match(one.body.raw, /^MSH\|/);
+    assert.equal((await call(gw.url, 'GET', `/api/refusals/${httpId}`, ADMIN)).body.body.deviceId, 'SEARCH-1');
+  });
+
+  it('replays through the original channel as the original sender: refused again is kept with a count, fixed is delivered and removed', async () => {
+    // Refused for good: the device is suspended.
+    assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'REPLAY-1', adapter: 'measurements', type: 'pulse-oximeter' })).status, 201);
+    const r = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('REPLAY-1'));
+    assert.equal(r.status, 403);
+    const id = r.headers.get('x-refused-id');
+    assert.ok(id, 'a refusal that is not retryable is kept');
+
+    const again = await call(gw.url, 'POST', `/api/refusals/${id}/replay`, ADMIN);
+    assert.equal(again.status, 422);
+    assert.equal(again.body.accepted, false);
+    assert.equal((await call(gw.url, 'GET', `/api/refusals/${id}`, ADMIN)).body.replays, 1);
+
+    assert.equal((await call(gw.url, 'POST', '/api/devices/REPLAY-1/activate', ADMIN)).status, 200);
+    const done = await call(gw.url, 'POST', `/api/refusals/${id}/replay`, ADMIN);
+    assert.equal(done.status, 202, JSON.stringify(done.body));
+    assert.equal(done.body.accepted, true);
+    assert.equal(done.body.detail.readings, 1);
+    assert.equal((await call(gw.url, 'GET', `/api/refusals/${id}`, ADMIN)).status, 404, 'removed once accepted');
+  });
+
+  it('replays a filtered selection in bulk, with a result per entry', async () => {
+    assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'BULK-1', adapter: 'measurements', type: 'pulse-oximeter' })).status, 201);
+    for (const minute of [1, 2, 3]) assert.equal((await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('BULK-1', {}, minute))).status, 403);
+    assert.equal((await call(gw.url, 'POST', '/api/devices/BULK-1/activate', ADMIN)).status, 200);
+    const bulk = await call(gw.url, 'POST', '/api/refusals/replay', ADMIN, { deviceId: 'BULK-1', channel: 'http' });
+    assert.equal(bulk.status, 200);
+    assert.equal(bulk.body.matched, 3);
+    assert.equal(bulk.body.accepted, 3);
+    assert.equal(bulk.body.results.length, 3);
+    assert.equal((await call(gw.url, 'GET', '/api/refusals?deviceId=BULK-1', ADMIN)).body.total, 0);
+  });
+
+  it('answers the earlier paths as deprecated aliases of the one store, and keeps deletion for admins', async () => {
+    const r = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('ALIAS-1', { measurements: [] }));
+    assert.equal(r.status, 422);
+    const id = r.headers.get('x-refused-id');
+    const list = await call(gw.url, 'GET', '/api/refused', ADMIN);
+    assert.equal(list.headers.get('deprecation'), 'true');
+    assert.match(list.headers.get('link') ?? '', /\/api\/refusals/);
+    assert.ok(list.body.items.some((i: { id: string }) => i.id === id));
+    assert.equal((await call(gw.url, 'GET', `/api/refused/${id}`, ADMIN)).body.body.deviceId, 'ALIAS-1');
+    const hl7 = await call(gw.url, 'GET', '/api/rejected', ADMIN);
+    assert.equal(hl7.status, 200);
+    assert.ok(hl7.body.items.every((i: { controlId?: string }) => typeof i.controlId === 'string'));
+    assert.equal((await call(gw.url, 'GET', `/api/rejected/${id}`, ADMIN)).status, 404, 'an HTTP refusal is not an HL7 message');
+
+    const operator = await call(gw.url, 'POST', '/api/operators/credentials', ADMIN, { name: 'ops-1' });
+    const opKey = operator.body.key as string;
+    assert.ok(opKey, JSON.stringify(operator.body));
+    assert.equal((await call(gw.url, 'GET', '/api/refusals', opKey)).status, 200);
+    assert.equal((await call(gw.url, 'DELETE', `/api/refusals/${id}`, opKey)).status, 403, 'operators may not delete');
+    assert.equal((await call(gw.url, 'DELETE', `/api/refusals/${id}`, ADMIN)).status, 204);
+  });
+});
