@@ -19,13 +19,10 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { Hl7Message as MedplumHl7 } from '@medplum/core';
-import { loadConfig } from '../src/config/index.js';
-import { loadKeys } from '../src/config/schema.js';
 import { Gateway } from '../src/app/gateway.js';
 import { initValidation } from '../src/fhir/validate.js';
 import { readAck } from '../src/hl7v2/ack.js';
 import { hl7v2Adapter } from '../src/hl7v2/adapter.js';
-import { HL7_KEYS } from '../src/hl7v2/config.js';
 import { loadGatewayConfig } from '../src/app/features.js';
 import { decodeBytes, parseMessage, splitMessages } from '../src/hl7v2/parse.js';
 import { createLogger } from '../src/observability/logger.js';
@@ -136,29 +133,38 @@ async function gatewayBench(): Promise<void> {
   try {
     const clients = await Promise.all(Array.from({ length: CONNECTIONS }, () => TestClient.connect(mllpPort)));
     // Warm up.
-    await Promise.all(clients.map(async (c) => {
-      for (let i = 0; i < 20; i++) {
-        c.send(next());
-        await c.next();
-      }
-    }));
+    await Promise.all(
+      clients.map(async (c) => {
+        for (let i = 0; i < 20; i++) {
+          c.send(next());
+          await c.next();
+        }
+      }),
+    );
     // Closed loop throughput.
     let acked = 0;
     let refused = 0;
     const end = Date.now() + SECONDS * 1000;
     const t0 = performance.now();
-    await Promise.all(clients.map(async (c) => {
-      while (Date.now() < end) {
-        c.send(next());
-        const code = readAck(await c.next()).code;
-        if (code === 'AA') acked++;
-        else refused++;
-      }
-    }));
+    await Promise.all(
+      clients.map(async (c) => {
+        while (Date.now() < end) {
+          c.send(next());
+          const code = readAck(await c.next()).code;
+          if (code === 'AA') acked++;
+          else refused++;
+        }
+      }),
+    );
     const elapsed = (performance.now() - t0) / 1000;
-    const what = ROLE === 'all' ? 'role all: the sandbox EHR and the delivery worker run in the same process' : 'role ingest: translate, validate, enqueue; delivery runs elsewhere';
+    const what =
+      ROLE === 'all'
+        ? 'role all: the sandbox EHR and the delivery worker run in the same process'
+        : 'role ingest: translate, validate, enqueue; delivery runs elsewhere';
     console.log(`\n2. real gateway over MLLP (${CONNECTIONS} connections, redis AOF on, ${what}; the load generator shares the process)`);
-    console.log(`   closed loop: ${(acked / elapsed).toFixed(0)} ACKed (AA) PCD-01 messages/s over ${elapsed.toFixed(1)} s${refused ? ` (${refused} not AA)` : ''}`);
+    console.log(
+      `   closed loop: ${(acked / elapsed).toFixed(0)} ACKed (AA) PCD-01 messages/s over ${elapsed.toFixed(1)} s${refused ? ` (${refused} not AA)` : ''}`,
+    );
 
     // Open loop at a fixed rate.
     const latencies: number[] = [];
@@ -194,7 +200,9 @@ async function gatewayBench(): Promise<void> {
     for (const c of clients) c.close();
     await Promise.all(readers);
     const sorted = latencies.sort((x, y) => x - y);
-    console.log(`   open loop at ${RATE} msg/s offered (${total} messages): ACK latency p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms; ${sorted.length}/${total} answered${notAa ? `, ${notAa} not AA` : ''}`);
+    console.log(
+      `   open loop at ${RATE} msg/s offered (${total} messages): ACK latency p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms; ${sorted.length}/${total} answered${notAa ? `, ${notAa} not AA` : ''}`,
+    );
   } finally {
     await gateway.stop();
     await ehr.stop();

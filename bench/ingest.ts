@@ -32,16 +32,29 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'gw-bench-ingest-'));
   const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
   const redisUrl = await redis.start();
-  const env = { PORT: '0', REDIS_URL: redisUrl, FHIR_BASE_URL: 'http://127.0.0.1:9/fhir', UNKNOWN_DEVICE_POLICY: 'accept', MLLP_ENABLED: 'false', MAPPINGS_WATCH: 'false', QUEUE_MAX_DEPTH: '10000000', LOG_LEVEL: 'info' };
+  const env = {
+    PORT: '0',
+    REDIS_URL: redisUrl,
+    FHIR_BASE_URL: 'http://127.0.0.1:9/fhir',
+    UNKNOWN_DEVICE_POLICY: 'accept',
+    MLLP_ENABLED: 'false',
+    MAPPINGS_WATCH: 'false',
+    QUEUE_MAX_DEPTH: '10000000',
+    LOG_LEVEL: 'info',
+  };
   const { child, url } = await spawnGateway(env, 'ingest');
   const agent = new Agent({ keepAlive: true, maxSockets: IN_FLIGHT });
   const post = (body: unknown) =>
     new Promise<void>((resolve, reject) => {
       const data = Buffer.from(JSON.stringify(body));
-      const req = request(`${url}/ingest/measurements`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': data.length } }, (res) => {
-        res.resume();
-        res.on('end', () => (res.statusCode === 202 ? resolve() : reject(new Error(`ingest answered ${res.statusCode}`))));
-      });
+      const req = request(
+        `${url}/ingest/measurements`,
+        { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': data.length } },
+        (res) => {
+          res.resume();
+          res.on('end', () => (res.statusCode === 202 ? resolve() : reject(new Error(`ingest answered ${res.statusCode}`))));
+        },
+      );
       req.on('error', reject);
       req.end(data);
     });
@@ -52,12 +65,16 @@ async function main(): Promise<void> {
   let seq = 0;
   const run = async (requests: number, batch: number) => {
     let next = 0;
-    await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
-      while (next++ < requests) await post(batch === 1 ? reading(seq++) : Array.from({ length: batch }, () => reading(seq++)));
-    }));
+    await Promise.all(
+      Array.from({ length: IN_FLIGHT }, async () => {
+        while (next++ < requests) await post(batch === 1 ? reading(seq++) : Array.from({ length: batch }, () => reading(seq++)));
+      }),
+    );
   };
   try {
-    console.log(`machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; gateway role ingest, Redis AOF on; ${IN_FLIGHT} requests in flight`);
+    console.log(
+      `machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; gateway role ingest, Redis AOF on; ${IN_FLIGHT} requests in flight`,
+    );
     for (const batch of SHAPES) {
       const requests = Math.max(200, Math.round(REQUESTS / batch));
       await run(Math.min(2000, requests), batch); // warm-up
@@ -66,7 +83,9 @@ async function main(): Promise<void> {
       await run(requests, batch);
       const seconds = (performance.now() - t0) / 1000;
       const perRequest = ((cpuMs() - c0) * 1000) / requests;
-      console.log(`${String(batch).padStart(3)} reading(s) per request: ${(requests / seconds).toFixed(0).padStart(6)} requests/s, ${((requests * batch) / seconds).toFixed(0).padStart(6)} readings/s, gateway CPU ${perRequest.toFixed(0)} µs per request (${(perRequest / batch).toFixed(0)} µs per reading)`);
+      console.log(
+        `${String(batch).padStart(3)} reading(s) per request: ${(requests / seconds).toFixed(0).padStart(6)} requests/s, ${((requests * batch) / seconds).toFixed(0).padStart(6)} readings/s, gateway CPU ${perRequest.toFixed(0)} µs per request (${(perRequest / batch).toFixed(0)} µs per reading)`,
+      );
     }
   } finally {
     child.kill('SIGTERM');

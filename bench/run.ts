@@ -30,7 +30,12 @@ const CONCURRENCY = opt('concurrency', 32);
 const BATCH_MAX = opt('batch-max', 0); // 0: the gateway's default
 
 type Arrival = [string, number];
-interface SinkStats { observations: number; transactions: number; readings: number; arrivals: Arrival[] }
+interface SinkStats {
+  observations: number;
+  transactions: number;
+  readings: number;
+  arrivals: Arrival[];
+}
 
 function percentile(sorted: number[], p: number): number {
   if (!sorted.length) return NaN;
@@ -39,7 +44,9 @@ function percentile(sorted: number[], p: number): number {
 
 async function startSink(): Promise<{ child: ChildProcess; url: string; stats(): Promise<SinkStats> }> {
   const child = fork(join(ROOT, 'bench/sink.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const port = await new Promise<number>((res) => child.on('message', (m: { type: string; port: number }) => m.type === 'listening' && res(m.port)));
+  const port = await new Promise<number>((res) =>
+    child.on('message', (m: { type: string; port: number }) => m.type === 'listening' && res(m.port)),
+  );
   return {
     child,
     url: `http://127.0.0.1:${port}/fhir`,
@@ -93,11 +100,17 @@ const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 function post(url: string, body: unknown): Promise<void> {
   const data = Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
-    const req = request(`${url}/ingest/measurements`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': data.length } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => (res.statusCode === 202 ? resolve() : reject(new Error(`ingest answered ${res.statusCode}: ${Buffer.concat(chunks).toString()}`))));
-    });
+    const req = request(
+      `${url}/ingest/measurements`,
+      { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': data.length } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          res.statusCode === 202 ? resolve() : reject(new Error(`ingest answered ${res.statusCode}: ${Buffer.concat(chunks).toString()}`)),
+        );
+      },
+    );
     req.on('error', reject);
     req.end(data);
   });
@@ -154,26 +167,38 @@ async function main(): Promise<void> {
   const worker = split ? await startGateway(env, 'worker') : undefined;
   try {
     const roles = split ? 'one ingest process + one worker process' : 'one process (role all)';
-    console.log(`machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; Redis with AOF (everysec); gateway: ${roles}, DELIVERY_CONCURRENCY=${CONCURRENCY}, DELIVERY_BATCH_MAX=${BATCH_MAX || 'default'}`);
+    console.log(
+      `machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; Redis with AOF (everysec); gateway: ${roles}, DELIVERY_CONCURRENCY=${CONCURRENCY}, DELIVERY_BATCH_MAX=${BATCH_MAX || 'default'}`,
+    );
 
     // Warm-up (JIT, connections).
-    await Promise.all(Array.from({ length: 10 }, (_, i) => post(gw.url, Array.from({ length: BATCH }, (_, k) => reading(100000 + i * BATCH + k, 0)))));
+    await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        post(
+          gw.url,
+          Array.from({ length: BATCH }, (_, k) => reading(100000 + i * BATCH + k, 0)),
+        ),
+      ),
+    );
     await waitFor(async () => (await sink.stats()).transactions >= 0, 1000);
     await new Promise((r) => setTimeout(r, 1000));
     await sink.stats();
 
     // 1. Sustained throughput: post everything as fast as ingest takes it, measure until the last delivery.
     const batches: unknown[][] = [];
-    for (let i = 0; i < READINGS; i += BATCH) batches.push(Array.from({ length: Math.min(BATCH, READINGS - i) }, (_, k) => reading((i + k) % 2000, 1000 + i + k)));
+    for (let i = 0; i < READINGS; i += BATCH)
+      batches.push(Array.from({ length: Math.min(BATCH, READINGS - i) }, (_, k) => reading((i + k) % 2000, 1000 + i + k)));
     const base = await sink.stats();
     let delivered = 0;
     let obs = 0;
     let transactions = 0;
     const t0 = performance.now();
     let next = 0;
-    const posting = Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
-      while (next < batches.length) await post(gw.url, batches[next++]);
-    }));
+    const posting = Promise.all(
+      Array.from({ length: IN_FLIGHT }, async () => {
+        while (next < batches.length) await post(gw.url, batches[next++]);
+      }),
+    );
     const ingestDone = posting.then(() => performance.now());
     await waitFor(async () => {
       const s = await sink.stats();
@@ -206,7 +231,10 @@ async function main(): Promise<void> {
       arrivals.push(...(await sink.stats()).arrivals.filter(([k]) => sent.has(k)));
       return arrivals.length >= total;
     }, 120_000);
-    const lat = arrivals.map(([k, t]) => t - (sent.get(k) ?? t)).filter((x) => x >= 0).sort((a, b) => a - b);
+    const lat = arrivals
+      .map(([k, t]) => t - (sent.get(k) ?? t))
+      .filter((x) => x >= 0)
+      .sort((a, b) => a - b);
 
     // 3. Ceiling: bull no-op jobs on the same Redis.
     const ceiling = await noopCeiling(redisUrl, 20000);
@@ -217,7 +245,9 @@ async function main(): Promise<void> {
     console.log(`  delivered        ${f(readingsPerS)} readings/s, ${f(obs / seconds)} Observations/s (${seconds.toFixed(1)} s)`);
     console.log(`  EHR transactions ${transactions} (${(READINGS / Math.max(1, transactions)).toFixed(1)} readings per transaction)`);
     console.log(`  ingest accepted  ${f(READINGS / ingestSeconds)} readings/s (202 after the durable enqueue)`);
-    console.log(`  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB${worker ? ` (ingest), ${(worker.peakRss() / 1048576).toFixed(0)} MiB (worker)` : ''}`);
+    console.log(
+      `  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB${worker ? ` (ingest), ${(worker.peakRss() / 1048576).toFixed(0)} MiB (worker)` : ''}`,
+    );
     console.log(`latency ingest → EHR at ${RATE} readings/s offered for ${SECONDS} s (${lat.length} readings):`);
     console.log(`  p50 ${f(percentile(lat, 50))} ms   p99 ${f(percentile(lat, 99))} ms   max ${f(lat.at(-1) ?? NaN)} ms`);
     console.log(`ceiling: bull no-op jobs on the same Redis (concurrency ${CONCURRENCY}): ${f(ceiling)} jobs/s`);

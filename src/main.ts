@@ -61,7 +61,10 @@ async function start(argv: string[]): Promise<number> {
       process.exit(1);
     }
     gateway.log.info({ signal: sig }, 'shutting down: no new data accepted, finishing in-flight jobs');
-    void gateway.stop().then(() => process.exit(0), () => process.exit(1));
+    void gateway.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
@@ -87,7 +90,11 @@ async function translate(argv: string[]): Promise<number> {
   applyToRegistry(registry, loadMappingsDir((config.raw.get('MAPPINGS_DIR') as string | undefined) ?? SHIPPED_MAPPINGS_DIR));
   const plugins = await loadPluginsInto(registry, config);
   for (const e of plugins.errors) console.error(`plugin not loaded: ${e.source}: ${e.message}`);
-  const pipeline = new Pipeline(registry, { enqueue: async () => [] }, { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem });
+  const pipeline = new Pipeline(
+    registry,
+    { enqueue: async () => [] },
+    { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem },
+  );
   let body: unknown;
   try {
     body = JSON.parse(readFileSync(file, 'utf8'));

@@ -19,7 +19,16 @@
  *
  * This file is TypeScript so that the repository type-checks it; a production plugin ships compiled JavaScript.
  */
-import { definePlugin, fromMeasurements, isRecord, refuse, TranslationError, issue, type InboundMessage, type TranslationContext } from '../../src/adapters/sdk.js';
+import {
+  definePlugin,
+  fromMeasurements,
+  isRecord,
+  refuse,
+  TranslationError,
+  issue,
+  type InboundMessage,
+  type TranslationContext,
+} from '../../src/adapters/sdk.js';
 
 /** IEEE 11073-20601 SFLOAT: 4-bit exponent, 12-bit mantissa (two's complement); undefined for NaN / NRes / ±INF. */
 export function sfloat(raw: number): number | undefined {
@@ -46,7 +55,8 @@ export interface BpMeasurement {
 /** Decodes a Blood Pressure Measurement characteristic value. Throws TranslationError naming the byte at fault. */
 export function decodeBloodPressure(buf: Buffer): BpMeasurement {
   const need = (offset: number, n: number, what: string) => {
-    if (buf.length < offset + n) refuse(`the characteristic value is ${buf.length} bytes: too short for ${what} at byte ${offset}`, '$.data');
+    if (buf.length < offset + n)
+      refuse(`the characteristic value is ${buf.length} bytes: too short for ${what} at byte ${offset}`, '$.data');
   };
   need(0, 7, 'flags, systolic, diastolic and mean arterial pressure');
   const flags = buf.readUInt8(0);
@@ -54,12 +64,14 @@ export function decodeBloodPressure(buf: Buffer): BpMeasurement {
   const systolic = sfloat(buf.readUInt16LE(1));
   const diastolic = sfloat(buf.readUInt16LE(3));
   const mean = sfloat(buf.readUInt16LE(5));
-  if (systolic === undefined || diastolic === undefined) refuse('systolic or diastolic pressure is not a number (SFLOAT NaN/NRes/INF)', '$.data');
+  if (systolic === undefined || diastolic === undefined)
+    refuse('systolic or diastolic pressure is not a number (SFLOAT NaN/NRes/INF)', '$.data');
   const m: BpMeasurement = { unit: flags & 0x01 ? 'kPa' : 'mmHg', systolic, diastolic, ...(mean !== undefined ? { mean } : {}) };
   if (flags & 0x02) {
     need(o, 7, 'the time stamp');
     const [y, mo, d, h, mi, s] = [buf.readUInt16LE(o), buf[o + 2], buf[o + 3], buf[o + 4], buf[o + 5], buf[o + 6]];
-    if (!y || !mo || !d || mo > 12 || d > 31 || h > 23 || mi > 59 || s > 59) refuse(`the time stamp ${y}-${mo}-${d} ${h}:${mi}:${s} is not a valid date-time (the cuff clock is not set?)`, '$.data');
+    if (!y || !mo || !d || mo > 12 || d > 31 || h > 23 || mi > 59 || s > 59)
+      refuse(`the time stamp ${y}-${mo}-${d} ${h}:${mi}:${s} is not a valid date-time (the cuff clock is not set?)`, '$.data');
     const p2 = (n: number) => String(n).padStart(2, '0');
     m.localTime = `${String(y).padStart(4, '0')}-${p2(mo)}-${p2(d)}T${p2(h)}:${p2(mi)}:${p2(s)}`;
     o += 7;
@@ -94,15 +106,27 @@ function translate(message: InboundMessage, context: TranslationContext) {
   const problems = [];
   const deviceId = typeof body.deviceId === 'string' && body.deviceId.trim() ? body.deviceId.trim() : message.attributes?.deviceId;
   if (!deviceId) problems.push(issue('required', 'deviceId is required (in the payload, or from the MQTT topic)', ['$.deviceId']));
-  if (body.characteristic !== undefined && String(body.characteristic).toUpperCase() !== '2A35') problems.push(issue('not-supported', `characteristic '${String(body.characteristic)}' is not supported: this plugin decodes 2A35 (Blood Pressure Measurement)`, ['$.characteristic']));
-  if (typeof body.data !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(body.data)) problems.push(issue('value', 'data must be the characteristic value in base64', ['$.data']));
+  if (body.characteristic !== undefined && String(body.characteristic).toUpperCase() !== '2A35')
+    problems.push(
+      issue(
+        'not-supported',
+        `characteristic '${String(body.characteristic)}' is not supported: this plugin decodes 2A35 (Blood Pressure Measurement)`,
+        ['$.characteristic'],
+      ),
+    );
+  if (typeof body.data !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(body.data))
+    problems.push(issue('value', 'data must be the characteristic value in base64', ['$.data']));
   const offset = body.timeZoneOffsetMinutes;
-  if (offset !== undefined && (typeof offset !== 'number' || !Number.isInteger(offset) || Math.abs(offset) > 14 * 60)) problems.push(issue('value', 'timeZoneOffsetMinutes must be a whole number of minutes between -840 and 840', ['$.timeZoneOffsetMinutes']));
+  if (offset !== undefined && (typeof offset !== 'number' || !Number.isInteger(offset) || Math.abs(offset) > 14 * 60))
+    problems.push(
+      issue('value', 'timeZoneOffsetMinutes must be a whole number of minutes between -840 and 840', ['$.timeZoneOffsetMinutes']),
+    );
   if (problems.length) throw new TranslationError(problems);
   const bp = decodeBloodPressure(Buffer.from(body.data as string, 'base64'));
   let timestamp = message.receivedAt;
   if (bp.localTime) {
-    if (offset === undefined) refuse('the reading carries the cuff clock time without a zone: send timeZoneOffsetMinutes', '$.timeZoneOffsetMinutes');
+    if (offset === undefined)
+      refuse('the reading carries the cuff clock time without a zone: send timeZoneOffsetMinutes', '$.timeZoneOffsetMinutes');
     timestamp = zoned(bp.localTime, offset as number);
   }
   const unit = bp.unit === 'kPa' ? 'kPa' : 'mmHg';
@@ -112,7 +136,18 @@ function translate(message: InboundMessage, context: TranslationContext) {
     ...(bp.mean !== undefined ? [{ code: 'MDC_PRESS_BLD_NONINV_MEAN', value: bp.mean, unit }] : []),
     ...(bp.pulse !== undefined ? [{ code: 'MDC_PULS_RATE_NON_INV', value: bp.pulse, unit: '/min' }] : []),
   ];
-  return fromMeasurements({ deviceId, ...(typeof body.patientId === 'string' ? { patientId: body.patientId } : {}), manufacturer: 'Example Vendor', model: 'BLE BP cuff', timestamp, measurements }, message, context);
+  return fromMeasurements(
+    {
+      deviceId,
+      ...(typeof body.patientId === 'string' ? { patientId: body.patientId } : {}),
+      manufacturer: 'Example Vendor',
+      model: 'BLE BP cuff',
+      timestamp,
+      measurements,
+    },
+    message,
+    context,
+  );
 }
 
 export default definePlugin({
@@ -121,7 +156,19 @@ export default definePlugin({
   vendor: 'example-vendor',
   translate,
   samples: [
-    { name: 'cuff with clock and pulse', body: { deviceId: 'BLE-BP-0042', patientId: 'MRN-0042', characteristic: '2A35', data: 'BnkATwBdAOoHCxcIHgBAAA==', timeZoneOffsetMinutes: 60 } },
-    { name: 'cuff without clock, no mean pressure', body: { deviceId: 'BLE-BP-0043', patientId: 'MRN-0043', characteristic: '2A35', data: 'BIIAUgD/B0gA' } },
+    {
+      name: 'cuff with clock and pulse',
+      body: {
+        deviceId: 'BLE-BP-0042',
+        patientId: 'MRN-0042',
+        characteristic: '2A35',
+        data: 'BnkATwBdAOoHCxcIHgBAAA==',
+        timeZoneOffsetMinutes: 60,
+      },
+    },
+    {
+      name: 'cuff without clock, no mean pressure',
+      body: { deviceId: 'BLE-BP-0043', patientId: 'MRN-0043', characteristic: '2A35', data: 'BIIAUgD/B0gA' },
+    },
   ],
 });

@@ -13,7 +13,7 @@ import { GatewayError, outcome, issue, unauthorized, unavailable } from '../core
 import type { AuditTrail } from '../audit/store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { CredentialStore, REVOCATION_CHANNEL, type Credential } from './credentials.js';
+import { type CredentialStore, REVOCATION_CHANNEL, type Credential } from './credentials.js';
 import { RateLimiter } from './rate-limit.js';
 import { firstUse, HMAC_HEADERS, openSecret, readRawBody, setParsedBody, signatureMatches } from './hmac.js';
 
@@ -74,7 +74,14 @@ export class ApiKeyAccess extends BaseAccess {
     sub.on('error', () => undefined);
     sub.on('message', (_ch: string, keyId: string) => this.forget(keyId));
     this.subscriber = sub;
-    await sub.subscribe(REVOCATION_CHANNEL).catch((err: Error) => this.log.warn({ error: err.message }, 'revocation channel unavailable; revocations on other instances take effect within CREDENTIAL_CACHE_TTL_MS'));
+    await sub
+      .subscribe(REVOCATION_CHANNEL)
+      .catch((err: Error) =>
+        this.log.warn(
+          { error: err.message },
+          'revocation channel unavailable; revocations on other instances take effect within CREDENTIAL_CACHE_TTL_MS',
+        ),
+      );
   }
 
   async stop(): Promise<void> {
@@ -111,7 +118,8 @@ export class ApiKeyAccess extends BaseAccess {
     const sig = String(req.headers[HMAC_HEADERS.signature] ?? '');
     if (!this.opts.signingKey) return 'signed requests are not enabled (CREDENTIAL_SIGNING_KEY)';
     if (!/^\d{1,12}$/.test(ts)) return `${HMAC_HEADERS.timestamp} must be Unix time in seconds`;
-    if (Math.abs(Date.now() / 1000 - Number(ts)) > this.opts.hmacWindowS) return `the timestamp is outside the allowed window of ${this.opts.hmacWindowS} s`;
+    if (Math.abs(Date.now() / 1000 - Number(ts)) > this.opts.hmacWindowS)
+      return `the timestamp is outside the allowed window of ${this.opts.hmacWindowS} s`;
     const raw = await readRawBody(req, this.opts.maxBodyBytes);
     const found = await this.credentials.signingSecret(keyId);
     const secret = found ? openSecret(found.sealed, this.opts.signingKey) : undefined;
@@ -154,7 +162,11 @@ export class ApiKeyAccess extends BaseAccess {
         if (!p) {
           const reason = token ? 'invalid credential' : 'no credential';
           this.refused(req, 401, reason);
-          return next(unauthorized(token ? 'the credential is not valid (unknown, revoked or expired)' : 'a credential is required: Authorization: Bearer <key>'));
+          return next(
+            unauthorized(
+              token ? 'the credential is not valid (unknown, revoked or expired)' : 'a credential is required: Authorization: Bearer <key>',
+            ),
+          );
         }
         req.principal = p;
       }
@@ -165,7 +177,11 @@ export class ApiKeyAccess extends BaseAccess {
         if (wait > 0) {
           this.metrics.inc('rate_limited_total', { role: req.principal.role });
           const seconds = Math.max(1, Math.ceil(wait / 1000));
-          return next(new GatewayError(429, outcome([issue('throttled', `too many requests for this credential; retry after ${seconds} s`)]), { headers: { 'Retry-After': String(seconds) } }));
+          return next(
+            new GatewayError(429, outcome([issue('throttled', `too many requests for this credential; retry after ${seconds} s`)]), {
+              headers: { 'Retry-After': String(seconds) },
+            }),
+          );
         }
       }
       next();

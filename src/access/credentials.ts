@@ -31,7 +31,12 @@ export async function verifySecret(secret: string, stored: string): Promise<bool
   const [alg, n, r, p, salt, hash] = stored.split('$');
   if (alg !== 'scrypt' || !salt || !hash) return false;
   const expected = Buffer.from(hash, 'base64');
-  const got = await scrypt(secret, Buffer.from(salt, 'base64'), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: SCRYPT.maxmem });
+  const got = await scrypt(secret, Buffer.from(salt, 'base64'), expected.length, {
+    N: Number(n),
+    r: Number(r),
+    p: Number(p),
+    maxmem: SCRYPT.maxmem,
+  });
   return got.length === expected.length && timingSafeEqual(got, expected);
 }
 
@@ -73,7 +78,11 @@ export class CredentialStore {
     const keyId = randomBytes(8).toString('hex');
     const secret = randomBytes(32).toString('base64url');
     const credential: Credential = { ...c, keyId, createdAt: new Date().toISOString() };
-    const stored: Stored = { ...credential, hash: await hashSecret(secret), ...(sealedSigningSecret ? { signing: sealedSigningSecret } : {}) };
+    const stored: Stored = {
+      ...credential,
+      hash: await hashSecret(secret),
+      ...(sealedSigningSecret ? { signing: sealedSigningSecret } : {}),
+    };
     await this.redis.multi().set(recKey(keyId), JSON.stringify(stored)).sadd(ownerKey(c.role, c.owner), keyId).exec();
     return { credential, key: `gw_${keyId}_${secret}` };
   }
@@ -119,14 +128,23 @@ export class CredentialStore {
   }
 
   /** Issues a successor with the same owner; the old key expires after `overlapMs`. */
-  async rotate(keyId: string, overlapMs: number, by: string, sealedSigningSecret?: string): Promise<{ credential: Credential; key: string; previousExpiresAt: string } | undefined> {
+  async rotate(
+    keyId: string,
+    overlapMs: number,
+    by: string,
+    sealedSigningSecret?: string,
+  ): Promise<{ credential: Credential; key: string; previousExpiresAt: string } | undefined> {
     const s = await this.redis.get(recKey(keyId));
     if (!s) return undefined;
     const old = JSON.parse(s) as Stored;
     if (old.expiresAt && Date.parse(old.expiresAt) <= Date.now()) return undefined;
     const next = await this.issue({ role: old.role, owner: old.owner, vendorId: old.vendorId, createdBy: by }, sealedSigningSecret);
     const expiresAt = new Date(Date.now() + overlapMs).toISOString();
-    const updated: Stored = { ...old, expiresAt: old.expiresAt && old.expiresAt < expiresAt ? old.expiresAt : expiresAt, rotatedTo: next.credential.keyId };
+    const updated: Stored = {
+      ...old,
+      expiresAt: old.expiresAt && old.expiresAt < expiresAt ? old.expiresAt : expiresAt,
+      rotatedTo: next.credential.keyId,
+    };
     await this.redis.set(recKey(keyId), JSON.stringify(updated), 'PX', Math.max(1, Date.parse(updated.expiresAt!) - Date.now()) + 60_000);
     if (overlapMs === 0) await this.redis.publish(REVOCATION_CHANNEL, keyId);
     return { ...next, previousExpiresAt: updated.expiresAt! };

@@ -43,7 +43,9 @@ export function stringToSign(timestamp: string, method: string, url: string, bod
 }
 
 export function sign(secret: string, timestamp: string, method: string, url: string, body: Buffer): string {
-  return `v1=${createHmac('sha256', secret).update(stringToSign(timestamp, method, url, body)).digest('hex')}`;
+  return `v1=${createHmac('sha256', secret)
+    .update(stringToSign(timestamp, method, url, body))
+    .digest('hex')}`;
 }
 
 export function signatureMatches(secret: string, presented: string, timestamp: string, method: string, url: string, body: Buffer): boolean {

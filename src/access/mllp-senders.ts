@@ -38,7 +38,11 @@ export class MllpAllowList {
         continue;
       }
       const rule: Rule = this.rules.get(facility) ?? { blocks: new BlockList(), hasAddresses: false, certs: new Set() };
-      for (const raw of e.slice(i + 1).split('|').map((s) => s.trim()).filter(Boolean)) {
+      for (const raw of e
+        .slice(i + 1)
+        .split('|')
+        .map((s) => s.trim())
+        .filter(Boolean)) {
         if (/^cert:/i.test(raw)) {
           const fp = normFingerprint(raw.slice(5));
           if (fp.length !== 64) this.errors.push(`MLLP_ALLOWED_SENDERS: '${raw}' is not a SHA-256 fingerprint (64 hex digits)`);
@@ -74,7 +78,13 @@ export class MllpAllowList {
     const addrOk = !rule.hasAddresses || (family !== 0 && rule.blocks.check(addr, family === 4 ? 'ipv4' : 'ipv6'));
     const certOk = rule.certs.size === 0 || (certFingerprint !== undefined && rule.certs.has(normFingerprint(certFingerprint)));
     if (!addrOk) return { ok: false, reason: `address ${addr || '(none)'} may not send for facility '${facility}'` };
-    if (!certOk) return { ok: false, reason: certFingerprint ? `the client certificate may not send for facility '${facility}'` : `facility '${facility}' must present an allowed TLS client certificate` };
+    if (!certOk)
+      return {
+        ok: false,
+        reason: certFingerprint
+          ? `the client certificate may not send for facility '${facility}'`
+          : `facility '${facility}' must present an allowed TLS client certificate`,
+      };
     return { ok: true, reason: `allowed by the ${name === '*' ? 'default (*)' : `'${facility}'`} entry` };
   }
 }

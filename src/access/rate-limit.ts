@@ -23,7 +23,11 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(cap / rate) + 1000)
 return wait`;
 
 export class RateLimiter {
-  constructor(private readonly redis: Redis, private readonly perMinute: number, private readonly burst: number) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly perMinute: number,
+    private readonly burst: number,
+  ) {}
 
   get enabled(): boolean {
     return this.perMinute > 0;

@@ -7,23 +7,31 @@
  *
  * One object or an array of them. `code` is an MDC reference id (or numeric code) or `{ "system", "code" }` with a
  * LOINC vital-sign code. Units may be UCUM, MDC unit codes or common device spellings; they are normalised to UCUM.
- * Systolic + diastolic (+ mean) of one family in one reading become one blood-pressure panel with components.
+ * Systolic + diastolic (+ mean) of one family in one reading become one blood-pressure panel with components
+ * (the panel rule is fhir/bp-panel.ts, shared with the HL7v2 translation).
  */
 import type { OperationOutcomeIssue } from 'fhir/r4';
 import { issue } from '../core/errors.js';
+import { assembleBpPanel, BpCollector } from '../fhir/bp-panel.js';
 import {
-  BP_COMPONENT_LOINC,
-  bpPanelCode,
   buildDevice,
   buildObservation,
   type DeviceIdentity,
+  type ObservationValue,
   quantity,
   type ResolvedCode,
   resolveCode,
 } from '../fhir/builders.js';
-import { convertExact, LOINC_SYSTEM, toUcum } from '../fhir/terminology.js';
+import { convertExact, toUcum } from '../fhir/terminology.js';
 import type { Observation } from 'fhir/r4';
-import { type DeviceAdapter, type InboundMessage, type PatientIdentity, type Reading, type TranslationContext, TranslationError } from '../core/contract.js';
+import {
+  type DeviceAdapter,
+  type InboundMessage,
+  type PatientIdentity,
+  type Reading,
+  type TranslationContext,
+  TranslationError,
+} from '../core/contract.js';
 import { isRecord, parseTimestamp } from './util.js';
 
 interface Measured {
@@ -63,12 +71,17 @@ function translateReading(r: unknown, where: string, ctx: TranslationContext, is
   const deviceId = typeof r.deviceId === 'string' ? r.deviceId.trim() : '';
   if (!deviceId) issues.push(issue('required', 'deviceId is required (a non-empty string)', at('deviceId')));
   const effective = parseTimestamp(r.timestamp);
-  if (r.timestamp === undefined) issues.push(issue('required', 'timestamp is required (ISO 8601 with a time zone, e.g. 2026-11-23T10:00:00Z)', at('timestamp')));
-  else if (!effective) issues.push(issue('value', `timestamp '${String(r.timestamp)}' is not an ISO 8601 date-time with a time zone`, at('timestamp')));
+  if (r.timestamp === undefined)
+    issues.push(issue('required', 'timestamp is required (ISO 8601 with a time zone, e.g. 2026-11-23T10:00:00Z)', at('timestamp')));
+  else if (!effective)
+    issues.push(issue('value', `timestamp '${String(r.timestamp)}' is not an ISO 8601 date-time with a time zone`, at('timestamp')));
   let patient: PatientIdentity | undefined;
   if (typeof r.patientId === 'string' && r.patientId.trim()) patient = { system: ctx.patientIdentifierSystem, value: r.patientId.trim() };
   else if (isRecord(r.patientId) && typeof r.patientId.value === 'string') {
-    patient = { system: typeof r.patientId.system === 'string' ? r.patientId.system : ctx.patientIdentifierSystem, value: r.patientId.value };
+    patient = {
+      system: typeof r.patientId.system === 'string' ? r.patientId.system : ctx.patientIdentifierSystem,
+      value: r.patientId.value,
+    };
   } else if (r.patientId !== undefined) issues.push(issue('value', 'patientId must be a string or { system, value }', at('patientId')));
   for (const k of ['manufacturer', 'model'] as const) {
     if (r[k] !== undefined && typeof r[k] !== 'string') issues.push(issue('value', `${k} must be a string`, at(k)));
@@ -81,14 +94,25 @@ function translateReading(r: unknown, where: string, ctx: TranslationContext, is
   r.measurements.forEach((m, j) => {
     const mat = (p: string) => at(`measurements[${j}]${p ? '.' + p : ''}`);
     if (!isRecord(m)) return void issues.push(issue('structure', 'a measurement must be an object { code, value, unit }', mat('')));
-    const codeIn = typeof m.code === 'string' ? { code: m.code } : isRecord(m.code) && typeof m.code.code === 'string' ? { system: typeof m.code.system === 'string' ? m.code.system : undefined, code: m.code.code } : undefined;
-    if (!codeIn) return void issues.push(issue('required', 'code is required: an MDC reference id or { "system": "http://loinc.org", "code": ... }', mat('code')));
+    const codeIn =
+      typeof m.code === 'string'
+        ? { code: m.code }
+        : isRecord(m.code) && typeof m.code.code === 'string'
+          ? { system: typeof m.code.system === 'string' ? m.code.system : undefined, code: m.code.code }
+          : undefined;
+    if (!codeIn)
+      return void issues.push(
+        issue('required', 'code is required: an MDC reference id or { "system": "http://loinc.org", "code": ... }', mat('code')),
+      );
     const code = resolveCode(codeIn);
     if (!code) {
       const sys = codeIn.system ? `${codeIn.system}|` : '';
-      return void issues.push(issue('code-invalid', `unknown code '${sys}${codeIn.code}': not an MDC metric or LOINC vital sign the gateway maps`, mat('code')));
+      return void issues.push(
+        issue('code-invalid', `unknown code '${sys}${codeIn.code}': not an MDC metric or LOINC vital sign the gateway maps`, mat('code')),
+      );
     }
-    if (typeof m.value !== 'number' || !Number.isFinite(m.value)) return void issues.push(issue('value', 'value must be a finite number', mat('value')));
+    if (typeof m.value !== 'number' || !Number.isFinite(m.value))
+      return void issues.push(issue('value', 'value must be a finite number', mat('value')));
     if (typeof m.unit !== 'string' || !m.unit.trim()) return void issues.push(issue('required', 'unit is required', mat('unit')));
     const ucum = toUcum(m.unit);
     if (!ucum) return void issues.push(issue('code-invalid', `unknown unit '${m.unit}'`, mat('unit')));
@@ -107,40 +131,33 @@ function translateReading(r: unknown, where: string, ctx: TranslationContext, is
 
   const device: DeviceIdentity = { system: ctx.deviceIdentifierSystem, value: deviceId };
   const observations: Observation[] = [];
-  const panels = new Map<string, Partial<Record<'systolic' | 'diastolic' | 'mean', Measured>>>();
+  const panels = new BpCollector<Measured>();
   for (const m of measured) {
     const bp = m.code.bp;
     if (bp && bp.role !== 'panel') {
       // LOINC-coded components form a LOINC-only panel: the gateway adds no MDC code the device did not send
       // (a LOINC systolic may come from an invasive line; MDC 150020 would claim non-invasive).
-      const family = bp.family;
-      const p = panels.get(family) ?? {};
-      if (p[bp.role]) issues.push(issue('business-rule', `two ${bp.role} values in one reading`, at(`measurements[${m.index}]`)));
-      p[bp.role] = m;
-      panels.set(family, p);
+      if (panels.held(bp.family, bp.role)) {
+        issues.push(issue('business-rule', `two ${bp.role} values in one reading`, at(`measurements[${m.index}]`)));
+      }
+      panels.put(bp.family, bp.family, bp.role, m); // a later value replaces the earlier one (the reading is refused)
       continue;
     }
     if (bp?.role === 'panel') {
-      issues.push(issue('code-invalid', 'send the blood-pressure components (systolic, diastolic, mean), not the panel code', at(`measurements[${m.index}].code`)));
+      const why = 'send the blood-pressure components (systolic, diastolic, mean), not the panel code';
+      issues.push(issue('code-invalid', why, at(`measurements[${m.index}].code`)));
       continue;
     }
-    observations.push(buildObservation({ device, patient, effective, code: m.code, value: { kind: 'quantity', quantity: quantity(m.value, m.ucum, m.unit) } }));
+    observations.push(buildObservation({ device, patient, effective, code: m.code, value: measuredValue(m) }));
   }
-  for (const [family, p] of panels) {
-    if (!p.systolic || !p.diastolic) {
-      const have = (p.systolic ?? p.diastolic ?? p.mean) as Measured;
-      issues.push(issue('business-rule', 'blood pressure needs both systolic and diastolic values in the same reading', at(`measurements[${have.index}]`)));
+  for (const [, group] of panels.groups()) {
+    const panel = assembleBpPanel(group, (m) => ({ code: m.code, value: measuredValue(m) }));
+    if (!panel.complete) {
+      const where = at(`measurements[${panel.present.index}]`);
+      issues.push(issue('business-rule', 'blood pressure needs both systolic and diastolic values in the same reading', where));
       continue;
     }
-    const components = (['systolic', 'diastolic', 'mean'] as const)
-      .filter((role) => p[role])
-      .map((role) => {
-        const m = p[role] as Measured;
-        const loinc = BP_COMPONENT_LOINC[role];
-        const codings = m.code.codings.some((c) => c.system === LOINC_SYSTEM) ? m.code.codings : [{ system: LOINC_SYSTEM, code: loinc.code, display: loinc.display }, ...m.code.codings];
-        return { code: { ...m.code, codings }, value: { kind: 'quantity' as const, quantity: quantity(m.value, m.ucum, m.unit) } };
-      });
-    observations.push(buildObservation({ device, patient, effective, code: bpPanelCode(family), components }));
+    observations.push(buildObservation({ device, patient, effective, code: panel.code, components: panel.components }));
   }
   if (issues.length > before) return undefined;
   const devices = [
@@ -152,4 +169,8 @@ function translateReading(r: unknown, where: string, ctx: TranslationContext, is
     }),
   ];
   return { devices, observations, patient };
+}
+
+function measuredValue(m: Measured): ObservationValue {
+  return { kind: 'quantity', quantity: quantity(m.value, m.ucum, m.unit) };
 }

@@ -23,9 +23,8 @@ import { isPluginAdapter, PLUGIN_API_VERSION, PLUGIN_MARK, type PluginAdapter } 
 
 export { isPluginAdapter } from './sdk.js';
 
-/** Config keys of plugins and the registration API (defined in registration-config.ts, which imports nothing heavy:
- *  config/index.ts can import it without an import cycle). */
-export { PLUGIN_KEYS } from '../registration/config.js';
+/** Config keys of plugins and the registration API (adapters/config.ts). */
+export { PLUGIN_KEYS } from './config.js';
 
 export interface PluginLoadError {
   /** The file, folder or package. */
@@ -55,7 +54,8 @@ function entryModule(full: string): string | undefined {
     const main = (JSON.parse(readFileSync(pkg, 'utf8')) as { main?: string; exports?: unknown }).main;
     if (main) return path.join(full, main);
   }
-  for (const name of ['index.js', 'index.mjs', 'index.ts', 'index.mts']) if (existsSync(path.join(full, name))) return path.join(full, name);
+  for (const name of ['index.js', 'index.mjs', 'index.ts', 'index.mts'])
+    if (existsSync(path.join(full, name))) return path.join(full, name);
   return undefined;
 }
 
@@ -84,7 +84,9 @@ function guarded(a: PluginAdapter, source: string): PluginAdapter {
       if (e instanceof GatewayError) throw e;
       const like = e as { name?: string; outcome?: { issue?: unknown[] } };
       if (like?.name === 'TranslationError' && Array.isArray(like.outcome?.issue)) throw new TranslationError(like.outcome.issue as never);
-      throw new TranslationError([issue('exception', `plugin '${a.id}' could not translate this payload (it threw ${like?.name ?? typeof e})`)]);
+      throw new TranslationError([
+        issue('exception', `plugin '${a.id}' could not translate this payload (it threw ${like?.name ?? typeof e})`),
+      ]);
     }
   };
   return Object.freeze({ ...a, translate, source, [PLUGIN_MARK]: true as const });
@@ -94,18 +96,28 @@ function guarded(a: PluginAdapter, source: string): PluginAdapter {
 export function checkPluginSamples(a: PluginAdapter, context: TranslationContext = DRY_RUN_CONTEXT): string[] {
   const problems: string[] = [];
   // A plugin goes live only after its own samples have shown its codes correct: no samples, no proof.
-  if (!a.samples?.length) problems.push('the plugin has no samples: at least one sample payload is required, and every sample must translate and validate');
+  if (!a.samples?.length)
+    problems.push('the plugin has no samples: at least one sample payload is required, and every sample must translate and validate');
   for (const s of a.samples ?? []) {
     try {
-      const translations = a.translate({ body: s.body, channel: 'sample', receivedAt: DRY_RUN_RECEIVED_AT, attributes: s.attributes }, context);
+      const translations = a.translate(
+        { body: s.body, channel: 'sample', receivedAt: DRY_RUN_RECEIVED_AT, attributes: s.attributes },
+        context,
+      );
       if (!translations.some((t) => t.observations.length || t.devices.length)) problems.push(`sample '${s.name}': yields no resources`);
       translations.forEach((t, ti) => {
         const resources: Resource[] = [...t.devices, ...t.observations, ...(t.patients ?? [])];
-        for (const r of resources) for (const i of validate(r)) problems.push(`sample '${s.name}': translation[${ti}] ${r.resourceType}${i.expression?.[0] ? ` ${i.expression[0]}` : ''}: ${i.diagnostics ?? i.code}`);
+        for (const r of resources)
+          for (const i of validate(r))
+            problems.push(
+              `sample '${s.name}': translation[${ti}] ${r.resourceType}${i.expression?.[0] ? ` ${i.expression[0]}` : ''}: ${i.diagnostics ?? i.code}`,
+            );
       });
     } catch (e) {
       const oe = e as GatewayError;
-      problems.push(`sample '${s.name}': refused: ${oe.outcome ? oe.outcome.issue.map((i) => `${i.expression?.[0] ? i.expression[0] + ' ' : ''}${i.diagnostics ?? i.code}`).join('; ') : String(e)}`);
+      problems.push(
+        `sample '${s.name}': refused: ${oe.outcome ? oe.outcome.issue.map((i) => `${i.expression?.[0] ? i.expression[0] + ' ' : ''}${i.diagnostics ?? i.code}`).join('; ') : String(e)}`,
+      );
     }
   }
   return problems;
@@ -117,7 +129,8 @@ async function importPlugin(specifier: string, source: string, result: PluginLoa
     mod = (await import(specifier)) as Record<string, unknown>;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const hint = err.code === 'ERR_UNKNOWN_FILE_EXTENSION' ? ' (TypeScript plugins load only under tsx: ship plugins as compiled JavaScript)' : '';
+    const hint =
+      err.code === 'ERR_UNKNOWN_FILE_EXTENSION' ? ' (TypeScript plugins load only under tsx: ship plugins as compiled JavaScript)' : '';
     result.errors.push({ source, message: `cannot import: ${err.message}${hint}` });
     return;
   }
@@ -132,7 +145,10 @@ async function importPlugin(specifier: string, source: string, result: PluginLoa
       continue;
     }
     if (Math.floor(a.apiVersion) !== PLUGIN_API_VERSION) {
-      result.errors.push({ source, message: `plugin '${a.id}' is built for plugin API ${a.apiVersion}; this gateway speaks ${PLUGIN_API_VERSION}` });
+      result.errors.push({
+        source,
+        message: `plugin '${a.id}' is built for plugin API ${a.apiVersion}; this gateway speaks ${PLUGIN_API_VERSION}`,
+      });
       continue;
     }
     const adapter = guarded(a, source);
@@ -165,9 +181,14 @@ export async function loadPlugins(sources: PluginSources): Promise<PluginLoadRes
   if (sources.dir) {
     let names: string[] = [];
     try {
-      names = readdirSync(sources.dir).filter((n) => !n.startsWith('.') && !n.startsWith('_')).sort();
+      names = readdirSync(sources.dir)
+        .filter((n) => !n.startsWith('.') && !n.startsWith('_'))
+        .sort();
     } catch (e) {
-      result.errors.push({ source: sources.dir, message: `cannot read the plugins folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+      result.errors.push({
+        source: sources.dir,
+        message: `cannot read the plugins folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      });
     }
     for (const name of names) {
       const full = path.resolve(sources.dir, name);
@@ -200,7 +221,11 @@ export async function loadPlugins(sources: PluginSources): Promise<PluginLoadRes
 export function pluginSources(config: Pick<Config, 'raw' | 'deviceIdentifierSystem' | 'patientIdentifierSystem'>): PluginSources {
   const dir = config.raw.get('PLUGINS_DIR') as string | undefined;
   const packages = (config.raw.get('PLUGIN_PACKAGES') as string[] | undefined) ?? [];
-  return { dir, packages, context: { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem } };
+  return {
+    dir,
+    packages,
+    context: { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem },
+  };
 }
 
 export interface RegistryLike {
@@ -212,7 +237,10 @@ export interface RegistryLike {
  * Loads the configured plugins into a registry (for the CLI: `translate --adapter <plugin id>`, and app/features.ts).
  * A plugin whose id is taken (built-in, hl7v2, an adapter already registered) is refused and reported.
  */
-export async function loadPluginsInto(registry: RegistryLike, config: Pick<Config, 'raw' | 'deviceIdentifierSystem' | 'patientIdentifierSystem'>): Promise<{ ids: string[]; errors: PluginLoadError[] }> {
+export async function loadPluginsInto(
+  registry: RegistryLike,
+  config: Pick<Config, 'raw' | 'deviceIdentifierSystem' | 'patientIdentifierSystem'>,
+): Promise<{ ids: string[]; errors: PluginLoadError[] }> {
   const sources = pluginSources(config);
   if (!sources.dir && !sources.packages?.length) return { ids: [], errors: [] };
   const loaded = await loadPlugins(sources);
@@ -221,7 +249,10 @@ export async function loadPluginsInto(registry: RegistryLike, config: Pick<Confi
   const errors = [...loaded.errors];
   for (const a of loaded.adapters) {
     if (reserved.has(a.id) || registry.get(a.id)) {
-      errors.push({ source: (a as { source?: string }).source ?? a.id, message: `plugin id '${a.id}' is already taken by another adapter; rename the plugin` });
+      errors.push({
+        source: (a as { source?: string }).source ?? a.id,
+        message: `plugin id '${a.id}' is already taken by another adapter; rename the plugin`,
+      });
       continue;
     }
     registry.register(a);

@@ -12,7 +12,15 @@ import type { DeviceAdapter, InboundMessage, Reading, TranslationContext } from 
 import { TranslationError } from '../core/contract.js';
 import { measurementsAdapter } from './measurements.js';
 
-export type { DeviceAdapter, InboundMessage, Reading, Translation, TranslationContext, PatientIdentity, Principal } from '../core/contract.js';
+export type {
+  DeviceAdapter,
+  InboundMessage,
+  Reading,
+  Translation,
+  TranslationContext,
+  PatientIdentity,
+  Principal,
+} from '../core/contract.js';
 export { TranslationError } from '../core/contract.js';
 export {
   buildDevice,
@@ -34,7 +42,17 @@ export {
   type ObservationValue,
   type ResolvedCode,
 } from '../fhir/builders.js';
-export { Category, convertExact, findMdcMetric, LOINC_SYSTEM, LOINC_VITALS, MDC_SYSTEM, toUcum, UCUM_SYSTEM, type MdcMetric } from '../fhir/terminology.js';
+export {
+  Category,
+  convertExact,
+  findMdcMetric,
+  LOINC_SYSTEM,
+  LOINC_VITALS,
+  MDC_SYSTEM,
+  toUcum,
+  UCUM_SYSTEM,
+  type MdcMetric,
+} from '../fhir/terminology.js';
 export { issue, outcome } from '../core/errors.js';
 export { isRecord, parseTimestamp } from './util.js';
 
@@ -75,8 +93,10 @@ const ADAPTER_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 /** Declares a plugin adapter. Throws at import time when the definition is unusable (so loading reports it). */
 export function definePlugin(def: PluginDefinition): PluginAdapter {
   if (!def || typeof def !== 'object') throw new TypeError('definePlugin: a definition object is required');
-  if (typeof def.id !== 'string' || !ADAPTER_ID.test(def.id)) throw new TypeError(`definePlugin: id '${String(def.id)}' must match ${ADAPTER_ID}`);
-  if (typeof def.description !== 'string' || !def.description.trim()) throw new TypeError(`definePlugin(${def.id}): description is required`);
+  if (typeof def.id !== 'string' || !ADAPTER_ID.test(def.id))
+    throw new TypeError(`definePlugin: id '${String(def.id)}' must match ${ADAPTER_ID}`);
+  if (typeof def.description !== 'string' || !def.description.trim())
+    throw new TypeError(`definePlugin(${def.id}): description is required`);
   if (typeof def.translate !== 'function') throw new TypeError(`definePlugin(${def.id}): translate(message, context) is required`);
   const translate = def.translate;
   return Object.freeze({

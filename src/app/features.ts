@@ -31,7 +31,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import type { RefusalStore } from '../pipeline/refusals.js';
 import type { DeliveryQueue } from '../queue/queue.js';
-import { PLUGIN_KEYS } from '../registration/config.js';
+import { PLUGIN_KEYS } from '../adapters/config.js';
 import { createRegistration } from '../registration/service.js';
 
 /** Every key of every feature, in the order --help prints them. */
@@ -162,7 +162,8 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
       }),
     );
     const mqtt = mqttConfig(config.raw);
-    if (mqtt.url) channels.push(mqttChannel({ config: mqtt, ingestor: pipeline, refusals, log, metrics, operatorOnly: requireRole('operator') }));
+    if (mqtt.url)
+      channels.push(mqttChannel({ config: mqtt, ingestor: pipeline, refusals, log, metrics, operatorOnly: requireRole('operator') }));
   } else if (config.raw.get('MQTT_URL')) {
     log.info('MQTT_URL is set but this process does not ingest (role worker): the MQTT channel is off here');
   }

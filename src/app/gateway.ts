@@ -34,7 +34,8 @@ import { initValidation } from '../fhir/validate.js';
 import { buildFeatures, type Features } from './features.js';
 import { readiness, statusRoutes } from './status.js';
 
-export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
+  .version;
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -60,7 +61,11 @@ export class Gateway {
   private stopping?: Promise<void>;
   url = '';
 
-  constructor(readonly config: Config, readonly role: Role = config.role, options: GatewayOptions = {}) {
+  constructor(
+    readonly config: Config,
+    readonly role: Role = config.role,
+    options: GatewayOptions = {},
+  ) {
     this.log = options.logger ?? createLogger(config.logLevel);
     this.registry = new AdapterRegistry();
     for (const a of options.adapters ?? []) this.registry.register(a);
@@ -108,12 +113,20 @@ export class Gateway {
     await queue.bull.isReady();
     const deadLetters = new DeadLetterStore(this.redis);
     // Gauges read Redis: skipped while it is down, so that /metrics answers when it is needed most.
-    const whenReady = <T>(read: () => Promise<T>) => async () => {
-      if (!queue.isReady()) throw new Error('Redis is not reachable');
-      return withTimeout(read(), 1000, 'Redis did not answer');
-    };
-    this.metrics.gauge('queue_waiting', whenReady(async () => (await queue.bull.getJobCounts()).waiting));
-    this.metrics.gauge('dead_letters', whenReady(() => deadLetters.count()));
+    const whenReady =
+      <T>(read: () => Promise<T>) =>
+      async () => {
+        if (!queue.isReady()) throw new Error('Redis is not reachable');
+        return withTimeout(read(), 1000, 'Redis did not answer');
+      };
+    this.metrics.gauge(
+      'queue_waiting',
+      whenReady(async () => (await queue.bull.getJobCounts()).waiting),
+    );
+    this.metrics.gauge(
+      'dead_letters',
+      whenReady(() => deadLetters.count()),
+    );
 
     const ingest = this.role !== 'worker';
     const deliver = this.role !== 'ingest';
@@ -128,7 +141,16 @@ export class Gateway {
     });
     if (moved) log.info({ moved }, 'refusals kept by an earlier version moved to /api/refusals');
 
-    const features = await buildFeatures({ config, redis: this.redis, queue, registry: this.registry, pipeline, refusals, log, metrics: this.metrics });
+    const features = await buildFeatures({
+      config,
+      redis: this.redis,
+      queue,
+      registry: this.registry,
+      pipeline,
+      refusals,
+      log,
+      metrics: this.metrics,
+    });
     this.features = features;
     this.access = features.access;
     const { requireRole } = features;
@@ -137,7 +159,16 @@ export class Gateway {
       readiness: readiness(queue, () => this.ehr, deliver),
       sandbox: this.sandbox?.router,
       routers: [
-        statusRoutes({ config, version: VERSION, registry: this.registry, queue, deadLetters, ehr: () => this.ehr, metrics: this.metrics, operatorOnly: requireRole('operator') }),
+        statusRoutes({
+          config,
+          version: VERSION,
+          registry: this.registry,
+          queue,
+          deadLetters,
+          ehr: () => this.ehr,
+          metrics: this.metrics,
+          operatorOnly: requireRole('operator'),
+        }),
         deadLetterRoutes({ deadLetters, queue, requireRole, log }),
         refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
         ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
@@ -155,26 +186,49 @@ export class Gateway {
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
 
     const fhirBaseUrl = config.fhirBaseUrl ?? `${this.url}/sandbox/fhir`;
-    this.ehr = new EhrClient({ baseUrl: fhirBaseUrl, timeoutMs: config.fhirTimeoutMs, bearerToken: config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined });
+    this.ehr = new EhrClient({
+      baseUrl: fhirBaseUrl,
+      timeoutMs: config.fhirTimeoutMs,
+      bearerToken: config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined,
+    });
     if (deliver) {
-      this.worker = new DeliveryWorker(queue, this.ehr, deadLetters, {
-        concurrency: config.deliveryConcurrency,
-        unknownPatientPolicy: config.unknownPatientPolicy,
-        keyLockWaitMs: config.keyLockWaitMs,
-        fhirTimeoutMs: config.fhirTimeoutMs,
-        retryBaseDelayMs: config.retryBaseDelayMs,
-        retryMaxDelayMs: config.retryMaxDelayMs,
-        batchMax: config.deliveryBatchMax,
-        transactionsInFlight: config.deliveryTransactions,
-      }, log, this.metrics);
+      this.worker = new DeliveryWorker(
+        queue,
+        this.ehr,
+        deadLetters,
+        {
+          concurrency: config.deliveryConcurrency,
+          unknownPatientPolicy: config.unknownPatientPolicy,
+          keyLockWaitMs: config.keyLockWaitMs,
+          fhirTimeoutMs: config.fhirTimeoutMs,
+          retryBaseDelayMs: config.retryBaseDelayMs,
+          retryMaxDelayMs: config.retryMaxDelayMs,
+          batchMax: config.deliveryBatchMax,
+          transactionsInFlight: config.deliveryTransactions,
+        },
+        log,
+        this.metrics,
+      );
       this.worker.start();
     }
     for (const part of features.parts) await part.start();
     if (config.sandbox) {
-      log.warn({ fhirBaseUrl }, 'SANDBOX EHR: delivering to the in-memory sandbox FHIR server (data is lost at restart; not for clinical use). Set FHIR_BASE_URL to deliver to your EHR');
+      log.warn(
+        { fhirBaseUrl },
+        'SANDBOX EHR: delivering to the in-memory sandbox FHIR server (data is lost at restart; not for clinical use). Set FHIR_BASE_URL to deliver to your EHR',
+      );
     }
     if (!config.adminApiKey) log.warn('ADMIN_API_KEY is not set: /api, /ingest and /metrics accept requests without a credential');
-    log.info({ url: this.url, role: this.role, version: VERSION, fhirBaseUrl: withoutCredentials(fhirBaseUrl), unknownPatientPolicy: config.unknownPatientPolicy }, 'gateway started');
+    log.info(
+      {
+        url: this.url,
+        role: this.role,
+        version: VERSION,
+        fhirBaseUrl: withoutCredentials(fhirBaseUrl),
+        unknownPatientPolicy: config.unknownPatientPolicy,
+      },
+      'gateway started',
+    );
   }
 
   /** Warns when Redis can evict keys (jobs would be lost) or keeps nothing on disk. */
@@ -182,12 +236,21 @@ export class Gateway {
     try {
       const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as [string, string];
       if (policy !== 'noeviction') {
-        this.log.warn({ policy }, `REDIS maxmemory-policy is '${policy}', not 'noeviction': under memory pressure Redis may EVICT QUEUED JOBS, losing acknowledged data. Set maxmemory-policy noeviction`);
+        this.log.warn(
+          { policy },
+          `REDIS maxmemory-policy is '${policy}', not 'noeviction': under memory pressure Redis may EVICT QUEUED JOBS, losing acknowledged data. Set maxmemory-policy noeviction`,
+        );
       }
       const [, aof] = (await redis.config('GET', 'appendonly')) as [string, string];
-      if (aof !== 'yes') this.log.warn('Redis has AOF off (appendonly no): a crash of Redis itself loses acknowledged jobs. Enable appendonly yes for the durability guarantee');
+      if (aof !== 'yes')
+        this.log.warn(
+          'Redis has AOF off (appendonly no): a crash of Redis itself loses acknowledged jobs. Enable appendonly yes for the durability guarantee',
+        );
     } catch (err) {
-      this.log.warn({ error: (err as Error).message }, 'could not read the Redis configuration (CONFIG GET refused?); make sure maxmemory-policy is noeviction and AOF is on');
+      this.log.warn(
+        { error: (err as Error).message },
+        'could not read the Redis configuration (CONFIG GET refused?); make sure maxmemory-policy is noeviction and AOF is on',
+      );
     }
   }
 
@@ -202,13 +265,17 @@ export class Gateway {
     const log = this.log;
     const server = this.server;
     const closed = server ? new Promise<void>((res) => server.close(() => res())) : Promise.resolve();
-    for (const part of [...(this.features?.parts ?? [])].reverse()) await part.stop().catch((err: Error) => log.warn({ error: err.message }, 'a part failed to stop'));
+    for (const part of [...(this.features?.parts ?? [])].reverse())
+      await part.stop().catch((err: Error) => log.warn({ error: err.message }, 'a part failed to stop'));
     server?.closeIdleConnections();
     const timeout = new Promise<void>((res) => setTimeout(res, this.config.shutdownTimeoutMs).unref());
-    await Promise.race([(async () => {
-      await this.worker?.stop();
-      await this.queue?.close();
-    })(), timeout]);
+    await Promise.race([
+      (async () => {
+        await this.worker?.stop();
+        await this.queue?.close();
+      })(),
+      timeout,
+    ]);
     server?.closeAllConnections();
     await closed;
     this.redis?.disconnect();

@@ -67,13 +67,29 @@ function classify(kind: AuditKind): { type: Coding; subtype: Coding[]; action: A
     case 'device-decommission':
       return { type: rest, subtype: [interaction('update'), own(kind)], action: 'D' };
     case 'credential-issued':
-      return { type: security, subtype: [{ system: DCM, code: '110137', display: 'User Security Attributes Changed' }, own(kind)], action: 'C' };
+      return {
+        type: security,
+        subtype: [{ system: DCM, code: '110137', display: 'User Security Attributes Changed' }, own(kind)],
+        action: 'C',
+      };
     case 'credential-rotated':
-      return { type: security, subtype: [{ system: DCM, code: '110137', display: 'User Security Attributes Changed' }, own(kind)], action: 'U' };
+      return {
+        type: security,
+        subtype: [{ system: DCM, code: '110137', display: 'User Security Attributes Changed' }, own(kind)],
+        action: 'U',
+      };
     case 'credential-revoked':
-      return { type: security, subtype: [{ system: DCM, code: '110137', display: 'User Security Attributes Changed' }, own(kind)], action: 'D' };
+      return {
+        type: security,
+        subtype: [{ system: DCM, code: '110137', display: 'User Security Attributes Changed' }, own(kind)],
+        action: 'D',
+      };
     case 'access-refused':
-      return { type: { system: DCM, code: '110114', display: 'User Authentication' }, subtype: [{ system: DCM, code: '110122', display: 'Login' }, own(kind)], action: 'E' };
+      return {
+        type: { system: DCM, code: '110114', display: 'User Authentication' },
+        subtype: [{ system: DCM, code: '110122', display: 'Login' }, own(kind)],
+        action: 'E',
+      };
     case 'data-refused':
       return { type: security, subtype: [{ system: DCM, code: '110129', display: 'Access Control' }, own(kind)], action: 'C' };
     default:
@@ -107,7 +123,17 @@ export function buildAuditEvent(input: AuditInput, deviceSystem: string): AuditE
   const p = input.principal;
   const who = p ? `${p.role}:${p.id}` : 'anonymous';
   const entity: AuditEventEntity[] = input.entities.map((e) => {
-    const system = e.system ?? (e.kind === 'Device' ? deviceSystem : e.kind === 'Credential' ? CREDENTIAL_SYSTEM : e.kind === 'Vendor' ? VENDOR_SYSTEM : e.kind === 'Adapter' ? 'urn:iomt-gateway:adapter' : 'urn:iomt-gateway:request');
+    const system =
+      e.system ??
+      (e.kind === 'Device'
+        ? deviceSystem
+        : e.kind === 'Credential'
+          ? CREDENTIAL_SYSTEM
+          : e.kind === 'Vendor'
+            ? VENDOR_SYSTEM
+            : e.kind === 'Adapter'
+              ? 'urn:iomt-gateway:adapter'
+              : 'urn:iomt-gateway:request');
     return {
       what: { identifier: { system, value: e.id }, ...(e.kind === 'Device' ? { type: 'Device' } : {}) },
       type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2', display: 'System Object' },

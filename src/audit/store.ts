@@ -40,7 +40,11 @@ export class AuditTrail {
     const event = buildAuditEvent(input, this.opts.deviceSystem);
     try {
       const score = Date.parse(event.recorded);
-      await this.redis.multi().zadd(KEY, score, JSON.stringify(event)).zremrangebyrank(KEY, 0, -(this.opts.maxEvents + 1)).exec();
+      await this.redis
+        .multi()
+        .zadd(KEY, score, JSON.stringify(event))
+        .zremrangebyrank(KEY, 0, -(this.opts.maxEvents + 1))
+        .exec();
       this.metrics.inc('audit_events_total', { kind: input.kind });
     } catch (err) {
       this.metrics.inc('audit_failures_total', {});
@@ -53,7 +57,10 @@ export class AuditTrail {
       const issues = validateReadings([reading]);
       if (issues.length) {
         this.metrics.inc('audit_forward_failures_total', {});
-        this.log.error({ kind: input.kind, issues: issues.map((i) => i.expression?.[0] ?? i.code) }, 'audit event is not a valid FHIR AuditEvent; kept here, not forwarded');
+        this.log.error(
+          { kind: input.kind, issues: issues.map((i) => i.expression?.[0] ?? i.code) },
+          'audit event is not a valid FHIR AuditEvent; kept here, not forwarded',
+        );
         return event;
       }
       q.enqueue([{ adapterId: 'audit', channel: 'audit', receivedAt: event.recorded, translations: [reading] }]).catch((err: Error) => {
@@ -68,7 +75,14 @@ export class AuditTrail {
     const min = q.since ? Date.parse(q.since) : -Infinity;
     const max = q.until ? Date.parse(q.until) : Infinity;
     const limit = Math.min(Math.max(q.limit ?? 100, 1), 1000);
-    const raw = await this.redis.zrevrangebyscore(KEY, Number.isFinite(max) ? max : '+inf', Number.isFinite(min) ? min : '-inf', 'LIMIT', 0, 20000);
+    const raw = await this.redis.zrevrangebyscore(
+      KEY,
+      Number.isFinite(max) ? max : '+inf',
+      Number.isFinite(min) ? min : '-inf',
+      'LIMIT',
+      0,
+      20000,
+    );
     const out: AuditEvent[] = [];
     for (const s of raw) {
       const e = JSON.parse(s) as AuditEvent;

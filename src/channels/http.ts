@@ -65,7 +65,13 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
   // Replayed as its original sender sent it (same adapter, same credential's rights), through the whole pipeline.
   const replay = async (entry: Refusal): Promise<ReplayResult> => {
     const attributes = { ...entry.attributes, replayOf: entry.id };
-    const message: InboundMessage = { body: entry.body, channel: entry.channel, receivedAt: entry.receivedAt, attributes, principal: entry.principal };
+    const message: InboundMessage = {
+      body: entry.body,
+      channel: entry.channel,
+      receivedAt: entry.receivedAt,
+      attributes,
+      principal: entry.principal,
+    };
     try {
       return { accepted: true, result: 'accepted', detail: accepted(await ingestor.ingest(entry.adapterId ?? '', message)) };
     } catch (err) {

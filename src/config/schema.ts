@@ -60,7 +60,12 @@ export function parseValue(key: ConfigKey, raw: string): { value?: ConfigValue; 
       if (!key.values?.includes(raw)) return { error: `${key.env}: '${raw}' is not one of ${key.values?.join(', ')}` };
       return { value: raw };
     case 'list':
-      return { value: raw.split(',').map((s) => s.trim()).filter(Boolean) };
+      return {
+        value: raw
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
+      };
     default:
       key.type satisfies never;
       return { error: `${key.env}: unknown type` };

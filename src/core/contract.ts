@@ -88,4 +88,3 @@ export interface DeviceAdapter {
    */
   translate(message: InboundMessage, context: TranslationContext): Reading[];
 }
-

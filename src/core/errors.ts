@@ -14,7 +14,12 @@ export function outcome(issues: OperationOutcomeIssue[]): OperationOutcome {
   return { resourceType: 'OperationOutcome', issue: issues };
 }
 
-export function issue(code: IssueCode, diagnostics: string, expression?: string[], severity: IssueSeverity = 'error'): OperationOutcomeIssue {
+export function issue(
+  code: IssueCode,
+  diagnostics: string,
+  expression?: string[],
+  severity: IssueSeverity = 'error',
+): OperationOutcomeIssue {
   const i: OperationOutcomeIssue = { severity, code, diagnostics };
   if (expression?.length) i.expression = expression;
   return i;
@@ -50,8 +55,7 @@ export class GatewayError extends Error {
   }
 }
 
-export const badRequest = (msg: string, expression?: string[]) =>
-  new GatewayError(400, outcome([issue('invalid', msg, expression)]));
+export const badRequest = (msg: string, expression?: string[]) => new GatewayError(400, outcome([issue('invalid', msg, expression)]));
 export const unprocessable = (issues: OperationOutcomeIssue[]) => new GatewayError(422, outcome(issues));
 export const notFound = (msg: string) => new GatewayError(404, outcome([issue('not-found', msg)]));
 export const forbidden = (msg: string) => new GatewayError(403, outcome([issue('forbidden', msg)]));

@@ -1,7 +1,7 @@
 /**
  * Every Redis key the gateway writes, by prefix, in one table: what lives where, so that a Redis operator (sizing,
  * cluster hash tags, a backup policy) and a newcomer find it in one place. Each feature keeps its own key builders
- * next to its code; the table names the prefixes and the import-layer test keeps new prefixes out of other files.
+ * next to its code; a new prefix belongs in this table.
  *
  *   gw:refusals, gw:refusals:e:<id>   refused input of every channel (pipeline/refusals.ts)
  *   gw:refused:*, gw:hl7:rejected*,   the three refusal stores of earlier versions, moved into gw:refusals at start-up

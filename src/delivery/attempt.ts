@@ -151,7 +151,11 @@ export class DeliveryAttempts {
     let release: Release;
     try {
       // Held briefly by another worker process: rather than hold up the whole batch, each reading waits for its own keys.
-      release = await this.locks.acquire(readings.flatMap((r) => lockKeys(r.t)), ttlMs, Math.min(50, this.settings.keyLockWaitMs));
+      release = await this.locks.acquire(
+        readings.flatMap((r) => lockKeys(r.t)),
+        ttlMs,
+        Math.min(50, this.settings.keyLockWaitMs),
+      );
     } catch (err) {
       if (err instanceof LockBusyError) return oneByOne(readings.map((_, k) => k));
       throw err;

@@ -14,7 +14,10 @@ const registryVersion = (d: Device) => d.extension?.find((e) => e.url === REGIST
 const deviceVersionKey = (system = '', value = '') => `gw:dev:fhirver:${system}|${value}`;
 
 export class DeviceVersions {
-  constructor(private readonly redis: Redis, private readonly log: Logger) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly log: Logger,
+  ) {}
 
   /**
    * The reading without the device updates (deviceWriteMode 'update') older than, or as old as, the last version

@@ -61,9 +61,8 @@ export function classify(err: unknown, what: string): EhrError {
   const status = e?.response?.status;
   if (typeof status === 'number') {
     const data = e.response?.data as { resourceType?: string } | undefined;
-    const oo = data?.resourceType === 'OperationOutcome'
-      ? (data as OperationOutcome)
-      : outcome([issue('exception', `EHR answered HTTP ${status}`)]);
+    const oo =
+      data?.resourceType === 'OperationOutcome' ? (data as OperationOutcome) : outcome([issue('exception', `EHR answered HTTP ${status}`)]);
     const retryAfterMs = parseRetryAfter(e.config?.headers?.get?.('retry-after'));
     return new EhrError(`${what}: EHR answered HTTP ${status}`, isRetryableStatus(status), status, oo, retryAfterMs, { cause: err });
   }

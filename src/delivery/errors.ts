@@ -9,7 +9,11 @@ import type { EhrError } from './ehr-client.js';
 
 /** A refusal that no retry can fix: the EHR's permanent refusal ('rejected'), or the unknown-patient policy ('policy'). */
 export class PermanentError extends GatewayError {
-  constructor(message: string, readonly kind: 'rejected' | 'policy', readonly ehr?: EhrError) {
+  constructor(
+    message: string,
+    readonly kind: 'rejected' | 'policy',
+    readonly ehr?: EhrError,
+  ) {
     super(ehr?.status ?? 422, ehr?.outcome ?? outcome([issue('business-rule', message)]), { retryable: false });
     this.message = message;
     this.name = 'PermanentError';
@@ -19,4 +23,3 @@ export class PermanentError extends GatewayError {
 export const isPermanent = (e: Error): boolean => e instanceof GatewayError && !e.retryable;
 
 export const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
-

@@ -39,7 +39,10 @@ export class LockBusyError extends Error {
 }
 
 export class KeyLocks {
-  constructor(private readonly redis: Redis, private readonly prefix = 'gw:lock:') {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix = 'gw:lock:',
+  ) {}
 
   /** Takes every key or none; waits up to `waitMs`, then throws LockBusyError (retryable). */
   async acquire(keys: string[], ttlMs: number, waitMs: number): Promise<Release> {
@@ -52,9 +55,10 @@ export class KeyLocks {
       const ok = await this.redis.eval(ACQUIRE, full.length, ...full, token, String(ttlMs));
       if (ok === 1) {
         return async (holdMs) => {
-          const args = holdMs === undefined
-            ? [RELEASE, full.length, ...full, token]
-            : [HOLD, full.length, ...full, token, String(Math.max(1, Math.round(holdMs)))];
+          const args =
+            holdMs === undefined
+              ? [RELEASE, full.length, ...full, token]
+              : [HOLD, full.length, ...full, token, String(Math.max(1, Math.round(holdMs)))];
           await this.redis.eval(...(args as [string, number, ...string[]])).catch(() => undefined);
         };
       }

@@ -17,7 +17,10 @@ const CACHE_MAX = 10_000;
 export class PatientLookup {
   private readonly cache = new Map<string, { id: string; at: number }>();
 
-  constructor(private readonly ehr: EhrClient, private readonly policy: 'reject' | 'create') {}
+  constructor(
+    private readonly ehr: EhrClient,
+    private readonly policy: 'reject' | 'create',
+  ) {}
 
   async resolve(t: Reading): Promise<PatientTarget> {
     const p = t.patient;

@@ -61,9 +61,11 @@ export class DeliveryWorker {
     const redis = this.queue.redis;
     const devices = new DeviceVersions(redis, this.log);
     const attempts = new DeliveryAttempts(this.ehr, new KeyLocks(redis), this.patients, devices, this.settings, this.log, this.metrics);
-    void this.queue.bull.process(this.settings.concurrency, (job) => this.handle(job, attempts)).catch((err: unknown) => {
-      this.log.error({ err: String(err) }, 'delivery worker stopped');
-    });
+    void this.queue.bull
+      .process(this.settings.concurrency, (job) => this.handle(job, attempts))
+      .catch((err: unknown) => {
+        this.log.error({ err: String(err) }, 'delivery worker stopped');
+      });
     this.queue.bull.on('failed', (job, err) => void this.onFailed(job, err));
     // A job completed with readings given up (dead letters) leaves bull, as a failed one does: see onFailed.
     this.queue.bull.on('completed', (job) => {
@@ -159,7 +161,10 @@ export class DeliveryWorker {
       this.metrics.inc('delivery_jobs_total', { outcome: 'delivered' });
       this.metrics.inc('delivery_observations_total', {}, outcome.observations);
       const { transactionEntries: entries, batchSize: batch } = outcome;
-      this.log.debug({ jobId: job.id, adapter: job.data.adapterId, attempt, readings: readings.length, given, entries, batch }, 'delivered');
+      this.log.debug(
+        { jobId: job.id, adapter: job.data.adapterId, attempt, readings: readings.length, given, entries, batch },
+        'delivered',
+      );
       return outcome;
     } catch (err) {
       const e = asError(err);

@@ -9,26 +9,127 @@ export type UnknownDevicePolicy = (typeof UnknownDevicePolicies)[keyof typeof Un
 const POLICY_VALUES = Object.values(UnknownDevicePolicies);
 
 export const DEVICE_KEYS: readonly ConfigKey[] = [
-  { env: 'UNKNOWN_DEVICE_POLICY', type: 'enum', values: POLICY_VALUES, description: 'Data of a device the registry does not know (default: reject with a real EHR, accept with the sandbox EHR): reject (403), hold (auto-register as registered and keep the data until it is activated) or accept (auto-register as active and deliver)' },
-  { env: 'UNKNOWN_DEVICE_POLICY_HTTP', type: 'enum', values: POLICY_VALUES, description: 'UNKNOWN_DEVICE_POLICY for the HTTP channel (unset: the default policy)' },
-  { env: 'UNKNOWN_DEVICE_POLICY_MLLP', type: 'enum', values: POLICY_VALUES, description: 'UNKNOWN_DEVICE_POLICY for the MLLP (HL7v2) channel (unset: the default policy)' },
-  { env: 'UNKNOWN_DEVICE_POLICY_MQTT', type: 'enum', values: POLICY_VALUES, description: 'UNKNOWN_DEVICE_POLICY for the MQTT channel (unset: the default policy)' },
-  { env: 'UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES', type: 'list', description: 'UNKNOWN_DEVICE_POLICY per MLLP sending facility (MSH-4), e.g. ICU_A=accept,WARD_3=hold; wins over the channel policy' },
-  { env: 'DEVICE_OFFLINE_AFTER_MS', type: 'int', default: '900000', min: 1, description: 'An active device that sent nothing for this long is offline' },
-  { env: 'DEVICE_OFFLINE_AFTER_MS_BY_TYPE', type: 'list', description: 'DEVICE_OFFLINE_AFTER_MS per device type (the registry record\'s type), e.g. pulse-oximeter=60000,weight-scale=172800000' },
-  { env: 'DEVICE_OFFLINE_CHECK_INTERVAL_MS', type: 'int', default: '30000', min: 10, description: 'How often the gateway looks for devices that went offline (metrics, webhook)' },
-  { env: 'DEVICE_WEBHOOK_URL', type: 'url', description: 'POSTed a JSON event on every device state change and offline/online alert (failures are logged, never block)' },
+  {
+    env: 'UNKNOWN_DEVICE_POLICY',
+    type: 'enum',
+    values: POLICY_VALUES,
+    description:
+      'Data of a device the registry does not know (default: reject with a real EHR, accept with the sandbox EHR): reject (403), hold (auto-register as registered and keep the data until it is activated) or accept (auto-register as active and deliver)',
+  },
+  {
+    env: 'UNKNOWN_DEVICE_POLICY_HTTP',
+    type: 'enum',
+    values: POLICY_VALUES,
+    description: 'UNKNOWN_DEVICE_POLICY for the HTTP channel (unset: the default policy)',
+  },
+  {
+    env: 'UNKNOWN_DEVICE_POLICY_MLLP',
+    type: 'enum',
+    values: POLICY_VALUES,
+    description: 'UNKNOWN_DEVICE_POLICY for the MLLP (HL7v2) channel (unset: the default policy)',
+  },
+  {
+    env: 'UNKNOWN_DEVICE_POLICY_MQTT',
+    type: 'enum',
+    values: POLICY_VALUES,
+    description: 'UNKNOWN_DEVICE_POLICY for the MQTT channel (unset: the default policy)',
+  },
+  {
+    env: 'UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES',
+    type: 'list',
+    description: 'UNKNOWN_DEVICE_POLICY per MLLP sending facility (MSH-4), e.g. ICU_A=accept,WARD_3=hold; wins over the channel policy',
+  },
+  {
+    env: 'DEVICE_OFFLINE_AFTER_MS',
+    type: 'int',
+    default: '900000',
+    min: 1,
+    description: 'An active device that sent nothing for this long is offline',
+  },
+  {
+    env: 'DEVICE_OFFLINE_AFTER_MS_BY_TYPE',
+    type: 'list',
+    description: "DEVICE_OFFLINE_AFTER_MS per device type (the registry record's type), e.g. pulse-oximeter=60000,weight-scale=172800000",
+  },
+  {
+    env: 'DEVICE_OFFLINE_CHECK_INTERVAL_MS',
+    type: 'int',
+    default: '30000',
+    min: 10,
+    description: 'How often the gateway looks for devices that went offline (metrics, webhook)',
+  },
+  {
+    env: 'DEVICE_WEBHOOK_URL',
+    type: 'url',
+    description: 'POSTed a JSON event on every device state change and offline/online alert (failures are logged, never block)',
+  },
   { env: 'DEVICE_WEBHOOK_TIMEOUT_MS', type: 'int', default: '5000', min: 10, description: 'Timeout of one webhook POST' },
-  { env: 'DEVICE_HELD_MAX', type: 'int', default: '1000', min: 1, description: 'Readings held per unknown device (UNKNOWN_DEVICE_POLICY=hold); above it, new data is refused (429)' },
-  { env: 'CREDENTIAL_CACHE_TTL_MS', type: 'int', default: '30000', min: 0, description: 'How long a verified API key is trusted from memory (scrypt is not paid per request). A revocation made on another instance is seen within this time at worst (usually at once, via Redis pub/sub)' },
-  { env: 'CREDENTIAL_ROTATION_OVERLAP_MS', type: 'int', default: '86400000', min: 0, description: 'After a key is rotated, the old key stays valid this long' },
-  { env: 'CREDENTIAL_SIGNING_KEY', type: 'string', secret: true, description: 'Master key (32+ characters) that encrypts the HMAC signing secrets issued with vendor keys. Unset: no signing secrets, HMAC-signed requests are refused' },
-  { env: 'HMAC_WINDOW_S', type: 'int', default: '300', min: 1, max: 3600, description: 'HMAC-signed requests: the largest allowed difference between X-Gateway-Timestamp and the gateway clock; signatures are remembered twice as long to refuse replays' },
-  { env: 'RATE_LIMIT_PER_MINUTE', type: 'int', default: '1200', min: 0, description: 'Requests per minute per credential (token bucket in Redis, shared by every instance); 0 = no limit' },
-  { env: 'RATE_LIMIT_BURST', type: 'int', default: '120', min: 1, description: 'Token bucket size: requests a credential may send at once above its steady rate' },
-  { env: 'MLLP_ALLOWED_SENDERS', type: 'list', description: 'MLLP senders per sending facility (MSH-4): FACILITY=entry|entry,... where an entry is an IP address, a CIDR block (10.1.0.0/16) or cert:<SHA-256 fingerprint of the TLS client certificate>; facility * applies to any facility. Unset: any sender' },
+  {
+    env: 'DEVICE_HELD_MAX',
+    type: 'int',
+    default: '1000',
+    min: 1,
+    description: 'Readings held per unknown device (UNKNOWN_DEVICE_POLICY=hold); above it, new data is refused (429)',
+  },
+  {
+    env: 'CREDENTIAL_CACHE_TTL_MS',
+    type: 'int',
+    default: '30000',
+    min: 0,
+    description:
+      'How long a verified API key is trusted from memory (scrypt is not paid per request). A revocation made on another instance is seen within this time at worst (usually at once, via Redis pub/sub)',
+  },
+  {
+    env: 'CREDENTIAL_ROTATION_OVERLAP_MS',
+    type: 'int',
+    default: '86400000',
+    min: 0,
+    description: 'After a key is rotated, the old key stays valid this long',
+  },
+  {
+    env: 'CREDENTIAL_SIGNING_KEY',
+    type: 'string',
+    secret: true,
+    description:
+      'Master key (32+ characters) that encrypts the HMAC signing secrets issued with vendor keys. Unset: no signing secrets, HMAC-signed requests are refused',
+  },
+  {
+    env: 'HMAC_WINDOW_S',
+    type: 'int',
+    default: '300',
+    min: 1,
+    max: 3600,
+    description:
+      'HMAC-signed requests: the largest allowed difference between X-Gateway-Timestamp and the gateway clock; signatures are remembered twice as long to refuse replays',
+  },
+  {
+    env: 'RATE_LIMIT_PER_MINUTE',
+    type: 'int',
+    default: '1200',
+    min: 0,
+    description: 'Requests per minute per credential (token bucket in Redis, shared by every instance); 0 = no limit',
+  },
+  {
+    env: 'RATE_LIMIT_BURST',
+    type: 'int',
+    default: '120',
+    min: 1,
+    description: 'Token bucket size: requests a credential may send at once above its steady rate',
+  },
+  {
+    env: 'MLLP_ALLOWED_SENDERS',
+    type: 'list',
+    description:
+      'MLLP senders per sending facility (MSH-4): FACILITY=entry|entry,... where an entry is an IP address, a CIDR block (10.1.0.0/16) or cert:<SHA-256 fingerprint of the TLS client certificate>; facility * applies to any facility. Unset: any sender',
+  },
   { env: 'AUDIT_FORWARD', type: 'bool', default: 'false', description: 'Also send every AuditEvent to the EHR through the delivery queue' },
-  { env: 'AUDIT_MAX_EVENTS', type: 'int', default: '100000', min: 100, description: 'AuditEvents kept in Redis (oldest dropped first; forward them with AUDIT_FORWARD for long-term retention)' },
+  {
+    env: 'AUDIT_MAX_EVENTS',
+    type: 'int',
+    default: '100000',
+    min: 100,
+    description: 'AuditEvents kept in Redis (oldest dropped first; forward them with AUDIT_FORWARD for long-term retention)',
+  },
 ];
 
 export interface DeviceConfig {
@@ -69,10 +170,13 @@ export function parseMap<T>(entries: string[], env: string, value: (v: string) =
 }
 
 /** Reads the device keys from the loaded configuration (`config.raw`). Throws a ConfigError with every error at once. */
-export function readDeviceConfig(raw: ReadonlyMap<string, ConfigValue>, core: { adminApiKey?: string; deviceIdentifierSystem: string; patientIdentifierSystem: string; sandbox?: boolean }): DeviceConfig {
+export function readDeviceConfig(
+  raw: ReadonlyMap<string, ConfigValue>,
+  core: { adminApiKey?: string; deviceIdentifierSystem: string; patientIdentifierSystem: string; sandbox?: boolean },
+): DeviceConfig {
   const errors: string[] = [];
   const v = (k: string) => raw.get(k);
-  const policy = (s: string) => (POLICY_VALUES as readonly string[]).includes(s) ? (s as UnknownDevicePolicy) : undefined;
+  const policy = (s: string) => ((POLICY_VALUES as readonly string[]).includes(s) ? (s as UnknownDevicePolicy) : undefined);
   const ms = (s: string) => (/^\d+$/.test(s) && Number(s) > 0 ? Number(s) : undefined);
   const channelPolicy: DeviceConfig['channelPolicy'] = {};
   for (const ch of ['http', 'mllp', 'mqtt']) {
@@ -82,9 +186,19 @@ export function readDeviceConfig(raw: ReadonlyMap<string, ConfigValue>, core: { 
   const cfg: DeviceConfig = {
     unknownDevicePolicy: (v('UNKNOWN_DEVICE_POLICY') as UnknownDevicePolicy | undefined) ?? (core.sandbox ? 'accept' : 'reject'),
     channelPolicy,
-    facilityPolicy: parseMap((v('UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES') as string[] | undefined) ?? [], 'UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES', policy, errors),
+    facilityPolicy: parseMap(
+      (v('UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES') as string[] | undefined) ?? [],
+      'UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES',
+      policy,
+      errors,
+    ),
     offlineAfterMs: v('DEVICE_OFFLINE_AFTER_MS') as number,
-    offlineAfterMsByType: parseMap((v('DEVICE_OFFLINE_AFTER_MS_BY_TYPE') as string[] | undefined) ?? [], 'DEVICE_OFFLINE_AFTER_MS_BY_TYPE', ms, errors),
+    offlineAfterMsByType: parseMap(
+      (v('DEVICE_OFFLINE_AFTER_MS_BY_TYPE') as string[] | undefined) ?? [],
+      'DEVICE_OFFLINE_AFTER_MS_BY_TYPE',
+      ms,
+      errors,
+    ),
     offlineCheckIntervalMs: v('DEVICE_OFFLINE_CHECK_INTERVAL_MS') as number,
     webhookUrl: v('DEVICE_WEBHOOK_URL') as string | undefined,
     webhookTimeoutMs: v('DEVICE_WEBHOOK_TIMEOUT_MS') as number,

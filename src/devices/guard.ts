@@ -39,7 +39,11 @@ interface Decided {
 const SYSTEM: Principal = { role: 'admin', id: 'gateway', keyId: 'system' };
 
 export class DeviceGuard implements IngestGuard {
-  constructor(private readonly svc: DeviceService, private readonly log: Logger, private readonly metrics: Metrics) {}
+  constructor(
+    private readonly svc: DeviceService,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
 
   policyFor(message: InboundMessage): UnknownDevicePolicy {
     const c = this.svc.config;
@@ -62,7 +66,15 @@ export class DeviceGuard implements IngestGuard {
       description: reason,
       entities: deviceId ? [{ kind: 'Device', id: deviceId }] : [{ kind: 'Request', id: `ingest ${message.channel}` }],
     });
-    this.log.info({ deviceId, channel: message.channel, principal: message.principal ? `${message.principal.role}:${message.principal.id}` : undefined, reason }, 'device data refused');
+    this.log.info(
+      {
+        deviceId,
+        channel: message.channel,
+        principal: message.principal ? `${message.principal.role}:${message.principal.id}` : undefined,
+        reason,
+      },
+      'device data refused',
+    );
     throw forbidden(reason);
   }
 
@@ -70,7 +82,8 @@ export class DeviceGuard implements IngestGuard {
     const p = message.principal;
     if (p?.role === 'vendor') {
       const vendor = await this.svc.getVendor(p.vendorId ?? p.id);
-      if (vendor?.adapters.length && !vendor.adapters.includes(adapterId)) await this.refuse(undefined, message, `vendor '${vendor.id}' may not send to adapter '${adapterId}'`, false);
+      if (vendor?.adapters.length && !vendor.adapters.includes(adapterId))
+        await this.refuse(undefined, message, `vendor '${vendor.id}' may not send to adapter '${adapterId}'`, false);
     }
     // Decide every reading (refusing the whole message on the first refusal); write nothing.
     const decided: Decided[] = [];
@@ -80,14 +93,21 @@ export class DeviceGuard implements IngestGuard {
     for (const t of readings) {
       const id = t.devices[0]?.identifier?.[0]?.value;
       if (!id) {
-        if (p?.role === 'device') await this.refuse(undefined, message, 'a device credential may only send readings of its own device (the reading names no device)', false);
+        if (p?.role === 'device')
+          await this.refuse(
+            undefined,
+            message,
+            'a device credential may only send readings of its own device (the reading names no device)',
+            false,
+          );
         decided.push({ t });
         continue;
       }
       const denial = p ? this.principalDenial(p, id) : undefined;
       if (denial) await this.refuse(id, message, denial, false);
       const record = records.get(id);
-      if (record && p?.role === 'vendor' && record.vendor !== p.vendorId) await this.refuse(id, message, `device '${id}' is not a device of vendor '${p.vendorId}'`, true);
+      if (record && p?.role === 'vendor' && record.vendor !== p.vendorId)
+        await this.refuse(id, message, `device '${id}' is not a device of vendor '${p.vendorId}'`, true);
       if (!record) {
         switch (policy) {
           case 'reject':
@@ -135,9 +155,22 @@ export class DeviceGuard implements IngestGuard {
     const admitted: Reading[] = [];
     for (const d of decided) {
       if (d.hold && d.id) {
-        const ok = await this.svc.registry.hold(d.id, { adapterId, channel: message.channel, receivedAt: message.receivedAt, translations: [d.t] }, this.svc.config.heldMax);
+        const ok = await this.svc.registry.hold(
+          d.id,
+          { adapterId, channel: message.channel, receivedAt: message.receivedAt, translations: [d.t] },
+          this.svc.config.heldMax,
+        );
         if (!ok) {
-          throw new GatewayError(429, outcome([issue('throttled', `device '${d.id}' has ${this.svc.config.heldMax} readings held for review already: activate it (or decommission it) before it sends more`)]), { headers: { 'Retry-After': '3600' } });
+          throw new GatewayError(
+            429,
+            outcome([
+              issue(
+                'throttled',
+                `device '${d.id}' has ${this.svc.config.heldMax} readings held for review already: activate it (or decommission it) before it sends more`,
+              ),
+            ]),
+            { headers: { 'Retry-After': '3600' } },
+          );
         }
         this.metrics.inc('device_held_readings_total', { channel: message.channel });
         await this.afterHold(d.id, message);

@@ -51,7 +51,13 @@ export interface DeviceManagement {
 
 export function createDeviceManagement(deps: DeviceManagementDeps): DeviceManagement {
   const { redis, queue, log, metrics, adapters, config } = deps;
-  const audit = new AuditTrail(redis, { deviceSystem: config.deviceIdentifierSystem, maxEvents: config.auditMaxEvents, forward: config.auditForward }, queue, log, metrics);
+  const audit = new AuditTrail(
+    redis,
+    { deviceSystem: config.deviceIdentifierSystem, maxEvents: config.auditMaxEvents, forward: config.auditForward },
+    queue,
+    log,
+    metrics,
+  );
   const credentials = new CredentialStore(redis);
   const access = new ApiKeyAccess(
     credentials,

@@ -58,7 +58,10 @@ export class DeviceKeys {
       kind: 'credential-issued',
       principal: actor.principal,
       address: actor.address,
-      entities: [{ kind: 'Device', id: r.id }, { kind: 'Credential', id: issued.credential.keyId }],
+      entities: [
+        { kind: 'Device', id: r.id },
+        { kind: 'Credential', id: issued.credential.keyId },
+      ],
     });
     return issued;
   }
@@ -135,7 +138,10 @@ export class DeviceKeys {
       kind: 'credential-rotated',
       principal: actor.principal,
       address: actor.address,
-      entities: [{ kind: 'Credential', id: keyId }, { kind: 'Credential', id: r.credential.keyId }],
+      entities: [
+        { kind: 'Credential', id: keyId },
+        { kind: 'Credential', id: r.credential.keyId },
+      ],
       description: `old key valid until ${r.previousExpiresAt}`,
     });
     return {

@@ -15,7 +15,13 @@ export class OfflineMonitor {
   private running?: Promise<void>;
   readonly counts: Record<DeviceState | 'offline', number> = { registered: 0, active: 0, suspended: 0, decommissioned: 0, offline: 0 };
 
-  constructor(private readonly svc: DeviceService, private readonly notifier: Notifier, private readonly intervalMs: number, private readonly log: Logger, metrics: Metrics) {
+  constructor(
+    private readonly svc: DeviceService,
+    private readonly notifier: Notifier,
+    private readonly intervalMs: number,
+    private readonly log: Logger,
+    metrics: Metrics,
+  ) {
     for (const s of DEVICE_STATES) metrics.gauge(`devices{state="${s}"}`, () => this.counts[s]);
     metrics.gauge('devices_offline', () => this.counts.offline);
   }
@@ -53,7 +59,13 @@ export class OfflineMonitor {
         const silence = t?.lastSeen ?? `never:${r.stateChangedAt}`;
         if (await this.svc.registry.claimOfflineAlert(r.id, silence)) {
           this.log.info({ deviceId: r.id, type: r.type, lastSeen: t?.lastSeen }, 'device offline');
-          this.notifier.send({ event: 'device.offline', deviceId: r.id, at: new Date(now).toISOString(), type: r.type, lastSeen: t?.lastSeen });
+          this.notifier.send({
+            event: 'device.offline',
+            deviceId: r.id,
+            at: new Date(now).toISOString(),
+            type: r.type,
+            lastSeen: t?.lastSeen,
+          });
         }
       }
       Object.assign(this.counts, counts);

@@ -19,14 +19,24 @@ export interface DeviceEvent {
 
 export class Notifier {
   private readonly inflight = new Set<Promise<void>>();
-  constructor(private readonly url: string | undefined, private readonly timeoutMs: number, private readonly log: Logger, private readonly metrics: Metrics) {}
+  constructor(
+    private readonly url: string | undefined,
+    private readonly timeoutMs: number,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
 
   send(e: DeviceEvent): void {
     if (!this.url) return;
     const url = this.url;
     const p = (async () => {
       try {
-        const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(e), signal: AbortSignal.timeout(this.timeoutMs) });
+        const r = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(e),
+          signal: AbortSignal.timeout(this.timeoutMs),
+        });
         await r.arrayBuffer().catch(() => undefined);
         if (!r.ok) throw new Error(`HTTP ${r.status}`);
         this.metrics.inc('device_webhook_total', { outcome: 'sent' });

@@ -82,7 +82,10 @@ export class DeviceRegistry {
    * Read-modify-write with compare-and-set, retried on conflict. `change` returns the new record, or throws to refuse
    * (e.g. an illegal transition seen against the current state).
    */
-  async update(id: string, change: (current: DeviceRecord) => DeviceRecord | Promise<DeviceRecord>): Promise<{ before: DeviceRecord; after: DeviceRecord } | undefined> {
+  async update(
+    id: string,
+    change: (current: DeviceRecord) => DeviceRecord | Promise<DeviceRecord>,
+  ): Promise<{ before: DeviceRecord; after: DeviceRecord } | undefined> {
     for (let attempt = 0; attempt < 20; attempt++) {
       const s = await this.redis.get(rec(id));
       if (!s) return undefined;
@@ -139,7 +142,11 @@ export class DeviceRegistry {
   }
 
   /** `seen` for every device of a message in one round trip; `readings` counts the device's readings in it. */
-  async seenMany(devices: { id: string; readings: number; telemetry: { battery?: number; signal?: number } }[], at: string, channel: string): Promise<void> {
+  async seenMany(
+    devices: { id: string; readings: number; telemetry: { battery?: number; signal?: number } }[],
+    at: string,
+    channel: string,
+  ): Promise<void> {
     if (!devices.length) return;
     const p = this.redis.pipeline();
     for (const d of devices) {
@@ -159,8 +166,13 @@ export class DeviceRegistry {
 
   /** Marks the offline alert of a silence (keyed by its last-seen time) as sent; true only for the first caller. */
   async claimOfflineAlert(id: string, lastSeen: string): Promise<boolean> {
-    const r = await this.redis.eval(`if redis.call('HGET', KEYS[1], 'offlineAlertFor') == ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`, 1, tel(id), lastSeen);
+    const r = await this.redis.eval(
+      `if redis.call('HGET', KEYS[1], 'offlineAlertFor') == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`,
+      1,
+      tel(id),
+      lastSeen,
+    );
     return r === 1;
   }
 
@@ -207,7 +219,14 @@ redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`, 1, tel(id), l
     for (;;) {
       const s = await this.redis.get(cfg(id));
       const prev = s ? (JSON.parse(s) as DeviceConfigDoc) : undefined;
-      const doc: DeviceConfigDoc = { version: (prev?.version ?? 0) + 1, settings, updatedAt: new Date().toISOString(), updatedBy: by, lastFetchedAt: prev?.lastFetchedAt, lastFetchedBy: prev?.lastFetchedBy };
+      const doc: DeviceConfigDoc = {
+        version: (prev?.version ?? 0) + 1,
+        settings,
+        updatedAt: new Date().toISOString(),
+        updatedBy: by,
+        lastFetchedAt: prev?.lastFetchedAt,
+        lastFetchedBy: prev?.lastFetchedBy,
+      };
       if ((await this.redis.eval(CAS, 1, cfg(id), s ?? '', JSON.stringify(doc))) === 1) return doc;
     }
   }

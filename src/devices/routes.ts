@@ -59,11 +59,17 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
   const routes: RouteSpec[] = [
     // ---- devices ---------------------------------------------------------------------------------------------------
     {
-      method: 'post', path: '/api/devices', roles: ['vendor'], body: 'json',
+      method: 'post',
+      path: '/api/devices',
+      roles: ['vendor'],
+      body: 'json',
       handler: async (req, a) => ({ status: 201, body: svc.view(await svc.register(req.body, a), undefined, a.principal) }),
     },
     {
-      method: 'post', path: '/api/devices/bulk', roles: ['vendor'], body: 'json-or-csv',
+      method: 'post',
+      path: '/api/devices/bulk',
+      roles: ['vendor'],
+      body: 'json-or-csv',
       handler: async (req, a) => {
         let rows: unknown[];
         if (Buffer.isBuffer(req.body)) req.body = req.body.toString('utf8');
@@ -86,11 +92,15 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       },
     },
     {
-      method: 'get', path: '/api/devices', roles: ['operator', 'vendor'],
+      method: 'get',
+      path: '/api/devices',
+      roles: ['operator', 'vendor'],
       handler: async (req, a) => ({ body: await svc.list(req.query as Record<string, unknown>, a.principal) }),
     },
     {
-      method: 'get', path: '/api/devices/me/config', roles: ['device'],
+      method: 'get',
+      path: '/api/devices/me/config',
+      roles: ['device'],
       handler: async (_req, a) => {
         if (a.principal.role !== 'device') throw forbidden('only a device credential has a "me"');
         const r = await svc.mustGet(a.principal.id, a.principal);
@@ -100,43 +110,56 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       },
     },
     {
-      method: 'get', path: '/api/devices/:id', roles: ['operator', 'vendor'],
+      method: 'get',
+      path: '/api/devices/:id',
+      roles: ['operator', 'vendor'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
         const tel = await svc.registry.telemetry([r.id]);
         return { body: { ...svc.view(r, tel.get(r.id), a.principal), heldReadings: await svc.registry.heldCount(r.id) } };
       },
     },
-    ...DEVICE_ACTIONS.map((action): RouteSpec => ({
-      method: 'post', path: `/api/devices/:id/${action}`, roles: ['operator', 'vendor'],
-      handler: async (req, a) => {
-        const res = await svc.transition(param(req, 'id'), action as DeviceAction, a);
-        return {
-          body: {
-            ...svc.view(res.record, undefined, a.principal),
-            fhirJobId: res.jobId ?? null,
-            ...(res.released !== undefined ? { releasedReadings: res.released } : {}),
-            ...(res.report ? { decommissionReport: res.report } : {}),
-          },
-        };
-      },
-    })),
+    ...DEVICE_ACTIONS.map(
+      (action): RouteSpec => ({
+        method: 'post',
+        path: `/api/devices/:id/${action}`,
+        roles: ['operator', 'vendor'],
+        handler: async (req, a) => {
+          const res = await svc.transition(param(req, 'id'), action as DeviceAction, a);
+          return {
+            body: {
+              ...svc.view(res.record, undefined, a.principal),
+              fhirJobId: res.jobId ?? null,
+              ...(res.released !== undefined ? { releasedReadings: res.released } : {}),
+              ...(res.report ? { decommissionReport: res.report } : {}),
+            },
+          };
+        },
+      }),
+    ),
     {
-      method: 'put', path: '/api/devices/:id/assignment', roles: ['operator'], body: 'json',
+      method: 'put',
+      path: '/api/devices/:id/assignment',
+      roles: ['operator'],
+      body: 'json',
       handler: async (req, a) => {
         const r = await svc.assign(param(req, 'id'), (req.body ?? {}) as Record<string, unknown>, a);
         return { body: { ...r.record, fhirJobId: r.jobId ?? null } };
       },
     },
     {
-      method: 'delete', path: '/api/devices/:id/assignment', roles: ['operator'],
+      method: 'delete',
+      path: '/api/devices/:id/assignment',
+      roles: ['operator'],
       handler: async (req, a) => {
         const r = await svc.assign(param(req, 'id'), null, a);
         return { body: { ...r.record, fhirJobId: r.jobId ?? null } };
       },
     },
     {
-      method: 'get', path: '/api/devices/:id/held', roles: ['operator'],
+      method: 'get',
+      path: '/api/devices/:id/held',
+      roles: ['operator'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
         const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
@@ -146,7 +169,9 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       },
     },
     {
-      method: 'get', path: '/api/devices/:id/decommission-report', roles: ['operator', 'vendor'],
+      method: 'get',
+      path: '/api/devices/:id/decommission-report',
+      roles: ['operator', 'vendor'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
         const rep = await svc.registry.getReport(r.id);
@@ -156,7 +181,9 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
     },
     // ---- device credentials ------------------------------------------------------------------------------------------
     {
-      method: 'post', path: '/api/devices/:id/credentials', roles: ['vendor'],
+      method: 'post',
+      path: '/api/devices/:id/credentials',
+      roles: ['vendor'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
         const { credential, key } = await keys.issueDeviceKey(r, a);
@@ -165,21 +192,27 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       },
     },
     {
-      method: 'get', path: '/api/devices/:id/credentials', roles: ['operator', 'vendor'],
+      method: 'get',
+      path: '/api/devices/:id/credentials',
+      roles: ['operator', 'vendor'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
         return { body: await keys.list('device', r.id) };
       },
     },
     {
-      method: 'post', path: '/api/devices/:id/credentials/:keyId/rotate', roles: ['vendor'],
+      method: 'post',
+      path: '/api/devices/:id/credentials/:keyId/rotate',
+      roles: ['vendor'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
         return { status: 201, body: await keys.rotateKey(param(req, 'keyId'), 'device', r.id, a) };
       },
     },
     {
-      method: 'delete', path: '/api/devices/:id/credentials/:keyId', roles: ['vendor'],
+      method: 'delete',
+      path: '/api/devices/:id/credentials/:keyId',
+      roles: ['vendor'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
         await keys.revokeKey(param(req, 'keyId'), 'device', r.id, a);
@@ -188,11 +221,16 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
     },
     // ---- device configuration ----------------------------------------------------------------------------------------
     {
-      method: 'put', path: '/api/devices/:id/config', roles: ['operator', 'vendor'], body: 'json',
+      method: 'put',
+      path: '/api/devices/:id/config',
+      roles: ['operator', 'vendor'],
+      body: 'json',
       handler: async (req, a) => ({ body: await svc.setConfig(param(req, 'id'), req.body, a) }),
     },
     {
-      method: 'get', path: '/api/devices/:id/config', roles: ['operator', 'vendor'],
+      method: 'get',
+      path: '/api/devices/:id/config',
+      roles: ['operator', 'vendor'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
         const doc = await svc.registry.getConfig(r.id);
@@ -202,15 +240,22 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
     },
     // ---- vendors -----------------------------------------------------------------------------------------------------
     {
-      method: 'post', path: '/api/vendors', roles: [], body: 'json',
+      method: 'post',
+      path: '/api/vendors',
+      roles: [],
+      body: 'json',
       handler: async (req, a) => ({ status: 201, body: await vendors.registerVendor(req.body, a) }),
     },
     {
-      method: 'get', path: '/api/vendors', roles: ['operator'],
+      method: 'get',
+      path: '/api/vendors',
+      roles: ['operator'],
       handler: async () => ({ body: await vendors.listVendors() }),
     },
     {
-      method: 'post', path: '/api/vendors/:id/credentials', roles: [],
+      method: 'post',
+      path: '/api/vendors/:id/credentials',
+      roles: [],
       handler: async (req, a) => {
         const { credential, key, signingSecret } = await keys.issueKey('vendor', param(req, 'id'), a);
         return {
@@ -220,7 +265,9 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       },
     },
     {
-      method: 'post', path: '/api/vendors/:id/credentials/:keyId/rotate', roles: ['vendor'],
+      method: 'post',
+      path: '/api/vendors/:id/credentials/:keyId/rotate',
+      roles: ['vendor'],
       handler: async (req, a) => {
         if (a.principal.role === 'vendor' && a.principal.vendorId !== param(req, 'id')) {
           throw forbidden('a vendor may rotate its own keys only');
@@ -229,7 +276,9 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       },
     },
     {
-      method: 'delete', path: '/api/vendors/:id/credentials/:keyId', roles: [],
+      method: 'delete',
+      path: '/api/vendors/:id/credentials/:keyId',
+      roles: [],
       handler: async (req, a) => {
         await keys.revokeKey(param(req, 'keyId'), 'vendor', param(req, 'id'), a);
         return { status: 204 };
@@ -237,7 +286,10 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
     },
     // ---- operators' keys ---------------------------------------------------------------------------------------------
     {
-      method: 'post', path: '/api/operators/credentials', roles: [], body: 'json',
+      method: 'post',
+      path: '/api/operators/credentials',
+      roles: [],
+      body: 'json',
       handler: async (req, a) => {
         const label = (req.body as { name?: unknown } | undefined)?.name;
         const owner = typeof label === 'string' && /^[A-Za-z0-9._@-]{1,64}$/.test(label) ? label : 'operator';
@@ -246,14 +298,18 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       },
     },
     {
-      method: 'post', path: '/api/operators/credentials/:keyId/rotate', roles: [],
+      method: 'post',
+      path: '/api/operators/credentials/:keyId/rotate',
+      roles: [],
       handler: async (req, a) => {
         const c = await keys.operatorCredential(param(req, 'keyId'));
         return { status: 201, body: await keys.rotateKey(c.keyId, 'operator', c.owner, a) };
       },
     },
     {
-      method: 'delete', path: '/api/operators/credentials/:keyId', roles: [],
+      method: 'delete',
+      path: '/api/operators/credentials/:keyId',
+      roles: [],
       handler: async (req, a) => {
         const c = await keys.operatorCredential(param(req, 'keyId'));
         await keys.revokeKey(c.keyId, 'operator', c.owner, a);
@@ -262,7 +318,9 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
     },
     // ---- audit trail -------------------------------------------------------------------------------------------------
     {
-      method: 'get', path: '/api/audit', roles: ['operator'],
+      method: 'get',
+      path: '/api/audit',
+      roles: ['operator'],
       handler: async (req) => {
         const q = req.query as Record<string, string | undefined>;
         for (const k of ['since', 'until'] as const) {

@@ -321,10 +321,18 @@ export class DeviceService {
     const issues = validateReadings([reading]);
     if (issues.length) {
       this.metrics.inc('device_fhir_invalid_total', {});
-      this.log.error({ deviceId: r.id, issues: issues.map((i) => `${i.expression?.[0] ?? ''}: ${i.diagnostics ?? i.code}`) }, 'FHIR Device update is not valid; not queued');
+      this.log.error(
+        { deviceId: r.id, issues: issues.map((i) => `${i.expression?.[0] ?? ''}: ${i.diagnostics ?? i.code}`) },
+        'FHIR Device update is not valid; not queued',
+      );
       return undefined;
     }
-    const job: DeliveryJob = { adapterId: r.adapter ?? 'device-registry', channel: 'registry', receivedAt: new Date().toISOString(), translations: [reading] };
+    const job: DeliveryJob = {
+      adapterId: r.adapter ?? 'device-registry',
+      channel: 'registry',
+      receivedAt: new Date().toISOString(),
+      translations: [reading],
+    };
     try {
       return await this.queue.requeue(job);
     } catch (err) {
@@ -378,7 +386,10 @@ export class DeviceService {
     await this.mustGet(id, actor.principal);
     const patientId = body ? body.patientId : null;
     const locationId = body ? body.locationId : null;
-    for (const [k, v] of [['patientId', patientId], ['locationId', locationId]] as const) {
+    for (const [k, v] of [
+      ['patientId', patientId],
+      ['locationId', locationId],
+    ] as const) {
       if (v !== undefined && v !== null && (typeof v !== 'string' || !v.trim())) {
         throw badRequest(`${k} must be a non-empty string or null`);
       }
@@ -467,7 +478,10 @@ export class DeviceService {
     if (status && !['online', 'offline', 'unknown'].includes(status)) throw badRequest('status must be online, offline or unknown');
     const seenBefore = one('lastSeenBefore');
     const seenAfter = one('lastSeenAfter');
-    for (const [k, v] of [['lastSeenBefore', seenBefore], ['lastSeenAfter', seenAfter]]) {
+    for (const [k, v] of [
+      ['lastSeenBefore', seenBefore],
+      ['lastSeenAfter', seenAfter],
+    ]) {
       if (v && Number.isNaN(Date.parse(v))) throw badRequest(`${k} must be an ISO 8601 date-time`);
     }
     let records = await this.registry.all();

@@ -64,13 +64,22 @@ export function resolveCode(input: { system?: string; code: string; display?: st
     const v = LOINC_VITALS.get(input.code);
     if (!v) return undefined;
     const bp = v.bp ? { family: 'LOINC', role: v.bp } : undefined;
-    return { codings: [{ system: LOINC_SYSTEM, code: input.code, display: v.display }], category: 'vital-signs', text: v.display, bp, ucum: v.ucum };
+    return {
+      codings: [{ system: LOINC_SYSTEM, code: input.code, display: v.display }],
+      category: 'vital-signs',
+      text: v.display,
+      bp,
+      ucum: v.ucum,
+    };
   }
   return undefined;
 }
 
 export function categoryConcept(category: Category): CodeableConcept {
-  return { coding: [{ system: OBSERVATION_CATEGORY_SYSTEM, code: category, display: CATEGORY_DISPLAY[category] }], text: CATEGORY_DISPLAY[category] };
+  return {
+    coding: [{ system: OBSERVATION_CATEGORY_SYSTEM, code: category, display: CATEGORY_DISPLAY[category] }],
+    text: CATEGORY_DISPLAY[category],
+  };
 }
 
 export function quantity(value: number, ucum: string, unit?: string): Quantity {
@@ -164,7 +173,14 @@ function setValue(target: Observation | ObservationComponent, v: ObservationValu
 /** The identity of a reading: device + code + effective time + source message id. */
 export function observationIdentifier(input: Pick<ObservationInput, 'device' | 'code' | 'effective' | 'sourceId'>): Identifier {
   const eff = typeof input.effective === 'string' ? input.effective : `${input.effective.start}/${input.effective.end ?? ''}`;
-  const uuid = deterministicUuid('Observation', input.device.system, input.device.value, primaryCodeKey(input.code), eff, input.sourceId ?? '');
+  const uuid = deterministicUuid(
+    'Observation',
+    input.device.system,
+    input.device.value,
+    primaryCodeKey(input.code),
+    eff,
+    input.sourceId ?? '',
+  );
   return { system: URI_IDENTIFIER_SYSTEM, value: `urn:uuid:${uuid}` };
 }
 
@@ -200,7 +216,11 @@ export function bpPanelCode(family: string): ResolvedCode {
     .map((r) => findMdcMetric(r))
     .find((m) => m?.bp?.family === family);
   if (panel) return resolveMdc(panel);
-  return { codings: [{ system: LOINC_SYSTEM, code: BP_PANEL_LOINC.code, display: BP_PANEL_LOINC.display }], category: 'vital-signs', text: BP_PANEL_LOINC.display };
+  return {
+    codings: [{ system: LOINC_SYSTEM, code: BP_PANEL_LOINC.code, display: BP_PANEL_LOINC.display }],
+    category: 'vital-signs',
+    text: BP_PANEL_LOINC.display,
+  };
 }
 
 export { BP_COMPONENT_LOINC };

@@ -168,12 +168,24 @@ function compile(schema: InternalTypeSchema): CompiledType {
       const field = { element: key, type: code, choice, array: !!el.isArray, min: el.min, max: el.max, requiredBit, invariants, supported };
       fields.set(name, { ...field, primitiveExtension: false, primitive });
       // medplum validates the invariants of a primitive on the primitive merged with its `_name` object: not modelled.
-      if (primitive) fields.set('_' + name, { ...field, primitiveExtension: true, invariants: [], supported: supported && !el.isArray && !invariants.length });
+      if (primitive)
+        fields.set('_' + name, {
+          ...field,
+          primitiveExtension: true,
+          invariants: [],
+          supported: supported && !el.isArray && !invariants.length,
+        });
     }
   }
   const resource = isResourceTypeSchema(schema);
   // The mask holds 30 required elements (R4 types have at most 9); a type with more is never proven valid.
-  return { schema, resource, fields, required: requiredCount <= 30 ? required : -1, invariants: resource ? compileInvariants(schema.constraints) : [] };
+  return {
+    schema,
+    resource,
+    fields,
+    required: requiredCount <= 30 ? required : -1,
+    invariants: resource ? compileInvariants(schema.constraints) : [],
+  };
 }
 
 /** A plain JSON object: medplum also reads inherited properties, which Object.keys would not show here. */
@@ -231,7 +243,9 @@ function validProperty(value: unknown, field: Field, scope: Scope): boolean {
 
 function validValue(value: unknown, field: Field, scope: Scope): boolean {
   if (field.primitive && !field.primitiveExtension) {
-    return validPrimitive(value, field.primitive) && invariantsHold(field.invariants, { type: field.type, value }, undefined, undefined, scope);
+    return (
+      validPrimitive(value, field.primitive) && invariantsHold(field.invariants, { type: field.type, value }, undefined, undefined, scope)
+    );
   }
   if (!isObject(value)) return false;
   if (field.type !== 'Resource') {
@@ -256,7 +270,13 @@ function validPrimitive(value: unknown, rule: Primitive): boolean {
 }
 
 /** Evaluates invariants as medplum's `constraintsCheck` does: each must yield exactly `true`, and must not throw. */
-function invariantsHold(invariants: Invariant[], self: TypedValue, obj: Json | undefined, type: CompiledType | undefined, scope: Scope): boolean {
+function invariantsHold(
+  invariants: Invariant[],
+  self: TypedValue,
+  obj: Json | undefined,
+  type: CompiledType | undefined,
+  scope: Scope,
+): boolean {
   for (const inv of invariants) {
     const native = obj && type && inv.native?.((name) => has(obj, type, name));
     if (native === true) continue;

@@ -50,9 +50,10 @@ export function buildBatchTransaction(units: TransactionUnit[]): Bundle {
       if (!id || deviceUrls.has(identityKey(id))) continue;
       const url = fullUrl('Device', identityKey(id));
       deviceUrls.set(identityKey(id), url);
-      const request: BundleEntry['request'] = t.deviceWriteMode === 'update'
-        ? { method: 'PUT', url: `Device?${identifierQuery(id)}` }
-        : { method: 'POST', url: 'Device', ifNoneExist: identifierQuery(id) };
+      const request: BundleEntry['request'] =
+        t.deviceWriteMode === 'update'
+          ? { method: 'PUT', url: `Device?${identifierQuery(id)}` }
+          : { method: 'POST', url: 'Device', ifNoneExist: identifierQuery(id) };
       entries.push({ fullUrl: url, resource: d, request });
     }
     for (const a of t.auditEvents ?? []) {
@@ -81,7 +82,11 @@ export function buildBatchTransaction(units: TransactionUnit[]): Bundle {
         url = fullUrl('Patient', key);
         createdPatients.set(key, url);
         const p: Patient = { resourceType: 'Patient', identifier: [{ system: patient.system, value: patient.value }] };
-        entries.push({ fullUrl: url, resource: p, request: { method: 'POST', url: 'Patient', ifNoneExist: identifierQuery(p.identifier![0]) } });
+        entries.push({
+          fullUrl: url,
+          resource: p,
+          request: { method: 'POST', url: 'Patient', ifNoneExist: identifierQuery(p.identifier![0]) },
+        });
       }
       subject = { reference: url };
     } else if (patient.kind === 'existing') {
@@ -103,7 +108,11 @@ export function buildBatchTransaction(units: TransactionUnit[]): Bundle {
         entries.push({
           fullUrl: fullUrl('Observation', identityKey(id)),
           resource: resource as Resource,
-          request: { method: 'PUT', url: `Observation/${existing.id}`, ...(existing.versionId ? { ifMatch: `W/"${existing.versionId}"` } : {}) },
+          request: {
+            method: 'PUT',
+            url: `Observation/${existing.id}`,
+            ...(existing.versionId ? { ifMatch: `W/"${existing.versionId}"` } : {}),
+          },
         });
       } else {
         entries.push({
@@ -154,7 +163,10 @@ export function mergeSampledObservation(existing: Observation, incoming: Observa
     merged.component = incoming.component.map((c) => {
       const prev = existing.component?.find((x) => JSON.stringify(x.code) === JSON.stringify(c.code));
       if (prev?.valueSampledData && c.valueSampledData) {
-        const m = mergeSampledObservation({ ...existing, valueSampledData: prev.valueSampledData } as Observation, { ...incoming, valueSampledData: c.valueSampledData } as Observation);
+        const m = mergeSampledObservation(
+          { ...existing, valueSampledData: prev.valueSampledData } as Observation,
+          { ...incoming, valueSampledData: c.valueSampledData } as Observation,
+        );
         return { ...c, valueSampledData: m.valueSampledData };
       }
       return c;

@@ -46,7 +46,16 @@ function structuralIssues(resource: Resource): OperationOutcomeIssue[] {
   }
 }
 
-const OBSERVATION_STATUSES = new Set(['registered', 'preliminary', 'final', 'amended', 'corrected', 'cancelled', 'entered-in-error', 'unknown']);
+const OBSERVATION_STATUSES = new Set([
+  'registered',
+  'preliminary',
+  'final',
+  'amended',
+  'corrected',
+  'cancelled',
+  'entered-in-error',
+  'unknown',
+]);
 
 export interface ValidateOptions {
   /** The subject is filled in later (the device's assigned patient, at the door): a vital sign without one passes. */
@@ -68,20 +77,36 @@ export function validate(resource: Resource, where?: string, options: ValidateOp
 const list = <T>(x: T[] | undefined): T[] => (Array.isArray(x) ? x : []);
 
 function loincCodes(codings: Coding[] | undefined): string[] {
-  return list(codings).filter((c) => c?.system === LOINC_SYSTEM && c.code).map((c) => c.code as string);
+  return list(codings)
+    .filter((c) => c?.system === LOINC_SYSTEM && c.code)
+    .map((c) => c.code as string);
 }
 
 function isVitalSign(obs: Observation): boolean {
   return list(obs.category).some((c) => list(c?.coding).some((k) => k?.system === OBSERVATION_CATEGORY_SYSTEM && k.code === 'vital-signs'));
 }
 
-function checkQuantity(q: Quantity | undefined, units: string[] | undefined, expr: string, at: (e: string) => string[], what: string): OperationOutcomeIssue[] {
+function checkQuantity(
+  q: Quantity | undefined,
+  units: string[] | undefined,
+  expr: string,
+  at: (e: string) => string[],
+  what: string,
+): OperationOutcomeIssue[] {
   if (!q) return [];
   const out: OperationOutcomeIssue[] = [];
-  if (typeof q.value !== 'number' || !Number.isFinite(q.value)) out.push(issue('value', `${what}: the value must be a finite number`, at(`${expr}.value`)));
-  if (q.system !== UCUM_SYSTEM || !q.code) out.push(issue('code-invalid', `${what}: the unit must be a UCUM code (system ${UCUM_SYSTEM})`, at(`${expr}.code`)));
+  if (typeof q.value !== 'number' || !Number.isFinite(q.value))
+    out.push(issue('value', `${what}: the value must be a finite number`, at(`${expr}.value`)));
+  if (q.system !== UCUM_SYSTEM || !q.code)
+    out.push(issue('code-invalid', `${what}: the unit must be a UCUM code (system ${UCUM_SYSTEM})`, at(`${expr}.code`)));
   else if (units && !units.includes(q.code)) {
-    out.push(issue('code-invalid', `${what}: unit '${q.code}' is not allowed; the profile requires ${units.map((u) => `'${u}'`).join(' or ')}`, at(`${expr}.code`)));
+    out.push(
+      issue(
+        'code-invalid',
+        `${what}: unit '${q.code}' is not allowed; the profile requires ${units.map((u) => `'${u}'`).join(' or ')}`,
+        at(`${expr}.code`),
+      ),
+    );
   }
   return out;
 }
@@ -91,38 +116,67 @@ function vitalSignsIssues(obs: Observation, at: (e: string) => string[], options
   const codes = loincCodes(obs.code?.coding);
   const profiles = codes.map((c) => byLoinc.get(c)).filter((p): p is VitalProfileRule => !!p && p.id !== 'vitalspanel');
   const out: OperationOutcomeIssue[] = [];
-  if (!OBSERVATION_STATUSES.has(obs.status)) out.push(issue('code-invalid', `status '${obs.status}' is not an Observation status`, at('Observation.status')));
+  if (!OBSERVATION_STATUSES.has(obs.status))
+    out.push(issue('code-invalid', `status '${obs.status}' is not an Observation status`, at('Observation.status')));
   if (!isVitalSign(obs)) {
-    if (profiles.length) out.push(issue('required', `LOINC ${profiles[0].loinc} is a vital sign (profile ${profiles[0].url}): category 'vital-signs' is required`, at('Observation.category')));
+    if (profiles.length)
+      out.push(
+        issue(
+          'required',
+          `LOINC ${profiles[0].loinc} is a vital sign (profile ${profiles[0].url}): category 'vital-signs' is required`,
+          at('Observation.category'),
+        ),
+      );
     return out;
   }
   // Rules of the base vital-signs profile.
-  if (!options.subjectLater && !obs.subject?.reference && !obs.subject?.identifier?.value) out.push(issue('required', 'a vital sign needs a subject (the patient)', at('Observation.subject')));
+  if (!options.subjectLater && !obs.subject?.reference && !obs.subject?.identifier?.value)
+    out.push(issue('required', 'a vital sign needs a subject (the patient)', at('Observation.subject')));
   const eff = obs.effectiveDateTime ?? obs.effectivePeriod?.start;
   if (!eff) out.push(issue('required', 'a vital sign needs an effective time', at('Observation.effective[x]')));
-  else if (!/^\d{4}-\d{2}-\d{2}/.test(eff)) out.push(issue('value', 'the effective time must be precise to at least the day (vs-1)', at('Observation.effective[x]')));
+  else if (!/^\d{4}-\d{2}-\d{2}/.test(eff))
+    out.push(issue('value', 'the effective time must be precise to at least the day (vs-1)', at('Observation.effective[x]')));
   const hasValue = Object.keys(obs).some((k) => k.startsWith('value'));
   if (!obs.component?.length && !obs.hasMember?.length && !hasValue && !obs.dataAbsentReason) {
     out.push(issue('required', 'a vital sign needs a value or a dataAbsentReason (vs-2)', at('Observation.value[x]')));
   }
   list(obs.component).forEach((c, i) => {
     const cHasValue = Object.keys(c).some((k) => k.startsWith('value'));
-    if (!cHasValue && !c.dataAbsentReason) out.push(issue('required', 'each component needs a value or a dataAbsentReason (vs-3)', at(`Observation.component[${i}]`)));
-    out.push(...checkQuantity(c.valueQuantity, base.componentUnits, `Observation.component[${i}].valueQuantity`, at, `component ${loincCodes(c?.code?.coding)[0] ?? i}`));
+    if (!cHasValue && !c.dataAbsentReason)
+      out.push(issue('required', 'each component needs a value or a dataAbsentReason (vs-3)', at(`Observation.component[${i}]`)));
+    out.push(
+      ...checkQuantity(
+        c.valueQuantity,
+        base.componentUnits,
+        `Observation.component[${i}].valueQuantity`,
+        at,
+        `component ${loincCodes(c?.code?.coding)[0] ?? i}`,
+      ),
+    );
   });
-  if (profiles.length > 1) out.push(issue('code-invalid', `Observation.code carries LOINC codes of two profiles (${codes.join(', ')})`, at('Observation.code')));
+  if (profiles.length > 1)
+    out.push(issue('code-invalid', `Observation.code carries LOINC codes of two profiles (${codes.join(', ')})`, at('Observation.code')));
   const profile = profiles[0];
   if (!profile) return out;
-  if (profile.valueProhibited && hasValue) out.push(issue('structure', `profile ${profile.id} does not allow a value on the panel; values go in components`, at('Observation.value[x]')));
-  if (!profile.valueProhibited) out.push(...checkQuantity(obs.valueQuantity, profile.units, 'Observation.valueQuantity', at, `LOINC ${profile.loinc}`));
+  if (profile.valueProhibited && hasValue)
+    out.push(
+      issue('structure', `profile ${profile.id} does not allow a value on the panel; values go in components`, at('Observation.value[x]')),
+    );
+  if (!profile.valueProhibited)
+    out.push(...checkQuantity(obs.valueQuantity, profile.units, 'Observation.valueQuantity', at, `LOINC ${profile.loinc}`));
   for (const rule of profile.components) {
     const comp = list(obs.component).find((c) => loincCodes(c?.code?.coding).includes(rule.loinc));
     if (!comp) {
-      out.push(issue('required', `profile ${profile.id} requires component ${rule.slice} (LOINC ${rule.loinc})`, at('Observation.component')));
+      out.push(
+        issue('required', `profile ${profile.id} requires component ${rule.slice} (LOINC ${rule.loinc})`, at('Observation.component')),
+      );
       continue;
     }
-    if (!comp.valueQuantity && !comp.dataAbsentReason) out.push(issue('required', `component ${rule.slice} needs a valueQuantity`, at(`Observation.component(${rule.loinc})`)));
-    out.push(...checkQuantity(comp.valueQuantity, rule.units, `Observation.component(${rule.loinc}).valueQuantity`, at, `component ${rule.slice}`));
+    if (!comp.valueQuantity && !comp.dataAbsentReason)
+      out.push(issue('required', `component ${rule.slice} needs a valueQuantity`, at(`Observation.component(${rule.loinc})`)));
+    out.push(
+      ...checkQuantity(comp.valueQuantity, rule.units, `Observation.component(${rule.loinc}).valueQuantity`, at, `component ${rule.slice}`),
+    );
   }
   return out;
 }

@@ -78,7 +78,11 @@ export function buildAck(input: AckInput): string {
   msh[7] = nowHl7(input.now);
   msh[8] = '';
   const trigger = h?.triggerEvent ? esc(h.triggerEvent) : '';
-  msh[9] = versionAtLeast(version, '2.3.1') ? `ACK${d.component}${trigger}${d.component}ACK` : trigger ? `ACK${d.component}${trigger}` : 'ACK';
+  msh[9] = versionAtLeast(version, '2.3.1')
+    ? `ACK${d.component}${trigger}${d.component}ACK`
+    : trigger
+      ? `ACK${d.component}${trigger}`
+      : 'ACK';
   msh[10] = esc(input.controlId ?? freshControlId());
   msh[11] = raw(11) || 'P';
   msh[12] = esc(version);
@@ -94,7 +98,11 @@ export function buildAck(input: AckInput): string {
   const c = d.component;
   if (versionAtLeast(version, '2.5')) {
     for (const e of errors) {
-      const loc = e.location ? [e.location.segment, e.location.sequence ?? '', e.location.field ?? '', '', e.location.component ?? ''].join(c).replace(new RegExp(`\\${c}+$`), '') : '';
+      const loc = e.location
+        ? [e.location.segment, e.location.sequence ?? '', e.location.field ?? '', '', e.location.component ?? '']
+            .join(c)
+            .replace(new RegExp(`\\${c}+$`), '')
+        : '';
       const code = `${e.code}${c}${esc(HL7_ERROR_TEXT[e.code])}${c}HL70357`;
       segments.push(['ERR', '', loc, code, e.severity ?? 'E', '', '', '', esc(e.text.slice(0, 250))].join(d.field));
     }
@@ -102,7 +110,12 @@ export function buildAck(input: AckInput): string {
     const s = d.subComponent;
     const reps = errors.map((e) => {
       const l = e.location;
-      return [l?.segment ?? '', l?.sequence ?? '', l?.field ?? '', `${e.code}${s}${esc(e.text.slice(0, 200)).replaceAll(s, ' ')}${s}HL70357`].join(c);
+      return [
+        l?.segment ?? '',
+        l?.sequence ?? '',
+        l?.field ?? '',
+        `${e.code}${s}${esc(e.text.slice(0, 200)).replaceAll(s, ' ')}${s}HL70357`,
+      ].join(c);
     });
     segments.push(['ERR', reps.join(d.repetition)].join(d.field));
   }
@@ -118,11 +131,22 @@ export function issuesToErrors(issues: readonly OperationOutcomeIssue[], max = 1
     if (i.severity !== 'error' && i.severity !== 'fatal') continue;
     const expr = i.expression?.[0];
     const m = expr ? LOCATION.exec(expr) : null;
-    const location: ErrLocation | undefined = m ? { segment: m[1], sequence: m[2] ? Number(m[2]) : 1, field: m[3] ? Number(m[3]) : undefined, component: m[4] ? Number(m[4]) : undefined } : undefined;
+    const location: ErrLocation | undefined = m
+      ? {
+          segment: m[1],
+          sequence: m[2] ? Number(m[2]) : 1,
+          field: m[3] ? Number(m[3]) : undefined,
+          component: m[4] ? Number(m[4]) : undefined,
+        }
+      : undefined;
     let code: Hl7ErrorCode;
     switch (i.code) {
       case 'required':
-        code = location?.field ? Hl7ErrorCode.requiredFieldMissing : location ? Hl7ErrorCode.segmentSequence : Hl7ErrorCode.requiredFieldMissing;
+        code = location?.field
+          ? Hl7ErrorCode.requiredFieldMissing
+          : location
+            ? Hl7ErrorCode.segmentSequence
+            : Hl7ErrorCode.requiredFieldMissing;
         break;
       case 'value':
       case 'structure':
@@ -162,8 +186,17 @@ export function readAck(text: string): ParsedAck {
   const errors = msg.segments
     .filter((s) => s.name === 'ERR')
     .map((s) => {
-      if (get(s, 3)) return { code: get(s, 3), text: get(s, 8) ?? get(s, 3, 2), location: [get(s, 2, 1), get(s, 2, 2), get(s, 2, 3)].filter(Boolean).join('-') };
-      return { code: get(s, 1, 4, 1), text: get(s, 1, 4, 2), location: [get(s, 1, 1), get(s, 1, 2), get(s, 1, 3)].filter(Boolean).join('-') };
+      if (get(s, 3))
+        return {
+          code: get(s, 3),
+          text: get(s, 8) ?? get(s, 3, 2),
+          location: [get(s, 2, 1), get(s, 2, 2), get(s, 2, 3)].filter(Boolean).join('-'),
+        };
+      return {
+        code: get(s, 1, 4, 1),
+        text: get(s, 1, 4, 2),
+        location: [get(s, 1, 1), get(s, 1, 2), get(s, 1, 3)].filter(Boolean).join('-'),
+      };
     });
   return {
     code: get(msa, 1) ?? '',

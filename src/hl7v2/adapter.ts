@@ -8,14 +8,17 @@ import { issue } from '../core/errors.js';
 import { defaultHl7Config, type Hl7TranslateOptions } from './config.js';
 import { decodeBytes, type Hl7Message, Hl7ParseError, parseMessage, splitMessages } from './parse.js';
 import { ADT_EVENTS, translateAdt } from './translate-adt.js';
-import { translateOru } from './translate-oru.js';
+import { translateOru } from './oru/index.js';
 
 export const HL7_ADAPTER_ID = 'hl7v2';
 
 /** Message types the gateway takes; anything else is refused with AR (not acceptable). */
 export function unsupportedReason(code: string, trigger: string): { code: 200 | 201; text: string } | undefined {
   if (code === 'ORU') return trigger === 'R01' ? undefined : { code: 201, text: `ORU^${trigger} is not supported (only ORU^R01)` };
-  if (code === 'ADT') return (ADT_EVENTS as readonly string[]).includes(trigger) ? undefined : { code: 201, text: `ADT^${trigger} is not supported (ADT^${ADT_EVENTS.join('/')})` };
+  if (code === 'ADT')
+    return (ADT_EVENTS as readonly string[]).includes(trigger)
+      ? undefined
+      : { code: 201, text: `ADT^${trigger} is not supported (ADT^${ADT_EVENTS.join('/')})` };
   return { code: 200, text: `message type ${code}^${trigger} is not supported (ORU^R01 and ADT^${ADT_EVENTS.join('/')} are)` };
 }
 
@@ -31,11 +34,15 @@ function bodyToMessage(body: unknown, opts: { defaultCharset?: string }): Hl7Mes
   else if (Buffer.isBuffer(body)) ({ text, charset } = decodeBytes(body, opts.defaultCharset));
   else throw TranslationError.of('the body must be an HL7v2 message (text or parsed)');
   const { messages } = splitMessages(text);
-  if (messages.length !== 1) throw TranslationError.of(`the body holds ${messages.length} HL7 messages; send one at a time (or use the MLLP or /hl7v2 channel for batches)`);
+  if (messages.length !== 1)
+    throw TranslationError.of(
+      `the body holds ${messages.length} HL7 messages; send one at a time (or use the MLLP or /hl7v2 channel for batches)`,
+    );
   try {
     return parseMessage(messages[0], { charset });
   } catch (e) {
-    if (e instanceof Hl7ParseError) throw new TranslationError([issue('structure', e.message, e.location ? [e.location.segment] : undefined)]);
+    if (e instanceof Hl7ParseError)
+      throw new TranslationError([issue('structure', e.message, e.location ? [e.location.segment] : undefined)]);
     throw e;
   }
 }

@@ -20,24 +20,99 @@ export type StatusR = (typeof STATUS_R_VALUES)[number];
 
 export const HL7_KEYS: readonly ConfigKey[] = [
   { env: 'MLLP_ENABLED', type: 'bool', default: 'true', description: 'Run the MLLP (HL7v2 over TCP) listener' },
-  { env: 'MLLP_PORT', type: 'int', default: '2575', min: 0, max: 65535, description: 'MLLP listener port (0 = a random free port, for tests)' },
+  {
+    env: 'MLLP_PORT',
+    type: 'int',
+    default: '2575',
+    min: 0,
+    max: 65535,
+    description: 'MLLP listener port (0 = a random free port, for tests)',
+  },
   { env: 'MLLP_HOST', type: 'string', default: '127.0.0.1', description: 'MLLP bind address (0.0.0.0 to accept devices on the network)' },
-  { env: 'MLLP_MAX_FRAME_BYTES', type: 'int', default: '1048576', min: 256, description: 'Largest MLLP frame accepted; a larger one is answered with AR and skipped' },
-  { env: 'MLLP_IDLE_TIMEOUT_MS', type: 'int', default: '300000', min: 0, description: 'Close an MLLP connection idle this long (0 = never)' },
+  {
+    env: 'MLLP_MAX_FRAME_BYTES',
+    type: 'int',
+    default: '1048576',
+    min: 256,
+    description: 'Largest MLLP frame accepted; a larger one is answered with AR and skipped',
+  },
+  {
+    env: 'MLLP_IDLE_TIMEOUT_MS',
+    type: 'int',
+    default: '300000',
+    min: 0,
+    description: 'Close an MLLP connection idle this long (0 = never)',
+  },
   { env: 'MLLP_MAX_CONNECTIONS', type: 'int', default: '1000', min: 1, description: 'Concurrent MLLP connections accepted' },
-  { env: 'MLLP_TLS_CERT_FILE', type: 'string', description: 'PEM certificate (chain) of the MLLP listener; with MLLP_TLS_KEY_FILE it turns on MLLP over TLS' },
+  {
+    env: 'MLLP_TLS_CERT_FILE',
+    type: 'string',
+    description: 'PEM certificate (chain) of the MLLP listener; with MLLP_TLS_KEY_FILE it turns on MLLP over TLS',
+  },
   { env: 'MLLP_TLS_KEY_FILE', type: 'string', secret: true, description: 'PEM private key of the MLLP listener' },
   { env: 'MLLP_TLS_CA_FILE', type: 'string', description: 'PEM CA certificate(s) that client certificates must chain to' },
-  { env: 'MLLP_TLS_REQUIRE_CLIENT_CERT', type: 'bool', default: 'false', description: 'Require and verify a client certificate (mutual TLS) against MLLP_TLS_CA_FILE' },
-  { env: 'HL7_DEFAULT_CHARSET', type: 'enum', default: 'UNICODE UTF-8', values: SUPPORTED_CHARSETS, description: 'Character set of messages without MSH-18 (a UTF-8 default falls back to 8859/1 for bytes that are not UTF-8)' },
-  { env: 'HL7_DEFAULT_TIMEZONE', type: 'string', default: 'UTC', description: 'Zone of HL7 times without an offset when MSH-7 has none either: an IANA name (Europe/Berlin), UTC, or +HH:MM' },
-  { env: 'HL7_STATUS_R', type: 'enum', default: 'final', values: STATUS_R_VALUES, description: "Observation.status for OBX-11 'R' (results entered, not verified: the normal PCD-01 value). Default final, per the HL7 PHD IG" },
-  { env: 'HL7_ASSIGNING_AUTHORITY_SYSTEMS', type: 'list', default: '', description: 'PID-3 assigning authority → patient identifier system, e.g. HOSP=urn:oid:1.2.3,LAB=https://lab.example/mrn. Unlisted authorities with an ISO OID use urn:oid:<oid>; others PATIENT_IDENTIFIER_SYSTEM' },
-  { env: 'HL7_EUI64_IDENTIFIER_SYSTEM', type: 'string', default: EUI64_SYSTEM, description: 'Identifier system of EUI-64 device ids (OBX-18); default the IEEE 11073 system-id OID used by the HL7 PHD IG' },
-  { env: 'HL7_DUPLICATE_TTL_S', type: 'int', default: '86400', min: 0, description: 'How long the ACK of an accepted message is kept to answer a resend (same sender, control id and content) without queueing twice (0 = off)' },
-  { env: 'HL7_REJECTED_MAX', type: 'int', default: '10000', min: 1, description: 'Deprecated, no longer used: REFUSALS_MAX caps the one refusal store of every channel' },
+  {
+    env: 'MLLP_TLS_REQUIRE_CLIENT_CERT',
+    type: 'bool',
+    default: 'false',
+    description: 'Require and verify a client certificate (mutual TLS) against MLLP_TLS_CA_FILE',
+  },
+  {
+    env: 'HL7_DEFAULT_CHARSET',
+    type: 'enum',
+    default: 'UNICODE UTF-8',
+    values: SUPPORTED_CHARSETS,
+    description: 'Character set of messages without MSH-18 (a UTF-8 default falls back to 8859/1 for bytes that are not UTF-8)',
+  },
+  {
+    env: 'HL7_DEFAULT_TIMEZONE',
+    type: 'string',
+    default: 'UTC',
+    description: 'Zone of HL7 times without an offset when MSH-7 has none either: an IANA name (Europe/Berlin), UTC, or +HH:MM',
+  },
+  {
+    env: 'HL7_STATUS_R',
+    type: 'enum',
+    default: 'final',
+    values: STATUS_R_VALUES,
+    description:
+      "Observation.status for OBX-11 'R' (results entered, not verified: the normal PCD-01 value). Default final, per the HL7 PHD IG",
+  },
+  {
+    env: 'HL7_ASSIGNING_AUTHORITY_SYSTEMS',
+    type: 'list',
+    default: '',
+    description:
+      'PID-3 assigning authority → patient identifier system, e.g. HOSP=urn:oid:1.2.3,LAB=https://lab.example/mrn. Unlisted authorities with an ISO OID use urn:oid:<oid>; others PATIENT_IDENTIFIER_SYSTEM',
+  },
+  {
+    env: 'HL7_EUI64_IDENTIFIER_SYSTEM',
+    type: 'string',
+    default: EUI64_SYSTEM,
+    description: 'Identifier system of EUI-64 device ids (OBX-18); default the IEEE 11073 system-id OID used by the HL7 PHD IG',
+  },
+  {
+    env: 'HL7_DUPLICATE_TTL_S',
+    type: 'int',
+    default: '86400',
+    min: 0,
+    description:
+      'How long the ACK of an accepted message is kept to answer a resend (same sender, control id and content) without queueing twice (0 = off)',
+  },
+  {
+    env: 'HL7_REJECTED_MAX',
+    type: 'int',
+    default: '10000',
+    min: 1,
+    description: 'Deprecated, no longer used: REFUSALS_MAX caps the one refusal store of every channel',
+  },
   { env: 'HL7_RECEIVING_APPLICATION', type: 'string', default: 'IOMT-GATEWAY', description: "ACK MSH-3 when the message's MSH-5 is empty" },
-  { env: 'HL7_ACCEPT_VERSIONS', type: 'list', default: '2.1,2.2,2.3,2.4,2.5,2.6,2.7,2.8,2.9', description: 'HL7 versions accepted (major.minor; 2.3 also accepts 2.3.1); others get AR' },
+  {
+    env: 'HL7_ACCEPT_VERSIONS',
+    type: 'list',
+    default: '2.1,2.2,2.3,2.4,2.5,2.6,2.7,2.8,2.9',
+    description: 'HL7 versions accepted (major.minor; 2.3 also accepts 2.3.1); others get AR',
+  },
 ];
 
 export interface TlsFiles {
@@ -122,7 +197,8 @@ export function readHl7Config(values: ReadonlyMap<string, ConfigValue>): { confi
       if (cert && key) tls = { cert, key, ca, requireClientCert };
     }
   }
-  if (requireClientCert && !caFile) errors.push('MLLP_TLS_REQUIRE_CLIENT_CERT needs MLLP_TLS_CA_FILE (the CA client certificates are verified against)');
+  if (requireClientCert && !caFile)
+    errors.push('MLLP_TLS_REQUIRE_CLIENT_CERT needs MLLP_TLS_CA_FILE (the CA client certificates are verified against)');
   if (requireClientCert && !certFile) errors.push('MLLP_TLS_REQUIRE_CLIENT_CERT needs TLS (MLLP_TLS_CERT_FILE, MLLP_TLS_KEY_FILE)');
 
   const versions = list('HL7_ACCEPT_VERSIONS');

@@ -170,7 +170,10 @@ function declaredCharset(bytes: Buffer): string | undefined {
   const parts = line.slice(i).split(fs);
   const f18 = parts[17];
   if (!f18) return undefined;
-  const first = f18.split(enc[1] ?? '~')[0].split(enc[0] ?? '^')[0].trim();
+  const first = f18
+    .split(enc[1] ?? '~')[0]
+    .split(enc[0] ?? '^')[0]
+    .trim();
   return first || undefined;
 }
 
@@ -283,15 +286,27 @@ export function splitMessages(text: string): SplitResult {
 export function readHeader(messageText: string): MshHeader {
   const first = messageText.split('\r', 1)[0] ?? '';
   if (!first.startsWith('MSH')) {
-    throw new Hl7ParseError(`the message must start with an MSH segment (found '${first.slice(0, 3)}')`, Hl7ErrorCode.segmentSequence, { segment: 'MSH', sequence: 1 });
+    throw new Hl7ParseError(`the message must start with an MSH segment (found '${first.slice(0, 3)}')`, Hl7ErrorCode.segmentSequence, {
+      segment: 'MSH',
+      sequence: 1,
+    });
   }
   const fs = first[3];
-  if (!fs || /[A-Za-z0-9\s]/.test(fs)) throw new Hl7ParseError('MSH-1 (field separator) is missing or invalid', Hl7ErrorCode.requiredFieldMissing, { segment: 'MSH', sequence: 1, field: 1 });
+  if (!fs || /[A-Za-z0-9\s]/.test(fs))
+    throw new Hl7ParseError('MSH-1 (field separator) is missing or invalid', Hl7ErrorCode.requiredFieldMissing, {
+      segment: 'MSH',
+      sequence: 1,
+      field: 1,
+    });
   const parts = first.split(fs);
   const enc = parts[1] ?? '';
   const delims = [fs, ...enc.slice(0, 4)];
   if (enc.length < 4 || new Set(delims).size !== 5 || /[A-Za-z0-9\s]/.test(enc.slice(0, 4))) {
-    throw new Hl7ParseError(`MSH-2 (encoding characters) '${enc}' must hold four distinct delimiter characters`, Hl7ErrorCode.dataType, { segment: 'MSH', sequence: 1, field: 2 });
+    throw new Hl7ParseError(`MSH-2 (encoding characters) '${enc}' must hold four distinct delimiter characters`, Hl7ErrorCode.dataType, {
+      segment: 'MSH',
+      sequence: 1,
+      field: 2,
+    });
   }
   const d: Delimiters = { field: fs, component: enc[0], repetition: enc[1], escape: enc[2], subComponent: enc[3] };
   // raw[n] = MSH-n
@@ -320,9 +335,27 @@ export function readHeader(messageText: string): MshHeader {
       .map((r) => unescapeText(r.split(d.component)[0] ?? '', d).trim())
       .filter(Boolean),
   };
-  if (!header.messageCode) throw new Hl7ParseError('MSH-9 (message type) is missing', Hl7ErrorCode.requiredFieldMissing, { segment: 'MSH', sequence: 1, field: 9 }, header);
-  if (!header.controlId) throw new Hl7ParseError('MSH-10 (message control id) is missing', Hl7ErrorCode.requiredFieldMissing, { segment: 'MSH', sequence: 1, field: 10 }, header);
-  if (!header.version) throw new Hl7ParseError('MSH-12 (version id) is missing', Hl7ErrorCode.requiredFieldMissing, { segment: 'MSH', sequence: 1, field: 12 }, header);
+  if (!header.messageCode)
+    throw new Hl7ParseError(
+      'MSH-9 (message type) is missing',
+      Hl7ErrorCode.requiredFieldMissing,
+      { segment: 'MSH', sequence: 1, field: 9 },
+      header,
+    );
+  if (!header.controlId)
+    throw new Hl7ParseError(
+      'MSH-10 (message control id) is missing',
+      Hl7ErrorCode.requiredFieldMissing,
+      { segment: 'MSH', sequence: 1, field: 10 },
+      header,
+    );
+  if (!header.version)
+    throw new Hl7ParseError(
+      'MSH-12 (version id) is missing',
+      Hl7ErrorCode.requiredFieldMissing,
+      { segment: 'MSH', sequence: 1, field: 12 },
+      header,
+    );
   return header;
 }
 
@@ -415,7 +448,8 @@ function dictionaries(): Record<string, HL7Dictionary> {
   for (const [version, dict] of Object.entries(pkgDictionaries as Record<string, HL7Dictionary>)) {
     const copy = dict.extend({});
     stripDecoders(copy.types as unknown as Record<string, unknown>);
-    for (const seg of Object.values(copy.segments as unknown as Record<string, { fields?: Record<string, unknown> }>)) stripDecoders(seg.fields);
+    for (const seg of Object.values(copy.segments as unknown as Record<string, { fields?: Record<string, unknown> }>))
+      stripDecoders(seg.fields);
     out[version] = copy;
   }
   plainDictionaries = out;
@@ -460,7 +494,12 @@ export function parseMessage(messageText: string, options: ParseOptions = {}): H
   for (const seg of pkg.segments) {
     const name = seg.segmentType;
     if (!/^[A-Z][A-Z0-9]{2}$/.test(name)) {
-      throw new Hl7ParseError(`'${name.slice(0, 10)}' is not a segment id`, Hl7ErrorCode.segmentSequence, { segment: name.slice(0, 3), sequence: segments.length + 1 }, header);
+      throw new Hl7ParseError(
+        `'${name.slice(0, 10)}' is not a segment id`,
+        Hl7ErrorCode.segmentSequence,
+        { segment: name.slice(0, 3), sequence: segments.length + 1 },
+        header,
+      );
     }
     const fields: Hl7Field[] = [[]];
     seg.fields.forEach((field, i) => {
@@ -529,6 +568,10 @@ export function repetitions(seg: Hl7Segment | undefined, f: number): number {
 export function componentText(seg: Hl7Segment | undefined, f: number, c = 1, r = 0): string | undefined {
   const comp = seg?.fields[f]?.[r]?.[c - 1];
   if (!comp) return undefined;
-  const t = comp.map((s) => s ?? '').join('&').replace(/&+$/, '').trim();
+  const t = comp
+    .map((s) => s ?? '')
+    .join('&')
+    .replace(/&+$/, '')
+    .trim();
   return t || undefined;
 }

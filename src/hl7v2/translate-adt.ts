@@ -47,7 +47,11 @@ export function translateAdt(msg: Hl7Message, ctx: TranslationContext, opts: Hl7
 
   const patient: Patient = {
     resourceType: 'Patient',
-    identifier: ids.map((i) => ({ system: i.system, value: i.value, ...(i.type ? { type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: i.type }] } } : {}) })),
+    identifier: ids.map((i) => ({
+      system: i.system,
+      value: i.value,
+      ...(i.type ? { type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: i.type }] } } : {}),
+    })),
   };
   // Only codes of table 0203 are known to v2-0203; a local type travels as text.
   for (const id of patient.identifier ?? []) {

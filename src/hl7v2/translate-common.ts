@@ -39,7 +39,11 @@ export function codingSystem(name: string | undefined): string | undefined {
 }
 
 /** A CWE/CE field (repetition r) to codings: the primary triplet (1-3), the alternate (4-6), and the text. */
-export function codedElement(seg: Hl7Segment | undefined, f: number, r = 0): { codings: Coding[]; text?: string; systems: (string | undefined)[] } {
+export function codedElement(
+  seg: Hl7Segment | undefined,
+  f: number,
+  r = 0,
+): { codings: Coding[]; text?: string; systems: (string | undefined)[] } {
   const codings: Coding[] = [];
   const systems: (string | undefined)[] = [];
   for (const base of [1, 4]) {
@@ -93,12 +97,20 @@ export function hl7Issue(code: IssueCode, text: string, where: string): Operatio
  * the first of type MR, else the first. System: configured for the authority, else urn:oid:<oid> for an ISO
  * authority, else the default patient system.
  */
-export function patientIdentity(pid: Hl7Segment | undefined, ctx: TranslationContext, opts: Hl7TranslateOptions): PatientIdentity | undefined {
+export function patientIdentity(
+  pid: Hl7Segment | undefined,
+  ctx: TranslationContext,
+  opts: Hl7TranslateOptions,
+): PatientIdentity | undefined {
   const first = patientIdentifiers(pid, ctx, opts)[0];
   return first ? { system: first.system, value: first.value } : undefined;
 }
 
-export function patientIdentifiers(pid: Hl7Segment | undefined, ctx: TranslationContext, opts: Hl7TranslateOptions): (PatientIdentity & { type?: string })[] {
+export function patientIdentifiers(
+  pid: Hl7Segment | undefined,
+  ctx: TranslationContext,
+  opts: Hl7TranslateOptions,
+): (PatientIdentity & { type?: string })[] {
   if (!pid) return [];
   const reps = pid.fields[3] ?? [];
   const out: (PatientIdentity & { type?: string; configured: boolean })[] = [];
@@ -110,7 +122,8 @@ export function patientIdentifiers(pid: Hl7Segment | undefined, ctx: Translation
     const uidType = get(pid, 3, 4, 3, r);
     const type = get(pid, 3, 5, 1, r);
     const configured = (ns && opts.assigningAuthoritySystems.get(ns)) || (uid && opts.assigningAuthoritySystems.get(uid)) || undefined;
-    const system = configured ?? (uid && uidType?.toUpperCase() === 'ISO' && /^\d+(\.\d+)+$/.test(uid) ? `urn:oid:${uid}` : ctx.patientIdentifierSystem);
+    const system =
+      configured ?? (uid && uidType?.toUpperCase() === 'ISO' && /^\d+(\.\d+)+$/.test(uid) ? `urn:oid:${uid}` : ctx.patientIdentifierSystem);
     out.push({ system, value, type, configured: !!configured });
   });
   const rank = (x: { configured: boolean; type?: string }) => (x.configured ? 0 : x.type?.toUpperCase() === 'MR' ? 1 : 2);

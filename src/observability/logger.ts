@@ -8,14 +8,43 @@ import { pino, type Logger } from 'pino';
 export type { Logger };
 
 export const PHI_REDACT_PATHS = [
-  'patient', 'patientId', 'mrn', 'name', 'birthDate', 'value', 'valueQuantity', 'body', 'payload', 'subject',
-  '*.patient', '*.patientId', '*.mrn', '*.name', '*.birthDate', '*.value', '*.valueQuantity', '*.body', '*.payload', '*.subject',
-  'req.headers.authorization', 'headers.authorization', '*.authorization', 'token', 'key', '*.token', '*.key',
+  'patient',
+  'patientId',
+  'mrn',
+  'name',
+  'birthDate',
+  'value',
+  'valueQuantity',
+  'body',
+  'payload',
+  'subject',
+  '*.patient',
+  '*.patientId',
+  '*.mrn',
+  '*.name',
+  '*.birthDate',
+  '*.value',
+  '*.valueQuantity',
+  '*.body',
+  '*.payload',
+  '*.subject',
+  'req.headers.authorization',
+  'headers.authorization',
+  '*.authorization',
+  'token',
+  'key',
+  '*.token',
+  '*.key',
 ];
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
   return pino(
-    { level, base: { service: 'iomt-gateway' }, redact: { paths: PHI_REDACT_PATHS, censor: '[redacted]' }, timestamp: pino.stdTimeFunctions.isoTime },
+    {
+      level,
+      base: { service: 'iomt-gateway' },
+      redact: { paths: PHI_REDACT_PATHS, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
     (destination ?? process.stdout) as never,
   );
 }

@@ -57,7 +57,16 @@ export async function migrateLegacyRefusals(redis: Redis, store: RefusalStore): 
     const s = await redis.get(L.httpRefused(id));
     if (s) {
       const o = JSON.parse(s) as OldHttp;
-      const r: NewRefusal = { channel: o.channel, format: 'json', adapterId: o.adapterId, receivedAt: o.receivedAt, status: o.status, reason: reasonOf(o.outcome), outcome: o.outcome, body: o.body };
+      const r: NewRefusal = {
+        channel: o.channel,
+        format: 'json',
+        adapterId: o.adapterId,
+        receivedAt: o.receivedAt,
+        status: o.status,
+        reason: reasonOf(o.outcome),
+        outcome: o.outcome,
+        body: o.body,
+      };
       if (o.attributes) r.attributes = o.attributes;
       if (o.principal) r.principal = o.principal;
       await store.add(r);

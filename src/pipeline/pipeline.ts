@@ -55,17 +55,23 @@ export function translateWith(adapter: DeviceAdapter, message: InboundMessage, c
     return adapter.translate(message, context);
   } catch (err) {
     if (err instanceof GatewayError) throw err;
-    throw new TranslationError([issue('processing', `adapter '${adapter.id}' could not translate this payload (${(err as Error)?.name ?? 'error'})`)]);
+    throw new TranslationError([
+      issue('processing', `adapter '${adapter.id}' could not translate this payload (${(err as Error)?.name ?? 'error'})`),
+    ]);
   }
 }
 
 /** A guard failure that is not a GatewayError is Redis being unreachable: the sender must retry. */
 function guardFailure(err: unknown): never {
   if (err instanceof GatewayError) throw err;
-  throw new GatewayError(503, outcome([issue('transient', 'the device registry (Redis) is not reachable; nothing was accepted, retry later')]), {
-    cause: err,
-    headers: { 'Retry-After': '5' },
-  });
+  throw new GatewayError(
+    503,
+    outcome([issue('transient', 'the device registry (Redis) is not reachable; nothing was accepted, retry later')]),
+    {
+      cause: err,
+      headers: { 'Retry-After': '5' },
+    },
+  );
 }
 
 export class Pipeline implements Ingestor {
@@ -106,7 +112,10 @@ export class Pipeline implements Ingestor {
       } else this.validateAll(translations);
     } catch (err) {
       // Label with a registered id only: ids from URLs would grow the metrics without bound.
-      this.metrics?.inc('ingest_refused_total', { adapter: this.registry.get(adapterId) ? adapterId : 'unknown', channel: message.channel });
+      this.metrics?.inc('ingest_refused_total', {
+        adapter: this.registry.get(adapterId) ? adapterId : 'unknown',
+        channel: message.channel,
+      });
       throw err;
     }
     const deliverable = translations.filter((t) => t.observations.length || t.devices.length || t.patients?.length);

@@ -98,7 +98,10 @@ const SCAN_MAX = 20000;
 export class RefusalStore {
   private readonly replayers = new Map<string, Replayer>();
 
-  constructor(private readonly redis: Redis, private readonly max = 10000) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly max = 10000,
+  ) {}
 
   /** Channels register how their refusals are replayed: by format (hl7v2) or by channel name. */
   replayWith(key: string, replayer: Replayer): void {
@@ -108,11 +111,20 @@ export class RefusalStore {
   async add(r: NewRefusal): Promise<string> {
     const id = randomUUID();
     const score = Date.parse(r.receivedAt) || Date.now();
-    await this.redis.multi().set(KEYS.refusal(id), JSON.stringify({ id, ...r })).zadd(KEYS.refusals, score, id).exec();
+    await this.redis
+      .multi()
+      .set(KEYS.refusal(id), JSON.stringify({ id, ...r }))
+      .zadd(KEYS.refusals, score, id)
+      .exec();
     const n = await this.redis.zcard(KEYS.refusals);
     if (n > this.max) {
       const old = await this.redis.zrange(KEYS.refusals, 0, n - this.max - 1);
-      if (old.length) await this.redis.multi().del(...old.map(KEYS.refusal)).zrem(KEYS.refusals, ...old).exec();
+      if (old.length)
+        await this.redis
+          .multi()
+          .del(...old.map(KEYS.refusal))
+          .zrem(KEYS.refusals, ...old)
+          .exec();
     }
     return id;
   }
@@ -137,10 +149,20 @@ export class RefusalStore {
     const max = filter.until ? Date.parse(filter.until) : Infinity;
     const min = filter.since ? Date.parse(filter.since) : -Infinity;
     if (!active) {
-      const [total, ids] = await Promise.all([this.redis.zcard(KEYS.refusals), this.redis.zrevrange(KEYS.refusals, offset, offset + limit - 1)]);
+      const [total, ids] = await Promise.all([
+        this.redis.zcard(KEYS.refusals),
+        this.redis.zrevrange(KEYS.refusals, offset, offset + limit - 1),
+      ]);
       return { total, items: (await this.load(ids)).map(summary) };
     }
-    const ids = await this.redis.zrevrangebyscore(KEYS.refusals, Number.isFinite(max) ? max : '+inf', Number.isFinite(min) ? min : '-inf', 'LIMIT', 0, SCAN_MAX);
+    const ids = await this.redis.zrevrangebyscore(
+      KEYS.refusals,
+      Number.isFinite(max) ? max : '+inf',
+      Number.isFinite(min) ? min : '-inf',
+      'LIMIT',
+      0,
+      SCAN_MAX,
+    );
     const matched: RefusalSummary[] = [];
     for (let i = 0; i < ids.length; i += 500) {
       for (const e of await this.load(ids.slice(i, i + 500))) if (matches(e, filter)) matched.push(summary(e));
@@ -164,7 +186,11 @@ export class RefusalStore {
     if (!entry) throw notFound(`no refusal '${id}'`);
     const replayer = this.replayers.get(entry.format === 'hl7v2' ? 'hl7v2' : entry.channel) ?? this.replayers.get(entry.channel);
     if (!replayer) {
-      throw new GatewayError(409, outcome([issue('not-supported', `refusals of channel '${entry.channel}' cannot be replayed by this process (is the channel on?)`)]), { retryable: false });
+      throw new GatewayError(
+        409,
+        outcome([issue('not-supported', `refusals of channel '${entry.channel}' cannot be replayed by this process (is the channel on?)`)]),
+        { retryable: false },
+      );
     }
     const result = await replayer(entry);
     if (result.accepted) await this.delete(id);

@@ -69,10 +69,21 @@ export function refusalRoutes(deps: RefusalRoutesDeps): Router {
     for (const item of items) {
       try {
         const { result } = await refusals.replay(item.id);
-        results.push({ id: item.id, accepted: result.accepted, result: result.result, ...(result.refusal ? { status: result.refusal.status } : {}) });
+        results.push({
+          id: item.id,
+          accepted: result.accepted,
+          result: result.result,
+          ...(result.refusal ? { status: result.refusal.status } : {}),
+        });
       } catch (err) {
         const e = err instanceof GatewayError ? err : undefined;
-        results.push({ id: item.id, accepted: false, result: e?.retryable === false ? 'refused' : 'unavailable', status: e?.status ?? 500, error: e?.message ?? 'internal error' });
+        results.push({
+          id: item.id,
+          accepted: false,
+          result: e?.retryable === false ? 'refused' : 'unavailable',
+          status: e?.status ?? 500,
+          error: e?.message ?? 'internal error',
+        });
       }
     }
     const accepted = results.filter((r) => r.accepted).length;
@@ -137,7 +148,10 @@ function aliases(router: Router, deps: RefusalRoutesDeps, ops: RequestHandler, a
   router.post('/api/refused/:id/replay', deprecated, ops, ready, async (req, res) => {
     await one(req, isHttp, 'refused payload');
     const { result } = await refusals.replay(String(req.params.id));
-    if (!result.accepted) throw new GatewayError(result.refusal?.status ?? 422, result.refusal?.outcome ?? outcome([issue('invalid', 'refused again')]), { retryable: false });
+    if (!result.accepted)
+      throw new GatewayError(result.refusal?.status ?? 422, result.refusal?.outcome ?? outcome([issue('invalid', 'refused again')]), {
+        retryable: false,
+      });
     res.status(202).json(result.detail ?? {});
   });
   router.delete('/api/refused/:id', deprecated, admin, ready, del(isHttp, 'refused payload'));

@@ -107,9 +107,28 @@ export class EmbeddedRedis {
     this.port = this.options.port ?? (await freePort());
     const aof = this.options.appendOnly !== false;
     const args = [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
-      '--appendonly', aof ? 'yes' : 'no', '--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction',
-      '--protected-mode', 'yes', '--daemonize', 'no', '--logfile', '', '--pidfile', pidfile,
+      '--port',
+      String(this.port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      aof ? 'yes' : 'no',
+      '--appendfsync',
+      'everysec',
+      '--maxmemory-policy',
+      'noeviction',
+      '--protected-mode',
+      'yes',
+      '--daemonize',
+      'no',
+      '--logfile',
+      '',
+      '--pidfile',
+      pidfile,
     ];
     const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
@@ -120,7 +139,9 @@ export class EmbeddedRedis {
     let output = '';
     child.stdout?.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-4000)));
     child.stderr?.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-4000)));
-    const exited = new Promise<never>((_, rej) => child.once('exit', (code) => rej(new Error(`redis-server exited (${code}): ${output.trim().split('\n').slice(-3).join(' ')}`))));
+    const exited = new Promise<never>((_, rej) =>
+      child.once('exit', (code) => rej(new Error(`redis-server exited (${code}): ${output.trim().split('\n').slice(-3).join(' ')}`))),
+    );
     await Promise.race([this.waitReady(), exited]);
     return this.url;
   }

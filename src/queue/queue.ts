@@ -57,7 +57,9 @@ export function connectRedis(url: string, extra: RedisOptions = {}): Redis {
  * `translation`; they are read as a job of one reading. (Upgrade every process together: the previous version cannot
  * read jobs of this one.)
  */
-export function normalizeJob(data: DeliveryJob | (Omit<DeliveryJob, 'translations'> & { translation?: Reading; translations?: Reading[] })): DeliveryJob {
+export function normalizeJob(
+  data: DeliveryJob | (Omit<DeliveryJob, 'translations'> & { translation?: Reading; translations?: Reading[] }),
+): DeliveryJob {
   if (Array.isArray(data.translations)) return data as DeliveryJob;
   const { translation, ...rest } = data as { translation?: Reading } & Omit<DeliveryJob, 'translations'>;
   return { ...rest, translations: translation ? [translation] : [] };
@@ -95,7 +97,10 @@ export class DeliveryQueue {
   private depthCache = { at: 0, depth: 0 };
   private closing?: Promise<void>;
 
-  constructor(readonly settings: QueueSettings, backoff: (attemptsMade: number, err: Error) => number) {
+  constructor(
+    readonly settings: QueueSettings,
+    backoff: (attemptsMade: number, err: Error) => number,
+  ) {
     this.bull = new Bull<DeliveryJob>(settings.queueName, {
       // Our own connections, so that every one has an error listener (bull's own would print unhandled errors).
       createClient: (type, opts) => {
@@ -156,7 +161,13 @@ export class DeliveryQueue {
       if (err instanceof GatewayError) throw err;
       // Any other failure of Redis (OOM under noeviction, a closed connection, MaxRetriesPerRequest) means the job may
       // not be stored: the sender must keep its data and resend. Never a 500 that a channel could acknowledge.
-      throw new GatewayError(503, outcome([issue('transient', `the queue (Redis) refused the job (${(err as Error)?.name ?? 'error'}); nothing was accepted, retry later`)]), { cause: err, headers: { 'Retry-After': '5' } });
+      throw new GatewayError(
+        503,
+        outcome([
+          issue('transient', `the queue (Redis) refused the job (${(err as Error)?.name ?? 'error'}); nothing was accepted, retry later`),
+        ]),
+        { cause: err, headers: { 'Retry-After': '5' } },
+      );
     }
   }
 
@@ -168,7 +179,11 @@ export class DeliveryQueue {
       throw unavailable(`the delivery queue is full (${depth} jobs waiting, limit ${this.settings.maxDepth}); retry later`, 10);
     }
     const specs = jobs.map((data) => ({ data, opts: { jobId: jobIdFor(data) } }));
-    const added = await withTimeout(specs.length === 1 ? this.bull.add(specs[0].data, specs[0].opts).then((j) => [j]) : this.bull.addBulk(specs), t, 'the queue (Redis) did not confirm the job');
+    const added = await withTimeout(
+      specs.length === 1 ? this.bull.add(specs[0].data, specs[0].opts).then((j) => [j]) : this.bull.addBulk(specs),
+      t,
+      'the queue (Redis) did not confirm the job',
+    );
     this.depthCache.depth += jobs.length;
     return added.map((j) => String(j.id));
   }
@@ -193,7 +208,11 @@ export class DeliveryQueue {
   /** Adds a replayed job under a fresh id (the content id may still be held by the failed original). */
   async requeue(job: DeliveryJob): Promise<string> {
     await this.ensureReady(this.settings.enqueueTimeoutMs);
-    const added = await withTimeout(this.bull.add(job, { jobId: `${jobIdFor(job)}-r${Date.now().toString(36)}` }), this.settings.enqueueTimeoutMs, 'the queue (Redis) did not confirm the job');
+    const added = await withTimeout(
+      this.bull.add(job, { jobId: `${jobIdFor(job)}-r${Date.now().toString(36)}` }),
+      this.settings.enqueueTimeoutMs,
+      'the queue (Redis) did not confirm the job',
+    );
     return String(added.id);
   }
 
@@ -211,7 +230,10 @@ export class DeliveryQueue {
 export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(unavailable(`${what} within ${ms} ms; resend later (a resent message is recognised and not queued twice)`, 5)), ms);
+    timer = setTimeout(
+      () => reject(unavailable(`${what} within ${ms} ms; resend later (a resent message is recognised and not queued twice)`, 5)),
+      ms,
+    );
   });
   try {
     return await Promise.race([p, timeout]);

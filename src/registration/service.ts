@@ -28,7 +28,15 @@ import { badRequest, conflict, forbidden, issue, notFound, GatewayError, outcome
 import { validateReadings } from '../fhir/validate.js';
 import { buildTransaction } from '../fhir/transaction.js';
 import { requireJson } from '../http/errors.js';
-import { checkSamples, compileMapping, createMappingAdapter, MappingError, validateMapping, type MappingAdapter, type MappingIssue } from '../adapters/mapping/index.js';
+import {
+  checkSamples,
+  compileMapping,
+  createMappingAdapter,
+  MappingError,
+  validateMapping,
+  type MappingAdapter,
+  type MappingIssue,
+} from '../adapters/mapping/index.js';
 import { BUILT_IN_ADAPTERS } from '../adapters/registry.js';
 import { ADAPTERS_CHANNEL, RegistrationStore, type RegisteredAdapter } from './store.js';
 import { isPluginAdapter } from '../adapters/plugins.js';
@@ -70,11 +78,16 @@ type Action = 'read' | 'manage';
  * vendor id (others are 404 to it: no probing); an operator may read. Built-in, folder and plugin adapters may be read
  * by anyone allowed on the route and are managed in their own way (code, mappings folder, plugin directory).
  */
-export function assertMay(principal: Principal | undefined, action: Action, adapter: { id: string; vendor?: string; source: AdapterSource }): void {
+export function assertMay(
+  principal: Principal | undefined,
+  action: Action,
+  adapter: { id: string; vendor?: string; source: AdapterSource },
+): void {
   const p = principal;
   if (!p) throw forbidden('a credential is required');
   if (adapter.source !== 'registered') {
-    if (action === 'manage') throw conflict(`adapter '${adapter.id}' is a ${adapter.source} adapter: it cannot be changed through the registration API`);
+    if (action === 'manage')
+      throw conflict(`adapter '${adapter.id}' is a ${adapter.source} adapter: it cannot be changed through the registration API`);
     return;
   }
   if (p.role === 'admin') return;
@@ -106,7 +119,8 @@ interface ParsedRegistration {
 }
 
 function parseBody(body: unknown, principal: Principal): ParsedRegistration {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('the body must be a JSON object { id, vendor, description, deviceMapping, fhirMapping, samples }');
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw badRequest('the body must be a JSON object { id, vendor, description, deviceMapping, fhirMapping, samples }');
   const b = body as Record<string, unknown>;
   const issues: OperationOutcomeIssue[] = [];
   const id = typeof b.id === 'string' ? b.id : '';
@@ -118,10 +132,18 @@ function parseBody(body: unknown, principal: Principal): ParsedRegistration {
     vendor = own;
   }
   if (!vendor) issues.push(issue('required', 'vendor is required (the vendor id that owns the adapter)', ['$.vendor']));
-  if (b.description !== undefined && typeof b.description !== 'string') issues.push(issue('value', 'description must be a string', ['$.description']));
-  if (b.deviceMapping === undefined) issues.push(issue('required', 'deviceMapping is required (an iomt-fhir CollectionContent template)', ['$.deviceMapping']));
-  if (b.fhirMapping === undefined) issues.push(issue('required', 'fhirMapping is required (an iomt-fhir CollectionFhir template)', ['$.fhirMapping']));
-  if (!Array.isArray(b.samples) || b.samples.length === 0) issues.push(issue('required', 'samples is required: a non-empty array of sample payloads (each must translate into valid resources)', ['$.samples']));
+  if (b.description !== undefined && typeof b.description !== 'string')
+    issues.push(issue('value', 'description must be a string', ['$.description']));
+  if (b.deviceMapping === undefined)
+    issues.push(issue('required', 'deviceMapping is required (an iomt-fhir CollectionContent template)', ['$.deviceMapping']));
+  if (b.fhirMapping === undefined)
+    issues.push(issue('required', 'fhirMapping is required (an iomt-fhir CollectionFhir template)', ['$.fhirMapping']));
+  if (!Array.isArray(b.samples) || b.samples.length === 0)
+    issues.push(
+      issue('required', 'samples is required: a non-empty array of sample payloads (each must translate into valid resources)', [
+        '$.samples',
+      ]),
+    );
   if (b.enabled !== undefined && typeof b.enabled !== 'boolean') issues.push(issue('value', 'enabled must be a boolean', ['$.enabled']));
   if (issues.length) throw unprocessable(issues);
   return {
@@ -166,13 +188,25 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
     /** An id another source holds (built-in, hl7v2, folder mapping, plugin). */
     const takenByOther = (id: string) => RESERVED_IDS.has(id) || builtIn.has(id) || (!known.has(id) && ctx.registry.get(id) !== undefined);
 
-    const compile = (id: string, vendor: string, version: number, v: { description: string; deviceMapping: unknown; fhirMapping: unknown; registeredAt?: string }): MappingAdapter => {
+    const compile = (
+      id: string,
+      vendor: string,
+      version: number,
+      v: { description: string; deviceMapping: unknown; fhirMapping: unknown; registeredAt?: string },
+    ): MappingAdapter => {
       // Keyed by the stored version's identity, not its number alone: an id deleted and registered again restarts at
       // version 1, and must not get the old mapping back from this cache.
       const key = `${id}@${version}@${vendor}@${v.registeredAt ?? ''}`;
       let a = compiled.get(key);
       if (!a) {
-        a = createMappingAdapter({ id, description: v.description, vendor, deviceMapping: v.deviceMapping, fhirMapping: v.fhirMapping, files: { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE } });
+        a = createMappingAdapter({
+          id,
+          description: v.description,
+          vendor,
+          deviceMapping: v.deviceMapping,
+          fhirMapping: v.fhirMapping,
+          files: { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE },
+        });
         for (const k of compiled.keys()) if (k.startsWith(`${id}@`)) compiled.delete(k);
         compiled.set(key, a);
       }
@@ -227,7 +261,14 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
 
     // The counter is read before loading: a change made meanwhile is seen by the first poll.
     let lastCounter = await store.changeCounter().catch(() => '');
-    if (!(await reloadAll().catch((e: Error) => (ctx.log.error({ error: e.message }, 'could not load registered adapters from Redis; they are loaded when Redis answers'), false)))) lastCounter = '';
+    if (
+      !(await reloadAll().catch(
+        (e: Error) => (
+          ctx.log.error({ error: e.message }, 'could not load registered adapters from Redis; they are loaded when Redis answers'), false
+        ),
+      ))
+    )
+      lastCounter = '';
 
     const router = express.Router();
     const json = express.json({ limit: ctx.maxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
@@ -237,10 +278,25 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
       const reg = known.get(id);
       if (reg) {
         const r = reg.record;
-        return { id, description: reg.adapter?.description ?? a?.description ?? '', source: 'registered' as const, vendor: r.vendor, version: r.current, enabled: r.enabled && !!reg.adapter, ...(reg.error ? { error: reg.error } : {}) };
+        return {
+          id,
+          description: reg.adapter?.description ?? a?.description ?? '',
+          source: 'registered' as const,
+          vendor: r.vendor,
+          version: r.current,
+          enabled: r.enabled && !!reg.adapter,
+          ...(reg.error ? { error: reg.error } : {}),
+        };
       }
       const vendor = (a as { vendor?: string } | undefined)?.vendor;
-      return { id, description: a?.description ?? '', source: sourceOf(id, a), ...(vendor ? { vendor } : {}), version: null, enabled: true };
+      return {
+        id,
+        description: a?.description ?? '',
+        source: sourceOf(id, a),
+        ...(vendor ? { vendor } : {}),
+        version: null,
+        enabled: true,
+      };
     };
 
     /** The adapter `id` as the caller may see it (404 when absent or not visible). */
@@ -257,20 +313,28 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
     router.get('/api/adapters', ctx.requireRole('operator', 'vendor'), (req, res) => {
       const p = principal(req);
       const ids = new Set([...ctx.registry.list().map((a) => a.id), ...known.keys()]);
-      const out = [...ids].sort().map((id) => view(ctx.registry.get(id), id)).filter((v) => {
-        if (v.source !== 'registered') return true;
-        try {
-          assertMay(p, 'read', { id: v.id, vendor: v.vendor, source: v.source });
-          return true;
-        } catch {
-          return false;
-        }
-      });
+      const out = [...ids]
+        .sort()
+        .map((id) => view(ctx.registry.get(id), id))
+        .filter((v) => {
+          if (v.source !== 'registered') return true;
+          try {
+            assertMay(p, 'read', { id: v.id, vendor: v.vendor, source: v.source });
+            return true;
+          } catch {
+            return false;
+          }
+        });
       res.json(out);
     });
 
     /** Adapter changes are administrative actions: recorded in the audit trail (best effort: the change is made). */
-    const auditAdapter = async (kind: 'adapter-registered' | 'adapter-enable' | 'adapter-disable' | 'adapter-deleted', req: Request, id: string, description: string) => {
+    const auditAdapter = async (
+      kind: 'adapter-registered' | 'adapter-enable' | 'adapter-disable' | 'adapter-deleted',
+      req: Request,
+      id: string,
+      description: string,
+    ) => {
       await ctx.audit
         ?.record({ kind, principal: req.principal, address: req.socket.remoteAddress, entities: [{ kind: 'Adapter', id }], description })
         .catch((err: Error) => ctx.log.warn({ adapter: id, error: err.message }, 'could not record the adapter change in the audit trail'));
@@ -279,10 +343,15 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
     router.post('/api/adapters', ctx.requireRole('vendor'), requireJson, json, async (req, res) => {
       const p = principal(req);
       const reg = parseBody(req.body, p);
-      if (takenByOther(reg.id)) throw conflict(`adapter id '${reg.id}' is taken by a ${RESERVED_IDS.has(reg.id) ? 'reserved name' : sourceOf(reg.id, ctx.registry.get(reg.id)) + ' adapter'}; choose another id`);
+      if (takenByOther(reg.id))
+        throw conflict(
+          `adapter id '${reg.id}' is taken by a ${RESERVED_IDS.has(reg.id) ? 'reserved name' : sourceOf(reg.id, ctx.registry.get(reg.id)) + ' adapter'}; choose another id`,
+        );
       const existing = known.get(reg.id)?.record ?? (await viaRedis(store.get(reg.id)));
-      if (existing && p.role === 'vendor' && existing.vendor !== (p.vendorId ?? p.id)) throw conflict(`adapter id '${reg.id}' is registered by another vendor; choose another id`);
-      if (existing && p.role === 'admin' && existing.vendor !== reg.vendor) throw conflict(`adapter '${reg.id}' belongs to vendor '${existing.vendor}', not '${reg.vendor}'`);
+      if (existing && p.role === 'vendor' && existing.vendor !== (p.vendorId ?? p.id))
+        throw conflict(`adapter id '${reg.id}' is registered by another vendor; choose another id`);
+      if (existing && p.role === 'admin' && existing.vendor !== reg.vendor)
+        throw conflict(`adapter '${reg.id}' belongs to vendor '${existing.vendor}', not '${reg.vendor}'`);
 
       // 1. the templates (structure, expressions, terminology), every issue with its location
       const issues = validateMapping(reg.deviceMapping, reg.fhirMapping, { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE });
@@ -291,18 +360,40 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
       // 2. every sample through the mapping and the validator (also when the codes are wrong: the vendor gets the whole list)
       const { mapping } = compileMapping(reg.deviceMapping, reg.fhirMapping, { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE });
       if (mapping) {
-        const samples = checkSamples(mapping, reg.samples.map((body, i) => ({ file: `samples[${i}]`, body })), { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE, vendor: reg.vendor, ctx: ctx.context });
+        const samples = checkSamples(
+          mapping,
+          reg.samples.map((body, i) => ({ file: `samples[${i}]`, body })),
+          { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE, vendor: reg.vendor, ctx: ctx.context },
+        );
         for (const s of samples) {
           errors.push(...s.issues.filter((i) => i.severity === 'error'));
           issues.push(...s.issues.filter((i) => i.severity === 'warning'));
         }
-        results = samples.map((s, i) => ({ sample: i, resources: (s.translations ?? []).flatMap((t) => [...t.devices, ...t.observations]), patient: s.translations?.find((t) => t.patient)?.patient }));
+        results = samples.map((s, i) => ({
+          sample: i,
+          resources: (s.translations ?? []).flatMap((t) => [...t.devices, ...t.observations]),
+          patient: s.translations?.find((t) => t.patient)?.patient,
+        }));
       }
       if (errors.length) {
         ctx.metrics.inc('adapter_registrations_refused_total');
         throw new GatewayError(422, outcome([...errors, ...issues.filter((i) => i.severity === 'warning')].map(toIssue)));
       }
-      const added = await viaRedis(store.addVersion(reg.id, reg.vendor, { description: reg.description, deviceMapping: reg.deviceMapping, fhirMapping: reg.fhirMapping, samples: reg.samples, registeredAt: new Date().toISOString(), registeredBy: who(p) }, reg.enabled));
+      const added = await viaRedis(
+        store.addVersion(
+          reg.id,
+          reg.vendor,
+          {
+            description: reg.description,
+            deviceMapping: reg.deviceMapping,
+            fhirMapping: reg.fhirMapping,
+            samples: reg.samples,
+            registeredAt: new Date().toISOString(),
+            registeredBy: who(p),
+          },
+          reg.enabled,
+        ),
+      );
       if ('owner' in added) throw conflict(`adapter id '${reg.id}' is registered by another vendor; choose another id`);
       await reload(reg.id).catch(() => undefined);
       ctx.metrics.inc('adapter_registrations_total');
@@ -326,18 +417,38 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
       const versions = [];
       for (const n of r.reg.record.versions) {
         const v = await viaRedis(store.version(r.id, n));
-        if (v) versions.push({ version: v.version, description: v.description, registeredAt: v.registeredAt, registeredBy: v.registeredBy, current: n === r.reg.record.current, deviceMapping: v.deviceMapping, fhirMapping: v.fhirMapping, samples: v.samples });
+        if (v)
+          versions.push({
+            version: v.version,
+            description: v.description,
+            registeredAt: v.registeredAt,
+            registeredBy: v.registeredBy,
+            current: n === r.reg.record.current,
+            deviceMapping: v.deviceMapping,
+            fhirMapping: v.fhirMapping,
+            samples: v.samples,
+          });
       }
       res.json({ ...r.view, createdAt: r.reg.record.createdAt, updatedAt: r.reg.record.updatedAt, versions });
     });
 
     router.post('/api/adapters/:id/$translate', ctx.requireRole('operator', 'vendor'), requireJson, json, (req, res) => {
       const r = resolve(req, 'read');
-      if (!r.adapter) throw new GatewayError(409, outcome([issue('conflict', `adapter '${r.id}' could not be compiled: ${r.reg?.error ?? 'unknown error'}`)]));
+      if (!r.adapter)
+        throw new GatewayError(
+          409,
+          outcome([issue('conflict', `adapter '${r.id}' could not be compiled: ${r.reg?.error ?? 'unknown error'}`)]),
+        );
       if (req.body === undefined) throw badRequest('the body is empty: send a device payload');
       const attributes: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.query)) if (typeof v === 'string') attributes[k] = v;
-      const message: InboundMessage = { body: req.body, channel: 'http', receivedAt: new Date().toISOString(), attributes, principal: principal(req) };
+      const message: InboundMessage = {
+        body: req.body,
+        channel: 'http',
+        receivedAt: new Date().toISOString(),
+        attributes,
+        principal: principal(req),
+      };
       // The pipeline's own translate and validate steps; without a patient in the payload the subject is filled in at
       // the door (the device's assigned patient), so its absence is a warning here, not an error.
       const translations = translateWith(r.adapter, message, ctx.context);
@@ -346,13 +457,31 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
       const warnings: OperationOutcomeIssue[] = [];
       const bundles = translations.map((t, i) => {
         if (!t.patient && t.observations.length) {
-          warnings.push(issue('incomplete', `reading[${i}] names no patient: the gateway would fill in the patient assigned to the device, or hold or refuse the data by device policy`, undefined, 'warning'));
+          warnings.push(
+            issue(
+              'incomplete',
+              `reading[${i}] names no patient: the gateway would fill in the patient assigned to the device, or hold or refuse the data by device policy`,
+              undefined,
+              'warning',
+            ),
+          );
         }
-        const target = t.patient ? { kind: 'create' as const, system: t.patient.system, value: t.patient.value } : { kind: 'none' as const };
+        const target = t.patient
+          ? { kind: 'create' as const, system: t.patient.system, value: t.patient.value }
+          : { kind: 'none' as const };
         return buildTransaction('dry-run', t, target);
       });
       if (!translations.length) warnings.push(issue('informational', 'the payload yields no resources', undefined, 'warning'));
-      res.json({ adapter: r.id, version: r.reg?.record.current ?? null, bundles, outcome: outcome(warnings.length ? warnings : [issue('informational', 'translated and valid; nothing was queued (dry run)', undefined, 'information')]) });
+      res.json({
+        adapter: r.id,
+        version: r.reg?.record.current ?? null,
+        bundles,
+        outcome: outcome(
+          warnings.length
+            ? warnings
+            : [issue('informational', 'translated and valid; nothing was queued (dry run)', undefined, 'information')],
+        ),
+      });
     });
 
     for (const action of ['enable', 'disable'] as const) {
@@ -391,7 +520,9 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
     return {
       router,
       start: async () => {
-        await sub.subscribe(ADAPTERS_CHANNEL).catch((e: Error) => ctx.log.warn({ error: e.message }, 'could not subscribe to adapter changes; polling only'));
+        await sub
+          .subscribe(ADAPTERS_CHANNEL)
+          .catch((e: Error) => ctx.log.warn({ error: e.message }, 'could not subscribe to adapter changes; polling only'));
         timer = setInterval(() => void poll(), pollMs);
         timer.unref();
       },
@@ -400,5 +531,5 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
         sub.disconnect();
       },
     };
-  };
+  }
 }

@@ -48,8 +48,19 @@ export class RegistrationStore {
   async get(id: string): Promise<RegisteredAdapter | undefined> {
     const h = await this.redis.hgetall(adapterKey(id));
     if (!h.vendor || !h.current) return undefined;
-    const versions = Object.keys(h).filter((k) => /^v\d+$/.test(k)).map((k) => Number(k.slice(1))).sort((a, b) => a - b);
-    return { id, vendor: h.vendor, enabled: h.enabled !== '0', current: Number(h.current), createdAt: h.createdAt ?? '', updatedAt: h.updatedAt ?? '', versions };
+    const versions = Object.keys(h)
+      .filter((k) => /^v\d+$/.test(k))
+      .map((k) => Number(k.slice(1)))
+      .sort((a, b) => a - b);
+    return {
+      id,
+      vendor: h.vendor,
+      enabled: h.enabled !== '0',
+      current: Number(h.current),
+      createdAt: h.createdAt ?? '',
+      updatedAt: h.updatedAt ?? '',
+      versions,
+    };
   }
 
   async version(id: string, version: number): Promise<RegisteredVersion | undefined> {
@@ -61,7 +72,12 @@ export class RegistrationStore {
    * Adds a version (version 1 creates the adapter for `vendor`). Returns the version number, or `{ owner }` when the
    * id belongs to another vendor. The owner is claimed with HSETNX, so two vendors racing for a new id cannot both win.
    */
-  async addVersion(id: string, vendor: string, v: Omit<RegisteredVersion, 'version'>, enabledOnCreate: boolean): Promise<{ version: number; created: boolean } | { owner: string }> {
+  async addVersion(
+    id: string,
+    vendor: string,
+    v: Omit<RegisteredVersion, 'version'>,
+    enabledOnCreate: boolean,
+  ): Promise<{ version: number; created: boolean } | { owner: string }> {
     const key = adapterKey(id);
     const now = v.registeredAt;
     const claimed = await this.redis.hsetnx(key, 'vendor', vendor);

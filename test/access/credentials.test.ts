@@ -52,7 +52,18 @@ describe('credentials', function () {
       const all = await client.keys('*');
       for (const k of all) {
         const type = await client.type(k);
-        const dump = type === 'string' ? await client.get(k) : type === 'hash' ? JSON.stringify(await client.hgetall(k)) : type === 'set' ? JSON.stringify(await client.smembers(k)) : type === 'zset' ? JSON.stringify(await client.zrange(k, 0, -1)) : type === 'list' ? JSON.stringify(await client.lrange(k, 0, -1)) : '';
+        const dump =
+          type === 'string'
+            ? await client.get(k)
+            : type === 'hash'
+              ? JSON.stringify(await client.hgetall(k))
+              : type === 'set'
+                ? JSON.stringify(await client.smembers(k))
+                : type === 'zset'
+                  ? JSON.stringify(await client.zrange(k, 0, -1))
+                  : type === 'list'
+                    ? JSON.stringify(await client.lrange(k, 0, -1))
+                    : '';
         assert.ok(!dump?.includes(parsed!.secret), `the secret is not stored (found in ${k})`);
       }
     } finally {
@@ -69,7 +80,12 @@ describe('credentials', function () {
     { name: 'its own reading', caller: 'DEV-A', body: () => reading('DEV-A', {}, 1), status: 202 },
     { name: "another registered device's reading", caller: 'DEV-A', body: () => reading('DEV-B', {}, 2), status: 403 },
     { name: "an unknown device's reading", caller: 'DEV-A', body: () => reading('DEV-UNKNOWN', {}, 3), status: 403 },
-    { name: 'a batch with one foreign reading', caller: 'DEV-A', body: () => [reading('DEV-A', {}, 4), reading('DEV-B', {}, 4)], status: 403 },
+    {
+      name: 'a batch with one foreign reading',
+      caller: 'DEV-A',
+      body: () => [reading('DEV-A', {}, 4), reading('DEV-B', {}, 4)],
+      status: 403,
+    },
   ];
   for (const c of impersonation) {
     it(`a device key sending ${c.name}: ${c.status}`, async () => {
@@ -99,10 +115,18 @@ describe('credentials', function () {
   it('a revoked key is refused at once, on this instance and on another one that had it cached', async () => {
     const { key, keyId } = (await call(a.url, 'POST', '/api/devices/DEV-B/credentials', ADMIN)).body;
     assert.equal((await call(a.url, 'POST', '/ingest/measurements', key, reading('DEV-B', {}, 10))).status, 202);
-    assert.equal((await call(b.url, 'POST', '/ingest/measurements', key, reading('DEV-B', {}, 11))).status, 202, 'B verified (and cached) it');
+    assert.equal(
+      (await call(b.url, 'POST', '/ingest/measurements', key, reading('DEV-B', {}, 11))).status,
+      202,
+      'B verified (and cached) it',
+    );
     assert.equal((await call(a.url, 'DELETE', `/api/devices/DEV-B/credentials/${keyId}`, ADMIN)).status, 204);
     assert.equal((await call(a.url, 'POST', '/ingest/measurements', key, reading('DEV-B', {}, 12))).status, 401);
-    await eventually(async () => (await call(b.url, 'POST', '/ingest/measurements', key, reading('DEV-B', {}, 13))).status === 401, 10000, 'B to refuse the revoked key');
+    await eventually(
+      async () => (await call(b.url, 'POST', '/ingest/measurements', key, reading('DEV-B', {}, 13))).status === 401,
+      10000,
+      'B to refuse the revoked key',
+    );
     assert.equal((await call(a.url, 'DELETE', `/api/devices/DEV-B/credentials/${keyId}`, ADMIN)).status, 404, 'revoking twice: not found');
   });
 
@@ -131,9 +155,17 @@ describe('credentials', function () {
     const rot = await call(b.url, 'POST', `/api/devices/DEV-C/credentials/${old.keyId}/rotate`, ADMIN);
     assert.equal(rot.status, 201);
     assert.equal((await call(b.url, 'POST', '/ingest/measurements', old.key, reading('DEV-C', {}, 31))).status, 401);
-    await eventually(async () => (await call(a.url, 'POST', '/ingest/measurements', old.key, reading('DEV-C', {}, 32))).status === 401, 10000, 'A to refuse the rotated-out key');
+    await eventually(
+      async () => (await call(a.url, 'POST', '/ingest/measurements', old.key, reading('DEV-C', {}, 32))).status === 401,
+      10000,
+      'A to refuse the rotated-out key',
+    );
     assert.equal((await call(a.url, 'POST', '/ingest/measurements', rot.body.key, reading('DEV-C', {}, 33))).status, 202);
-    assert.equal((await call(a.url, 'POST', `/api/devices/DEV-C/credentials/${old.keyId}/rotate`, ADMIN)).status, 409, 'an expired key cannot be rotated');
+    assert.equal(
+      (await call(a.url, 'POST', `/api/devices/DEV-C/credentials/${old.keyId}/rotate`, ADMIN)).status,
+      409,
+      'an expired key cannot be rotated',
+    );
   });
 
   it('vendor and operator keys: issue, rotate, revoke', async () => {

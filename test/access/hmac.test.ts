@@ -17,14 +17,24 @@ describe('HMAC-signed requests', function () {
   let gw: DmGateway;
   let vendor: { keyId: string; key: string; signingSecret: string };
 
-  const signed = async (method: string, path: string, body: unknown, opts: { keyId?: string; secret?: string; ts?: number; alter?: boolean; signature?: string } = {}) => {
+  const signed = async (
+    method: string,
+    path: string,
+    body: unknown,
+    opts: { keyId?: string; secret?: string; ts?: number; alter?: boolean; signature?: string } = {},
+  ) => {
     const raw = Buffer.from(body === undefined ? '' : JSON.stringify(body));
     const ts = String(opts.ts ?? Math.floor(Date.now() / 1000));
     const signature = opts.signature ?? sign(opts.secret ?? vendor.signingSecret, ts, method, path, raw);
     const sent = opts.alter ? Buffer.from(JSON.stringify({ ...(body as object), tampered: true })) : raw;
     const r = await fetch(`${gw.url}${path}`, {
       method,
-      headers: { 'content-type': 'application/json', 'x-gateway-key-id': opts.keyId ?? vendor.keyId, 'x-gateway-timestamp': ts, 'x-gateway-signature': signature },
+      headers: {
+        'content-type': 'application/json',
+        'x-gateway-key-id': opts.keyId ?? vendor.keyId,
+        'x-gateway-timestamp': ts,
+        'x-gateway-signature': signature,
+      },
       body: method === 'GET' ? undefined : new Uint8Array(sent),
     });
     return { status: r.status, body: await r.json().catch(() => undefined), signature };
@@ -70,16 +80,53 @@ describe('HMAC-signed requests', function () {
   it('signed API calls work too (GET without a body)', async () => {
     const r = await signed('GET', '/api/devices?vendor=signer', undefined);
     assert.equal(r.status, 200);
-    assert.deepEqual(r.body.map((d: { id: string }) => d.id), ['SIGNED-1']);
+    assert.deepEqual(
+      r.body.map((d: { id: string }) => d.id),
+      ['SIGNED-1'],
+    );
   });
 
   const refusals: { name: string; run: () => Promise<{ status: number; body: any }>; status: number; reason: RegExp }[] = [
-    { name: 'a replayed signature', run: async () => { const first = await signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 7)); assert.equal(first.status, 202); return signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 7), { signature: first.signature }); }, status: 401, reason: /replay/ },
-    { name: 'a stale timestamp', run: () => signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 8), { ts: Math.floor(Date.now() / 1000) - 3600 }), status: 401, reason: /outside the allowed window/ },
-    { name: 'an altered body', run: () => signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 9), { alter: true }), status: 401, reason: /wrong signature/ },
-    { name: 'the wrong secret', run: () => signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 10), { secret: 'guess' }), status: 401, reason: /wrong signature/ },
-    { name: 'an unknown key id', run: () => signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 11), { keyId: '0123456789abcdef' }), status: 401, reason: /unknown key/ },
-    { name: "another vendor's device", run: () => signed('POST', '/ingest/measurements', reading('NOT-MINE', {}, 12)), status: 403, reason: /not a device of vendor 'signer'/ },
+    {
+      name: 'a replayed signature',
+      run: async () => {
+        const first = await signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 7));
+        assert.equal(first.status, 202);
+        return signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 7), { signature: first.signature });
+      },
+      status: 401,
+      reason: /replay/,
+    },
+    {
+      name: 'a stale timestamp',
+      run: () => signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 8), { ts: Math.floor(Date.now() / 1000) - 3600 }),
+      status: 401,
+      reason: /outside the allowed window/,
+    },
+    {
+      name: 'an altered body',
+      run: () => signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 9), { alter: true }),
+      status: 401,
+      reason: /wrong signature/,
+    },
+    {
+      name: 'the wrong secret',
+      run: () => signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 10), { secret: 'guess' }),
+      status: 401,
+      reason: /wrong signature/,
+    },
+    {
+      name: 'an unknown key id',
+      run: () => signed('POST', '/ingest/measurements', reading('SIGNED-1', {}, 11), { keyId: '0123456789abcdef' }),
+      status: 401,
+      reason: /unknown key/,
+    },
+    {
+      name: "another vendor's device",
+      run: () => signed('POST', '/ingest/measurements', reading('NOT-MINE', {}, 12)),
+      status: 403,
+      reason: /not a device of vendor 'signer'/,
+    },
   ];
   for (const c of refusals) {
     it(`refuses ${c.name} (${c.status})`, async () => {

@@ -5,7 +5,13 @@ import { MllpAllowList } from '../../src/access/mllp-senders.js';
 const FP = 'AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89';
 
 describe('MLLP sender allow-list', () => {
-  const list = new MllpAllowList(['ICU_A=10.1.20.0/24|10.9.9.9', `LAB=cert:${FP}`, 'WARD=10.2.0.5|cert:' + FP.replace(/:/g, ''), 'V6=fd00::/8', '*=127.0.0.1']);
+  const list = new MllpAllowList([
+    'ICU_A=10.1.20.0/24|10.9.9.9',
+    `LAB=cert:${FP}`,
+    'WARD=10.2.0.5|cert:' + FP.replace(/:/g, ''),
+    'V6=fd00::/8',
+    '*=127.0.0.1',
+  ]);
   const cases: [string, string, string | undefined, boolean][] = [
     ['ICU_A', '10.1.20.77', undefined, true],
     ['ICU_A', '::ffff:10.1.20.77', undefined, true],

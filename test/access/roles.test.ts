@@ -22,12 +22,16 @@ describe('access control: every role against every route family', function () {
     gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url });
     const u = gw.url;
     keys.admin = ADMIN;
-    for (const v of ['acme', 'globex']) assert.equal((await call(u, 'POST', '/api/vendors', ADMIN, { id: v, name: v.toUpperCase() })).status, 201);
+    for (const v of ['acme', 'globex'])
+      assert.equal((await call(u, 'POST', '/api/vendors', ADMIN, { id: v, name: v.toUpperCase() })).status, 201);
     keys.vendor = (await call(u, 'POST', '/api/vendors/acme/credentials', ADMIN)).body.key;
     keys.otherVendor = (await call(u, 'POST', '/api/vendors/globex/credentials', ADMIN)).body.key;
     keys.operator = (await call(u, 'POST', '/api/operators/credentials', ADMIN, { name: 'integration-team' })).body.key;
     for (const id of ['ACME-1', 'ACME-2', 'ACME-3']) {
-      assert.equal((await call(u, 'POST', '/api/devices', ADMIN, { id, vendor: 'acme', type: 'pulse-oximeter', adapter: 'measurements' })).status, 201);
+      assert.equal(
+        (await call(u, 'POST', '/api/devices', ADMIN, { id, vendor: 'acme', type: 'pulse-oximeter', adapter: 'measurements' })).status,
+        201,
+      );
       assert.equal((await call(u, 'POST', `/api/devices/${id}/activate`, ADMIN)).status, 200);
     }
     keys.device = (await call(u, 'POST', '/api/devices/ACME-1/credentials', ADMIN)).body.key;
@@ -41,22 +45,57 @@ describe('access control: every role against every route family', function () {
 
   // Each family: one representative call (owned by acme where ownership matters) and who may make it.
   // "ok" = authorised (any status but 401/403: the handler ran); 403 = refused by role or ownership.
-  const families: { name: string; method: string; path: string | ((who: Who) => string); body?: unknown | ((who: Who) => unknown); allowed: Who[] }[] = [
+  const families: {
+    name: string;
+    method: string;
+    path: string | ((who: Who) => string);
+    body?: unknown | ((who: Who) => unknown);
+    allowed: Who[];
+  }[] = [
     { name: 'ingest', method: 'POST', path: '/ingest/measurements', body: reading('ACME-1'), allowed: ['admin', 'vendor', 'device'] },
     { name: 'device list', method: 'GET', path: '/api/devices', allowed: ['admin', 'operator', 'vendor', 'otherVendor'] },
     { name: 'device read', method: 'GET', path: '/api/devices/ACME-2', allowed: ['admin', 'operator', 'vendor'] },
-    { name: 'device register', method: 'POST', path: '/api/devices', body: (w: Who) => ({ id: `NEW-${w}`, ...(w === 'otherVendor' ? {} : { vendor: 'acme' }) }), allowed: ['admin', 'vendor', 'otherVendor'] },
-    { name: 'bulk register', method: 'POST', path: '/api/devices/bulk', body: (w: Who) => [{ id: `BULK-${w}` }], allowed: ['admin', 'vendor', 'otherVendor'] },
+    {
+      name: 'device register',
+      method: 'POST',
+      path: '/api/devices',
+      body: (w: Who) => ({ id: `NEW-${w}`, ...(w === 'otherVendor' ? {} : { vendor: 'acme' }) }),
+      allowed: ['admin', 'vendor', 'otherVendor'],
+    },
+    {
+      name: 'bulk register',
+      method: 'POST',
+      path: '/api/devices/bulk',
+      body: (w: Who) => [{ id: `BULK-${w}` }],
+      allowed: ['admin', 'vendor', 'otherVendor'],
+    },
     { name: 'lifecycle', method: 'POST', path: '/api/devices/ACME-2/suspend', allowed: ['admin', 'operator', 'vendor'] },
-    { name: 'assignment', method: 'PUT', path: '/api/devices/ACME-3/assignment', body: { locationId: 'ICU-1' }, allowed: ['admin', 'operator'] },
+    {
+      name: 'assignment',
+      method: 'PUT',
+      path: '/api/devices/ACME-3/assignment',
+      body: { locationId: 'ICU-1' },
+      allowed: ['admin', 'operator'],
+    },
     { name: 'unassignment', method: 'DELETE', path: '/api/devices/ACME-3/assignment', allowed: ['admin', 'operator'] },
     { name: 'device credentials', method: 'POST', path: '/api/devices/ACME-3/credentials', allowed: ['admin', 'vendor'] },
     { name: 'credential list', method: 'GET', path: '/api/devices/ACME-3/credentials', allowed: ['admin', 'operator', 'vendor'] },
-    { name: 'device config set', method: 'PUT', path: '/api/devices/ACME-1/config', body: { samplingIntervalS: 60 }, allowed: ['admin', 'operator', 'vendor'] },
+    {
+      name: 'device config set',
+      method: 'PUT',
+      path: '/api/devices/ACME-1/config',
+      body: { samplingIntervalS: 60 },
+      allowed: ['admin', 'operator', 'vendor'],
+    },
     { name: 'device config read', method: 'GET', path: '/api/devices/ACME-1/config', allowed: ['admin', 'operator', 'vendor'] },
     { name: 'own config (device)', method: 'GET', path: '/api/devices/me/config', allowed: ['device'] },
     { name: 'held readings (review)', method: 'GET', path: '/api/devices/ACME-2/held', allowed: ['admin', 'operator'] },
-    { name: 'decommission report', method: 'GET', path: '/api/devices/ACME-2/decommission-report', allowed: ['admin', 'operator', 'vendor'] },
+    {
+      name: 'decommission report',
+      method: 'GET',
+      path: '/api/devices/ACME-2/decommission-report',
+      allowed: ['admin', 'operator', 'vendor'],
+    },
     { name: 'vendor registration', method: 'POST', path: '/api/vendors', body: (w: Who) => ({ id: `v-${w}` }), allowed: ['admin'] },
     { name: 'vendor list', method: 'GET', path: '/api/vendors', allowed: ['admin', 'operator'] },
     { name: 'vendor keys', method: 'POST', path: '/api/vendors/acme/credentials', allowed: ['admin'] },

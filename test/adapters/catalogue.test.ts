@@ -25,7 +25,11 @@ function summary(o: Observation): string {
     const sd = o.valueSampledData;
     value = `SampledData ${sd.origin.code ?? sd.origin.unit} every ${sd.period} ms: ${sd.data}`;
   }
-  const comps = (o.component ?? []).map((c) => `[${(c.code.coding ?? []).map((k) => `${k.system === L ? 'LOINC' : 'MDC'} ${k.code}`).join(' + ')} = ${q(c.valueQuantity)}]`).join(' ');
+  const comps = (o.component ?? [])
+    .map(
+      (c) => `[${(c.code.coding ?? []).map((k) => `${k.system === L ? 'LOINC' : 'MDC'} ${k.code}`).join(' + ')} = ${q(c.valueQuantity)}]`,
+    )
+    .join(' ');
   return [codes, cat, value ?? comps].join(' | ');
 }
 
@@ -76,7 +80,10 @@ const EXPECTED: Record<string, Record<string, string[]>> = {
 };
 
 describe('built-in mapping catalogue', () => {
-  const folders = readdirSync(mappingsDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  const folders = readdirSync(mappingsDir, { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
 
   it('has the expected mappings, each with samples and an expectation here', () => {
     assert.deepEqual(folders, Object.keys(EXPECTED).sort());
@@ -100,11 +107,15 @@ describe('built-in mapping catalogue', () => {
       for (const s of samples) {
         const body = readJson(path.join(mappingsDir, id, 'samples', s));
         const translations = r.adapter.translate(message({ body }), ctx);
-        const lines = translations.flatMap((t) => t.observations).map(summary).sort();
+        const lines = translations
+          .flatMap((t) => t.observations)
+          .map(summary)
+          .sort();
         assert.deepEqual(lines, [...EXPECTED[id][s]].sort(), `${id}/samples/${s}`);
         for (const t of translations) {
           assert.ok(t.patient, 'every sample names the patient');
-          for (const res of [...t.devices, ...t.observations]) assert.deepEqual(validate(res), [], `${id}/samples/${s}: ${res.resourceType}`);
+          for (const res of [...t.devices, ...t.observations])
+            assert.deepEqual(validate(res), [], `${id}/samples/${s}: ${res.resourceType}`);
           for (const o of t.observations) {
             assert.deepEqual(o.subject?.identifier, { system: ctx.patientIdentifierSystem, value: t.patient?.value });
             assert.deepEqual(o.device?.identifier, t.devices[0].identifier?.[0]);
@@ -117,10 +128,33 @@ describe('built-in mapping catalogue', () => {
 
   it('no catalogue mapping codes a LOINC code or MDC code outside the verified set used above', () => {
     const allowed = new Set([
-      `${L}|2708-6`, `${L}|59408-5`, `${L}|8867-4`, `${L}|85354-9`, `${L}|8480-6`, `${L}|8462-4`, `${L}|8478-0`, `${L}|29463-7`, `${L}|39156-5`,
-      `${L}|8310-5`, `${L}|9279-1`, `${L}|55423-8`,
-      `${M}|150456`, `${M}|149530`, `${M}|150488`, `${M}|150020`, `${M}|150021`, `${M}|150022`, `${M}|150023`, `${M}|149546`, `${M}|188736`,
-      `${M}|188752`, `${M}|150364`, `${M}|160184`, `${M}|160212`, `${M}|131330`, `${M}|151562`,
+      `${L}|2708-6`,
+      `${L}|59408-5`,
+      `${L}|8867-4`,
+      `${L}|85354-9`,
+      `${L}|8480-6`,
+      `${L}|8462-4`,
+      `${L}|8478-0`,
+      `${L}|29463-7`,
+      `${L}|39156-5`,
+      `${L}|8310-5`,
+      `${L}|9279-1`,
+      `${L}|55423-8`,
+      `${M}|150456`,
+      `${M}|149530`,
+      `${M}|150488`,
+      `${M}|150020`,
+      `${M}|150021`,
+      `${M}|150022`,
+      `${M}|150023`,
+      `${M}|149546`,
+      `${M}|188736`,
+      `${M}|188752`,
+      `${M}|150364`,
+      `${M}|160184`,
+      `${M}|160212`,
+      `${M}|131330`,
+      `${M}|151562`,
     ]);
     const seen: string[] = [];
     const walk = (v: unknown): void => {
@@ -132,6 +166,9 @@ describe('built-in mapping catalogue', () => {
       }
     };
     for (const id of folders) walk(readJson(path.join(mappingsDir, id, 'fhirmapping.json')));
-    assert.deepEqual(seen.filter((c) => !allowed.has(c)), []);
+    assert.deepEqual(
+      seen.filter((c) => !allowed.has(c)),
+      [],
+    );
   });
 });

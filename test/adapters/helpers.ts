@@ -46,7 +46,8 @@ export function project(o: Observation): Record<string, unknown> {
   if (o.encounter?.identifier?.value) out.encounter = o.encounter.identifier.value;
   const v = valueOf(o as unknown as Record<string, unknown>);
   if (v) out.value = v;
-  if (o.component?.length) out.components = o.component.map((c) => ({ codes: codeKeys(c.code.coding), value: valueOf(c as unknown as Record<string, unknown>) }));
+  if (o.component?.length)
+    out.components = o.component.map((c) => ({ codes: codeKeys(c.code.coding), value: valueOf(c as unknown as Record<string, unknown>) }));
   return out;
 }
 

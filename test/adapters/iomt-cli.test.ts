@@ -25,19 +25,28 @@ describe('vendor CLI', () => {
     const code = await translateCommand([path.join(mappingsDir, 'bp-cuff'), path.join(mappingsDir, 'bp-cuff/samples/reading.json')], c.io);
     assert.equal(code, 0, c.err.join('\n'));
     const trs = JSON.parse(c.out.join('')) as Reading[];
-    assert.deepEqual(trs[0].observations.map((o) => o.code.coding?.[0]?.code), ['85354-9', '8867-4']);
+    assert.deepEqual(
+      trs[0].observations.map((o) => o.code.coding?.[0]?.code),
+      ['85354-9', '8867-4'],
+    );
   });
 
   it('translate <id> --mappings <dir>: finds the mapping by id', async () => {
     const c = capture();
-    const code = await translateCommand(['thermometer', path.join(mappingsDir, 'thermometer/samples/export.json'), '--mappings', mappingsDir], c.io);
+    const code = await translateCommand(
+      ['thermometer', path.join(mappingsDir, 'thermometer/samples/export.json'), '--mappings', mappingsDir],
+      c.io,
+    );
     assert.equal(code, 0, c.err.join('\n'));
     assert.equal((JSON.parse(c.out.join('')) as Reading[])[0].observations[0].valueQuantity?.code, 'Cel');
   });
 
   it('translate: a payload the mapping refuses prints the OperationOutcome, exit 1', async () => {
     const payload = path.join(tmp, 'bad.json');
-    writeFileSync(payload, JSON.stringify({ deviceSerial: 'BP-1', patientId: 'P', measuredAt: '2026-11-23T07:30:00Z', systolic: 'high', diastolic: 80 }));
+    writeFileSync(
+      payload,
+      JSON.stringify({ deviceSerial: 'BP-1', patientId: 'P', measuredAt: '2026-11-23T07:30:00Z', systolic: 'high', diastolic: 80 }),
+    );
     const c = capture();
     assert.equal(await translateCommand([path.join(mappingsDir, 'bp-cuff'), payload], c.io), 1);
     const oo = JSON.parse(c.err.join(''));
@@ -60,17 +69,37 @@ describe('vendor CLI', () => {
     const broken = path.join(tmp, 'acme-bp');
     cpSync(path.join(mappingsDir, 'bp-cuff'), broken, { recursive: true });
     // The iomt-fhir mistake: the diastolic component coded 8867-4 (Heart rate).
-    writeFileSync(path.join(broken, 'fhirmapping.json'), readFileSync(path.join(mappingsDir, 'bp-cuff/fhirmapping.json'), 'utf8').replace('"8462-4"', '"8867-4"'));
+    writeFileSync(
+      path.join(broken, 'fhirmapping.json'),
+      readFileSync(path.join(mappingsDir, 'bp-cuff/fhirmapping.json'), 'utf8').replace('"8462-4"', '"8867-4"'),
+    );
     const bad = capture();
     assert.equal(await validateMappingCommand([broken], bad.io), 1);
-    assert.ok(bad.err.some((l) => l.startsWith("acme-bp/fhirmapping.json $.template[0].template.components: LOINC 85354-9 'Blood pressure panel with all children optional' (R4 profile bp) requires component DiastolicBP")), bad.err.join('\n'));
-    assert.ok(bad.err.some((l) => l.startsWith('acme-bp/fhirmapping.json $.template[0].template.components[1].codes[1]: MDC 150022 (MDC_PRESS_BLD_NONINV_DIA) pairs with LOINC 8462-4')), bad.err.join('\n'));
+    assert.ok(
+      bad.err.some((l) =>
+        l.startsWith(
+          "acme-bp/fhirmapping.json $.template[0].template.components: LOINC 85354-9 'Blood pressure panel with all children optional' (R4 profile bp) requires component DiastolicBP",
+        ),
+      ),
+      bad.err.join('\n'),
+    );
+    assert.ok(
+      bad.err.some((l) =>
+        l.startsWith(
+          'acme-bp/fhirmapping.json $.template[0].template.components[1].codes[1]: MDC 150022 (MDC_PRESS_BLD_NONINV_DIA) pairs with LOINC 8462-4',
+        ),
+      ),
+      bad.err.join('\n'),
+    );
     assert.match(bad.out.join(''), /^acme-bp: \d+ error\(s\)/);
   });
 
   it('validate-mapping <mappings folder>: validates every mapping in it', async () => {
     const c = capture();
     assert.equal(await validateMappingCommand([mappingsDir], c.io), 0, c.err.join('\n'));
-    assert.match(c.out.join(''), /^9 mapping\(s\) loaded: activity-tracker, bp-cuff, cgm, ecg-waveform, glucose-meter, pulse-oximeter, respiratory-rate, thermometer, weight-scale; 0 error\(s\), 0 warning\(s\)$/);
+    assert.match(
+      c.out.join(''),
+      /^9 mapping\(s\) loaded: activity-tracker, bp-cuff, cgm, ecg-waveform, glucose-meter, pulse-oximeter, respiratory-rate, thermometer, weight-scale; 0 error\(s\), 0 warning\(s\)$/,
+    );
   });
 });

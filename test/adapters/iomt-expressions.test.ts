@@ -17,7 +17,11 @@ describe('expressions: JSONPath in the Newtonsoft dialect', () => {
     it(`rewrites ${input}`, () => assert.equal(normaliseJsonPath(input), output));
   }
 
-  const env = { Body: { hr: 0, steps: 12, readings: [{ sys: 1, dia: 2 }, { sys: 3 }], tags: ['a', 'b'] }, Properties: { 'iothub-creation-time-utc': 't' }, SystemProperties: {} };
+  const env = {
+    Body: { hr: 0, steps: 12, readings: [{ sys: 1, dia: 2 }, { sys: 3 }], tags: ['a', 'b'] },
+    Properties: { 'iothub-creation-time-utc': 't' },
+    SystemProperties: {},
+  };
   const selections: [string, unknown[], (string | undefined)[]][] = [
     ['$..[?(@hr)]', [env.Body], ['$.Body']],
     ['$..[?(@Body.hr)]', [env], ['$']],
@@ -29,13 +33,20 @@ describe('expressions: JSONPath in the Newtonsoft dialect', () => {
   for (const [path, values, paths] of selections) {
     it(`selects ${path}`, () => {
       const sel = compileExpression(path, 'JsonPath').selectTokens(env);
-      assert.deepEqual(sel.map((s) => s.value), values);
-      assert.deepEqual(sel.map((s) => s.path), paths);
+      assert.deepEqual(
+        sel.map((s) => s.value),
+        values,
+      );
+      assert.deepEqual(
+        sel.map((s) => s.path),
+        paths,
+      );
     });
   }
 
   it('refuses malformed paths when compiled, not at the first message', () => {
-    for (const bad of ['$..[?(@.a ==)]', 'heartRate', '$..[?(@.a']) assert.throws(() => compileExpression(bad, 'JsonPath'), ExpressionError, bad);
+    for (const bad of ['$..[?(@.a ==)]', 'heartRate', '$..[?(@.a'])
+      assert.throws(() => compileExpression(bad, 'JsonPath'), ExpressionError, bad);
   });
 });
 
@@ -55,7 +66,8 @@ describe('expressions: JMESPath with the iomt-fhir custom functions', () => {
     ['to_number(v)', { v: '72' }, 72],
   ];
   for (const [expr, data, result] of table) {
-    it(`${expr} → ${JSON.stringify(result)}`, () => assert.deepEqual(compileExpression(expr, 'JmesPath').selectTokens(data), [{ value: result }]));
+    it(`${expr} → ${JSON.stringify(result)}`, () =>
+      assert.deepEqual(compileExpression(expr, 'JmesPath').selectTokens(data), [{ value: result }]));
   }
 
   const failures: [string, unknown, RegExp][] = [
@@ -79,7 +91,17 @@ describe('expressions: JMESPath with the iomt-fhir custom functions', () => {
 
   it('leaves jmespath itself intact: built-ins work and a custom name never shadows one', () => {
     assert.equal(jmespath.search({ a: [3, 1, 2] }, 'max(a)'), 3);
-    assert.deepEqual(Object.keys(CUSTOM_FUNCTIONS).sort(), ['add', 'divide', 'fromUnixTimestamp', 'fromUnixTimestampMs', 'insertString', 'matchesRegex', 'multiply', 'pow', 'subtract']);
-    assert.equal(Object.prototype.hasOwnProperty.call(Object.prototype, '_interpreter'), false);
+    assert.deepEqual(Object.keys(CUSTOM_FUNCTIONS).sort(), [
+      'add',
+      'divide',
+      'fromUnixTimestamp',
+      'fromUnixTimestampMs',
+      'insertString',
+      'matchesRegex',
+      'multiply',
+      'pow',
+      'subtract',
+    ]);
+    assert.equal(Object.hasOwn(Object.prototype, '_interpreter'), false);
   });
 });

@@ -30,10 +30,20 @@ describe('mappings folder loader', () => {
     write(path.join(dir, 'broken-json/devicecontent.json'), '{ "templateType": "CollectionContent", ');
     // A sample the mapping cannot translate.
     cpSync(path.join(dir, 'thermometer'), path.join(dir, 'bad-sample'), { recursive: true });
-    write(path.join(dir, 'bad-sample/samples/export.json'), { deviceId: 'TH-1', enqueuedTime: '2026-11-23T06:55:12Z', telemetry: { bodyTemperature: 'hot' }, enrichments: { patientId: 'MRN-1' } });
+    write(path.join(dir, 'bad-sample/samples/export.json'), {
+      deviceId: 'TH-1',
+      enqueuedTime: '2026-11-23T06:55:12Z',
+      telemetry: { bodyTemperature: 'hot' },
+      enrichments: { patientId: 'MRN-1' },
+    });
     // A template error.
     cpSync(path.join(dir, 'thermometer'), path.join(dir, 'no-values'), { recursive: true });
-    write(path.join(dir, 'no-values/devicecontent.json'), { templateType: 'CollectionContent', template: [{ templateType: 'IotCentralJsonPathContent', template: { typeName: 'bodytemperature', typeMatchExpression: '$..[?(@telemetry)]' } }] });
+    write(path.join(dir, 'no-values/devicecontent.json'), {
+      templateType: 'CollectionContent',
+      template: [
+        { templateType: 'IotCentralJsonPathContent', template: { typeName: 'bodytemperature', typeMatchExpression: '$..[?(@telemetry)]' } },
+      ],
+    });
     // A folder name that is not an adapter id, and a bad adapter.json.
     cpSync(path.join(dir, 'thermometer'), path.join(dir, 'Bad Name'), { recursive: true });
     cpSync(path.join(dir, 'thermometer'), path.join(dir, 'bad-meta'), { recursive: true });
@@ -44,11 +54,14 @@ describe('mappings folder loader', () => {
     mkdirSync(path.join(dir, '_drafts'));
 
     const r = loadMappingsDir(dir);
-    assert.deepEqual(r.adapters.map((a) => a.id), ['thermometer']);
+    assert.deepEqual(
+      r.adapters.map((a) => a.id),
+      ['thermometer'],
+    );
     const lines = r.errors.map((e) => `${e.file} ${e.path}: ${e.message}`);
     const expectStart = [
       "Bad Name $: folder name 'Bad Name' is not a valid adapter id",
-      "bad-meta/adapter.json $.description: must be a string",
+      'bad-meta/adapter.json $.description: must be a string',
       "bad-sample/samples/export.json $.telemetry.bodyTemperature: FHIR template $.template[0] (typeName 'bodytemperature'): value 'temp' must be a number for Quantity, found string \"hot\"",
       'broken-json/devicecontent.json $: not valid JSON',
       'empty/devicecontent.json $: cannot read: ENOENT',
@@ -70,10 +83,14 @@ describe('mappings folder loader', () => {
     const results: LoadResult[] = [];
     const waiters: { test: (r: LoadResult) => boolean; resolve: () => void }[] = [];
     const when = (test: (r: LoadResult) => boolean) => new Promise<void>((resolve) => waiters.push({ test, resolve }));
-    const watcher = watchMappingsDir(dir, (res) => {
-      results.push(res);
-      for (const w of waiters) if (w.test(res)) w.resolve();
-    }, { debounceMs: 50 });
+    const watcher = watchMappingsDir(
+      dir,
+      (res) => {
+        results.push(res);
+        for (const w of waiters) if (w.test(res)) w.resolve();
+      },
+      { debounceMs: 50 },
+    );
     try {
       const added = when((r) => r.adapters.some((a) => a.id === 'thermometer-2'));
       cpSync(path.join(dir, 'thermometer'), path.join(dir, 'thermometer-2'), { recursive: true });
@@ -85,7 +102,10 @@ describe('mappings folder loader', () => {
       const broken = when((r) => r.errors.some((e) => e.file === 'thermometer-2/fhirmapping.json'));
       write(path.join(dir, 'thermometer-2/fhirmapping.json'), '[');
       await broken;
-      assert.deepEqual(results[results.length - 1].adapters.map((a) => a.id), ['thermometer']);
+      assert.deepEqual(
+        results[results.length - 1].adapters.map((a) => a.id),
+        ['thermometer'],
+      );
     } finally {
       watcher.close();
     }

@@ -5,13 +5,27 @@ import { createMappingAdapter, mergeObservation } from '../../src/adapters/mappi
 import { ctx, fixturesDir, message, readJson } from './helpers.js';
 
 describe('merging period observations', () => {
-  const adapter = createMappingAdapter({ id: 'v', description: 'v', ...readJson<{ deviceMapping: unknown; fhirMapping: unknown }>(path.join(fixturesDir, 'value-types/_mapping.json')) });
+  const adapter = createMappingAdapter({
+    id: 'v',
+    description: 'v',
+    ...readJson<{ deviceMapping: unknown; fhirMapping: unknown }>(path.join(fixturesDir, 'value-types/_mapping.json')),
+  });
   const obs = (readings: { type: string; time: string; v: number; corr?: string }[]) =>
     adapter.translate(message({ body: readings.map((r) => ({ device: 'S-1', patient: 'P-1', ...r })) }), ctx)[0].observations[0];
 
   it('merges two messages of the same hour into one stream; merging again changes nothing', () => {
-    const first = { ...obs([{ type: 'series', time: '2026-11-23T10:00:00Z', v: 1 }, { type: 'series', time: '2026-11-23T10:20:00Z', v: 3 }]), id: 'srv-1', meta: { versionId: '1' } };
-    const second = obs([{ type: 'series', time: '2026-11-23T10:20:30Z', v: 4 }, { type: 'series', time: '2026-11-23T10:50:00Z', v: 6 }]);
+    const first = {
+      ...obs([
+        { type: 'series', time: '2026-11-23T10:00:00Z', v: 1 },
+        { type: 'series', time: '2026-11-23T10:20:00Z', v: 3 },
+      ]),
+      id: 'srv-1',
+      meta: { versionId: '1' },
+    };
+    const second = obs([
+      { type: 'series', time: '2026-11-23T10:20:30Z', v: 4 },
+      { type: 'series', time: '2026-11-23T10:50:00Z', v: 6 },
+    ]);
     assert.deepEqual(first.identifier, second.identifier);
     const merged = mergeObservation(first, second);
     assert.equal(merged.valueSampledData?.data, '1 E 4 E E 6');
@@ -22,7 +36,10 @@ describe('merging period observations', () => {
   });
 
   it('widens the period of a correlation group and keeps each sample at its time', () => {
-    const a = obs([{ type: 'strip', corr: 'c-1', time: '2026-11-23T09:00:00.020Z', v: 2 }, { type: 'strip', corr: 'c-1', time: '2026-11-23T09:00:00.030Z', v: 3 }]);
+    const a = obs([
+      { type: 'strip', corr: 'c-1', time: '2026-11-23T09:00:00.020Z', v: 2 },
+      { type: 'strip', corr: 'c-1', time: '2026-11-23T09:00:00.030Z', v: 3 },
+    ]);
     const b = obs([{ type: 'strip', corr: 'c-1', time: '2026-11-23T09:00:00.000Z', v: 0 }]);
     const merged = mergeObservation(a, b);
     assert.deepEqual(merged.effectivePeriod, { start: '2026-11-23T09:00:00.000Z', end: '2026-11-23T09:00:00.030Z' });

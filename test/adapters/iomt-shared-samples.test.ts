@@ -14,7 +14,8 @@ import { ctx, fixturesDir, message, readJson, sharedIomtDir } from './helpers.js
 
 const present = existsSync(sharedIomtDir);
 const shared = (f: string) => readJson(path.join(sharedIomtDir, f));
-const DIASTOLIC_EXPLANATION = "LOINC 8867-4 is 'Heart rate', but this coding's display says 'Diastolic blood pressure', which is LOINC 8462-4 'Diastolic blood pressure'";
+const DIASTOLIC_EXPLANATION =
+  "LOINC 8867-4 is 'Heart rate', but this coding's display says 'Diastolic blood pressure', which is LOINC 8462-4 'Diastolic blood pressure'";
 
 describe('iomt-fhir public samples (../shared/samples/iomt-fhir)', function () {
   before(function () {
@@ -23,25 +24,67 @@ describe('iomt-fhir public samples (../shared/samples/iomt-fhir)', function () {
 
   for (const set of ['basic', 'sandbox'] as const) {
     describe(`sample/templates/${set}`, () => {
-      const load = () => ({ deviceMapping: shared(`sample_${set}_devicecontent.json`), fhirMapping: shared(`sample_${set}_fhirmapping.json`) });
+      const load = () => ({
+        deviceMapping: shared(`sample_${set}_devicecontent.json`),
+        fhirMapping: shared(`sample_${set}_fhirmapping.json`),
+      });
       const bpTemplate = set === 'basic' ? '$.template[3]' : '$.template[4]';
 
       it('is refused by mapping validation: diastolic coded as heart rate, explained', () => {
         const { deviceMapping, fhirMapping } = load();
-        const errors = validateMapping(deviceMapping, fhirMapping).filter((i) => i.severity === 'error').map(formatIssue);
-        assert.ok(errors.includes(`fhirmapping.json ${bpTemplate}.template.components[0].codes[0]: ${DIASTOLIC_EXPLANATION}: correct the code (a wrong code is a patient-safety defect)`), errors.join('\n'));
-        assert.ok(errors.some((e) => e.startsWith(`fhirmapping.json ${bpTemplate}.template.components: LOINC 85354-9 'Blood pressure panel with all children optional' (R4 profile bp) requires component DiastolicBP with LOINC 8462-4`)));
-        assert.throws(() => createMappingAdapter({ id: set, description: set, ...load() }), (e: unknown) => e instanceof MappingError && e.message.includes(DIASTOLIC_EXPLANATION));
+        const errors = validateMapping(deviceMapping, fhirMapping)
+          .filter((i) => i.severity === 'error')
+          .map(formatIssue);
+        assert.ok(
+          errors.includes(
+            `fhirmapping.json ${bpTemplate}.template.components[0].codes[0]: ${DIASTOLIC_EXPLANATION}: correct the code (a wrong code is a patient-safety defect)`,
+          ),
+          errors.join('\n'),
+        );
+        assert.ok(
+          errors.some((e) =>
+            e.startsWith(
+              `fhirmapping.json ${bpTemplate}.template.components: LOINC 85354-9 'Blood pressure panel with all children optional' (R4 profile bp) requires component DiastolicBP with LOINC 8462-4`,
+            ),
+          ),
+        );
+        assert.throws(
+          () => createMappingAdapter({ id: set, description: set, ...load() }),
+          (e: unknown) => e instanceof MappingError && e.message.includes(DIASTOLIC_EXPLANATION),
+        );
       });
 
       it('parses without structural errors and translates with iomt-fhir semantics', () => {
         const adapter = createMappingAdapter({ id: set, description: set, ...load(), checks: 'structure' });
         const body =
           set === 'basic'
-            ? { deviceid: 'dev-1', patientid: 'pat-1', measurementdatetime: '2026-11-23T10:15:30Z', heartrate: '78', steps: 0, systolic: 120, diastolic: 80, deviceWorn: true }
-            : { applicationId: 'app', messageSource: 'telemetry', deviceId: 'dev-9', schema: 'default@v1', enqueuedTime: '2026-11-23T10:26:55.455Z', telemetry: { BloodPressure: { Diastolic: 70, Systolic: 110 }, BodyTemperature: 37.1, HeartRate: 88, HeartRateVariability: 17, RespiratoryRate: 13 } };
+            ? {
+                deviceid: 'dev-1',
+                patientid: 'pat-1',
+                measurementdatetime: '2026-11-23T10:15:30Z',
+                heartrate: '78',
+                steps: 0,
+                systolic: 120,
+                diastolic: 80,
+                deviceWorn: true,
+              }
+            : {
+                applicationId: 'app',
+                messageSource: 'telemetry',
+                deviceId: 'dev-9',
+                schema: 'default@v1',
+                enqueuedTime: '2026-11-23T10:26:55.455Z',
+                telemetry: {
+                  BloodPressure: { Diastolic: 70, Systolic: 110 },
+                  BodyTemperature: 37.1,
+                  HeartRate: 88,
+                  HeartRateVariability: 17,
+                  RespiratoryRate: 13,
+                },
+              };
         const [tr, ...more] = adapter.translate(message({ body }), ctx);
-        const byCode = (code: string) => [tr, ...more].flatMap((t) => t.observations).find((o) => o.code.coding?.[0]?.code === code) as Observation;
+        const byCode = (code: string) =>
+          [tr, ...more].flatMap((t) => t.observations).find((o) => o.code.coding?.[0]?.code === code) as Observation;
         assert.equal(tr.devices[0].identifier?.[0]?.value, set === 'basic' ? 'dev-1' : 'dev-9');
         assert.equal(tr.patient?.value, set === 'basic' ? 'pat-1' : 'dev-9'); // the sandbox templates use the device id as patient id
         const hr = byCode('8867-4');
@@ -57,7 +100,10 @@ describe('iomt-fhir public samples (../shared/samples/iomt-fhir)', function () {
         assert.equal(slots.filter((s) => s !== 'E').length, 1);
         assert.equal(tr.writeMode, 'merge');
         const bp = byCode('85354-9');
-        assert.deepEqual(bp.component?.map((c) => c.code.coding?.map((k) => k.code)), [['8867-4'], ['8480-6', '271649006']]);
+        assert.deepEqual(
+          bp.component?.map((c) => c.code.coding?.map((k) => k.code)),
+          [['8867-4'], ['8480-6', '271649006']],
+        );
         if (set === 'basic') {
           const worn = more.flatMap((t) => t.observations).find((o) => o.code.coding?.[0]?.code === 'deviceEvent');
           assert.deepEqual(worn?.valueCodeableConcept?.coding?.[0]?.code, 'deviceWorn');
@@ -71,7 +117,11 @@ describe('iomt-fhir public samples (../shared/samples/iomt-fhir)', function () {
         const [sample] = checkSamples(adapter.mapping, [{ file: 'payload.json', body }]);
         const explained = sample.issues.map(formatIssue);
         assert.ok(
-          explained.some((l) => l.includes(`Observation from fhirmapping.json ${bpTemplate} (typeName 'bloodpressure'): profile bp requires component DiastolicBP (LOINC 8462-4): a component is coded LOINC 8867-4 (Heart rate), displayed as 'Diastolic blood pressure'; diastolic blood pressure is LOINC 8462-4`)),
+          explained.some((l) =>
+            l.includes(
+              `Observation from fhirmapping.json ${bpTemplate} (typeName 'bloodpressure'): profile bp requires component DiastolicBP (LOINC 8462-4): a component is coded LOINC 8867-4 (Heart rate), displayed as 'Diastolic blood pressure'; diastolic blood pressure is LOINC 8462-4`,
+            ),
+          ),
           explained.join('\n'),
         );
       });
@@ -90,7 +140,9 @@ describe('iomt-fhir public samples (../shared/samples/iomt-fhir)', function () {
       const trs = adapter.translate(message({ body: shared(file) }), ctx);
       assert.equal(trs.length, 1);
       const [o] = trs[0].observations;
-      const v = o.valueQuantity ? `${o.valueQuantity.value} ${o.valueQuantity.code}` : `[${o.component?.map((c) => `${c.code.coding?.[0]?.code}=${c.valueQuantity?.value} ${c.valueQuantity?.code}`).join(', ')}]`;
+      const v = o.valueQuantity
+        ? `${o.valueQuantity.value} ${o.valueQuantity.code}`
+        : `[${o.component?.map((c) => `${c.code.coding?.[0]?.code}=${c.valueQuantity?.value} ${c.valueQuantity?.code}`).join(', ')}]`;
       assert.equal(`${o.code.coding?.[0]?.code} ${v} @${o.effectiveDateTime}`, line);
       assert.equal(trs[0].devices[0].identifier?.[0]?.value, 'TestDeviceId');
       assert.equal(trs[0].patient?.value, 'TestPatientId');
@@ -102,8 +154,36 @@ describe('iomt-fhir public samples (../shared/samples/iomt-fhir)', function () {
 
 describe('diastolic coded as heart rate (no shared files needed)', () => {
   it('a standalone diastolic Observation coded 8867-4 in mmHg: the heart-rate unit rule fires, and the explanation names the code', () => {
-    const deviceMapping = { templateType: 'CollectionContent', template: [{ templateType: 'JsonPathContent', template: { typeName: 'diastolic', typeMatchExpression: '$..[?(@diastolic)]', deviceIdExpression: '$.deviceid', patientIdExpression: '$.patientid', timestampExpression: '$.measurementdatetime', values: [{ valueName: 'diastolic', valueExpression: '$.diastolic', required: true }] } }] };
-    const fhirMapping = { templateType: 'CollectionFhir', template: [{ templateType: 'CodeValueFhir', template: { typeName: 'diastolic', periodInterval: 0, codes: [{ system: 'http://loinc.org', code: '8867-4', display: 'Diastolic blood pressure' }], value: { valueName: 'diastolic', valueType: 'Quantity', unit: 'mmHg' } } }] };
+    const deviceMapping = {
+      templateType: 'CollectionContent',
+      template: [
+        {
+          templateType: 'JsonPathContent',
+          template: {
+            typeName: 'diastolic',
+            typeMatchExpression: '$..[?(@diastolic)]',
+            deviceIdExpression: '$.deviceid',
+            patientIdExpression: '$.patientid',
+            timestampExpression: '$.measurementdatetime',
+            values: [{ valueName: 'diastolic', valueExpression: '$.diastolic', required: true }],
+          },
+        },
+      ],
+    };
+    const fhirMapping = {
+      templateType: 'CollectionFhir',
+      template: [
+        {
+          templateType: 'CodeValueFhir',
+          template: {
+            typeName: 'diastolic',
+            periodInterval: 0,
+            codes: [{ system: 'http://loinc.org', code: '8867-4', display: 'Diastolic blood pressure' }],
+            value: { valueName: 'diastolic', valueType: 'Quantity', unit: 'mmHg' },
+          },
+        },
+      ],
+    };
     const errors = validateMapping(deviceMapping, fhirMapping).map(formatIssue);
     assert.deepEqual(errors, [
       `fhirmapping.json $.template[0].template.codes[0]: ${DIASTOLIC_EXPLANATION}: correct the code (a wrong code is a patient-safety defect)`,
@@ -112,7 +192,10 @@ describe('diastolic coded as heart rate (no shared files needed)', () => {
     const adapter = createMappingAdapter({ id: 'dia', description: 'dia', deviceMapping, fhirMapping, checks: 'structure' });
     const body = { deviceid: 'dev-1', patientid: 'pat-1', measurementdatetime: '2026-11-23T10:15:30Z', diastolic: 80 };
     const [obs] = adapter.translate(message({ body }), ctx)[0].observations;
-    assert.deepEqual(validate(obs).map((i) => i.diagnostics), ["LOINC 8867-4: unit 'mm[Hg]' is not allowed; the profile requires '/min'"]);
+    assert.deepEqual(
+      validate(obs).map((i) => i.diagnostics),
+      ["LOINC 8867-4: unit 'mm[Hg]' is not allowed; the profile requires '/min'"],
+    );
     const [sample] = checkSamples(adapter.mapping, [{ file: 'payload.json', body }]);
     assert.deepEqual(sample.issues.map(formatIssue), [
       "payload.json translation[0].observations[0] Observation.valueQuantity.code: Observation from fhirmapping.json $.template[0] (typeName 'diastolic'): LOINC 8867-4: unit 'mm[Hg]' is not allowed; the profile requires '/min': LOINC 8867-4 is Heart rate, but the template displays it as 'Diastolic blood pressure' (diastolic blood pressure is 8462-4, inside a blood-pressure panel 85354-9)",

@@ -33,7 +33,10 @@ for (const folder of ['template-types', 'value-types']) {
         assert.deepEqual(projectTranslations(translations), data.expect);
         for (const tr of translations) {
           assert.equal(tr.devices.length, 1);
-          assert.deepEqual(tr.devices[0].identifier?.[0], { system: ctx.deviceIdentifierSystem, value: tr.devices[0].identifier?.[0]?.value });
+          assert.deepEqual(tr.devices[0].identifier?.[0], {
+            system: ctx.deviceIdentifierSystem,
+            value: tr.devices[0].identifier?.[0]?.value,
+          });
           if (tr.patient) assert.equal(tr.patient.system, ctx.patientIdentifierSystem);
           for (const r of [...tr.devices, ...tr.observations]) assert.deepEqual(validate(r), [], `${r.resourceType} must validate`);
         }
@@ -64,7 +67,8 @@ describe('declarative mappings: identity of period observations', () => {
   it('a strip sent in two parts keeps one identifier (correlation id), whatever the times', () => {
     const adapter = createMappingAdapter({ id: 'v', description: 'v', ...valueTypeMapping });
     const part = (time: string) =>
-      adapter.translate(message({ body: { type: 'strip', device: 'E-1', patient: 'P-1', corr: 'strip-9', time, v: 1 } }), ctx)[0].observations[0];
+      adapter.translate(message({ body: { type: 'strip', device: 'E-1', patient: 'P-1', corr: 'strip-9', time, v: 1 } }), ctx)[0]
+        .observations[0];
     assert.deepEqual(part('2026-11-23T09:00:00Z').identifier, part('2026-11-23T09:00:05Z').identifier);
   });
 
@@ -73,14 +77,24 @@ describe('declarative mappings: identity of period observations', () => {
       templateType: 'CollectionContent',
       template: ['worn', 'removed'].map((t) => ({
         templateType: 'JsonPathContent',
-        template: { typeName: t, typeMatchExpression: `$..[?(@${t})]`, deviceIdExpression: '$.d', timestampExpression: '$.at', values: [{ valueName: t, valueExpression: `$.${t}`, required: true }] },
+        template: {
+          typeName: t,
+          typeMatchExpression: `$..[?(@${t})]`,
+          deviceIdExpression: '$.d',
+          timestampExpression: '$.at',
+          values: [{ valueName: t, valueExpression: `$.${t}`, required: true }],
+        },
       })),
     };
     const fhirMapping = {
       templateType: 'CollectionFhir',
       template: ['worn', 'removed'].map((t) => ({
         templateType: 'CodeValueFhir',
-        template: { typeName: t, codes: [{ system: 'https://example.org', code: 'device-event' }], value: { valueName: t, valueType: 'CodeableConcept', text: t, codes: [{ system: 'https://example.org', code: t }] } },
+        template: {
+          typeName: t,
+          codes: [{ system: 'https://example.org', code: 'device-event' }],
+          value: { valueName: t, valueType: 'CodeableConcept', text: t, codes: [{ system: 'https://example.org', code: t }] },
+        },
       })),
     };
     const adapter = createMappingAdapter({ id: 'ev', description: 'ev', deviceMapping, fhirMapping });

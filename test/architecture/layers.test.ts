@@ -58,7 +58,20 @@ type Token = { kind: 'name' | 'num' | 'string' | 'punct'; value: string };
 
 /** Keywords after which a `/` starts a regular expression rather than a division. */
 const REGEX_AFTER_WORD = new Set([
-  'return', 'typeof', 'instanceof', 'in', 'of', 'new', 'delete', 'void', 'throw', 'case', 'do', 'else', 'yield', 'await',
+  'return',
+  'typeof',
+  'instanceof',
+  'in',
+  'of',
+  'new',
+  'delete',
+  'void',
+  'throw',
+  'case',
+  'do',
+  'else',
+  'yield',
+  'await',
 ]);
 
 function tokenize(src: string): Token[] {
@@ -247,7 +260,8 @@ type Place = { folder: string; layer: number } | { error: string };
 function placeOf(file: string): Place {
   const parts = file.split('/');
   if (parts[0] !== 'src') return { error: 'not under src/' };
-  if (parts.length === 2) return file === MAIN ? { folder: '', layer: MAIN_LAYER } : { error: 'directly in src/: it must live in a layer folder' };
+  if (parts.length === 2)
+    return file === MAIN ? { folder: '', layer: MAIN_LAYER } : { error: 'directly in src/: it must live in a layer folder' };
   const folder = parts[1];
   return folder in LAYERS ? { folder, layer: LAYERS[folder] } : { error: `folder ${folder}/ is not in the layer table` };
 }
@@ -294,9 +308,11 @@ function check(sources: ReadonlyMap<string, string>): Report {
     if ('error' in a || 'error' in b) continue; // reported by the placement rule
     const arrow = `${from} → ${to}`;
     if (b.layer > a.layer) violations.layers.push(`${arrow} (layer ${a.layer} imports layer ${b.layer})`);
-    if (a.folder === 'core' && b.folder !== 'core') violations.core.push(`${arrow} (core/ imports ${b.folder ? `${b.folder}/` : 'main.ts'})`);
+    if (a.folder === 'core' && b.folder !== 'core')
+      violations.core.push(`${arrow} (core/ imports ${b.folder ? `${b.folder}/` : 'main.ts'})`);
     if (b.folder === 'app' && a.folder !== 'app' && from !== MAIN) violations.app.push(`${arrow} (only src/main.ts may import app/)`);
-    if (a.folder === 'delivery' && DELIVERY_FORBIDDEN.includes(b.folder)) violations.delivery.push(`${arrow} (delivery/ imports ${b.folder}/)`);
+    if (a.folder === 'delivery' && DELIVERY_FORBIDDEN.includes(b.folder))
+      violations.delivery.push(`${arrow} (delivery/ imports ${b.folder}/)`);
     if (a.folder === 'channels' && to === FHIR_BUILDERS) violations.channels.push(`${arrow} (channels/ imports fhir/builders)`);
   }
   return { files: files.size, edges, violations };
@@ -332,7 +348,10 @@ describe('architecture: the layers of src/', function () {
 
   it('reads the source tree (src/main.ts, more than 50 files, more than 200 relative imports)', function () {
     assert.ok(report.files > 50, `found only ${report.files} .ts files under src/`);
-    assert.ok(report.edges.some((e) => e.from === MAIN), 'src/main.ts was not read or has no relative import');
+    assert.ok(
+      report.edges.some((e) => e.from === MAIN),
+      'src/main.ts was not read or has no relative import',
+    );
     assert.ok(report.edges.length > 200, `found only ${report.edges.length} relative imports under src/`);
   });
 
@@ -350,7 +369,7 @@ describe('architecture: the layers of src/', function () {
         '#!/usr/bin/env node',
         "import a from './a.js';",
         "import type { B } from '../b.js';",
-        "import c, { d as e, type F } from \"./c.js\";",
+        'import c, { d as e, type F } from "./c.js";',
         "import * as g from './g.js';",
         "import './side.js';",
         "export * from './star.js';",
@@ -362,7 +381,7 @@ describe('architecture: the layers of src/', function () {
         'const url = new URL(`./x`, import.meta.url);',
         "// import z from './comment.js';",
         "/* export * from './block.js'; */",
-        "const s = \"import x from './string.js'\";",
+        'const s = "import x from \'./string.js\'";',
         "const q = `import('./template.js') ${`nested ${ { k: 1 }.k }`} export * from './template2.js'`;",
         "const re = /['\"]import('.\\/regex.js')/g;",
         "const ratio = (1 + 2) / 3; const r2 = a / b; // import('./divide.js')",
@@ -390,12 +409,18 @@ describe('architecture: the layers of src/', function () {
         ['src/main.ts', "import { Gateway } from './app/gateway.js';"],
         ['src/app/gateway.ts', "import { features } from './features.js';\nimport { Pipeline } from '../pipeline/pipeline.js';"],
         ['src/app/features.ts', "import { httpChannel } from '../channels/http.js';"],
-        ['src/channels/http.ts', "import type { Ingestor } from '../pipeline/pipeline.js';\nimport { GatewayError } from '../core/errors.js';"],
+        [
+          'src/channels/http.ts',
+          "import type { Ingestor } from '../pipeline/pipeline.js';\nimport { GatewayError } from '../core/errors.js';",
+        ],
         ['src/pipeline/pipeline.ts', "import { validate } from '../fhir/validate.js';\nimport { DeliveryQueue } from '../queue/index.js';"],
         ['src/fhir/validate.ts', "import { issue } from '../core/errors.js';\nimport { log } from '../observability/logger.js';"],
         ['src/fhir/builders.ts', "import { hashKey } from '../core/ids.js';"],
         ['src/queue/index.ts', "export * from '../core/ids.js';"],
-        ['src/delivery/worker.ts', "import { buildTransaction } from '../fhir/transaction.js';\nimport type { DeliveryJob } from '../queue/index.js';"],
+        [
+          'src/delivery/worker.ts',
+          "import { buildTransaction } from '../fhir/transaction.js';\nimport type { DeliveryJob } from '../queue/index.js';",
+        ],
         ['src/fhir/transaction.ts', "import { hashKey } from '../core/ids.js';"],
         ['src/core/errors.ts', "import type { OperationOutcome } from 'fhir/r4';\nimport { hashKey } from './ids.js';"],
         ['src/core/ids.ts', "import { createHash } from 'node:crypto';"],
@@ -415,12 +440,18 @@ describe('architecture: the layers of src/', function () {
         ['src/queue/bad.ts', "export { Pipeline } from '../pipeline/pipeline.js';"],
         ['src/pipeline/lazy.ts', "const guard = await import('../devices/guard.js');"],
         ['src/devices/guard.ts', "import type { Gateway } from '../app/gateway.js';"],
-        ['src/delivery/hl7.ts', "import type { Hl7Message } from '../hl7v2/parse.js';\nimport { registry } from '../adapters/registry.js';"],
+        [
+          'src/delivery/hl7.ts',
+          "import type { Hl7Message } from '../hl7v2/parse.js';\nimport { registry } from '../adapters/registry.js';",
+        ],
         ['src/hl7v2/parse.ts', ''],
         ['src/adapters/registry.ts', "// import { Gateway } from '../app/gateway.js';"],
       ]);
       assert.deepEqual(check(broken).violations, {
-        placement: ['src/ingest/old.ts (folder ingest/ is not in the layer table)', 'src/stray.ts (directly in src/: it must live in a layer folder)'],
+        placement: [
+          'src/ingest/old.ts (folder ingest/ is not in the layer table)',
+          'src/stray.ts (directly in src/: it must live in a layer folder)',
+        ],
         resolves: ['src/channels/mqtt.ts → ./gone.js (does not resolve to a .ts file under src/)'],
         layers: [
           'src/devices/guard.ts → src/app/gateway.ts (layer 5 imports layer 6)',
@@ -429,7 +460,10 @@ describe('architecture: the layers of src/', function () {
         ],
         core: ['src/core/keys.ts → src/config/index.ts (core/ imports config/)'],
         app: ['src/devices/guard.ts → src/app/gateway.ts (only src/main.ts may import app/)'],
-        delivery: ['src/delivery/hl7.ts → src/hl7v2/parse.ts (delivery/ imports hl7v2/)', 'src/delivery/hl7.ts → src/adapters/registry.ts (delivery/ imports adapters/)'],
+        delivery: [
+          'src/delivery/hl7.ts → src/hl7v2/parse.ts (delivery/ imports hl7v2/)',
+          'src/delivery/hl7.ts → src/adapters/registry.ts (delivery/ imports adapters/)',
+        ],
         channels: ['src/channels/mqtt.ts → src/fhir/builders.ts (channels/ imports fhir/builders)'],
       });
     });

@@ -69,7 +69,12 @@ describe('audit trail', function () {
     ];
     const all = await audit('limit=1000');
     for (const t of table) {
-      const found = all.filter((e) => kindOf(e) === t.kind && requestor(e)?.who?.identifier?.value === t.who && e.entity?.some((en) => en.what?.identifier?.value === t.entity));
+      const found = all.filter(
+        (e) =>
+          kindOf(e) === t.kind &&
+          requestor(e)?.who?.identifier?.value === t.who &&
+          e.entity?.some((en) => en.what?.identifier?.value === t.entity),
+      );
       assert.ok(found.length >= 1, `an AuditEvent ${t.kind} by ${t.who} on ${t.entity}`);
       const e = found[0];
       assert.equal(e.action, t.action, t.kind);
@@ -80,7 +85,10 @@ describe('audit trail', function () {
       assert.equal(requestor(e)?.network?.address?.replace('::ffff:', ''), '127.0.0.1', `${t.kind}: the network address`);
       assert.deepEqual(validate(e), [], `${t.kind}: a valid FHIR AuditEvent`);
     }
-    assert.ok(all.some((e) => kindOf(e) === 'access-refused' && /invalid credential/.test(e.outcomeDesc ?? '')), 'a bad key is recorded as such');
+    assert.ok(
+      all.some((e) => kindOf(e) === 'access-refused' && /invalid credential/.test(e.outcomeDesc ?? '')),
+      'a bad key is recorded as such',
+    );
   });
 
   it('filters by action, agent, entity, kind, outcome and date', async () => {
@@ -112,10 +120,14 @@ describe('audit trail', function () {
 
   it('AUDIT_FORWARD=true: AuditEvents reach the EHR through the delivery queue', async () => {
     await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'AUD-FWD' });
-    const found = await eventually(async () => {
-      const es = await ehr.search<AuditEvent>('AuditEvent', { _count: '1000' });
-      return es.find((e) => e.entity?.some((en) => en.what?.identifier?.value === 'AUD-FWD'));
-    }, 20000, 'the AuditEvent in the EHR');
+    const found = await eventually(
+      async () => {
+        const es = await ehr.search<AuditEvent>('AuditEvent', { _count: '1000' });
+        return es.find((e) => e.entity?.some((en) => en.what?.identifier?.value === 'AUD-FWD'));
+      },
+      20000,
+      'the AuditEvent in the EHR',
+    );
     assert.equal(kindOf(found), 'device-registered');
   });
 });

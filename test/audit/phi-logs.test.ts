@@ -34,17 +34,38 @@ describe('no PHI in logs', function () {
   it('feeds known PHI through the HTTP channel and the device API; it appears in no log line', async () => {
     const redis = await startRedis();
     const ehr = await startEhr();
-    const gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, LOG_LEVEL: 'trace', UNKNOWN_DEVICE_POLICY_HTTP: 'hold' });
+    const gw = await startDmGateway({
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      LOG_LEVEL: 'trace',
+      UNKNOWN_DEVICE_POLICY_HTTP: 'hold',
+    });
     try {
       await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'PHI-DEV', adapter: 'measurements' });
       await call(gw.url, 'POST', '/api/devices/PHI-DEV/activate', ADMIN);
       const key = (await call(gw.url, 'POST', '/api/devices/PHI-DEV/credentials', ADMIN)).body.key;
       assert.equal((await call(gw.url, 'POST', '/ingest/measurements', key, body('PHI-DEV'))).status, 202, 'accepted');
       assert.equal((await call(gw.url, 'POST', '/ingest/measurements', key, body('OTHER-DEV'))).status, 403, 'impersonation refused');
-      assert.equal((await call(gw.url, 'POST', '/ingest/measurements', key, body('PHI-DEV', { timestamp: `${PHI.name}` }))).status, 422, 'invalid');
+      assert.equal(
+        (await call(gw.url, 'POST', '/ingest/measurements', key, body('PHI-DEV', { timestamp: `${PHI.name}` }))).status,
+        422,
+        'invalid',
+      );
       assert.equal((await call(gw.url, 'POST', '/ingest/measurements', ADMIN, body('PHI-HELD'))).status, 202, 'held');
       await call(gw.url, 'PUT', '/api/devices/PHI-DEV/assignment', ADMIN, { patientId: PHI.mrn2, locationId: 'ICU-1' });
-      assert.equal((await call(gw.url, 'POST', '/ingest/measurements', key, body('PHI-DEV', { patientId: undefined, timestamp: '2026-11-23T08:16:00Z' }))).status, 202, 'assigned patient');
+      assert.equal(
+        (
+          await call(
+            gw.url,
+            'POST',
+            '/ingest/measurements',
+            key,
+            body('PHI-DEV', { patientId: undefined, timestamp: '2026-11-23T08:16:00Z' }),
+          )
+        ).status,
+        202,
+        'assigned patient',
+      );
       await call(gw.url, 'POST', '/api/devices/PHI-HELD/activate', ADMIN);
       await call(gw.url, 'POST', '/api/devices/PHI-DEV/suspend', ADMIN);
       assert.equal((await call(gw.url, 'POST', '/ingest/measurements', key, body('PHI-DEV'))).status, 403, 'suspended');
@@ -72,25 +93,38 @@ describe('no PHI in logs: the MLLP channel (HL7v2 extension)', function () {
     const ehr = await startEhr();
     const port = await freePort();
     const gw = await startDmGateway(
-      { REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, LOG_LEVEL: 'trace', MLLP_ENABLED: 'true', MLLP_PORT: String(port), UNKNOWN_DEVICE_POLICY_MLLP: 'accept' },
+      {
+        REDIS_URL: redis.url,
+        FHIR_BASE_URL: ehr.url,
+        LOG_LEVEL: 'trace',
+        MLLP_ENABLED: 'true',
+        MLLP_PORT: String(port),
+        UNKNOWN_DEVICE_POLICY_MLLP: 'accept',
+      },
       'all',
     );
-    const oru = (controlId: string, eui: string) => [
-      `MSH|^~\\&|MONITOR^${eui}^EUI-64|ICU_A|||20261123081500+0000||ORU^R01^ORU_R01|${controlId}|P|2.6|||NE|AL|||||IHE PCD ORU-R01 2006^HL7^1.3.6.1.4.1.19376.1.6.1.1.1^ISO`,
-      `PID|||${PHI.mrn}^^^HOSP^MR||Quixote-Marchetti^Zebulon||19370228|M`,
-      `OBR|1|${controlId}^MONITOR^${eui}^EUI-64||182777000^monitoring of patient^SNOMED-CT|||20261123081500+0000`,
-      `OBX|1|NM|150364^MDC_TEMP_BODY^MDC|1.0.0.1|${PHI.value}|268192^MDC_DIM_DEGC^MDC|||||R|||20261123081500+0000||||${eui}^EUI-64`,
-    ].join('\r');
+    const oru = (controlId: string, eui: string) =>
+      [
+        `MSH|^~\\&|MONITOR^${eui}^EUI-64|ICU_A|||20261123081500+0000||ORU^R01^ORU_R01|${controlId}|P|2.6|||NE|AL|||||IHE PCD ORU-R01 2006^HL7^1.3.6.1.4.1.19376.1.6.1.1.1^ISO`,
+        `PID|||${PHI.mrn}^^^HOSP^MR||Quixote-Marchetti^Zebulon||19370228|M`,
+        `OBR|1|${controlId}^MONITOR^${eui}^EUI-64||182777000^monitoring of patient^SNOMED-CT|||20261123081500+0000`,
+        `OBX|1|NM|150364^MDC_TEMP_BODY^MDC|1.0.0.1|${PHI.value}|268192^MDC_DIM_DEGC^MDC|||||R|||20261123081500+0000||||${eui}^EUI-64`,
+      ].join('\r');
     let codes: string[] = [];
     try {
-      const r = await sendMessages('127.0.0.1', port, [{ text: oru('PHI-MLLP-1', '0123456789ABCDEF'), charset: 'UNICODE UTF-8' }], { out: () => undefined });
+      const r = await sendMessages('127.0.0.1', port, [{ text: oru('PHI-MLLP-1', '0123456789ABCDEF'), charset: 'UNICODE UTF-8' }], {
+        out: () => undefined,
+      });
       codes = r.codes;
       // The same device suspended: refused through the guard, with the same PHI in the message.
       const devices = (await call(gw.url, 'GET', '/api/devices', ADMIN)).body as { id: string }[];
       for (const d of devices) await call(gw.url, 'POST', `/api/devices/${d.id}/suspend`, ADMIN);
-      const refused = await sendMessages('127.0.0.1', port, [{ text: oru('PHI-MLLP-2', '0123456789ABCDEF'), charset: 'UNICODE UTF-8' }], { out: () => undefined });
+      const refused = await sendMessages('127.0.0.1', port, [{ text: oru('PHI-MLLP-2', '0123456789ABCDEF'), charset: 'UNICODE UTF-8' }], {
+        out: () => undefined,
+      });
       codes.push(...refused.codes);
-      if (codes[0] === 'AA' || codes[0] === 'CA') await eventually(() => gw.logs.some((l) => l.includes('"msg":"delivered"')), 20000, 'the delivery');
+      if (codes[0] === 'AA' || codes[0] === 'CA')
+        await eventually(() => gw.logs.some((l) => l.includes('"msg":"delivered"')), 20000, 'the delivery');
     } finally {
       await gw.stop();
       await ehr.stop();
@@ -129,7 +163,11 @@ describe('no PHI in logs: MQTT', function () {
       await pub.publishAsync('devices/MQ-PHI/measurements', JSON.stringify(body('MQ-PHI', { timestamp: PHI.name })), { qos: 1 });
       await pub.publishAsync('devices/MQ-PHI/measurements', `not json ${PHI.mrn} ${PHI.name}`, { qos: 1 });
       await eventually(async () => (await ehr.search('Observation', {})).length === 1, 20000, 'the accepted reading delivered');
-      await eventually(() => gw.logs.filter((l) => /mqtt/i.test(l) && /refus|reject|invalid|error/i.test(l)).length >= 2, 20000, 'both refusals logged');
+      await eventually(
+        () => gw.logs.filter((l) => /mqtt/i.test(l) && /refus|reject|invalid|error/i.test(l)).length >= 2,
+        20000,
+        'both refusals logged',
+      );
     } finally {
       await pub.endAsync();
       await gw.stop();

@@ -23,12 +23,24 @@ describe('configuration', () => {
 
   it('reports every error at once, each naming its variable', () => {
     try {
-      loadConfig({ PORT: 'eighty', FHIR_BASE_URL: 'not a url', UNKNOWN_PATIENT_POLICY: 'maybe', DELIVERY_CONCURRENCY: '0', FHIR_AUTH: 'bearer' });
+      loadConfig({
+        PORT: 'eighty',
+        FHIR_BASE_URL: 'not a url',
+        UNKNOWN_PATIENT_POLICY: 'maybe',
+        DELIVERY_CONCURRENCY: '0',
+        FHIR_AUTH: 'bearer',
+      });
       assert.fail('expected a ConfigError');
     } catch (err) {
       assert.ok(err instanceof ConfigError);
       const text = err.errors.join('\n');
-      for (const m of [/PORT: 'eighty' is not a whole number/, /FHIR_BASE_URL: 'not a url' is not a URL/, /UNKNOWN_PATIENT_POLICY: 'maybe' is not one of reject, create/, /DELIVERY_CONCURRENCY: 0 is below the minimum 1/, /FHIR_BEARER_TOKEN is required/]) {
+      for (const m of [
+        /PORT: 'eighty' is not a whole number/,
+        /FHIR_BASE_URL: 'not a url' is not a URL/,
+        /UNKNOWN_PATIENT_POLICY: 'maybe' is not one of reject, create/,
+        /DELIVERY_CONCURRENCY: 0 is below the minimum 1/,
+        /FHIR_BEARER_TOKEN is required/,
+      ]) {
         assert.match(text, m);
       }
       assert.equal(err.errors.length, 5);
@@ -37,7 +49,18 @@ describe('configuration', () => {
 
   it('documents every key in the help table, without printing secrets', () => {
     const help = gatewayConfigHelp();
-    for (const k of ['PORT', 'REDIS_URL', 'FHIR_BASE_URL', 'FHIR_AUTH', 'FHIR_BEARER_TOKEN', 'RETRY_MAX_DELAY_MS', 'DELIVERY_CONCURRENCY', 'QUEUE_MAX_DEPTH', 'UNKNOWN_PATIENT_POLICY']) assert.match(help, new RegExp(`\\b${k}\\b`));
+    for (const k of [
+      'PORT',
+      'REDIS_URL',
+      'FHIR_BASE_URL',
+      'FHIR_AUTH',
+      'FHIR_BEARER_TOKEN',
+      'RETRY_MAX_DELAY_MS',
+      'DELIVERY_CONCURRENCY',
+      'QUEUE_MAX_DEPTH',
+      'UNKNOWN_PATIENT_POLICY',
+    ])
+      assert.match(help, new RegExp(`\\b${k}\\b`));
   });
 });
 
@@ -64,8 +87,14 @@ describe('start-up checks', function () {
     admin.disconnect();
     const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url });
     try {
-      assert.ok(gw.logs.some((l) => l.includes('"level":40') && l.includes("maxmemory-policy is 'allkeys-lru', not 'noeviction'")), 'eviction warning');
-      assert.ok(gw.logs.some((l) => l.includes('"level":40') && l.includes('AOF off')), 'AOF warning');
+      assert.ok(
+        gw.logs.some((l) => l.includes('"level":40') && l.includes("maxmemory-policy is 'allkeys-lru', not 'noeviction'")),
+        'eviction warning',
+      );
+      assert.ok(
+        gw.logs.some((l) => l.includes('"level":40') && l.includes('AOF off')),
+        'AOF warning',
+      );
     } finally {
       await gw.stop();
       await ehr.stop();
@@ -82,7 +111,12 @@ describe('bootstrap admin key and graceful shutdown', function () {
     try {
       assert.equal((await request(gw.url).get('/healthz')).status, 200);
       assert.equal((await request(gw.url).get('/readyz')).status, 200);
-      for (const [method, path] of [['get', '/api/status'], ['get', '/api/dead-letters'], ['get', '/metrics'], ['post', '/ingest/measurements']] as const) {
+      for (const [method, path] of [
+        ['get', '/api/status'],
+        ['get', '/api/dead-letters'],
+        ['get', '/metrics'],
+        ['post', '/ingest/measurements'],
+      ] as const) {
         const none = await request(gw.url)[method](path).send({});
         assert.equal(none.status, 401, `${method} ${path} without a credential`);
         assert.equal(none.body.resourceType, 'OperationOutcome');
@@ -105,7 +139,12 @@ describe('bootstrap admin key and graceful shutdown', function () {
     const ehr = await startEhr();
     const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create' });
     ehr.faults.push({ status: 200, delayMs: 800, match: (r) => r.method === 'POST' });
-    const r = await postJson(`${gw.url}/ingest/measurements`, { deviceId: 'SHUT-1', patientId: 'MRN-1', timestamp: '2026-11-23T10:00:00Z', measurements: [{ code: 'MDC_TEMP_BODY', value: 37.2, unit: 'degC' }] });
+    const r = await postJson(`${gw.url}/ingest/measurements`, {
+      deviceId: 'SHUT-1',
+      patientId: 'MRN-1',
+      timestamp: '2026-11-23T10:00:00Z',
+      measurements: [{ code: 'MDC_TEMP_BODY', value: 37.2, unit: 'degC' }],
+    });
     assert.equal(r.status, 202);
     await eventually(() => ehr.requests.some((q) => q.method === 'POST'), 10000, 'the job to be in flight');
     await Promise.all([gw.stop(), gw.stop()]);

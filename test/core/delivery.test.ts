@@ -30,7 +30,11 @@ describe('delivery: retries, dead letters and replay (end to end)', function () 
     assert.equal(stack.ehr.faults.length, 0, 'every injected fault was met');
     assert.equal(stack.ehr.requests.filter(isTransaction).length, 5, 'four refused attempts, one success');
     // The EHR has the data a moment before bull marks the job completed.
-    await eventually(async () => (await (await stack.gw.gateway.queue!.bull.getJob(r.body.jobIds[0]))?.getState()) === 'completed', 10000, 'the job completed');
+    await eventually(
+      async () => (await (await stack.gw.gateway.queue!.bull.getJob(r.body.jobIds[0]))?.getState()) === 'completed',
+      10000,
+      'the job completed',
+    );
     assert.equal((await stack.ehr.search('Observation', {})).length, 1);
     assert.equal((await request(stack.gw.url).get('/api/dead-letters')).body.total, 0);
   });
@@ -40,24 +44,35 @@ describe('delivery: retries, dead letters and replay (end to end)', function () 
     stack.ehr.faults.push({ status: 200, delayMs: 3500, match: isTransaction });
     const r = await postJson(`${stack.gw.url}/ingest/measurements`, reading('SLOW-1'));
     assert.equal(r.status, 202);
-    const job = await eventually(async () => {
-      const j = await stack.gw.gateway.queue!.bull.getJob(r.body.jobIds[0]);
-      return (await j?.getState()) === 'completed' ? j : undefined;
-    }, 20000, 'completion after a timed-out attempt');
+    const job = await eventually(
+      async () => {
+        const j = await stack.gw.gateway.queue!.bull.getJob(r.body.jobIds[0]);
+        return (await j?.getState()) === 'completed' ? j : undefined;
+      },
+      20000,
+      'completion after a timed-out attempt',
+    );
     assert.ok(job!.attemptsMade >= 1, 'at least one attempt timed out');
     assert.equal((await stack.ehr.search('Observation', {})).length, 1, 'conditional create: no duplicate');
     assert.equal((await stack.ehr.search('Device', {})).length, 1);
   });
 
   it('dead-letters a permanent EHR refusal (400) with its OperationOutcome; replay after the fix delivers', async () => {
-    const refusal = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invariant', diagnostics: 'Observation.subject: patient is merged' }] };
+    const refusal = {
+      resourceType: 'OperationOutcome',
+      issue: [{ severity: 'error', code: 'invariant', diagnostics: 'Observation.subject: patient is merged' }],
+    };
     stack.ehr.faults.push({ status: 400, body: refusal, match: isTransaction });
     const r = await postJson(`${stack.gw.url}/ingest/measurements`, reading('DL-1'));
     assert.equal(r.status, 202);
-    const list = await eventually(async () => {
-      const l = await request(stack.gw.url).get('/api/dead-letters');
-      return l.body.total === 1 ? l.body : undefined;
-    }, 20000, 'a dead letter');
+    const list = await eventually(
+      async () => {
+        const l = await request(stack.gw.url).get('/api/dead-letters');
+        return l.body.total === 1 ? l.body : undefined;
+      },
+      20000,
+      'a dead letter',
+    );
     const dl = list.items[0];
     assert.equal(dl.kind, 'rejected');
     assert.equal(dl.httpStatus, 400);
@@ -82,10 +97,14 @@ describe('delivery: retries, dead letters and replay (end to end)', function () 
     for (let i = 0; i < 8; i++) stack.ehr.faults.push({ status: 500, match: isTransaction });
     const r = await postJson(`${stack.gw.url}/ingest/measurements`, reading('EXH-1'));
     assert.equal(r.status, 202);
-    const list = await eventually(async () => {
-      const l = await request(stack.gw.url).get('/api/dead-letters');
-      return l.body.total === 1 ? l.body : undefined;
-    }, 30000, 'exhausted dead letter');
+    const list = await eventually(
+      async () => {
+        const l = await request(stack.gw.url).get('/api/dead-letters');
+        return l.body.total === 1 ? l.body : undefined;
+      },
+      30000,
+      'exhausted dead letter',
+    );
     assert.equal(list.items[0].kind, 'exhausted');
     assert.equal(list.items[0].attempts, 8);
     assert.equal((await request(stack.gw.url).delete(`/api/dead-letters/${list.items[0].id}`)).status, 204);
@@ -100,47 +119,74 @@ describe('unknown patient policy', function () {
     const ehr = await startEhr();
     const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'reject' });
     try {
-      const known = await ehr.sandbox.repo.createResource({ resourceType: 'Patient', identifier: [{ system: 'urn:iomt-gateway:patient-id', value: 'MRN-KNOWN' }] } as never);
+      const known = await ehr.sandbox.repo.createResource({
+        resourceType: 'Patient',
+        identifier: [{ system: 'urn:iomt-gateway:patient-id', value: 'MRN-KNOWN' }],
+      } as never);
       const first = await postJson(`${gw.url}/ingest/measurements`, reading('POL-1', 'MRN-UNKNOWN'));
       assert.equal(first.status, 202, JSON.stringify(first.body));
       assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('POL-2', 'MRN-KNOWN'))).status, 202);
-      const dl = await eventually(async () => {
-        const l = await request(gw.url).get('/api/dead-letters');
-        return l.body.total === 1 ? l.body.items[0] : undefined;
-      }, 20000, 'policy dead letter');
+      const dl = await eventually(
+        async () => {
+          const l = await request(gw.url).get('/api/dead-letters');
+          return l.body.total === 1 ? l.body.items[0] : undefined;
+        },
+        20000,
+        'policy dead letter',
+      );
       assert.equal(dl.kind, 'policy');
       assert.match(dl.reason, /knows no patient/);
-      const obs = await eventually(async () => {
-        const o = await ehr.search<Observation>('Observation', {});
-        return o.length === 1 ? o : undefined;
-      }, 20000, 'the known patient\'s observation');
+      const obs = await eventually(
+        async () => {
+          const o = await ehr.search<Observation>('Observation', {});
+          return o.length === 1 ? o : undefined;
+        },
+        20000,
+        "the known patient's observation",
+      );
       assert.equal(obs[0].subject?.reference, `Patient/${(known as { id: string }).id}`);
       assert.equal((await ehr.search('Patient', {})).length, 1, 'no patient was created');
 
       // The patient is admitted; the device resends the same reading: it is a new job (the dead-lettered one does
       // not swallow it) and it is delivered.
-      await ehr.sandbox.repo.createResource({ resourceType: 'Patient', identifier: [{ system: 'urn:iomt-gateway:patient-id', value: 'MRN-UNKNOWN' }] } as never);
+      await ehr.sandbox.repo.createResource({
+        resourceType: 'Patient',
+        identifier: [{ system: 'urn:iomt-gateway:patient-id', value: 'MRN-UNKNOWN' }],
+      } as never);
       const resent = await postJson(`${gw.url}/ingest/measurements`, reading('POL-1', 'MRN-UNKNOWN'));
       assert.equal(resent.status, 202);
       await eventually(async () => (await ehr.search('Observation', {})).length === 2, 20000, 'the resent reading delivered');
 
       // One message, one job, two readings: only the reading of the unknown patient becomes a dead letter.
       await request(gw.url).delete(`/api/dead-letters/${dl.id}`).expect(204);
-      const mixed = await postJson(`${gw.url}/ingest/measurements`, [reading('POL-3', 'MRN-KNOWN', 90), reading('POL-4', 'MRN-NOBODY', 91)]);
+      const mixed = await postJson(`${gw.url}/ingest/measurements`, [
+        reading('POL-3', 'MRN-KNOWN', 90),
+        reading('POL-4', 'MRN-NOBODY', 91),
+      ]);
       assert.equal(mixed.status, 202);
       assert.equal(mixed.body.jobIds.length, 1);
-      const part = await eventually(async () => {
-        const l = await request(gw.url).get('/api/dead-letters');
-        return l.body.total === 1 ? l.body.items[0] : undefined;
-      }, 20000, 'the reading of the unknown patient dead-lettered');
+      const part = await eventually(
+        async () => {
+          const l = await request(gw.url).get('/api/dead-letters');
+          return l.body.total === 1 ? l.body.items[0] : undefined;
+        },
+        20000,
+        'the reading of the unknown patient dead-lettered',
+      );
       assert.equal(part.id, `${mixed.body.jobIds[0]}.1`);
       assert.equal(part.kind, 'policy');
-      await eventually(async () => (await ehr.search('Observation', {})).length === 3, 20000, 'the known patient\'s reading delivered');
+      await eventually(async () => (await ehr.search('Observation', {})).length === 3, 20000, "the known patient's reading delivered");
       await eventually(async () => (await gw.gateway.queue!.bull.getJob(mixed.body.jobIds[0])) === null, 10000, 'the job left the queue');
 
       // The patient is admitted and the device resends the message: a new job, and the missing reading is delivered.
-      await ehr.sandbox.repo.createResource({ resourceType: 'Patient', identifier: [{ system: 'urn:iomt-gateway:patient-id', value: 'MRN-NOBODY' }] } as never);
-      const again = await postJson(`${gw.url}/ingest/measurements`, [reading('POL-3', 'MRN-KNOWN', 90), reading('POL-4', 'MRN-NOBODY', 91)]);
+      await ehr.sandbox.repo.createResource({
+        resourceType: 'Patient',
+        identifier: [{ system: 'urn:iomt-gateway:patient-id', value: 'MRN-NOBODY' }],
+      } as never);
+      const again = await postJson(`${gw.url}/ingest/measurements`, [
+        reading('POL-3', 'MRN-KNOWN', 90),
+        reading('POL-4', 'MRN-NOBODY', 91),
+      ]);
       assert.equal(again.status, 202);
       assert.equal(again.body.jobIds[0], mixed.body.jobIds[0], 'the same content is the same job id');
       await eventually(async () => (await ehr.search('Observation', {})).length === 4, 20000, 'the resent reading delivered');

@@ -44,7 +44,12 @@ describe('private redis-server (REDIS_URL unset)', function () {
     const a = spawnGateway(env, 'ingest');
     children.push(a);
     const url = await a.url;
-    const r = await postJson(`${url}/ingest/measurements`, { deviceId: 'EMB-1', patientId: 'MRN-E', timestamp: '2026-11-23T10:00:00Z', measurements: [{ code: 'MDC_TEMP_BODY', value: 37.1, unit: 'Cel' }] });
+    const r = await postJson(`${url}/ingest/measurements`, {
+      deviceId: 'EMB-1',
+      patientId: 'MRN-E',
+      timestamp: '2026-11-23T10:00:00Z',
+      measurements: [{ code: 'MDC_TEMP_BODY', value: 37.1, unit: 'Cel' }],
+    });
     assert.equal(r.status, 202);
     const orphan = Number(readFileSync(join(dir, 'redis.pid'), 'utf8'));
     await a.stop('SIGKILL');
@@ -54,6 +59,10 @@ describe('private redis-server (REDIS_URL unset)', function () {
     children.push(b);
     await b.url;
     assert.ok(!alive(orphan), 'the new start stopped the orphan before using the folder');
-    await eventually(async () => (await ehr.search('Observation', {})).length === 1, 30000, 'the reading acknowledged before the kill, delivered');
+    await eventually(
+      async () => (await ehr.search('Observation', {})).length === 1,
+      30000,
+      'the reading acknowledged before the kill, delivered',
+    );
   });
 });

@@ -29,9 +29,18 @@ function hl7(text: string): Resource[] {
 }
 const hl7Fixture = (name: string) => hl7(readFileSync(new URL(`../hl7v2/fixtures/${name}`, import.meta.url), 'utf8'));
 
-const reading = (measurements: unknown[], extra: Record<string, unknown> = {}) => ({ deviceId: 'SN-1', patientId: 'MRN-1', timestamp: '2026-11-23T10:00:00Z', measurements, ...extra });
+const reading = (measurements: unknown[], extra: Record<string, unknown> = {}) => ({
+  deviceId: 'SN-1',
+  patientId: 'MRN-1',
+  timestamp: '2026-11-23T10:00:00Z',
+  measurements,
+  ...extra,
+});
 const code = (c: string) => resolveCode({ code: c }) as ResolvedCode;
-const mdcOnly = (c: string, refId: string): ResolvedCode => ({ codings: [{ system: 'urn:iso:std:iso:11073:10101', code: c, display: refId }], text: refId });
+const mdcOnly = (c: string, refId: string): ResolvedCode => ({
+  codings: [{ system: 'urn:iso:std:iso:11073:10101', code: c, display: refId }],
+  text: refId,
+});
 const device = { system: 'urn:test:device', value: 'SN-1' };
 const patient = { system: 'urn:test:mrn', value: 'MRN-1' };
 
@@ -49,7 +58,10 @@ const sampled = buildObservation({
   patient,
   effective: { start: '2026-11-23T10:00:00.000+01:00', end: '2026-11-23T10:00:02.5+01:00' },
   code: mdcOnly('150452', 'MDC_PULS_OXIM_PLETH'),
-  value: { kind: 'sampledData', value: { origin: quantity(0, 'mV'), period: 4, factor: 0.5, lowerLimit: -10, upperLimit: 10, dimensions: 1, data: '1 2 3 E U L 5' } },
+  value: {
+    kind: 'sampledData',
+    value: { origin: quantity(0, 'mV'), period: 4, factor: 0.5, lowerLimit: -10, upperLimit: 10, dimensions: 1, data: '1 2 3 E U L 5' },
+  },
   status: 'preliminary',
   sourceId: 'MSG-1',
 });
@@ -57,11 +69,22 @@ const sampled = buildObservation({
 const rich: Observation = {
   ...spo2,
   id: 'obs-1',
-  meta: { versionId: '3', lastUpdated: '2026-11-23T10:00:01.123Z', profile: ['http://hl7.org/fhir/StructureDefinition/oxygensat'], tag: [{ system: 'urn:test:tag', code: 'gw' }] },
+  meta: {
+    versionId: '3',
+    lastUpdated: '2026-11-23T10:00:01.123Z',
+    profile: ['http://hl7.org/fhir/StructureDefinition/oxygensat'],
+    tag: [{ system: 'urn:test:tag', code: 'gw' }],
+  },
   text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml">SpO2 97 %</div>' },
   extension: [
     { url: 'http://example.org/fhir/StructureDefinition/firmware', valueString: '1.2.3' },
-    { url: 'http://example.org/fhir/StructureDefinition/nested', extension: [{ url: 'a', valueBoolean: true }, { url: 'b', valueInteger: -3 }] },
+    {
+      url: 'http://example.org/fhir/StructureDefinition/nested',
+      extension: [
+        { url: 'a', valueBoolean: true },
+        { url: 'b', valueInteger: -3 },
+      ],
+    },
   ],
   _status: { extension: [{ url: 'http://example.org/fhir/StructureDefinition/status-source', valueCode: 'device' }] },
   issued: '2026-11-23T10:00:01.5Z',
@@ -90,13 +113,23 @@ const richPatient: Patient = {
       ],
     },
   ],
-  identifier: [{ use: 'usual', type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR' }] }, system: 'urn:test:mrn', value: 'MRN-1', period: { start: '2020-01-01' } }],
+  identifier: [
+    {
+      use: 'usual',
+      type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR' }] },
+      system: 'urn:test:mrn',
+      value: 'MRN-1',
+      period: { start: '2020-01-01' },
+    },
+  ],
   active: true,
   name: [{ use: 'official', family: 'Doe', given: ['Jane', 'Q.'], prefix: ['Dr.'] }],
   telecom: [{ system: 'phone', value: '+1 555 0100', use: 'home', rank: 1 }],
   gender: 'female',
   birthDate: '1970-01-01',
-  _birthDate: { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthTime', valueDateTime: '1970-01-01T08:30:00+01:00' }] },
+  _birthDate: {
+    extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthTime', valueDateTime: '1970-01-01T08:30:00+01:00' }],
+  },
   deceasedBoolean: false,
   address: [{ use: 'home', line: ['1 Main St', 'Apt 2'], city: 'Springfield', postalCode: '12345', country: 'US' }],
   multipleBirthInteger: 2,
@@ -106,7 +139,15 @@ const richPatient: Patient = {
 };
 
 const audit: AuditEvent = buildAuditEvent(
-  { kind: 'access-refused', principal: { role: 'device', id: 'SN-1', keyId: 'k-1' } as never, address: '10.0.0.7', entities: [{ kind: 'Device', id: 'SN-1', description: 'refused' }], outcome: '4', description: 'bad key', recorded: '2026-11-23T10:00:00.000Z' },
+  {
+    kind: 'access-refused',
+    principal: { role: 'device', id: 'SN-1', keyId: 'k-1' } as never,
+    address: '10.0.0.7',
+    entities: [{ kind: 'Device', id: 'SN-1', description: 'refused' }],
+    outcome: '4',
+    description: 'bad key',
+    recorded: '2026-11-23T10:00:00.000Z',
+  },
   'urn:test:device',
 );
 
@@ -114,8 +155,15 @@ const bundle: Bundle = {
   resourceType: 'Bundle',
   type: 'transaction',
   entry: [
-    { fullUrl: 'urn:uuid:2dac892f-6459-5ea4-be1f-07fd17619845', resource: spo2, request: { method: 'POST', url: 'Observation', ifNoneExist: 'identifier=urn:ietf:rfc:3986|x' } },
-    { resource: buildDevice({ identity: device, serialNumber: 'SN-1' }), request: { method: 'PUT', url: 'Device?identifier=urn:test:device|SN-1' } },
+    {
+      fullUrl: 'urn:uuid:2dac892f-6459-5ea4-be1f-07fd17619845',
+      resource: spo2,
+      request: { method: 'POST', url: 'Observation', ifNoneExist: 'identifier=urn:ietf:rfc:3986|x' },
+    },
+    {
+      resource: buildDevice({ identity: device, serialNumber: 'SN-1' }),
+      request: { method: 'PUT', url: 'Device?identifier=urn:test:device|SN-1' },
+    },
   ],
 };
 
@@ -125,7 +173,18 @@ const VALID: [string, Resource][] = [
   ['SampledData observation (period)', sampled],
   ['observation with meta, narrative, extensions, _status, ranges, notes', rich],
   ['observation with a contained device', withContained],
-  ['device with every field the builder sets', buildDevice({ identity: device, extraIdentifiers: [{ system: 'urn:ietf:rfc:3986', value: 'urn:uuid:2dac892f-6459-5ea4-be1f-07fd17619845' }], manufacturer: 'Acme', model: 'X-1', serialNumber: 'SN-1', displayName: 'Bedside monitor', type: { coding: [{ system: 'urn:iso:std:iso:11073:10101', code: '69965' }] } })],
+  [
+    'device with every field the builder sets',
+    buildDevice({
+      identity: device,
+      extraIdentifiers: [{ system: 'urn:ietf:rfc:3986', value: 'urn:uuid:2dac892f-6459-5ea4-be1f-07fd17619845' }],
+      manufacturer: 'Acme',
+      model: 'X-1',
+      serialNumber: 'SN-1',
+      displayName: 'Bedside monitor',
+      type: { coding: [{ system: 'urn:iso:std:iso:11073:10101', code: '69965' }] },
+    }),
+  ],
   ['patient with extensions, _birthDate, contact (pat-1)', richPatient],
   ['audit event', audit],
   ['transaction bundle', bundle],
@@ -134,7 +193,10 @@ const VALID: [string, Resource][] = [
 const MORE: [string, Resource][] = [
   ['SpO2 observation (mutated inside the bundle)', spo2],
   ...measurements([
-    reading([{ code: 'MDC_TEMP_BODY', value: 98.6, unit: 'degF' }, { code: 'MDC_PULS_OXIM_PULS_RATE', value: 70, unit: 'bpm' }]),
+    reading([
+      { code: 'MDC_TEMP_BODY', value: 98.6, unit: 'degF' },
+      { code: 'MDC_PULS_OXIM_PULS_RATE', value: 70, unit: 'bpm' },
+    ]),
     reading([{ code: 'MDC_MASS_BODY_ACTUAL', value: 72.5, unit: 'kg' }], { patientId: undefined, manufacturer: 'Acme', model: 'Scale 2' }),
     reading([{ code: 'MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD', value: 5.4, unit: 'mmol/L' }]),
     reading([
@@ -142,16 +204,41 @@ const MORE: [string, Resource][] = [
       { code: { system: 'http://loinc.org', code: '8462-4' }, value: 76, unit: 'mm[Hg]' },
     ]),
   ]).map((r): [string, Resource] => [`measurements ${r.resourceType}`, r]),
-  ...['pcd01-monitor.hl7', 'pcd01-spo2-lf.hl7', 'oru-lab.hl7', 'adt-a01.hl7'].flatMap((f) => hl7Fixture(f).map((r): [string, Resource] => [`${f} ${r.resourceType}`, r])),
+  ...['pcd01-monitor.hl7', 'pcd01-spo2-lf.hl7', 'oru-lab.hl7', 'adt-a01.hl7'].flatMap((f) =>
+    hl7Fixture(f).map((r): [string, Resource] => [`${f} ${r.resourceType}`, r]),
+  ),
   ...hl7(
     'MSH|^~\\&|GW|WARD|IOMT|HOSP|20261123101500+0100||ORU^R01^ORU_R01|NA-1|P|2.6\rPID|||MRN-1^^^HOSP^MR\r' +
       'OBR|1|ORD-1|FIL-1|182777000^monitoring of patient^SCT|||20261123101400+0100\r' +
       'OBX|1|NA|131330^MDC_ECG_ELEC_POTL_II^MDC|1.1.1.1|1^2^^-4.5^5|266418^MDC_DIM_MILLI_VOLT^MDC|||||R|||20261123101405+0100\r' +
       'OBX|2|CWE|184327^MDC_ECG_STAT_RHY^MDC|1.1.1.2|1^Sinus^L||||||R|||20261123101405+0100\r',
   ).map((r): [string, Resource] => [`NA/CWE ${r.resourceType}`, r]),
-  ...(['device-registered', 'credential-rotated', 'data-refused'] as const).map((kind): [string, Resource] => [`audit ${kind}`, buildAuditEvent({ kind, entities: [{ kind: 'Device', id: 'SN-1' }] }, 'urn:test:device')]),
-  ['absent value (dataAbsentReason)', buildObservation({ device, patient, effective: '2026-11-23', code: code('MDC_PULS_OXIM_SAT_O2'), value: { kind: 'absent', reason: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/data-absent-reason', code: 'error' }] } } })],
-  ['string value', buildObservation({ device, effective: '2026-11-23T10:00:00+14:00', code: mdcOnly('184327', 'MDC_ECG_STAT_RHY'), value: { kind: 'string', value: 'Sinus rhythm\nregular' } })],
+  ...(['device-registered', 'credential-rotated', 'data-refused'] as const).map((kind): [string, Resource] => [
+    `audit ${kind}`,
+    buildAuditEvent({ kind, entities: [{ kind: 'Device', id: 'SN-1' }] }, 'urn:test:device'),
+  ]),
+  [
+    'absent value (dataAbsentReason)',
+    buildObservation({
+      device,
+      patient,
+      effective: '2026-11-23',
+      code: code('MDC_PULS_OXIM_SAT_O2'),
+      value: {
+        kind: 'absent',
+        reason: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/data-absent-reason', code: 'error' }] },
+      },
+    }),
+  ],
+  [
+    'string value',
+    buildObservation({
+      device,
+      effective: '2026-11-23T10:00:00+14:00',
+      code: mdcOnly('184327', 'MDC_ECG_STAT_RHY'),
+      value: { kind: 'string', value: 'Sinus rhythm\nregular' },
+    }),
+  ],
 ];
 
 /** What a validation throws: medplum's OperationOutcome, or the text of another error (medplum has a few). */
@@ -209,11 +296,42 @@ function mutate(r: unknown, path: Path, edit: (v: unknown, parent: Json) => unkn
 const EXTENSION = { extension: [{ url: 'http://example.org/x', valueString: 'a' }] };
 /** Values of every shape a property must not (or may) have, each tried at every path. */
 const SAMPLES: unknown[] = [
-  0, 1, -1, 1.5, 2 ** 31, 2 ** 53, Number.NaN, true, null,
-  '', ' ', 'x  y', 'a\u0001b', 'final ', 'not a date', 'x'.repeat(65),
-  '2026', '2026-11-23', '2026-11-23T10:00', '2026-11-23T10:00:00Z', '2026-13-01', '2026-11-23T24:00:00Z', '2026-11-23T10:00:00.1234567890Z',
-  'urn:uuid:2DAC892F-6459-5EA4-BE1F-07FD17619845', 'http://x y',
-  {}, [], [{}], [null], ['a'], { foo: 1 }, { text: 'x' }, { id: 'x' }, EXTENSION, { url: 'http://example.org/x' }, { ...EXTENSION, valueString: 'a' },
+  0,
+  1,
+  -1,
+  1.5,
+  2 ** 31,
+  2 ** 53,
+  Number.NaN,
+  true,
+  null,
+  '',
+  ' ',
+  'x  y',
+  'a\u0001b',
+  'final ',
+  'not a date',
+  'x'.repeat(65),
+  '2026',
+  '2026-11-23',
+  '2026-11-23T10:00',
+  '2026-11-23T10:00:00Z',
+  '2026-13-01',
+  '2026-11-23T24:00:00Z',
+  '2026-11-23T10:00:00.1234567890Z',
+  'urn:uuid:2DAC892F-6459-5EA4-BE1F-07FD17619845',
+  'http://x y',
+  {},
+  [],
+  [{}],
+  [null],
+  ['a'],
+  { foo: 1 },
+  { text: 'x' },
+  { id: 'x' },
+  EXTENSION,
+  { url: 'http://example.org/x' },
+  { ...EXTENSION, valueString: 'a' },
 ];
 
 function mutations(r: Resource): [string, unknown][] {
@@ -221,7 +339,8 @@ function mutations(r: Resource): [string, unknown][] {
   for (const path of paths(r)) {
     const where = path.join('.');
     out.push([`${where} deleted`, mutate(r, path, () => undefined)]);
-    for (const s of SAMPLES) out.push([`${where} = ${typeof s === 'number' ? s : JSON.stringify(s)}`, mutate(r, path, () => structuredClone(s))]);
+    for (const s of SAMPLES)
+      out.push([`${where} = ${typeof s === 'number' ? s : JSON.stringify(s)}`, mutate(r, path, () => structuredClone(s))]);
     out.push([`${where} wrapped in an array`, mutate(r, path, (v) => [v])]);
     out.push([`${where} unwrapped`, mutate(r, path, (v) => (Array.isArray(v) ? v[0] : v))]);
     out.push([`${where} with an unknown sibling`, mutate(r, path, (v, parent) => ((parent.unknownProp = 'x'), v))]);
@@ -257,16 +376,28 @@ function targeted(): [string, unknown, boolean][] {
     ['obs-7: the same without the value', { ...noValue, component: [{ code: spo2.code, valueString: 'x' }] }, true],
     ['obs-7: a value and components coded otherwise', { ...bpPanel, valueString: 'x' }, true],
     ['obs-3: empty reference range', { ...obs, referenceRange: [{ type: { text: 'normal' } }] }, false],
-    ['ext-1: extension with value and extensions', { ...obs, extension: [{ url: 'http://x', valueString: 'a', extension: [{ url: 'b', valueString: 'c' }] }] }, false],
+    [
+      'ext-1: extension with value and extensions',
+      { ...obs, extension: [{ url: 'http://x', valueString: 'a', extension: [{ url: 'b', valueString: 'c' }] }] },
+      false,
+    ],
     ['ext-1: extension without value', { ...obs, extension: [{ url: 'http://x' }] }, false],
     ['extension without url', { ...obs, extension: [{ valueString: 'a' }] }, false],
     ['modifier extension', { ...obs, modifierExtension: [{ url: 'http://x', valueCode: 'a' }] }, true],
     ['extension value of a type extensions cannot have', { ...obs, extension: [{ url: 'http://x', valueFoo: 'a' }] }, false],
-    ['dom-2: contained within contained', { ...withContained, contained: [{ ...contained, contained: [{ resourceType: 'Patient', id: 'p' }] }] }, false],
+    [
+      'dom-2: contained within contained',
+      { ...withContained, contained: [{ ...contained, contained: [{ resourceType: 'Patient', id: 'p' }] }] },
+      false,
+    ],
     ['dom-4: contained with meta.versionId', { ...withContained, contained: [{ ...contained, meta: { versionId: '1' } }] }, false],
     ['contained without resourceType', { ...withContained, contained: [{ id: 'dev', status: 'active' }] }, false],
     ['contained of an unknown type', { ...withContained, contained: [{ resourceType: 'Gadget', id: 'dev' }] }, false],
-    ['contained datatype (medplum validates it as a Quantity)', { ...withContained, contained: [{ resourceType: 'Quantity', value: 1 }] }, false],
+    [
+      'contained datatype (medplum validates it as a Quantity)',
+      { ...withContained, contained: [{ resourceType: 'Quantity', value: 1 }] },
+      false,
+    ],
     ['pat-1: contact with nothing but a relationship', { ...richPatient, contact: [{ relationship: [{ text: 'mother' }] }] }, false],
     ['resourceType inside a datatype (medplum ignores it)', { ...obs, code: { ...spo2.code, resourceType: 'CodeableConcept' } }, false],
     ['undefined choice property beside another', { ...obs, valueString: undefined }, false],
@@ -276,7 +407,11 @@ function targeted(): [string, unknown, boolean][] {
     ['_status alone', { ...obs, status: undefined, _status: EXTENSION }, true],
     ['repeating primitive with extensions', { ...richPatient, name: [{ given: ['Jane', 'Q.'], _given: [null, EXTENSION] }] }, false],
     ['SampledData.dimensions 0 (positiveInt)', { ...sampled, valueSampledData: { ...sampled.valueSampledData, dimensions: 0 } }, false],
-    ['SampledData.dimensions 2^31 (medplum has no 32-bit limit)', { ...sampled, valueSampledData: { ...sampled.valueSampledData, dimensions: 2 ** 31 } }, true],
+    [
+      'SampledData.dimensions 2^31 (medplum has no 32-bit limit)',
+      { ...sampled, valueSampledData: { ...sampled.valueSampledData, dimensions: 2 ** 31 } },
+      true,
+    ],
     ['Patient.multipleBirthInteger -1', { ...richPatient, multipleBirthInteger: -1 }, true],
     ['a string of more than 1 MB', { ...noValue, valueString: 'x'.repeat(1024 * 1024 + 1) }, false],
     ['narrative of one space', { ...rich, text: { status: 'generated', div: ' ' } }, false],
@@ -288,8 +423,16 @@ function targeted(): [string, unknown, boolean][] {
     ['resource with nothing but its type', { resourceType: 'Device' }, false],
     ['component of a panel with an unknown property', { ...bpPanel, component: [{ ...component, foo: 1 }] }, false],
     ['coding with an unknown property', { ...obs, code: { coding: [{ system: 'http://loinc.org', code: '2708-6', foo: 'x' }] } }, false],
-    ['bundle entry with neither resource nor request', { ...bundle, entry: [{ fullUrl: 'urn:uuid:2dac892f-6459-5ea4-be1f-07fd17619845' }] }, false],
-    ['bundle entry with an invalid resource', { ...bundle, entry: [{ resource: { ...obs, status: 5 }, request: { method: 'POST', url: 'Observation' } }] }, false],
+    [
+      'bundle entry with neither resource nor request',
+      { ...bundle, entry: [{ fullUrl: 'urn:uuid:2dac892f-6459-5ea4-be1f-07fd17619845' }] },
+      false,
+    ],
+    [
+      'bundle entry with an invalid resource',
+      { ...bundle, entry: [{ resource: { ...obs, status: 5 }, request: { method: 'POST', url: 'Observation' } }] },
+      false,
+    ],
     ['document bundle without identifier (bdl-9)', { ...bundle, type: 'document', entry: undefined }, false],
   ];
 }
@@ -306,7 +449,7 @@ describe('fast structural validation, differentially against medplum', function 
     }
   });
 
-  it('never says valid where medplum finds an error; validate() then reports exactly medplum\'s issues', () => {
+  it("never says valid where medplum finds an error; validate() then reports exactly medplum's issues", () => {
     const cases: [string, unknown][] = [
       ...VALID.flatMap(([name, r]) => mutations(r).map(([m, c]): [string, unknown] => [`${name}: ${m}`, c])),
       ...targeted().map(([name, c]): [string, unknown] => [name, c]),
@@ -334,7 +477,9 @@ describe('fast structural validation, differentially against medplum', function 
     }
     assert.deepEqual(unsound, [], 'the fast path said valid where medplum reports an error');
     assert.ok(cases.length > 5000 && proven > 1000 && invalid > 3000, `${cases.length} cases, ${proven} proven, ${invalid} invalid`);
-    console.log(`      ${cases.length} cases, ${proven} proven valid by the fast path (and by medplum); of a third of the others, ${invalid} invalid for medplum, ${referred} valid but referred to it`);
+    console.log(
+      `      ${cases.length} cases, ${proven} proven valid by the fast path (and by medplum); of a third of the others, ${invalid} invalid for medplum, ${referred} valid but referred to it`,
+    );
   });
 
   it('proves the targeted cases it models, and refers the others to medplum', () => {

@@ -39,7 +39,8 @@ const bpCuff = {
   ],
 };
 
-const coding = (o: { code?: { coding?: { system?: string; code?: string }[] } }, system: string) => o.code?.coding?.find((c) => c.system === system)?.code;
+const coding = (o: { code?: { coding?: { system?: string; code?: string }[] } }, system: string) =>
+  o.code?.coding?.find((c) => c.system === system)?.code;
 
 describe('HTTP ingest to the EHR (end to end)', function () {
   const stack = useStack({ UNKNOWN_PATIENT_POLICY: 'create', INGEST_MAX_BODY_BYTES: '4096' });
@@ -54,10 +55,14 @@ describe('HTTP ingest to the EHR (end to end)', function () {
     assert.equal(r.status, 202, JSON.stringify(r.body));
     assert.equal(r.body.jobIds.length, 1);
     assert.equal(r.body.observations, 2);
-    const obs = await eventually(async () => {
-      const o = await stack.ehr.search<Observation>('Observation', { _count: '50' });
-      return o.length === 2 ? o : undefined;
-    }, 20000, 'two observations in the EHR');
+    const obs = await eventually(
+      async () => {
+        const o = await stack.ehr.search<Observation>('Observation', { _count: '50' });
+        return o.length === 2 ? o : undefined;
+      },
+      20000,
+      'two observations in the EHR',
+    );
     const [devices, patients] = [await stack.ehr.search<Device>('Device', {}), await stack.ehr.search<Patient>('Patient', {})];
     assert.equal(devices.length, 1);
     assert.equal(devices[0].identifier?.[0]?.value, 'OXI-1001');
@@ -89,10 +94,14 @@ describe('HTTP ingest to the EHR (end to end)', function () {
   it('delivers a blood-pressure reading as one 85354-9 panel with systolic, diastolic and mean components, plus pulse', async () => {
     const r = await postJson(`${stack.gw.url}/ingest/measurements`, bpCuff);
     assert.equal(r.status, 202, JSON.stringify(r.body));
-    const obs = await eventually(async () => {
-      const o = await stack.ehr.search<Observation>('Observation', {});
-      return o.length === 2 ? o : undefined;
-    }, 20000, 'panel + pulse');
+    const obs = await eventually(
+      async () => {
+        const o = await stack.ehr.search<Observation>('Observation', {});
+        return o.length === 2 ? o : undefined;
+      },
+      20000,
+      'panel + pulse',
+    );
     const panel = obs.find((o) => coding(o, LOINC) === '85354-9');
     assert.ok(panel);
     assert.equal(coding(panel, MDC), '150020');
@@ -111,7 +120,10 @@ describe('HTTP ingest to the EHR (end to end)', function () {
 
   it('yields one Observation when the same reading is posted twice (and twice concurrently)', async () => {
     const body = oximeter({ deviceId: 'OXI-DUP', measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 95, unit: '%' }] });
-    const [a, b] = await Promise.all([postJson(`${stack.gw.url}/ingest/measurements`, body), postJson(`${stack.gw.url}/ingest/measurements`, body)]);
+    const [a, b] = await Promise.all([
+      postJson(`${stack.gw.url}/ingest/measurements`, body),
+      postJson(`${stack.gw.url}/ingest/measurements`, body),
+    ]);
     const c = await postJson(`${stack.gw.url}/ingest/measurements`, body);
     assert.equal(a.status, 202);
     assert.equal(b.status, 202);
@@ -138,28 +150,94 @@ describe('HTTP ingest to the EHR (end to end)', function () {
   });
 
   describe('refusals: a 4xx OperationOutcome and nothing queued', () => {
-    const cases: { name: string; body: unknown; raw?: string; contentType?: string; status: number; diagnostics: RegExp; expression?: RegExp }[] = [
+    const cases: {
+      name: string;
+      body: unknown;
+      raw?: string;
+      contentType?: string;
+      status: number;
+      diagnostics: RegExp;
+      expression?: RegExp;
+    }[] = [
       { name: 'malformed JSON', body: undefined, raw: '{"deviceId": "X", ', status: 400, diagnostics: /not well-formed JSON/ },
       { name: 'not JSON', body: undefined, raw: 'deviceId=X', contentType: 'text/plain', status: 415, diagnostics: /must be JSON/ },
-      { name: 'unknown code', body: oximeter({ measurements: [{ code: 'MDC_NOT_A_CODE', value: 1, unit: '%' }] }), status: 422, diagnostics: /unknown code 'MDC_NOT_A_CODE'/, expression: /measurements\[0\]\.code/ },
-      { name: 'unknown LOINC code', body: oximeter({ measurements: [{ code: { system: 'http://loinc.org', code: '0000-0' }, value: 1, unit: '%' }] }), status: 422, diagnostics: /unknown code 'http:\/\/loinc.org\|0000-0'/ },
-      { name: 'missing timestamp', body: oximeter({ timestamp: undefined }), status: 422, diagnostics: /timestamp is required/, expression: /timestamp/ },
-      { name: 'timestamp without a time zone', body: oximeter({ timestamp: '2026-11-23T10:00:00' }), status: 422, diagnostics: /not an ISO 8601 date-time with a time zone/ },
-      { name: 'wrong unit for the profile (SpO2 in kg)', body: oximeter({ measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 97, unit: 'kg' }] }), status: 422, diagnostics: /unit 'kg' is not allowed; the profile requires '%'/ },
-      { name: 'unknown unit', body: oximeter({ measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 97, unit: 'furlongs' }] }), status: 422, diagnostics: /unknown unit 'furlongs'/ },
-      { name: 'value not a number', body: oximeter({ measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: '97', unit: '%' }] }), status: 422, diagnostics: /value must be a finite number/ },
-      { name: 'systolic without diastolic', body: { ...bpCuff, measurements: [bpCuff.measurements[0]] }, status: 422, diagnostics: /needs both systolic and diastolic/ },
+      {
+        name: 'unknown code',
+        body: oximeter({ measurements: [{ code: 'MDC_NOT_A_CODE', value: 1, unit: '%' }] }),
+        status: 422,
+        diagnostics: /unknown code 'MDC_NOT_A_CODE'/,
+        expression: /measurements\[0\]\.code/,
+      },
+      {
+        name: 'unknown LOINC code',
+        body: oximeter({ measurements: [{ code: { system: 'http://loinc.org', code: '0000-0' }, value: 1, unit: '%' }] }),
+        status: 422,
+        diagnostics: /unknown code 'http:\/\/loinc.org\|0000-0'/,
+      },
+      {
+        name: 'missing timestamp',
+        body: oximeter({ timestamp: undefined }),
+        status: 422,
+        diagnostics: /timestamp is required/,
+        expression: /timestamp/,
+      },
+      {
+        name: 'timestamp without a time zone',
+        body: oximeter({ timestamp: '2026-11-23T10:00:00' }),
+        status: 422,
+        diagnostics: /not an ISO 8601 date-time with a time zone/,
+      },
+      {
+        name: 'wrong unit for the profile (SpO2 in kg)',
+        body: oximeter({ measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 97, unit: 'kg' }] }),
+        status: 422,
+        diagnostics: /unit 'kg' is not allowed; the profile requires '%'/,
+      },
+      {
+        name: 'unknown unit',
+        body: oximeter({ measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 97, unit: 'furlongs' }] }),
+        status: 422,
+        diagnostics: /unknown unit 'furlongs'/,
+      },
+      {
+        name: 'value not a number',
+        body: oximeter({ measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: '97', unit: '%' }] }),
+        status: 422,
+        diagnostics: /value must be a finite number/,
+      },
+      {
+        name: 'systolic without diastolic',
+        body: { ...bpCuff, measurements: [bpCuff.measurements[0]] },
+        status: 422,
+        diagnostics: /needs both systolic and diastolic/,
+      },
       { name: 'missing deviceId', body: oximeter({ deviceId: '' }), status: 422, diagnostics: /deviceId is required/ },
       { name: 'no measurements', body: oximeter({ measurements: [] }), status: 422, diagnostics: /measurements must be a non-empty array/ },
-      { name: 'missing patient (a vital sign needs a subject)', body: oximeter({ patientId: undefined }), status: 422, diagnostics: /needs a subject/ },
-      { name: 'an invalid reading in an array refuses the whole array', body: [oximeter(), oximeter({ timestamp: 'yesterday' })], status: 422, diagnostics: /\[1\]/ },
+      {
+        name: 'missing patient (a vital sign needs a subject)',
+        body: oximeter({ patientId: undefined }),
+        status: 422,
+        diagnostics: /needs a subject/,
+      },
+      {
+        name: 'an invalid reading in an array refuses the whole array',
+        body: [oximeter(), oximeter({ timestamp: 'yesterday' })],
+        status: 422,
+        diagnostics: /\[1\]/,
+      },
     ];
     for (const c of cases) {
       it(c.name, async () => {
         const before = await queued();
-        const r = c.raw !== undefined
-          ? await request(stack.gw.url).post('/ingest/measurements').set('content-type', c.contentType ?? 'application/json').send(c.raw)
-          : await request(stack.gw.url).post('/ingest/measurements').send(c.body as object);
+        const r =
+          c.raw !== undefined
+            ? await request(stack.gw.url)
+                .post('/ingest/measurements')
+                .set('content-type', c.contentType ?? 'application/json')
+                .send(c.raw)
+            : await request(stack.gw.url)
+                .post('/ingest/measurements')
+                .send(c.body as object);
         assert.equal(r.status, c.status, JSON.stringify(r.body));
         assert.match(r.headers['content-type'], /application\/fhir\+json/);
         assert.equal(r.body.resourceType, 'OperationOutcome');
@@ -203,12 +281,23 @@ describe('HTTP ingest to the EHR (end to end)', function () {
       ],
     });
     assert.equal(r.status, 202, JSON.stringify(r.body));
-    const [panel] = await eventually(async () => {
-      const o = await stack.ehr.search<Observation>('Observation', {});
-      return o.length === 1 ? o : undefined;
-    }, 20000, 'the panel');
-    assert.deepEqual(panel.code.coding?.map((c) => `${c.system}|${c.code}`), [`${LOINC}|85354-9`]);
-    for (const c of panel.component ?? []) assert.ok(c.code.coding?.every((k) => k.system === LOINC), 'components coded LOINC only');
+    const [panel] = await eventually(
+      async () => {
+        const o = await stack.ehr.search<Observation>('Observation', {});
+        return o.length === 1 ? o : undefined;
+      },
+      20000,
+      'the panel',
+    );
+    assert.deepEqual(
+      panel.code.coding?.map((c) => `${c.system}|${c.code}`),
+      [`${LOINC}|85354-9`],
+    );
+    for (const c of panel.component ?? [])
+      assert.ok(
+        c.code.coding?.every((k) => k.system === LOINC),
+        'components coded LOINC only',
+      );
   });
 
   it('keeps a payload it could not map, and replays it once the adapter exists', async () => {
@@ -218,7 +307,11 @@ describe('HTTP ingest to the EHR (end to end)', function () {
     const id = r.headers.get('x-refused-id');
     assert.ok(id, 'the refusal names the kept payload');
     const list = await request(stack.gw.url).get('/api/refused');
-    assert.ok(list.body.items.some((i: { id: string; adapterId: string; status: number }) => i.id === id && i.adapterId === 'late-adapter' && i.status === 404));
+    assert.ok(
+      list.body.items.some(
+        (i: { id: string; adapterId: string; status: number }) => i.id === id && i.adapterId === 'late-adapter' && i.status === 404,
+      ),
+    );
     assert.equal((await request(stack.gw.url).get(`/api/refused/${id}`)).body.body.deviceId, 'LATE-1');
     stack.gw.gateway.registry.register(late);
     try {
@@ -232,7 +325,13 @@ describe('HTTP ingest to the EHR (end to end)', function () {
   });
 
   it('answers 422, not 500, when an adapter throws on input it did not expect', async () => {
-    stack.gw.gateway.registry.register({ id: 'fragile', description: 'throws', translate: () => { throw new TypeError("Cannot read properties of undefined (reading 'MRN-SECRET')"); } });
+    stack.gw.gateway.registry.register({
+      id: 'fragile',
+      description: 'throws',
+      translate: () => {
+        throw new TypeError("Cannot read properties of undefined (reading 'MRN-SECRET')");
+      },
+    });
     try {
       const r = await postJson(`${stack.gw.url}/ingest/fragile`, { anything: true });
       assert.equal(r.status, 422);
@@ -277,9 +376,17 @@ describe('Redis down and backpressure', function () {
     const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, QUEUE_MAX_DEPTH: '2' }, 'ingest');
     try {
       // Backpressure: no worker in the ingest role, so jobs stay waiting.
-      for (const id of ['D-1', 'D-2']) assert.equal((await postJson(`${gw.url}/ingest/measurements`, oximeter({ deviceId: id }))).status, 202);
-      await new Promise((r) => setTimeout(r, 250)); // let the cached depth expire
-      const full = await postJson(`${gw.url}/ingest/measurements`, oximeter({ deviceId: 'D-3' }));
+      for (const id of ['D-1', 'D-2'])
+        assert.equal((await postJson(`${gw.url}/ingest/measurements`, oximeter({ deviceId: id }))).status, 202);
+      // The depth is cached briefly: ask until the gateway sees the full queue (the same reading again is the same job).
+      const full = await eventually(
+        async () => {
+          const r = await postJson(`${gw.url}/ingest/measurements`, oximeter({ deviceId: 'D-3' }));
+          return r.status === 503 ? r : undefined;
+        },
+        10000,
+        'the queue to be seen full',
+      );
       assert.equal(full.status, 503);
       assert.match(JSON.stringify(full.body), /queue is full/);
       assert.ok(full.headers.get('retry-after'));

@@ -36,7 +36,13 @@ describe('refusals: one store and one API for every channel', () => {
   });
 
   it('lists HTTP and HL7v2 refusals together, searchable by channel, device id, control id and reason', async () => {
-    const http = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('SEARCH-1', { measurements: [{ code: 'NOPE', value: 1, unit: '%' }] }));
+    const http = await call(
+      gw.url,
+      'POST',
+      '/ingest/measurements',
+      ADMIN,
+      reading('SEARCH-1', { measurements: [{ code: 'NOPE', value: 1, unit: '%' }] }),
+    );
     assert.equal(http.status, 422);
     const httpId = http.headers.get('x-refused-id');
     assert.ok(httpId);
@@ -50,10 +56,16 @@ describe('refusals: one store and one API for every channel', () => {
     const all = await call(gw.url, 'GET', '/api/refusals', ADMIN);
     assert.equal(all.status, 200);
     assert.ok(all.body.items.some((i: { id: string }) => i.id === httpId));
-    assert.ok(all.body.items.every((i: Record<string, unknown>) => i.body === undefined && i.raw === undefined), 'lists carry no payloads');
+    assert.ok(
+      all.body.items.every((i: Record<string, unknown>) => i.body === undefined && i.raw === undefined),
+      'lists carry no payloads',
+    );
 
     const byDevice = await call(gw.url, 'GET', '/api/refusals?deviceId=SEARCH-1', ADMIN);
-    assert.deepEqual(byDevice.body.items.map((i: { id: string }) => i.id), [httpId]);
+    assert.deepEqual(
+      byDevice.body.items.map((i: { id: string }) => i.id),
+      [httpId],
+    );
     const byControl = await call(gw.url, 'GET', '/api/refusals?controlId=SEARCH-HL7-1', ADMIN);
     assert.equal(byControl.body.total, 1);
     assert.equal(byControl.body.items[0].format, 'hl7v2');
@@ -70,7 +82,10 @@ describe('refusals: one store and one API for every channel', () => {
 
   it('replays through the original channel as the original sender: refused again is kept with a count, fixed is delivered and removed', async () => {
     // Refused for good: the device is suspended.
-    assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'REPLAY-1', adapter: 'measurements', type: 'pulse-oximeter' })).status, 201);
+    assert.equal(
+      (await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'REPLAY-1', adapter: 'measurements', type: 'pulse-oximeter' })).status,
+      201,
+    );
     const r = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('REPLAY-1'));
     assert.equal(r.status, 403);
     const id = r.headers.get('x-refused-id');
@@ -90,8 +105,12 @@ describe('refusals: one store and one API for every channel', () => {
   });
 
   it('replays a filtered selection in bulk, with a result per entry', async () => {
-    assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'BULK-1', adapter: 'measurements', type: 'pulse-oximeter' })).status, 201);
-    for (const minute of [1, 2, 3]) assert.equal((await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('BULK-1', {}, minute))).status, 403);
+    assert.equal(
+      (await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'BULK-1', adapter: 'measurements', type: 'pulse-oximeter' })).status,
+      201,
+    );
+    for (const minute of [1, 2, 3])
+      assert.equal((await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('BULK-1', {}, minute))).status, 403);
     assert.equal((await call(gw.url, 'POST', '/api/devices/BULK-1/activate', ADMIN)).status, 200);
     const bulk = await call(gw.url, 'POST', '/api/refusals/replay', ADMIN, { deviceId: 'BULK-1', channel: 'http' });
     assert.equal(bulk.status, 200);

@@ -23,7 +23,9 @@ import { startRedis, type TestRedis } from '../helpers/harness.js';
 import { pcdMessage } from '../hl7v2/helpers.js';
 
 const held = () =>
-  new GatewayError(429, outcome([issue('throttled', "device 'X' has 10 readings held for review already")]), { headers: { 'Retry-After': '3600' } });
+  new GatewayError(429, outcome([issue('throttled', "device 'X' has 10 readings held for review already")]), {
+    headers: { 'Retry-After': '3600' },
+  });
 const invalid = () => new GatewayError(422, outcome([issue('invalid', 'unit kg is not allowed')]));
 
 /** An ingestor that refuses with what the test sets. */
@@ -39,9 +41,17 @@ function refusing(make: () => unknown): Ingestor {
 const CASES: { name: string; make: () => unknown; retryable: boolean }[] = [
   { name: "the guard's held-reading cap (429)", make: held, retryable: true },
   { name: 'an unexpected error (500)', make: () => new TypeError('boom'), retryable: true },
-  { name: 'the queue is down (503)', make: () => new GatewayError(503, outcome([issue('transient', 'Redis is not reachable')])), retryable: true },
+  {
+    name: 'the queue is down (503)',
+    make: () => new GatewayError(503, outcome([issue('transient', 'Redis is not reachable')])),
+    retryable: true,
+  },
   { name: 'invalid data (422)', make: invalid, retryable: false },
-  { name: 'a device that may not send (403)', make: () => new GatewayError(403, outcome([issue('forbidden', 'device is suspended')])), retryable: false },
+  {
+    name: 'a device that may not send (403)',
+    make: () => new GatewayError(403, outcome([issue('forbidden', 'device is suspended')])),
+    retryable: false,
+  },
 ];
 
 describe('retryable: one reading of the flag in every channel', () => {
@@ -73,7 +83,9 @@ describe('retryable: one reading of the flag in every channel', () => {
   for (const c of CASES) {
     it(`MLLP: ${c.name} → ${c.retryable ? 'AE "resend later", nothing kept' : 'AE with ERR, kept for replay'}`, async () => {
       const session = new Hl7Session({ ingestor: refusing(c.make), redis, refusals, config: defaultHl7Config({ mllpPort: 0 }) });
-      const result = await session.handleText(pcdMessage(`RT-${Math.random().toString(36).slice(2, 8)}`), 'UNICODE UTF-8', { channel: 'mllp' });
+      const result = await session.handleText(pcdMessage(`RT-${Math.random().toString(36).slice(2, 8)}`), 'UNICODE UTF-8', {
+        channel: 'mllp',
+      });
       const ack = readAck(result.responses[0]);
       assert.equal(ack.code, 'AE');
       const kept = await refusals.list();
@@ -90,7 +102,12 @@ describe('retryable: one reading of the flag in every channel', () => {
 
     it(`MQTT: ${c.name} → ${c.retryable ? 'no PUBACK (the broker redelivers), nothing kept' : 'a PUBACK with a reason code, kept'}`, async () => {
       const config = mqttConfig(loadKeys(MQTT_KEYS, { MQTT_URL: 'mqtt://127.0.0.1:1', MQTT_TOPICS: 'devices/+/m=measurements' }).values);
-      const channel = new MqttChannel(config, { ingestor: refusing(c.make), log: createLogger('silent'), metrics: new Metrics(), refusals });
+      const channel = new MqttChannel(config, {
+        ingestor: refusing(c.make),
+        log: createLogger('silent'),
+        metrics: new Metrics(),
+        refusals,
+      });
       const answer = await channel.handle('devices/D-1/m', Buffer.from(JSON.stringify({ deviceId: 'D-1' })), false);
       const kept = await refusals.list();
       if (c.retryable) {

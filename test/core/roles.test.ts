@@ -4,7 +4,16 @@
  */
 import { strict as assert } from 'node:assert';
 import type { Observation } from 'fhir/r4';
-import { eventually, postJson, spawnGateway, startEhr, startRedis, type ChildGateway, type TestEhr, type TestRedis } from '../helpers/harness.js';
+import {
+  eventually,
+  postJson,
+  spawnGateway,
+  startEhr,
+  startRedis,
+  type ChildGateway,
+  type TestEhr,
+  type TestRedis,
+} from '../helpers/harness.js';
 
 const reading = (deviceId: string, patientId: string, minute: number) => ({
   deviceId,
@@ -38,7 +47,13 @@ describe('roles: ingest and worker processes sharing one Redis', function () {
 
   it('one ingest process and two workers deliver every message exactly once', async () => {
     ehr.sandbox.clear();
-    const env = { REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', QUEUE_NAME: 'roles-a', DELIVERY_CONCURRENCY: '4' };
+    const env = {
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      UNKNOWN_PATIENT_POLICY: 'create',
+      QUEUE_NAME: 'roles-a',
+      DELIVERY_CONCURRENCY: '4',
+    };
     const ingest = spawnGateway(env, 'ingest');
     const w1 = spawnGateway(env, 'worker');
     const w2 = spawnGateway(env, 'worker');
@@ -49,7 +64,10 @@ describe('roles: ingest and worker processes sharing one Redis', function () {
     const posts = [];
     for (let i = 0; i < N; i++) posts.push(postJson(`${url}/ingest/measurements`, reading(`DEV-${i % 8}`, `MRN-${i % 5}`, i)));
     const results = await Promise.all(posts);
-    assert.deepEqual(results.map((r) => r.status), Array(N).fill(202));
+    assert.deepEqual(
+      results.map((r) => r.status),
+      Array(N).fill(202),
+    );
     await eventually(async () => (await ehr.search('Observation', { _count: '1000' })).length === 2 * N, 60000, `${2 * N} observations`);
     await eventually(() => delivered(w1.output()) + delivered(w2.output()) === N, 20000, 'the delivery log lines');
     assert.equal(delivered(w1.output()) + delivered(w2.output()), N, 'each job delivered once across both workers');
@@ -63,7 +81,14 @@ describe('roles: ingest and worker processes sharing one Redis', function () {
   it('a worker killed with SIGKILL mid-job: another worker delivers the job once', async () => {
     ehr.sandbox.clear();
     ehr.requests.length = 0;
-    const env = { REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', QUEUE_NAME: 'roles-b', DELIVERY_CONCURRENCY: '1', FHIR_TIMEOUT_MS: '1000' };
+    const env = {
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      UNKNOWN_PATIENT_POLICY: 'create',
+      QUEUE_NAME: 'roles-b',
+      DELIVERY_CONCURRENCY: '1',
+      FHIR_TIMEOUT_MS: '1000',
+    };
     const ingest = spawnGateway(env, 'ingest');
     const w1 = spawnGateway(env, 'worker');
     children.push(ingest, w1);

@@ -27,11 +27,12 @@ describe('terminology tables', () => {
       const v = LOINC_VITALS.get(p.loinc as string);
       assert.ok(v, `profile ${p.id} (${p.loinc}) is in LOINC_VITALS`);
       if (p.units) assert.ok(v.ucum && p.units.includes(v.ucum), `${p.id}: default unit ${v.ucum} is one of ${p.units.join(', ')}`);
-      for (const c of p.components) assert.ok(LOINC_VITALS.get(c.loinc)?.ucum && c.units.includes(LOINC_VITALS.get(c.loinc)!.ucum!), `${p.id} component ${c.loinc}`);
+      for (const c of p.components)
+        assert.ok(LOINC_VITALS.get(c.loinc)?.ucum && c.units.includes(LOINC_VITALS.get(c.loinc)!.ucum!), `${p.id} component ${c.loinc}`);
     }
   });
 
-  it('every MDC metric with a LOINC vital-sign code uses that code\'s profile unit by default', () => {
+  it("every MDC metric with a LOINC vital-sign code uses that code's profile unit by default", () => {
     const { byLoinc } = loadProfiles();
     for (const m of MDC_METRICS.values()) {
       const p = m.loinc ? byLoinc.get(m.loinc.code) : undefined;
@@ -50,8 +51,18 @@ describe('terminology tables', () => {
 
   it('normalises device unit spellings to UCUM, and converts only exactly', () => {
     const cases: [string, string | undefined][] = [
-      ['bpm', '/min'], ['{beats}/min', '/min'], ['mmHg', 'mm[Hg]'], ['degC', 'Cel'], ['°F', '[degF]'], ['lb', '[lb_av]'],
-      ['mg/dl', 'mg/dL'], ['MDC_DIM_MMHG', 'mm[Hg]'], ['266016', 'mm[Hg]'], ['264864', '/min'], ['262688', '%'], ['furlongs', undefined],
+      ['bpm', '/min'],
+      ['{beats}/min', '/min'],
+      ['mmHg', 'mm[Hg]'],
+      ['degC', 'Cel'],
+      ['°F', '[degF]'],
+      ['lb', '[lb_av]'],
+      ['mg/dl', 'mg/dL'],
+      ['MDC_DIM_MMHG', 'mm[Hg]'],
+      ['266016', 'mm[Hg]'],
+      ['264864', '/min'],
+      ['262688', '%'],
+      ['furlongs', undefined],
     ];
     for (const [input, expected] of cases) assert.equal(toUcum(input), expected, input);
     assert.equal(convertExact(1.82, 'm', 'cm'), 182);
@@ -74,7 +85,12 @@ describe('terminology tables against the verified reference', function () {
     for (const line of rest) {
       if (line.startsWith('|')) {
         inTable = true;
-        rows.push(line.split(/(?<!\\)\|/).slice(1, -1).map((c) => c.trim()));
+        rows.push(
+          line
+            .split(/(?<!\\)\|/)
+            .slice(1, -1)
+            .map((c) => c.trim()),
+        );
       } else if (inTable) break;
     }
     return rows.slice(2);
@@ -96,10 +112,15 @@ describe('terminology tables against the verified reference', function () {
       let ref = byRef.get(m.refId);
       assert.ok(ref, `${m.refId} is in the reference`);
       // Row 17 (ART label) says "as rows 16–16c" (the ABP label): read the LOINC cell there.
-      if (/^as rows 16/.test(ref.loincCell)) ref = { ...ref, loincCell: byRef.get(m.refId.replace('MDC_PRESS_BLD_ART', 'MDC_PRESS_BLD_ART_ABP'))?.loincCell ?? '' };
+      if (/^as rows 16/.test(ref.loincCell))
+        ref = { ...ref, loincCell: byRef.get(m.refId.replace('MDC_PRESS_BLD_ART', 'MDC_PRESS_BLD_ART_ABP'))?.loincCell ?? '' };
       assert.equal(m.code, ref.code, `${m.refId} code`);
       if (m.loinc) {
-        assert.match(ref.loincCell, new RegExp(`(^|\\*\\*|\\s)${m.loinc.code.replace('-', '\\-')}(\\*\\*|\\s|$)`), `${m.refId}: LOINC ${m.loinc.code} per the reference`);
+        assert.match(
+          ref.loincCell,
+          new RegExp(`(^|\\*\\*|\\s)${m.loinc.code.replace('-', '\\-')}(\\*\\*|\\s|$)`),
+          `${m.refId}: LOINC ${m.loinc.code} per the reference`,
+        );
         assert.doesNotMatch(ref.status, /LOINC UNVERIFIED/, `${m.refId}: the reference does not verify a LOINC pairing`);
       } else {
         assert.match(ref.status, /LOINC UNVERIFIED/, `${m.refId}: no LOINC in the gateway, and none verified in the reference`);

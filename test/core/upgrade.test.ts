@@ -15,7 +15,16 @@ const oldJob = (deviceId: string, minute: number) => ({
   channel: 'http',
   receivedAt: '2026-11-23T09:00:00Z',
   translation: measurementsAdapter.translate(
-    { body: { deviceId, patientId: 'MRN-UP', timestamp: `2026-11-23T09:${String(minute).padStart(2, '0')}:00Z`, measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 95, unit: '%' }] }, channel: 'http', receivedAt: '2026-11-23T09:00:00Z' },
+    {
+      body: {
+        deviceId,
+        patientId: 'MRN-UP',
+        timestamp: `2026-11-23T09:${String(minute).padStart(2, '0')}:00Z`,
+        measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 95, unit: '%' }],
+      },
+      channel: 'http',
+      receivedAt: '2026-11-23T09:00:00Z',
+    },
     context,
   )[0],
 });
@@ -25,12 +34,20 @@ describe('upgrade: jobs, dead letters and held readings of the previous version'
   let redis: TestRedis;
   let ehr: TestEhr;
   let gw: DmGateway;
-  const observed = async (minute: number) => (await ehr.search<Observation>('Observation', { _count: '100' })).some((o) => o.effectiveDateTime === `2026-11-23T09:${String(minute).padStart(2, '0')}:00Z`);
+  const observed = async (minute: number) =>
+    (await ehr.search<Observation>('Observation', { _count: '100' })).some(
+      (o) => o.effectiveDateTime === `2026-11-23T09:${String(minute).padStart(2, '0')}:00Z`,
+    );
 
   before(async () => {
     redis = await startRedis();
     ehr = await startEhr();
-    gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', UNKNOWN_DEVICE_POLICY: 'hold' });
+    gw = await startDmGateway({
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      UNKNOWN_PATIENT_POLICY: 'create',
+      UNKNOWN_DEVICE_POLICY: 'hold',
+    });
   });
   after(async () => {
     await gw?.stop();
@@ -46,7 +63,15 @@ describe('upgrade: jobs, dead letters and held readings of the previous version'
 
   it('lists and replays a dead letter of the previous version', async () => {
     const redisClient = gw.gateway.queue!.redis;
-    const dl = { id: 'old-dl-1', jobId: 'old-dl-1', reason: 'EHR answered HTTP 400', kind: 'rejected', attempts: 1, deadAt: '2026-11-23T09:30:00Z', job: oldJob('UP-2', 2) };
+    const dl = {
+      id: 'old-dl-1',
+      jobId: 'old-dl-1',
+      reason: 'EHR answered HTTP 400',
+      kind: 'rejected',
+      attempts: 1,
+      deadAt: '2026-11-23T09:30:00Z',
+      job: oldJob('UP-2', 2),
+    };
     await redisClient.multi().set('gw:dlq:old-dl-1', JSON.stringify(dl)).zadd('gw:dlq:index', Date.parse(dl.deadAt), dl.id).exec();
     const list = await request(gw.url).get('/api/dead-letters').set('authorization', `Bearer ${ADMIN}`);
     assert.equal(list.status, 200);

@@ -54,7 +54,11 @@ function coalescer(maxBatch: number, maxInFlight: number) {
     running,
     results,
     submit(...items: Item[]): void {
-      for (const i of items) results.set(i.id, c.submit(i).catch((e: Error) => e));
+      for (const i of items)
+        results.set(
+          i.id,
+          c.submit(i).catch((e: Error) => e),
+        );
     },
     /** The ids of the batches running, oldest first. */
     batches: () => running.map((b) => b.ids),
@@ -109,7 +113,11 @@ const cases: Case[] = [
     maxBatch: 5,
     maxInFlight: 1,
     inFlight: [{ id: 'held' }],
-    items: [{ id: 'a', weight: 3 }, { id: 'b', weight: 3 }, { id: 'c', weight: 2 }],
+    items: [
+      { id: 'a', weight: 3 },
+      { id: 'b', weight: 3 },
+      { id: 'c', weight: 2 },
+    ],
     waves: [[['held']], [['a', 'c']], [['b']]],
   },
   {
@@ -132,21 +140,31 @@ const cases: Case[] = [
     maxBatch: 10,
     maxInFlight: 2,
     inFlight: [{ id: 'held', keys: ['dev:1'] }],
-    items: [{ id: 'a', keys: ['dev:1'] }, { id: 'b', keys: ['dev:2'] }],
+    items: [
+      { id: 'a', keys: ['dev:1'] },
+      { id: 'b', keys: ['dev:2'] },
+    ],
     waves: [[['held'], ['b']], [['b'], ['a']], [['a']]],
   },
   {
     name: 'items that share a key and arrive together share a batch',
     maxBatch: 10,
     maxInFlight: 2,
-    items: [{ id: 'a', keys: ['pat:1'] }, { id: 'b', keys: ['pat:1', 'dev:2'] }],
+    items: [
+      { id: 'a', keys: ['pat:1'] },
+      { id: 'b', keys: ['pat:1', 'dev:2'] },
+    ],
     waves: [[['a', 'b']]],
   },
   {
     name: 'an item that does not fit the batch holding its key waits for that batch, even with room in flight',
     maxBatch: 1,
     maxInFlight: 3,
-    items: [{ id: 'a', keys: ['dev:1'] }, { id: 'b', keys: ['dev:1'] }, { id: 'c', keys: ['dev:2'] }],
+    items: [
+      { id: 'a', keys: ['dev:1'] },
+      { id: 'b', keys: ['dev:1'] },
+      { id: 'c', keys: ['dev:2'] },
+    ],
     waves: [[['a'], ['c']], [['c'], ['b']], [['b']]],
   },
   {

@@ -20,9 +20,21 @@ const answered = (status: number, headers: Record<string, string> = {}, data: un
 
 describe('delivery errors', () => {
   const retryable: [status: number, retryable: boolean][] = [
-    [400, false], [401, false], [403, false], [404, false], [422, false],
-    [408, true], [409, true], [412, true], [425, true], [429, true],
-    [500, true], [502, true], [503, true], [504, true], [599, true],
+    [400, false],
+    [401, false],
+    [403, false],
+    [404, false],
+    [422, false],
+    [408, true],
+    [409, true],
+    [412, true],
+    [425, true],
+    [429, true],
+    [500, true],
+    [502, true],
+    [503, true],
+    [504, true],
+    [599, true],
   ];
   for (const [status, expected] of retryable) {
     it(`HTTP ${status} from the EHR is ${expected ? 'retryable' : 'permanent'} and keeps the EHR's status and OperationOutcome`, () => {

@@ -19,7 +19,12 @@ describe('device configuration', () => {
   });
 
   it('reads maps and per-channel policies from the loaded schema (config.raw)', () => {
-    const env = { UNKNOWN_DEVICE_POLICY: 'accept', UNKNOWN_DEVICE_POLICY_MQTT: 'hold', UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES: 'ICU=accept, LAB=hold', DEVICE_OFFLINE_AFTER_MS_BY_TYPE: 'spo2=60000,scale=172800000' };
+    const env = {
+      UNKNOWN_DEVICE_POLICY: 'accept',
+      UNKNOWN_DEVICE_POLICY_MQTT: 'hold',
+      UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES: 'ICU=accept, LAB=hold',
+      DEVICE_OFFLINE_AFTER_MS_BY_TYPE: 'spo2=60000,scale=172800000',
+    };
     const c = readDeviceConfig(loadKeys(DEVICE_KEYS, env).values, core);
     assert.equal(c.unknownDevicePolicy, 'accept');
     assert.equal(c.channelPolicy.mqtt, 'hold');
@@ -29,8 +34,21 @@ describe('device configuration', () => {
 
   it('reports every error at once', () => {
     assert.throws(
-      () => loadGatewayConfig({ UNKNOWN_DEVICE_POLICY: 'maybe', UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES: 'ICU=sometimes', DEVICE_OFFLINE_AFTER_MS_BY_TYPE: 'spo2', CREDENTIAL_SIGNING_KEY: 'short' }),
-      (e: Error) => e instanceof ConfigError && ['UNKNOWN_DEVICE_POLICY: ', 'UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES', 'DEVICE_OFFLINE_AFTER_MS_BY_TYPE', 'CREDENTIAL_SIGNING_KEY'].every((s) => e.message.includes(s)),
+      () =>
+        loadGatewayConfig({
+          UNKNOWN_DEVICE_POLICY: 'maybe',
+          UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES: 'ICU=sometimes',
+          DEVICE_OFFLINE_AFTER_MS_BY_TYPE: 'spo2',
+          CREDENTIAL_SIGNING_KEY: 'short',
+        }),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        [
+          'UNKNOWN_DEVICE_POLICY: ',
+          'UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES',
+          'DEVICE_OFFLINE_AFTER_MS_BY_TYPE',
+          'CREDENTIAL_SIGNING_KEY',
+        ].every((s) => e.message.includes(s)),
     );
   });
 

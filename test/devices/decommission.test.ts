@@ -35,7 +35,11 @@ describe('decommissioning', function () {
     const k2 = (await call(gw.url, 'POST', `/api/devices/${id}/credentials`, ADMIN)).body;
     await call(gw.url, 'PUT', `/api/devices/${id}/config`, ADMIN, { samplingIntervalS: 10 });
     assert.equal((await call(gw.url, 'POST', '/ingest/measurements', k1.key, reading(id, { battery: 50 }))).status, 202);
-    await eventually(async () => (await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` }))[0]?.patient, 20000, 'Device.patient');
+    await eventually(
+      async () => (await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` }))[0]?.patient,
+      20000,
+      'Device.patient',
+    );
 
     const op = (await call(gw.url, 'POST', '/api/operators/credentials', ADMIN, { name: 'biomed' })).body;
     const r = await call(gw.url, 'POST', `/api/devices/${id}/decommission`, op.key);
@@ -55,17 +59,22 @@ describe('decommissioning', function () {
     assert.ok(Date.parse(rep.body.decommissionedAt) > 0);
     assert.ok(!JSON.stringify(rep.body).includes('MRN-DECOM'), 'the report names no patient');
 
-    for (const k of [k1.key, k2.key]) assert.equal((await call(gw.url, 'POST', '/ingest/measurements', k, reading(id, {}, 1))).status, 401, 'keys revoked');
+    for (const k of [k1.key, k2.key])
+      assert.equal((await call(gw.url, 'POST', '/ingest/measurements', k, reading(id, {}, 1))).status, 401, 'keys revoked');
     assert.equal((await call(gw.url, 'GET', `/api/devices/${id}/credentials`, ADMIN)).body.length, 0);
     const rec = await call(gw.url, 'GET', `/api/devices/${id}`, ADMIN);
     assert.equal(rec.body.assignment, undefined);
     assert.equal(rec.body.telemetry.messages, 0);
     assert.equal(rec.body.telemetry.battery, undefined);
     assert.equal((await call(gw.url, 'GET', `/api/devices/${id}/config`, ADMIN)).status, 404);
-    const dev = await eventually(async () => {
-      const d = (await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` }))[0];
-      return d?.status === 'inactive' ? d : undefined;
-    }, 20000, 'the FHIR Device inactive');
+    const dev = await eventually(
+      async () => {
+        const d = (await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` }))[0];
+        return d?.status === 'inactive' ? d : undefined;
+      },
+      20000,
+      'the FHIR Device inactive',
+    );
     assert.equal(dev.patient, undefined);
     assert.equal(dev.location, undefined);
     const client = new IORedis.default(redis.url);
@@ -73,7 +82,11 @@ describe('decommissioning', function () {
       const left = (await client.keys(`*${id}*`)).sort();
       // The delivery worker's last-written registry version stays (a number, no PHI): a late, older lifecycle update
       // must not bring the decommissioned Device back to life in the EHR.
-      assert.deepEqual(left, [`gw:dev:fhirver:${SYSTEM}|${id}`, `gw:dev:rec:${id}`, `gw:dev:report:${id}`], 'only the record, the report and the written version remain');
+      assert.deepEqual(
+        left,
+        [`gw:dev:fhirver:${SYSTEM}|${id}`, `gw:dev:rec:${id}`, `gw:dev:report:${id}`],
+        'only the record, the report and the written version remain',
+      );
       assert.ok(!(await client.get(`gw:dev:rec:${id}`))?.includes('MRN-DECOM'));
     } finally {
       client.disconnect();
@@ -95,8 +108,14 @@ describe('decommissioning', function () {
     assert.equal(r.body.decommissionReport.previousState, 'registered');
     assert.equal((await call(gw.url, 'GET', `/api/devices/${id}`, ADMIN)).body.heldReadings, 0);
     assert.equal((await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading(id, {}, 43))).status, 403, 'refused, no longer held');
-    await eventually(async () => (await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` }))[0]?.status === 'inactive', 20000, 'the FHIR Device inactive');
-    const obs = (await ehr.search<Observation>('Observation', { _count: '1000' })).filter((o) => /T10:4[0-3]/.test(o.effectiveDateTime ?? ''));
+    await eventually(
+      async () => (await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` }))[0]?.status === 'inactive',
+      20000,
+      'the FHIR Device inactive',
+    );
+    const obs = (await ehr.search<Observation>('Observation', { _count: '1000' })).filter((o) =>
+      /T10:4[0-3]/.test(o.effectiveDateTime ?? ''),
+    );
     assert.equal(obs.length, 0);
   });
 

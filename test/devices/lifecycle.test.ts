@@ -84,18 +84,31 @@ describe('device lifecycle', function () {
   }
 
   it('writes the FHIR Device idempotently: one resource per device however many transitions', async () => {
-    const id = await newDevice('registered', { identifiers: { serialNumber: 'SN-77', eui64: '00-11-22-33-44-55-66-77', udi: '(01)00884838033215' }, manufacturer: 'Acme', model: 'OX-1', firmwareVersion: '2.3.1' });
-    for (const a of ['activate', 'suspend', 'activate', 'suspend', 'activate'] as const) assert.equal((await call(gw.url, 'POST', `/api/devices/${id}/${a}`, ADMIN)).status, 200);
-    const d = await eventually(async () => {
-      const found = await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` });
-      return found.length === 1 && found[0].status === 'active' ? found[0] : undefined;
-    }, 20000, 'the Device back to active');
+    const id = await newDevice('registered', {
+      identifiers: { serialNumber: 'SN-77', eui64: '00-11-22-33-44-55-66-77', udi: '(01)00884838033215' },
+      manufacturer: 'Acme',
+      model: 'OX-1',
+      firmwareVersion: '2.3.1',
+    });
+    for (const a of ['activate', 'suspend', 'activate', 'suspend', 'activate'] as const)
+      assert.equal((await call(gw.url, 'POST', `/api/devices/${id}/${a}`, ADMIN)).status, 200);
+    const d = await eventually(
+      async () => {
+        const found = await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` });
+        return found.length === 1 && found[0].status === 'active' ? found[0] : undefined;
+      },
+      20000,
+      'the Device back to active',
+    );
     assert.equal(d.serialNumber, 'SN-77');
     assert.equal(d.manufacturer, 'Acme');
     assert.equal(d.modelNumber, 'OX-1');
     assert.equal(d.version?.[0]?.value, '2.3.1');
     assert.equal(d.udiCarrier?.[0]?.carrierHRF, '(01)00884838033215');
-    assert.ok(d.identifier?.some((i) => i.value === '0011223344556677'), 'EUI-64 normalised');
+    assert.ok(
+      d.identifier?.some((i) => i.value === '0011223344556677'),
+      'EUI-64 normalised',
+    );
     assert.equal((await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` })).length, 1);
     const rec = (await call(gw.url, 'GET', `/api/devices/${id}`, ADMIN)).body;
     assert.equal(rec.version, 6, 'one version per change');
@@ -126,7 +139,12 @@ describe('device lifecycle', function () {
     assert.equal(r.body.telemetry.signal, -67);
     assert.ok(r.body.telemetry.lastSeen);
     assert.equal(r.body.connectivity, 'online');
-    const seen = await call(gw.url, 'GET', `/api/devices?lastSeenAfter=${encodeURIComponent(new Date(Date.now() - 60000).toISOString())}`, ADMIN);
+    const seen = await call(
+      gw.url,
+      'GET',
+      `/api/devices?lastSeenAfter=${encodeURIComponent(new Date(Date.now() - 60000).toISOString())}`,
+      ADMIN,
+    );
     assert.ok(seen.body.some((d: { id: string }) => d.id === id));
   });
 
@@ -136,10 +154,16 @@ describe('device lifecycle', function () {
     assert.equal(a.status, 200);
     assert.equal(a.body.assignment.patientId, 'MRN-ASSIGNED-9');
     assert.equal((await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading(id, { patientId: undefined }, 5))).status, 202);
-    const mine = await eventually(async () => {
-      const obs = (await ehr.search<Observation>('Observation', { _count: '1000' })).filter((o) => o.effectiveDateTime === '2026-11-23T10:05:00Z');
-      return obs.length ? obs : undefined;
-    }, 20000, 'the observation');
+    const mine = await eventually(
+      async () => {
+        const obs = (await ehr.search<Observation>('Observation', { _count: '1000' })).filter(
+          (o) => o.effectiveDateTime === '2026-11-23T10:05:00Z',
+        );
+        return obs.length ? obs : undefined;
+      },
+      20000,
+      'the observation',
+    );
     const patients = await ehr.search<Patient>('Patient', { identifier: 'urn:iomt-gateway:patient-id|MRN-ASSIGNED-9' });
     assert.equal(patients.length, 1, 'the assigned patient was used as the subject');
     assert.ok(mine.some((o) => o.subject?.reference === `Patient/${patients[0].id}`));
@@ -165,26 +189,48 @@ describe('device lifecycle', function () {
   });
 
   it('registration: 201 with the record; duplicate 409; invalid 422 with every issue', async () => {
-    const ok = await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'REG-1', identifiers: { serialNumber: 'S-1' }, manufacturer: 'Acme', model: 'M', type: 'scale', adapter: 'measurements', owner: 'Biomed', department: 'Cardiology', firmwareVersion: '1.0' });
+    const ok = await call(gw.url, 'POST', '/api/devices', ADMIN, {
+      id: 'REG-1',
+      identifiers: { serialNumber: 'S-1' },
+      manufacturer: 'Acme',
+      model: 'M',
+      type: 'scale',
+      adapter: 'measurements',
+      owner: 'Biomed',
+      department: 'Cardiology',
+      firmwareVersion: '1.0',
+    });
     assert.equal(ok.status, 201);
     assert.equal(ok.body.state, 'registered');
     assert.equal(ok.body.department, 'Cardiology');
     assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'REG-1' })).status, 409);
-    const bad = await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'bad id!', identifiers: { eui64: 'xyz' }, manufacturer: 7, adapter: 'nope' });
+    const bad = await call(gw.url, 'POST', '/api/devices', ADMIN, {
+      id: 'bad id!',
+      identifiers: { eui64: 'xyz' },
+      manufacturer: 7,
+      adapter: 'nope',
+    });
     assert.equal(bad.status, 422);
     assert.equal(bad.body.issue.length, 4, JSON.stringify(bad.body));
     assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, 'id\nx', 'text/plain')).status, 415);
   });
 
   it('bulk registration from CSV and from JSON: one result per row', async () => {
-    const csv = 'id,serialNumber,eui64,manufacturer,model,type,adapter\r\nBULK-1,S1,0011223344556601,Acme,"OX, 2",pulse-oximeter,measurements\r\nBULK-2,S2,,Acme,OX,pulse-oximeter,measurements\r\nbad id,S3,,,,,\r\nBULK-1,S1,,,,,\r\n';
+    const csv =
+      'id,serialNumber,eui64,manufacturer,model,type,adapter\r\nBULK-1,S1,0011223344556601,Acme,"OX, 2",pulse-oximeter,measurements\r\nBULK-2,S2,,Acme,OX,pulse-oximeter,measurements\r\nbad id,S3,,,,,\r\nBULK-1,S1,,,,,\r\n';
     const r = await call(gw.url, 'POST', '/api/devices/bulk', ADMIN, csv);
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.created, 2);
-    assert.deepEqual(r.body.results.map((x: { status: number }) => x.status), [201, 201, 422, 409]);
+    assert.deepEqual(
+      r.body.results.map((x: { status: number }) => x.status),
+      [201, 201, 422, 409],
+    );
     assert.equal((await call(gw.url, 'GET', '/api/devices/BULK-1', ADMIN)).body.model, 'OX, 2');
     const j = await call(gw.url, 'POST', '/api/devices/bulk', ADMIN, [{ id: 'BULK-3', type: 'scale' }, { id: 'BULK-3' }, { nope: true }]);
-    assert.deepEqual(j.body.results.map((x: { status: number }) => x.status), [201, 409, 422]);
+    assert.deepEqual(
+      j.body.results.map((x: { status: number }) => x.status),
+      [201, 409, 422],
+    );
     assert.equal((await call(gw.url, 'POST', '/api/devices/bulk', ADMIN, 'serial\nS1\n')).status, 400, 'a CSV without an id column');
     const scales = await call(gw.url, 'GET', '/api/devices?type=scale&state=registered', ADMIN);
     assert.ok(scales.body.some((d: { id: string }) => d.id === 'BULK-3'));

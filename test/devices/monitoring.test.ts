@@ -45,7 +45,10 @@ describe('device monitoring', function () {
   });
 
   it('a device silent for longer than its type allows is offline (API, metrics, one webhook alert); data brings it back', async () => {
-    for (const [id, type] of [['MON-QUICK', 'quick-sensor'], ['MON-SLOW', 'bedside-monitor']]) {
+    for (const [id, type] of [
+      ['MON-QUICK', 'quick-sensor'],
+      ['MON-SLOW', 'bedside-monitor'],
+    ]) {
       await call(gw.url, 'POST', '/api/devices', ADMIN, { id, type, adapter: 'measurements' });
       await call(gw.url, 'POST', `/api/devices/${id}/activate`, ADMIN);
       assert.equal((await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading(id))).status, 202);
@@ -53,19 +56,31 @@ describe('device monitoring', function () {
     const quick = await call(gw.url, 'GET', '/api/devices/MON-QUICK', ADMIN);
     assert.equal(quick.body.offlineAfterMs, 2000);
     assert.equal((await call(gw.url, 'GET', '/api/devices/MON-SLOW', ADMIN)).body.offlineAfterMs, 900000, 'the default');
-    await eventually(async () => (await call(gw.url, 'GET', '/api/devices?status=offline', ADMIN)).body.some((d: { id: string }) => d.id === 'MON-QUICK'), 20000, 'MON-QUICK offline');
+    await eventually(
+      async () => (await call(gw.url, 'GET', '/api/devices?status=offline', ADMIN)).body.some((d: { id: string }) => d.id === 'MON-QUICK'),
+      20000,
+      'MON-QUICK offline',
+    );
     const offline = (await call(gw.url, 'GET', '/api/devices?status=offline', ADMIN)).body.map((d: { id: string }) => d.id);
     assert.ok(!offline.includes('MON-SLOW'));
     assert.equal((await call(gw.url, 'GET', '/api/devices/MON-QUICK', ADMIN)).body.connectivity, 'offline');
     await eventually(() => events.some((e) => e.event === 'device.offline' && e.deviceId === 'MON-QUICK'), 20000, 'the offline webhook');
-    await eventually(async () => /iomt_devices_offline [1-9]/.test((await call(gw.url, 'GET', '/metrics', ADMIN)).body), 20000, 'the offline gauge');
+    await eventually(
+      async () => /iomt_devices_offline [1-9]/.test((await call(gw.url, 'GET', '/metrics', ADMIN)).body),
+      20000,
+      'the offline gauge',
+    );
     await gw.dm.monitor.check();
     await gw.dm.monitor.check();
     assert.equal(events.filter((e) => e.event === 'device.offline' && e.deviceId === 'MON-QUICK').length, 1, 'one alert per silence');
     // Data brings it back; silence again alerts again.
     assert.equal((await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('MON-QUICK', {}, 1))).status, 202);
     assert.equal((await call(gw.url, 'GET', '/api/devices/MON-QUICK', ADMIN)).body.connectivity, 'online');
-    await eventually(() => events.filter((e) => e.event === 'device.offline' && e.deviceId === 'MON-QUICK').length === 2, 20000, 'a second alert');
+    await eventually(
+      () => events.filter((e) => e.event === 'device.offline' && e.deviceId === 'MON-QUICK').length === 2,
+      20000,
+      'a second alert',
+    );
   });
 
   it('state changes are announced on the webhook, without patient data', async () => {
@@ -75,7 +90,14 @@ describe('device monitoring', function () {
     await call(gw.url, 'POST', '/api/devices/MON-HOOK/suspend', ADMIN);
     await eventually(() => events.some((e) => e.deviceId === 'MON-HOOK' && e.to === 'suspended'), 20000, 'the suspend event');
     const mine = events.filter((e) => e.deviceId === 'MON-HOOK');
-    assert.deepEqual(mine.map((e) => [e.event, e.from, e.to]), [['device.registered', undefined, 'registered'], ['device.state-changed', 'registered', 'active'], ['device.state-changed', 'active', 'suspended']]);
+    assert.deepEqual(
+      mine.map((e) => [e.event, e.from, e.to]),
+      [
+        ['device.registered', undefined, 'registered'],
+        ['device.state-changed', 'registered', 'active'],
+        ['device.state-changed', 'active', 'suspended'],
+      ],
+    );
     assert.ok(!JSON.stringify(events).includes('MRN-HOOK-1'));
   });
 
@@ -84,11 +106,20 @@ describe('device monitoring', function () {
     await new Promise((r) => closed.once('listening', r));
     const port = (closed.address() as AddressInfo).port;
     closed.close();
-    const g = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, QUEUE_NAME: 'mon-2', DEVICE_WEBHOOK_URL: `http://127.0.0.1:${port}/nowhere` });
+    const g = await startDmGateway({
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      QUEUE_NAME: 'mon-2',
+      DEVICE_WEBHOOK_URL: `http://127.0.0.1:${port}/nowhere`,
+    });
     try {
       assert.equal((await call(g.url, 'POST', '/api/devices', ADMIN, { id: 'MON-FAIL' })).status, 201);
       assert.equal((await call(g.url, 'POST', '/api/devices/MON-FAIL/activate', ADMIN)).status, 200);
-      await eventually(() => g.logs.some((l) => l.includes('device webhook failed') && l.includes('MON-FAIL')), 20000, 'the failure log line');
+      await eventually(
+        () => g.logs.some((l) => l.includes('device webhook failed') && l.includes('MON-FAIL')),
+        20000,
+        'the failure log line',
+      );
     } finally {
       await g.stop();
     }

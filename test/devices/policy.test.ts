@@ -13,7 +13,10 @@ describe('unknown device policy', function () {
   let redis: TestRedis;
   let ehr: TestEhr;
   const gws: DmGateway[] = [];
-  const obsOf = async (minute: number) => (await ehr.search<Observation>('Observation', { _count: '1000' })).filter((o) => o.effectiveDateTime === `2026-11-23T10:${String(minute).padStart(2, '0')}:00Z`);
+  const obsOf = async (minute: number) =>
+    (await ehr.search<Observation>('Observation', { _count: '1000' })).filter(
+      (o) => o.effectiveDateTime === `2026-11-23T10:${String(minute).padStart(2, '0')}:00Z`,
+    );
 
   before(async () => {
     redis = await startRedis();
@@ -63,7 +66,12 @@ describe('unknown device policy', function () {
     const review = await call(gw.url, 'GET', '/api/devices/UNK-H1/held', ADMIN);
     assert.equal(review.status, 200);
     assert.equal(review.body.total, 2);
-    assert.deepEqual(review.body.readings.map((j: { translations: { observations: Observation[] }[] }) => j.translations[0].observations[0].effectiveDateTime), ['2026-11-23T10:21:00Z', '2026-11-23T10:22:00Z']);
+    assert.deepEqual(
+      review.body.readings.map(
+        (j: { translations: { observations: Observation[] }[] }) => j.translations[0].observations[0].effectiveDateTime,
+      ),
+      ['2026-11-23T10:21:00Z', '2026-11-23T10:22:00Z'],
+    );
     const bad = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading('UNK-H1', { patientId: undefined }, 23));
     assert.equal(bad.status, 422, 'held data is validated like queued data');
     const act = await call(gw.url, 'POST', '/api/devices/UNK-H1/activate', ADMIN);
@@ -83,11 +91,22 @@ describe('unknown device policy', function () {
   });
 
   it('per channel (UNKNOWN_DEVICE_POLICY_HTTP/_MLLP/_MQTT) and per MLLP sending facility, through the guard', async () => {
-    const gw = await start({ QUEUE_NAME: 'p-chan', UNKNOWN_DEVICE_POLICY: 'reject', UNKNOWN_DEVICE_POLICY_HTTP: 'accept', UNKNOWN_DEVICE_POLICY_MQTT: 'hold', UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES: 'ICU_A=accept,WARD_3=hold' });
+    const gw = await start({
+      QUEUE_NAME: 'p-chan',
+      UNKNOWN_DEVICE_POLICY: 'reject',
+      UNKNOWN_DEVICE_POLICY_HTTP: 'accept',
+      UNKNOWN_DEVICE_POLICY_MQTT: 'hold',
+      UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES: 'ICU_A=accept,WARD_3=hold',
+    });
     const guard = gw.dm.guard!;
     const adapter = gw.gateway.registry.get('measurements')!;
     const ctx = { deviceIdentifierSystem: 'urn:iomt-gateway:device-id', patientIdentifierSystem: 'urn:iomt-gateway:patient-id' };
-    const msg = (channel: string, id: string, attributes: Record<string, string> = {}): InboundMessage => ({ body: reading(id), channel, receivedAt: new Date().toISOString(), attributes });
+    const msg = (channel: string, id: string, attributes: Record<string, string> = {}): InboundMessage => ({
+      body: reading(id),
+      channel,
+      receivedAt: new Date().toISOString(),
+      attributes,
+    });
     const cases: { channel: string; facility?: string; policy: string }[] = [
       { channel: 'http', policy: 'accept' },
       { channel: 'mqtt', policy: 'hold' },

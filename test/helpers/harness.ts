@@ -49,6 +49,8 @@ export interface Fault {
   match?: (req: express.Request) => boolean;
   /** Hold the request this long before answering normally (no fault status) — for kill-mid-job tests. */
   delayMs?: number;
+  /** Hold the request until this settles, then answer normally: the test decides when, no timing involved. */
+  gate?: Promise<unknown>;
 }
 
 export interface TestEhr {
@@ -69,21 +71,39 @@ export async function startEhr(): Promise<TestEhr> {
   const app = express();
   // Parsed here so that a fault can match on the body (the sandbox's own parser sees it is done and skips).
   app.use('/fhir', express.json({ type: ['application/json', 'application/fhir+json'], limit: '20mb' }));
-  app.use('/fhir', async (req, res, next) => {
-    requests.push({ method: req.method, path: req.path });
-    const i = faults.findIndex((f) => !f.match || f.match(req));
-    if (i >= 0) {
-      const [f] = faults.splice(i, 1);
-      if (f.delayMs) {
-        await new Promise((r) => setTimeout(r, f.delayMs));
-        return next();
+  app.use(
+    '/fhir',
+    async (req, res, next) => {
+      requests.push({ method: req.method, path: req.path });
+      const i = faults.findIndex((f) => !f.match || f.match(req));
+      if (i >= 0) {
+        const [f] = faults.splice(i, 1);
+        if (f.gate) {
+          await f.gate;
+          return next();
+        }
+        if (f.delayMs) {
+          await new Promise((r) => setTimeout(r, f.delayMs));
+          return next();
+        }
+        for (const [k, v] of Object.entries(f.headers ?? {})) res.setHeader(k, v);
+        res
+          .status(f.status)
+          .type('application/fhir+json')
+          .send(
+            JSON.stringify(
+              f.body ?? {
+                resourceType: 'OperationOutcome',
+                issue: [{ severity: 'error', code: 'transient', diagnostics: 'injected fault' }],
+              },
+            ),
+          );
+        return;
       }
-      for (const [k, v] of Object.entries(f.headers ?? {})) res.setHeader(k, v);
-      res.status(f.status).type('application/fhir+json').send(JSON.stringify(f.body ?? { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'transient', diagnostics: 'injected fault' }] }));
-      return;
-    }
-    next();
-  }, sandbox.router);
+      next();
+    },
+    sandbox.router,
+  );
   const server: Server = await new Promise((res) => {
     const s = app.listen(0, '127.0.0.1', () => res(s));
   });
@@ -184,7 +204,11 @@ export function useStack(env: Record<string, string> = {}): Stack {
 }
 
 /** Polls until `check` returns a truthy value or the deadline passes (behaviour, not timing: a generous deadline). */
-export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20000, what = 'condition'): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 20000,
+  what = 'condition',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -238,8 +262,16 @@ export function spawnGateway(env: Record<string, string>, role: Role): ChildGate
   };
 }
 
-export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; headers: Headers }> {
-  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+export async function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any; headers: Headers }> {
+  const r = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   const text = await r.text();
   let parsed: unknown = text;
   try {

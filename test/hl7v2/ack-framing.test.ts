@@ -28,7 +28,11 @@ describe('hl7v2 ACK building', () => {
 
   it('answers with the incoming delimiters', () => {
     const h = readHeader('MSH#!$*@#A#B#C#D#20260101##ORU!R01#X-1#P#2.5\r');
-    const ack = buildAck({ header: h, code: 'AE', errors: [{ code: 101, text: 'PID-3 a#b!c is empty', location: { segment: 'PID', sequence: 1, field: 3 } }] });
+    const ack = buildAck({
+      header: h,
+      code: 'AE',
+      errors: [{ code: 101, text: 'PID-3 a#b!c is empty', location: { segment: 'PID', sequence: 1, field: 3 } }],
+    });
     assert.ok(ack.startsWith('MSH#!$*@#C#D#A#B#'));
     const r = readAck(ack);
     assert.equal(r.code, 'AE');
@@ -59,29 +63,41 @@ describe('hl7v2 ACK building', () => {
       { severity: 'error', code: 'required', diagnostics: 'PID missing', expression: ['PID'] },
       { severity: 'error', code: 'required', diagnostics: 'PID-3 empty', expression: ['PID[1]-3'] },
       { severity: 'error', code: 'value', diagnostics: 'not a number', expression: ['OBX[4]-5'] },
-      { severity: 'error', code: 'code-invalid', diagnostics: 'unit', expression: ['observation[0] (8867-4): Observation.valueQuantity.code'] },
+      {
+        severity: 'error',
+        code: 'code-invalid',
+        diagnostics: 'unit',
+        expression: ['observation[0] (8867-4): Observation.valueQuantity.code'],
+      },
       { severity: 'warning', code: 'informational', diagnostics: 'ignored' },
     ]);
-    assert.deepEqual(errs.map((e) => [e.code, e.location?.segment, e.location?.sequence, e.location?.field]), [
-      [100, 'PID', 1, undefined],
-      [101, 'PID', 1, 3],
-      [102, 'OBX', 4, 5],
-      [103, undefined, undefined, undefined],
-    ]);
+    assert.deepEqual(
+      errs.map((e) => [e.code, e.location?.segment, e.location?.sequence, e.location?.field]),
+      [
+        [100, 'PID', 1, undefined],
+        [101, 'PID', 1, 3],
+        [102, 'OBX', 4, 5],
+        [103, undefined, undefined, undefined],
+      ],
+    );
     assert.match(errs[3].text, /^observation\[0\] \(8867-4\): Observation\.valueQuantity\.code: unit$/);
   });
 
   it('wraps the ACKs of a batch in BHS/BTS (and FHS/FTS)', () => {
     const a = buildAck({ header: readHeader(IN), code: 'AA' });
     const b = batchAck([a, a], { fhs: 'FHS|^~\\&', bhs: 'BHS|^~\\&' });
-    const lines = b.split('\r').filter(Boolean).map((l) => l.slice(0, 3));
+    const lines = b
+      .split('\r')
+      .filter(Boolean)
+      .map((l) => l.slice(0, 3));
     assert.deepEqual(lines, ['FHS', 'BHS', 'MSH', 'MSA', 'MSH', 'MSA', 'BTS', 'FTS']);
     assert.match(b, /\rBTS\|2\r/);
   });
 });
 
 describe('hl7v2 MLLP framing', () => {
-  const frames = (events: MllpEvent[]) => events.filter((e) => e.type === 'frame').map((e) => (e as { data: Buffer }).data.toString('utf8'));
+  const frames = (events: MllpEvent[]) =>
+    events.filter((e) => e.type === 'frame').map((e) => (e as { data: Buffer }).data.toString('utf8'));
 
   it('finds several frames in one chunk', () => {
     const d = new MllpDecoder(1 << 20);
@@ -99,7 +115,16 @@ describe('hl7v2 MLLP framing', () => {
 
   it('skips and reports bytes between frames; drops an unfinished frame when a new one starts', () => {
     const d = new MllpDecoder(1 << 20);
-    const out = d.push(Buffer.concat([Buffer.from('junk'), mllpFrame('a'), Buffer.from('\r\n'), Buffer.from([0x0b]), Buffer.from('unfinished'), mllpFrame('b')]));
+    const out = d.push(
+      Buffer.concat([
+        Buffer.from('junk'),
+        mllpFrame('a'),
+        Buffer.from('\r\n'),
+        Buffer.from([0x0b]),
+        Buffer.from('unfinished'),
+        mllpFrame('b'),
+      ]),
+    );
     assert.deepEqual(frames(out), ['a', 'b']);
     const garbage = out.filter((e) => e.type === 'garbage').reduce((n, e) => n + (e as { bytes: number }).bytes, 0);
     assert.equal(garbage, 4 + 'unfinished'.length);

@@ -9,7 +9,6 @@ import type { Device, Observation, Patient } from 'fhir/r4';
 import type { Gateway } from '../../src/app/gateway.js';
 import { readAck } from '../../src/hl7v2/ack.js';
 import { EUI64_SYSTEM } from '../../src/hl7v2/config.js';
-import { mllpFrame } from '../../src/channels/mllp/server.js';
 import { decodeBytes, readHeader, splitMessages } from '../../src/hl7v2/parse.js';
 import { freePort } from '../../src/queue/embedded-redis.js';
 import { eventually, REPO_ROOT, startEhr, startGateway, startRedis, type TestEhr, type TestRedis } from '../helpers/harness.js';
@@ -41,7 +40,8 @@ async function startHl7Gateway(redisUrl: string, ehrUrl: string): Promise<Runnin
   return { gateway: gw.gateway, mllpPort, logs: gw.logs };
 }
 
-const codesOf = (o: Observation) => (o.code.coding ?? []).map((c) => `${c.system === LOINC ? 'LN' : c.system === MDC ? 'MDC' : c.system}:${c.code}`).join(' ');
+const codesOf = (o: Observation) =>
+  (o.code.coding ?? []).map((c) => `${c.system === LOINC ? 'LN' : c.system === MDC ? 'MDC' : c.system}:${c.code}`).join(' ');
 
 describe('hl7v2 end to end (real gateway, sandbox EHR over HTTP)', function () {
   let redis: TestRedis;
@@ -66,17 +66,31 @@ describe('hl7v2 end to end (real gateway, sandbox EHR over HTTP)', function () {
     const ack = readAck(await c.next());
     assert.deepEqual([ack.code, ack.controlId], ['AA', 'PCD-0001']);
     c.close();
-    const obs = await eventually(async () => {
-      const all = await ehr.search<Observation>('Observation', { _count: '1000' });
-      const mine = all.filter((o) => o.device?.identifier?.value === '00-A0-C9-14-C8-29-00-01' || o.device?.reference);
-      return mine.length >= 8 ? all : undefined;
-    }, 20000, 'observations of PCD-0001 in the EHR');
-    const byLoinc = (code: string) => obs.find((o) => o.code.coding?.some((k) => k.system === LOINC && k.code === code) && o.effectiveDateTime?.startsWith('2026-11-23T10:1'));
+    const obs = await eventually(
+      async () => {
+        const all = await ehr.search<Observation>('Observation', { _count: '1000' });
+        const mine = all.filter((o) => o.device?.identifier?.value === '00-A0-C9-14-C8-29-00-01' || o.device?.reference);
+        return mine.length >= 8 ? all : undefined;
+      },
+      20000,
+      'observations of PCD-0001 in the EHR',
+    );
+    const byLoinc = (code: string) =>
+      obs.find(
+        (o) => o.code.coding?.some((k) => k.system === LOINC && k.code === code) && o.effectiveDateTime?.startsWith('2026-11-23T10:1'),
+      );
     assert.equal(codesOf(byLoinc('2708-6') as Observation), 'LN:2708-6 MDC:150456');
     assert.equal(byLoinc('2708-6')?.valueQuantity?.code, '%');
     assert.equal(codesOf(byLoinc('8867-4') as Observation), 'LN:8867-4 MDC:149530');
     const bp = byLoinc('85354-9') as Observation;
-    assert.deepEqual(bp.component?.map((k) => [k.code.coding?.[0]?.code, k.valueQuantity?.value]), [['8480-6', 128], ['8462-4', 84], ['8478-0', 99]]);
+    assert.deepEqual(
+      bp.component?.map((k) => [k.code.coding?.[0]?.code, k.valueQuantity?.value]),
+      [
+        ['8480-6', 128],
+        ['8462-4', 84],
+        ['8478-0', 99],
+      ],
+    );
     const devices = await ehr.search<Device>('Device', { _count: '100' });
     assert.ok(devices.some((d) => d.identifier?.some((i) => i.system === EUI64_SYSTEM && i.value === '00-A0-C9-14-C8-29-00-01')));
   });
@@ -88,14 +102,25 @@ describe('hl7v2 end to end (real gateway, sandbox EHR over HTTP)', function () {
     c.send(fixture('adt-a40.hl7'));
     assert.equal(readAck(await c.next()).code, 'AA');
     c.close();
-    const p = await eventually(async () => (await ehr.search<Patient>('Patient', { _count: '1000' })).find((x) => x.identifier?.some((i) => i.value === 'MRN-4711' && i.system === 'urn:oid:1.2.276.0.99.1') && x.birthDate), 20000, 'patient');
+    const p = await eventually(
+      async () =>
+        (await ehr.search<Patient>('Patient', { _count: '1000' })).find(
+          (x) => x.identifier?.some((i) => i.value === 'MRN-4711' && i.system === 'urn:oid:1.2.276.0.99.1') && x.birthDate,
+        ),
+      20000,
+      'patient',
+    );
     assert.equal(p.gender, 'female');
     assert.equal(p.name?.[0]?.family, 'Muster');
     assert.ok(gw.logs.some((l) => /ADT\^A40/.test(l)));
   });
 
   it('POST /hl7v2 answers with the ACK in the body', async () => {
-    const r = await fetch(`${gw.gateway.url}/hl7v2`, { method: 'POST', headers: { 'content-type': 'x-application/hl7-v2+er7' }, body: pcdMessage('E2E-HTTP-1', { value: 93 }) });
+    const r = await fetch(`${gw.gateway.url}/hl7v2`, {
+      method: 'POST',
+      headers: { 'content-type': 'x-application/hl7-v2+er7' },
+      body: pcdMessage('E2E-HTTP-1', { value: 93 }),
+    });
     assert.equal(r.status, 200);
     assert.equal(readAck(await r.text()).code, 'AA');
     const metrics = await (await fetch(`${gw.gateway.url}/metrics`)).text();
@@ -127,7 +152,9 @@ describe('hl7v2 end to end (real gateway, sandbox EHR over HTTP)', function () {
     };
 
     it('answers every sample with exactly one ACK per message, the right MSA-2 and code, and never crashes', async () => {
-      const files = readdirSync(SAMPLES).filter((f) => f.endsWith('.hl7')).sort();
+      const files = readdirSync(SAMPLES)
+        .filter((f) => f.endsWith('.hl7'))
+        .sort();
       assert.ok(files.length > 0);
       const c = await TestClient.connect(gw.mllpPort);
       let sentinel = 0;
@@ -147,7 +174,11 @@ describe('hl7v2 end to end (real gateway, sandbox EHR over HTTP)', function () {
           if (acks.some((a) => a.controlId === sid)) break;
           for (const a of acks) msas.push({ code: a.code, id: a.controlId, errors: a.errors.length });
         }
-        assert.deepEqual(msas.map((m) => m.id), ids, `${f}: one ACK per message, MSA-2 = MSH-10`);
+        assert.deepEqual(
+          msas.map((m) => m.id),
+          ids,
+          `${f}: one ACK per message, MSA-2 = MSH-10`,
+        );
         const want = expected[f];
         for (const m of msas) {
           if (want === 'positive') assert.ok(m.code === 'AA' || m.code === 'CA', `${f}: ${m.code}`);
@@ -162,7 +193,8 @@ describe('hl7v2 end to end (real gateway, sandbox EHR over HTTP)', function () {
       const find = async (what: string, pred: (o: Observation) => boolean) =>
         eventually(async () => (await ehr.search<Observation>('Observation', { _count: '2000' })).find(pred), 20000, what);
       const mdc = (o: Observation, code: string) => !!o.code.coding?.some((k) => k.system === MDC && k.code === code);
-      const comps = (o: Observation) => (o.component ?? []).map((k) => `${k.code.coding?.[0]?.code}=${k.valueQuantity?.value} ${k.valueQuantity?.code}`);
+      const comps = (o: Observation) =>
+        (o.component ?? []).map((k) => `${k.code.coding?.[0]?.code}=${k.valueQuantity?.value} ${k.valueQuantity?.code}`);
 
       // IHE PCD TF DEC gateway sample: NIBP 111/60 (80) + pulse rate from NIBP 63 /min.
       const dec = await find('DEC NIBP', (o) => mdc(o, '150020') && o.effectiveDateTime === '2011-06-02T04:58:42+00:00');
@@ -174,7 +206,8 @@ describe('hl7v2 end to end (real gateway, sandbox EHR over HTTP)', function () {
 
       // Philips monitor: ECG HR 147842 → 8867-4; RR 151562 → 9279-1; SpO2 150456 → 2708-6; NIBP 117/82 (90);
       // QT/QTc and relative perfusion have no verified LOINC pairing: MDC only.
-      const philips = (code: string) => find(`Philips ${code}`, (o) => mdc(o, code) && (o.effectiveDateTime ?? '').startsWith('2015-01-22'));
+      const philips = (code: string) =>
+        find(`Philips ${code}`, (o) => mdc(o, code) && (o.effectiveDateTime ?? '').startsWith('2015-01-22'));
       assert.equal(codesOf(await philips('147842')), 'LN:8867-4 MDC:147842');
       assert.equal(codesOf(await philips('151562')), 'LN:9279-1 MDC:151562');
       const spo2 = await philips('150456');
@@ -197,11 +230,15 @@ describe('hl7v2 end to end (real gateway, sandbox EHR over HTTP)', function () {
       assert.deepEqual(comps(maximal), ['8480-6=140 mm[Hg]', '8462-4=70 mm[Hg]', '8478-0=100 mm[Hg]']);
 
       // ADT samples: the patients, with the umlauts decoded.
-      const patients = await eventually(async () => {
-        const all = await ehr.search<Patient>('Patient', { _count: '1000' });
-        const want = ['79471', '999945612', 'MRN12345'];
-        return want.every((v) => all.some((p) => p.identifier?.some((i) => i.value === v) && p.name?.length)) ? all : undefined;
-      }, 20000, 'ADT patients').catch(async (e) => {
+      const patients = await eventually(
+        async () => {
+          const all = await ehr.search<Patient>('Patient', { _count: '1000' });
+          const want = ['79471', '999945612', 'MRN12345'];
+          return want.every((v) => all.some((p) => p.identifier?.some((i) => i.value === v) && p.name?.length)) ? all : undefined;
+        },
+        20000,
+        'ADT patients',
+      ).catch(async (e) => {
         console.log(JSON.stringify(await ehr.search<Patient>('Patient', { _count: '1000' }), null, 0));
         console.log(gw.logs.filter((l) => /dead|error|warn/i.test(l)).join('\n'));
         throw e;

@@ -111,7 +111,8 @@ export async function startStack(redisUrl: string, overrides: Partial<Hl7Config>
     mllp,
     port,
     httpUrl,
-    jobs: async () => (await queue.bull.getJobs(['waiting', 'delayed', 'active', 'completed', 'failed'])).map((j) => ({ id: String(j.id), data: j.data })),
+    jobs: async () =>
+      (await queue.bull.getJobs(['waiting', 'delayed', 'active', 'completed', 'failed'])).map((j) => ({ id: String(j.id), data: j.data })),
     stop: async () => {
       await mllp.stop();
       server.closeAllConnections();
@@ -198,11 +199,13 @@ export class TestClient {
 
 /** A message with a given control id, from the PCD-01 fixture style, in original mode unless told. */
 export function pcdMessage(controlId: string, opts: { accept?: string; app?: string; value?: number; pid?: boolean } = {}): string {
-  return [
-    `MSH|^~\\&|GW-TEST^0A1B2C3D4E5F6071^EUI-64|WARD-7|IOMT|HOSP|20261123101500+0100||ORU^R01^ORU_R01|${controlId}|P|2.6|||${opts.accept ?? ''}|${opts.app ?? ''}||UNICODE UTF-8|||IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO`,
-    ...(opts.pid === false ? [] : ['PID|||MRN-4711^^^HOSP&1.2.276.0.99.1&ISO^MR||Muster^Erika']),
-    'OBR|1|||182777000^monitoring of patient^SCT|||20261123101400+0100',
-    'OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1.0.0.0|||||||X|||||||00A0C914C8290001^EUI-64',
-    `OBX|2|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|${opts.value ?? 97}|262688^MDC_DIM_PERCENT^MDC|||||R|||20261123101405+0100`,
-  ].join('\r') + '\r';
+  return (
+    [
+      `MSH|^~\\&|GW-TEST^0A1B2C3D4E5F6071^EUI-64|WARD-7|IOMT|HOSP|20261123101500+0100||ORU^R01^ORU_R01|${controlId}|P|2.6|||${opts.accept ?? ''}|${opts.app ?? ''}||UNICODE UTF-8|||IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO`,
+      ...(opts.pid === false ? [] : ['PID|||MRN-4711^^^HOSP&1.2.276.0.99.1&ISO^MR||Muster^Erika']),
+      'OBR|1|||182777000^monitoring of patient^SCT|||20261123101400+0100',
+      'OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1.0.0.0|||||||X|||||||00A0C914C8290001^EUI-64',
+      `OBX|2|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|${opts.value ?? 97}|262688^MDC_DIM_PERCENT^MDC|||||R|||20261123101405+0100`,
+    ].join('\r') + '\r'
+  );
 }

@@ -11,8 +11,16 @@ import { pcdMessage, type Stack, startStack, startTestRedis, TestClient, type Te
 
 const fixturePath = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
-async function post(url: string, body: string | Buffer, type = 'x-application/hl7-v2+er7'): Promise<{ status: number; text: string; headers: Headers }> {
-  const r = await fetch(url, { method: 'POST', headers: { 'content-type': type }, body: typeof body === 'string' ? body : new Uint8Array(body) });
+async function post(
+  url: string,
+  body: string | Buffer,
+  type = 'x-application/hl7-v2+er7',
+): Promise<{ status: number; text: string; headers: Headers }> {
+  const r = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': type },
+    body: typeof body === 'string' ? body : new Uint8Array(body),
+  });
   return { status: r.status, text: await r.text(), headers: r.headers };
 }
 
@@ -35,9 +43,15 @@ describe('hl7v2 over HTTP: POST /hl7v2 and /api/rejected', () => {
     assert.equal(readAck(r1.text).code, 'AE');
     assert.equal(r1.headers.get('x-hl7-ack-code'), 'AE');
     await post(`${stack.httpUrl}/hl7v2`, pcdMessage('H-2', { value: 88 }), 'text/plain');
-    const list = (await (await fetch(`${stack.httpUrl}/api/rejected`)).json()) as { total: number; items: { id: string; controlId: string; raw?: string }[] };
+    const list = (await (await fetch(`${stack.httpUrl}/api/rejected`)).json()) as {
+      total: number;
+      items: { id: string; controlId: string; raw?: string }[];
+    };
     assert.equal(list.total, 2);
-    assert.deepEqual(list.items.map((i) => i.controlId), ['H-2', 'H-1']);
+    assert.deepEqual(
+      list.items.map((i) => i.controlId),
+      ['H-2', 'H-1'],
+    );
     assert.equal(list.items[0].raw, undefined, 'the list carries no raw message');
     const one = (await (await fetch(`${stack.httpUrl}/api/rejected/${list.items[1].id}`)).json()) as { raw: string };
     assert.match(one.raw, /^MSH\|/);
@@ -67,8 +81,14 @@ describe('hl7v2 over HTTP: POST /hl7v2 and /api/rejected', () => {
     assert.equal(readAck(r.text).code, 'AA');
     const batch = await post(`${stack.httpUrl}/hl7v2`, readFileSync(fixturePath('batch-adt.hl7')));
     const lines = batch.text.split('\r').filter(Boolean);
-    assert.deepEqual(lines.map((l) => l.slice(0, 3)), ['FHS', 'BHS', 'MSH', 'MSA', 'MSH', 'MSA', 'BTS', 'FTS']);
-    assert.deepEqual(lines.filter((l) => l.startsWith('MSA')), ['MSA|AA|ADT-0004', 'MSA|AA|ADT-0005']);
+    assert.deepEqual(
+      lines.map((l) => l.slice(0, 3)),
+      ['FHS', 'BHS', 'MSH', 'MSA', 'MSH', 'MSA', 'BTS', 'FTS'],
+    );
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith('MSA')),
+      ['MSA|AA|ADT-0004', 'MSA|AA|ADT-0005'],
+    );
   });
 
   it('refuses a wrong content type (415) and an empty body (400) with an OperationOutcome', async () => {
@@ -91,9 +111,39 @@ describe('hl7v2 MLLP over TLS and the send-hl7 CLI', () => {
     try {
       ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test-ca');
       for (const who of ['server', 'client']) {
-        ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/CN=${who === 'server' ? 'localhost' : 'device-1'}`);
-        writeFileSync(join(dir, `${who}.ext`), who === 'server' ? 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' : 'extendedKeyUsage=clientAuth\n');
-        ssl('x509', '-req', '-in', `${who}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${who}.pem`, '-days', '2', '-extfile', `${who}.ext`);
+        ssl(
+          'req',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-keyout',
+          `${who}.key`,
+          '-out',
+          `${who}.csr`,
+          '-subj',
+          `/CN=${who === 'server' ? 'localhost' : 'device-1'}`,
+        );
+        writeFileSync(
+          join(dir, `${who}.ext`),
+          who === 'server' ? 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' : 'extendedKeyUsage=clientAuth\n',
+        );
+        ssl(
+          'x509',
+          '-req',
+          '-in',
+          `${who}.csr`,
+          '-CA',
+          'ca.pem',
+          '-CAkey',
+          'ca.key',
+          '-CAcreateserial',
+          '-out',
+          `${who}.pem`,
+          '-days',
+          '2',
+          '-extfile',
+          `${who}.ext`,
+        );
       }
     } catch {
       this.skip(); // no openssl: TLS is covered where it is available
@@ -106,9 +156,16 @@ describe('hl7v2 MLLP over TLS and the send-hl7 CLI', () => {
   });
 
   it('accepts a client with a certificate from the configured CA and refuses one without', async () => {
-    const s = await startStack(redis.url, { tls: { cert: pem('server.pem'), key: pem('server.key'), ca: pem('ca.pem'), requireClientCert: true } });
+    const s = await startStack(redis.url, {
+      tls: { cert: pem('server.pem'), key: pem('server.key'), ca: pem('ca.pem'), requireClientCert: true },
+    });
     try {
-      const c = await TestClient.connect(s.port, { ca: pem('ca.pem'), cert: pem('client.pem'), key: pem('client.key'), servername: 'localhost' });
+      const c = await TestClient.connect(s.port, {
+        ca: pem('ca.pem'),
+        cert: pem('client.pem'),
+        key: pem('client.key'),
+        servername: 'localhost',
+      });
       c.send(pcdMessage('TLS-1'));
       assert.equal(readAck(await c.next()).code, 'AA');
       c.close();
@@ -122,7 +179,10 @@ describe('hl7v2 MLLP over TLS and the send-hl7 CLI', () => {
       }
       assert.ok(refused, 'a client without a certificate gets no ACK');
       const lines: string[] = [];
-      const r = await sendFile('127.0.0.1', s.port, fixturePath('adt-a01.hl7'), { tls: { ca: pem('ca.pem'), cert: pem('client.pem'), key: pem('client.key'), servername: 'localhost' }, out: (l) => lines.push(l) });
+      const r = await sendFile('127.0.0.1', s.port, fixturePath('adt-a01.hl7'), {
+        tls: { ca: pem('ca.pem'), cert: pem('client.pem'), key: pem('client.key'), servername: 'localhost' },
+        out: (l) => lines.push(l),
+      });
       assert.deepEqual(r.codes, ['AA']);
     } finally {
       await s.stop();
@@ -134,11 +194,20 @@ describe('hl7v2 MLLP over TLS and the send-hl7 CLI', () => {
     try {
       const out: string[] = [];
       const err: string[] = [];
-      const code = await main(['send-hl7', '--host', '127.0.0.1', '--port', String(s.port), fixturePath('batch-adt.hl7'), fixturePath('adt-a40.hl7')], { out: (l) => out.push(l), err: (l) => err.push(l) });
+      const code = await main(
+        ['send-hl7', '--host', '127.0.0.1', '--port', String(s.port), fixturePath('batch-adt.hl7'), fixturePath('adt-a40.hl7')],
+        { out: (l) => out.push(l), err: (l) => err.push(l) },
+      );
       assert.equal(code, 0, err.join('\n'));
-      const msa = out.join('\n').split('\n').filter((l) => l.startsWith('MSA'));
+      const msa = out
+        .join('\n')
+        .split('\n')
+        .filter((l) => l.startsWith('MSA'));
       assert.deepEqual(msa, ['MSA|AA|ADT-0004', 'MSA|AA|ADT-0005', 'MSA|AA|ADT-0002']);
-      const bad = await main(['--port', String(s.port), fixturePath('oru-lab.hl7').replace('oru-lab', 'nope')], { out: () => undefined, err: () => undefined });
+      const bad = await main(['--port', String(s.port), fixturePath('oru-lab.hl7').replace('oru-lab', 'nope')], {
+        out: () => undefined,
+        err: () => undefined,
+      });
       assert.equal(bad, 2);
       assert.equal(await main(['--host', '127.0.0.1'], { out: () => undefined, err: () => undefined }), 2);
     } finally {

@@ -50,7 +50,10 @@ describe('hl7v2 MLLP server (real TCP, real Redis, real queue)', () => {
     const ack = readAck(await c.next());
     assert.equal(ack.code, 'AE');
     assert.equal(ack.controlId, cid);
-    assert.ok(ack.errors.some((e) => e.location === 'PID-1' && e.code === '100' && /PID segment is missing/.test(e.text ?? '')), JSON.stringify(ack.errors));
+    assert.ok(
+      ack.errors.some((e) => e.location === 'PID-1' && e.code === '100' && /PID segment is missing/.test(e.text ?? '')),
+      JSON.stringify(ack.errors),
+    );
     const { items } = await stack.refusals.list();
     const kept = items.find((i) => i.hl7?.controlId === cid);
     assert.ok(kept);

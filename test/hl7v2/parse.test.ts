@@ -1,17 +1,32 @@
 import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
-import { decodeBytes, get, getRaw, Hl7ParseError, parseMessage, readHeader, repetitions, segment, splitMessages, unescapeText } from '../../src/hl7v2/parse.js';
+import {
+  decodeBytes,
+  get,
+  getRaw,
+  Hl7ParseError,
+  parseMessage,
+  readHeader,
+  repetitions,
+  segment,
+  splitMessages,
+  unescapeText,
+} from '../../src/hl7v2/parse.js';
 import { hl7TsToFhir, tsOffset } from '../../src/hl7v2/time.js';
 
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/${name}`, import.meta.url));
 
-const MSG = 'MSH|^~\\&|APP|FAC|RAPP|RFAC|20261123101500+0100||ORU^R01^ORU_R01|C-1|P|2.6\rPID|||ID-1^^^AUTH^MR~ID-2^^^OTHER^PI||Family^Given\rOBX|1|ST|X^text^L||value\r';
+const MSG =
+  'MSH|^~\\&|APP|FAC|RAPP|RFAC|20261123101500+0100||ORU^R01^ORU_R01|C-1|P|2.6\rPID|||ID-1^^^AUTH^MR~ID-2^^^OTHER^PI||Family^Given\rOBX|1|ST|X^text^L||value\r';
 
 describe('hl7v2 parse', () => {
   it('accepts CR, LF and CRLF segment separators alike', () => {
     for (const sep of ['\r', '\n', '\r\n']) {
       const m = parseMessage(MSG.replaceAll('\r', sep));
-      assert.deepEqual(m.segments.map((s) => s.name), ['MSH', 'PID', 'OBX']);
+      assert.deepEqual(
+        m.segments.map((s) => s.name),
+        ['MSH', 'PID', 'OBX'],
+      );
       assert.equal(get(segment(m, 'OBX'), 5), 'value');
     }
   });
@@ -28,7 +43,9 @@ describe('hl7v2 parse', () => {
   });
 
   it('decodes every escape: \\F\\ \\S\\ \\T\\ \\R\\ \\E\\, \\Xhh\\, \\.br\\', () => {
-    const m = parseMessage('MSH|^~\\&|A|B|||20260101||ADT^A01|1|P|2.5\rPID|||1||Smith\\F\\\\S\\\\R\\\\E\\\\T\\^Jo\\X41\\n\rNTE|1||line1\\.br\\line2\r');
+    const m = parseMessage(
+      'MSH|^~\\&|A|B|||20260101||ADT^A01|1|P|2.5\rPID|||1||Smith\\F\\\\S\\\\R\\\\E\\\\T\\^Jo\\X41\\n\rNTE|1||line1\\.br\\line2\r',
+    );
     const pid = segment(m, 'PID');
     assert.equal(get(pid, 5, 1), 'Smith|^~\\&');
     assert.equal(get(pid, 5, 2), 'JoAn');
@@ -81,7 +98,10 @@ describe('hl7v2 parse', () => {
     assert.equal(get(segment(parseMessage(latin.text), 'PID'), 5, 1), 'Größe');
     const utf8 = Buffer.from('MSH|^~\\&|A|B|||20260101||ADT^A01|1|P|2.5|||||||UNICODE UTF-8\rPID|||1||Jürgen\r', 'utf8');
     assert.equal(get(segment(parseMessage(decodeBytes(utf8).text), 'PID'), 5), 'Jürgen');
-    const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('MSH|^~\\&|A|B|||20260101||ADT^A01|1|P|2.5\rPID|||1||Jürgen\r', 'utf8')]);
+    const bom = Buffer.concat([
+      Buffer.from([0xef, 0xbb, 0xbf]),
+      Buffer.from('MSH|^~\\&|A|B|||20260101||ADT^A01|1|P|2.5\rPID|||1||Jürgen\r', 'utf8'),
+    ]);
     const b = decodeBytes(bom);
     assert.ok(b.text.startsWith('MSH'));
     assert.equal(get(segment(parseMessage(b.text), 'PID'), 5), 'Jürgen');
@@ -96,7 +116,10 @@ describe('hl7v2 parse', () => {
     assert.ok(withTrailers.batch?.fhs && withTrailers.batch.bhs);
     assert.equal(readHeader(withTrailers.messages[1]).controlId, 'ADT-0005');
     const noTrailers = splitMessages('FHS|^~\\&\rBHS|^~\\&\r' + MSG + MSG.replace('C-1', 'C-2'));
-    assert.deepEqual(noTrailers.messages.map((m) => readHeader(m).controlId), ['C-1', 'C-2']);
+    assert.deepEqual(
+      noTrailers.messages.map((m) => readHeader(m).controlId),
+      ['C-1', 'C-2'],
+    );
     const plain = splitMessages(MSG + MSG);
     assert.equal(plain.messages.length, 2);
     assert.equal(plain.batch, undefined);
@@ -111,7 +134,11 @@ describe('hl7v2 parse', () => {
       ['MSH|^^|A\r', 102, 2],
     ];
     for (const [text, code, field] of cases) {
-      assert.throws(() => parseMessage(text), (e: unknown) => e instanceof Hl7ParseError && e.code === code && e.location?.field === field, text);
+      assert.throws(
+        () => parseMessage(text),
+        (e: unknown) => e instanceof Hl7ParseError && e.code === code && e.location?.field === field,
+        text,
+      );
     }
   });
 

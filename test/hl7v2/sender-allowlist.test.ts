@@ -19,7 +19,13 @@ describe('hl7v2 MLLP sender allow-list (real gateway, standard modules)', functi
     ehr = await startEhr();
     port = await freePort();
     // WARD-7 (the facility of pcdMessage) may send only from an address that is not ours; OTHER-WARD from loopback.
-    gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create', MLLP_PORT: String(port), MLLP_ALLOWED_SENDERS: 'WARD-7=10.99.0.0/16,OTHER-WARD=127.0.0.1' });
+    gw = await startGateway({
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      UNKNOWN_PATIENT_POLICY: 'create',
+      MLLP_PORT: String(port),
+      MLLP_ALLOWED_SENDERS: 'WARD-7=10.99.0.0/16,OTHER-WARD=127.0.0.1',
+    });
   });
   after(async () => {
     await gw?.stop();

@@ -35,7 +35,8 @@ function allValid(ts: Reading[]): void {
   for (const r of resources) assert.deepEqual(validate(r), [], `${r.resourceType} ${JSON.stringify((r as Observation).code?.coding)}`);
 }
 
-const codes = (o: Observation) => (o.code.coding ?? []).map((c: Coding) => `${c.system === LOINC ? 'LN' : c.system === MDC ? 'MDC' : c.system}:${c.code}`);
+const codes = (o: Observation) =>
+  (o.code.coding ?? []).map((c: Coding) => `${c.system === LOINC ? 'LN' : c.system === MDC ? 'MDC' : c.system}:${c.code}`);
 const byMdc = (obs: Observation[], code: string) => obs.find((o) => o.code.coding?.some((c) => c.system === MDC && c.code === code));
 
 describe('hl7v2 ORU^R01 from devices (IHE PCD-01)', () => {
@@ -89,7 +90,11 @@ describe('hl7v2 ORU^R01 from devices (IHE PCD-01)', () => {
     const spo2 = byMdc(t.observations, '150456') as Observation;
     assert.equal(spo2.effectiveDateTime, '2026-11-23T10:14:05+01:00');
     assert.equal(spo2.status, 'final'); // OBX-11 R, default policy
-    assert.deepEqual(spo2.interpretation?.[0]?.coding?.[0], { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: 'N', display: 'Normal' });
+    assert.deepEqual(spo2.interpretation?.[0]?.coding?.[0], {
+      system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation',
+      code: 'N',
+      display: 'Normal',
+    });
     assert.equal(spo2.referenceRange?.[0]?.low?.value, 90);
     assert.equal(spo2.referenceRange?.[0]?.high?.value, 100);
     const pr = byMdc(t.observations, '149530') as Observation;
@@ -115,7 +120,10 @@ describe('hl7v2 ORU^R01 from devices (IHE PCD-01)', () => {
   it('produces only resources that pass validation, with deterministic identifiers', () => {
     allValid([t]);
     const [again] = translate(fixture('pcd01-monitor.hl7'));
-    assert.deepEqual(again.observations.map((o) => o.identifier), t.observations.map((o) => o.identifier));
+    assert.deepEqual(
+      again.observations.map((o) => o.identifier),
+      t.observations.map((o) => o.identifier),
+    );
     assert.equal(new Set(t.observations.map((o) => o.identifier?.[0]?.value)).size, t.observations.length);
   });
 
@@ -137,7 +145,10 @@ describe('hl7v2 ORU^R01 from devices (IHE PCD-01)', () => {
   });
 
   it('uses the configured default zone when neither the time nor MSH-7 carries an offset', () => {
-    const text = fixture('pcd01-spo2-lf.hl7').toString('utf8').replace('20261123110000+0100||ORU', '20261123110000||ORU').replaceAll('20261123110000+0100', '20261123110000');
+    const text = fixture('pcd01-spo2-lf.hl7')
+      .toString('utf8')
+      .replace('20261123110000+0100||ORU', '20261123110000||ORU')
+      .replaceAll('20261123110000+0100', '20261123110000');
     const [t4] = translate(text, createHl7Adapter({ defaultTimezone: 'America/New_York' }));
     assert.equal(t4.observations[0].effectiveDateTime, '2026-11-23T11:00:00-05:00');
   });
@@ -146,15 +157,33 @@ describe('hl7v2 ORU^R01 from devices (IHE PCD-01)', () => {
   const cases: [string, string, string | RegExp][] = [
     ['a missing PID', base.replace(/PID\|[^\n]*\n/, ''), /PID/],
     ['a value that is not a number', base.replace('|95|', '|9x5|'), 'OBX[2]-5'],
-    ['an MDC code contradicting its reference id', base.replace('150456^MDC_PULS_OXIM_SAT_O2', '150456^MDC_PULS_OXIM_PULS_RATE'), 'OBX[2]-3'],
-    ['a systolic value without diastolic', base.replace('150456^MDC_PULS_OXIM_SAT_O2^MDC|1.0.0.1|95|262688^MDC_DIM_PERCENT', '150021^MDC_PRESS_BLD_NONINV_SYS^MDC|1.0.0.1|120|266016^MDC_DIM_MMHG'), 'OBX[2]-3'],
-    ['no observation time at all', base.replace('|||20261123105959+0100', '').replace(/^(OBX.*)\|\|\|20261123110000\+0100$/gm, '$1'), 'OBX[2]-14'],
+    [
+      'an MDC code contradicting its reference id',
+      base.replace('150456^MDC_PULS_OXIM_SAT_O2', '150456^MDC_PULS_OXIM_PULS_RATE'),
+      'OBX[2]-3',
+    ],
+    [
+      'a systolic value without diastolic',
+      base.replace(
+        '150456^MDC_PULS_OXIM_SAT_O2^MDC|1.0.0.1|95|262688^MDC_DIM_PERCENT',
+        '150021^MDC_PRESS_BLD_NONINV_SYS^MDC|1.0.0.1|120|266016^MDC_DIM_MMHG',
+      ),
+      'OBX[2]-3',
+    ],
+    [
+      'no observation time at all',
+      base.replace('|||20261123105959+0100', '').replace(/^(OBX.*)\|\|\|20261123110000\+0100$/gm, '$1'),
+      'OBX[2]-14',
+    ],
   ];
   for (const [what, text, where] of cases) {
     it(`refuses ${what} with the location of the problem`, () => {
       const issues = refusal(() => translate(text));
       const exprs = issues.flatMap((i) => i.expression ?? []);
-      assert.ok(exprs.some((e) => (typeof where === 'string' ? e === where : where.test(e))), JSON.stringify(issues));
+      assert.ok(
+        exprs.some((e) => (typeof where === 'string' ? e === where : where.test(e))),
+        JSON.stringify(issues),
+      );
     });
   }
 
@@ -167,7 +196,8 @@ describe('hl7v2 ORU^R01 from devices (IHE PCD-01)', () => {
   });
 
   it('maps OBX-11 per table 0085', () => {
-    const status = (c: string) => translate(base.replace(/\|R\|\|\|20261123110000\+0100/, `|${c}|||20261123110000+0100`))[0].observations[0].status;
+    const status = (c: string) =>
+      translate(base.replace(/\|R\|\|\|20261123110000\+0100/, `|${c}|||20261123110000+0100`))[0].observations[0].status;
     assert.equal(status('F'), 'final');
     assert.equal(status('C'), 'corrected');
     assert.equal(status('P'), 'preliminary');
@@ -194,7 +224,11 @@ describe('hl7v2 ORU^R01 lab results', () => {
     assert.equal(hb.interpretation?.[0]?.coding?.[0]?.code, 'L');
     assert.equal(hb.effectiveDateTime, '2026-11-23T11:30:00-05:00');
     assert.equal(t.observations[1].effectiveDateTime, '2026-11-23T11:30:00-05:00', 'OBR-7 when OBX-14 is empty');
-    assert.deepEqual(t.observations[2].valueCodeableConcept?.coding?.[0], { system: 'http://snomed.info/sct', code: '260415000', display: 'not detected' });
+    assert.deepEqual(t.observations[2].valueCodeableConcept?.coding?.[0], {
+      system: 'http://snomed.info/sct',
+      code: '260415000',
+      display: 'not detected',
+    });
     assert.equal(t.observations[3].valueString, 'Normocytic, normochromic');
     assert.equal(t.observations[3].status, 'corrected');
     allValid([t]);
@@ -224,7 +258,9 @@ describe('hl7v2 ADT', () => {
   });
 
   it('refuses ADT without PID, and message types it does not take', () => {
-    const text = fixture('adt-a01.hl7').toString('utf8').replace(/PID\|[^\r]*\r/, '');
+    const text = fixture('adt-a01.hl7')
+      .toString('utf8')
+      .replace(/PID\|[^\r]*\r/, '');
     assert.ok(refusal(() => translate(text)).some((i) => i.expression?.[0] === 'PID'));
     const orm = 'MSH|^~\\&|A|B|||20260101||ORM^O01|1|P|2.5\rPID|||1\r';
     assert.ok(refusal(() => translate(orm)).some((i) => i.code === 'not-supported'));

@@ -49,7 +49,19 @@ export async function startMosquitto(bin: string): Promise<TestBroker> {
   const dir = mkdtempSync(join(tmpdir(), 'gw-mqtt-'));
   const port = await freePort();
   const conf = join(dir, 'mosquitto.conf');
-  writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_queued_messages 10000', 'log_dest stdout', 'log_type error', 'log_type warning', ''].join('\n'));
+  writeFileSync(
+    conf,
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence false',
+      'max_queued_messages 10000',
+      'log_dest stdout',
+      'log_type error',
+      'log_type warning',
+      '',
+    ].join('\n'),
+  );
   const child = spawn(bin, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout?.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-4000)));

@@ -25,7 +25,9 @@ const reading = (deviceId: string, minute: number, value = 97) => ({
   measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value, unit: '%' }],
 });
 const obsOf = async (ehr: TestEhr, deviceId: string) =>
-  (await ehr.search<Observation>('Observation', { code: `${MDC}|150456` })).filter((o) => JSON.stringify(o).includes(deviceId) || o.device?.reference);
+  (await ehr.search<Observation>('Observation', { code: `${MDC}|150456` })).filter(
+    (o) => JSON.stringify(o).includes(deviceId) || o.device?.reference,
+  );
 
 describe('MQTT topic filters', () => {
   it('matches + and # levels and captures the + levels', () => {
@@ -82,7 +84,11 @@ describe('MQTT channel (real Mosquitto, Redis and sandbox EHR)', function () {
 
   it('delivers a QoS 1 reading to the EHR, correctly coded', async () => {
     await pub.publishAsync('devices/OX-1/measurements', JSON.stringify(reading('OX-1', 1)), { qos: 1 });
-    const o = await eventually(async () => (await obsOf(ehr, 'OX-1')).find((x) => x.effectiveDateTime === '2026-11-23T11:01:00Z'), 20000, 'the SpO2 Observation');
+    const o = await eventually(
+      async () => (await obsOf(ehr, 'OX-1')).find((x) => x.effectiveDateTime === '2026-11-23T11:01:00Z'),
+      20000,
+      'the SpO2 Observation',
+    );
     assert.ok(o.code.coding?.some((c) => c.system === 'http://loinc.org' && c.code === '2708-6'));
     assert.ok(o.code.coding?.some((c) => c.system === MDC && c.code === '150456'));
     assert.equal(o.valueQuantity?.code, '%');
@@ -92,8 +98,19 @@ describe('MQTT channel (real Mosquitto, Redis and sandbox EHR)', function () {
   it('takes the device id from the topic (plugin adapter, binary BLE payload)', async () => {
     const body = { patientId: 'MRN-MQ2', characteristic: '2A35', data: 'BnkATwBdAOoHCxcIHgBAAA==', timeZoneOffsetMinutes: 60 };
     await pub.publishAsync('devices/BLE-9/ble-bp', JSON.stringify(body), { qos: 1 });
-    const dev = await eventually(async () => (await ehr.search<Device>('Device', { identifier: 'urn:iomt-gateway:device-id|BLE-9' }))[0], 20000, 'the Device from the topic');
-    const panel = await eventually(async () => (await ehr.search<Observation>('Observation', { code: 'http://loinc.org|85354-9' })).find((o) => o.device?.reference === `Device/${dev.id}`), 20000, 'the blood-pressure panel');
+    const dev = await eventually(
+      async () => (await ehr.search<Device>('Device', { identifier: 'urn:iomt-gateway:device-id|BLE-9' }))[0],
+      20000,
+      'the Device from the topic',
+    );
+    const panel = await eventually(
+      async () =>
+        (await ehr.search<Observation>('Observation', { code: 'http://loinc.org|85354-9' })).find(
+          (o) => o.device?.reference === `Device/${dev.id}`,
+        ),
+      20000,
+      'the blood-pressure panel',
+    );
     const comp = (loinc: string) => panel.component?.find((c) => c.code.coding?.some((k) => k.code === loinc))?.valueQuantity;
     assert.equal(comp('8480-6')?.value, 121);
     assert.equal(comp('8462-4')?.value, 79);
@@ -103,24 +120,47 @@ describe('MQTT channel (real Mosquitto, Redis and sandbox EHR)', function () {
 
   it('reports a malformed payload and a reading of another device on the error topic, and keeps working', async () => {
     await pub.publishAsync('devices/OX-2/measurements', '{"deviceId": "OX-2", not json', { qos: 1 });
-    const bad = await eventually(() => reports.find((r) => r.topic === 'gateway/errors/devices/OX-2/measurements'), 10000, 'the error report');
+    const bad = await eventually(
+      () => reports.find((r) => r.topic === 'gateway/errors/devices/OX-2/measurements'),
+      10000,
+      'the error report',
+    );
     assert.equal(bad.body.status, 400);
     assert.equal(bad.body.outcome.resourceType, 'OperationOutcome');
     assert.match(bad.body.outcome.issue[0].diagnostics ?? '', /not well-formed JSON/);
 
     await pub.publishAsync('devices/OX-3/measurements', JSON.stringify(reading('OX-4', 3)), { qos: 1 });
-    const spoof = await eventually(() => reports.find((r) => r.topic === 'gateway/errors/devices/OX-3/measurements'), 10000, 'the 403 report');
+    const spoof = await eventually(
+      () => reports.find((r) => r.topic === 'gateway/errors/devices/OX-3/measurements'),
+      10000,
+      'the 403 report',
+    );
     assert.equal(spoof.body.status, 403);
 
-    await pub.publishAsync('devices/OX-2/measurements', JSON.stringify({ deviceId: 'OX-2', timestamp: '2026-11-23T11:04:00', measurements: [] }), { qos: 1 });
-    await eventually(() => reports.filter((r) => r.topic === 'gateway/errors/devices/OX-2/measurements').length === 2, 10000, 'the 422 report');
+    await pub.publishAsync(
+      'devices/OX-2/measurements',
+      JSON.stringify({ deviceId: 'OX-2', timestamp: '2026-11-23T11:04:00', measurements: [] }),
+      { qos: 1 },
+    );
+    await eventually(
+      () => reports.filter((r) => r.topic === 'gateway/errors/devices/OX-2/measurements').length === 2,
+      10000,
+      'the 422 report',
+    );
     assert.equal(reports.filter((r) => r.topic === 'gateway/errors/devices/OX-2/measurements')[1].body.status, 422);
 
     await pub.publishAsync('devices/OX-2/measurements', JSON.stringify(reading('OX-2', 5)), { qos: 1 });
-    await eventually(async () => (await obsOf(ehr, 'OX-2')).find((x) => x.effectiveDateTime === '2026-11-23T11:05:00Z'), 20000, 'a good reading after the bad ones');
+    await eventually(
+      async () => (await obsOf(ehr, 'OX-2')).find((x) => x.effectiveDateTime === '2026-11-23T11:05:00Z'),
+      20000,
+      'a good reading after the bad ones',
+    );
     assert.ok((await status(gw!)).counts.malformed >= 1);
     const kept = (await call(gw!.url, 'GET', '/api/mqtt/rejected', ADMIN)).body as { topic: string; payload?: string }[];
-    assert.ok(kept.some((k) => k.topic === 'devices/OX-2/measurements' && k.payload?.includes('not json')), 'the raw message is kept with the reason');
+    assert.ok(
+      kept.some((k) => k.topic === 'devices/OX-2/measurements' && k.payload?.includes('not json')),
+      'the raw message is kept with the reason',
+    );
   });
 
   it('delivers a message published while the gateway was down (persistent session), refused ones are not redelivered', async () => {
@@ -129,12 +169,19 @@ describe('MQTT channel (real Mosquitto, Redis and sandbox EHR)', function () {
     gw = undefined;
     await pub.publishAsync('devices/OX-5/measurements', JSON.stringify(reading('OX-5', 6)), { qos: 1 });
     gw = await startVendorGateway(env());
-    await eventually(async () => (await obsOf(ehr, 'OX-5')).find((x) => x.effectiveDateTime === '2026-11-23T11:06:00Z'), 20000, 'the reading queued at the broker while the gateway was down');
+    await eventually(
+      async () => (await obsOf(ehr, 'OX-5')).find((x) => x.effectiveDateTime === '2026-11-23T11:06:00Z'),
+      20000,
+      'the reading queued at the broker while the gateway was down',
+    );
     // The refused messages were acknowledged (with a PUBACK reason code): the resumed session did not bring them back.
     // A marker published now is reported after anything the session would have redelivered.
     await pub.publishAsync('devices/OX-6/measurements', 'marker, not JSON', { qos: 1 });
     await eventually(() => reports.some((r) => r.topic === 'gateway/errors/devices/OX-6/measurements'), 10000, 'the marker report');
-    assert.deepEqual(reports.slice(reportsBefore).map((r) => r.topic), ['gateway/errors/devices/OX-6/measurements']);
+    assert.deepEqual(
+      reports.slice(reportsBefore).map((r) => r.topic),
+      ['gateway/errors/devices/OX-6/measurements'],
+    );
   });
 });
 
@@ -194,14 +241,27 @@ describe('MQTT PUBACK only after the job is queued (Redis stopped and restarted)
 
       redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true, port });
       await redis.start();
-      const o = await eventually(async () => (await ehr.search<Observation>('Observation', { code: `${MDC}|150456` })).find((x) => x.effectiveDateTime === '2026-11-23T11:20:00Z'), 30000, 'the redelivered reading in the EHR');
+      const o = await eventually(
+        async () =>
+          (await ehr.search<Observation>('Observation', { code: `${MDC}|150456` })).find(
+            (x) => x.effectiveDateTime === '2026-11-23T11:20:00Z',
+          ),
+        30000,
+        'the redelivered reading in the EHR',
+      );
       assert.equal(o.valueQuantity?.value, 95);
       assert.ok((await status(g)).counts.accepted >= 1);
-      await eventually(async () => {
-        const q = (await call(g.url, 'GET', '/api/status', ADMIN)).body.queue;
-        return q && q.waiting + q.active + q.delayed === 0;
-      }, 20000, 'the queue to drain');
-      const all = (await ehr.search<Observation>('Observation', { code: `${MDC}|150456` })).filter((x) => x.effectiveDateTime === '2026-11-23T11:20:00Z');
+      await eventually(
+        async () => {
+          const q = (await call(g.url, 'GET', '/api/status', ADMIN)).body.queue;
+          return q && q.waiting + q.active + q.delayed === 0;
+        },
+        20000,
+        'the queue to drain',
+      );
+      const all = (await ehr.search<Observation>('Observation', { code: `${MDC}|150456` })).filter(
+        (x) => x.effectiveDateTime === '2026-11-23T11:20:00Z',
+      );
       assert.equal(all.length, 1, 'delivered once');
     } finally {
       await pub.endAsync().catch(() => undefined);
@@ -210,6 +270,8 @@ describe('MQTT PUBACK only after the job is queued (Redis stopped and restarted)
 });
 
 /** The channel's state, as operators see it (GET /api/mqtt/status). */
-async function status(g: TestGateway): Promise<{ connected: boolean; counts: { accepted: number; refused: number; malformed: number; deferred: number } }> {
+async function status(
+  g: TestGateway,
+): Promise<{ connected: boolean; counts: { accepted: number; refused: number; malformed: number; deferred: number } }> {
   return (await call(g.url, 'GET', '/api/mqtt/status', ADMIN)).body;
 }

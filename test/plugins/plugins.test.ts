@@ -19,7 +19,12 @@ import { ADMIN, call, startVendorGateway } from '../registration/wire.js';
 
 const PLUGINS = join(REPO_ROOT, 'plugins');
 const CTX = { deviceIdentifierSystem: 'urn:test:device', patientIdentifierSystem: 'urn:test:patient' };
-const msg = (body: unknown, attributes?: Record<string, string>) => ({ body, channel: 'http', receivedAt: '2026-11-23T12:00:00Z', attributes });
+const msg = (body: unknown, attributes?: Record<string, string>) => ({
+  body,
+  channel: 'http',
+  receivedAt: '2026-11-23T12:00:00Z',
+  attributes,
+});
 
 describe('plugin SDK and the example vendor plugin', () => {
   before(() => initValidation());
@@ -40,7 +45,13 @@ describe('plugin SDK and the example vendor plugin', () => {
     assert.equal(t.devices[0].identifier?.[0].value, 'BLE-T1');
     const panel = t.observations.find((o) => o.code.coding?.[0].code === '85354-9')!;
     assert.equal(panel.effectiveDateTime, '2026-11-23T12:00:00Z', 'a cuff without a clock: the receive time');
-    assert.deepEqual(panel.component?.map((c) => [c.code.coding?.[0].code, c.valueQuantity?.value, c.valueQuantity?.code]), [['8480-6', 130, 'mm[Hg]'], ['8462-4', 82, 'mm[Hg]']]);
+    assert.deepEqual(
+      panel.component?.map((c) => [c.code.coding?.[0].code, c.valueQuantity?.value, c.valueQuantity?.code]),
+      [
+        ['8480-6', 130, 'mm[Hg]'],
+        ['8462-4', 82, 'mm[Hg]'],
+      ],
+    );
     const pulse = t.observations.find((o) => o.code.coding?.[0].code === '8867-4')!;
     assert.equal(pulse.valueQuantity?.value, 72);
   });
@@ -54,13 +65,16 @@ describe('plugin SDK and the example vendor plugin', () => {
       [{ deviceId: 'X', characteristic: '2A18', data: 'BIIAUgD/B0gA' }, /not supported/, '$.characteristic'],
     ];
     for (const [body, re, where] of cases) {
-      assert.throws(() => examplePlugin.translate(msg(body), CTX), (e: unknown) => {
-        assert.ok(e instanceof TranslationError);
-        const i = e.outcome.issue.find((x) => re.test(x.diagnostics ?? ''));
-        assert.ok(i, `${JSON.stringify(body)}: ${JSON.stringify(e.outcome)}`);
-        assert.equal(i.expression?.[0], where);
-        return true;
-      });
+      assert.throws(
+        () => examplePlugin.translate(msg(body), CTX),
+        (e: unknown) => {
+          assert.ok(e instanceof TranslationError);
+          const i = e.outcome.issue.find((x) => re.test(x.diagnostics ?? ''));
+          assert.ok(i, `${JSON.stringify(body)}: ${JSON.stringify(e.outcome)}`);
+          assert.equal(i.expression?.[0], where);
+          return true;
+        },
+      );
     }
   });
 
@@ -78,44 +92,69 @@ describe('plugin loading (PLUGINS_DIR, PLUGIN_PACKAGES)', () => {
     const sdk = JSON.stringify(join(REPO_ROOT, 'src/adapters/sdk.ts'));
     writeFileSync(join(dir, 'not-a-plugin.mjs'), 'export default { id: "x", translate() { return []; } };\n');
     writeFileSync(join(dir, 'broken.mjs'), 'export default definePlugin(;\n');
-    writeFileSync(join(dir, 'bad-sample.ts'), `import { definePlugin, fromMeasurements } from ${sdk};
+    writeFileSync(
+      join(dir, 'bad-sample.ts'),
+      `import { definePlugin, fromMeasurements } from ${sdk};
 export default definePlugin({ id: 'bad-sample', description: 'heart rate in mmHg', translate: (m, c) => fromMeasurements(m.body, m, c),
   samples: [{ name: 'hr', body: { deviceId: 'D', patientId: 'P', timestamp: '2026-11-23T10:00:00Z', measurements: [{ code: 'MDC_PULS_RATE_NON_INV', value: 60, unit: 'mmHg' }] } }] });
-`);
+`,
+    );
     writeFileSync(join(dir, 'README.md'), 'not a module\n');
     // An installed package that does not import the SDK: marks its adapter itself and throws its own TranslationError.
     const pkg = join(dir, 'app', 'node_modules', 'acme-iomt-plugin');
     mkdirSync(pkg, { recursive: true });
-    writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: 'acme-iomt-plugin', version: '1.0.0', main: 'index.js', type: 'module' }));
-    writeFileSync(join(pkg, 'index.js'), `class TranslationError extends Error { constructor(outcome) { super('refused'); this.name = 'TranslationError'; this.outcome = outcome; } }
+    writeFileSync(
+      join(pkg, 'package.json'),
+      JSON.stringify({ name: 'acme-iomt-plugin', version: '1.0.0', main: 'index.js', type: 'module' }),
+    );
+    writeFileSync(
+      join(pkg, 'index.js'),
+      `class TranslationError extends Error { constructor(outcome) { super('refused'); this.name = 'TranslationError'; this.outcome = outcome; } }
 export const adapters = [{ id: 'acme-pkg', description: 'from a package', apiVersion: 1, samples: [{ name: 'keep-alive', body: { sample: true } }], [Symbol.for('iomt-gateway.plugin')]: true,
   translate(m) { if (m.body && m.body.sample) return [{ devices: [{ resourceType: 'Device', identifier: [{ system: 'urn:test:device', value: 'ACME-1' }], status: 'active' }], observations: [] }]; throw new TranslationError({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'value', diagnostics: 'acme says no', expression: ['$.x'] }] }); } }];
-`);
+`,
+    );
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('loads the repository plugins folder', async () => {
     const r = await loadPlugins({ dir: PLUGINS });
     assert.deepEqual(r.errors, []);
-    assert.deepEqual(r.adapters.map((a) => a.id), ['example-ble-bp']);
+    assert.deepEqual(
+      r.adapters.map((a) => a.id),
+      ['example-ble-bp'],
+    );
   });
 
   it('reports every broken plugin with its source and loads the rest', async () => {
     const r = await loadPlugins({ dir, packages: ['acme-iomt-plugin', 'no-such-plugin-package'], resolveFrom: join(dir, 'app') });
-    const errorOf = (name: string) => r.errors.filter((e) => e.source.endsWith(name)).map((e) => e.message).join('\n');
+    const errorOf = (name: string) =>
+      r.errors
+        .filter((e) => e.source.endsWith(name))
+        .map((e) => e.message)
+        .join('\n');
     assert.match(errorOf('not-a-plugin.mjs'), /not made with definePlugin/);
     assert.match(errorOf('broken.mjs'), /cannot import/);
     assert.match(errorOf('bad-sample.ts'), /not loaded: sample 'hr'.*unit/);
     assert.match(errorOf('no-such-plugin-package'), /cannot import/);
     assert.ok(!r.errors.some((e) => e.source.endsWith('README.md')));
-    assert.deepEqual(r.adapters.map((a) => a.id), ['acme-pkg']);
+    assert.deepEqual(
+      r.adapters.map((a) => a.id),
+      ['acme-pkg'],
+    );
     // Its own TranslationError class: the OperationOutcome reaches the sender as the gateway's TranslationError.
-    assert.throws(() => r.adapters[0].translate(msg({}), CTX), (e: unknown) => e instanceof TranslationError && e.status === 422 && e.outcome.issue[0].diagnostics === 'acme says no');
+    assert.throws(
+      () => r.adapters[0].translate(msg({}), CTX),
+      (e: unknown) => e instanceof TranslationError && e.status === 422 && e.outcome.issue[0].diagnostics === 'acme says no',
+    );
   });
 
   it('loadPluginsInto (for the CLI) registers plugins of PLUGINS_DIR and refuses taken ids', async () => {
     const registry = new AdapterRegistry();
-    const raw = new Map<string, string | string[] | undefined>([['PLUGINS_DIR', PLUGINS], ['PLUGIN_PACKAGES', undefined]]);
+    const raw = new Map<string, string | string[] | undefined>([
+      ['PLUGINS_DIR', PLUGINS],
+      ['PLUGIN_PACKAGES', undefined],
+    ]);
     const r = await loadPluginsInto(registry, { raw, ...CTX });
     assert.deepEqual(r, { ids: ['example-ble-bp'], errors: [] });
     assert.ok(registry.get('example-ble-bp'));
@@ -142,9 +181,22 @@ describe('plugin adapter through the real gateway to the sandbox EHR', function 
   });
 
   it('ingests a BLE payload over HTTP and delivers the blood-pressure panel', async () => {
-    const r = await call(gw.url, 'POST', '/ingest/example-ble-bp', ADMIN, { deviceId: 'BLE-H1', patientId: 'MRN-PL1', characteristic: '2A35', data: 'BnkATwBdAOoHCxcIHgBAAA==', timeZoneOffsetMinutes: -300 });
+    const r = await call(gw.url, 'POST', '/ingest/example-ble-bp', ADMIN, {
+      deviceId: 'BLE-H1',
+      patientId: 'MRN-PL1',
+      characteristic: '2A35',
+      data: 'BnkATwBdAOoHCxcIHgBAAA==',
+      timeZoneOffsetMinutes: -300,
+    });
     assert.equal(r.status, 202, JSON.stringify(r.body));
-    const panel = await eventually(async () => (await ehr.search<Observation>('Observation', { code: 'http://loinc.org|85354-9' })).find((o) => o.effectiveDateTime === '2026-11-23T08:30:00-05:00'), 20000, 'the panel in the EHR');
+    const panel = await eventually(
+      async () =>
+        (await ehr.search<Observation>('Observation', { code: 'http://loinc.org|85354-9' })).find(
+          (o) => o.effectiveDateTime === '2026-11-23T08:30:00-05:00',
+        ),
+      20000,
+      'the panel in the EHR',
+    );
     assert.ok(panel.code.coding?.some((c) => c.system === 'urn:iso:std:iso:11073:10101' && c.code === '150020'));
     assert.ok(panel.subject?.reference?.startsWith('Patient/'));
     const bad = await call(gw.url, 'POST', '/ingest/example-ble-bp', ADMIN, { deviceId: 'BLE-H1', data: 'BnkA' });
@@ -159,6 +211,9 @@ describe('plugin adapter through the real gateway to the sandbox EHR', function 
     assert.equal(one.body.vendor, 'example-vendor');
     const dry = await call(gw.url, 'POST', '/api/adapters/example-ble-bp/$translate', ADMIN, { deviceId: 'BLE-H2', data: 'BIIAUgD/B0gA' });
     assert.equal(dry.status, 200, JSON.stringify(dry.body));
-    assert.ok(dry.body.outcome.issue.some((i: { severity: string }) => i.severity === 'warning'), 'no patient: a warning');
+    assert.ok(
+      dry.body.outcome.issue.some((i: { severity: string }) => i.severity === 'warning'),
+      'no patient: a warning',
+    );
   });
 });

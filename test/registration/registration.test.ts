@@ -14,7 +14,9 @@ import { ADMIN, call, startVendorGateway } from './wire.js';
 /** Removes the core route GET /api/adapters (to be deleted from src/http/app.ts) so that the registration API's answers. */
 function dropCoreAdapterList(gw: TestGateway): void {
   const server = (gw.gateway as unknown as { server: Server }).server;
-  const app = server.listeners('request')[0] as unknown as { router: { stack: { route?: { path: string; methods: Record<string, boolean> } }[] } };
+  const app = server.listeners('request')[0] as unknown as {
+    router: { stack: { route?: { path: string; methods: Record<string, boolean> } }[] };
+  };
   const stack = app.router.stack;
   const i = stack.findIndex((l) => l.route?.path === '/api/adapters' && l.route.methods.get);
   if (i >= 0) stack.splice(i, 1);
@@ -22,27 +24,51 @@ function dropCoreAdapterList(gw: TestGateway): void {
 
 const hrDevice = {
   templateType: 'CollectionContent',
-  template: [{
-    templateType: 'JsonPathContent',
-    template: {
-      typeName: 'hr', typeMatchExpression: '$..[?(@heartRate)]', deviceIdExpression: '$.deviceId', patientIdExpression: '$.patientId', timestampExpression: '$.time',
-      values: [{ valueName: 'hr', valueExpression: '$.heartRate', required: true }],
+  template: [
+    {
+      templateType: 'JsonPathContent',
+      template: {
+        typeName: 'hr',
+        typeMatchExpression: '$..[?(@heartRate)]',
+        deviceIdExpression: '$.deviceId',
+        patientIdExpression: '$.patientId',
+        timestampExpression: '$.time',
+        values: [{ valueName: 'hr', valueExpression: '$.heartRate', required: true }],
+      },
     },
-  }],
+  ],
 };
 const hrFhir = (loinc = '8867-4', display = 'Heart rate') => ({
   templateType: 'CollectionFhir',
-  template: [{
-    templateType: 'CodeValueFhir',
-    template: {
-      typeName: 'hr', periodInterval: 0,
-      codes: [{ system: 'http://loinc.org', code: loinc, display }, { system: 'urn:iso:std:iso:11073:10101', code: '149530', display: 'MDC_PULS_OXIM_PULS_RATE' }],
-      value: { valueName: 'hr', valueType: 'Quantity', unit: '/min', code: '/min', system: 'http://unitsofmeasure.org' },
+  template: [
+    {
+      templateType: 'CodeValueFhir',
+      template: {
+        typeName: 'hr',
+        periodInterval: 0,
+        codes: [
+          { system: 'http://loinc.org', code: loinc, display },
+          { system: 'urn:iso:std:iso:11073:10101', code: '149530', display: 'MDC_PULS_OXIM_PULS_RATE' },
+        ],
+        value: { valueName: 'hr', valueType: 'Quantity', unit: '/min', code: '/min', system: 'http://unitsofmeasure.org' },
+      },
     },
-  }],
+  ],
 });
-const hrSample = (deviceId = 'HR-1', minute = 0, extra: Record<string, unknown> = { patientId: 'MRN-R1' }) => ({ deviceId, heartRate: 71, time: `2026-11-23T08:${String(minute).padStart(2, '0')}:00Z`, ...extra });
-const registration = (id: string, extra: Record<string, unknown> = {}) => ({ id, description: 'Acme heart-rate strap', deviceMapping: hrDevice, fhirMapping: hrFhir(), samples: [hrSample()], ...extra });
+const hrSample = (deviceId = 'HR-1', minute = 0, extra: Record<string, unknown> = { patientId: 'MRN-R1' }) => ({
+  deviceId,
+  heartRate: 71,
+  time: `2026-11-23T08:${String(minute).padStart(2, '0')}:00Z`,
+  ...extra,
+});
+const registration = (id: string, extra: Record<string, unknown> = {}) => ({
+  id,
+  description: 'Acme heart-rate strap',
+  deviceMapping: hrDevice,
+  fhirMapping: hrFhir(),
+  samples: [hrSample()],
+  ...extra,
+});
 
 describe('adapter registration API (two instances, one Redis)', function () {
   this.timeout(60000);
@@ -81,10 +107,21 @@ describe('adapter registration API (two instances, one Redis)', function () {
     assert.equal(obs.valueQuantity?.code, '/min');
 
     // Instance B learns of it through Redis and accepts data for it; the EHR gets the Observation, correctly coded.
-    await eventually(async () => (await call(b.url, 'GET', '/api/adapters/acme-hr', keys.acme)).status === 200, 10000, 'instance B to load the adapter');
+    await eventually(
+      async () => (await call(b.url, 'GET', '/api/adapters/acme-hr', keys.acme)).status === 200,
+      10000,
+      'instance B to load the adapter',
+    );
     const ing = await call(b.url, 'POST', '/ingest/acme-hr', keys.acme, hrSample('HR-B1', 5));
     assert.equal(ing.status, 202, JSON.stringify(ing.body));
-    const stored = await eventually(async () => (await ehr.search<Observation>('Observation', { code: 'http://loinc.org|8867-4' })).find((o) => o.effectiveDateTime?.startsWith('2026-11-23T08:05')), 20000, 'the Observation in the EHR');
+    const stored = await eventually(
+      async () =>
+        (await ehr.search<Observation>('Observation', { code: 'http://loinc.org|8867-4' })).find((o) =>
+          o.effectiveDateTime?.startsWith('2026-11-23T08:05'),
+        ),
+      20000,
+      'the Observation in the EHR',
+    );
     assert.equal(stored.valueQuantity?.value, 71);
     assert.ok(stored.code.coding?.some((c) => c.system === 'urn:iso:std:iso:11073:10101' && c.code === '149530'));
     assert.ok(stored.category?.some((c) => c.coding?.some((k) => k.code === 'vital-signs')));
@@ -97,7 +134,10 @@ describe('adapter registration API (two instances, one Redis)', function () {
     assert.equal(r.status, 200);
     const list = r.body as { id: string; source?: string }[];
     const byId = new Map(list.map((x) => [x.id, x]));
-    assert.deepEqual({ ...byId.get('acme-hr'), description: undefined }, { id: 'acme-hr', description: undefined, source: 'registered', vendor: 'acme', version: 1, enabled: true });
+    assert.deepEqual(
+      { ...byId.get('acme-hr'), description: undefined },
+      { id: 'acme-hr', description: undefined, source: 'registered', vendor: 'acme', version: 1, enabled: true },
+    );
     assert.equal(byId.get('measurements')?.source, 'built-in');
     assert.equal(byId.get('bp-cuff')?.source, 'folder');
   });
@@ -108,22 +148,48 @@ describe('adapter registration API (two instances, one Redis)', function () {
     const dia = bpFhir.template[0].template.components[1].codes[0];
     dia.code = '8867-4'; // the mistake of iomt-fhir's own sample templates; the display still says diastolic
     const sample = JSON.parse(readFileSync(`${REPO_ROOT}/mappings/bp-cuff/samples/reading.json`, 'utf8'));
-    const r = await call(a.url, 'POST', '/api/adapters', keys.acme, { id: 'acme-bp', deviceMapping: bpDevice, fhirMapping: bpFhir, samples: [sample, { nothing: 'matches' }] });
+    const r = await call(a.url, 'POST', '/api/adapters', keys.acme, {
+      id: 'acme-bp',
+      deviceMapping: bpDevice,
+      fhirMapping: bpFhir,
+      samples: [sample, { nothing: 'matches' }],
+    });
     assert.equal(r.status, 422, JSON.stringify(r.body));
     assert.equal(r.body.resourceType, 'OperationOutcome');
     const errors = r.body.issue.filter((i: { severity: string }) => i.severity === 'error');
-    const coding = errors.find((i: { expression?: string[] }) => i.expression?.[0] === '$.fhirMapping.template[0].template.components[1].codes[0]');
+    const coding = errors.find(
+      (i: { expression?: string[] }) => i.expression?.[0] === '$.fhirMapping.template[0].template.components[1].codes[0]',
+    );
     assert.ok(coding, JSON.stringify(errors));
     assert.match(coding.diagnostics, /8867-4/);
     assert.match(coding.diagnostics, /8462-4/);
-    assert.ok(errors.some((i: { expression?: string[]; code: string; diagnostics: string }) => i.expression?.[0] === '$.samples[1]' && /no template matched/.test(i.diagnostics)), 'the samples are checked too');
+    assert.ok(
+      errors.some(
+        (i: { expression?: string[]; code: string; diagnostics: string }) =>
+          i.expression?.[0] === '$.samples[1]' && /no template matched/.test(i.diagnostics),
+      ),
+      'the samples are checked too',
+    );
     for (const i of r.body.issue) assert.ok(i.expression?.length, `every issue is located: ${JSON.stringify(i)}`);
     assert.equal((await call(a.url, 'GET', '/api/adapters/acme-bp', ADMIN)).status, 404, 'nothing stored');
 
     // A sample the mapping cannot translate is an error of that sample.
-    const bad = await call(a.url, 'POST', '/api/adapters', keys.acme, registration('acme-hr2', { samples: [hrSample(), { deviceId: 'X', heartRate: 'fast', time: '2026-11-23T08:00:00Z', patientId: 'P' }] }));
+    const bad = await call(
+      a.url,
+      'POST',
+      '/api/adapters',
+      keys.acme,
+      registration('acme-hr2', {
+        samples: [hrSample(), { deviceId: 'X', heartRate: 'fast', time: '2026-11-23T08:00:00Z', patientId: 'P' }],
+      }),
+    );
     assert.equal(bad.status, 422);
-    assert.ok(bad.body.issue.some((i: { expression?: string[]; diagnostics: string }) => i.expression?.[0].startsWith('$.samples[1]') && /number/.test(i.diagnostics)), JSON.stringify(bad.body));
+    assert.ok(
+      bad.body.issue.some(
+        (i: { expression?: string[]; diagnostics: string }) => i.expression?.[0].startsWith('$.samples[1]') && /number/.test(i.diagnostics),
+      ),
+      JSON.stringify(bad.body),
+    );
     // No samples: refused.
     assert.equal((await call(a.url, 'POST', '/api/adapters', keys.acme, registration('acme-hr3', { samples: [] }))).status, 422);
   });
@@ -158,12 +224,24 @@ describe('adapter registration API (two instances, one Redis)', function () {
     assert.equal(r.body.version, 2);
     const g = await call(a.url, 'GET', '/api/adapters/acme-hr', keys.acme);
     assert.equal(g.body.version, 2);
-    assert.deepEqual(g.body.versions.map((v: { version: number; current: boolean }) => [v.version, v.current]), [[1, false], [2, true]]);
-    await eventually(async () => (await call(b.url, 'GET', '/api/adapters/acme-hr', ADMIN)).body.version === 2, 10000, 'instance B to see v2');
+    assert.deepEqual(
+      g.body.versions.map((v: { version: number; current: boolean }) => [v.version, v.current]),
+      [
+        [1, false],
+        [2, true],
+      ],
+    );
+    await eventually(
+      async () => (await call(b.url, 'GET', '/api/adapters/acme-hr', ADMIN)).body.version === 2,
+      10000,
+      'instance B to see v2',
+    );
   });
 
   it('translates a payload as a dry run ($translate): the transaction Bundle, nothing queued; no patient is a warning', async () => {
     const before = await ehr.search<Observation>('Observation', { code: 'http://loinc.org|8867-4' });
+    const queued = async () => Object.values(await a.gateway.queue!.counts()).reduce((n, c) => n + c, 0);
+    const jobsBefore = await queued();
     const r = await call(a.url, 'POST', '/api/adapters/acme-hr/$translate', keys.acme, hrSample('HR-DRY', 30, {}));
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.bundles.length, 1);
@@ -173,26 +251,57 @@ describe('adapter registration API (two instances, one Redis)', function () {
     const obs = bundle.entry.find((e: { resource: { resourceType: string } }) => e.resource.resourceType === 'Observation');
     assert.equal(obs.request.method, 'POST');
     assert.match(obs.request.ifNoneExist, /^identifier=/);
-    assert.ok(r.body.outcome.issue.some((i: { severity: string; diagnostics: string }) => i.severity === 'warning' && /no patient/.test(i.diagnostics)));
+    assert.ok(
+      r.body.outcome.issue.some(
+        (i: { severity: string; diagnostics: string }) => i.severity === 'warning' && /no patient/.test(i.diagnostics),
+      ),
+    );
     // With a patient: a conditional create of the Patient in the Bundle, no warning.
     const p = await call(a.url, 'POST', '/api/adapters/acme-hr/$translate', keys.operator, hrSample('HR-DRY', 31));
     assert.equal(p.status, 200);
     assert.ok(p.body.bundles[0].entry.some((e: { resource: { resourceType: string } }) => e.resource.resourceType === 'Patient'));
     assert.ok(!p.body.outcome.issue.some((i: { severity: string }) => i.severity === 'warning'));
     // A payload the mapping refuses: 422 with the reason.
-    const bad = await call(a.url, 'POST', '/api/adapters/acme-hr/$translate', keys.acme, { deviceId: 'HR-DRY', heartRate: 'x', time: '2026-11-23T08:00:00Z' });
+    const bad = await call(a.url, 'POST', '/api/adapters/acme-hr/$translate', keys.acme, {
+      deviceId: 'HR-DRY',
+      heartRate: 'x',
+      time: '2026-11-23T08:00:00Z',
+    });
     assert.equal(bad.status, 422);
     // Built-in adapters can be tried too.
-    assert.equal((await call(a.url, 'POST', '/api/adapters/measurements/$translate', keys.acme, { deviceId: 'M-1', patientId: 'P', timestamp: '2026-11-23T08:00:00Z', measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 97, unit: '%' }] })).status, 200);
-    await new Promise((res) => setTimeout(res, 300));
-    assert.equal((await ehr.search<Observation>('Observation', { code: 'http://loinc.org|8867-4' })).length, before.length, 'nothing was delivered');
+    assert.equal(
+      (
+        await call(a.url, 'POST', '/api/adapters/measurements/$translate', keys.acme, {
+          deviceId: 'M-1',
+          patientId: 'P',
+          timestamp: '2026-11-23T08:00:00Z',
+          measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 97, unit: '%' }],
+        })
+      ).status,
+      200,
+    );
+    // A dry run queues nothing: the queue holds no more jobs than before (waiting, active, done or failed alike).
+    assert.equal(await queued(), jobsBefore, 'nothing was queued');
+    assert.equal(
+      (await ehr.search<Observation>('Observation', { code: 'http://loinc.org|8867-4' })).length,
+      before.length,
+      'nothing was delivered',
+    );
   });
 
   it('disables, enables and deletes: every instance follows', async () => {
     assert.equal((await call(a.url, 'POST', '/api/adapters/acme-hr/disable', keys.acme)).body.enabled, false);
-    await eventually(async () => (await call(b.url, 'POST', '/ingest/acme-hr', keys.acme, hrSample('HR-B2', 40))).status === 404, 10000, 'instance B to stop taking data');
+    await eventually(
+      async () => (await call(b.url, 'POST', '/ingest/acme-hr', keys.acme, hrSample('HR-B2', 40))).status === 404,
+      10000,
+      'instance B to stop taking data',
+    );
     assert.equal((await call(a.url, 'POST', '/api/adapters/acme-hr/enable', keys.acme)).body.enabled, true);
-    await eventually(async () => (await call(b.url, 'POST', '/ingest/acme-hr', keys.acme, hrSample('HR-B2', 41))).status === 202, 10000, 'instance B to take data again');
+    await eventually(
+      async () => (await call(b.url, 'POST', '/ingest/acme-hr', keys.acme, hrSample('HR-B2', 41))).status === 202,
+      10000,
+      'instance B to take data again',
+    );
     assert.equal((await call(a.url, 'DELETE', '/api/adapters/acme-hr', keys.acme)).status, 204);
     await eventually(async () => (await call(b.url, 'GET', '/api/adapters/acme-hr', ADMIN)).status === 404, 10000, 'instance B to drop it');
     assert.equal((await call(b.url, 'POST', '/ingest/acme-hr', keys.acme, hrSample('HR-B3', 42))).status, 404);
@@ -201,7 +310,9 @@ describe('adapter registration API (two instances, one Redis)', function () {
     for (const kind of ['adapter-registered', 'adapter-disable', 'adapter-enable', 'adapter-deleted']) {
       const audit = await call(a.url, 'GET', `/api/audit?kind=${kind}`, keys.operator);
       assert.equal(audit.status, 200);
-      const ev = audit.body.entry.map((e: { resource: AuditEvent }) => e.resource).find((e: AuditEvent) => e.entity?.some((x) => x.what?.identifier?.value === 'acme-hr'));
+      const ev = audit.body.entry
+        .map((e: { resource: AuditEvent }) => e.resource)
+        .find((e: AuditEvent) => e.entity?.some((x) => x.what?.identifier?.value === 'acme-hr'));
       assert.ok(ev, `an AuditEvent '${kind}' for acme-hr`);
       assert.match(ev.agent[0].who.identifier.value, /^vendor:acme$/);
     }

@@ -15,7 +15,13 @@ import type { Device, Observation, OperationOutcomeIssue } from 'fhir/r4';
 import { buildDevice } from '../../fhir/builders.js';
 import { issue } from '../../core/errors.js';
 import { type DeviceAdapter, type InboundMessage, type Reading, type TranslationContext, TranslationError } from '../../core/contract.js';
-import { type ContentTemplate, eventEnvelope, type ExtractionProblem, extractMeasurements, parseDeviceMapping } from './device-templates.js';
+import {
+  type ContentTemplate,
+  eventEnvelope,
+  type ExtractionProblem,
+  extractMeasurements,
+  parseDeviceMapping,
+} from './device-templates.js';
 import { buildGroupObservation, type CodeValueTemplate, groupMeasurements, parseFhirMapping } from './fhir-templates.js';
 import { child, errorsOf, IssueSink, MappingError, type MappingIssue } from './issues.js';
 import { checkTerminology } from './terminology-checks.js';
@@ -37,7 +43,11 @@ export interface MappingFiles {
 }
 
 /** Parses both templates and cross-checks them (types and value names line up). Terminology is checked separately. */
-export function compileMapping(deviceMapping: unknown, fhirMapping: unknown, files: MappingFiles = {}): { mapping?: CompiledMapping; issues: MappingIssue[] } {
+export function compileMapping(
+  deviceMapping: unknown,
+  fhirMapping: unknown,
+  files: MappingFiles = {},
+): { mapping?: CompiledMapping; issues: MappingIssue[] } {
   const deviceFile = files.deviceFile ?? DEVICE_MAPPING_FILE;
   const fhirFile = files.fhirFile ?? FHIR_MAPPING_FILE;
   const d = parseDeviceMapping(deviceMapping, deviceFile);
@@ -50,26 +60,41 @@ export function compileMapping(deviceMapping: unknown, fhirMapping: unknown, fil
   for (const t of d.templates) deviceByType.set(t.typeName, [...(deviceByType.get(t.typeName) ?? []), t]);
   for (const t of d.templates) {
     if (!byType.has(t.typeName) && !f.issues.some((i) => i.severity === 'error')) {
-      dsink.error(`${t.path}.template.typeName`, `typeName '${t.typeName}' has no CodeValueFhir template in ${fhirFile} (types there: ${[...byType.keys()].join(', ') || 'none'})`);
+      dsink.error(
+        `${t.path}.template.typeName`,
+        `typeName '${t.typeName}' has no CodeValueFhir template in ${fhirFile} (types there: ${[...byType.keys()].join(', ') || 'none'})`,
+      );
     }
   }
   for (const t of f.templates) {
     const producers = deviceByType.get(t.typeName);
     if (!producers) {
-      if (!d.issues.some((i) => i.severity === 'error')) fsink.warning(`${t.path}.template.typeName`, `no device template in ${deviceFile} produces typeName '${t.typeName}'; this template is never used`);
+      if (!d.issues.some((i) => i.severity === 'error'))
+        fsink.warning(
+          `${t.path}.template.typeName`,
+          `no device template in ${deviceFile} produces typeName '${t.typeName}'; this template is never used`,
+        );
       continue;
     }
     const extracted = new Set(producers.flatMap((p) => p.values.map((v) => v.name)));
     const mapped = [t.value, ...t.components.map((c) => c.value)].filter((v) => v !== undefined);
     for (const v of mapped) {
-      if (!extracted.has(v.valueName)) fsink.error(child(v.path, 'valueName'), `valueName '${v.valueName}' is not extracted by any device template of type '${t.typeName}' (they extract ${[...extracted].map((n) => `'${n}'`).join(', ')})`);
+      if (!extracted.has(v.valueName))
+        fsink.error(
+          child(v.path, 'valueName'),
+          `valueName '${v.valueName}' is not extracted by any device template of type '${t.typeName}' (they extract ${[...extracted].map((n) => `'${n}'`).join(', ')})`,
+        );
     }
     for (const p of producers) {
       for (const v of p.values) {
-        if (!mapped.some((m) => m.valueName === v.name)) dsink.warning(`${p.path}.template.values`, `value '${v.name}' is extracted but ${fhirFile} ${t.path} does not map it`);
+        if (!mapped.some((m) => m.valueName === v.name))
+          dsink.warning(`${p.path}.template.values`, `value '${v.name}' is extracted but ${fhirFile} ${t.path} does not map it`);
       }
       if (t.periodInterval === -1 && !p.correlationId) {
-        dsink.error(`${p.path}.template.correlationIdExpression`, `required: ${fhirFile} ${t.path} groups type '${t.typeName}' by correlation id (periodInterval -1)`);
+        dsink.error(
+          `${p.path}.template.correlationIdExpression`,
+          `required: ${fhirFile} ${t.path} groups type '${t.typeName}' by correlation id (periodInterval -1)`,
+        );
       }
     }
   }

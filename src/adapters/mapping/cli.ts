@@ -66,7 +66,10 @@ export async function translateCommand(argv: string[], io: CliIo = processIo): P
     const r = loadMappingDir(target);
     if (!r.adapter) {
       // Show the mapping's own errors: a vendor running translate wants to know why it cannot.
-      printIssues(r.issues.filter((i) => i.severity === 'error'), io);
+      printIssues(
+        r.issues.filter((i) => i.severity === 'error'),
+        io,
+      );
       io.err(`translate: the mapping in ${target} has errors (above); fix them first`);
       return 1;
     }
@@ -79,7 +82,10 @@ export async function translateCommand(argv: string[], io: CliIo = processIo): P
       if (existsSync(candidate) && isMappingDir(candidate)) {
         const r = loadMappingDir(candidate);
         if (!r.adapter) {
-          printIssues(r.issues.filter((i) => i.severity === 'error'), io);
+          printIssues(
+            r.issues.filter((i) => i.severity === 'error'),
+            io,
+          );
           io.err(`translate: the mapping '${target}' has errors (above); fix them first`);
           return 1;
         }
@@ -87,7 +93,9 @@ export async function translateCommand(argv: string[], io: CliIo = processIo): P
       }
     }
     if (!adapter) {
-      io.err(`translate: '${target}' is neither a mapping folder nor a known adapter id (looked in ${mappings.value ?? DEFAULT_MAPPINGS_DIR}/ and the built-ins)`);
+      io.err(
+        `translate: '${target}' is neither a mapping folder nor a known adapter id (looked in ${mappings.value ?? DEFAULT_MAPPINGS_DIR}/ and the built-ins)`,
+      );
       return 2;
     }
   }
@@ -141,13 +149,17 @@ export async function validateMappingCommand(argv: string[], io: CliIo = process
     printIssues(r.issues, io);
     const errors = r.issues.filter((i) => i.severity === 'error').length;
     const warnings = r.issues.length - errors;
-    const samples = r.samples.length ? `, ${r.samples.filter((s) => !s.issues.length).length}/${r.samples.length} samples translate and validate` : ', no samples';
+    const samples = r.samples.length
+      ? `, ${r.samples.filter((s) => !s.issues.length).length}/${r.samples.length} samples translate and validate`
+      : ', no samples';
     io.out(`${r.id}: ${errors ? `${errors} error(s)` : 'ok'}${warnings ? `, ${warnings} warning(s)` : ''}${samples}`);
     return errors ? 1 : 0;
   }
   const result = loadMappingsDir(dir);
   for (const w of result.warnings) io.err(formatIssue({ ...w, severity: 'warning' }));
   for (const e of result.errors) io.err(formatIssue({ ...e, severity: 'error' }));
-  io.out(`${result.adapters.length} mapping(s) loaded: ${result.adapters.map((a) => a.id).join(', ') || 'none'}; ${result.errors.length} error(s), ${result.warnings.length} warning(s)`);
+  io.out(
+    `${result.adapters.length} mapping(s) loaded: ${result.adapters.map((a) => a.id).join(', ') || 'none'}; ${result.errors.length} error(s), ${result.warnings.length} warning(s)`,
+  );
   return result.errors.length ? 1 : 0;
 }

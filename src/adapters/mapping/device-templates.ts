@@ -109,7 +109,10 @@ function parseContentTemplate(entry: unknown, index: number, path: string, sink:
   const kind = typeof tt?.value === 'string' ? kindOf(tt.value) : undefined;
   if (!tt) sink.error(`${path}.templateType`, 'required');
   else if (!kind || kind === 'collection') {
-    sink.error(`${path}.templateType`, `unknown template type ${JSON.stringify(tt.value)}; expected one of ${Object.values(ContentTemplateKind).join(', ')}`);
+    sink.error(
+      `${path}.templateType`,
+      `unknown template type ${JSON.stringify(tt.value)}; expected one of ${Object.values(ContentTemplateKind).join(', ')}`,
+    );
   }
   const body = prop(entry, 'template');
   const tpath = `${path}.template`;
@@ -142,12 +145,16 @@ function parseContentTemplate(entry: unknown, index: number, path: string, sink:
   };
 
   const typeName = prop(t, 'typeName');
-  if (typeof typeName?.value !== 'string' || !typeName.value.trim()) sink.error(child(tpath, typeName?.key ?? 'typeName'), typeName ? 'must be a non-empty string' : 'required');
+  if (typeof typeName?.value !== 'string' || !typeName.value.trim())
+    sink.error(child(tpath, typeName?.key ?? 'typeName'), typeName ? 'must be a non-empty string' : 'required');
   const typeMatch = expr('typeMatchExpression', true);
   if (typeMatch?.language === ExpressionLanguage.jsonPath) {
     const m = /^\$\.([A-Za-z_$][\w$-]*)/.exec(typeMatch.source.trim());
     if (m && !['Body', 'Properties', 'SystemProperties'].includes(m[1])) {
-      sink.warning(child(tpath, 'typeMatchExpression'), `evaluated against the event { Body, Properties, SystemProperties } as in iomt-fhir, so '${typeMatch.source}' selects nothing in a payload; the payload is $.Body (did you mean '$.Body.${typeMatch.source.trim().slice(2)}'?)`);
+      sink.warning(
+        child(tpath, 'typeMatchExpression'),
+        `evaluated against the event { Body, Properties, SystemProperties } as in iomt-fhir, so '${typeMatch.source}' selects nothing in a payload; the payload is $.Body (did you mean '$.Body.${typeMatch.source.trim().slice(2)}'?)`,
+      );
     }
   }
   const fixed = (source: string) => compileExpression(source, ExpressionLanguage.jsonPath);
@@ -180,14 +187,16 @@ function parseContentTemplate(entry: unknown, index: number, path: string, sink:
   const values: ValueExpression[] = [];
   const vs = prop(t, 'values');
   if (vs && !Array.isArray(vs.value)) sink.error(child(tpath, vs.key), 'must be an array of { valueName, valueExpression, required }');
-  else if (!vs || (vs.value as unknown[]).length === 0) sink.error(child(tpath, vs?.key ?? 'values'), 'at least one value is required (a measurement without values maps to nothing)');
+  else if (!vs || (vs.value as unknown[]).length === 0)
+    sink.error(child(tpath, vs?.key ?? 'values'), 'at least one value is required (a measurement without values maps to nothing)');
   else {
     const seen = new Set<string>();
     (vs.value as unknown[]).forEach((v, i) => {
       const vpath = child(child(tpath, vs.key), i);
       if (!isObject(v)) return void sink.error(vpath, 'must be an object { valueName, valueExpression, required }');
       const name = prop(v, 'valueName');
-      if (typeof name?.value !== 'string' || !name.value.trim()) sink.error(child(vpath, name?.key ?? 'valueName'), name ? 'must be a non-empty string' : 'required');
+      if (typeof name?.value !== 'string' || !name.value.trim())
+        sink.error(child(vpath, name?.key ?? 'valueName'), name ? 'must be a non-empty string' : 'required');
       else if (seen.has(name.value)) sink.error(child(vpath, name.key), `duplicate valueName '${name.value}' in this template`);
       else seen.add(name.value);
       const req = prop(v, 'required');
@@ -197,14 +206,21 @@ function parseContentTemplate(entry: unknown, index: number, path: string, sink:
       let compiled: CompiledExpression | undefined;
       if (ve === undefined || ve.value === null || ve.value === '') sink.error(child(vpath, ve?.key ?? 'valueExpression'), 'required');
       else compiled = compileAt(ve.value, child(vpath, ve.key), kind, defaultLanguage, sink);
-      if (compiled && typeof name?.value === 'string' && name.value.trim()) values.push({ name: name.value, expression: compiled, required: required ?? false });
+      if (compiled && typeof name?.value === 'string' && name.value.trim())
+        values.push({ name: name.value, expression: compiled, required: required ?? false });
     });
   }
   if (sink.errorCount > before || !typeMatch || typeof typeName?.value !== 'string') return undefined;
   return { index, path, kind, typeName: typeName.value, typeMatch, deviceId, timestamp, patientId, encounterId, correlationId, values };
 }
 
-function compileAt(v: unknown, at: string, kind: ContentTemplateKind, defaultLanguage: ExpressionLanguage, sink: IssueSink): CompiledExpression | undefined {
+function compileAt(
+  v: unknown,
+  at: string,
+  kind: ContentTemplateKind,
+  defaultLanguage: ExpressionLanguage,
+  sink: IssueSink,
+): CompiledExpression | undefined {
   let source: unknown = v;
   let language = defaultLanguage;
   if (isObject(v)) {
@@ -299,7 +315,12 @@ function joinPath(base: string, rel: string): string {
  * Runs one content template over the event: the measurements it implies, or the problems it met. `wrapped`: the
  * event was built around the payload (paths are then reported relative to the payload, $.Body.x → $.x).
  */
-export function extractMeasurements(t: ContentTemplate, envelope: Record<string, unknown>, problems: ExtractionProblem[], wrapped = true): Measurement[] {
+export function extractMeasurements(
+  t: ContentTemplate,
+  envelope: Record<string, unknown>,
+  problems: ExtractionProblem[],
+  wrapped = true,
+): Measurement[] {
   const toPayload = (p: string) => (wrapped ? payloadPath(p) : p);
   const out: Measurement[] = [];
   const label = `template ${t.path} (typeName '${t.typeName}')`;
@@ -307,7 +328,11 @@ export function extractMeasurements(t: ContentTemplate, envelope: Record<string,
   try {
     matches = t.typeMatch.selectTokens(envelope);
   } catch (e) {
-    problems.push({ code: 'invalid', message: `${label}: typeMatchExpression failed: ${(e as Error).message}`, expression: t.typeMatch.source });
+    problems.push({
+      code: 'invalid',
+      message: `${label}: typeMatchExpression failed: ${(e as Error).message}`,
+      expression: t.typeMatch.source,
+    });
     return out;
   }
   for (const m of matches) {
@@ -318,7 +343,8 @@ export function extractMeasurements(t: ContentTemplate, envelope: Record<string,
     const locate = (sel: Selected | undefined, expr: CompiledExpression): string => {
       if (!sel?.path) return `${at} (${expr.source})`;
       if (legacy) return toPayload(joinPath(matchPath, sel.path));
-      if (sel.path === '$.matchedToken' || sel.path.startsWith('$.matchedToken.') || sel.path.startsWith('$.matchedToken[')) return toPayload(joinPath(matchPath, '$' + sel.path.slice('$.matchedToken'.length)));
+      if (sel.path === '$.matchedToken' || sel.path.startsWith('$.matchedToken.') || sel.path.startsWith('$.matchedToken['))
+        return toPayload(joinPath(matchPath, '$' + sel.path.slice('$.matchedToken'.length)));
       return toPayload(sel.path);
     };
     const before = problems.length;
@@ -329,18 +355,30 @@ export function extractMeasurements(t: ContentTemplate, envelope: Record<string,
         try {
           sel = e.selectTokens(doc);
         } catch (err) {
-          problems.push({ code: 'invalid', message: `${label}: ${what} '${e.source}' failed on the token at ${at}: ${(err as Error).message}`, expression: at });
+          problems.push({
+            code: 'invalid',
+            message: `${label}: ${what} '${e.source}' failed on the token at ${at}: ${(err as Error).message}`,
+            expression: at,
+          });
           return undefined;
         }
         const present = sel.filter((s) => s.value !== null && s.value !== undefined && s.value !== '');
         if (present.length > 1) {
-          problems.push({ code: 'value', message: `${label}: ${what} '${e.source}' selected ${present.length} values in the token at ${at}; expected one`, expression: at });
+          problems.push({
+            code: 'value',
+            message: `${label}: ${what} '${e.source}' selected ${present.length} values in the token at ${at}; expected one`,
+            expression: at,
+          });
           return undefined;
         }
         if (present.length === 1) return { sel: present[0], expr: e };
       }
       if (required) {
-        problems.push({ code: 'required', message: `${label}: ${what} ${exprs.map((e) => `'${e.source}'`).join(' or ')} found nothing in the token at ${at}`, expression: at });
+        problems.push({
+          code: 'required',
+          message: `${label}: ${what} ${exprs.map((e) => `'${e.source}'`).join(' or ')} found nothing in the token at ${at}`,
+          expression: at,
+        });
       }
       return undefined;
     };
@@ -349,7 +387,11 @@ export function extractMeasurements(t: ContentTemplate, envelope: Record<string,
       const v = r.sel.value;
       if (typeof v === 'string' && v.trim()) return v.trim();
       if (typeof v === 'number' && Number.isFinite(v)) return String(v);
-      problems.push({ code: 'value', message: `${label}: ${what} must be a string or a number, found ${describe(v)}`, expression: locate(r.sel, r.expr) });
+      problems.push({
+        code: 'value',
+        message: `${label}: ${what} must be a string or a number, found ${describe(v)}`,
+        expression: locate(r.sel, r.expr),
+      });
       return undefined;
     };
     const deviceId = idText(one(t.deviceId, 'deviceIdExpression', true), 'the device id');
@@ -357,12 +399,19 @@ export function extractMeasurements(t: ContentTemplate, envelope: Record<string,
     let time: string | undefined;
     if (ts) {
       time = parseTimestamp(ts.sel.value);
-      if (!time) problems.push({ code: 'value', message: `${label}: the timestamp ${describe(ts.sel.value)} is not an ISO 8601 date-time with a time zone (or epoch milliseconds)`, expression: locate(ts.sel, ts.expr) });
+      if (!time)
+        problems.push({
+          code: 'value',
+          message: `${label}: the timestamp ${describe(ts.sel.value)} is not an ISO 8601 date-time with a time zone (or epoch milliseconds)`,
+          expression: locate(ts.sel, ts.expr),
+        });
     }
     const patientId = t.patientId ? idText(one([t.patientId], 'patientIdExpression', false), 'the patient id') : undefined;
     const encounterId = t.encounterId ? idText(one([t.encounterId], 'encounterIdExpression', false), 'the encounter id') : undefined;
     // iomt: when a correlationIdExpression is defined it is required.
-    const correlationId = t.correlationId ? idText(one([t.correlationId], 'correlationIdExpression', true), 'the correlation id') : undefined;
+    const correlationId = t.correlationId
+      ? idText(one([t.correlationId], 'correlationIdExpression', true), 'the correlation id')
+      : undefined;
     const values: ExtractedValue[] = [];
     for (const v of t.values) {
       const r = one([v.expression], `valueExpression of '${v.name}'`, v.required);
@@ -370,10 +419,25 @@ export function extractMeasurements(t: ContentTemplate, envelope: Record<string,
     }
     if (problems.length > before || !deviceId || !time) continue;
     if (values.length === 0) {
-      problems.push({ code: 'required', message: `${label}: the token at ${at} matched, but none of its values (${t.values.map((v) => v.name).join(', ')}) is present`, expression: at });
+      problems.push({
+        code: 'required',
+        message: `${label}: the token at ${at} matched, but none of its values (${t.values.map((v) => v.name).join(', ')}) is present`,
+        expression: at,
+      });
       continue;
     }
-    out.push({ type: t.typeName, template: t, deviceId, patientId, encounterId, correlationId, time, timeMs: Date.parse(time), at, values });
+    out.push({
+      type: t.typeName,
+      template: t,
+      deviceId,
+      patientId,
+      encounterId,
+      correlationId,
+      time,
+      timeMs: Date.parse(time),
+      at,
+      values,
+    });
   }
   return out;
 }

@@ -159,7 +159,10 @@ function compileJsonPath(source: string): CompiledExpression {
   const normalised = normaliseJsonPath(path);
   // A member of a missing member is "no match" in Newtonsoft; in jsonpath-plus it is an evaluation error, ignored here.
   const run = (json: unknown, p: string, ignoreEvalErrors = true) =>
-    JSONPath({ path: p, json: json as object, resultType: 'all', eval: 'safe', wrap: true, ignoreEvalErrors }) as { value: unknown; path: string }[];
+    JSONPath({ path: p, json: json as object, resultType: 'all', eval: 'safe', wrap: true, ignoreEvalErrors }) as {
+      value: unknown;
+      path: string;
+    }[];
   // Surface syntax errors now (jsonpath-plus parses filters lazily, so run them once on a probe document); errors of
   // evaluation on the probe (reading a member of undefined) are not syntax errors.
   try {
@@ -167,7 +170,8 @@ function compileJsonPath(source: string): CompiledExpression {
     run(PROBE, normalised, false);
   } catch (e) {
     const msg = (e as Error).message;
-    if (!/Cannot read propert|is not a function|Cannot convert/.test(msg)) throw new ExpressionError(`invalid JSONPath '${source}': ${msg}`);
+    if (!/Cannot read propert|is not a function|Cannot convert/.test(msg))
+      throw new ExpressionError(`invalid JSONPath '${source}': ${msg}`);
   }
   const rootFilter = /^\$\.\.\[\?\(/.test(normalised) ? '$' + normalised.slice(3) : undefined;
   return {
@@ -223,7 +227,8 @@ export const CUSTOM_FUNCTIONS: Readonly<Record<string, CustomFunction>> = {
     fn: ([s, ins, pos]) => {
       const str = s as string;
       const p = pos as number;
-      if (!Number.isInteger(p) || p < 0 || p > str.length) throw new Error(`insertString(): position ${p} is out of range 0..${str.length}`);
+      if (!Number.isInteger(p) || p < 0 || p > str.length)
+        throw new Error(`insertString(): position ${p} is out of range 0..${str.length}`);
       return str.slice(0, p) + (ins as string) + str.slice(p);
     },
   },
@@ -316,14 +321,19 @@ function installCustomFunctions(): void {
     delete (Object.prototype as Record<string, unknown>)[key];
   }
   const proto = captured ? (Object.getPrototypeOf(captured) as JmesRuntime) : undefined;
-  if (!proto || typeof proto.callFunction !== 'function') throw new Error('jmespath: cannot install iomt custom functions (internals changed)');
+  if (!proto || typeof proto.callFunction !== 'function')
+    throw new Error('jmespath: cannot install iomt custom functions (internals changed)');
   const original = proto.callFunction;
   proto.callFunction = function (this: JmesRuntime, name: string, args: unknown[]): unknown {
     const custom = Object.hasOwn(CUSTOM_FUNCTIONS, name) ? CUSTOM_FUNCTIONS[name] : undefined;
     if (!custom || Object.hasOwn(this.functionTable, name)) return original.call(this, name, args);
-    if (args.length !== custom.args.length) throw new Error(`ArgumentError: ${name}() takes ${custom.args.length} arguments but received ${args.length}`);
+    if (args.length !== custom.args.length)
+      throw new Error(`ArgumentError: ${name}() takes ${custom.args.length} arguments but received ${args.length}`);
     custom.args.forEach((t, i) => {
-      if (t !== 'any' && jmesTypeOf(args[i]) !== t) throw new Error(`TypeError: ${name}() expected argument ${i + 1} to be type ${t} but received type ${jmesTypeOf(args[i])} instead.`);
+      if (t !== 'any' && jmesTypeOf(args[i]) !== t)
+        throw new Error(
+          `TypeError: ${name}() expected argument ${i + 1} to be type ${t} but received type ${jmesTypeOf(args[i])} instead.`,
+        );
     });
     return custom.fn(args);
   };
@@ -340,7 +350,8 @@ function compileJmesPath(source: string): CompiledExpression {
     throw new ExpressionError(`invalid JMESPath '${source}': ${(e as Error).message}`);
   }
   const unknownFns = functionNames(ast).filter((n) => !JMESPATH_BUILTINS.has(n) && !Object.hasOwn(CUSTOM_FUNCTIONS, n));
-  if (unknownFns.length) throw new ExpressionError(`invalid JMESPath '${source}': unknown function ${unknownFns.map((n) => `${n}()`).join(', ')}`);
+  if (unknownFns.length)
+    throw new ExpressionError(`invalid JMESPath '${source}': unknown function ${unknownFns.map((n) => `${n}()`).join(', ')}`);
   return {
     source,
     language: ExpressionLanguage.jmesPath,
@@ -352,9 +363,32 @@ function compileJmesPath(source: string): CompiledExpression {
 }
 
 const JMESPATH_BUILTINS = new Set([
-  'abs', 'avg', 'ceil', 'contains', 'ends_with', 'floor', 'join', 'keys', 'length', 'map', 'max', 'max_by', 'merge',
-  'min', 'min_by', 'not_null', 'reverse', 'sort', 'sort_by', 'starts_with', 'sum', 'to_array', 'to_number',
-  'to_string', 'type', 'values',
+  'abs',
+  'avg',
+  'ceil',
+  'contains',
+  'ends_with',
+  'floor',
+  'join',
+  'keys',
+  'length',
+  'map',
+  'max',
+  'max_by',
+  'merge',
+  'min',
+  'min_by',
+  'not_null',
+  'reverse',
+  'sort',
+  'sort_by',
+  'starts_with',
+  'sum',
+  'to_array',
+  'to_number',
+  'to_string',
+  'type',
+  'values',
 ]);
 
 function functionNames(node: unknown): string[] {

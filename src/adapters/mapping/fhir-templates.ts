@@ -22,13 +22,25 @@
  * - No `issued` (it would need the clock) and no service coding: the identifier carries the type name.
  */
 import type { CodeableConcept, Coding, Observation, SampledData } from 'fhir/r4';
-import { type DeviceIdentity, buildObservation, type ObservationValue, observationIdentifier, quantity, type ResolvedCode } from '../../fhir/builders.js';
+import {
+  type DeviceIdentity,
+  buildObservation,
+  type ObservationValue,
+  observationIdentifier,
+  quantity,
+  type ResolvedCode,
+} from '../../fhir/builders.js';
 import { LOINC_SYSTEM, LOINC_VITALS, toUcum, UCUM_SYSTEM } from '../../fhir/terminology.js';
 import type { PatientIdentity } from '../../core/contract.js';
 import { describe, type ExtractionProblem, type Measurement } from './device-templates.js';
 import { child, IssueSink, isObject, type MappingIssue, prop } from './issues.js';
 
-export const FhirValueType = { quantity: 'Quantity', sampledData: 'SampledData', codeableConcept: 'CodeableConcept', string: 'String' } as const;
+export const FhirValueType = {
+  quantity: 'Quantity',
+  sampledData: 'SampledData',
+  codeableConcept: 'CodeableConcept',
+  string: 'String',
+} as const;
 export type FhirValueType = (typeof FhirValueType)[keyof typeof FhirValueType];
 
 export interface FhirValueTemplate {
@@ -67,7 +79,15 @@ export interface CodeValueTemplate {
   components: ComponentTemplate[];
 }
 
-const PERIOD_NAMES: Record<string, number> = { correlationid: CORRELATION_ID, single: 0, instance: 0, hourly: 60, hour: 60, daily: 1440, day: 1440 };
+const PERIOD_NAMES: Record<string, number> = {
+  correlationid: CORRELATION_ID,
+  single: 0,
+  instance: 0,
+  hourly: 60,
+  hour: 60,
+  daily: 1440,
+  day: 1440,
+};
 
 function parsePeriod(v: unknown): number | undefined {
   if (typeof v === 'string') {
@@ -102,7 +122,8 @@ function parseCodings(v: unknown, at: string, sink: IssueSink, required: boolean
     const code = prop(c, 'code');
     const system = prop(c, 'system');
     const display = prop(c, 'display');
-    if (typeof code?.value !== 'string' || !code.value.trim()) return void sink.error(child(cp, code?.key ?? 'code'), code ? 'must be a non-empty string' : 'required');
+    if (typeof code?.value !== 'string' || !code.value.trim())
+      return void sink.error(child(cp, code?.key ?? 'code'), code ? 'must be a non-empty string' : 'required');
     if (system && typeof system.value !== 'string') return void sink.error(child(cp, system.key), 'must be a string (a URI)');
     if (display && typeof display.value !== 'string') return void sink.error(child(cp, display.key), 'must be a string');
     const coding: Coding = {};
@@ -122,9 +143,14 @@ function parseValue(v: unknown, at: string, sink: IssueSink): FhirValueTemplate 
   const before = sink.errorCount;
   const vt = prop(v, 'valueType');
   const valueType = parseValueType(vt?.value);
-  if (!valueType) sink.error(child(at, vt?.key ?? 'valueType'), vt ? `unknown value type ${JSON.stringify(vt.value)}; expected ${Object.values(FhirValueType).join(', ')}` : 'required');
+  if (!valueType)
+    sink.error(
+      child(at, vt?.key ?? 'valueType'),
+      vt ? `unknown value type ${JSON.stringify(vt.value)}; expected ${Object.values(FhirValueType).join(', ')}` : 'required',
+    );
   const vn = prop(v, 'valueName');
-  if (typeof vn?.value !== 'string' || !vn.value.trim()) sink.error(child(at, vn?.key ?? 'valueName'), vn ? 'must be a non-empty string' : 'required');
+  if (typeof vn?.value !== 'string' || !vn.value.trim())
+    sink.error(child(at, vn?.key ?? 'valueName'), vn ? 'must be a non-empty string' : 'required');
   const str = (name: string): string | undefined => {
     const p = prop(v, name);
     if (p === undefined || p.value === null) return undefined;
@@ -134,12 +160,20 @@ function parseValue(v: unknown, at: string, sink: IssueSink): FhirValueTemplate 
     }
     return p.value;
   };
-  const out: FhirValueTemplate = { path: at, valueName: typeof vn?.value === 'string' ? vn.value : '', valueType: valueType ?? FhirValueType.string };
+  const out: FhirValueTemplate = {
+    path: at,
+    valueName: typeof vn?.value === 'string' ? vn.value : '',
+    valueType: valueType ?? FhirValueType.string,
+  };
   switch (valueType) {
     case FhirValueType.sampledData: {
       const dp = prop(v, 'defaultPeriod');
       const n = typeof dp?.value === 'string' && dp.value.trim() ? Number(dp.value) : dp?.value;
-      if (typeof n !== 'number' || !Number.isFinite(n) || n <= 0) sink.error(child(at, dp?.key ?? 'defaultPeriod'), dp ? 'must be a positive number of milliseconds' : 'required for SampledData (milliseconds between samples)');
+      if (typeof n !== 'number' || !Number.isFinite(n) || n <= 0)
+        sink.error(
+          child(at, dp?.key ?? 'defaultPeriod'),
+          dp ? 'must be a positive number of milliseconds' : 'required for SampledData (milliseconds between samples)',
+        );
       else out.defaultPeriod = n;
       out.unit = str('unit');
       break;
@@ -188,7 +222,10 @@ export function parseFhirMapping(json: unknown, file?: string): { templates: Cod
     if (!isObject(entry)) return void sink.error(path, 'must be an object { "templateType": "CodeValueFhir", "template": { ... } }');
     const et = prop(entry, 'templateType');
     if (typeof et?.value !== 'string' || !/^codevaluefhir(template)?$/i.test(et.value)) {
-      sink.error(`${path}.templateType`, et ? `unknown FHIR template type ${JSON.stringify(et.value)}; expected "CodeValueFhir"` : 'required');
+      sink.error(
+        `${path}.templateType`,
+        et ? `unknown FHIR template type ${JSON.stringify(et.value)}; expected "CodeValueFhir"` : 'required',
+      );
       return;
     }
     const body = prop(entry, 'template');
@@ -197,13 +234,18 @@ export function parseFhirMapping(json: unknown, file?: string): { templates: Cod
     const t = body.value;
     const before = sink.errorCount;
     const typeName = prop(t, 'typeName');
-    if (typeof typeName?.value !== 'string' || !typeName.value.trim()) sink.error(child(tpath, typeName?.key ?? 'typeName'), typeName ? 'must be a non-empty string' : 'required');
-    else if (byType.has(typeName.value)) sink.error(child(tpath, typeName.key), `typeName '${typeName.value}' is already mapped by ${byType.get(typeName.value)}`);
+    if (typeof typeName?.value !== 'string' || !typeName.value.trim())
+      sink.error(child(tpath, typeName?.key ?? 'typeName'), typeName ? 'must be a non-empty string' : 'required');
+    else if (byType.has(typeName.value))
+      sink.error(child(tpath, typeName.key), `typeName '${typeName.value}' is already mapped by ${byType.get(typeName.value)}`);
     else byType.set(typeName.value, path);
     const pi = prop(t, 'periodInterval');
     const periodInterval = pi === undefined ? 0 : parsePeriod(pi.value);
     if (periodInterval === undefined) {
-      sink.error(child(tpath, pi?.key ?? 'periodInterval'), `${JSON.stringify(pi?.value)} is not a period: use 0 (one Observation per measurement), 60 (hour), 1440 (day), -1 or "CorrelationId", or minutes that divide a day`);
+      sink.error(
+        child(tpath, pi?.key ?? 'periodInterval'),
+        `${JSON.stringify(pi?.value)} is not a period: use 0 (one Observation per measurement), 60 (hour), 1440 (day), -1 or "CorrelationId", or minutes that divide a day`,
+      );
     }
     const codesP = prop(t, 'codes');
     const codes = parseCodings(codesP?.value, child(tpath, codesP?.key ?? 'codes'), sink, true);
@@ -240,7 +282,8 @@ export function parseFhirMapping(json: unknown, file?: string): { templates: Cod
           const cc = prop(c, 'codes');
           const ccodes = parseCodings(cc?.value, child(p, cc?.key ?? 'codes'), sink, true);
           const cv = prop(c, 'value');
-          const cval = cv === undefined ? (sink.error(child(p, 'value'), 'required'), undefined) : parseValue(cv.value, child(p, cv.key), sink);
+          const cval =
+            cv === undefined ? (sink.error(child(p, 'value'), 'required'), undefined) : parseValue(cv.value, child(p, cv.key), sink);
           if (ccodes && cval) components.push({ path: p, codes: ccodes, value: cval });
         });
       }
@@ -251,7 +294,11 @@ export function parseFhirMapping(json: unknown, file?: string): { templates: Cod
     for (const v of [value, ...components.map((c) => c.value)]) {
       if (v?.valueType === FhirValueType.sampledData && v.defaultPeriod && periodInterval && periodInterval > 0) {
         const n = Math.floor((periodInterval * 60_000 - 1) / v.defaultPeriod) + 1;
-        if (n > MAX_SAMPLES) sink.error(child(v.path, 'defaultPeriod'), `${n} samples per Observation (periodInterval ${periodInterval} min every ${v.defaultPeriod} ms); at most ${MAX_SAMPLES}: use a longer defaultPeriod or a shorter periodInterval`);
+        if (n > MAX_SAMPLES)
+          sink.error(
+            child(v.path, 'defaultPeriod'),
+            `${n} samples per Observation (periodInterval ${periodInterval} min every ${v.defaultPeriod} ms); at most ${MAX_SAMPLES}: use a longer defaultPeriod or a shorter periodInterval`,
+          );
       }
     }
     const names = [value, ...components.map((c) => c.value)].filter((v): v is FhirValueTemplate => !!v).map((v) => v.valueName);
@@ -277,15 +324,21 @@ export interface ObservationGroup {
   measurements: Measurement[];
 }
 
-const DAY_MS = 86_400_000;
-
 /** Groups measurements as iomt's MeasurementObservationGroupFactory does, keyed also by patient and encounter. */
-export function groupMeasurements(measurements: Measurement[], byType: ReadonlyMap<string, CodeValueTemplate>, problems: ExtractionProblem[]): ObservationGroup[] {
+export function groupMeasurements(
+  measurements: Measurement[],
+  byType: ReadonlyMap<string, CodeValueTemplate>,
+  problems: ExtractionProblem[],
+): ObservationGroup[] {
   const groups = new Map<string, ObservationGroup>();
   measurements.forEach((m, i) => {
     const t = byType.get(m.type);
     if (!t) {
-      problems.push({ code: 'invalid', message: `template ${m.template.path} produced typeName '${m.type}', which no CodeValueFhir template maps`, expression: m.at });
+      problems.push({
+        code: 'invalid',
+        message: `template ${m.template.path} produced typeName '${m.type}', which no CodeValueFhir template maps`,
+        expression: m.at,
+      });
       return;
     }
     const base = [t.typeName, m.deviceId, m.patientId ?? '', m.encounterId ?? ''];
@@ -294,7 +347,11 @@ export function groupMeasurements(measurements: Measurement[], byType: ReadonlyM
     if (t.periodInterval === 0) key = [...base, 'single', String(i)].join('\u001f');
     else if (t.periodInterval === CORRELATION_ID) {
       if (!m.correlationId) {
-        problems.push({ code: 'required', message: `FHIR template ${t.path} (typeName '${t.typeName}') groups by correlation id, but template ${m.template.path} extracted none (set correlationIdExpression)`, expression: m.at });
+        problems.push({
+          code: 'required',
+          message: `FHIR template ${t.path} (typeName '${t.typeName}') groups by correlation id, but template ${m.template.path} extracted none (set correlationIdExpression)`,
+          expression: m.at,
+        });
         return;
       }
       key = [...base, 'corr', m.correlationId].join('\u001f');
@@ -306,7 +363,15 @@ export function groupMeasurements(measurements: Measurement[], byType: ReadonlyM
     }
     let g = groups.get(key);
     if (!g) {
-      g = { template: t, deviceId: m.deviceId, patientId: m.patientId, encounterId: m.encounterId, correlationId: t.periodInterval === CORRELATION_ID ? m.correlationId : undefined, window, measurements: [] };
+      g = {
+        template: t,
+        deviceId: m.deviceId,
+        patientId: m.patientId,
+        encounterId: m.encounterId,
+        correlationId: t.periodInterval === CORRELATION_ID ? m.correlationId : undefined,
+        window,
+        measurements: [],
+      };
       groups.set(key, g);
     }
     g.measurements.push(m);
@@ -328,7 +393,6 @@ interface TimedValue {
 
 const NUMERIC = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
-
 export interface BuildContext {
   deviceIdentifierSystem: string;
   patientIdentifierSystem: string;
@@ -342,13 +406,23 @@ function toNumber(t: CodeValueTemplate, v: FhirValueTemplate, tv: TimedValue, pr
   const raw = tv.value;
   const n = typeof raw === 'number' ? raw : typeof raw === 'string' && NUMERIC.test(raw.trim()) ? Number(raw.trim()) : undefined;
   if (n === undefined || !Number.isFinite(n)) {
-    problems.push({ code: 'value', message: `${label(t)}: value '${v.valueName}' must be a number for ${v.valueType}, found ${describe(raw)}`, expression: tv.at });
+    problems.push({
+      code: 'value',
+      message: `${label(t)}: value '${v.valueName}' must be a number for ${v.valueType}, found ${describe(raw)}`,
+      expression: tv.at,
+    });
     return undefined;
   }
   return n;
 }
 
-function buildValue(t: CodeValueTemplate, g: ObservationGroup, v: FhirValueTemplate, values: TimedValue[], problems: ExtractionProblem[]): ObservationValue | undefined {
+function buildValue(
+  t: CodeValueTemplate,
+  g: ObservationGroup,
+  v: FhirValueTemplate,
+  values: TimedValue[],
+  problems: ExtractionProblem[],
+): ObservationValue | undefined {
   const before = problems.length;
   switch (v.valueType) {
     case FhirValueType.quantity:
@@ -363,8 +437,13 @@ function buildValue(t: CodeValueTemplate, g: ObservationGroup, v: FhirValueTempl
       }
       const tv = values[0];
       if (v.valueType === FhirValueType.string) {
-        if (typeof tv.value === 'string' || typeof tv.value === 'number' || typeof tv.value === 'boolean') return { kind: 'string', value: String(tv.value) };
-        problems.push({ code: 'value', message: `${label(t)}: value '${v.valueName}' must be a string, number or boolean for String, found ${describe(tv.value)}`, expression: tv.at });
+        if (typeof tv.value === 'string' || typeof tv.value === 'number' || typeof tv.value === 'boolean')
+          return { kind: 'string', value: String(tv.value) };
+        problems.push({
+          code: 'value',
+          message: `${label(t)}: value '${v.valueName}' must be a string, number or boolean for String, found ${describe(tv.value)}`,
+          expression: tv.at,
+        });
         return undefined;
       }
       const n = toNumber(t, v, tv, problems);
@@ -386,7 +465,11 @@ function buildValue(t: CodeValueTemplate, g: ObservationGroup, v: FhirValueTempl
       const end = g.window?.endMs ?? values[0].timeMs;
       const slots = Math.floor((end - start) / period) + 1;
       if (slots > MAX_SAMPLES) {
-        problems.push({ code: 'business-rule', message: `${label(t)}: the series of '${v.valueName}' spans ${slots} samples of ${period} ms (more than ${MAX_SAMPLES}); send it in shorter parts`, expression: values[values.length - 1].at });
+        problems.push({
+          code: 'business-rule',
+          message: `${label(t)}: the series of '${v.valueName}' spans ${slots} samples of ${period} ms (more than ${MAX_SAMPLES}); send it in shorter parts`,
+          expression: values[values.length - 1].at,
+        });
         return undefined;
       }
       const data: string[] = new Array<string>(slots).fill('E');
@@ -450,16 +533,22 @@ export function buildGroupObservation(g: ObservationGroup, ctx: BuildContext, pr
   if (!value && components.length === 0) {
     const wanted = [t.value, ...t.components.map((c) => c.value)].filter((v): v is FhirValueTemplate => !!v).map((v) => `'${v.valueName}'`);
     const have = [...new Set(g.measurements.flatMap((m) => m.values.map((v) => `'${v.name}'`)))];
-    problems.push({ code: 'required', message: `${label(t)}: the measurement has values ${have.join(', ')}, but the template maps ${wanted.join(', ')}; nothing to record`, expression: g.measurements[0].at });
+    problems.push({
+      code: 'required',
+      message: `${label(t)}: the measurement has values ${have.join(', ')}, but the template maps ${wanted.join(', ')}; nothing to record`,
+      expression: g.measurements[0].at,
+    });
     return undefined;
   }
   const device: DeviceIdentity = { system: ctx.deviceIdentifierSystem, value: g.deviceId };
   const patient: PatientIdentity | undefined = g.patientId ? { system: ctx.patientIdentifierSystem, value: g.patientId } : undefined;
-  const effective = g.window && t.periodInterval !== 0 ? { start: iso(g.window.startMs), end: iso(g.window.endMs) } : g.measurements[0].time;
+  const effective =
+    g.window && t.periodInterval !== 0 ? { start: iso(g.window.startMs), end: iso(g.window.endMs) } : g.measurements[0].time;
   // Identity: device + code + window (or time, or correlation id) + type, patient and encounter of the group.
   const sourceId = ['type', t.typeName, 'patient', g.patientId ?? '', 'encounter', g.encounterId ?? ''].join(':');
   const obs = buildObservation({ device, patient, effective, code, value, components, sourceId, extraCategories: t.category });
-  if (t.periodInterval === CORRELATION_ID) obs.identifier = [observationIdentifier({ device, code, effective: `correlation:${g.correlationId ?? ''}`, sourceId })];
+  if (t.periodInterval === CORRELATION_ID)
+    obs.identifier = [observationIdentifier({ device, code, effective: `correlation:${g.correlationId ?? ''}`, sourceId })];
   if (g.encounterId) obs.encounter = { type: 'Encounter', identifier: { value: g.encounterId } };
   return obs;
 }

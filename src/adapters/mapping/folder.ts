@@ -36,14 +36,29 @@ export function mappingsFolder(deps: MappingsFolderDeps): MappingsFolder {
   const dir = deps.dir ?? SHIPPED_MAPPINGS_DIR;
   let ids = new Set<string>();
   // Ids that belong to others (built-ins, HL7v2, plugins, registered adapters) are never taken over by a folder.
-  const reserved = () => new Set(registry.list().map((a) => a.id).filter((id) => !ids.has(id)).concat(BUILT_IN_ADAPTERS.map((a) => a.id), ['hl7v2']));
-  let last: { at: string; loaded: string[]; errors: { file: string; path?: string; message: string }[] } = { at: '', loaded: [], errors: [] };
+  const reserved = () =>
+    new Set(
+      registry
+        .list()
+        .map((a) => a.id)
+        .filter((id) => !ids.has(id))
+        .concat(
+          BUILT_IN_ADAPTERS.map((a) => a.id),
+          ['hl7v2'],
+        ),
+    );
+  let last: { at: string; loaded: string[]; errors: { file: string; path?: string; message: string }[] } = {
+    at: '',
+    loaded: [],
+    errors: [],
+  };
   const apply = (result: LoadResult) => {
     const applied = applyToRegistry(registry, result, ids, reserved());
     ids = applied.ids;
     const errors = [...result.errors, ...applied.errors];
     last = { at: new Date().toISOString(), loaded: [...ids].sort(), errors };
-    for (const e of errors) log.error({ file: e.file, path: e.path, error: e.message }, 'mapping disabled: fix the file and it is reloaded');
+    for (const e of errors)
+      log.error({ file: e.file, path: e.path, error: e.message }, 'mapping disabled: fix the file and it is reloaded');
     log.info({ dir, adapters: last.loaded, errors: errors.length }, 'mappings loaded');
   };
   apply(loadMappingsDir(dir));

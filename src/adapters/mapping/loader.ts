@@ -46,7 +46,12 @@ function readJson(file: string, label: string, issues: MappingIssue[]): unknown 
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    issues.push({ file: label, path: '$', message: `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, severity: 'error' });
+    issues.push({
+      file: label,
+      path: '$',
+      message: `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      severity: 'error',
+    });
     return undefined;
   }
   try {
@@ -66,17 +71,20 @@ export function loadMappingDir(dir: string, label = path.basename(path.resolve(d
   const issues: MappingIssue[] = [];
   const f = (name: string) => `${label}/${name}`;
   try {
-    if (!ADAPTER_ID.test(id)) issues.push({ file: label, path: '$', message: `folder name '${id}' is not a valid adapter id (${ADAPTER_ID})`, severity: 'error' });
+    if (!ADAPTER_ID.test(id))
+      issues.push({ file: label, path: '$', message: `folder name '${id}' is not a valid adapter id (${ADAPTER_ID})`, severity: 'error' });
     const device = readJson(path.join(dir, DEVICE_MAPPING_FILE), f(DEVICE_MAPPING_FILE), issues);
     const fhir = readJson(path.join(dir, FHIR_MAPPING_FILE), f(FHIR_MAPPING_FILE), issues);
     let description = `Declarative mapping '${id}'`;
     let vendor: string | undefined;
     if (existsSync(path.join(dir, ADAPTER_FILE))) {
       const meta = readJson(path.join(dir, ADAPTER_FILE), f(ADAPTER_FILE), issues);
-      if (meta !== undefined && !isObject(meta)) issues.push({ file: f(ADAPTER_FILE), path: '$', message: 'must be an object { "description", "vendor" }', severity: 'error' });
+      if (meta !== undefined && !isObject(meta))
+        issues.push({ file: f(ADAPTER_FILE), path: '$', message: 'must be an object { "description", "vendor" }', severity: 'error' });
       else if (isObject(meta)) {
         for (const k of ['description', 'vendor'] as const) {
-          if (meta[k] !== undefined && typeof meta[k] !== 'string') issues.push({ file: f(ADAPTER_FILE), path: `$.${k}`, message: 'must be a string', severity: 'error' });
+          if (meta[k] !== undefined && typeof meta[k] !== 'string')
+            issues.push({ file: f(ADAPTER_FILE), path: `$.${k}`, message: 'must be a string', severity: 'error' });
         }
         if (typeof meta.description === 'string' && meta.description.trim()) description = meta.description;
         if (typeof meta.vendor === 'string' && meta.vendor.trim()) vendor = meta.vendor;
@@ -85,7 +93,9 @@ export function loadMappingDir(dir: string, label = path.basename(path.resolve(d
     const samples: SamplePayload[] = [];
     const sdir = path.join(dir, SAMPLES_DIR);
     if (existsSync(sdir) && statSync(sdir).isDirectory()) {
-      for (const name of readdirSync(sdir).filter((n) => n.endsWith('.json')).sort()) {
+      for (const name of readdirSync(sdir)
+        .filter((n) => n.endsWith('.json'))
+        .sort()) {
         const label2 = f(`${SAMPLES_DIR}/${name}`);
         const body = readJson(path.join(sdir, name), label2, issues);
         if (body !== undefined) samples.push({ file: label2, body });
@@ -133,13 +143,18 @@ export function loadMappingsDir(dir: string): LoadResult {
       .map((d) => d.name)
       .sort();
   } catch (e) {
-    result.errors.push({ file: dir, path: '$', message: `cannot read the mappings folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+    result.errors.push({
+      file: dir,
+      path: '$',
+      message: `cannot read the mappings folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    });
     return result;
   }
   for (const name of names) {
     const r = loadMappingDir(path.join(dir, name), name);
     if (r.adapter) result.adapters.push(r.adapter);
-    for (const i of r.issues) (i.severity === 'error' ? result.errors : result.warnings).push({ file: i.file ?? name, path: i.path, message: i.message });
+    for (const i of r.issues)
+      (i.severity === 'error' ? result.errors : result.warnings).push({ file: i.file ?? name, path: i.path, message: i.message });
   }
   return result;
 }
@@ -152,7 +167,11 @@ export interface MappingsWatcher {
  * Watches the mappings folder and calls `onReload` with a fresh LoadResult after changes settle (debounced), so
  * adapters can be re-registered without a restart. The callback's errors are passed to `onError`, never thrown.
  */
-export function watchMappingsDir(dir: string, onReload: (result: LoadResult) => void, opts: { debounceMs?: number; onError?: (err: unknown) => void } = {}): MappingsWatcher {
+export function watchMappingsDir(
+  dir: string,
+  onReload: (result: LoadResult) => void,
+  opts: { debounceMs?: number; onError?: (err: unknown) => void } = {},
+): MappingsWatcher {
   const debounceMs = opts.debounceMs ?? 300;
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
@@ -204,7 +223,12 @@ export interface RegistryLike {
  * `reserved` (built-in adapters, plugins) are never replaced by a mapping; such a mapping is reported in the returned
  * errors. Returns the ids now registered from mappings, to pass as `previous` next time.
  */
-export function applyToRegistry(registry: RegistryLike, result: LoadResult, previous: ReadonlySet<string> = new Set(), reserved: ReadonlySet<string> = new Set()): { ids: Set<string>; errors: LoadError[] } {
+export function applyToRegistry(
+  registry: RegistryLike,
+  result: LoadResult,
+  previous: ReadonlySet<string> = new Set(),
+  reserved: ReadonlySet<string> = new Set(),
+): { ids: Set<string>; errors: LoadError[] } {
   const ids = new Set<string>();
   const errors: LoadError[] = [];
   for (const a of result.adapters) {

@@ -39,7 +39,14 @@ function samples(sd: SampledData, startMs: number): Map<number, string> {
   return out;
 }
 
-function mergeSampled(existing: SampledData, exStart: number, incoming: SampledData, inStart: number, start: number, end: number): SampledData {
+function mergeSampled(
+  existing: SampledData,
+  exStart: number,
+  incoming: SampledData,
+  inStart: number,
+  start: number,
+  end: number,
+): SampledData {
   if (existing.period !== incoming.period || (existing.dimensions ?? 1) !== 1 || (incoming.dimensions ?? 1) !== 1) {
     // Different sampling: the incoming series is the current definition.
     return incoming;
@@ -79,14 +86,24 @@ export function mergeObservation(existing: Observation, incoming: Observation): 
     for (const c of existing.component ?? []) comps.set(compKey(c), c);
     for (const c of incoming.component ?? []) {
       const old = comps.get(compKey(c));
-      if (old?.valueSampledData && c.valueSampledData) comps.set(compKey(c), { ...c, valueSampledData: mergeSampled(old.valueSampledData, ep.start, c.valueSampledData, ip.start, start, end) });
+      if (old?.valueSampledData && c.valueSampledData)
+        comps.set(compKey(c), {
+          ...c,
+          valueSampledData: mergeSampled(old.valueSampledData, ep.start, c.valueSampledData, ip.start, start, end),
+        });
       else comps.set(compKey(c), c);
     }
     result.component = [...comps.values()];
   }
   delete result.effectiveDateTime;
   result.effectivePeriod = { start: new Date(start).toISOString(), end: new Date(end).toISOString() };
-  const data = (o: Observation) => JSON.stringify([valueKeys(o).sort().map((k) => (o as unknown as Record<string, unknown>)[k]), o.component ?? []]);
+  const data = (o: Observation) =>
+    JSON.stringify([
+      valueKeys(o)
+        .sort()
+        .map((k) => (o as unknown as Record<string, unknown>)[k]),
+      o.component ?? [],
+    ]);
   const changed = data(result) !== data(existing) || start !== ep.start || end !== ep.end;
   if (changed && existing.status === 'final') result.status = 'amended';
   return result;

@@ -67,28 +67,46 @@ export const DRY_RUN_RECEIVED_AT = '2000-01-01T00:00:00Z';
  * error of that sample (with the TranslationError's diagnostics); a resource the validator refuses is an error with
  * the template that produced it.
  */
-export function checkSamples(mapping: CompiledMapping, samples: readonly SamplePayload[], opts: ValidateMappingOptions & { ctx?: TranslationContext; vendor?: string } = {}): SampleResult[] {
+export function checkSamples(
+  mapping: CompiledMapping,
+  samples: readonly SamplePayload[],
+  opts: ValidateMappingOptions & { ctx?: TranslationContext; vendor?: string } = {},
+): SampleResult[] {
   const { fhirFile } = labels(opts);
   const ctx = opts.ctx ?? DRY_RUN_CONTEXT;
   return samples.map((s) => {
     const issues: MappingIssue[] = [];
     try {
-      const run = runMapping(mapping, { body: s.body, channel: 'http', receivedAt: DRY_RUN_RECEIVED_AT, attributes: s.attributes }, ctx, opts.vendor);
+      const run = runMapping(
+        mapping,
+        { body: s.body, channel: 'http', receivedAt: DRY_RUN_RECEIVED_AT, attributes: s.attributes },
+        ctx,
+        opts.vendor,
+      );
       run.translations.forEach((tr, ti) => {
         const resources: Resource[] = [...tr.devices, ...tr.observations];
         resources.forEach((r) => {
           const origin = r.resourceType === 'Observation' ? run.origins.get(r as Observation) : undefined;
           const who = origin ? `Observation from ${fhirFile} ${origin.path} (typeName '${origin.typeName}')` : r.resourceType;
-          const idx = r.resourceType === 'Observation' ? `observations[${tr.observations.indexOf(r as Observation)}]` : `devices[${tr.devices.indexOf(r as never)}]`;
+          const idx =
+            r.resourceType === 'Observation'
+              ? `observations[${tr.observations.indexOf(r as Observation)}]`
+              : `devices[${tr.devices.indexOf(r as never)}]`;
           for (const i of validate(r)) {
-            issues.push({ file: s.file, path: `translation[${ti}].${idx} ${i.expression?.[0] ?? ''}`.trim(), message: `${who}: ${explain(i.diagnostics ?? i.code, r)}`, severity: 'error' });
+            issues.push({
+              file: s.file,
+              path: `translation[${ti}].${idx} ${i.expression?.[0] ?? ''}`.trim(),
+              message: `${who}: ${explain(i.diagnostics ?? i.code, r)}`,
+              severity: 'error',
+            });
           }
         });
       });
       return { file: s.file, translations: run.translations, issues };
     } catch (e) {
       if (!(e instanceof TranslationError)) throw e;
-      for (const i of e.outcome.issue) issues.push({ file: s.file, path: i.expression?.[0] ?? '$', message: i.diagnostics ?? i.code, severity: 'error' });
+      for (const i of e.outcome.issue)
+        issues.push({ file: s.file, path: i.expression?.[0] ?? '$', message: i.diagnostics ?? i.code, severity: 'error' });
       return { file: s.file, error: e, issues };
     }
   });
@@ -98,14 +116,17 @@ export function checkSamples(mapping: CompiledMapping, samples: readonly SampleP
 function explain(diagnostics: string, r: Resource): string {
   if (r.resourceType !== 'Observation') return diagnostics;
   const obs = r as Observation;
-  const loinc = (codes: { system?: string; code?: string; display?: string }[] | undefined) => (codes ?? []).filter((c) => c.system === 'http://loinc.org');
+  const loinc = (codes: { system?: string; code?: string; display?: string }[] | undefined) =>
+    (codes ?? []).filter((c) => c.system === 'http://loinc.org');
   if (/requires component DiastolicBP/.test(diagnostics)) {
     const hr = (obs.component ?? []).flatMap((c) => loinc(c.code.coding)).find((c) => c.code === '8867-4');
-    if (hr) return `${diagnostics}: a component is coded LOINC 8867-4 (Heart rate)${hr.display ? `, displayed as '${hr.display}'` : ''}; diastolic blood pressure is LOINC 8462-4`;
+    if (hr)
+      return `${diagnostics}: a component is coded LOINC 8867-4 (Heart rate)${hr.display ? `, displayed as '${hr.display}'` : ''}; diastolic blood pressure is LOINC 8462-4`;
   }
   if (/^LOINC 8867-4: unit/.test(diagnostics)) {
     const c = loinc(obs.code.coding).find((k) => k.code === '8867-4');
-    if (c?.display && !/heart|pulse/i.test(c.display)) return `${diagnostics}: LOINC 8867-4 is Heart rate, but the template displays it as '${c.display}' (diastolic blood pressure is 8462-4, inside a blood-pressure panel 85354-9)`;
+    if (c?.display && !/heart|pulse/i.test(c.display))
+      return `${diagnostics}: LOINC 8867-4 is Heart rate, but the template displays it as '${c.display}' (diastolic blood pressure is 8462-4, inside a blood-pressure panel 85354-9)`;
   }
   return diagnostics;
 }

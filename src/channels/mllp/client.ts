@@ -44,14 +44,30 @@ function connect(host: string, port: number, opt: SendOptions): Promise<net.Sock
     let socket: net.Socket;
     if (opt.tls) {
       const t: SendTlsOptions = typeof opt.tls === 'object' ? opt.tls : {};
-      socket = tls.connect({ host, port, ca: t.ca, cert: t.cert, key: t.key, rejectUnauthorized: t.rejectUnauthorized ?? true, servername: t.servername ?? (net.isIP(host) ? undefined : host) }, () => resolve(socket));
+      socket = tls.connect(
+        {
+          host,
+          port,
+          ca: t.ca,
+          cert: t.cert,
+          key: t.key,
+          rejectUnauthorized: t.rejectUnauthorized ?? true,
+          servername: t.servername ?? (net.isIP(host) ? undefined : host),
+        },
+        () => resolve(socket),
+      );
     } else socket = net.connect({ host, port }, () => resolve(socket));
     socket.once('error', reject);
   });
 }
 
 /** Sends messages (already split) over one connection, waiting for the ACK(s) of each before the next. */
-export async function sendMessages(host: string, port: number, messages: { text: string; charset: string }[], opt: SendOptions = {}): Promise<SendResult> {
+export async function sendMessages(
+  host: string,
+  port: number,
+  messages: { text: string; charset: string }[],
+  opt: SendOptions = {},
+): Promise<SendResult> {
   const out = opt.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const timeoutMs = opt.timeoutMs ?? 10000;
   const socket = await connect(host, port, opt);

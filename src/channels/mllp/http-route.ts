@@ -17,7 +17,14 @@ export interface Hl7RouteOptions {
   maxBodyBytes?: number;
 }
 
-const HL7_TYPES = ['x-application/hl7-v2+er7', 'application/hl7-v2+er7', 'application/hl7-v2', 'text/plain', 'application/edi-hl7', 'application/octet-stream'];
+const HL7_TYPES = [
+  'x-application/hl7-v2+er7',
+  'application/hl7-v2+er7',
+  'application/hl7-v2',
+  'text/plain',
+  'application/edi-hl7',
+  'application/octet-stream',
+];
 
 function mimeCharset(hl7Charset: string): string {
   const label = charsetLabel(hl7Charset);
@@ -32,23 +39,41 @@ export function hl7Route(options: Hl7RouteOptions): Router {
   const router = express.Router();
   const open: RequestHandler = (_req, _res, next) => next();
 
-  router.post('/hl7v2', options.auth ?? open, express.raw({ type: () => true, limit: options.maxBodyBytes ?? 1048576 }), async (req: Request, res: Response) => {
-    const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-    if (!HL7_TYPES.includes(type)) {
-      throw new GatewayError(415, outcome([issue('not-supported', `Content-Type '${type || '(none)'}' is not accepted; send x-application/hl7-v2+er7 or text/plain`)]));
-    }
-    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    if (!body.length) throw badRequest('the body is empty; send an HL7v2 message');
-    const result = await session.handleBytes(body, { channel: 'http', peer: req.ip, remoteAddress: req.socket.remoteAddress, principal: req.principal });
-    const codes = result.outcomes.flatMap((o) => o.ackCodes);
-    if (!result.responses.length) {
-      res.status(204).end();
-      return;
-    }
-    res.status(200);
-    res.setHeader('Content-Type', `${type === 'text/plain' ? 'text/plain' : 'x-application/hl7-v2+er7'}; charset=${mimeCharset(result.charset)}`);
-    res.setHeader('X-HL7-Ack-Code', codes.join(','));
-    res.send(Buffer.concat(result.responses.map((r) => encodeText(r, result.charset))));
-  });
+  router.post(
+    '/hl7v2',
+    options.auth ?? open,
+    express.raw({ type: () => true, limit: options.maxBodyBytes ?? 1048576 }),
+    async (req: Request, res: Response) => {
+      const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+      if (!HL7_TYPES.includes(type)) {
+        throw new GatewayError(
+          415,
+          outcome([
+            issue('not-supported', `Content-Type '${type || '(none)'}' is not accepted; send x-application/hl7-v2+er7 or text/plain`),
+          ]),
+        );
+      }
+      const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+      if (!body.length) throw badRequest('the body is empty; send an HL7v2 message');
+      const result = await session.handleBytes(body, {
+        channel: 'http',
+        peer: req.ip,
+        remoteAddress: req.socket.remoteAddress,
+        principal: req.principal,
+      });
+      const codes = result.outcomes.flatMap((o) => o.ackCodes);
+      if (!result.responses.length) {
+        res.status(204).end();
+        return;
+      }
+      res.status(200);
+      res.setHeader(
+        'Content-Type',
+        `${type === 'text/plain' ? 'text/plain' : 'x-application/hl7-v2+er7'}; charset=${mimeCharset(result.charset)}`,
+      );
+      res.setHeader('X-HL7-Ack-Code', codes.join(','));
+      res.send(Buffer.concat(result.responses.map((r) => encodeText(r, result.charset))));
+    },
+  );
   return router;
 }

@@ -28,7 +28,10 @@ export function mllpFrame(payload: Buffer | string): Buffer {
   return Buffer.concat([Buffer.from([VT]), body, Buffer.from([FS, CR])]);
 }
 
-export type MllpEvent = { type: 'frame'; data: Buffer } | { type: 'oversized'; head: Buffer; size: number } | { type: 'garbage'; bytes: number };
+export type MllpEvent =
+  | { type: 'frame'; data: Buffer }
+  | { type: 'oversized'; head: Buffer; size: number }
+  | { type: 'garbage'; bytes: number };
 
 const HEAD_BYTES = 4096;
 
@@ -77,7 +80,11 @@ export class MllpDecoder {
   }
 
   private end(out: MllpEvent[]): void {
-    out.push(this.oversized ? { type: 'oversized', head: Buffer.concat(this.head), size: this.size } : { type: 'frame', data: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks) });
+    out.push(
+      this.oversized
+        ? { type: 'oversized', head: Buffer.concat(this.head), size: this.size }
+        : { type: 'frame', data: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks) },
+    );
     this.inFrame = false;
     this.chunks = [];
     this.head = [];
@@ -171,7 +178,16 @@ export class MllpServer {
       const cfg = this.options.config;
       const onSocket = (socket: net.Socket) => this.accept(socket);
       const server = cfg.tls
-        ? tls.createServer({ cert: cfg.tls.cert, key: cfg.tls.key, ca: cfg.tls.ca, requestCert: cfg.tls.requireClientCert, rejectUnauthorized: cfg.tls.requireClientCert }, onSocket)
+        ? tls.createServer(
+            {
+              cert: cfg.tls.cert,
+              key: cfg.tls.key,
+              ca: cfg.tls.ca,
+              requestCert: cfg.tls.requireClientCert,
+              rejectUnauthorized: cfg.tls.requireClientCert,
+            },
+            onSocket,
+          )
         : net.createServer(onSocket);
       server.maxConnections = cfg.maxConnections;
       server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
@@ -221,7 +237,11 @@ export class MllpServer {
     });
     socket.on('error', (err) => this.logger.warn({ peer, err: err.message }, 'mllp: connection error'));
     socket.on('close', () => {
-      if (decoder.partialBytes) this.logger.warn({ peer, bytes: decoder.partialBytes }, 'mllp: client disconnected in the middle of a frame; the partial frame is dropped');
+      if (decoder.partialBytes)
+        this.logger.warn(
+          { peer, bytes: decoder.partialBytes },
+          'mllp: client disconnected in the middle of a frame; the partial frame is dropped',
+        );
       this.conns.delete(conn);
     });
   }
@@ -240,8 +260,15 @@ export class MllpServer {
     conn.chain = conn.chain
       .then(async () => {
         const cert = 'getPeerCertificate' in conn.socket ? (conn.socket as import('node:tls').TLSSocket).getPeerCertificate() : undefined;
-        const meta = { channel: 'mllp', peer, receivedAt, remoteAddress: conn.socket.remoteAddress ?? '', certFingerprint: cert?.fingerprint256 || undefined };
-        const result = ev.type === 'frame' ? await this.session.handleBytes(ev.data, meta) : await this.session.refuseOversized(ev.head, ev.size, meta);
+        const meta = {
+          channel: 'mllp',
+          peer,
+          receivedAt,
+          remoteAddress: conn.socket.remoteAddress ?? '',
+          certFingerprint: cert?.fingerprint256 || undefined,
+        };
+        const result =
+          ev.type === 'frame' ? await this.session.handleBytes(ev.data, meta) : await this.session.refuseOversized(ev.head, ev.size, meta);
         if (ev.type === 'oversized') this.logger.warn({ peer, bytes: ev.size }, 'mllp: oversized frame refused');
         for (const r of result.responses) {
           if (conn.socket.destroyed || !conn.socket.writable) break;

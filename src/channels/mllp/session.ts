@@ -17,7 +17,17 @@ import type { Ingestor } from '../../pipeline/pipeline.js';
 import { type AckCode, type AckError, batchAck, buildAck, issuesToErrors } from '../../hl7v2/ack.js';
 import { unsupportedReason } from '../../hl7v2/adapter.js';
 import { type Hl7Config, versionAccepted } from '../../hl7v2/config.js';
-import { decodeBytes, Hl7ErrorCode, type Hl7Message, Hl7ParseError, type MshHeader, normaliseSegments, parseMessage, readHeader, splitMessages } from '../../hl7v2/parse.js';
+import {
+  decodeBytes,
+  Hl7ErrorCode,
+  type Hl7Message,
+  Hl7ParseError,
+  type MshHeader,
+  normaliseSegments,
+  parseMessage,
+  readHeader,
+  splitMessages,
+} from '../../hl7v2/parse.js';
 import { AckCache, contentHash } from './ack-cache.js';
 import type { Refusal, RefusalStore, ReplayResult } from '../../pipeline/refusals.js';
 import { senderOf } from '../../hl7v2/translate-common.js';
@@ -136,11 +146,22 @@ export class Hl7Session {
   async handleText(text: string, charset: string, meta: ReceiveMeta): Promise<HandleResult> {
     const split = splitMessages(text);
     if (!split.messages.length) {
-      const o = await this.refuse(undefined, 'not-acceptable', [{ code: Hl7ErrorCode.segmentSequence, text: 'the payload holds no HL7 message', location: { segment: 'MSH', sequence: 1 } }], text, charset, meta);
+      const o = await this.refuse(
+        undefined,
+        'not-acceptable',
+        [{ code: Hl7ErrorCode.segmentSequence, text: 'the payload holds no HL7 message', location: { segment: 'MSH', sequence: 1 } }],
+        text,
+        charset,
+        meta,
+      );
       this.count(meta, o);
       return { responses: o.acks, charset, outcomes: [o] };
     }
-    if (split.skippedLines) this.logger.warn({ channel: meta.channel, peer: meta.peer, lines: split.skippedLines }, 'hl7: lines before the first MSH were skipped');
+    if (split.skippedLines)
+      this.logger.warn(
+        { channel: meta.channel, peer: meta.peer, lines: split.skippedLines },
+        'hl7: lines before the first MSH were skipped',
+      );
     const outcomes: MessageOutcome[] = [];
     for (const m of split.messages) {
       const o = await this.processOne(m, charset, meta);
@@ -150,7 +171,7 @@ export class Hl7Session {
     const acks = outcomes.flatMap((o) => o.acks);
     let responses = acks;
     if (split.batch) {
-      let d;
+      let d: ReturnType<typeof readHeader>['delimiters'] | undefined;
       try {
         d = readHeader(split.messages[0]).delimiters;
       } catch {
@@ -178,7 +199,10 @@ export class Hl7Session {
     } catch {
       header = undefined;
     }
-    const err: AckError = { code: Hl7ErrorCode.applicationInternalError, text: `the frame (${size} bytes) exceeds the maximum of ${this.deps.config.maxFrameBytes} bytes; it was not processed` };
+    const err: AckError = {
+      code: Hl7ErrorCode.applicationInternalError,
+      text: `the frame (${size} bytes) exceeds the maximum of ${this.deps.config.maxFrameBytes} bytes; it was not processed`,
+    };
     const o = await this.refuse(header, 'not-acceptable', [err], `${first}[truncated: frame of ${size} bytes]`, charset, meta);
     this.count(meta, o);
     return { responses: o.acks, charset, outcomes: [o] };
@@ -219,7 +243,16 @@ export class Hl7Session {
     return { codes, acks: out };
   }
 
-  private async refuse(header: MshHeader | undefined, kind: 'refused' | 'not-acceptable', errors: AckError[], raw: string, charset: string, meta: ReceiveMeta, status = 422, oo?: OperationOutcome): Promise<MessageOutcome> {
+  private async refuse(
+    header: MshHeader | undefined,
+    kind: 'refused' | 'not-acceptable',
+    errors: AckError[],
+    raw: string,
+    charset: string,
+    meta: ReceiveMeta,
+    status = 422,
+    oo?: OperationOutcome,
+  ): Promise<MessageOutcome> {
     // In enhanced mode a refused message counts as committed only once it is kept (CA + AE); otherwise CE (resend).
     const keep = !!this.refusals && !meta.replayOf;
     const messageType = header ? [header.messageCode, header.triggerEvent].filter(Boolean).join('^') : undefined;
@@ -254,12 +287,23 @@ export class Hl7Session {
           charset,
         });
       } catch (err) {
-        this.logger.error({ err: (err as Error).message, controlId: header?.controlId }, 'hl7: the refused message could not be kept in Redis');
+        this.logger.error(
+          { err: (err as Error).message, controlId: header?.controlId },
+          'hl7: the refused message could not be kept in Redis',
+        );
         answer(false);
       }
     } else answer(!!meta.replayOf);
     this.logger.warn(
-      { channel: meta.channel, controlId: header?.controlId, type: messageType, app: header?.sendingApplication, ack: codes.join('/'), errors: errors.map((e) => e.code), rejectedId },
+      {
+        channel: meta.channel,
+        controlId: header?.controlId,
+        type: messageType,
+        app: header?.sendingApplication,
+        ack: codes.join('/'),
+        errors: errors.map((e) => e.code),
+        rejectedId,
+      },
       'hl7: message refused',
     );
     return { controlId: header?.controlId, messageType, result: kind, ackCodes: codes, acks, errors, rejectedId };
@@ -278,21 +322,55 @@ export class Hl7Session {
     if (meta.channel === 'mllp' && this.deps.senderAllowed && !meta.replayOf) {
       const check = this.deps.senderAllowed(header.sendingFacility, meta.remoteAddress ?? '', meta.certFingerprint);
       if (!check.ok) {
-        return this.refuse(header, 'not-acceptable', [{ code: Hl7ErrorCode.applicationInternalError, text: `sender not allowed: ${check.reason}`, location: { segment: 'MSH', sequence: 1, field: 4 } }], text, charset, meta);
+        return this.refuse(
+          header,
+          'not-acceptable',
+          [
+            {
+              code: Hl7ErrorCode.applicationInternalError,
+              text: `sender not allowed: ${check.reason}`,
+              location: { segment: 'MSH', sequence: 1, field: 4 },
+            },
+          ],
+          text,
+          charset,
+          meta,
+        );
       }
     }
     if (!versionAccepted(header.version, this.deps.config.acceptVersions)) {
-      return this.refuse(header, 'not-acceptable', [{ code: Hl7ErrorCode.unsupportedVersion, text: `HL7 version '${header.version}' is not supported (accepted: ${this.deps.config.acceptVersions.join(', ')})`, location: { segment: 'MSH', sequence: 1, field: 12 } }], text, charset, meta);
+      return this.refuse(
+        header,
+        'not-acceptable',
+        [
+          {
+            code: Hl7ErrorCode.unsupportedVersion,
+            text: `HL7 version '${header.version}' is not supported (accepted: ${this.deps.config.acceptVersions.join(', ')})`,
+            location: { segment: 'MSH', sequence: 1, field: 12 },
+          },
+        ],
+        text,
+        charset,
+        meta,
+      );
     }
     const unsupported = unsupportedReason(header.messageCode, header.triggerEvent);
     if (unsupported) {
-      return this.refuse(header, 'not-acceptable', [{ code: unsupported.code, text: unsupported.text, location: { segment: 'MSH', sequence: 1, field: 9 } }], text, charset, meta);
+      return this.refuse(
+        header,
+        'not-acceptable',
+        [{ code: unsupported.code, text: unsupported.text, location: { segment: 'MSH', sequence: 1, field: 9 } }],
+        text,
+        charset,
+        meta,
+      );
     }
     let msg: Hl7Message;
     try {
       msg = parseMessage(text, { charset });
     } catch (e) {
-      const pe = e instanceof Hl7ParseError ? e : new Hl7ParseError(`the message cannot be parsed: ${(e as Error).message}`, Hl7ErrorCode.dataType);
+      const pe =
+        e instanceof Hl7ParseError ? e : new Hl7ParseError(`the message cannot be parsed: ${(e as Error).message}`, Hl7ErrorCode.dataType);
       return this.refuse(header, 'not-acceptable', [{ code: pe.code, text: pe.message, location: pe.location }], text, charset, meta);
     }
     const sender = senderOf(msg);
@@ -300,10 +378,24 @@ export class Hl7Session {
     if (this.ackCache && !meta.replayOf) {
       const cached = await this.ackCache.get(sender, header.controlId).catch(() => undefined);
       if (cached?.h === hash) {
-        this.logger.info({ channel: meta.channel, controlId: header.controlId, type, app: header.sendingApplication }, 'hl7: resend of an accepted message; answered with the original ACK, not queued again');
-        return { controlId: header.controlId, messageType: type, result: 'duplicate', ackCodes: cached.acks.map(ackCodeOf), acks: cached.acks, errors: [] };
+        this.logger.info(
+          { channel: meta.channel, controlId: header.controlId, type, app: header.sendingApplication },
+          'hl7: resend of an accepted message; answered with the original ACK, not queued again',
+        );
+        return {
+          controlId: header.controlId,
+          messageType: type,
+          result: 'duplicate',
+          ackCodes: cached.acks.map(ackCodeOf),
+          acks: cached.acks,
+          errors: [],
+        };
       }
-      if (cached) this.logger.warn({ controlId: header.controlId, app: header.sendingApplication }, 'hl7: control id reused with different content; processed as a new message');
+      if (cached)
+        this.logger.warn(
+          { controlId: header.controlId, app: header.sendingApplication },
+          'hl7: control id reused with different content; processed as a new message',
+        );
     }
     const message: InboundMessage = {
       body: msg,
@@ -321,21 +413,55 @@ export class Hl7Session {
     };
     try {
       const result = await this.deps.ingestor.ingest(this.deps.config.adapterId, message);
-      if (type === 'ADT^A40') this.logger.info({ controlId: header.controlId, app: header.sendingApplication }, 'hl7: ADT^A40 (merge) acknowledged and logged; patient merges are not applied by the gateway');
+      if (type === 'ADT^A40')
+        this.logger.info(
+          { controlId: header.controlId, app: header.sendingApplication },
+          'hl7: ADT^A40 (merge) acknowledged and logged; patient merges are not applied by the gateway',
+        );
       const { codes, acks } = this.acksFor(header, 'accepted', []);
       if (this.ackCache) await this.ackCache.put(sender, header.controlId, { h: hash, acks, charset }).catch(() => undefined);
-      this.logger.info({ channel: meta.channel, controlId: header.controlId, type, app: header.sendingApplication, jobs: result.jobIds.length, observations: result.observations, ack: codes.join('/') }, 'hl7: message accepted');
+      this.logger.info(
+        {
+          channel: meta.channel,
+          controlId: header.controlId,
+          type,
+          app: header.sendingApplication,
+          jobs: result.jobIds.length,
+          observations: result.observations,
+          ack: codes.join('/'),
+        },
+        'hl7: message accepted',
+      );
       return { controlId: header.controlId, messageType: type, result: 'accepted', ackCodes: codes, acks, errors: [] };
     } catch (err) {
       const e = toGatewayError(err);
       if (e.retryable) {
         // Not stored (queue or Redis down, a throttle, an internal error): the sender must resend. Never AA, not kept.
-        if (e.status === 500) this.logger.error({ controlId: header.controlId, type, err: (err as Error)?.name ?? typeof err, frames: (err as Error)?.stack?.split('\n').slice(1, 8).join('\n') }, 'hl7: internal error while ingesting');
+        if (e.status === 500)
+          this.logger.error(
+            {
+              controlId: header.controlId,
+              type,
+              err: (err as Error)?.name ?? typeof err,
+              frames: (err as Error)?.stack?.split('\n').slice(1, 8).join('\n'),
+            },
+            'hl7: internal error while ingesting',
+          );
         const text = e.status === 500 ? 'internal error, resend later' : `temporarily unavailable, resend later: ${e.message}`;
         const errors: AckError[] = [{ code: Hl7ErrorCode.applicationInternalError, text }];
         const { codes, acks } = this.acksFor(header, 'failed', errors);
-        this.logger.warn({ channel: meta.channel, controlId: header.controlId, type, status: e.status, ack: codes.join('/') }, 'hl7: message not accepted now; the sender must resend');
-        return { controlId: header.controlId, messageType: type, result: e.status === 500 ? 'error' : 'unavailable', ackCodes: codes, acks, errors };
+        this.logger.warn(
+          { channel: meta.channel, controlId: header.controlId, type, status: e.status, ack: codes.join('/') },
+          'hl7: message not accepted now; the sender must resend',
+        );
+        return {
+          controlId: header.controlId,
+          messageType: type,
+          result: e.status === 500 ? 'error' : 'unavailable',
+          ackCodes: codes,
+          acks,
+          errors,
+        };
       }
       return this.refuse(header, 'refused', issuesToErrors(e.outcome.issue), text, charset, meta, e.status, e.outcome);
     }
@@ -346,9 +472,16 @@ export class Hl7Session {
    * sender did not have). The refusal store removes an accepted entry and updates a refused one.
    */
   async replay(entry: Refusal): Promise<ReplayResult> {
-    const o = await this.processOne(entry.raw ?? '', entry.charset ?? 'UNICODE UTF-8', { channel: entry.channel, peer: entry.hl7?.peer, replayOf: entry.id, principal: entry.principal });
+    const o = await this.processOne(entry.raw ?? '', entry.charset ?? 'UNICODE UTF-8', {
+      channel: entry.channel,
+      peer: entry.hl7?.peer,
+      replayOf: entry.id,
+      principal: entry.principal,
+    });
     if (o.result === 'unavailable' || o.result === 'error') {
-      throw new GatewayError(503, outcome([issue('transient', o.errors.map((e) => e.text).join('; '))]), { headers: { 'Retry-After': '5' } });
+      throw new GatewayError(503, outcome([issue('transient', o.errors.map((e) => e.text).join('; '))]), {
+        headers: { 'Retry-After': '5' },
+      });
     }
     const accepted = o.result === 'accepted' || o.result === 'duplicate';
     const detail = { ackCodes: o.ackCodes, errors: o.errors, ack: o.acks.join('') };
@@ -358,7 +491,12 @@ export class Hl7Session {
       accepted,
       result: o.result,
       detail,
-      refusal: { status: 422, reason, outcome: errorsToOutcome(o.errors), hl7: { ...entry.hl7, ackCode: o.ackCodes.join('/') || entry.hl7?.ackCode || '', errors: o.errors } },
+      refusal: {
+        status: 422,
+        reason,
+        outcome: errorsToOutcome(o.errors),
+        hl7: { ...entry.hl7, ackCode: o.ackCodes.join('/') || entry.hl7?.ackCode || '', errors: o.errors },
+      },
     };
   }
 }
@@ -369,7 +507,11 @@ export function errorsToOutcome(errors: AckError[]): OperationOutcome {
     errors.map((e) => {
       const l = e.location;
       const where = l ? [[l.segment, l.field].filter((x) => x !== undefined).join('-')] : undefined;
-      return issue(e.code === Hl7ErrorCode.unsupportedVersion || e.code === Hl7ErrorCode.unsupportedMessageType ? 'not-supported' : 'invalid', e.text, where);
+      return issue(
+        e.code === Hl7ErrorCode.unsupportedVersion || e.code === Hl7ErrorCode.unsupportedMessageType ? 'not-supported' : 'invalid',
+        e.text,
+        where,
+      );
     }),
   );
 }

@@ -99,7 +99,10 @@ export class MqttChannel {
   readonly counts = { accepted: 0, refused: 0, malformed: 0, deferred: 0, connects: 0 };
   lastError?: string;
 
-  constructor(readonly config: MqttConfig, private readonly deps: MqttChannelDeps) {
+  constructor(
+    readonly config: MqttConfig,
+    private readonly deps: MqttChannelDeps,
+  ) {
     this.errorPrefix = config.errorTopic.split('{')[0];
   }
 
@@ -137,7 +140,10 @@ export class MqttChannel {
     client.on('connect', (connack) => {
       this.counts.connects++;
       client.options.reconnectPeriod = this.config.reconnectMinMs;
-      log.info({ broker: redact(this.config.url!), clientId: this.config.clientId, sessionPresent: connack.sessionPresent }, 'MQTT connected');
+      log.info(
+        { broker: redact(this.config.url!), clientId: this.config.clientId, sessionPresent: connack.sessionPresent },
+        'MQTT connected',
+      );
       const filters = this.config.topics.map((t) => (this.config.shareGroup ? `$share/${this.config.shareGroup}/${t.filter}` : t.filter));
       client.subscribe(filters, { qos: 1, nl: true }, (err, granted) => {
         if (err) return void log.error({ error: err.message }, 'MQTT subscribe failed');
@@ -203,7 +209,10 @@ export class MqttChannel {
     this.paused = true;
     const delay = Math.min(this.config.reconnectMaxMs, this.config.reconnectMinMs * 2 ** Math.min(this.transientStreak, 16));
     this.transientStreak++;
-    this.deps.log.warn({ delayMs: delay }, 'MQTT: the queue cannot take messages; disconnecting (the broker keeps them unacknowledged) and reconnecting after a pause');
+    this.deps.log.warn(
+      { delayMs: delay },
+      'MQTT: the queue cannot take messages; disconnecting (the broker keeps them unacknowledged) and reconnecting after a pause',
+    );
     client.end(true, () => {
       if (this.stopped) return;
       this.pauseTimer = setTimeout(() => {
@@ -227,16 +236,31 @@ export class MqttChannel {
     const refuse = async (status: number, oo: OperationOutcome, reason: string, code: number, adapter?: string) => {
       this.counts[reason === 'malformed' ? 'malformed' : 'refused']++;
       metrics.inc('mqtt_messages_total', { result: reason, adapter: adapter ?? '' });
-      log.info({ topic, adapter, deviceId, status, reason, issues: oo.issue.length, dup }, 'MQTT message refused; reported on the error topic');
+      log.info(
+        { topic, adapter, deviceId, status, reason, issues: oo.issue.length, dup },
+        'MQTT message refused; reported on the error topic',
+      );
       this.report({ topic, adapter, deviceId, receivedAt, status, outcome: oo });
       await this.keep({ topic, adapter, deviceId, receivedAt, status, outcome: oo }, payload);
       return code;
     };
-    if (!route) return refuse(404, outcome([issue('not-found', `no adapter is mapped to topic '${topic}' (MQTT_TOPICS)`)]), 'unrouted', PubackReason.implementationError);
+    if (!route)
+      return refuse(
+        404,
+        outcome([issue('not-found', `no adapter is mapped to topic '${topic}' (MQTT_TOPICS)`)]),
+        'unrouted',
+        PubackReason.implementationError,
+      );
     const adapter = route.t.adapter;
     // The device id comes from the topic and is the sender's identity: an empty level (devices//oximeter) names nobody.
     if (route.t.filter.includes('+') && !deviceId) {
-      return refuse(403, outcome([issue('forbidden', `topic '${topic}' names no device (empty level where the device id belongs)`)]), 'refused', PubackReason.notAuthorized, adapter);
+      return refuse(
+        403,
+        outcome([issue('forbidden', `topic '${topic}' names no device (empty level where the device id belongs)`)]),
+        'refused',
+        PubackReason.notAuthorized,
+        adapter,
+      );
     }
     let message: InboundMessage;
     try {
@@ -257,11 +281,20 @@ export class MqttChannel {
       if (!oe || oe.retryable) {
         this.counts.deferred++;
         metrics.inc('mqtt_messages_total', { result: 'deferred', adapter });
-        log.warn({ topic, adapter, deviceId, status: oe?.status, error: oe ? undefined : (err as Error)?.name }, 'MQTT message not acknowledged: the queue cannot take it now; the broker will redeliver it');
+        log.warn(
+          { topic, adapter, deviceId, status: oe?.status, error: oe ? undefined : (err as Error)?.name },
+          'MQTT message not acknowledged: the queue cannot take it now; the broker will redeliver it',
+        );
         return 'retry';
       }
       const status = oe.status;
-      return refuse(status, oe.outcome, 'refused', status === 403 || status === 401 ? PubackReason.notAuthorized : PubackReason.implementationError, adapter);
+      return refuse(
+        status,
+        oe.outcome,
+        'refused',
+        status === 403 || status === 401 ? PubackReason.notAuthorized : PubackReason.implementationError,
+        adapter,
+      );
     }
   }
 
@@ -272,7 +305,9 @@ export class MqttChannel {
       body = JSON.parse(payload.toString('utf8').replace(/^\uFEFF/, ''));
     } catch (e) {
       const detail = (e as Error).message.split('\n')[0].slice(0, 120);
-      throw new GatewayError(400, outcome([issue('structure', `the payload is not well-formed JSON (${detail})`, ['$'])]), { retryable: false });
+      throw new GatewayError(400, outcome([issue('structure', `the payload is not well-formed JSON (${detail})`, ['$'])]), {
+        retryable: false,
+      });
     }
     const attributes: Record<string, string> = { topic };
     if (deviceId) attributes.deviceId = deviceId;
@@ -290,12 +325,21 @@ export class MqttChannel {
       result: 'refused',
       refusal: { status: e.status, reason: e.message, outcome: e.outcome },
     });
-    if (!route) return refused(new GatewayError(404, outcome([issue('not-found', `no adapter is mapped to topic '${topic}' (MQTT_TOPICS)`)]), { retryable: false }));
+    if (!route)
+      return refused(
+        new GatewayError(404, outcome([issue('not-found', `no adapter is mapped to topic '${topic}' (MQTT_TOPICS)`)]), {
+          retryable: false,
+        }),
+      );
     try {
       const message = this.messageOf(topic, payload, route.captures?.[0] || undefined, entry.receivedAt);
       message.attributes = { ...message.attributes, replayOf: entry.id };
       const r = await this.deps.ingestor.ingest(route.t.adapter, message);
-      return { accepted: true, result: 'accepted', detail: { jobIds: r.jobIds, readings: r.translations.length, observations: r.observations } };
+      return {
+        accepted: true,
+        result: 'accepted',
+        detail: { jobIds: r.jobIds, readings: r.translations.length, observations: r.observations },
+      };
     } catch (err) {
       if (err instanceof GatewayError && !err.retryable) return refused(err);
       throw err;
