@@ -2,9 +2,9 @@
  * Access checks, in one place. Every route except /healthz, /readyz and the sandbox EHR states which roles may call it
  * through `access.require(...)`; `authenticate` turns the `Authorization: Bearer <key>` header into a Principal.
  *
- * `BootstrapAccess` knows only the bootstrap admin key (ADMIN_API_KEY). Without it configured, every request is
- * treated as admin (development on 127.0.0.1) and start-up warns. The device-management module supplies the full
- * implementation (per-device, vendor and operator keys stored in Redis) through the same interface.
+ * `BaseAccess` is the shape every implementation shares; `ApiKeyAccess` (access.ts) is the one the gateway runs: the
+ * bootstrap admin key (ADMIN_API_KEY; without it every request is treated as admin, for development on 127.0.0.1, and
+ * start-up warns) and the per-device, vendor and operator keys stored in Redis.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
@@ -82,18 +82,5 @@ export abstract class BaseAccess implements AccessControl {
         next();
       });
     };
-  }
-}
-
-export class BootstrapAccess extends BaseAccess {
-  constructor(private readonly adminKey: string | undefined) {
-    super();
-  }
-  protected override async resolve(token: string): Promise<Principal | undefined> {
-    if (!this.adminKey) return BOOTSTRAP_ADMIN;
-    return sameKey(token, this.adminKey) ? BOOTSTRAP_ADMIN : undefined;
-  }
-  protected override anonymous(): Principal | undefined {
-    return this.adminKey ? undefined : BOOTSTRAP_ADMIN;
   }
 }

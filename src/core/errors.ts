@@ -61,7 +61,8 @@ export const notFound = (msg: string) => new GatewayError(404, outcome([issue('n
 export const forbidden = (msg: string) => new GatewayError(403, outcome([issue('forbidden', msg)]));
 export const unauthorized = (msg: string) =>
   new GatewayError(401, outcome([issue('login', msg)]), { headers: { 'WWW-Authenticate': 'Bearer' } });
-export const conflict = (msg: string) => new GatewayError(409, outcome([issue('conflict', msg)]));
+/** A request that conflicts with the gateway's state (an id taken, a change not allowed): sending it again will not help. */
+export const conflict = (msg: string) => new GatewayError(409, outcome([issue('conflict', msg)]), { retryable: false });
 export const tooLarge = (msg: string) => new GatewayError(413, outcome([issue('too-costly', msg)]));
 export const unavailable = (msg: string, retryAfterSeconds: number) =>
   new GatewayError(503, outcome([issue('transient', msg)]), { headers: { 'Retry-After': String(retryAfterSeconds) } });

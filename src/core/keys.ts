@@ -25,5 +25,6 @@ export const KEYS = {
     hl7RejectedIndex: 'gw:hl7:rejected',
     hl7Rejected: (id: string) => `gw:hl7:rejected:e:${id}`,
     mqttRejected: 'gw:mqtt:rejected',
+    migrationLock: 'gw:refusals:migrating',
   },
 } as const;

@@ -49,70 +49,95 @@ interface OldMqtt {
 
 const reasonOf = (oo: OperationOutcome) => oo.issue.map((i) => i.diagnostics ?? i.code).join('; ');
 
-/** Moves every entry of the earlier stores into `store`; returns how many were moved. */
-export async function migrateLegacyRefusals(redis: Redis, store: RefusalStore): Promise<number> {
+/** Moves the entries of one sorted-set store: each read, added to the one store, then removed from the old one. */
+async function drainIndexed(
+  redis: Redis,
+  store: RefusalStore,
+  index: string,
+  key: (id: string) => string,
+  convert: (raw: string) => NewRefusal,
+): Promise<number> {
   let moved = 0;
-  const L = KEYS.legacy;
-  for (const id of await redis.zrange(L.httpRefusedIndex, 0, -1)) {
-    const s = await redis.get(L.httpRefused(id));
+  for (const id of await redis.zrange(index, 0, -1)) {
+    const s = await redis.get(key(id));
     if (s) {
-      const o = JSON.parse(s) as OldHttp;
-      const r: NewRefusal = {
-        channel: o.channel,
-        format: 'json',
-        adapterId: o.adapterId,
-        receivedAt: o.receivedAt,
-        status: o.status,
-        reason: reasonOf(o.outcome),
-        outcome: o.outcome,
-        body: o.body,
-      };
-      if (o.attributes) r.attributes = o.attributes;
-      if (o.principal) r.principal = o.principal;
-      await store.add(r);
+      await store.add(convert(s));
       moved++;
     }
-    await redis.multi().del(L.httpRefused(id)).zrem(L.httpRefusedIndex, id).exec();
-  }
-  for (const id of await redis.zrange(L.hl7RejectedIndex, 0, -1)) {
-    const s = await redis.get(L.hl7Rejected(id));
-    if (s) {
-      const o = JSON.parse(s) as OldHl7;
-      const r: NewRefusal = {
-        channel: o.channel,
-        format: 'hl7v2',
-        adapterId: 'hl7v2',
-        receivedAt: o.receivedAt,
-        status: 422,
-        reason: o.reason,
-        outcome: outcome(o.errors.map((e) => issue('invalid', e.text))),
-        hl7: { controlId: o.controlId, messageType: o.messageType, sender: o.sender, peer: o.peer, ackCode: o.ackCode, errors: o.errors },
-        raw: o.raw,
-        charset: o.charset,
-      };
-      if (o.principal) r.principal = o.principal;
-      await store.add(r);
-      moved++;
-    }
-    await redis.multi().del(L.hl7Rejected(id)).zrem(L.hl7RejectedIndex, id).exec();
-  }
-  for (;;) {
-    const s = await redis.rpop(L.mqttRejected);
-    if (!s) break;
-    const o = JSON.parse(s) as OldMqtt;
-    const r: NewRefusal = {
-      channel: 'mqtt',
-      format: 'text',
-      receivedAt: o.receivedAt,
-      status: o.status,
-      reason: reasonOf(o.outcome),
-      outcome: o.outcome,
-      mqtt: { topic: o.topic, ...(o.deviceId ? { deviceId: o.deviceId } : {}) },
-      ...(o.adapter ? { adapterId: o.adapter } : {}),
-      ...(o.payload !== undefined ? { raw: o.payload } : { rawBase64: o.payloadBase64 }),
-    };
-    await store.add(r);
-    moved++;
+    await redis.multi().del(key(id)).zrem(index, id).exec();
   }
   return moved;
+}
+
+function fromHttp(s: string): NewRefusal {
+  const o = JSON.parse(s) as OldHttp;
+  const r: NewRefusal = {
+    channel: o.channel,
+    format: 'json',
+    adapterId: o.adapterId,
+    receivedAt: o.receivedAt,
+    status: o.status,
+    reason: reasonOf(o.outcome),
+    outcome: o.outcome,
+    body: o.body,
+  };
+  if (o.attributes) r.attributes = o.attributes;
+  if (o.principal) r.principal = o.principal;
+  return r;
+}
+
+function fromHl7(s: string): NewRefusal {
+  const o = JSON.parse(s) as OldHl7;
+  const r: NewRefusal = {
+    channel: o.channel,
+    format: 'hl7v2',
+    adapterId: 'hl7v2',
+    receivedAt: o.receivedAt,
+    status: 422,
+    reason: o.reason,
+    outcome: outcome(o.errors.map((e) => issue('invalid', e.text))),
+    hl7: { controlId: o.controlId, messageType: o.messageType, sender: o.sender, peer: o.peer, ackCode: o.ackCode, errors: o.errors },
+    raw: o.raw,
+    charset: o.charset,
+  };
+  if (o.principal) r.principal = o.principal;
+  return r;
+}
+
+function fromMqtt(s: string): NewRefusal {
+  const o = JSON.parse(s) as OldMqtt;
+  return {
+    channel: 'mqtt',
+    format: 'text',
+    receivedAt: o.receivedAt,
+    status: o.status,
+    reason: reasonOf(o.outcome),
+    outcome: o.outcome,
+    mqtt: { topic: o.topic, ...(o.deviceId ? { deviceId: o.deviceId } : {}) },
+    ...(o.deviceId ? { deviceIds: [o.deviceId] } : {}),
+    ...(o.adapter ? { adapterId: o.adapter } : {}),
+    ...(o.payload !== undefined ? { raw: o.payload } : { rawBase64: o.payloadBase64 }),
+  };
+}
+
+/**
+ * Moves every entry of the earlier stores into `store`; returns how many were moved. One process at a time (a lock in
+ * Redis), so that gateways starting together do not move an entry twice.
+ */
+export async function migrateLegacyRefusals(redis: Redis, store: RefusalStore): Promise<number> {
+  const L = KEYS.legacy;
+  const pending = await redis.exists(L.httpRefusedIndex, L.hl7RejectedIndex, L.mqttRejected);
+  if (!pending) return 0;
+  if ((await redis.set(L.migrationLock, String(process.pid), 'EX', 60, 'NX')) !== 'OK') return 0;
+  try {
+    let moved = await drainIndexed(redis, store, L.httpRefusedIndex, L.httpRefused, fromHttp);
+    moved += await drainIndexed(redis, store, L.hl7RejectedIndex, L.hl7Rejected, fromHl7);
+    for (let s = await redis.rpop(L.mqttRejected); s; s = await redis.rpop(L.mqttRejected)) {
+      await store.add(fromMqtt(s));
+      moved++;
+    }
+    return moved;
+  } finally {
+    await redis.del(L.migrationLock);
+  }
 }

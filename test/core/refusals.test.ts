@@ -4,6 +4,7 @@
  * the two-phase device guard: a message that validation refuses registers no device and moves no "last seen".
  */
 import { strict as assert } from 'node:assert';
+import IORedis from 'ioredis';
 import { startEhr, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
 import { ADMIN, call, reading, startDmGateway } from '../devices/wire.js';
 import { pcdMessage } from '../hl7v2/helpers.js';
@@ -140,5 +141,98 @@ describe('refusals: one store and one API for every channel', () => {
     assert.equal((await call(gw.url, 'GET', '/api/refusals', opKey)).status, 200);
     assert.equal((await call(gw.url, 'DELETE', `/api/refusals/${id}`, opKey)).status, 403, 'operators may not delete');
     assert.equal((await call(gw.url, 'DELETE', `/api/refusals/${id}`, ADMIN)).status, 204);
+  });
+});
+
+describe('refusals kept by an earlier version', () => {
+  let redis: TestRedis;
+  let ehr: TestEhr;
+  let gw: TestGateway | undefined;
+  before(async () => {
+    redis = await startRedis();
+    ehr = await startEhr();
+  });
+  after(async () => {
+    await gw?.stop();
+    await ehr?.stop();
+    await redis?.stop();
+  });
+
+  it('are moved into the one store at start-up, once, and answer through the new API and the aliases', async () => {
+    // What the three stores of the previous version wrote (the layout of src/pipeline/refused.ts, hl7v2/rejected.ts
+    // and the MQTT list at 44817bd).
+    const client = new IORedis.default(redis.url);
+    const oo = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', diagnostics: 'unknown code NOPE' }] };
+    const http = {
+      id: 'old-http-1',
+      adapterId: 'measurements',
+      channel: 'http',
+      receivedAt: '2026-11-20T10:00:00Z',
+      status: 422,
+      outcome: oo,
+      body: reading('OLD-1'),
+    };
+    const hl7 = {
+      id: 'old-hl7-1',
+      receivedAt: '2026-11-20T11:00:00Z',
+      channel: 'mllp',
+      sender: 'GW-TEST^0A1B2C3D4E5F6071^EUI-64|WARD-7',
+      controlId: 'OLD-HL7-1',
+      messageType: 'ORU^R01',
+      ackCode: 'AE',
+      reason: 'PID segment is missing',
+      errors: [{ code: 100, text: 'PID segment is missing', location: { segment: 'PID', sequence: 1 } }],
+      raw: pcdMessage('OLD-HL7-1', { pid: false }),
+      charset: 'UNICODE UTF-8',
+    };
+    const mqtt = {
+      topic: 'devices/OLD-2/m',
+      adapter: 'measurements',
+      deviceId: 'OLD-2',
+      receivedAt: '2026-11-20T12:00:00Z',
+      status: 400,
+      outcome: oo,
+      payload: '{not json',
+    };
+    await client
+      .multi()
+      .set('gw:refused:old-http-1', JSON.stringify(http))
+      .zadd('gw:refused:index', Date.parse(http.receivedAt), 'old-http-1')
+      .set('gw:hl7:rejected:e:old-hl7-1', JSON.stringify(hl7))
+      .zadd('gw:hl7:rejected', Date.parse(hl7.receivedAt), 'old-hl7-1')
+      .lpush('gw:mqtt:rejected', JSON.stringify(mqtt))
+      .exec();
+
+    gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_DEVICE_POLICY: 'accept' });
+    const all = await call(gw.url, 'GET', '/api/refusals', ADMIN);
+    assert.equal(all.body.total, 3);
+    assert.deepEqual(
+      all.body.items.map((i: { channel: string; format: string }) => `${i.channel}/${i.format}`),
+      ['mqtt/text', 'mllp/hl7v2', 'http/json'],
+    );
+    assert.equal(
+      await client.exists('gw:refused:index', 'gw:hl7:rejected', 'gw:mqtt:rejected', 'gw:refused:old-http-1'),
+      0,
+      'the old stores are emptied',
+    );
+
+    const oldHl7 = (await call(gw.url, 'GET', '/api/rejected', ADMIN)).body.items[0];
+    assert.equal(oldHl7.controlId, 'OLD-HL7-1');
+    assert.match((await call(gw.url, 'GET', `/api/rejected/${oldHl7.id}`, ADMIN)).body.raw, /^MSH\|/);
+    const oldHttp = (await call(gw.url, 'GET', '/api/refused', ADMIN)).body.items[0];
+    assert.equal((await call(gw.url, 'GET', `/api/refused/${oldHttp.id}`, ADMIN)).body.body.deviceId, 'OLD-1');
+    const replay = await call(gw.url, 'POST', `/api/refusals/${oldHttp.id}/replay`, ADMIN);
+    assert.equal(replay.status, 202, 'an old HTTP refusal replays through the HTTP channel');
+    const mq = (await call(gw.url, 'GET', '/api/mqtt/rejected', ADMIN)).body;
+    assert.deepEqual(
+      mq.map((m: { topic: string; payload: string }) => [m.topic, m.payload]),
+      [['devices/OLD-2/m', '{not json']],
+    );
+
+    // A restart finds nothing more to move.
+    await gw.stop();
+    gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_DEVICE_POLICY: 'accept' });
+    assert.equal((await call(gw.url, 'GET', '/api/refusals', ADMIN)).body.total, 2);
+    client.disconnect();
   });
 });
