@@ -110,7 +110,7 @@ export class Gateway {
       (attemptsMade, err) => backoffDelay(attemptsMade, err, config.retryBaseDelayMs, config.retryMaxDelayMs),
     );
     this.queue = queue;
-    await queue.bull.isReady();
+    await queue.whenReady();
     const deadLetters = new DeadLetterStore(this.redis);
     // Gauges read Redis: skipped while it is down, so that /metrics answers when it is needed most.
     const whenReady =
@@ -121,7 +121,7 @@ export class Gateway {
       };
     this.metrics.gauge(
       'queue_waiting',
-      whenReady(async () => (await queue.bull.getJobCounts()).waiting),
+      whenReady(async () => (await queue.counts()).waiting),
     );
     this.metrics.gauge(
       'dead_letters',

@@ -10,13 +10,12 @@
  * a row (an EHR that is down is not sent every reading); the readings not tried share the fate of the last failure.
  * What an earlier attempt wrote is not written twice: conditional creates.
  */
-import type Bull from 'bull';
 import type { Observation } from 'fhir/r4';
 import type { Reading } from '../core/contract.js';
 import { hashKey } from '../core/ids.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { DeliveryJob } from '../queue/queue.js';
+import type { QueuedJob } from '../queue/queue.js';
 import {
   buildBatchTransaction,
   buildTransaction,
@@ -72,7 +71,7 @@ function coalescable(t: Reading): boolean {
 }
 
 export class DeliveryAttempts {
-  private readonly coalescer?: Coalescer<Bull.Job<DeliveryJob>, ReadingResult[]>;
+  private readonly coalescer?: Coalescer<QueuedJob, ReadingResult[]>;
 
   constructor(
     private readonly ehr: EhrClient,
@@ -100,7 +99,7 @@ export class DeliveryAttempts {
    * Makes one attempt of the job (`last`: its last one) and answers one result per reading, in order. Rejects when the
    * whole attempt failed before any reading could be judged (a shared transaction's Redis error, say).
    */
-  async attempt(job: Bull.Job<DeliveryJob>, last: boolean): Promise<ReadingResult[]> {
+  async attempt(job: QueuedJob, last: boolean): Promise<ReadingResult[]> {
     const readings = job.data.translations;
     const coalescer = this.coalescer;
     if (!coalescer || !readings.every(coalescable)) return this.deliverAlone(job, last);
@@ -114,7 +113,7 @@ export class DeliveryAttempts {
    * job whose transaction failed. A retryable failure stops the pass, except when it is `exhaustive` (the last
    * attempt), which stops only after three in a row.
    */
-  private async deliverAlone(job: Bull.Job<DeliveryJob>, exhaustive: boolean): Promise<ReadingResult[]> {
+  private async deliverAlone(job: QueuedJob, exhaustive: boolean): Promise<ReadingResult[]> {
     const readings = job.data.translations;
     const results: ReadingResult[] = [];
     let inARow = 0;
@@ -135,7 +134,7 @@ export class DeliveryAttempts {
    * it objected to is unknown: each is then written on its own, so that only the culprit becomes a dead letter. A
    * retryable failure fails every job of the batch; bull retries each on its own schedule, in a transaction of its own.
    */
-  private async deliverTogether(jobs: Bull.Job<DeliveryJob>[]): Promise<ReadingResult[][]> {
+  private async deliverTogether(jobs: QueuedJob[]): Promise<ReadingResult[][]> {
     const readings = jobs.flatMap((job, j) => job.data.translations.map((t, i) => ({ job, j, i, t })));
     const results: ReadingResult[][] = jobs.map((job) => job.data.translations.map(() => new Error('not written')));
     const set = (k: number, r: ReadingResult) => (results[readings[k].j][readings[k].i] = r);

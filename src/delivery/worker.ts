@@ -5,11 +5,10 @@
  * a failure may be retried is read from the error (`retryable`, decided in ehr-client.ts and errors.ts), never from an
  * HTTP status here. Every job ends delivered or as a dead letter; none is dropped without a record.
  */
-import type Bull from 'bull';
 import type { OperationOutcome } from 'fhir/r4';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { type DeliveryJob, type DeliveryQueue, isStalledFailure, normalizeJob } from '../queue/queue.js';
+import { type DeliveryQueue, isStalledFailure, normalizeJob, type QueuedJob } from '../queue/queue.js';
 import { type AttemptSettings, DeliveryAttempts, type DeliveryOutcome, isRetryableFailure } from './attempt.js';
 import type { DeadLetterStore } from './dead-letters.js';
 import { DeviceVersions } from './device-versions.js';
@@ -61,14 +60,14 @@ export class DeliveryWorker {
     const redis = this.queue.redis;
     const devices = new DeviceVersions(redis, this.log);
     const attempts = new DeliveryAttempts(this.ehr, new KeyLocks(redis), this.patients, devices, this.settings, this.log, this.metrics);
-    void this.queue.bull
+    void this.queue
       .process(this.settings.concurrency, (job) => this.handle(job, attempts))
       .catch((err: unknown) => {
         this.log.error({ err: String(err) }, 'delivery worker stopped');
       });
-    this.queue.bull.on('failed', (job, err) => void this.onFailed(job, err));
+    this.queue.onFailed((job, err) => void this.onFailed(job, err));
     // A job completed with readings given up (dead letters) leaves bull, as a failed one does: see onFailed.
-    this.queue.bull.on('completed', (job) => {
+    this.queue.onCompleted((job) => {
       if (this.deadLettered.delete(String(job.id))) void job.remove().catch(() => undefined);
     });
   }
@@ -79,7 +78,7 @@ export class DeliveryWorker {
    * without a dead letter (bull's stalled limit: a worker died on it repeatedly; or the dead-letter write failed) gets
    * one here.
    */
-  private async onFailed(job: Bull.Job<DeliveryJob>, err: Error): Promise<void> {
+  private async onFailed(job: QueuedJob, err: Error): Promise<void> {
     const id = String(job.id);
     try {
       if (this.deadLettered.delete(id)) {
@@ -101,7 +100,7 @@ export class DeliveryWorker {
   }
 
   /** Records the job, or one reading of it (`reading`: its index), as a dead letter. */
-  private async writeDeadLetter(job: Bull.Job<DeliveryJob>, e: Error, attempts: number, reading?: number): Promise<void> {
+  private async writeDeadLetter(job: QueuedJob, e: Error, attempts: number, reading?: number): Promise<void> {
     const kind = e instanceof PermanentError ? e.kind : isPermanent(e) ? 'rejected' : 'exhausted';
     const { httpStatus, outcome } = ehrAnswer(e);
     const data = reading === undefined ? job.data : { ...job.data, translations: [job.data.translations[reading]] };
@@ -132,7 +131,7 @@ export class DeliveryWorker {
    * retryable failure before the last attempt retries the job. A reading given up in a job of several is its own dead
    * letter and the job completes with the rest; a job of which nothing could be written is the dead letter.
    */
-  private async handle(job: Bull.Job<DeliveryJob>, attempts: DeliveryAttempts): Promise<DeliveryOutcome> {
+  private async handle(job: QueuedJob, attempts: DeliveryAttempts): Promise<DeliveryOutcome> {
     const attempt = job.attemptsMade + 1;
     const maxAttempts = job.opts.attempts ?? 1;
     const last = attempt >= maxAttempts;

@@ -23,6 +23,9 @@ export interface DeliveryJob {
   replayOf?: string;
 }
 
+/** A job as delivery sees it: bull's Job narrowed to what the worker uses (no other module imports bull). */
+export type QueuedJob = Pick<Bull.Job<DeliveryJob>, 'id' | 'data' | 'attemptsMade' | 'opts' | 'discard' | 'remove'>;
+
 export interface QueueSettings {
   redisUrl: string;
   queueName: string;
@@ -94,6 +97,8 @@ export function isStalledFailure(err: unknown): boolean {
 
 export class DeliveryQueue {
   readonly bull: Bull.Queue<DeliveryJob>;
+  /** Every Redis connection bull asked for (client, subscriber, bclient). */
+  private readonly connections: Redis[] = [];
   private depthCache = { at: 0, depth: 0 };
   private closing?: Promise<void>;
 
@@ -108,6 +113,8 @@ export class DeliveryQueue {
         // gateway issues many at once. Not for the blocking and subscriber connections, whose commands wait.
         const c = new IORedis.default(settings.redisUrl, { ...opts, ...redisOptions(), enableAutoPipelining: type === 'client' });
         c.on('error', () => undefined);
+        // bull closes only connections it made itself: these are ours to close (see close()).
+        this.connections.push(c);
         return c;
       },
       prefix: 'gw',
@@ -134,6 +141,25 @@ export class DeliveryQueue {
 
   isReady(): boolean {
     return this.bull.client.status === 'ready';
+  }
+
+  /** Resolves once the queue's connections are ready. */
+  async whenReady(): Promise<void> {
+    await this.bull.isReady();
+  }
+
+  /** Runs `handler` for each job, `concurrency` at a time; resolves when processing stops (the queue is closed). */
+  process<T>(concurrency: number, handler: (job: QueuedJob) => Promise<T>): Promise<void> {
+    return this.bull.process(concurrency, handler);
+  }
+
+  /** After a job failed (an attempt threw; bull retries it or records it as failed for good). */
+  onFailed(listener: (job: QueuedJob, err: Error) => void): void {
+    this.bull.on('failed', listener);
+  }
+
+  onCompleted(listener: (job: QueuedJob) => void): void {
+    this.bull.on('completed', listener);
   }
 
   /** The connection's state as ioredis names it (ready, connecting, reconnecting, end…), for /api/status. */
@@ -221,8 +247,17 @@ export class DeliveryQueue {
     return { ...c, paused: await this.bull.getPausedCount?.().catch(() => 0) } as Record<string, number>;
   }
 
+  /**
+   * Stops the queue (waiting for jobs in flight) and closes its connections. bull leaves connections made by a
+   * `createClient` to their owner: without this they would try to reconnect for ever once Redis is gone.
+   */
   close(): Promise<void> {
-    this.closing ??= this.bull.close().catch(() => undefined);
+    this.closing ??= this.bull
+      .close()
+      .catch(() => undefined)
+      .then(() => {
+        for (const c of this.connections) c.disconnect();
+      });
     return this.closing;
   }
 }

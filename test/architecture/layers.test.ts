@@ -238,7 +238,7 @@ function extractSpecifiers(source: string): Specifier[] {
 // ---------------------------------------------------------------------------------------------------------------------
 // The checker: files (posix paths from the repository root, 'src/…') and their sources in, violations per rule out.
 
-type Rule = 'placement' | 'resolves' | 'layers' | 'core' | 'app' | 'delivery' | 'channels';
+type Rule = 'placement' | 'resolves' | 'layers' | 'core' | 'app' | 'delivery' | 'channels' | 'bull';
 const RULES: Record<Rule, string> = {
   placement: 'every file under src/ lives in a layer folder (only main.ts sits directly in src/)',
   resolves: 'every relative import resolves to a .ts file under src/',
@@ -247,6 +247,7 @@ const RULES: Record<Rule, string> = {
   app: 'nothing imports app/ except src/main.ts',
   delivery: 'delivery/ imports nothing from devices/, adapters/, hl7v2/ or channels/',
   channels: 'channels/ never import fhir/builders',
+  bull: "only queue/ imports 'bull' (the rest of the gateway sees DeliveryQueue and QueuedJob)",
 };
 
 interface Edge {
@@ -285,13 +286,23 @@ interface Report {
 
 function check(sources: ReadonlyMap<string, string>): Report {
   const files = new Set(sources.keys());
-  const violations: Record<Rule, string[]> = { placement: [], resolves: [], layers: [], core: [], app: [], delivery: [], channels: [] };
+  const violations: Record<Rule, string[]> = {
+    placement: [],
+    resolves: [],
+    layers: [],
+    core: [],
+    app: [],
+    delivery: [],
+    channels: [],
+    bull: [],
+  };
   const edges: Edge[] = [];
 
   for (const file of [...files].sort()) {
     const place = placeOf(file);
     if ('error' in place) violations.placement.push(`${file} (${place.error})`);
     for (const { kind, specifier } of extractSpecifiers(sources.get(file) ?? '')) {
+      if (specifier === 'bull' && !file.startsWith('src/queue/')) violations.bull.push(`${file} → bull (only queue/ may use bull)`);
       if (!specifier.startsWith('./') && !specifier.startsWith('../')) continue;
       const to = resolve(file, specifier, files);
       if (!to) {
@@ -362,6 +373,7 @@ describe('architecture: the layers of src/', function () {
   it(RULES.app, () => assertNone('app', report.violations.app));
   it(RULES.delivery, () => assertNone('delivery', report.violations.delivery));
   it(RULES.channels, () => assertNone('channels', report.violations.channels));
+  it(RULES.bull, () => assertNone('bull', report.violations.bull));
 
   describe('the checker itself', function () {
     it('finds every form of import and export, and none in comments, strings, templates or regular expressions', function () {
@@ -446,6 +458,7 @@ describe('architecture: the layers of src/', function () {
         ],
         ['src/hl7v2/parse.ts', ''],
         ['src/adapters/registry.ts', "// import { Gateway } from '../app/gateway.js';"],
+        ['src/delivery/jobs.ts', "import type Bull from 'bull';"],
       ]);
       assert.deepEqual(check(broken).violations, {
         placement: [
@@ -465,6 +478,7 @@ describe('architecture: the layers of src/', function () {
           'src/delivery/hl7.ts → src/adapters/registry.ts (delivery/ imports adapters/)',
         ],
         channels: ['src/channels/mqtt.ts → src/fhir/builders.ts (channels/ imports fhir/builders)'],
+        bull: ['src/delivery/jobs.ts → bull (only queue/ may use bull)'],
       });
     });
   });
