@@ -23,6 +23,20 @@ export interface DeliveryJob {
   replayOf?: string;
 }
 
+/** Disconnects and waits for the connection to end (at most 1 s: a connection that never opened may not say so). */
+function closeConnection(c: Redis): Promise<void> {
+  if (c.status === 'end') return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 1000);
+    timer.unref();
+    c.once('end', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    c.disconnect();
+  });
+}
+
 /** A job as delivery sees it: bull's Job narrowed to what the worker uses (no other module imports bull). */
 export type QueuedJob = Pick<Bull.Job<DeliveryJob>, 'id' | 'data' | 'attemptsMade' | 'opts' | 'discard' | 'remove'>;
 
@@ -162,6 +176,11 @@ export class DeliveryQueue {
     this.bull.on('completed', listener);
   }
 
+  /** Connections of the queue not yet closed (0 after close()). */
+  openConnections(): number {
+    return this.connections.filter((c) => c.status !== 'end').length;
+  }
+
   /** The connection's state as ioredis names it (ready, connecting, reconnecting, end…), for /api/status. */
   connectionStatus(): string {
     return this.bull.client.status;
@@ -255,9 +274,8 @@ export class DeliveryQueue {
     this.closing ??= this.bull
       .close()
       .catch(() => undefined)
-      .then(() => {
-        for (const c of this.connections) c.disconnect();
-      });
+      .then(() => Promise.all(this.connections.map(closeConnection)))
+      .then(() => undefined);
     return this.closing;
   }
 }

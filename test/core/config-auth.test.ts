@@ -134,7 +134,7 @@ describe('bootstrap admin key and graceful shutdown', function () {
     }
   });
 
-  it('finishes in-flight jobs on stop, and stop is safe to call twice', async () => {
+  it('finishes in-flight jobs on stop, stop is safe to call twice, and leaves no Redis connection behind', async () => {
     const redis = await startRedis();
     const ehr = await startEhr();
     const gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create' });
@@ -147,8 +147,11 @@ describe('bootstrap admin key and graceful shutdown', function () {
     });
     assert.equal(r.status, 202);
     await eventually(() => ehr.requests.some((q) => q.method === 'POST'), 10000, 'the job to be in flight');
+    assert.ok(gw.gateway.queue!.openConnections() > 0);
     await Promise.all([gw.stop(), gw.stop()]);
     await gw.stop();
+    // bull leaves connections made by createClient open: a stopped gateway must close them itself, or they reconnect for ever.
+    assert.equal(gw.gateway.queue!.openConnections(), 0);
     const obs = await ehr.search('Observation', {});
     assert.equal(obs.length, 1, 'the in-flight job completed before shutdown');
     assert.ok(gw.logs.some((l) => l.includes('"msg":"delivered"')));
