@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, ROLES, type Role } from './config/index.js';
-import { Gateway, VERSION } from './app/gateway.js';
+import { Gateway, StartupError, VERSION } from './app/gateway.js';
 import { RedisNotInstalledError } from './queue/embedded-redis.js';
 import { AdapterRegistry } from './adapters/registry.js';
 import { Pipeline } from './pipeline/pipeline.js';
@@ -150,7 +150,7 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (err: unknown) => {
-    if (err instanceof ConfigError || err instanceof RedisNotInstalledError) console.error(err.message);
+    if (err instanceof ConfigError || err instanceof RedisNotInstalledError || err instanceof StartupError) console.error(err.message);
     else console.error(err);
     process.exit(1);
   },

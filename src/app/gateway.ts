@@ -5,7 +5,7 @@
  *   worker — deliver queued jobs to the EHR; HTTP serves health, status and the operations API only
  * Any number of ingest and worker processes can share one Redis.
  */
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import IORedis from 'ioredis';
@@ -36,6 +36,38 @@ import { readiness, statusRoutes } from './status.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
   .version;
+
+/** A start-up failure the operator fixes by configuration: main.ts prints its one-line message and exits 1. */
+export class StartupError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StartupError';
+  }
+}
+
+function portError(err: NodeJS.ErrnoException & { port?: number }, key: string, port: number | undefined): StartupError {
+  const where = `${key}=${port ?? '?'}`;
+  return err.code === 'EACCES'
+    ? new StartupError(`cannot listen on ${where}: permission denied (ports below 1024 need privileges); choose another ${key}`, {
+        cause: err,
+      })
+    : new StartupError(
+        `cannot listen on ${where}: the port is in use (another gateway or program listens there); stop it or set ${key} to a free port`,
+        { cause: err },
+      );
+}
+
+function listen(server: Server, port: number, host: string, key: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' ? portError(err, key, port) : err);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -175,13 +207,12 @@ export class Gateway {
         ...features.routers,
       ],
     });
-    await new Promise<void>((res, rej) => {
-      const server = app.listen(config.port, config.host, () => res());
-      server.once('error', rej);
-      server.keepAliveTimeout = 65_000;
-      server.requestTimeout = 60_000;
-      this.server = server;
-    });
+    // Not app.listen: express 5 calls its callback on a listen error too, so a busy port looked like a start.
+    const server = createServer(app);
+    server.keepAliveTimeout = 65_000;
+    server.requestTimeout = 60_000;
+    this.server = server;
+    await listen(server, config.port, config.host, 'PORT');
     const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
 
@@ -211,7 +242,12 @@ export class Gateway {
       );
       this.worker.start();
     }
-    for (const part of features.parts) await part.start();
+    for (const part of features.parts) {
+      await part.start().catch((err: NodeJS.ErrnoException & { port?: number }) => {
+        if (err?.code === 'EADDRINUSE' || err?.code === 'EACCES') throw portError(err, 'MLLP_PORT', err.port);
+        throw err;
+      });
+    }
     if (config.sandbox) {
       log.warn(
         { fhirBaseUrl },

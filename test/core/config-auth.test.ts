@@ -79,6 +79,44 @@ describe('start-up checks', function () {
     assert.match(r.stderr, /REDIS_URL=redis:\/\/host:6379/);
   });
 
+  for (const key of ['PORT', 'MLLP_PORT']) {
+    it(`exits 1 with one clear line when ${key} is taken (no raw stack, no gateway without its listener)`, async () => {
+      const { spawn } = await import('node:child_process');
+      const net = await import('node:net');
+      const redis = await startRedis();
+      const busy = net.createServer();
+      await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+      const port = String((busy.address() as { port: number }).port);
+      try {
+        const env = {
+          ...process.env,
+          REDIS_URL: redis.url,
+          HOST: '127.0.0.1',
+          PORT: '0',
+          MLLP_PORT: '0',
+          MLLP_HOST: '127.0.0.1',
+          LOG_LEVEL: 'silent',
+          [key]: port,
+        };
+        const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'start'], {
+          cwd: REPO_ROOT,
+          env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+        const code = await new Promise<number | null>((r) => child.once('exit', r));
+        assert.equal(code, 1, stderr);
+        const lines = stderr.trim().split('\n');
+        assert.equal(lines.length, 1, stderr);
+        assert.match(lines[0], new RegExp(`${key}=${port}: the port is in use`));
+      } finally {
+        busy.close();
+        await redis.stop();
+      }
+    });
+  }
+
   it('warns loudly when Redis may evict queued jobs or keeps no AOF', async () => {
     const redis = await startRedis({ appendOnly: false });
     const ehr = await startEhr();
