@@ -119,7 +119,17 @@ export class Gateway {
     if (!redisUrl) {
       this.embedded = new EmbeddedRedis({ dataDir: config.redisDataDir });
       redisUrl = await this.embedded.start();
-      log.info({ redis: redisUrl, dataDir: config.redisDataDir }, 'started a private redis-server (AOF on); set REDIS_URL to use your own');
+      const shared = this.embedded.sharedWith;
+      if (shared)
+        log.info(
+          { redis: redisUrl, dataDir: config.redisDataDir, redisPid: shared },
+          'sharing the private redis-server another gateway process started on this data folder',
+        );
+      else
+        log.info(
+          { redis: redisUrl, dataDir: config.redisDataDir },
+          'started a private redis-server (AOF on); set REDIS_URL to use your own',
+        );
     }
     // Auto-pipelining: the commands of one event-loop turn leave in one write (ingest issues several per message).
     this.redis = new IORedis.default(redisUrl, redisOptions({ maxRetriesPerRequest: 2, enableAutoPipelining: true }));

@@ -2,10 +2,16 @@
  * A private redis-server for the one-command start: when REDIS_URL is unset the gateway runs its own Redis as a child
  * process, with AOF on (appendfsync everysec: at most about one second of acknowledged jobs can be lost if the whole
  * machine fails; a crash of the gateway or of Redis alone loses nothing) and `maxmemory-policy noeviction`, data in
- * REDIS_DATA_DIR, on a free port. It is stopped with the gateway.
+ * REDIS_DATA_DIR, on a free port.
+ *
+ * Several gateway processes may use one data folder (`--role ingest` beside `--role worker`, or `npm run dev` beside
+ * `npm start`): the first starts the redis-server, the others share it. Each process using it registers its pid in
+ * `users/`; the last one to stop stops Redis. A redis-server whose users are all gone (their gateways were killed) is
+ * an orphan: it is stopped (it flushes its AOF) and started anew, never run twice on one AOF. The decision is taken
+ * under an exclusive lock file (`start.lock`), so two processes starting together cannot both start a Redis.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import IORedis from 'ioredis';
@@ -31,6 +37,67 @@ export function freePort(): Promise<number> {
       s.close(() => res(port));
     });
   });
+}
+
+const isAlive = (pid: number): boolean => {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/** The live gateway processes registered as users of the data folder's Redis (stale entries are removed). */
+function liveUsers(dir: string): number[] {
+  const users = join(dir, 'users');
+  if (!existsSync(users)) return [];
+  const live: number[] = [];
+  for (const name of readdirSync(users)) {
+    const pid = Number(name);
+    if (isAlive(pid)) live.push(pid);
+    else rmSync(join(users, name), { force: true });
+  }
+  return live;
+}
+
+/** Runs `fn` holding the data folder's start lock (a file created exclusively; a lock of a dead process is broken). */
+async function withStartLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  const lock = join(dir, 'start.lock');
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    try {
+      const fd = openSync(lock, 'wx');
+      writeFileSync(fd, String(process.pid));
+      closeSync(fd);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number(readFileSync(lock, 'utf8').trim() || '0');
+      if (owner && !isAlive(owner)) rmSync(lock, { force: true });
+      else if (Date.now() > deadline) throw new Error(`the data folder ${dir} is locked by process ${owner}; is another gateway starting?`);
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+/** The pid of the data folder's redis-server when it is running (and is a redis-server). */
+function runningRedis(pidfile: string): number | undefined {
+  if (!existsSync(pidfile)) return undefined;
+  const pid = Number(readFileSync(pidfile, 'utf8').trim());
+  if (!isAlive(pid)) return undefined;
+  try {
+    if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server')) return undefined;
+  } catch {
+    /* not Linux: trust the pid */
+  }
+  return pid;
 }
 
 /**
@@ -86,7 +153,10 @@ export interface EmbeddedRedisOptions {
 export class EmbeddedRedis {
   private child?: ChildProcess;
   private stopping?: Promise<void>;
+  private dir = '';
   port = 0;
+  /** Set when this process uses a redis-server another gateway process started on the same data folder. */
+  sharedWith?: number;
 
   constructor(private readonly options: EmbeddedRedisOptions) {}
 
@@ -101,9 +171,37 @@ export class EmbeddedRedis {
   async start(): Promise<string> {
     if (!redisServerAvailable()) throw new RedisNotInstalledError();
     const dir = resolve(this.options.dataDir);
-    mkdirSync(dir, { recursive: true });
-    const pidfile = join(dir, 'redis.pid');
-    await stopOrphan(pidfile);
+    this.dir = dir;
+    mkdirSync(join(dir, 'users'), { recursive: true });
+    return withStartLock(dir, async () => {
+      const pidfile = join(dir, 'redis.pid');
+      const running = runningRedis(pidfile);
+      const portFile = join(dir, 'redis.port');
+      if (running && liveUsers(dir).length && existsSync(portFile)) {
+        // Another gateway process runs it: share it.
+        this.port = Number(readFileSync(portFile, 'utf8').trim());
+        await this.waitReady();
+        this.sharedWith = running;
+        this.register();
+        return this.url;
+      }
+      await stopOrphan(pidfile);
+      const url = await this.spawn(dir, pidfile);
+      writeFileSync(portFile, String(this.port));
+      this.register();
+      return url;
+    });
+  }
+
+  private register(): void {
+    writeFileSync(join(this.dir, 'users', String(process.pid)), '');
+  }
+
+  private unregister(): void {
+    if (this.dir) rmSync(join(this.dir, 'users', String(process.pid)), { force: true });
+  }
+
+  private async spawn(dir: string, pidfile: string): Promise<string> {
     this.port = this.options.port ?? (await freePort());
     const aof = this.options.appendOnly !== false;
     const args = [
@@ -132,8 +230,12 @@ export class EmbeddedRedis {
     ];
     const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
-    // If the gateway exits without stop() (a crash), its Redis goes with it rather than living on as an orphan.
-    const onExit = () => child.kill('SIGTERM');
+    // If the gateway exits without stop() (a crash), its Redis goes with it rather than living on as an orphan, unless
+    // another gateway process still uses it.
+    const onExit = () => {
+      this.unregister();
+      if (!liveUsers(dir).length) child.kill('SIGTERM');
+    };
     process.once('exit', onExit);
     child.once('exit', () => process.off('exit', onExit));
     let output = '';
@@ -168,9 +270,28 @@ export class EmbeddedRedis {
     }
   }
 
-  /** Stops Redis (SIGTERM: it flushes the AOF). Safe to call twice. */
+  /**
+   * Leaves the data folder's Redis; the last process using it stops it (SIGTERM: it flushes the AOF). Safe to call
+   * twice.
+   */
   stop(): Promise<void> {
     this.stopping ??= new Promise<void>((res) => {
+      this.unregister();
+      if (this.dir && liveUsers(this.dir).length) {
+        // Others still use it: leave it running, and let this process exit without waiting for it.
+        this.child?.stdout?.destroy();
+        this.child?.stderr?.destroy();
+        this.child?.unref();
+        return res();
+      }
+      if (this.sharedWith) {
+        // The process that started it has gone: this one was the last user.
+        const pid = this.sharedWith;
+        if (isAlive(pid)) process.kill(pid, 'SIGTERM');
+        const deadline = Date.now() + 10000;
+        const wait = () => (!isAlive(pid) || Date.now() > deadline ? res() : void setTimeout(wait, 50));
+        return wait();
+      }
       const c = this.child;
       if (!c || c.exitCode !== null || c.signalCode !== null) return res();
       const t = setTimeout(() => c.kill('SIGKILL'), 10000);

@@ -65,4 +65,50 @@ describe('private redis-server (REDIS_URL unset)', function () {
       'the reading acknowledged before the kill, delivered',
     );
   });
+
+  it('a second gateway on the same data folder shares the running Redis instead of stopping it; the last one out stops it', async () => {
+    const shared = mkdtempSync(join(tmpdir(), 'gw-shared-'));
+    const env = { REDIS_URL: '', REDIS_DATA_DIR: shared, FHIR_BASE_URL: ehr.url, UNKNOWN_PATIENT_POLICY: 'create' };
+    const reading = (n: number) => ({
+      deviceId: 'SHARE-1',
+      patientId: 'MRN-S',
+      timestamp: `2026-11-23T10:0${n}:00Z`,
+      measurements: [{ code: 'MDC_TEMP_BODY', value: 37.1, unit: 'Cel' }],
+    });
+    try {
+      const ingest = spawnGateway(env, 'ingest');
+      children.push(ingest);
+      const ingestUrl = await ingest.url;
+      const redisPid = Number(readFileSync(join(shared, 'redis.pid'), 'utf8'));
+      const worker = spawnGateway(env, 'worker');
+      children.push(worker);
+      await worker.url;
+      assert.match(worker.output(), /sharing the private redis-server/);
+      assert.equal(Number(readFileSync(join(shared, 'redis.pid'), 'utf8')), redisPid, 'the same redis-server');
+      assert.equal((await postJson(`${ingestUrl}/ingest/measurements`, reading(1))).status, 202, 'the first gateway still works');
+      await eventually(
+        async () =>
+          (await ehr.search<{ effectiveDateTime?: string }>('Observation', {})).some((o) => o.effectiveDateTime === '2026-11-23T10:01:00Z'),
+        30000,
+        'the worker delivering what the ingest process queued',
+      );
+      // The process that started Redis leaves first: the other keeps it.
+      assert.equal(await ingest.stop('SIGTERM'), 0);
+      assert.ok(alive(redisPid), 'Redis stays while a gateway uses it');
+      const again = spawnGateway(env, 'ingest');
+      children.push(again);
+      assert.equal((await postJson(`${await again.url}/ingest/measurements`, reading(2))).status, 202);
+      await again.stop('SIGTERM');
+      assert.ok(alive(redisPid));
+      await worker.stop('SIGTERM');
+      await eventually(() => !alive(redisPid), 15000, 'the last gateway out to stop Redis');
+    } finally {
+      const pidfile = join(shared, 'redis.pid');
+      if (existsSync(pidfile)) {
+        const pid = Number(readFileSync(pidfile, 'utf8'));
+        if (pid && alive(pid)) process.kill(pid, 'SIGKILL');
+      }
+      rmSync(shared, { recursive: true, force: true });
+    }
+  });
 });
