@@ -4,6 +4,7 @@
  * data folder and delivers the reading.
  */
 import { strict as assert } from 'node:assert';
+import type { Observation } from 'fhir/r4';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -87,8 +88,7 @@ describe('private redis-server (REDIS_URL unset)', function () {
       assert.equal(Number(readFileSync(join(shared, 'redis.pid'), 'utf8')), redisPid, 'the same redis-server');
       assert.equal((await postJson(`${ingestUrl}/ingest/measurements`, reading(1))).status, 202, 'the first gateway still works');
       await eventually(
-        async () =>
-          (await ehr.search<{ effectiveDateTime?: string }>('Observation', {})).some((o) => o.effectiveDateTime === '2026-11-23T10:01:00Z'),
+        async () => (await ehr.search<Observation>('Observation', {})).some((o) => o.effectiveDateTime === '2026-11-23T10:01:00Z'),
         30000,
         'the worker delivering what the ingest process queued',
       );
