@@ -146,6 +146,7 @@ export class Gateway {
         lockDurationMs: config.queueLockDurationMs,
         stalledIntervalMs: config.queueStalledIntervalMs,
         retentionCompleted: config.jobRetentionCompleted,
+        dedupeWindowS: config.dedupeWindowS,
         retryBaseDelayMs: config.retryBaseDelayMs,
         retryMaxDelayMs: config.retryMaxDelayMs,
       },
@@ -174,7 +175,16 @@ export class Gateway {
     const deliver = this.role !== 'ingest';
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
     const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics, config.deliveryBatchMax) : undefined;
-    if (config.sandbox) this.sandbox = createSandboxEhr();
+    if (config.sandbox) {
+      this.sandbox = await createSandboxEhr({
+        dataDir: config.sandboxDataDir,
+        onFolderTaken: (owner) =>
+          log.warn(
+            { dataDir: config.sandboxDataDir, owner },
+            'the sandbox data folder belongs to another gateway process: this one serves a sandbox in memory',
+          ),
+      });
+    }
     const refusals = new RefusalStore(this.redis, config.refusalsMax);
     this.refusals = refusals;
     const moved = await migrateLegacyRefusals(this.redis, refusals).catch((err: Error) => {
@@ -261,7 +271,7 @@ export class Gateway {
     if (config.sandbox) {
       log.warn(
         { fhirBaseUrl },
-        'SANDBOX EHR: delivering to the in-memory sandbox FHIR server (data is lost at restart; not for clinical use). Set FHIR_BASE_URL to deliver to your EHR',
+        `SANDBOX EHR: delivering to the sandbox FHIR server (${this.sandbox?.dataFile ? `data kept in ${this.sandbox.dataFile}` : 'in memory: data is lost at restart'}; not for clinical use). Set FHIR_BASE_URL to deliver to your EHR`,
       );
     }
     if (!config.adminApiKey) log.warn('ADMIN_API_KEY is not set: /api, /ingest and /metrics accept requests without a credential');
@@ -325,6 +335,7 @@ export class Gateway {
     server?.closeAllConnections();
     await closed;
     this.redis?.disconnect();
+    await this.sandbox?.close().catch((err: Error) => log.warn({ error: err.message }, 'the sandbox snapshot could not be written'));
     await this.embedded?.stop();
     log.info('gateway stopped');
   }

@@ -43,6 +43,19 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     type: 'url',
     description: 'Base URL of the EHR FHIR R4 server. Unset: serve and use the in-memory sandbox EHR at /sandbox/fhir',
   },
+  {
+    env: 'SANDBOX_PERSIST',
+    type: 'bool',
+    default: 'true',
+    description:
+      "Keep the sandbox EHR's data across restarts in SANDBOX_DATA_DIR (false: in memory only). Used only when FHIR_BASE_URL is unset",
+  },
+  {
+    env: 'SANDBOX_DATA_DIR',
+    type: 'string',
+    default: 'data/sandbox',
+    description: 'Data folder of the sandbox EHR (a snapshot of its resources, rewritten within about a second of each write)',
+  },
   { env: 'FHIR_AUTH', type: 'enum', default: 'none', values: ['none', 'bearer'], description: 'How the gateway authenticates to the EHR' },
   { env: 'FHIR_BEARER_TOKEN', type: 'string', secret: true, description: 'Static bearer token sent to the EHR when FHIR_AUTH=bearer' },
   { env: 'FHIR_TIMEOUT_MS', type: 'int', default: '15000', min: 100, description: 'Timeout of every EHR request' },
@@ -135,11 +148,19 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description: 'How long a job waits for another job of the same device or patient before it is retried',
   },
   {
+    env: 'DEDUPE_WINDOW_S',
+    type: 'int',
+    default: '300',
+    min: 1,
+    description:
+      'How long an identical submission (same adapter, same content) is answered as a resend of the first (same job id) instead of being queued again. A resend after the window is queued: it reaches an EHR that lost the data, and conditional creates keep an EHR that has it free of duplicates',
+  },
+  {
     env: 'JOB_RETENTION_COMPLETED',
     type: 'int',
     default: '10000',
     min: 0,
-    description: 'Completed jobs kept in Redis (they also deduplicate identical submissions)',
+    description: 'Completed jobs kept in Redis, for inspection (identical submissions are one job within DEDUPE_WINDOW_S)',
   },
   {
     env: 'REFUSALS_MAX',
@@ -178,6 +199,8 @@ export interface Config {
   redisDataDir: string;
   fhirBaseUrl?: string;
   sandbox: boolean;
+  /** Where the sandbox keeps its data (undefined: in memory). */
+  sandboxDataDir?: string;
   fhirAuth: 'none' | 'bearer';
   fhirBearerToken?: string;
   fhirTimeoutMs: number;
@@ -197,6 +220,7 @@ export interface Config {
   queueStalledIntervalMs: number;
   keyLockWaitMs: number;
   jobRetentionCompleted: number;
+  dedupeWindowS: number;
   ingestMaxBodyBytes: number;
   refusalsMax: number;
   adminApiKey?: string;
@@ -226,6 +250,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     redisDataDir: s('REDIS_DATA_DIR'),
     fhirBaseUrl,
     sandbox,
+    sandboxDataDir: v.get('SANDBOX_PERSIST') === false ? undefined : s('SANDBOX_DATA_DIR'),
     fhirAuth: s('FHIR_AUTH') as Config['fhirAuth'],
     fhirBearerToken: v.get('FHIR_BEARER_TOKEN') as string | undefined,
     fhirTimeoutMs: n('FHIR_TIMEOUT_MS'),
@@ -246,6 +271,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     queueStalledIntervalMs: n('QUEUE_STALLED_INTERVAL_MS'),
     keyLockWaitMs: n('KEY_LOCK_WAIT_MS'),
     jobRetentionCompleted: n('JOB_RETENTION_COMPLETED'),
+    dedupeWindowS: n('DEDUPE_WINDOW_S'),
     ingestMaxBodyBytes: n('INGEST_MAX_BODY_BYTES'),
     refusalsMax: n('REFUSALS_MAX'),
     adminApiKey: v.get('ADMIN_API_KEY') as string | undefined,

@@ -94,7 +94,7 @@ export const HL7_KEYS: readonly ConfigKey[] = [
   {
     env: 'HL7_DUPLICATE_TTL_S',
     type: 'int',
-    default: '86400',
+    default: '300',
     min: 0,
     description:
       'How long the ACK of an accepted message is kept to answer a resend (same sender, control id and content) without queueing twice (0 = off)',
@@ -215,7 +215,7 @@ export function readHl7Config(values: ReadonlyMap<string, ConfigValue>): { confi
     statusR: (s('HL7_STATUS_R') ?? 'final') as StatusR,
     assigningAuthoritySystems: authorities,
     eui64System: s('HL7_EUI64_IDENTIFIER_SYSTEM') ?? EUI64_SYSTEM,
-    duplicateTtlS: n('HL7_DUPLICATE_TTL_S', 86400),
+    duplicateTtlS: n('HL7_DUPLICATE_TTL_S', 300),
     rejectedMax: n('HL7_REJECTED_MAX', 10000),
     receivingApplication: s('HL7_RECEIVING_APPLICATION') ?? 'IOMT-GATEWAY',
     acceptVersions: versions.length ? versions : ['2.1', '2.2', '2.3', '2.4', '2.5', '2.6', '2.7', '2.8', '2.9'],

@@ -42,6 +42,8 @@ export type QueuedJob = Pick<Bull.Job<DeliveryJob>, 'id' | 'data' | 'attemptsMad
 
 export interface QueueSettings {
   redisUrl: string;
+  /** How long an identical submission is the same job (seconds; 0: as long as the completed job is retained). */
+  dedupeWindowS?: number;
   queueName: string;
   maxDepth: number;
   enqueueTimeoutMs: number;
@@ -82,9 +84,14 @@ export function normalizeJob(
   return { ...rest, translations: translation ? [translation] : [] };
 }
 
-/** The job id is derived from the content, so the same message submitted twice is one job. */
-export function jobIdFor(job: Pick<DeliveryJob, 'adapterId' | 'translations'>): string {
-  return hashKey('job', job.adapterId, JSON.stringify(job.translations));
+/**
+ * The job id is derived from the content and the dedupe window it arrives in (DEDUPE_WINDOW_S), so the same message
+ * submitted twice within the window is one job. After the window a resend is a new job: it reaches an EHR that lost the
+ * data (a restarted sandbox, a restored EHR), and conditional creates keep an EHR that has it free of duplicates.
+ */
+export function jobIdFor(job: Pick<DeliveryJob, 'adapterId' | 'translations'>, windowS = 0, now = Date.now()): string {
+  const window = windowS > 0 ? String(Math.floor(now / (windowS * 1000))) : '';
+  return hashKey('job', job.adapterId, JSON.stringify(job.translations), window);
 }
 
 /** Most readings in one job (and, by default, in one EHR transaction). */
@@ -223,7 +230,8 @@ export class DeliveryQueue {
     if (depth + jobs.length > this.settings.maxDepth) {
       throw unavailable(`the delivery queue is full (${depth} jobs waiting, limit ${this.settings.maxDepth}); retry later`, 10);
     }
-    const specs = jobs.map((data) => ({ data, opts: { jobId: jobIdFor(data) } }));
+    const now = Date.now();
+    const specs = jobs.map((data) => ({ data, opts: { jobId: jobIdFor(data, this.settings.dedupeWindowS, now) } }));
     const added = await withTimeout(
       specs.length === 1 ? this.bull.add(specs[0].data, specs[0].opts).then((j) => [j]) : this.bull.addBulk(specs),
       t,

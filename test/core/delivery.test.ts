@@ -212,3 +212,37 @@ describe('retry timing rules', () => {
     assert.equal(parseRetryAfter('soon'), undefined);
   });
 });
+
+describe('deduplication is a short window, not the life of the completed job', function () {
+  const stack = useStack({ UNKNOWN_PATIENT_POLICY: 'create', DEDUPE_WINDOW_S: '1' });
+
+  it('a resend after the window reaches an EHR that lost the data (a restarted sandbox, a restored EHR); no duplicate in one that kept it', async () => {
+    const first = await postJson(`${stack.gw.url}/ingest/measurements`, reading('DEDUP-1'));
+    assert.equal(first.status, 202);
+    await eventually(async () => (await stack.ehr.search<Observation>('Observation', {})).length === 1, 20000, 'the first delivery');
+
+    // The EHR loses everything; the sender resends until the gateway takes it as new (at the latest one window on).
+    stack.ehr.sandbox.clear();
+    await eventually(
+      async () => {
+        const again = await postJson(`${stack.gw.url}/ingest/measurements`, reading('DEDUP-1'));
+        assert.equal(again.status, 202);
+        return again.body.jobIds[0] !== first.body.jobIds[0];
+      },
+      20000,
+      'a resend after the dedupe window to be a new job',
+    );
+    await eventually(async () => (await stack.ehr.search<Observation>('Observation', {})).length === 1, 20000, 'the resend delivered');
+
+    // Another resend after the window, to an EHR that has the data: still one Observation (conditional create).
+    const ids = new Set<string>();
+    await eventually(async () => {
+      ids.add((await postJson(`${stack.gw.url}/ingest/measurements`, reading('DEDUP-1'))).body.jobIds[0]);
+      return ids.size > 1;
+    }, 20000);
+    await eventually(
+      async () => (await stack.gw.gateway.queue!.counts()).active === 0 && (await stack.gw.gateway.queue!.counts()).waiting === 0,
+    );
+    assert.equal((await stack.ehr.search<Observation>('Observation', {})).length, 1, 'no duplicate');
+  });
+});

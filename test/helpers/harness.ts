@@ -65,7 +65,7 @@ export interface TestEhr {
 }
 
 export async function startEhr(): Promise<TestEhr> {
-  const sandbox = createSandboxEhr();
+  const sandbox = await createSandboxEhr();
   const faults: Fault[] = [];
   const requests: { method: string; path: string }[] = [];
   const app = express();
@@ -141,6 +141,9 @@ export const FAST_ENV: Record<string, string> = {
   QUEUE_STALLED_INTERVAL_MS: '500',
   FHIR_TIMEOUT_MS: '3000',
   ENQUEUE_TIMEOUT_MS: '5000',
+  SANDBOX_PERSIST: 'false',
+  // Tests that send the same content twice expect one job: a window longer than any run.
+  DEDUPE_WINDOW_S: '86400',
   SHUTDOWN_TIMEOUT_MS: '5000',
 };
 
