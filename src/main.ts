@@ -20,10 +20,12 @@ const HELP = `iomt-gateway ${VERSION}: connected medical device data to FHIR R4,
 
 Usage:
   iomt-gateway start [--role all|ingest|worker]   run the gateway (default role: all)
-  iomt-gateway translate --adapter ID FILE        translate a payload offline and print the FHIR resources (or errors);
-                                                  ID is a built-in adapter, a mapping in MAPPINGS_DIR, or a mapping folder
+  iomt-gateway translate ID|DIR FILE [--attr k=v]  translate a payload offline and print the FHIR resources (or errors);
+                                                  ID is a built-in adapter, a plugin, a mapping in MAPPINGS_DIR (or
+                                                  --mappings DIR), or DIR a mapping folder; --adapter ID also works
   iomt-gateway validate-mapping DIR               check a mapping folder (or a folder of them): every error, with file and path
-  iomt-gateway send-hl7 --host H --port P FILE..  send HL7v2 messages over MLLP and print the ACKs (--tls, --ca, --help)
+  iomt-gateway send-hl7 [--host H] [--port P] FILE..  send HL7v2 messages over MLLP (default 127.0.0.1:2575) and
+                                                  print the ACKs (--tls, --ca, --help)
   iomt-gateway config                             print the configuration keys
   iomt-gateway --help | --version
 
@@ -77,17 +79,50 @@ async function start(argv: string[]): Promise<number> {
   return -1; // keep running
 }
 
+/** Values of a repeated option (--attr a=1 --attr b=2). */
+function args(argv: string[], name: string): string[] {
+  return argv.flatMap((a, i) =>
+    a === name && argv[i + 1] !== undefined ? [argv[i + 1]] : a.startsWith(`${name}=`) ? [a.slice(name.length + 1)] : [],
+  );
+}
+
+const TRANSLATE_USAGE =
+  'usage: iomt-gateway translate <mapping-folder | adapter-id> <payload.json> [--mappings DIR] [--attr key=value ...]\n' +
+  '       iomt-gateway translate --adapter ID <payload.json> [--mappings DIR] [--attr key=value ...]   (also plugins: PLUGINS_DIR)';
+
 async function translate(argv: string[]): Promise<number> {
+  const valued = new Set(['--adapter', '--mappings', '--attr']);
+  const positional = argv.filter((a, i) => !a.startsWith('--') && !valued.has(argv[i - 1]));
   const adapterId = arg(argv, '--adapter');
-  const file = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--adapter').at(-1);
-  if (!adapterId || !file) {
-    console.error('usage: iomt-gateway translate --adapter ID FILE');
+  // Without --adapter: `translate <folder | id> <payload>`, the mapping tool's form (it takes --mappings and --attr).
+  if (!adapterId) {
+    if (positional.length !== 2) {
+      console.error(TRANSLATE_USAGE);
+      return 2;
+    }
+    if (existsSync(positional[0]) && statSync(positional[0]).isDirectory()) return translateCommand(argv);
+  }
+  const id = adapterId ?? positional[0];
+  const file = adapterId ? positional.at(-1) : positional[1];
+  if (!id || !file) {
+    console.error(TRANSLATE_USAGE);
     return 2;
   }
-  if (existsSync(adapterId) && statSync(adapterId).isDirectory()) return translateCommand([adapterId, file]);
+  if (existsSync(id) && statSync(id).isDirectory())
+    return translateCommand([id, file, ...argv.filter((a, i) => a === '--attr' || argv[i - 1] === '--attr')]);
+  const attributes: Record<string, string> = {};
+  for (const kv of args(argv, '--attr')) {
+    const i = kv.indexOf('=');
+    if (i < 1) {
+      console.error(`--attr needs key=value, not '${kv}'\n${TRANSLATE_USAGE}`);
+      return 2;
+    }
+    attributes[kv.slice(0, i)] = kv.slice(i + 1);
+  }
   const config = loadGatewayConfig();
   const registry = new AdapterRegistry();
-  applyToRegistry(registry, loadMappingsDir((config.raw.get('MAPPINGS_DIR') as string | undefined) ?? SHIPPED_MAPPINGS_DIR));
+  const mappingsDir = arg(argv, '--mappings') ?? (config.raw.get('MAPPINGS_DIR') as string | undefined) ?? SHIPPED_MAPPINGS_DIR;
+  applyToRegistry(registry, loadMappingsDir(mappingsDir));
   const plugins = await loadPluginsInto(registry, config);
   for (const e of plugins.errors) console.error(`plugin not loaded: ${e.source}: ${e.message}`);
   const pipeline = new Pipeline(
@@ -103,7 +138,7 @@ async function translate(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    const translations = pipeline.translate(adapterId, { body, channel: 'cli', receivedAt: new Date().toISOString() });
+    const translations = pipeline.translate(id, { body, channel: 'cli', receivedAt: new Date().toISOString(), attributes });
     console.log(JSON.stringify(translations, null, 2));
     return 0;
   } catch (err) {

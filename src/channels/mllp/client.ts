@@ -1,7 +1,7 @@
 /**
  * `send-hl7`: sends a file of HL7v2 messages to any MLLP endpoint, one frame per message, and prints each ACK.
  *
- *   send-hl7 --host H --port P [--tls [--ca FILE] [--cert FILE --key FILE] [--insecure]] [--timeout-ms N] FILE...
+ *   send-hl7 [--host H] [--port P] [--tls [--ca FILE] [--cert FILE --key FILE] [--insecure]] [--timeout-ms N] FILE...
  *
  * A file may hold one message, several, or a batch (FHS/BHS envelopes are dropped: each message is sent on its own).
  * CR, LF and CRLF segment separators are accepted; bytes are sent in the file's character set (MSH-18). Exit code 0
@@ -145,7 +145,8 @@ export async function sendFile(host: string, port: number, file: string, options
   return sendMessages(host, port, messages, options);
 }
 
-const USAGE = 'usage: send-hl7 --host HOST --port PORT [--tls] [--ca FILE] [--cert FILE --key FILE] [--insecure] [--timeout-ms N] FILE...';
+const USAGE =
+  'usage: send-hl7 [--host HOST (127.0.0.1)] [--port PORT (2575)] [--tls] [--ca FILE] [--cert FILE --key FILE] [--insecure] [--timeout-ms N] FILE...';
 
 /** CLI entry: `main(['--host', 'h', '--port', '2575', 'file.hl7'])`; resolves with the exit code. */
 export async function main(argv: string[], io: { out?: (l: string) => void; err?: (l: string) => void } = {}): Promise<number> {
@@ -153,7 +154,7 @@ export async function main(argv: string[], io: { out?: (l: string) => void; err?
   const err = io.err ?? ((l: string) => process.stderr.write(l + '\n'));
   const args = argv[0] === 'send-hl7' ? argv.slice(1) : [...argv];
   let host = '127.0.0.1';
-  let port: number | undefined;
+  let port: number | undefined = 2575;
   let timeoutMs: number | undefined;
   let useTls = false;
   let insecure = false;
