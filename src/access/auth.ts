@@ -8,7 +8,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
-import type { Principal, RoleName } from '../core/contract.js';
+import { type Principal, type RoleName, roleCredential } from '../core/contract.js';
 import { forbidden, unauthorized } from '../core/errors.js';
 
 declare module 'express-serve-static-core' {
@@ -77,7 +77,7 @@ export abstract class BaseAccess implements AccessControl {
         const p = req.principal as Principal;
         if (!allowed.has(p.role)) {
           this.refused(req, 403, `role ${p.role} may not ${req.method} ${req.baseUrl}${req.path}`);
-          return next(forbidden(`a ${p.role} credential may not use this route`));
+          return next(forbidden(`${roleCredential(p.role)} may not use this route`));
         }
         next();
       });

@@ -11,6 +11,8 @@ const ADAPTER_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
 export class AdapterRegistry {
   private readonly adapters = new Map<string, DeviceAdapter>();
+  /** Why an id takes no data although it is known (disabled, or its mapping does not compile): said at ingest. */
+  private readonly inactive = new Map<string, string>();
 
   constructor(initial: readonly DeviceAdapter[] = BUILT_IN_ADAPTERS) {
     for (const a of initial) this.register(a);
@@ -19,10 +21,19 @@ export class AdapterRegistry {
   register(adapter: DeviceAdapter): void {
     if (!ADAPTER_ID.test(adapter.id)) throw new Error(`adapter id '${adapter.id}' must match ${ADAPTER_ID}`);
     this.adapters.set(adapter.id, adapter);
+    this.inactive.delete(adapter.id);
   }
 
-  unregister(id: string): boolean {
+  /** Removes an adapter; with `reason`, the id stays known as inactive (a disabled registered adapter, say). */
+  unregister(id: string, reason?: string): boolean {
+    if (reason) this.inactive.set(id, reason);
+    else this.inactive.delete(id);
     return this.adapters.delete(id);
+  }
+
+  /** Why a known id takes no data, when it does not. */
+  inactiveReason(id: string): string | undefined {
+    return this.inactive.get(id);
   }
 
   get(id: string): DeviceAdapter | undefined {

@@ -19,7 +19,19 @@ export interface HttpChannelDeps {
   maxBodyBytes: number;
 }
 
-const accepted = (r: IngestResult) => ({ jobIds: r.jobIds, readings: r.translations.length, observations: r.observations });
+/** The 202 body: what was queued, and what was held for review (said, not hidden behind readings: 0). */
+const accepted = (r: IngestResult) => ({
+  jobIds: r.jobIds,
+  readings: r.translations.length,
+  observations: r.observations,
+  ...(r.held
+    ? {
+        held: r.held,
+        status: 'held',
+        detail: 'the device is not active yet: its readings are held for review and delivered when it is activated',
+      }
+    : {}),
+});
 
 export function httpChannel(deps: HttpChannelDeps): Channel {
   const { ingestor, refusals } = deps;

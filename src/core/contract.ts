@@ -24,6 +24,9 @@ export interface InboundMessage {
 export const Roles = { admin: 'admin', operator: 'operator', vendor: 'vendor', device: 'device' } as const;
 export type RoleName = (typeof Roles)[keyof typeof Roles];
 
+/** 'an admin credential', 'an operator credential', 'a vendor credential', 'a device credential'. */
+export const roleCredential = (role: RoleName): string => `${/^[aeiou]/.test(role) ? 'an' : 'a'} ${role} credential`;
+
 /** An authenticated caller. */
 export interface Principal {
   role: RoleName;

@@ -40,6 +40,8 @@ import type { DeviceService } from './service.js';
 import { who, type Actor } from './keys.js';
 import { parseCsv } from './csv.js';
 
+const OPERATOR_NAME = /^[A-Za-z0-9._@-]{1,64}$/;
+
 type Method = 'get' | 'post' | 'put' | 'delete';
 type Handler = (req: Request, actor: Actor) => Promise<{ status?: number; body?: unknown }>;
 
@@ -292,7 +294,12 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       body: 'json',
       handler: async (req, a) => {
         const label = (req.body as { name?: unknown } | undefined)?.name;
-        const owner = typeof label === 'string' && /^[A-Za-z0-9._@-]{1,64}$/.test(label) ? label : 'operator';
+        if (label !== undefined && !(typeof label === 'string' && OPERATOR_NAME.test(label))) {
+          throw badRequest(`name must be 1 to 64 letters, digits, '.', '_', '@' or '-' (it names the operator in the audit trail)`, [
+            'name',
+          ]);
+        }
+        const owner = label ?? 'operator';
         const { credential, key } = await keys.issueKey('operator', owner, a);
         return { status: 201, body: { keyId: credential.keyId, key, role: 'operator', name: owner } };
       },

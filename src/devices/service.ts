@@ -92,7 +92,8 @@ export class DeviceService {
       case 'operator':
         return;
       case 'vendor':
-        if (!r.vendor || r.vendor !== p.vendorId) throw forbidden(`device '${r.id}' is not a device of vendor '${p.vendorId}'`);
+        // The same answer as for no device at all: a vendor must not learn which ids other vendors' devices have.
+        if (!r.vendor || r.vendor !== p.vendorId) throw notFound(`no device '${r.id}' is registered`);
         return;
       case 'device':
         if (p.id !== r.id) throw forbidden('a device credential may act on its own device only');

@@ -17,8 +17,11 @@ import type { Metrics } from '../observability/metrics.js';
 
 export interface IngestResult {
   jobIds: string[];
+  /** The readings queued for delivery. */
   translations: Reading[];
   observations: number;
+  /** Readings kept in Redis for review instead (a device waiting for activation); acknowledged like queued ones. */
+  held: number;
 }
 
 /** What channels depend on: the HTTP, MLLP and MQTT listeners all call `ingest`. */
@@ -91,7 +94,7 @@ export class Pipeline implements Ingestor {
 
   private translateOnly(adapterId: string, message: InboundMessage): Reading[] {
     const adapter = this.registry.get(adapterId);
-    if (!adapter) throw notFound(`no adapter '${adapterId}' is registered`);
+    if (!adapter) throw notFound(this.registry.inactiveReason(adapterId) ?? `no adapter '${adapterId}' is registered`);
     return translateWith(adapter, message, this.context);
   }
 
@@ -103,12 +106,14 @@ export class Pipeline implements Ingestor {
 
   async ingest(adapterId: string, message: InboundMessage): Promise<IngestResult> {
     let translations: Reading[];
+    let held = 0;
     try {
       translations = this.translateOnly(adapterId, message);
       if (this.guard) {
         const decision = await this.guard.decide(adapterId, message, translations).catch(guardFailure);
         this.validateAll(decision.readings);
         translations = await decision.commit().catch(guardFailure);
+        held = decision.readings.length - translations.length;
       } else this.validateAll(translations);
     } catch (err) {
       // Label with a registered id only: ids from URLs would grow the metrics without bound.
@@ -124,6 +129,6 @@ export class Pipeline implements Ingestor {
     const observations = translations.reduce((n, t) => n + t.observations.length, 0);
     this.metrics?.inc('ingest_accepted_total', { adapter: adapterId, channel: message.channel }, jobs.length);
     this.metrics?.inc('ingest_observations_total', { adapter: adapterId, channel: message.channel }, observations);
-    return { jobIds, translations, observations };
+    return { jobIds, translations, observations, held };
   }
 }

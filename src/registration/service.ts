@@ -23,7 +23,15 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
 import { translateWith } from '../pipeline/pipeline.js';
-import type { DeviceAdapter, InboundMessage, Principal, Reading, RoleName, TranslationContext } from '../core/contract.js';
+import {
+  type DeviceAdapter,
+  type InboundMessage,
+  type Principal,
+  type Reading,
+  type RoleName,
+  roleCredential,
+  type TranslationContext,
+} from '../core/contract.js';
 import { badRequest, conflict, forbidden, issue, notFound, GatewayError, outcome, unavailable, unprocessable } from '../core/errors.js';
 import { validateReadings } from '../fhir/validate.js';
 import { buildTransaction } from '../fhir/transaction.js';
@@ -96,7 +104,7 @@ export function assertMay(
     return;
   }
   if (p.role === 'operator' && action === 'read') return;
-  throw forbidden(`a ${p.role} credential may not ${action === 'read' ? 'read' : 'change'} adapter '${adapter.id}'`);
+  throw forbidden(`${roleCredential(p.role)} may not ${action === 'read' ? 'read' : 'change'} adapter '${adapter.id}'`);
 }
 
 /** A mapping issue as an OperationOutcome issue whose expression locates it in the request body. */
@@ -221,7 +229,7 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
         for (const k of compiled.keys()) if (k.startsWith(`${id}@`)) compiled.delete(k);
         if (had) {
           known.delete(id);
-          if (ctx.registry.get(id) === had.adapter) ctx.registry.unregister(id);
+          if (ctx.registry.get(id) === had.adapter || ctx.registry.inactiveReason(id)) ctx.registry.unregister(id);
           ctx.log.info({ adapter: id }, 'registered adapter removed');
         }
         return;
@@ -242,7 +250,12 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
       }
       known.set(id, { record, adapter, error });
       if (adapter && record.enabled) ctx.registry.register(adapter);
-      else if (ctx.registry.get(id)) ctx.registry.unregister(id);
+      else {
+        const why = adapter
+          ? `adapter '${id}' is disabled: enable it (POST /api/adapters/${id}/enable) before it takes data`
+          : `adapter '${id}' is registered but its mapping does not compile (GET /api/adapters/${id}); it takes no data`;
+        ctx.registry.unregister(id, why);
+      }
     };
 
     /** Reloads every id; false when any failed (the change counter is then not advanced, so the poll tries again). */

@@ -120,6 +120,10 @@ describe('access control: every role against every route family', function () {
           assert.equal(r.body.resourceType, 'OperationOutcome');
         } else if (f.allowed.includes(who)) {
           assert.ok(![401, 403].includes(r.status), `${who} may ${f.method} ${path}; got ${r.status} ${JSON.stringify(r.body)}`);
+        } else if (who === 'otherVendor' && f.allowed.includes('vendor') && path.startsWith('/api/devices/')) {
+          // Another vendor's device is answered as no device at all: a vendor cannot probe which ids exist.
+          assert.equal(r.status, 404, `${who} may not ${f.method} ${path}; got ${r.status} ${JSON.stringify(r.body)}`);
+          assert.equal(r.body.issue[0].code, 'not-found');
         } else {
           assert.equal(r.status, 403, `${who} may not ${f.method} ${path}; got ${r.status} ${JSON.stringify(r.body)}`);
           assert.equal(r.body.resourceType, 'OperationOutcome');

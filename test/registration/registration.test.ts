@@ -296,6 +296,10 @@ describe('adapter registration API (two instances, one Redis)', function () {
       10000,
       'instance B to stop taking data',
     );
+    // It says the adapter is disabled and how to enable it, not that it does not exist.
+    const refused = await call(a.url, 'POST', '/ingest/acme-hr', keys.acme, hrSample('HR-B2', 40));
+    assert.equal(refused.status, 404);
+    assert.match(refused.body.issue[0].diagnostics, /adapter 'acme-hr' is disabled: enable it/);
     assert.equal((await call(a.url, 'POST', '/api/adapters/acme-hr/enable', keys.acme)).body.enabled, true);
     await eventually(
       async () => (await call(b.url, 'POST', '/ingest/acme-hr', keys.acme, hrSample('HR-B2', 41))).status === 202,
