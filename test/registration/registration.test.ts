@@ -335,3 +335,56 @@ describe('adapter registration API (two instances, one Redis)', function () {
     }
   });
 });
+
+describe('adapter registration: MedTech templates in lookup mode (no patientIdExpression)', () => {
+  let redis: TestRedis;
+  let ehr: TestEhr;
+  let gw: TestGateway;
+  before(async () => {
+    redis = await startRedis();
+    ehr = await startEhr();
+    gw = await startVendorGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url });
+  });
+  after(async () => {
+    await gw?.stop();
+    await ehr?.stop();
+    await redis?.stop();
+  });
+
+  it('registers with a warning (as $translate says), and the patient comes from the device assignment at ingest', async () => {
+    const { patientIdExpression: _p, ...noPatient } = hrDevice.template[0].template;
+    const deviceMapping = { ...hrDevice, template: [{ ...hrDevice.template[0], template: noPatient }] };
+    const body = {
+      id: 'lookup-hr',
+      vendor: 'acme',
+      deviceMapping,
+      fhirMapping: hrFhir(),
+      samples: [{ deviceId: 'LK-1', heartRate: 61, time: '2026-11-23T08:00:00Z' }],
+    };
+    const r = await call(gw.url, 'POST', '/api/adapters', ADMIN, body);
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    assert.ok(
+      r.body.outcome.issue.some(
+        (i: { severity: string; diagnostics: string }) => i.severity === 'warning' && /names no patient/.test(i.diagnostics),
+      ),
+    );
+
+    assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'LK-1', adapter: 'lookup-hr', type: 'wearable' })).status, 201);
+    assert.equal((await call(gw.url, 'POST', '/api/devices/LK-1/activate', ADMIN)).status, 200);
+    assert.equal((await call(gw.url, 'PUT', '/api/devices/LK-1/assignment', ADMIN, { patientId: 'MRN-LK' })).status, 200);
+    const ingest = await call(gw.url, 'POST', '/ingest/lookup-hr', ADMIN, {
+      deviceId: 'LK-1',
+      heartRate: 62,
+      time: '2026-11-23T08:01:00Z',
+    });
+    assert.equal(ingest.status, 202, JSON.stringify(ingest.body));
+    await eventually(
+      async () => {
+        const obs = await ehr.search<Observation>('Observation', { code: 'http://loinc.org|8867-4' });
+        return obs.some((o) => o.subject?.reference?.startsWith('Patient/'));
+      },
+      20000,
+      'the Observation delivered with the assigned patient as subject',
+    );
+  });
+});

@@ -92,7 +92,9 @@ export function checkSamples(
             r.resourceType === 'Observation'
               ? `observations[${tr.observations.indexOf(r as Observation)}]`
               : `devices[${tr.devices.indexOf(r as never)}]`;
-          for (const i of validate(r)) {
+          // A reading without a patient gets the device's assigned patient at ingest (MedTech's lookup mode): its
+          // missing subject is the warning below, not an error (the rule of $translate).
+          for (const i of validate(r, undefined, { subjectLater: !tr.patient })) {
             issues.push({
               file: s.file,
               path: `translation[${ti}].${idx} ${i.expression?.[0] ?? ''}`.trim(),
@@ -100,6 +102,16 @@ export function checkSamples(
               severity: 'error',
             });
           }
+        });
+      });
+      run.translations.forEach((tr, ti) => {
+        if (tr.patient || !tr.observations.length) return;
+        issues.push({
+          file: s.file,
+          path: `translation[${ti}]`,
+          message:
+            'names no patient (no patientIdExpression, or it found nothing): at ingest the patient assigned to the device is filled in, or the data is held or refused by device policy',
+          severity: 'warning',
         });
       });
       return { file: s.file, translations: run.translations, issues };
