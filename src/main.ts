@@ -9,7 +9,7 @@ import { RedisNotInstalledError } from './queue/embedded-redis.js';
 import { AdapterRegistry } from './adapters/registry.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { GatewayError } from './core/errors.js';
-import { gatewayConfigHelp, loadGatewayConfig } from './app/features.js';
+import { gatewayConfigHelp, gatewayEnvFile, loadGatewayConfig } from './app/features.js';
 import { applyToRegistry, loadMappingsDir, validateMappingCommand, translateCommand } from './adapters/mapping/index.js';
 import { SHIPPED_MAPPINGS_DIR } from './adapters/mapping/folder.js';
 import { main as sendHl7 } from './channels/mllp/client.js';
@@ -26,7 +26,7 @@ Usage:
   iomt-gateway validate-mapping DIR               check a mapping folder (or a folder of them): every error, with file and path
   iomt-gateway send-hl7 [--host H] [--port P] FILE..  send HL7v2 messages over MLLP (default 127.0.0.1:2575) and
                                                   print the ACKs (--tls, --ca, --help)
-  iomt-gateway config                             print the configuration keys
+  iomt-gateway config [--env]                     print the configuration keys (--env: as an environment file)
   iomt-gateway --help | --version
 
 With npm: npm start (build + start), npm run dev (start from source).
@@ -47,6 +47,9 @@ function arg(argv: string[], name: string): string | undefined {
   return eq?.slice(name.length + 1);
 }
 
+/** A repeated signal within this time is the same Ctrl-C delivered twice (see shutdown). */
+const SIGNAL_ECHO_MS = 1000;
+
 async function start(argv: string[]): Promise<number> {
   const flag = arg(argv, '--role') as Role | undefined;
   if (flag !== undefined && !ROLES.includes(flag)) {
@@ -55,13 +58,16 @@ async function start(argv: string[]): Promise<number> {
   }
   const config = loadGatewayConfig();
   const gateway = new Gateway(config, flag ?? config.role);
-  let signals = 0;
+  let firstSignalAt = 0;
   const shutdown = (sig: string) => {
-    signals++;
-    if (signals > 1) {
+    if (firstSignalAt) {
+      // Ctrl-C reaches every process of the terminal's group, and npm (or a wrapper) may pass it on once more: a second
+      // signal within a second is that echo, not a person insisting.
+      if (Date.now() - firstSignalAt < SIGNAL_ECHO_MS) return;
       gateway.log.warn({ signal: sig }, 'second signal: exiting now');
       process.exit(1);
     }
+    firstSignalAt = Date.now();
     gateway.log.info({ signal: sig }, 'shutting down: no new data accepted, finishing in-flight jobs');
     void gateway.stop().then(
       () => process.exit(0),
@@ -164,7 +170,8 @@ export async function main(argv: string[]): Promise<number> {
       console.log(VERSION);
       return 0;
     case 'config':
-      console.log(gatewayConfigHelp());
+      if (rest.includes('--env')) process.stdout.write(gatewayEnvFile());
+      else console.log(gatewayConfigHelp());
       return 0;
     case 'start':
       return start(rest);

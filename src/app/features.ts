@@ -22,7 +22,7 @@ import { mqttChannel } from '../channels/mqtt/channel.js';
 import { MQTT_KEYS, mqttConfig } from '../channels/mqtt/config.js';
 import type { RoleName } from '../core/contract.js';
 import { type Config, CORE_KEYS, configHelp, loadConfig, MAPPING_KEYS } from '../config/index.js';
-import { ConfigError, type ConfigKey, loadKeys } from '../config/schema.js';
+import { ConfigError, type ConfigKey, envFile, loadKeys } from '../config/schema.js';
 import { createDeviceManagement, type DeviceManagement, DEVICE_KEYS, readDeviceConfig } from '../devices/index.js';
 import { createHl7Adapter } from '../hl7v2/adapter.js';
 import { HL7_KEYS, readHl7Config } from '../hl7v2/config.js';
@@ -64,6 +64,11 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Config 
 
 export function gatewayConfigHelp(): string {
   return configHelp(ALL_KEYS);
+}
+
+/** Every key as an environment file (.env.example). */
+export function gatewayEnvFile(): string {
+  return envFile(ALL_KEYS);
 }
 
 /** The parts the gateway has built before the features: what they are wired to. */

@@ -98,7 +98,7 @@ export class Gateway {
     readonly role: Role = config.role,
     options: GatewayOptions = {},
   ) {
-    this.log = options.logger ?? createLogger(config.logLevel);
+    this.log = options.logger ?? createLogger(config.logLevel, undefined, config.logFormat);
     this.registry = new AdapterRegistry();
     for (const a of options.adapters ?? []) this.registry.register(a);
   }

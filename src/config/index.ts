@@ -186,6 +186,13 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     description: 'Log level (logs are JSON lines, without PHI)',
   },
+  {
+    env: 'LOG_FORMAT',
+    type: 'enum',
+    default: 'json',
+    values: ['json', 'pretty'],
+    description: 'json: one JSON line per event (for log collectors); pretty: a readable line for a terminal. Both without PHI',
+  },
 ];
 
 export type Role = 'all' | 'ingest' | 'worker';
@@ -226,6 +233,7 @@ export interface Config {
   adminApiKey?: string;
   shutdownTimeoutMs: number;
   logLevel: string;
+  logFormat: 'json' | 'pretty';
   /** Every key's value by env name, for feature fragments. */
   raw: ReadonlyMap<string, ConfigValue>;
 }
@@ -277,6 +285,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     adminApiKey: v.get('ADMIN_API_KEY') as string | undefined,
     shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
     logLevel: s('LOG_LEVEL'),
+    logFormat: s('LOG_FORMAT') as Config['logFormat'],
     raw: v,
   };
 }

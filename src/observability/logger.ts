@@ -1,9 +1,11 @@
 /**
- * JSON-lines logger (pino). Logs never carry PHI: the code logs ids of jobs, adapters and devices, never patient
+ * The logger (pino): JSON lines by default, for log collectors; LOG_FORMAT=pretty prints one readable line per event
+ * for a terminal (pino-pretty, the format pino's authors keep), with the same redaction. Logs never carry PHI: the code logs ids of jobs, adapters and devices, never patient
  * identifiers, names or observation values; the redact list below is a second line of defence for fields that might
  * be passed by mistake.
  */
 import { pino, type Logger } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -37,7 +39,21 @@ export const PHI_REDACT_PATHS = [
   '*.key',
 ];
 
-export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+export const LOG_FORMATS = ['json', 'pretty'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export function createLogger(level: string, destination?: NodeJS.WritableStream, format: LogFormat = 'json'): Logger {
+  const out = destination ?? process.stdout;
+  const stream =
+    format === 'pretty'
+      ? pretty({
+          destination: out,
+          colorize: !destination && !!process.stdout.isTTY,
+          translateTime: 'SYS:HH:MM:ss.l',
+          ignore: 'pid,hostname,service',
+          sync: true,
+        })
+      : out;
   return pino(
     {
       level,
@@ -45,6 +61,6 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
       redact: { paths: PHI_REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    (destination ?? process.stdout) as never,
+    stream as never,
   );
 }

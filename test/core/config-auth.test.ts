@@ -197,3 +197,34 @@ describe('bootstrap admin key and graceful shutdown', function () {
     await redis.stop();
   });
 });
+
+describe('configuration for a person at a terminal', () => {
+  it('.env.example lists every key at its default and is what `config --env` prints (it cannot drift)', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { ALL_KEYS, gatewayEnvFile } = await import('../../src/app/features.js');
+    const file = readFileSync(`${REPO_ROOT}/.env.example`, 'utf8');
+    assert.equal(file, gatewayEnvFile(), 'regenerate it: npx tsx src/main.ts config --env > .env.example');
+    for (const k of ALL_KEYS) assert.match(file, new RegExp(`^# ${k.env}=${k.secret ? '$' : ''}`, 'm'), k.env);
+    assert.doesNotMatch(file, /^[A-Z_]+=/m, 'nothing is set: a copy changes nothing until a line is uncommented');
+  });
+
+  it('LOG_FORMAT=pretty prints readable lines, with the same PHI redaction as JSON', async () => {
+    const { Writable } = await import('node:stream');
+    const { createLogger } = await import('../../src/observability/logger.js');
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _e, cb) {
+        lines.push(chunk.toString());
+        cb();
+      },
+    });
+    const log = createLogger('info', sink, 'pretty');
+    log.info({ jobId: 'J-1', patientId: 'MRN-SECRET' }, 'delivered');
+    const text = lines.join('');
+    assert.match(text, /INFO.*delivered/);
+    assert.match(text, /jobId: "J-1"/);
+    assert.doesNotMatch(text, /MRN-SECRET/);
+    assert.throws(() => JSON.parse(text.trim()), 'not JSON');
+    assert.equal(loadConfig({ LOG_FORMAT: 'pretty' }).logFormat, 'pretty');
+  });
+});
