@@ -18,6 +18,8 @@
  */
 import type { InboundMessage } from '../../core/contract.js';
 import { parseTimestamp } from '../util.js';
+
+const EPOCH_HINT = '100000000, 1973 in seconds';
 import { type CompiledExpression, compileExpression, ExpressionLanguage, parseLanguage, type Selected } from './expressions.js';
 import { child, IssueSink, isObject, type MappingIssue, prop } from './issues.js';
 
@@ -402,7 +404,7 @@ export function extractMeasurements(
       if (!time)
         problems.push({
           code: 'value',
-          message: `${label}: the timestamp ${describe(ts.sel.value)} is not an ISO 8601 date-time with a time zone (or epoch milliseconds)`,
+          message: `${label}: the timestamp ${describe(ts.sel.value)} is not an ISO 8601 date-time with a time zone, nor an epoch time in seconds or milliseconds (a number from ${EPOCH_HINT}); point timestampExpression at the reading's time`,
           expression: locate(ts.sel, ts.expr),
         });
     }
