@@ -9,8 +9,9 @@ import type { Device } from 'fhir/r4';
 import type { Reading } from '../core/contract.js';
 import { fhirStatus, type DeviceRecord } from './model.js';
 
-/** IEEE EUI-64 identifier system (as IHE PCD uses it). */
-export const EUI64_SYSTEM = 'urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680';
+import { canonicalEui64, EUI64_SYSTEM } from '../fhir/identifiers.js';
+
+export { EUI64_SYSTEM } from '../fhir/identifiers.js';
 export const SERIAL_SYSTEM = 'urn:iomt-gateway:serial-number';
 export const LOCATION_IDENTIFIER_SYSTEM = 'urn:iomt-gateway:location-id';
 /**
@@ -38,7 +39,7 @@ export function deviceResource(r: DeviceRecord, s: DeviceSystems): Device {
     status: fhirStatus(r.state),
     extension: [{ url: REGISTRY_VERSION_URL, valueInteger: r.version ?? 1 }],
   };
-  if (r.identifiers.eui64) d.identifier!.push({ system: EUI64_SYSTEM, value: r.identifiers.eui64 });
+  if (r.identifiers.eui64) d.identifier!.push({ system: EUI64_SYSTEM, value: canonicalEui64(r.identifiers.eui64) ?? r.identifiers.eui64 });
   if (r.identifiers.serialNumber) d.serialNumber = r.identifiers.serialNumber;
   if (r.identifiers.udi) d.udiCarrier = [{ carrierHRF: r.identifiers.udi }];
   if (r.manufacturer) d.manufacturer = r.manufacturer;

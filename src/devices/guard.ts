@@ -88,11 +88,13 @@ export class DeviceGuard implements IngestGuard {
     // Decide every reading (refusing the whole message on the first refusal); write nothing.
     const decided: Decided[] = [];
     const ids = [...new Set(readings.map((t) => t.devices[0]?.identifier?.[0]?.value).filter((id): id is string => !!id))];
-    const records = await this.svc.registry.getMany(ids);
+    const records = await this.findRecords(ids);
     const policy = this.policyFor(message);
     for (const t of readings) {
-      const id = t.devices[0]?.identifier?.[0]?.value;
-      if (!id) {
+      const named = t.devices[0]?.identifier?.[0]?.value;
+      // A device found by another of its identifiers (HL7 names it by its EUI-64) is the registered device.
+      const id = named ? (records.get(named)?.id ?? named) : undefined;
+      if (!id || !named) {
         if (p?.role === 'device')
           await this.refuse(
             undefined,
@@ -105,7 +107,7 @@ export class DeviceGuard implements IngestGuard {
       }
       const denial = p ? this.principalDenial(p, id) : undefined;
       if (denial) await this.refuse(id, message, denial, false);
-      const record = records.get(id);
+      const record = records.get(named);
       if (record && p?.role === 'vendor' && record.vendor !== p.vendorId)
         await this.refuse(id, message, `device '${id}' is not a device of vendor '${p.vendorId}'`, true);
       if (!record) {
@@ -192,6 +194,21 @@ export class DeviceGuard implements IngestGuard {
     }
     await this.svc.registry.seenMany([...seen.values()], message.receivedAt, message.channel).catch(() => undefined);
     return admitted;
+  }
+
+  /** The registered records the readings name, by device id or by another registered identifier (an EUI-64). */
+  private async findRecords(values: string[]): Promise<Map<string, DeviceRecord>> {
+    const registry = this.svc.registry;
+    const records = await registry.getMany(values);
+    const aliases = await registry.resolveAliases(values.filter((v) => !records.has(v)));
+    if (aliases.size) {
+      const byId = await registry.getMany([...new Set(aliases.values())]);
+      for (const [value, id] of aliases) {
+        const r = byId.get(id);
+        if (r) records.set(value, r);
+      }
+    }
+    return records;
   }
 
   /**

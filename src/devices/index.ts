@@ -95,6 +95,8 @@ export function createDeviceManagement(deps: DeviceManagementDeps): DeviceManage
       if (started) return;
       started = true;
       await access.start();
+      // Records written before devices were found by their EUI-64 too get their index entry (idempotent).
+      await devices.indexAliases().catch((err: Error) => log.warn({ error: err.message }, 'device identifiers could not be indexed yet'));
       monitor.start();
     },
     stop() {

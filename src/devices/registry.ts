@@ -9,6 +9,7 @@
  *   gw:dev:report:<id>    the decommissioning report
  */
 import type { Redis } from 'ioredis';
+import { canonicalEui64 } from '../fhir/identifiers.js';
 import { type DeliveryJob, normalizeJob } from '../queue/queue.js';
 import type { DeviceRecord, DeviceTelemetry } from './model.js';
 
@@ -49,6 +50,13 @@ const tel = (id: string) => `gw:dev:tel:${id}`;
 const held = (id: string) => `gw:dev:held:${id}`;
 const cfg = (id: string) => `gw:dev:cfg:${id}`;
 const report = (id: string) => `gw:dev:report:${id}`;
+/** Another identifier of a registered device (its EUI-64) → the device id, so data that names it that way finds it. */
+const alias = (kind: string, value: string) => `gw:dev:alias:${kind}:${value}`;
+
+/** The identifiers a device is found by besides its id (values in canonical form). */
+function aliasesOf(r: DeviceRecord): [string, string][] {
+  return r.identifiers?.eui64 ? [['eui64', r.identifiers.eui64]] : [];
+}
 
 export class DeviceRegistry {
   constructor(readonly redis: Redis) {}
@@ -70,12 +78,45 @@ export class DeviceRegistry {
     return out;
   }
 
-  /** Creates the record; false when the id is taken. */
-  async create(r: DeviceRecord): Promise<boolean> {
+  /**
+   * Creates the record; false when the id is taken, or the device that holds one of its other identifiers (an EUI-64
+   * names one device) when that is.
+   */
+  async create(r: DeviceRecord): Promise<boolean | { identifierOf: string }> {
+    for (const [kind, value] of aliasesOf(r)) {
+      const owner = await this.redis.get(alias(kind, value));
+      if (owner && owner !== r.id) return { identifierOf: owner };
+    }
     const ok = await this.redis.set(rec(r.id), JSON.stringify(r), 'NX');
     if (ok !== 'OK') return false;
-    await this.redis.sadd('gw:dev:ids', r.id);
+    const m = this.redis.multi().sadd('gw:dev:ids', r.id);
+    for (const [kind, value] of aliasesOf(r)) m.set(alias(kind, value), r.id, 'NX');
+    await m.exec();
     return true;
+  }
+
+  /** The device ids that other identifiers name (an EUI-64 value → the registered device that carries it). */
+  async resolveAliases(values: string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const candidates = values.filter((v) => /^[0-9A-F]{2}(-[0-9A-F]{2}){7}$/.test(v));
+    if (!candidates.length) return out;
+    const ids = await this.redis.mget(candidates.map((v) => alias('eui64', v)));
+    candidates.forEach((v, i) => {
+      if (ids[i]) out.set(v, ids[i] as string);
+    });
+    return out;
+  }
+
+  /** Indexes the other identifiers of records written before the index existed (start-up; idempotent). */
+  async indexAliases(): Promise<number> {
+    let n = 0;
+    for (const r of await this.all()) {
+      for (const [kind, value] of aliasesOf(r)) {
+        const canon = kind === 'eui64' ? (canonicalEui64(value) ?? value) : value;
+        if ((await this.redis.set(alias(kind, canon), r.id, 'NX')) === 'OK') n++;
+      }
+    }
+    return n;
   }
 
   /**

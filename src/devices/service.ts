@@ -9,6 +9,7 @@ import type { Principal, Reading } from '../core/contract.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
 import { badRequest, conflict, forbidden, notFound, GatewayError, outcome, issue } from '../core/errors.js';
 import { validateReadings } from '../fhir/validate.js';
+import { canonicalEui64 } from '../fhir/identifiers.js';
 import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -134,9 +135,9 @@ export class DeviceService {
       if (typeof v !== 'string') issues.push(`identifiers.${k} must be a string`);
       else identifiers[k] = v.trim();
     }
-    if (identifiers.eui64 && !/^[0-9A-Fa-f]{16}$/.test(identifiers.eui64.replace(/[-:]/g, ''))) {
-      issues.push('identifiers.eui64 must be 16 hex digits');
-    } else if (identifiers.eui64) identifiers.eui64 = identifiers.eui64.replace(/[-:]/g, '').toUpperCase();
+    if (identifiers.eui64 && !canonicalEui64(identifiers.eui64)) {
+      issues.push('identifiers.eui64 must be 16 hex digits (with or without - or : between pairs)');
+    } else if (identifiers.eui64) identifiers.eui64 = canonicalEui64(identifiers.eui64);
     const fields = ['manufacturer', 'model', 'type', 'adapter', 'vendor', 'owner', 'department', 'firmwareVersion'] as const;
     const rec: Partial<DeviceRecord> = {};
     for (const k of fields) {
@@ -172,7 +173,13 @@ export class DeviceService {
   async register(body: unknown, actor: Actor): Promise<DeviceRecord> {
     const { record, issues } = this.parseRegistration(body, actor);
     if (!record) throw new GatewayError(422, outcome(issues.map((m) => issue('invalid', m))));
-    if (!(await this.registry.create(record))) throw conflict(`device '${record.id}' is already registered`);
+    const created = await this.registry.create(record);
+    if (!created) throw conflict(`device '${record.id}' is already registered`);
+    if (typeof created === 'object') {
+      throw conflict(
+        `identifiers.eui64 ${record.identifiers.eui64} is registered to device '${created.identifierOf}': one EUI-64 names one device`,
+      );
+    }
     await this.afterChange(record, actor, 'device-registered', undefined);
     return record;
   }
@@ -215,7 +222,7 @@ export class DeviceService {
       createdBy: principal ? who(principal) : `channel:${channel}`,
       version: 1,
     };
-    if (!(await this.registry.create(record))) return undefined;
+    if ((await this.registry.create(record)) !== true) return undefined;
     await this.audit.record({
       kind: 'device-registered',
       principal,

@@ -13,7 +13,8 @@ import { isValidZone } from './time.js';
  * for Device.identifier (value written as 8 hex bytes separated by dashes, e.g. FE-ED-AB-EE-DE-AD-77-C3).
  * (urn:ietf:rfc:3986 would be wrong: an EUI-64 is not a URI.)
  */
-export const EUI64_SYSTEM = 'urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680';
+export { EUI64_SYSTEM } from '../fhir/identifiers.js';
+import { EUI64_SYSTEM } from '../fhir/identifiers.js';
 
 export const STATUS_R_VALUES = ['final', 'preliminary', 'registered', 'unknown'] as const;
 export type StatusR = (typeof STATUS_R_VALUES)[number];

@@ -106,8 +106,8 @@ describe('device lifecycle', function () {
     assert.equal(d.version?.[0]?.value, '2.3.1');
     assert.equal(d.udiCarrier?.[0]?.carrierHRF, '(01)00884838033215');
     assert.ok(
-      d.identifier?.some((i) => i.value === '0011223344556677'),
-      'EUI-64 normalised',
+      d.identifier?.some((i) => i.value === '00-11-22-33-44-55-66-77'),
+      'EUI-64 in the canonical form (the PHD IG form HL7 data carries)',
     );
     assert.equal((await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` })).length, 1);
     const rec = (await call(gw.url, 'GET', `/api/devices/${id}`, ADMIN)).body;

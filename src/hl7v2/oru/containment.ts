@@ -9,6 +9,7 @@
  * level usually carry no value: they are containers, which give their children a device type (OBX-3 of the MDS), a
  * device identity (OBX-18 of the MDS, an EUI-64) and a time (OBX-14) that metrics without their own inherit.
  */
+import { canonicalEui64, MDS_INSTANCE_SYSTEM } from '../../fhir/identifiers.js';
 import type { DeviceIdentity } from '../../fhir/builders.js';
 import type { TranslationContext } from '../../core/contract.js';
 import type { Hl7TranslateOptions } from '../config.js';
@@ -70,10 +71,8 @@ export function containmentTree(obxs: Hl7Segment[]): ContainmentTree {
 
 const HEX16 = /^[0-9A-Fa-f]{16}$/;
 
-/** "0a1b2c3d4e5f6071" → "0A-1B-2C-3D-4E-5F-60-71", the written form of an EUI-64. */
-function eui64(v: string): string {
-  return v.toUpperCase().match(/.{2}/g)!.join('-');
-}
+/** "0a1b2c3d4e5f6071" → "0A-1B-2C-3D-4E-5F-60-71", the written form of an EUI-64 (the registry's too). */
+const eui64 = (v: string): string => canonicalEui64(v) as string;
 
 /**
  * OBX-18 (equipment instance identifier, repetition 0; EI: entity^namespace^universal id^universal id type) → device
@@ -111,7 +110,8 @@ export function senderIdentity(msg: Hl7Message, translation: TranslationContext,
 
 /**
  * The identity of MDS number `mds` of a tree: OBX-18 of the MDS row, else OBX-18 of the first OBX under that MDS that
- * has one, else the sender's identity with ".mds<n>" appended (stable, so the same MDS is the same Device next time).
+ * has one, else the sender's identity with "/mds<n>" appended (stable, so the same MDS is the same Device next time),
+ * under the gateway's own MDS-instance system when the sender is an EUI-64 (the value is then no EUI-64).
  * The sender itself when there is no MDS number (the OBX has no containment path).
  */
 export function mdsIdentity(
@@ -130,5 +130,6 @@ export function mdsIdentity(
       if (id) return id;
     }
   }
+  if (sender.system === opts.eui64System) return { system: MDS_INSTANCE_SYSTEM, value: `${sender.value}/mds${mds}` };
   return { system: sender.system, value: `${sender.value}.mds${mds}` };
 }
