@@ -53,7 +53,7 @@ export const measurementsAdapter: DeviceAdapter = {
     const out: Reading[] = [];
     readings.forEach((r, i) => {
       const where = Array.isArray(body) ? `[${i}]` : '';
-      const t = translateReading(r, where, ctx, issues);
+      const t = translateReading(r, where, ctx, issues, message.attributes?.deviceId);
       if (t) out.push(t);
     });
     if (issues.length) throw new TranslationError(issues);
@@ -61,15 +61,26 @@ export const measurementsAdapter: DeviceAdapter = {
   },
 };
 
-function translateReading(r: unknown, where: string, ctx: TranslationContext, issues: OperationOutcomeIssue[]): Reading | undefined {
+/**
+ * One reading. `channelDeviceId` is the device the channel names (the MQTT topic's device): a reading without a deviceId
+ * is that device's; one naming another device is refused later by the device guard (the topic is the sender).
+ */
+function translateReading(
+  r: unknown,
+  where: string,
+  ctx: TranslationContext,
+  issues: OperationOutcomeIssue[],
+  channelDeviceId?: string,
+): Reading | undefined {
   const at = (p: string) => [`${where}${where && p ? '.' : ''}${p}`.replace(/^\./, '') || '$'];
   const before = issues.length;
   if (!isRecord(r)) {
     issues.push(issue('structure', 'a reading must be a JSON object', at('')));
     return undefined;
   }
-  const deviceId = typeof r.deviceId === 'string' ? r.deviceId.trim() : '';
-  if (!deviceId) issues.push(issue('required', 'deviceId is required (a non-empty string)', at('deviceId')));
+  const deviceId = typeof r.deviceId === 'string' ? r.deviceId.trim() : r.deviceId === undefined ? (channelDeviceId ?? '') : '';
+  if (!deviceId)
+    issues.push(issue('required', 'deviceId is required (a non-empty string, or the device named by the MQTT topic)', at('deviceId')));
   const effective = parseTimestamp(r.timestamp);
   if (r.timestamp === undefined)
     issues.push(issue('required', 'timestamp is required (ISO 8601 with a time zone, e.g. 2026-11-23T10:00:00Z)', at('timestamp')));

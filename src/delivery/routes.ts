@@ -40,8 +40,16 @@ export function deadLetterRoutes(deps: DeadLetterRoutesDeps): Router {
     const id = String(req.params.id);
     const d = await deadLetters.get(id);
     if (!d) throw notFound(`no dead letter '${id}'`);
-    const jobId = await queue.requeue({ ...d.job, replayOf: id });
+    // Removed before the job is queued again: a replay that fails at once writes the same id back (worker.ts), and must
+    // not be deleted after that. If queueing fails, the dead letter is put back.
     await deadLetters.delete(id);
+    let jobId: string;
+    try {
+      jobId = await queue.requeue({ ...d.job, replayOf: id });
+    } catch (err) {
+      await deadLetters.put(d);
+      throw err;
+    }
     log.info({ deadLetter: id, jobId }, 'dead letter replayed');
     res.status(202).json({ jobId });
   });

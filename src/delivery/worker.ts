@@ -105,7 +105,8 @@ export class DeliveryWorker {
     const { httpStatus, outcome } = ehrAnswer(e);
     const data = reading === undefined ? job.data : { ...job.data, translations: [job.data.translations[reading]] };
     await this.deadLetters.put({
-      id: reading === undefined ? String(job.id) : `${job.id}.${reading}`,
+      // A replayed dead letter that fails again keeps its id: the operator follows one entry, not a new one per retry.
+      id: reading === undefined ? (job.data.replayOf ?? String(job.id)) : `${job.data.replayOf ?? job.id}.${reading}`,
       jobId: String(job.id),
       reason: e.message,
       kind,

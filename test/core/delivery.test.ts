@@ -85,6 +85,17 @@ describe('delivery: retries, dead letters and replay (end to end)', function () 
     const full = await request(stack.gw.url).get(`/api/dead-letters/${dl.id}`);
     assert.equal(full.body.job.translations[0].observations.length, 1);
 
+    // Replayed before the cause is fixed: it fails again and is the same dead letter, not a new one.
+    stack.ehr.faults.push({ status: 400, body: refusal, match: isTransaction });
+    assert.equal((await request(stack.gw.url).post(`/api/dead-letters/${dl.id}/retry`)).status, 202);
+    await eventually(async () => stack.ehr.requests.filter(isTransaction).length === 2, 20000, 'the replay to reach the EHR');
+    await eventually(
+      async () => (await request(stack.gw.url).get(`/api/dead-letters/${dl.id}`)).status === 200,
+      20000,
+      'the same dead letter back',
+    );
+    assert.equal((await request(stack.gw.url).get('/api/dead-letters')).body.total, 1, 'one entry, not one per retry');
+
     // The cause is fixed (no more fault): replay.
     const replay = await request(stack.gw.url).post(`/api/dead-letters/${dl.id}/retry`);
     assert.equal(replay.status, 202);
