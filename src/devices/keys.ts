@@ -120,10 +120,22 @@ export class DeviceKeys {
     });
   }
 
-  /** Revokes every key of a device (decommissioning) and returns their key ids. Audited by the caller, in its report. */
-  async revokeDeviceKeys(deviceId: string): Promise<string[]> {
+  /** Revokes every key of a device (decommissioning) and returns their key ids; each revocation is in its history. */
+  async revokeDeviceKeys(deviceId: string, actor: Actor): Promise<string[]> {
     const keyIds = await this.credentials.revokeAll('device', deviceId);
-    for (const k of keyIds) this.access.forget(k);
+    for (const k of keyIds) {
+      this.access.forget(k);
+      await this.audit.record({
+        kind: 'credential-revoked',
+        principal: actor.principal,
+        address: actor.address,
+        entities: [
+          { kind: 'Device', id: deviceId },
+          { kind: 'Credential', id: k },
+        ],
+        description: 'revoked by decommissioning',
+      });
+    }
     return keyIds;
   }
 
@@ -134,14 +146,13 @@ export class DeviceKeys {
     const r = await this.credentials.rotate(keyId, this.config.rotationOverlapMs, who(actor.principal), signing?.[1]);
     if (!r) throw conflict(`credential '${keyId}' has expired: issue a new one`);
     if (this.config.rotationOverlapMs === 0) this.access.forget(keyId);
+    const ownerEntity =
+      role === 'device' ? [{ kind: 'Device' as const, id: owner }] : role === 'vendor' ? [{ kind: 'Vendor' as const, id: owner }] : [];
     await this.audit.record({
       kind: 'credential-rotated',
       principal: actor.principal,
       address: actor.address,
-      entities: [
-        { kind: 'Credential', id: keyId },
-        { kind: 'Credential', id: r.credential.keyId },
-      ],
+      entities: [...ownerEntity, { kind: 'Credential', id: keyId }, { kind: 'Credential', id: r.credential.keyId }],
       description: `old key valid until ${r.previousExpiresAt}`,
     });
     return {

@@ -128,9 +128,11 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
         roles: ['operator', 'vendor'],
         handler: async (req, a) => {
           const res = await svc.transition(param(req, 'id'), action as DeviceAction, a);
+          // The device's real telemetry (the view would otherwise show 0 messages for a device that has sent data).
+          const tel = await svc.registry.telemetry([res.record.id]);
           return {
             body: {
-              ...svc.view(res.record, undefined, a.principal),
+              ...svc.view(res.record, tel.get(res.record.id), a.principal),
               fhirJobId: res.jobId ?? null,
               ...(res.released !== undefined ? { releasedReadings: res.released } : {}),
               ...(res.report ? { decommissionReport: res.report } : {}),

@@ -269,7 +269,7 @@ export class DeviceService {
 
   /** Decommissioning: revokes every key of the device and deletes what the registry keeps of it; returns the report. */
   private async wipe(before: DeviceRecord, after: DeviceRecord, actor: Actor): Promise<DecommissionReport> {
-    const keyIds = await this.keys.revokeDeviceKeys(after.id);
+    const keyIds = await this.keys.revokeDeviceKeys(after.id, actor);
     const wiped = await this.registry.wipe(after.id);
     const p = actor.principal;
     return {

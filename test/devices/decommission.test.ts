@@ -96,6 +96,28 @@ describe('decommissioning', function () {
     const audit = await call(gw.url, 'GET', `/api/audit?kind=device-decommission&entity=${id}`, ADMIN);
     assert.equal(audit.body.total, 1);
     assert.equal(audit.body.entry[0].resource.action, 'D');
+    // Each key the decommissioning revoked is in the device's own history.
+    const revoked = await call(gw.url, 'GET', `/api/audit?kind=credential-revoked&entity=${id}`, ADMIN);
+    assert.equal(revoked.body.total, 2, JSON.stringify(revoked.body));
+  });
+
+  it("a device key's rotation is in the device's audit history", async () => {
+    const id = 'DECOM-ROT';
+    assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id })).status, 201);
+    const k = (await call(gw.url, 'POST', `/api/devices/${id}/credentials`, ADMIN)).body;
+    assert.equal((await call(gw.url, 'POST', `/api/devices/${id}/credentials/${k.keyId}/rotate`, ADMIN)).status, 201);
+    const rotated = await call(gw.url, 'GET', `/api/audit?kind=credential-rotated&entity=${id}`, ADMIN);
+    assert.equal(rotated.body.total, 1);
+  });
+
+  it('a transition answers with the telemetry the device has, not zero', async () => {
+    const id = 'DECOM-TEL';
+    assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id, adapter: 'measurements' })).status, 201);
+    assert.equal((await call(gw.url, 'POST', `/api/devices/${id}/activate`, ADMIN)).status, 200);
+    assert.equal((await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading(id, {}, 50))).status, 202);
+    const r = await call(gw.url, 'POST', `/api/devices/${id}/suspend`, ADMIN);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.telemetry.messages, 1);
   });
 
   it('a held (auto-registered) device: its held readings are deleted, never delivered', async () => {
