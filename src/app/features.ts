@@ -164,6 +164,7 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
         senders: new MllpAllowList(deviceConfig.mllpAllowedSenders),
         auth: ingestAuth,
         maxBodyBytes: config.ingestMaxBodyBytes,
+        answerWithinMs: config.enqueueTimeoutMs,
       }),
     );
     const mqtt = mqttConfig(config.raw);

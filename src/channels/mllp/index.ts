@@ -25,6 +25,8 @@ export interface MllpChannelDeps {
   senders: MllpAllowList;
   /** Access check of POST /hl7v2. */
   auth: RequestHandler;
+  /** Every message answered within this time (ENQUEUE_TIMEOUT_MS). */
+  answerWithinMs?: number;
   maxBodyBytes: number;
 }
 
@@ -43,6 +45,7 @@ export function mllpChannel(deps: MllpChannelDeps): MllpChannel {
     logger: deps.log,
     metrics,
     senderAllowed: (facility, address, cert) => deps.senders.check(facility, address, cert),
+    answerWithinMs: deps.answerWithinMs,
   });
   deps.refusals.replayWith('hl7v2', (entry) => session.replay(entry));
   const server = config.mllpEnabled ? new MllpServer({ config, logger: deps.log, session }) : undefined;

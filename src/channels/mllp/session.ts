@@ -29,6 +29,7 @@ import {
   splitMessages,
 } from '../../hl7v2/parse.js';
 import { AckCache, contentHash } from './ack-cache.js';
+import { withTimeout } from '../../queue/queue.js';
 import type { Refusal, RefusalStore, ReplayResult } from '../../pipeline/refusals.js';
 import { senderOf } from '../../hl7v2/translate-common.js';
 
@@ -46,6 +47,11 @@ export interface Hl7SessionDeps {
   redis?: Redis;
   /** Where refused messages are kept (the one refusal store); without it they are not kept. */
   refusals?: RefusalStore;
+  /**
+   * Every message is answered within this time (ENQUEUE_TIMEOUT_MS): when Redis does not answer, AE/CE "resend later"
+   * rather than silence past the sender's own timeout. A message queued after its AE is recognised when resent.
+   */
+  answerWithinMs?: number;
   config: Hl7Config;
   logger?: Hl7Logger;
   /** Counters hl7_messages_total{channel,result} and hl7_acks_total{channel,code} (no PHI in labels). */
@@ -309,8 +315,15 @@ export class Hl7Session {
     return { controlId: header?.controlId, messageType, result: kind, ackCodes: codes, acks, errors, rejectedId };
   }
 
+  /** `p`, or a retryable 503 once the message's deadline has passed (no deadline: `p`). */
+  private within<T>(deadline: number | undefined, p: Promise<T>, what: string): Promise<T> {
+    if (deadline === undefined) return p;
+    return withTimeout(p, Math.max(1, deadline - Date.now()), what);
+  }
+
   /** One message's text. Never throws. */
   async processOne(text: string, charset: string, meta: ReceiveMeta): Promise<MessageOutcome> {
+    const deadline = this.deps.answerWithinMs ? Date.now() + this.deps.answerWithinMs : undefined;
     let header: MshHeader;
     try {
       header = readHeader(text);
@@ -376,7 +389,9 @@ export class Hl7Session {
     const sender = senderOf(msg);
     const hash = contentHash(normaliseSegments(text).join('\r'));
     if (this.ackCache && !meta.replayOf) {
-      const cached = await this.ackCache.get(sender, header.controlId).catch(() => undefined);
+      const cached = await this.within(deadline, this.ackCache.get(sender, header.controlId), 'the ACK cache (Redis) did not answer').catch(
+        () => undefined,
+      );
       if (cached?.h === hash) {
         this.logger.info(
           { channel: meta.channel, controlId: header.controlId, type, app: header.sendingApplication },
@@ -412,14 +427,22 @@ export class Hl7Session {
       },
     };
     try {
-      const result = await this.deps.ingestor.ingest(this.deps.config.adapterId, message);
+      const result = await this.within(
+        deadline,
+        this.deps.ingestor.ingest(this.deps.config.adapterId, message),
+        'the message could not be queued',
+      );
       if (type === 'ADT^A40')
         this.logger.info(
           { controlId: header.controlId, app: header.sendingApplication },
           'hl7: ADT^A40 (merge) acknowledged and logged; patient merges are not applied by the gateway',
         );
       const { codes, acks } = this.acksFor(header, 'accepted', []);
-      if (this.ackCache) await this.ackCache.put(sender, header.controlId, { h: hash, acks, charset }).catch(() => undefined);
+      if (this.ackCache) {
+        await this.within(deadline, this.ackCache.put(sender, header.controlId, { h: hash, acks, charset }), 'the ACK cache').catch(
+          () => undefined,
+        );
+      }
       this.logger.info(
         {
           channel: meta.channel,
