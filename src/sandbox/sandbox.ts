@@ -179,6 +179,26 @@ export async function createSandboxEhr(options: SandboxOptions = {}): Promise<Sa
       const prev = query[k];
       query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
     }
+    // The in-memory engine answers a chained search (patient.identifier=…) with an empty Bundle, which reads as "no
+    // data": refuse it and say how to search instead.
+    const chained = Object.keys(query).find((k) => !k.startsWith('_') && k.split(':')[0].includes('.'));
+    if (req.method === 'GET' && chained) {
+      res
+        .status(400)
+        .type('application/fhir+json')
+        .json({
+          resourceType: 'OperationOutcome',
+          issue: [
+            {
+              severity: 'error',
+              code: 'not-supported',
+              diagnostics: `the sandbox EHR does not support chained search parameters ('${chained}'): search the referenced resource first (e.g. Patient?identifier=<system>|<value>), then by its reference (e.g. Observation?subject=Patient/<id>)`,
+              expression: [chained],
+            },
+          ],
+        });
+      return;
+    }
     const fhirReq: FhirRequest = {
       method: req.method as FhirRequest['method'],
       url,

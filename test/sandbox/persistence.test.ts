@@ -61,3 +61,26 @@ describe('sandbox EHR: data kept across restarts', function () {
     assert.equal(await observations(c), 2, 'the restarted sandbox still holds the Observations');
   });
 });
+
+describe('sandbox EHR: searches it cannot answer', () => {
+  it('refuses a chained search with a 400 that says how to search instead, rather than an empty Bundle', async () => {
+    const { createSandboxEhr } = await import('../../src/sandbox/sandbox.js');
+    const express = (await import('express')).default;
+    const sandbox = await createSandboxEhr();
+    const app = express();
+    app.use('/fhir', sandbox.router);
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    try {
+      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}/fhir`;
+      const r = await fetch(`${base}/Observation?patient.identifier=urn:p|MRN-1`);
+      assert.equal(r.status, 400);
+      const oo = (await r.json()) as { issue: { code: string; diagnostics: string }[] };
+      assert.equal(oo.issue[0].code, 'not-supported');
+      assert.match(oo.issue[0].diagnostics, /Patient\?identifier=/);
+      assert.equal((await fetch(`${base}/Observation?code=http://loinc.org|2708-6`)).status, 200, 'plain searches still work');
+    } finally {
+      server.close();
+    }
+  });
+});
