@@ -42,7 +42,29 @@ interface Measured {
   unit: string;
 }
 
+/** Where each Observation came from in the payload (its reading, and the measurement of each component). */
+const sources = new WeakMap<object, { reading: string; measurements: number[] }>();
+
+/** The payload path of an element of an Observation this adapter made: "[2].measurements[0].unit". */
+function locate(resource: object, element: string): string | undefined {
+  const src = sources.get(resource);
+  if (!src) return undefined;
+  const byIndex = /^Observation\.component\[(\d+)\]/.exec(element);
+  const byLoinc = /^Observation\.component\(([^)]+)\)/.exec(element);
+  const components = (resource as { component?: { code?: { coding?: { code?: string }[] } }[] }).component ?? [];
+  const k = byIndex ? Number(byIndex[1]) : byLoinc ? components.findIndex((c) => c.code?.coding?.some((x) => x.code === byLoinc[1])) : 0;
+  const at = (p: string) => `${src.reading}${src.reading ? '.' : ''}${p}`;
+  if (/\.effective/.test(element)) return at('timestamp');
+  if (/\.subject/.test(element)) return at('patientId');
+  const m = at(`measurements[${src.measurements[Math.max(0, k)] ?? src.measurements[0]}]`);
+  if (/valueQuantity\.(code|unit|system)/.test(element)) return `${m}.unit`;
+  if (/\.value/.test(element)) return `${m}.value`;
+  if (/\.code\b/.test(element)) return `${m}.code`;
+  return m;
+}
+
 export const measurementsAdapter: DeviceAdapter = {
+  locate,
   id: 'measurements',
   description: "The gateway's vendor-neutral reading format (MDC or LOINC codes, UCUM or common units)",
   translate(message: InboundMessage, ctx: TranslationContext): Reading[] {
@@ -159,7 +181,9 @@ function translateReading(
       issues.push(issue('code-invalid', why, at(`measurements[${m.index}].code`)));
       continue;
     }
-    observations.push(buildObservation({ device, patient, effective, code: m.code, value: measuredValue(m) }));
+    const obs = buildObservation({ device, patient, effective, code: m.code, value: measuredValue(m) });
+    sources.set(obs, { reading: where, measurements: [m.index] });
+    observations.push(obs);
   }
   for (const [, group] of panels.groups()) {
     const panel = assembleBpPanel(group, (m) => ({ code: m.code, value: measuredValue(m) }));
@@ -168,7 +192,9 @@ function translateReading(
       issues.push(issue('business-rule', 'blood pressure needs both systolic and diastolic values in the same reading', where));
       continue;
     }
-    observations.push(buildObservation({ device, patient, effective, code: panel.code, components: panel.components }));
+    const obs = buildObservation({ device, patient, effective, code: panel.code, components: panel.components });
+    sources.set(obs, { reading: where, measurements: panel.members.map(({ value }) => value.index) });
+    observations.push(obs);
   }
   if (issues.length > before) return undefined;
   const devices = [

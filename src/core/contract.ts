@@ -90,4 +90,10 @@ export interface DeviceAdapter {
    * Throws TranslationError for input it cannot map.
    */
   translate(message: InboundMessage, context: TranslationContext): Reading[];
+  /**
+   * Optional: where in the inbound message an element of a resource this adapter produced came from (an HL7 location
+   * such as "OBX[3]-6", a JSON path such as "$.measurements[0].unit"), so that a validation error points at what the
+   * sender wrote rather than at the gateway's own resource. `element` is a FHIR path ("Observation.valueQuantity.code").
+   */
+  locate?(resource: object, element: string): string | undefined;
 }

@@ -140,10 +140,14 @@ function vitalSignsIssues(obs: Observation, at: (e: string) => string[], options
   if (!obs.component?.length && !obs.hasMember?.length && !hasValue && !obs.dataAbsentReason) {
     out.push(issue('required', 'a vital sign needs a value or a dataAbsentReason (vs-2)', at('Observation.value[x]')));
   }
+  // Components a profile rule below checks by LOINC get their unit checked there, against their own units: checked here
+  // too, a wrong unit would be reported twice, once against the union of every vital-sign unit.
+  const covered = new Set(profiles[0]?.components.map((r) => r.loinc) ?? []);
   list(obs.component).forEach((c, i) => {
     const cHasValue = Object.keys(c).some((k) => k.startsWith('value'));
     if (!cHasValue && !c.dataAbsentReason)
       out.push(issue('required', 'each component needs a value or a dataAbsentReason (vs-3)', at(`Observation.component[${i}]`)));
+    if (loincCodes(c?.code?.coding).some((l) => covered.has(l))) return;
     out.push(
       ...checkQuantity(
         c.valueQuantity,
@@ -181,12 +185,28 @@ function vitalSignsIssues(obs: Observation, at: (e: string) => string[], options
   return out;
 }
 
+/** An issue located in the sender's terms when the adapter can say where the element came from (`locate`). */
+function located(
+  i: OperationOutcomeIssue,
+  resource: object,
+  label: string,
+  locate?: (resource: object, element: string) => string | undefined,
+): OperationOutcomeIssue {
+  const expr = i.expression?.[0] ?? '';
+  const element = expr.startsWith(`${label}: `) ? expr.slice(label.length + 2) : expr;
+  const where = locate?.(resource, element);
+  return where ? { ...i, expression: [where] } : i;
+}
+
 /**
  * Validates every resource of the readings (devices, patients, observations, audit events), each issue located by
  * reading and observation (with the observation's codes). The one check before anything is queued: the pipeline, the
  * device registry's Device updates and the audit trail's forwarded AuditEvents all go through it.
  */
-export function validateReadings(readings: readonly Reading[], options: { patientFromDevice?: boolean } = {}): OperationOutcomeIssue[] {
+export function validateReadings(
+  readings: readonly Reading[],
+  options: { patientFromDevice?: boolean; locate?: (resource: object, element: string) => string | undefined } = {},
+): OperationOutcomeIssue[] {
   const issues: OperationOutcomeIssue[] = [];
   readings.forEach((t, i) => {
     const subjectLater = !!options.patientFromDevice && !t.patient;
@@ -195,7 +215,8 @@ export function validateReadings(readings: readonly Reading[], options: { patien
     for (const p of t.patients ?? []) issues.push(...validate(p, where));
     t.observations.forEach((o, j) => {
       const code = Array.isArray(o.code?.coding) ? o.code.coding.map((c) => c?.code).join('/') : o.code?.text;
-      issues.push(...validate(o, `${where ? where + '.' : ''}observation[${j}] (${code})`, { subjectLater }));
+      const label = `${where ? where + '.' : ''}observation[${j}] (${code})`;
+      for (const i of validate(o, label, { subjectLater })) issues.push(located(i, o, label, options.locate));
     });
     for (const a of t.auditEvents ?? []) issues.push(...validate(a, where));
   });

@@ -3,6 +3,7 @@
  * demographics. The body is a parsed `Hl7Message` (what the MLLP and HTTP channels hand in) or the message text.
  */
 import type { DeviceAdapter, InboundMessage, Reading, TranslationContext } from '../core/contract.js';
+import { obxField, observationSources } from './translate-common.js';
 import { TranslationError } from '../core/contract.js';
 import { issue } from '../core/errors.js';
 import { defaultHl7Config, type Hl7TranslateOptions } from './config.js';
@@ -65,6 +66,22 @@ export function createHl7Adapter(options: Partial<Hl7TranslateOptions> & { defau
       if (unsupported) throw new TranslationError([issue('not-supported', unsupported.text, ['MSH[1]-9'])]);
       if (messageCode === 'ORU') return translateOru(msg, ctx, opts);
       return translateAdt(msg, ctx, opts);
+    },
+    locate(resource: object, element: string): string | undefined {
+      const src = observationSources.get(resource);
+      if (!src) return undefined;
+      // A component is named by position (component[1]) or by LOINC code (component(8462-4)).
+      const byIndex = /^Observation\.component\[(\d+)\]/.exec(element);
+      const byLoinc = /^Observation\.component\(([^)]+)\)/.exec(element);
+      const components = (resource as { component?: { code?: { coding?: { code?: string }[] } }[] }).component ?? [];
+      const k = byIndex
+        ? Number(byIndex[1])
+        : byLoinc
+          ? components.findIndex((c) => c.code?.coding?.some((x) => x.code === byLoinc[1]))
+          : -1;
+      const segment = (k >= 0 && src.components?.[k]) || src.obx;
+      const field = obxField(element);
+      return field ? `${segment}-${field}` : segment;
     },
   };
 }

@@ -141,3 +141,20 @@ export function senderOf(msg: Pick<Hl7Message, 'header'>): string {
 export function sourceIdOf(msg: Pick<Hl7Message, 'header'>): string {
   return `${senderOf(msg)}|${msg.header.controlId}`;
 }
+
+/**
+ * Where each Observation an HL7 message produced came from: its OBX ("OBX[3]"), and for a blood-pressure panel the
+ * OBX of each component in component order. Filled during translation; read by the adapter's `locate` so that a
+ * validation error is answered as ERR-2 "OBX[3]-6" rather than the gateway's "observation[0]".
+ */
+export const observationSources = new WeakMap<object, { obx: string; components?: string[] }>();
+
+/** The OBX field an element of an Observation comes from (PCD-01): value 5, units 6, code 3, status 11, time 14. */
+export function obxField(element: string): number | undefined {
+  if (/value(Quantity|SampledData)?\.(code|unit|system)\b/.test(element) || /valueQuantity\.(code|unit|system)/.test(element)) return 6;
+  if (/\.value/.test(element)) return 5;
+  if (/^Observation\.(component\[\d+\]\.)?code\b/.test(element)) return 3;
+  if (/\.status\b/.test(element)) return 11;
+  if (/\.effective/.test(element)) return 14;
+  return undefined;
+}

@@ -89,7 +89,7 @@ export class Pipeline implements Ingestor {
   ) {}
 
   translate(adapterId: string, message: InboundMessage): Reading[] {
-    return this.validateAll(this.translateOnly(adapterId, message));
+    return this.validateAll(this.translateOnly(adapterId, message), this.registry.get(adapterId));
   }
 
   private translateOnly(adapterId: string, message: InboundMessage): Reading[] {
@@ -98,8 +98,8 @@ export class Pipeline implements Ingestor {
     return translateWith(adapter, message, this.context);
   }
 
-  private validateAll(readings: Reading[]): Reading[] {
-    const issues = validateReadings(readings);
+  private validateAll(readings: Reading[], adapter?: DeviceAdapter): Reading[] {
+    const issues = validateReadings(readings, { locate: adapter?.locate?.bind(adapter) });
     if (issues.length) throw unprocessable(issues);
     return readings;
   }
@@ -111,10 +111,10 @@ export class Pipeline implements Ingestor {
       translations = this.translateOnly(adapterId, message);
       if (this.guard) {
         const decision = await this.guard.decide(adapterId, message, translations).catch(guardFailure);
-        this.validateAll(decision.readings);
+        this.validateAll(decision.readings, this.registry.get(adapterId));
         translations = await decision.commit().catch(guardFailure);
         held = decision.readings.length - translations.length;
-      } else this.validateAll(translations);
+      } else this.validateAll(translations, this.registry.get(adapterId));
     } catch (err) {
       // Label with a registered id only: ids from URLs would grow the metrics without bound.
       this.metrics?.inc('ingest_refused_total', {

@@ -12,7 +12,7 @@ import { assembleBpPanel, BpCollector, type BpGroup, type BpPanel } from '../../
 import { buildDevice, buildObservation, type DeviceIdentity, type ObservationValue } from '../../fhir/builders.js';
 import { MDC_SYSTEM } from '../../fhir/terminology.js';
 import { get, type Hl7Segment } from '../parse.js';
-import { at, codedElement, hl7Issue } from '../translate-common.js';
+import { at, codedElement, hl7Issue, observationSources } from '../translate-common.js';
 import { type ContainmentTree, containmentTree, mdsIdentity, pathKey, type Position, senderIdentity } from './containment.js';
 import type { ObservationGroup, OruContext } from './context.js';
 import { effectiveOf, type Metric, metricOf, type ObservationStatus, valueText, withAbsenceAndNotes } from './values.js';
@@ -160,6 +160,7 @@ function metricObservation(oru: OruContext, m: Metric, device: DeviceIdentity, p
     interpretation: m.interpretation,
     referenceRange: m.referenceRange,
   });
+  observationSources.set(obs, { obx: at(oru.msg, m.obx) });
   return withAbsenceAndNotes(obs, m);
 }
 
@@ -193,5 +194,6 @@ function panelObservation(
   });
   const notes = panel.members.flatMap(({ role, value }) => value.notes.map((n) => ({ text: `${role}: ${n.text}` })));
   if (notes.length) obs.note = notes;
+  observationSources.set(obs, { obx: at(oru.msg, systolic.obx), components: panel.members.map(({ value }) => at(oru.msg, value.obx)) });
   return obs;
 }
