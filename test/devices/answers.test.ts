@@ -60,3 +60,41 @@ describe('answers that say what happened', () => {
     assert.match(denied.body.issue[0].diagnostics, /^an operator credential may not/);
   });
 });
+
+describe('docs/devices.md: the documented vendor and operator bodies work as written', () => {
+  let redis: TestRedis;
+  let ehr: TestEhr;
+  let gw: TestGateway;
+  before(async () => {
+    redis = await startRedis();
+    ehr = await startEhr();
+    gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url });
+  });
+  after(async () => {
+    await gw?.stop();
+    await ehr?.stop();
+    await redis?.stop();
+  });
+
+  it('POSTs each JSON example of the "Vendors and operators" section and gets the documented answer', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { REPO_ROOT } = await import('../helpers/harness.js');
+    const doc = readFileSync(`${REPO_ROOT}/docs/devices.md`, 'utf8');
+    const section = doc.slice(doc.indexOf('## Vendors and operators'), doc.indexOf('## Unknown devices'));
+    const examples = [...section.matchAll(/```json\n(POST \S+)\n([\s\S]*?)\n```/g)].map((m) => ({
+      path: m[1].slice(5),
+      body: JSON.parse(m[2]),
+    }));
+    assert.deepEqual(
+      examples.map((e) => e.path),
+      ['/api/vendors', '/api/operators/credentials'],
+    );
+    for (const e of examples) {
+      const r = await call(gw.url, 'POST', e.path, ADMIN, e.body);
+      assert.equal(r.status, 201, `${e.path}: ${JSON.stringify(r.body)}`);
+    }
+    const vendor = (await call(gw.url, 'GET', '/api/vendors', ADMIN)).body.find((v: { id: string }) => v.id === 'acme');
+    assert.deepEqual(vendor.adapters, ['measurements']);
+    assert.equal(vendor.name, 'Acme Medical');
+  });
+});
