@@ -9,6 +9,7 @@ import { RedisNotInstalledError } from './queue/embedded-redis.js';
 import { AdapterRegistry } from './adapters/registry.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { GatewayError } from './core/errors.js';
+import { acceptedCodesMarkdown, MEASUREMENTS_SCHEMA } from './adapters/measurements-format.js';
 import { gatewayConfigHelp, gatewayEnvFile, loadGatewayConfig } from './app/features.js';
 import { applyToRegistry, loadMappingsDir, validateMappingCommand, translateCommand } from './adapters/mapping/index.js';
 import { SHIPPED_MAPPINGS_DIR } from './adapters/mapping/folder.js';
@@ -26,6 +27,7 @@ Usage:
   iomt-gateway validate-mapping DIR               check a mapping folder (or a folder of them): every error, with file and path
   iomt-gateway send-hl7 [--host H] [--port P] FILE..  send HL7v2 messages over MLLP (default 127.0.0.1:2575) and
                                                   print the ACKs (--tls, --ca, --help)
+  iomt-gateway formats [--codes]                  the measurements format as JSON Schema (--codes: the accepted codes)
   iomt-gateway config [--env]                     print the configuration keys (--env: as an environment file)
   iomt-gateway --help | --version
 
@@ -168,6 +170,10 @@ export async function main(argv: string[]): Promise<number> {
     case '--version':
     case '-v':
       console.log(VERSION);
+      return 0;
+    case 'formats':
+      if (rest.includes('--codes')) process.stdout.write(acceptedCodesMarkdown());
+      else process.stdout.write(`${JSON.stringify(MEASUREMENTS_SCHEMA, null, 2)}\n`);
       return 0;
     case 'config':
       if (rest.includes('--env')) process.stdout.write(gatewayEnvFile());

@@ -141,7 +141,11 @@ function translateReading(
     if (!code) {
       const sys = codeIn.system ? `${codeIn.system}|` : '';
       return void issues.push(
-        issue('code-invalid', `unknown code '${sys}${codeIn.code}': not an MDC metric or LOINC vital sign the gateway maps`, mat('code')),
+        issue(
+          'code-invalid',
+          `unknown code '${sys}${codeIn.code}': not an MDC metric or LOINC vital sign the gateway maps (the accepted codes: GET /formats/measurements/codes, docs/codes.md)`,
+          mat('code'),
+        ),
       );
     }
     if (typeof m.value !== 'number' || !Number.isFinite(m.value))

@@ -10,6 +10,7 @@ import { requireJson } from '../http/errors.js';
 import type { IngestResult, Ingestor } from '../pipeline/pipeline.js';
 import { deviceIdsOf, type Refusal, type RefusalStore, type ReplayResult } from '../pipeline/refusals.js';
 import type { Channel } from './channel.js';
+import { acceptedCodes, MEASUREMENTS_SCHEMA } from '../adapters/measurements-format.js';
 
 export interface HttpChannelDeps {
   ingestor: Ingestor;
@@ -37,6 +38,13 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
   const { ingestor, refusals } = deps;
   const json = express.json({ limit: deps.maxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
   const router = express.Router();
+
+  // The format of the measurements adapter, for the people who send it (no credential: it holds no data).
+  router.get(
+    '/formats/measurements/schema.json',
+    (_req, res) => void res.type('application/schema+json').send(JSON.stringify(MEASUREMENTS_SCHEMA, null, 2)),
+  );
+  router.get('/formats/measurements/codes', (_req, res) => void res.json(acceptedCodes()));
 
   router.post('/ingest/:adapter', deps.auth, requireJson, json, async (req, res) => {
     if (req.body === undefined) throw new GatewayError(400, outcome([issue('required', 'the body is empty')]));
