@@ -26,6 +26,8 @@ import { EhrClient } from '../delivery/ehr-client.js';
 import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
 import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
 import { createApp } from '../http/app.js';
+import { openApiRoutes } from '../http/openapi.js';
+import { MEASUREMENTS_SCHEMA } from '../adapters/measurements-format.js';
 import type { AccessControl } from '../access/auth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
@@ -220,6 +222,13 @@ export class Gateway {
           ehr: () => this.ehr,
           metrics: this.metrics,
           operatorOnly: requireRole('operator'),
+        }),
+        openApiRoutes({
+          version: VERSION,
+          ingest,
+          sandbox: !!this.sandbox,
+          mqtt: features.channels.some((c) => c.name === 'mqtt'),
+          measurementsSchema: MEASUREMENTS_SCHEMA,
         }),
         deadLetterRoutes({ deadLetters, queue, requireRole, log }),
         refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
