@@ -32,6 +32,8 @@ import type { Pipeline } from '../pipeline/pipeline.js';
 import type { RefusalStore } from '../pipeline/refusals.js';
 import type { DeliveryQueue } from '../queue/queue.js';
 import { PLUGIN_KEYS } from '../adapters/config.js';
+import { configureTemplateLimits, readTemplateLimits, templateLimits } from '../adapters/limits.js';
+import { closeTemplatePool, templatePool } from '../adapters/mapping/pool.js';
 import { createRegistration } from '../registration/service.js';
 
 /** Every key of every feature, in the order --help prints them. */
@@ -122,6 +124,14 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
   const requireRole = (...roles: RoleName[]) => access.require(...roles);
 
   // 2. Adapters: hl7v2 (the built-ins are in the registry already), the mappings folder, plugins, registered ones.
+  //    The limits on templates and on work per message apply to every source, so they are set first.
+  configureTemplateLimits(readTemplateLimits(config.raw));
+  const templates: Part = {
+    start: async () => {
+      if (pipeline && templateLimits().workers > 0) templatePool().warm();
+    },
+    stop: () => closeTemplatePool(),
+  };
   const hl7 = readHl7Config(config.raw);
   if (hl7.errors.length) throw new ConfigError(hl7.errors);
   registry.register(createHl7Adapter(hl7.config));
@@ -180,6 +190,6 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
     devices,
     channels,
     routers: [...devices.routers, mappings.router, registration.router],
-    parts: [devices, mappings, registration, ...channels],
+    parts: [templates, devices, mappings, registration, ...channels],
   };
 }

@@ -8,6 +8,8 @@
  * the assigned patient), validation runs on what it decided, and only then `commit` writes (auto-registration, held
  * readings, last seen). A message refused by validation leaves no device registered and no "last seen" moved.
  */
+import { checkMessageLimits } from '../adapters/limits.js';
+import { isOffThread } from '../adapters/off-thread.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
 import { type DeviceAdapter, type InboundMessage, type Reading, type TranslationContext, TranslationError } from '../core/contract.js';
 import { GatewayError, issue, notFound, outcome, unprocessable } from '../core/errors.js';
@@ -64,6 +66,27 @@ export function translateWith(adapter: DeviceAdapter, message: InboundMessage, c
   }
 }
 
+/**
+ * Runs one adapter within the bounds on work per message (adapters/limits.ts): an adapter that can evaluate off the
+ * event loop (a declarative mapping: worker threads and a time budget) does so; every adapter's result is held to the
+ * readings and Observations per message limits.
+ */
+export async function translateBounded(adapter: DeviceAdapter, message: InboundMessage, context: TranslationContext): Promise<Reading[]> {
+  let readings: Reading[];
+  if (isOffThread(adapter)) {
+    try {
+      readings = await adapter.translateAsync(message, context);
+    } catch (err) {
+      if (err instanceof GatewayError) throw err;
+      throw new TranslationError([
+        issue('processing', `adapter '${adapter.id}' could not translate this payload (${(err as Error)?.name ?? 'error'})`),
+      ]);
+    }
+  } else readings = translateWith(adapter, message, context);
+  checkMessageLimits(readings);
+  return readings;
+}
+
 /** A guard failure that is not a GatewayError is Redis being unreachable: the sender must retry. */
 function guardFailure(err: unknown): never {
   if (err instanceof GatewayError) throw err;
@@ -93,9 +116,15 @@ export class Pipeline implements Ingestor {
   }
 
   private translateOnly(adapterId: string, message: InboundMessage): Reading[] {
+    const readings = translateWith(this.adapter(adapterId), message, this.context);
+    checkMessageLimits(readings);
+    return readings;
+  }
+
+  private adapter(adapterId: string): DeviceAdapter {
     const adapter = this.registry.get(adapterId);
     if (!adapter) throw notFound(this.registry.inactiveReason(adapterId) ?? `no adapter '${adapterId}' is registered`);
-    return translateWith(adapter, message, this.context);
+    return adapter;
   }
 
   private validateAll(readings: Reading[], adapter?: DeviceAdapter): Reading[] {
@@ -108,7 +137,7 @@ export class Pipeline implements Ingestor {
     let translations: Reading[];
     let held = 0;
     try {
-      translations = this.translateOnly(adapterId, message);
+      translations = await translateBounded(this.adapter(adapterId), message, this.context);
       if (this.guard) {
         const decision = await this.guard.decide(adapterId, message, translations).catch(guardFailure);
         this.validateAll(decision.readings, this.registry.get(adapterId));

@@ -22,7 +22,7 @@ import type { AuditTrail } from '../audit/store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
-import { translateWith } from '../pipeline/pipeline.js';
+import { translateBounded } from '../pipeline/pipeline.js';
 import {
   type DeviceAdapter,
   type InboundMessage,
@@ -37,7 +37,8 @@ import { validateReadings } from '../fhir/validate.js';
 import { buildTransaction } from '../fhir/transaction.js';
 import { requireJson } from '../http/errors.js';
 import {
-  checkSamples,
+  boundedMapping,
+  checkSamplesBounded,
   compileMapping,
   createMappingAdapter,
   MappingError,
@@ -371,12 +372,16 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
       const errors = issues.filter((i) => i.severity === 'error');
       let results: { sample: number; resources: Resource[]; patient?: Reading['patient'] }[] = [];
       // 2. every sample through the mapping and the validator (also when the codes are wrong: the vendor gets the whole list)
-      const { mapping } = compileMapping(reg.deviceMapping, reg.fhirMapping, { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE });
+      // Samples come from the vendor with the templates: each is evaluated as a message at ingest would be (off the
+      // event loop, within the time budget per message).
+      const files = { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE };
+      const { mapping } = compileMapping(reg.deviceMapping, reg.fhirMapping, files);
       if (mapping) {
-        const samples = checkSamples(
-          mapping,
+        const samples = await checkSamplesBounded(
+          reg.id,
+          boundedMapping(mapping, { deviceMapping: reg.deviceMapping, fhirMapping: reg.fhirMapping, files, vendor: reg.vendor }),
           reg.samples.map((body, i) => ({ file: `samples[${i}]`, body })),
-          { deviceFile: DEVICE_FILE, fhirFile: FHIR_FILE, vendor: reg.vendor, ctx: ctx.context },
+          { ...files, vendor: reg.vendor, ctx: ctx.context },
         );
         for (const s of samples) {
           errors.push(...s.issues.filter((i) => i.severity === 'error'));
@@ -445,7 +450,7 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
       res.json({ ...r.view, createdAt: r.reg.record.createdAt, updatedAt: r.reg.record.updatedAt, versions });
     });
 
-    router.post('/api/adapters/:id/$translate', ctx.requireRole('operator', 'vendor'), requireJson, json, (req, res) => {
+    router.post('/api/adapters/:id/$translate', ctx.requireRole('operator', 'vendor'), requireJson, json, async (req, res) => {
       const r = resolve(req, 'read');
       if (!r.adapter)
         throw new GatewayError(
@@ -464,7 +469,7 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
       };
       // The pipeline's own translate and validate steps; without a patient in the payload the subject is filled in at
       // the door (the device's assigned patient), so its absence is a warning here, not an error.
-      const translations = translateWith(r.adapter, message, ctx.context);
+      const translations = await translateBounded(r.adapter, message, ctx.context);
       const problems = validateReadings(translations, { patientFromDevice: true });
       if (problems.length) throw unprocessable(problems);
       const warnings: OperationOutcomeIssue[] = [];

@@ -48,6 +48,39 @@ describe('expressions: JSONPath in the Newtonsoft dialect', () => {
     for (const bad of ['$..[?(@.a ==)]', 'heartRate', '$..[?(@.a'])
       assert.throws(() => compileExpression(bad, 'JsonPath'), ExpressionError, bad);
   });
+
+  // Issue 13: jsonpath-plus's "safe" evaluator runs regex literals (on the backtracking engine: 19.7 s for one
+  // message), string methods and its internal names. Filters are refused outright when compiled.
+  const refused: [string, RegExp][] = [
+    ['$.Body.readings[?(/(a+)+$/.test(_$_v.tag) || @.spo2 != null)]', /name starting with '_\$_'/],
+    ['$.Body.readings[?(/(a+)+$/.test(@.tag) || @.spo2 != null)]', /function or method call/],
+    ['$.Body.readings[?(@.spo2 != null && /(a+)+$/ == @.tag)]', /regular expression literal/],
+    ["$.Body.readings[?(@.tag.match('a+'))]", /function or method call/],
+    ["$.Body.readings[?(@.tag.padEnd(1e9) == 'x')]", /function or method call/],
+    ['$.Body.readings[?(_$_v.spo2 > 90)]', /name starting with '_\$_'/],
+    ['$.Body.readings[?(_$_root)]', /name starting with '_\$_'/],
+    ['$.Body.readings[?(@.a = 1)]', /assignment/],
+    ['$.Body.readings[?(@.a > 1; @.b)]', /several expressions|not valid|refused/],
+    ['$.Body.readings[?(Math)]', /the name 'Math'/],
+    ['$.Body.readings[(@.length - 1)]', /./],
+  ];
+  for (const [path, rx] of refused.slice(0, -1)) {
+    it(`refuses ${path} when compiled`, () =>
+      assert.throws(
+        () => compileExpression(path, 'JsonPath'),
+        (e: Error) => e instanceof ExpressionError && / refused: /.test(e.message) && rx.test(e.message),
+      ));
+  }
+
+  const allowed = [
+    "$..[?(@.spo2 != null && @.kN != 'x')]",
+    '$.Body.readings[?(@.v > 3 && !(@.flag) || @.v * 2 - 1 <= 10 % 3)]',
+    "$.Body.readings[?(@.tag == '_$_v' || @['odd-name'] === \"x\")]",
+    "$.Body.readings[?(typeof @.v == 'number' ? @.v > 0 : -@.w < 0)]",
+  ];
+  for (const path of allowed) {
+    it(`accepts ${path}`, () => assert.doesNotThrow(() => compileExpression(path, 'JsonPath')));
+  }
 });
 
 describe('expressions: JMESPath with the iomt-fhir custom functions', () => {
@@ -75,14 +108,52 @@ describe('expressions: JMESPath with the iomt-fhir custom functions', () => {
     ['insertString(original, toInsert, pos)', { original: 'myString', toInsert: '!!', pos: 100 }, /out of range/],
     ['add(a, `1`)', { a: '1' }, /expected argument 1 to be type number/],
     ['pow(`10`, `1000`)', {}, /not a finite number/],
-    // Vendor patterns are untrusted: shapes that backtrack exponentially are refused, not run.
-    ["matchesRegex(id, '(a+)+$')", { id: 'a'.repeat(40) + '!' }, /pattern refused: nested quantifiers/],
-    ["matchesRegex(id, '(x|xx)*y')", { id: 'x'.repeat(40) }, /pattern refused: a quantified alternation/],
-    ["matchesRegex(id, '(.)\\1')", { id: 'aa' }, /pattern refused: back-references/],
+    // Patterns RE2 cannot run are refused, with the reason (here the pattern comes from the payload, so at translation).
+    ['matchesRegex(id, p)', { id: 'aa', p: '(.)\\1' }, /pattern refused: back-references are not supported/],
+    ['matchesRegex(id, p)', { id: 'ab', p: '(?=a)a' }, /pattern refused: lookahead and lookbehind are not supported/],
+    ['matchesRegex(id, p)', { id: 'aa', p: 'a{2000}' }, /pattern refused: RE2 cannot run it: invalid repetition size/],
   ];
   for (const [expr, data, rx] of failures) {
-    it(`${expr} fails clearly`, () => assert.throws(() => compileExpression(expr, 'JmesPath').selectTokens(data), rx));
+    it(`${expr} on ${JSON.stringify(data).slice(0, 40)} fails clearly`, () =>
+      assert.throws(() => compileExpression(expr, 'JmesPath').selectTokens(data), rx));
   }
+
+  it('refuses a matchesRegex() pattern written in the template when it is compiled, with the reason', () => {
+    assert.throws(
+      () => compileExpression("matchesRegex(tag, '(a)\\1')", 'JmesPath'),
+      (e: Error) => e instanceof ExpressionError && /pattern '\(a\)\\1' refused: back-references are not supported/.test(e.message),
+    );
+    assert.throws(() => compileExpression("matchesRegex(tag, '(?<!a)b')", 'JmesPath'), /lookahead and lookbehind/);
+  });
+
+  // Issue 13: '((a+))+$' got past the nested-quantifier check and took 24.5 s; '(.*a){12}$' is polynomial. On RE2
+  // both take time linear in the input. Without RE2 these cases backtrack for hours (the timeout fails the test).
+  for (const [pattern, value] of [
+    ['((a+))+$', 'a'.repeat(40) + '!'],
+    ['(.*a){12}$', 'a'.repeat(4000) + '!'],
+    ['(a+)+$', 'a'.repeat(4000) + '!'],
+    ['(x|xx)*y', 'x'.repeat(4000)],
+  ]) {
+    it(`runs matchesRegex(tag, '${pattern}') on a hostile value without backtracking`, function () {
+      this.timeout(10_000);
+      const e = compileExpression(`matchesRegex(tag, '${pattern}')`, 'JmesPath');
+      assert.deepEqual(e.selectTokens({ tag: value }), [{ value: false }]);
+      // Same answers as JavaScript on values that do not backtrack.
+      for (const benign of ['aaa', 'a'.repeat(12), 'xxy', 'b'])
+        assert.deepEqual(e.selectTokens({ tag: benign }), [{ value: new RegExp(pattern).test(benign) }], benign);
+    });
+  }
+
+  it('keeps RE2 working after many distinct patterns, refused ones included (its heap is fixed)', function () {
+    this.timeout(60_000);
+    // re2-wasm's heap is 16 MiB: without deleting evicted and refused patterns, RE2 breaks after about 10,000 of each.
+    const e = compileExpression('matchesRegex(id, p)', 'JmesPath');
+    for (let i = 0; i < 20_000; i++) {
+      assert.deepEqual(e.selectTokens({ id: `SN-${i}`, p: `^SN-${i}$` }), [{ value: true }]);
+      assert.throws(() => e.selectTokens({ id: 'a', p: `a{${2000 + i}}` }), /invalid repetition size/);
+    }
+    assert.deepEqual(e.selectTokens({ id: 'SN-1', p: '^SN-[0-9]+$' }), [{ value: true }]);
+  });
 
   it('refuses unknown functions and syntax errors when compiled', () => {
     assert.throws(() => compileExpression('toUpper(a)', 'JmesPath'), /unknown function toUpper\(\)/);

@@ -23,7 +23,10 @@ import {
   parseDeviceMapping,
 } from './device-templates.js';
 import { buildGroupObservation, type CodeValueTemplate, groupMeasurements, parseFhirMapping } from './fhir-templates.js';
-import { child, errorsOf, IssueSink, MappingError, type MappingIssue } from './issues.js';
+import { child, errorsOf, IssueSink, isObject, MappingError, type MappingIssue, prop } from './issues.js';
+import { limitText, templateLimits } from '../limits.js';
+import { type MappingSource, overBudget, templatePool } from './pool.js';
+import { createHash } from 'node:crypto';
 import { checkTerminology } from './terminology-checks.js';
 
 export const DEVICE_MAPPING_FILE = 'devicecontent.json';
@@ -50,6 +53,8 @@ export function compileMapping(
 ): { mapping?: CompiledMapping; issues: MappingIssue[] } {
   const deviceFile = files.deviceFile ?? DEVICE_MAPPING_FILE;
   const fhirFile = files.fhirFile ?? FHIR_MAPPING_FILE;
+  const over = sizeIssues(deviceMapping, fhirMapping, deviceFile, fhirFile);
+  if (over.length) return { issues: over };
   const d = parseDeviceMapping(deviceMapping, deviceFile);
   const f = parseFhirMapping(fhirMapping, fhirFile);
   const issues = [...d.issues, ...f.issues];
@@ -103,6 +108,34 @@ export function compileMapping(
   return { mapping: { deviceTemplates: d.templates, fhirTemplates: f.templates, byType }, issues };
 }
 
+/** The limits on a mapping's size, checked before anything is compiled (compiling is what they bound). */
+function sizeIssues(deviceMapping: unknown, fhirMapping: unknown, deviceFile: string, fhirFile: string): MappingIssue[] {
+  const limits = templateLimits();
+  const issues: MappingIssue[] = [];
+  const bytes = Buffer.byteLength(JSON.stringify(deviceMapping) ?? '') + Buffer.byteLength(JSON.stringify(fhirMapping) ?? '');
+  if (bytes > limits.maxTemplateBytes)
+    issues.push({
+      file: deviceFile,
+      path: '$',
+      message: `the mapping is ${bytes} bytes (both template files as JSON); a mapping may have ${limitText('maxTemplateBytes', 'bytes')}`,
+      severity: 'error',
+    });
+  for (const [json, file] of [
+    [deviceMapping, deviceFile],
+    [fhirMapping, fhirFile],
+  ] as const) {
+    const list = isObject(json) ? prop(json, 'template') : undefined;
+    if (Array.isArray(list?.value) && list.value.length > limits.maxTemplates)
+      issues.push({
+        file,
+        path: `$.${list.key}`,
+        message: `${list.value.length} templates; a template file may hold ${limitText('maxTemplates', 'templates')}`,
+        severity: 'error',
+      });
+  }
+  return issues;
+}
+
 function toIssues(problems: ExtractionProblem[]): OperationOutcomeIssue[] {
   return problems.map((p) => issue(p.code, p.message, [p.expression]));
 }
@@ -113,15 +146,28 @@ export interface MappingRun {
   origins: Map<Observation, CodeValueTemplate>;
 }
 
-/** Runs a compiled mapping over one message. Throws TranslationError. */
-export function runMapping(mapping: CompiledMapping, message: InboundMessage, ctx: TranslationContext, vendor?: string): MappingRun {
+/**
+ * Runs a compiled mapping over one message. Throws TranslationError. `checkpoint` is called between templates (the
+ * cooperative deadline of in-thread evaluation; it throws to stop).
+ */
+export function runMapping(
+  mapping: CompiledMapping,
+  message: InboundMessage,
+  ctx: TranslationContext,
+  vendor?: string,
+  checkpoint?: () => void,
+): MappingRun {
   if (message.body === undefined || message.body === null || typeof message.body !== 'object') {
     throw new TranslationError([issue('structure', 'the payload must be a JSON object or array', ['$'])]);
   }
   const envelope = eventEnvelope(message);
   const problems: ExtractionProblem[] = [];
   const wrapped = envelope !== message.body;
-  const measurements = mapping.deviceTemplates.flatMap((t) => extractMeasurements(t, envelope, problems, wrapped));
+  const measurements = mapping.deviceTemplates.flatMap((t) => {
+    checkpoint?.();
+    return extractMeasurements(t, envelope, problems, wrapped);
+  });
+  checkpoint?.();
   if (problems.length) throw new TranslationError(toIssues(problems));
   if (measurements.length === 0) {
     const tried = mapping.deviceTemplates.map((t) => `'${t.typeName}' (${t.typeMatch.source})`).join(', ');
@@ -131,6 +177,7 @@ export function runMapping(mapping: CompiledMapping, message: InboundMessage, ct
   const origins = new Map<Observation, CodeValueTemplate>();
   const built: { obs: Observation; deviceId: string; patientId?: string; merge: boolean }[] = [];
   for (const g of groups) {
+    checkpoint?.();
     const obs = buildGroupObservation(g, ctx, problems);
     if (!obs) continue;
     origins.set(obs, g.template);
@@ -173,8 +220,57 @@ export interface MappingAdapterOptions {
   checks?: 'all' | 'structure';
 }
 
+/** A compiled mapping with what a worker thread needs to compile it again. */
+export interface BoundedMapping {
+  mapping: CompiledMapping;
+  /** Identifies `source` (a hash): workers cache compiled mappings by it. */
+  key: string;
+  source: MappingSource;
+}
+
+export function boundedMapping(mapping: CompiledMapping, source: MappingSource): BoundedMapping {
+  const key = createHash('sha256')
+    .update(JSON.stringify([source.deviceMapping, source.fhirMapping, source.files ?? {}, source.vendor ?? '']))
+    .digest('hex');
+  return { mapping, key, source };
+}
+
+/**
+ * Runs a mapping over one message within the time budget (TEMPLATE_BUDGET_MS): in a worker thread of the template
+ * pool (a hard bound: the worker is replaced when it overruns), or, with TEMPLATE_WORKERS=0, in this thread with the
+ * budget checked between templates. Throws TranslationError (422), also when the budget is overrun.
+ */
+export async function runMappingBounded(
+  adapterId: string,
+  m: BoundedMapping,
+  message: InboundMessage,
+  ctx: TranslationContext,
+  vendor = m.source.vendor,
+): Promise<MappingRun> {
+  const limits = templateLimits();
+  if (limits.workers <= 0) {
+    const deadline = performance.now() + limits.budgetMs;
+    return runMapping(m.mapping, message, ctx, vendor, () => {
+      if (performance.now() > deadline) throw overBudget(adapterId, limits.budgetMs);
+    });
+  }
+  const r = await templatePool().run(adapterId, m.key, { ...m.source, vendor }, message, ctx);
+  const origins = new Map<Observation, CodeValueTemplate>();
+  r.translations.forEach((t, ti) => {
+    t.observations.forEach((o, oi) => {
+      const template = m.mapping.fhirTemplates[r.origins[ti]?.[oi] ?? -1];
+      if (template) origins.set(o, template);
+    });
+  });
+  return { translations: r.translations, origins };
+}
+
 export interface MappingAdapter extends DeviceAdapter {
   readonly mapping: CompiledMapping;
+  /** The mapping and its source, for evaluation in a worker thread. */
+  readonly bounded: BoundedMapping;
+  /** translate() within the time budget, off the event loop (see runMappingBounded): what ingest uses. */
+  translateAsync(message: InboundMessage, context: TranslationContext): Promise<Reading[]>;
   /** Warnings found when the mapping was compiled. */
   readonly warnings: MappingIssue[];
 }
@@ -185,10 +281,20 @@ export function createMappingAdapter(opts: MappingAdapterOptions): MappingAdapte
   const all = mapping ? [...issues, ...checkTerminology(mapping, opts.files?.fhirFile ?? FHIR_MAPPING_FILE)] : issues;
   const fatal = opts.checks === 'structure' && mapping ? errorsOf(issues) : errorsOf(all);
   if (!mapping || fatal.length) throw new MappingError(all);
+  const bounded = boundedMapping(mapping, {
+    deviceMapping: opts.deviceMapping,
+    fhirMapping: opts.fhirMapping,
+    files: opts.files,
+    vendor: opts.vendor,
+  });
   return {
     id: opts.id,
     description: opts.description,
     mapping,
+    bounded,
+    async translateAsync(message: InboundMessage, context: TranslationContext): Promise<Reading[]> {
+      return (await runMappingBounded(opts.id, bounded, message, context)).translations;
+    },
     warnings: all.filter((i) => i.severity === 'warning' || !fatal.includes(i)),
     translate(message: InboundMessage, context: TranslationContext): Reading[] {
       return runMapping(mapping, message, context, opts.vendor).translations;

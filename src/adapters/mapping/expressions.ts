@@ -15,6 +15,11 @@
  */
 import jmespathModule from 'jmespath';
 import { JSONPath } from 'jsonpath-plus';
+import { filterProblem } from './filter-guard.js';
+import { matchesRegex, RegexRefused, regexProblem } from './regex.js';
+
+/** Longest expression accepted (characters): expressions are paths and small formulas, not programs. */
+export const MAX_EXPRESSION_LENGTH = 2048;
 
 /** jmespath.js also exports `compile` (expression → AST); @types/jmespath declares only `search`. */
 const jmespath = jmespathModule as typeof jmespathModule & { compile(expression: string): unknown };
@@ -157,6 +162,10 @@ function compileJsonPath(source: string): CompiledExpression {
   const path = source.trim();
   if (!path.startsWith('$')) throw new ExpressionError(`JSONPath '${source}' must start with '$'`);
   const normalised = normaliseJsonPath(path);
+  // Filters run as JavaScript in jsonpath-plus: only a side-effect-free subset without regular expressions or calls.
+  const problem = filterProblem(normalised);
+  if (problem && 'invalid' in problem) throw new ExpressionError(`invalid JSONPath '${source}': ${problem.invalid}`);
+  if (problem) throw new ExpressionError(`JSONPath '${source}' refused: ${problem.refused}`);
   // A member of a missing member is "no match" in Newtonsoft; in jsonpath-plus it is an evaluation error, ignored here.
   const run = (json: unknown, p: string, ignoreEvalErrors = true) =>
     JSONPath({ path: p, json: json as object, resultType: 'all', eval: 'safe', wrap: true, ignoreEvalErrors }) as {
@@ -237,51 +246,15 @@ export const CUSTOM_FUNCTIONS: Readonly<Record<string, CustomFunction>> = {
   matchesRegex: {
     args: ['string', 'string'],
     fn: ([s, re]) => {
-      const rx = safeRegex(re as string);
-      // Bounded input as well: a vendor's value is matched, not a document.
-      return rx.test((s as string).slice(0, MAX_REGEX_INPUT));
+      try {
+        return matchesRegex(s as string, re as string);
+      } catch (e) {
+        if (e instanceof RegexRefused) throw new Error(`matchesRegex(): pattern refused: ${e.message}`);
+        throw e;
+      }
     },
   },
 };
-
-/**
- * Patterns come from vendor templates (and the registration API), so they are untrusted: JavaScript regular
- * expressions backtrack, and a pattern such as (a+)+$ can take exponential time on a crafted value and stall the
- * gateway. Refused: patterns over MAX_REGEX_LENGTH, back-references, and a quantified group that itself ends in or
- * contains a quantifier (the nested-quantifier shape behind catastrophic backtracking). Compiled patterns are cached.
- */
-export const MAX_REGEX_LENGTH = 256;
-export const MAX_REGEX_INPUT = 4096;
-const regexCache = new Map<string, RegExp>();
-
-export function regexProblem(pattern: string): string | undefined {
-  if (pattern.length > MAX_REGEX_LENGTH) return `the pattern is longer than ${MAX_REGEX_LENGTH} characters`;
-  if (/\\[1-9]|\\k</.test(pattern)) return 'back-references are not allowed';
-  // A group containing a quantifier, itself quantified: (a+)+, (a*)*, (\w+\s?)*, (a|aa){2,}
-  if (/\((?:[^()\\]|\\.)*(?:[+*]|\{\d+,?\d*\})(?:[^()\\]|\\.)*\)(?:[+*]|\{\d+,\d*\})/.test(pattern)) {
-    return 'nested quantifiers (a quantified group containing a quantifier) can take exponential time';
-  }
-  if (/\((?:[^()\\]|\\.)*\|(?:[^()\\]|\\.)*\)(?:[+*]|\{\d+,\d*\})/.test(pattern)) {
-    return 'a quantified alternation can take exponential time; anchor or simplify it';
-  }
-  return undefined;
-}
-
-export function safeRegex(pattern: string): RegExp {
-  const hit = regexCache.get(pattern);
-  if (hit) return hit;
-  const problem = regexProblem(pattern);
-  if (problem) throw new Error(`matchesRegex(): pattern refused: ${problem}`);
-  let rx: RegExp;
-  try {
-    rx = new RegExp(pattern);
-  } catch (e) {
-    throw new Error(`matchesRegex(): invalid pattern: ${(e as Error).message}`);
-  }
-  if (regexCache.size > 1000) regexCache.clear();
-  regexCache.set(pattern, rx);
-  return rx;
-}
 
 function jmesTypeOf(v: unknown): string {
   if (v === null) return 'null';
@@ -352,6 +325,12 @@ function compileJmesPath(source: string): CompiledExpression {
   const unknownFns = functionNames(ast).filter((n) => !JMESPATH_BUILTINS.has(n) && !Object.hasOwn(CUSTOM_FUNCTIONS, n));
   if (unknownFns.length)
     throw new ExpressionError(`invalid JMESPath '${source}': unknown function ${unknownFns.map((n) => `${n}()`).join(', ')}`);
+  // A pattern written in the template is checked now (RE2 runs it or it is refused); one read from the payload is
+  // checked when the message is translated.
+  for (const pattern of literalPatterns(ast)) {
+    const problem = regexProblem(pattern);
+    if (problem) throw new ExpressionError(`JMESPath '${source}': matchesRegex() pattern '${pattern}' refused: ${problem}`);
+  }
   return {
     source,
     language: ExpressionLanguage.jmesPath,
@@ -398,7 +377,22 @@ function functionNames(node: unknown): string[] {
   return [...own, ...(n.children ?? []).flatMap(functionNames)];
 }
 
+/** The literal second arguments of matchesRegex() calls. */
+function literalPatterns(node: unknown): string[] {
+  if (!node || typeof node !== 'object') return [];
+  const n = node as { type?: string; name?: string; value?: unknown; children?: unknown[] };
+  const children = n.children ?? [];
+  const own: string[] = [];
+  if (n.type === 'Function' && n.name === 'matchesRegex') {
+    const arg = children[1] as { type?: string; value?: unknown } | undefined;
+    if (arg?.type === 'Literal' && typeof arg.value === 'string') own.push(arg.value);
+  }
+  return [...own, ...children.flatMap(literalPatterns)];
+}
+
 export function compileExpression(source: string, language: ExpressionLanguage): CompiledExpression {
+  if (source.length > MAX_EXPRESSION_LENGTH)
+    throw new ExpressionError(`the expression is longer than ${MAX_EXPRESSION_LENGTH} characters (${source.length})`);
   switch (language) {
     case ExpressionLanguage.jsonPath:
       return compileJsonPath(source);

@@ -3,6 +3,9 @@ export {
   createMappingAdapter,
   compileMapping,
   runMapping,
+  runMappingBounded,
+  boundedMapping,
+  type BoundedMapping,
   type MappingAdapter,
   type MappingAdapterOptions,
   type CompiledMapping,
@@ -12,6 +15,7 @@ export {
 export {
   validateMapping,
   checkSamples,
+  checkSamplesBounded,
   DRY_RUN_CONTEXT,
   type ValidateMappingOptions,
   type SamplePayload,

@@ -12,7 +12,16 @@ import { CORE_KEYS } from '../../config/index.js';
 import { validate } from '../../fhir/validate.js';
 import type { Reading, TranslationContext } from '../../core/contract.js';
 import { TranslationError } from '../../core/contract.js';
-import { type CompiledMapping, compileMapping, DEVICE_MAPPING_FILE, FHIR_MAPPING_FILE, runMapping } from './adapter.js';
+import {
+  type BoundedMapping,
+  type CompiledMapping,
+  compileMapping,
+  DEVICE_MAPPING_FILE,
+  FHIR_MAPPING_FILE,
+  type MappingRun,
+  runMapping,
+  runMappingBounded,
+} from './adapter.js';
 import type { MappingIssue } from './issues.js';
 import { checkTerminology } from './terminology-checks.js';
 
@@ -72,56 +81,86 @@ export function checkSamples(
   samples: readonly SamplePayload[],
   opts: ValidateMappingOptions & { ctx?: TranslationContext; vendor?: string } = {},
 ): SampleResult[] {
-  const { fhirFile } = labels(opts);
   const ctx = opts.ctx ?? DRY_RUN_CONTEXT;
   return samples.map((s) => {
-    const issues: MappingIssue[] = [];
     try {
-      const run = runMapping(
-        mapping,
-        { body: s.body, channel: 'http', receivedAt: DRY_RUN_RECEIVED_AT, attributes: s.attributes },
-        ctx,
-        opts.vendor,
-      );
-      run.translations.forEach((tr, ti) => {
-        const resources: Resource[] = [...tr.devices, ...tr.observations];
-        resources.forEach((r) => {
-          const origin = r.resourceType === 'Observation' ? run.origins.get(r as Observation) : undefined;
-          const who = origin ? `Observation from ${fhirFile} ${origin.path} (typeName '${origin.typeName}')` : r.resourceType;
-          const idx =
-            r.resourceType === 'Observation'
-              ? `observations[${tr.observations.indexOf(r as Observation)}]`
-              : `devices[${tr.devices.indexOf(r as never)}]`;
-          // A reading without a patient gets the device's assigned patient at ingest (MedTech's lookup mode): its
-          // missing subject is the warning below, not an error (the rule of $translate).
-          for (const i of validate(r, undefined, { subjectLater: !tr.patient })) {
-            issues.push({
-              file: s.file,
-              path: `translation[${ti}].${idx} ${i.expression?.[0] ?? ''}`.trim(),
-              message: `${who}: ${explain(i.diagnostics ?? i.code, r)}`,
-              severity: 'error',
-            });
-          }
-        });
-      });
-      run.translations.forEach((tr, ti) => {
-        if (tr.patient || !tr.observations.length) return;
-        issues.push({
-          file: s.file,
-          path: `translation[${ti}]`,
-          message:
-            'names no patient (no patientIdExpression, or it found nothing): at ingest the patient assigned to the device is filled in, or the data is held or refused by device policy',
-          severity: 'warning',
-        });
-      });
-      return { file: s.file, translations: run.translations, issues };
+      return sampleResult(s, runMapping(mapping, sampleMessage(s), ctx, opts.vendor), opts);
     } catch (e) {
-      if (!(e instanceof TranslationError)) throw e;
-      for (const i of e.outcome.issue)
-        issues.push({ file: s.file, path: i.expression?.[0] ?? '$', message: i.diagnostics ?? i.code, severity: 'error' });
-      return { file: s.file, error: e, issues };
+      return sampleRefused(s, e);
     }
   });
+}
+
+/**
+ * checkSamples for samples that come with the mapping from a vendor (the registration API): each sample is a message,
+ * evaluated like one at ingest (off the event loop, within the time budget per message; see runMappingBounded).
+ */
+export async function checkSamplesBounded(
+  adapterId: string,
+  mapping: BoundedMapping,
+  samples: readonly SamplePayload[],
+  opts: ValidateMappingOptions & { ctx?: TranslationContext; vendor?: string } = {},
+): Promise<SampleResult[]> {
+  const ctx = opts.ctx ?? DRY_RUN_CONTEXT;
+  const out: SampleResult[] = [];
+  for (const s of samples) {
+    try {
+      out.push(sampleResult(s, await runMappingBounded(adapterId, mapping, sampleMessage(s), ctx, opts.vendor), opts));
+    } catch (e) {
+      out.push(sampleRefused(s, e));
+    }
+  }
+  return out;
+}
+
+const sampleMessage = (s: SamplePayload) => ({ body: s.body, channel: 'http', receivedAt: DRY_RUN_RECEIVED_AT, attributes: s.attributes });
+
+function sampleRefused(s: SamplePayload, e: unknown): SampleResult {
+  if (!(e instanceof TranslationError)) throw e;
+  const issues: MappingIssue[] = e.outcome.issue.map((i) => ({
+    file: s.file,
+    path: i.expression?.[0] ?? '$',
+    message: i.diagnostics ?? i.code,
+    severity: 'error',
+  }));
+  return { file: s.file, error: e, issues };
+}
+
+function sampleResult(s: SamplePayload, run: MappingRun, opts: ValidateMappingOptions): SampleResult {
+  const { fhirFile } = labels(opts);
+  const issues: MappingIssue[] = [];
+  run.translations.forEach((tr, ti) => {
+    const resources: Resource[] = [...tr.devices, ...tr.observations];
+    resources.forEach((r) => {
+      const origin = r.resourceType === 'Observation' ? run.origins.get(r as Observation) : undefined;
+      const who = origin ? `Observation from ${fhirFile} ${origin.path} (typeName '${origin.typeName}')` : r.resourceType;
+      const idx =
+        r.resourceType === 'Observation'
+          ? `observations[${tr.observations.indexOf(r as Observation)}]`
+          : `devices[${tr.devices.indexOf(r as never)}]`;
+      // A reading without a patient gets the device's assigned patient at ingest (MedTech's lookup mode): its
+      // missing subject is the warning below, not an error (the rule of $translate).
+      for (const i of validate(r, undefined, { subjectLater: !tr.patient })) {
+        issues.push({
+          file: s.file,
+          path: `translation[${ti}].${idx} ${i.expression?.[0] ?? ''}`.trim(),
+          message: `${who}: ${explain(i.diagnostics ?? i.code, r)}`,
+          severity: 'error',
+        });
+      }
+    });
+  });
+  run.translations.forEach((tr, ti) => {
+    if (tr.patient || !tr.observations.length) return;
+    issues.push({
+      file: s.file,
+      path: `translation[${ti}]`,
+      message:
+        'names no patient (no patientIdExpression, or it found nothing): at ingest the patient assigned to the device is filled in, or the data is held or refused by device policy',
+      severity: 'warning',
+    });
+  });
+  return { file: s.file, translations: run.translations, issues };
 }
 
 /** Adds what the vendor should change to the validator's words, for the mistakes seen in the field. */
