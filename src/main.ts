@@ -31,7 +31,8 @@ Usage:
   iomt-gateway config [--env]                     print the configuration keys (--env: as an environment file)
   iomt-gateway --help | --version
 
-With npm: npm start (build + start), npm run dev (start from source).
+In a checkout: npx iomt-gateway <command> (or node dist/main.js <command>; npm start and npm run build build it);
+npm link puts iomt-gateway on the PATH. With npm: npm start (build + start), npm run dev (start from source).
 
 Roles:
   all     ingest and delivery in one process

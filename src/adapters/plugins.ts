@@ -3,14 +3,18 @@
  * dynamic import() from a directory (PLUGINS_DIR) or from installed npm packages (PLUGIN_PACKAGES), checked on their
  * own samples, and registered in the one adapter registry (registry.register), like built-ins and mappings.
  *
- * A plugin module exports its adapter(s) as the default export (one adapter or an array) or as `adapters`. Production
- * plugins ship as JavaScript (.js / .mjs); .ts files load only when the gateway itself runs under tsx (development and
- * tests). A plugin that fails to load, defines no adapter, takes an id already in use, or fails one of its samples is
- * reported (file and reason) and left out; the gateway starts anyway.
+ * A plugin module exports its adapter(s) as the default export (one adapter or an array) or as `adapters`. Plugins may
+ * be JavaScript (.js / .mjs) or TypeScript (.ts / .mts): a TypeScript file the running Node cannot import (the compiled
+ * gateway, `node dist/main.js`) is imported through tsx's scoped loader (`tsImport` of 'tsx/esm/api', loaded only then),
+ * so the same plugin works in `npm run dev` and in production. A plugin anywhere on disk may import the SDK by the
+ * package name, `iomt-fhir-gateway/sdk`: a resolve hook (module.register) maps that name to the running gateway's own
+ * SDK module, so the plugin needs no node_modules of its own and shares the gateway's classes. A plugin that fails to
+ * load, defines no adapter, takes an id already in use, or fails one of its samples is reported (file and reason) and
+ * left out; the gateway starts anyway.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import { createRequire, register } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import type { Resource } from 'fhir/r4';
 import type { Config } from '../config/index.js';
@@ -123,15 +127,77 @@ export function checkPluginSamples(a: PluginAdapter, context: TranslationContext
   return problems;
 }
 
+/** The package name plugins import the SDK by (`import { definePlugin } from 'iomt-fhir-gateway/sdk'`). */
+export const SDK_SPECIFIER = 'iomt-fhir-gateway/sdk';
+
+/** The SDK module of this very gateway: src/adapters/sdk.ts from source (tsx), dist/adapters/sdk.js when compiled. */
+const OWN_SDK_URL = new URL(import.meta.url.endsWith('.ts') ? './sdk.ts' : './sdk.js', import.meta.url).href;
+
+/**
+ * Resolve hook, run by Node's module-hooks thread: the gateway's package specifiers go to the gateway's own modules,
+ * whoever imports them (a plugin in a folder without node_modules, or with its own copy of the package: one SDK, the
+ * running one). Plain JavaScript, registered as a data: URL, so that it loads the same way from source and compiled.
+ */
+const RESOLVE_HOOK = `
+let targets = {};
+export async function initialize(data) { targets = data.targets; }
+export async function resolve(specifier, context, nextResolve) {
+  const url = targets[specifier];
+  return url ? { url, format: 'module', shortCircuit: true } : nextResolve(specifier, context);
+}
+`;
+
+let hookRegistrations = 0;
+
+/**
+ * Adds the resolve hook to the chain. Hooks registered later run first: it is registered before the first plugin is
+ * imported, and again after tsx's own hooks (see typeScriptImport) so that tsx does not give the SDK a copy of its own.
+ */
+function registerResolveHook(): void {
+  hookRegistrations += 1;
+  register(`data:text/javascript,${encodeURIComponent(`${RESOLVE_HOOK}// ${hookRegistrations}\n`)}`, {
+    data: { targets: { [SDK_SPECIFIER]: OWN_SDK_URL } },
+  });
+}
+
+let typeScriptImporter: Promise<(specifier: string, parentURL: string) => Promise<unknown>> | undefined;
+
+/** tsx's loader in a namespace of its own (loaded on first use): TypeScript plugins compiled as they are imported. */
+function typeScriptImport(url: string): Promise<unknown> {
+  typeScriptImporter ??= import('tsx/esm/api').then(({ register: registerTsx }) => {
+    const api = registerTsx({ namespace: 'iomt-gateway-plugins' });
+    registerResolveHook();
+    return api.import;
+  });
+  return typeScriptImporter.then((load) => load(url, import.meta.url));
+}
+
+/**
+ * Imports a plugin module. A TypeScript file the running Node cannot import (the compiled gateway) is imported through
+ * tsx's scoped loader: the plugin's own graph is compiled on the fly, the rest of the process is untouched.
+ */
+async function importModule(url: string): Promise<Record<string, unknown>> {
+  if (!hookRegistrations) registerResolveHook();
+  try {
+    return (await import(url)) as Record<string, unknown>;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ERR_UNKNOWN_FILE_EXTENSION' || !TS_EXT.test(url.split('?')[0])) throw e;
+    return (await typeScriptImport(url)) as Record<string, unknown>;
+  }
+}
+
 async function importPlugin(specifier: string, source: string, result: PluginLoadResult, context: TranslationContext): Promise<void> {
   let mod: Record<string, unknown>;
   try {
-    mod = (await import(specifier)) as Record<string, unknown>;
+    mod = await importModule(specifier);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
+    // require() (a file loaded as CommonJS) passes no module hook, and the SDK is an ES module: say how to make it one.
     const hint =
-      err.code === 'ERR_UNKNOWN_FILE_EXTENSION' ? ' (TypeScript plugins load only under tsx: ship plugins as compiled JavaScript)' : '';
-    result.errors.push({ source, message: `cannot import: ${err.message}${hint}` });
+      err.code === 'MODULE_NOT_FOUND' && err.message.includes(SDK_SPECIFIER)
+        ? ' (the plugin was loaded as CommonJS: name it .mjs or .mts, or give its folder a package.json with "type": "module")'
+        : '';
+    result.errors.push({ source, message: `cannot import: ${err.message.split('\n')[0]}${hint}` });
     return;
   }
   const found = adaptersOf(mod);
