@@ -271,6 +271,36 @@ describe('docs: every shell example of README.md and docs/ runs as written', fun
     assert.deepEqual(problems, [], problems.join('\n'));
   });
 
+  it('every json block is JSON (after an HTTP request line, its body), with no elided parts', () => {
+    const problems: string[] = [];
+    for (const b of FILES.flatMap((f) => f.blocks).filter((x) => x.lang === 'json')) {
+      const text = b.text.replace(/^[A-Z]+ \/\S*\n/, '');
+      try {
+        JSON.parse(text);
+      } catch (e) {
+        problems.push(`${b.file}:${b.line}: ${(e as Error).message}`);
+      }
+    }
+    assert.deepEqual(problems, [], problems.join('\n'));
+  });
+
+  it('docs/adapters.md registers the very templates it explains', () => {
+    const doc = FILES.find((f) => f.file === 'docs/adapters.md');
+    assert.ok(doc);
+    const json = doc.blocks.filter((b) => b.lang === 'json').map((b) => JSON.parse(b.text.replace(/^[A-Z]+ \/\S*\n/, '')));
+    const registration = doc.blocks.find((b) => RUNNABLE.has(b.lang) && b.text.includes('"deviceMapping"'));
+    assert.ok(registration, 'the registration example');
+    const body = JSON.parse(/<<'EOF'\n([\s\S]*?)\nEOF/.exec(registration.text)?.[1] ?? '');
+    assert.deepEqual(
+      body.deviceMapping,
+      json.find((j) => j.templateType === 'CollectionContent'),
+    );
+    assert.deepEqual(
+      body.fhirMapping,
+      json.find((j) => j.templateType === 'CollectionFhir'),
+    );
+  });
+
   for (const doc of FILES) {
     const blocks = doc.blocks.filter((b) => RUNNABLE.has(b.lang) || b.skip);
     if (!blocks.length) continue;
