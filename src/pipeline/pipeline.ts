@@ -102,10 +102,12 @@ export class Pipeline implements Ingestor {
   }
 
   private validateAll(readings: Reading[], message: InboundMessage, adapter?: DeviceAdapter): Reading[] {
+    // Effective times are compared with the gateway's clock: the receive time, or now for a replay of an older message.
+    const now = new Date().toISOString();
     const issues = validateReadings(readings, {
       locate: adapter?.locate?.bind(adapter),
       checks: this.checks,
-      receivedAt: message.receivedAt,
+      receivedAt: Date.parse(message.receivedAt) > Date.parse(now) ? message.receivedAt : now,
     });
     if (issues.length) throw unprocessable(issues);
     return readings;
