@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { Observation, OperationOutcomeIssue } from 'fhir/r4';
 import { loadGatewayConfig } from '../../src/app/features.js';
 import { measurementsAdapter } from '../../src/adapters/measurements.js';
+import { acceptedCodes } from '../../src/adapters/measurements-format.js';
 import { idSyntaxProblem } from '../../src/core/ids.js';
 import { firstInvalidUtf8 } from '../../src/core/utf8.js';
 import { buildReadingChecks, PLAUSIBLE_RANGES, readReadingChecks } from '../../src/fhir/plausibility.js';
@@ -115,6 +116,24 @@ describe('plausibility: physiologically possible ranges per code', () => {
     const issues = validateReadings([{ devices: [], observations: [obs] }]);
     assert.equal(issues.length, 1, JSON.stringify(issues));
     assert.match(issues[0].expression?.[0] ?? '', /value/);
+  });
+
+  it('the ranges docs/codes.md lists are the ones applied: each bound accepted, just beyond it refused', () => {
+    const listed = acceptedCodes().filter((c) => c.plausible && c.unit && !/^(8480-6|8462-4|8478-0)$/.test(c.loinc?.code ?? ''));
+    assert.ok(listed.length >= 20, `${listed.length} codes with a range`);
+    for (const c of listed) {
+      const code = c.mdc ? c.code : { system: 'http://loinc.org', code: c.loinc?.code };
+      const p = c.plausible!;
+      for (const [value, n] of [
+        [p.min, 0],
+        [p.max, 0],
+        [p.max + 1, 1],
+        [p.min - 1, 1],
+      ] as const) {
+        const issues = issuesOf(reading([{ code, value, unit: p.unit }]));
+        assert.equal(issues.length, n, `${c.code} ${value} ${p.unit}: ${JSON.stringify(issues)}`);
+      }
+    }
   });
 
   it('every row of the table is a possible-physiology range in a unit the code is sent in, with its basis', () => {
