@@ -45,8 +45,13 @@ interface Measured {
 /** Where each Observation came from in the payload (its reading, and the measurement of each component). */
 const sources = new WeakMap<object, { reading: string; measurements: number[] }>();
 
+/** Where the device id and the patient id of a reading came from ("[1].deviceId", "patientId"): by Device and by patient. */
+const identities = new WeakMap<object, string>();
+
 /** The payload path of an element of an Observation this adapter made: "[2].measurements[0].unit". */
 function locate(resource: object, element: string): string | undefined {
+  const named = identities.get(resource);
+  if (named) return named;
   const src = sources.get(resource);
   if (!src) return undefined;
   const byIndex = /^Observation\.component\[(\d+)\]/.exec(element);
@@ -209,6 +214,8 @@ function translateReading(
       serialNumber: deviceId,
     }),
   ];
+  identities.set(devices[0], r.deviceId === undefined ? 'the MQTT topic (device id)' : at('deviceId')[0]);
+  if (patient) identities.set(patient, at('patientId')[0]);
   return { devices, observations, patient };
 }
 

@@ -29,6 +29,7 @@ import { HL7_KEYS, readHl7Config } from '../hl7v2/config.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
+import { READING_CHECK_KEYS, readReadingChecks } from '../fhir/plausibility.js';
 import type { RefusalStore } from '../pipeline/refusals.js';
 import type { DeliveryQueue } from '../queue/queue.js';
 import { PLUGIN_KEYS } from '../adapters/config.js';
@@ -37,7 +38,15 @@ import { closeTemplatePool, templatePool } from '../adapters/mapping/pool.js';
 import { createRegistration } from '../registration/service.js';
 
 /** Every key of every feature, in the order --help prints them. */
-export const ALL_KEYS: readonly ConfigKey[] = [...CORE_KEYS, ...MAPPING_KEYS, ...PLUGIN_KEYS, ...HL7_KEYS, ...DEVICE_KEYS, ...MQTT_KEYS];
+export const ALL_KEYS: readonly ConfigKey[] = [
+  ...CORE_KEYS,
+  ...MAPPING_KEYS,
+  ...READING_CHECK_KEYS,
+  ...PLUGIN_KEYS,
+  ...HL7_KEYS,
+  ...DEVICE_KEYS,
+  ...MQTT_KEYS,
+];
 
 /**
  * Loads and checks the whole configuration: the core keys and every feature fragment, with every error of every
@@ -59,6 +68,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Config 
   const raw = config?.raw ?? loadKeys(ALL_KEYS, env).values;
   const core = config ?? { deviceIdentifierSystem: '', patientIdentifierSystem: '' };
   collect(() => readDeviceConfig(raw, core));
+  collect(() => readReadingChecks(raw));
   errors.push(...new MllpAllowList((raw.get('MLLP_ALLOWED_SENDERS') as string[] | undefined) ?? []).errors, ...readHl7Config(raw).errors);
   if (errors.length || !config) throw new ConfigError([...new Set(errors)]);
   return config;

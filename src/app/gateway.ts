@@ -15,6 +15,7 @@ import type { Config } from '../config/index.js';
 import { AdapterRegistry } from '../adapters/registry.js';
 import type { DeviceAdapter } from '../core/contract.js';
 import { Pipeline } from '../pipeline/pipeline.js';
+import { readReadingChecks } from '../fhir/plausibility.js';
 import { RefusalStore } from '../pipeline/refusals.js';
 import { migrateLegacyRefusals } from '../pipeline/legacy-refusals.js';
 import { refusalRoutes } from '../pipeline/routes.js';
@@ -177,6 +178,7 @@ export class Gateway {
     const deliver = this.role !== 'ingest';
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
     const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics, config.deliveryBatchMax) : undefined;
+    if (pipeline) pipeline.checks = readReadingChecks(config.raw);
     if (config.sandbox) {
       this.sandbox = await createSandboxEhr({
         dataDir: config.sandboxDataDir,

@@ -3,7 +3,9 @@
  * the job ids once the data is durably queued. A refusal is an OperationOutcome with its status; one that is not
  * retryable is kept in the refusal store (its id in the X-Refused-Id header) for inspection and replay.
  */
+import { isUtf8 } from 'node:buffer';
 import express, { type RequestHandler } from 'express';
+import { firstInvalidUtf8 } from '../core/utf8.js';
 import type { InboundMessage } from '../core/contract.js';
 import { GatewayError, issue, outcome } from '../core/errors.js';
 import { requireJson } from '../http/errors.js';
@@ -34,9 +36,28 @@ const accepted = (r: IngestResult) => ({
     : {}),
 });
 
+/**
+ * A UTF-8 body that is not valid UTF-8 is refused before it is decoded: the decoder would replace the bytes with U+FFFD
+ * silently, and two device or patient ids that differ only there would become one. (Bodies declared in another charset
+ * are decoded as declared.)
+ */
+function refuseInvalidUtf8(_req: unknown, _res: unknown, buf: Buffer, encoding: string): void {
+  if (encoding.toLowerCase().replace('_', '-') !== 'utf-8' || isUtf8(buf)) return;
+  throw new GatewayError(
+    400,
+    outcome([
+      issue('structure', `the body is not valid UTF-8 (first invalid byte at offset ${firstInvalidUtf8(buf)}); JSON must be UTF-8`),
+    ]),
+  );
+}
+
 export function httpChannel(deps: HttpChannelDeps): Channel {
   const { ingestor, refusals } = deps;
-  const json = express.json({ limit: deps.maxBodyBytes, type: ['application/json', 'application/fhir+json', 'application/*+json'] });
+  const json = express.json({
+    limit: deps.maxBodyBytes,
+    type: ['application/json', 'application/fhir+json', 'application/*+json'],
+    verify: refuseInvalidUtf8,
+  });
   const router = express.Router();
 
   // The format of the measurements adapter, for the people who send it (no credential: it holds no data).

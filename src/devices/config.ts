@@ -8,7 +8,19 @@ export const UnknownDevicePolicies = { reject: 'reject', hold: 'hold', accept: '
 export type UnknownDevicePolicy = (typeof UnknownDevicePolicies)[keyof typeof UnknownDevicePolicies];
 const POLICY_VALUES = Object.values(UnknownDevicePolicies);
 
+/** Whose charts a device's readings may be filed in (see docs/security.md, "Patient integrity and plausibility"). */
+export const PatientBindings = { assignedOnly: 'assigned-only', any: 'any' } as const;
+export type PatientBinding = (typeof PatientBindings)[keyof typeof PatientBindings];
+
 export const DEVICE_KEYS: readonly ConfigKey[] = [
+  {
+    env: 'DEVICE_PATIENT_BINDING',
+    type: 'enum',
+    default: 'assigned-only',
+    values: Object.values(PatientBindings),
+    description:
+      "assigned-only: a device credential (HTTP device key, MQTT topic) files readings only for its device's assigned patient, in PATIENT_IDENTIFIER_SYSTEM (a reading naming another patient or system, or a device without an assignment naming one, is refused with 403), and sends no patient demographics; a vendor credential may not name another patient than the device's assignment. any: readings may name any patient (deployments that trust their devices)",
+  },
   {
     env: 'UNKNOWN_DEVICE_POLICY',
     type: 'enum',
@@ -134,6 +146,7 @@ export const DEVICE_KEYS: readonly ConfigKey[] = [
 
 export interface DeviceConfig {
   unknownDevicePolicy: UnknownDevicePolicy;
+  patientBinding: PatientBinding;
   channelPolicy: Partial<Record<string, UnknownDevicePolicy>>;
   facilityPolicy: Map<string, UnknownDevicePolicy>;
   offlineAfterMs: number;
@@ -185,6 +198,7 @@ export function readDeviceConfig(
   }
   const cfg: DeviceConfig = {
     unknownDevicePolicy: (v('UNKNOWN_DEVICE_POLICY') as UnknownDevicePolicy | undefined) ?? (core.sandbox ? 'accept' : 'reject'),
+    patientBinding: (v('DEVICE_PATIENT_BINDING') as PatientBinding | undefined) ?? 'assigned-only',
     channelPolicy,
     facilityPolicy: parseMap(
       (v('UNKNOWN_DEVICE_POLICY_MLLP_FACILITIES') as string[] | undefined) ?? [],

@@ -5,6 +5,8 @@
  *     or an adapter the vendor may not use (403),
  *   - applies UNKNOWN_DEVICE_POLICY (per MLLP facility, per channel, default) to devices the registry does not know,
  *   - refuses data of devices that are not active (403, with the state as the reason),
+ *   - under DEVICE_PATIENT_BINDING=assigned-only, refuses a device credential's reading naming another patient than its
+ *     device's assignment (or another identifier system), and a vendor's contradicting an assignment (403),
  *   - fills in the assigned patient when the reading names none,
  *   - records monitoring (last seen, messages, errors, battery, signal).
  * A message is admitted whole or refused whole; readings held for review are answered like queued ones (they are in
@@ -130,6 +132,12 @@ export class DeviceGuard implements IngestGuard {
       else if (record.state === 'registered' && record.autoRegistered === 'hold') decided.push({ t, id, record, hold: true });
       else await this.refuse(id, message, `device '${id}' is ${record.state}: only an active device may send data`, true);
     }
+    if (p && this.svc.config.patientBinding === 'assigned-only') {
+      for (const d of decided) {
+        const denial = this.patientDenial(p, d);
+        if (denial) await this.refuse(d.id, message, denial, !!d.record);
+      }
+    }
     for (const d of decided) if (d.record) this.svc.applyAssignment(d.t, d.record);
     return { readings: decided.map((d) => d.t), commit: () => this.commit(adapterId, message, decided) };
   }
@@ -223,6 +231,45 @@ export class DeviceGuard implements IngestGuard {
       await this.svc.registry.dropHeld(id, (await this.svc.registry.peekHeld(id)).raw);
       await this.refuse(id, message, `device '${id}' is decommissioned: only an active device may send data`, false);
     }
+  }
+
+  /**
+   * DEVICE_PATIENT_BINDING=assigned-only: why this reading may not be filed for the patient(s) it names, if it may not.
+   * A device credential (HTTP device key, MQTT topic) names only its device's assigned patient, in the configured
+   * system, and no demographics; it may name none (the assignment is filled in). A vendor credential may not contradict
+   * the registry: an assigned device's readings name its assigned patient or none. Admin and operator credentials (people,
+   * replays) and MLLP senders (no credential: the PID segment carries the patient, the sender allow-list the trust) are
+   * not bound. The reason never quotes a patient identifier (it is logged and audited).
+   */
+  private patientDenial(p: Principal, d: Decided): string | undefined {
+    if (p.role !== 'device' && p.role !== 'vendor') return undefined;
+    const system = this.svc.config.patientIdentifierSystem;
+    const assigned = d.record?.assignment?.patientId;
+    const device = `device '${d.id ?? p.id}'`;
+    const how = `(DEVICE_PATIENT_BINDING=assigned-only)`;
+    const named: { system?: string; value?: string; reference?: string }[] = [];
+    if (d.t.patient) named.push(d.t.patient);
+    for (const o of d.t.observations) {
+      const s = o.subject;
+      if (s?.identifier) named.push({ system: s.identifier.system, value: s.identifier.value });
+      else if (s?.reference) named.push({ reference: s.reference });
+    }
+    if (p.role === 'vendor') {
+      if (!assigned) return undefined;
+      const other = named.some((n) => n.reference || n.system !== system || n.value !== assigned);
+      return other ? `the reading names another patient than the one ${device} is assigned to ${how}` : undefined;
+    }
+    if (d.t.patients?.length) return `a device credential may not send patient demographics ${how}`;
+    for (const n of named) {
+      if (n.reference)
+        return `the reading names its patient by reference: a device credential names its assigned patient by identifier ${how}`;
+      if (n.system !== system)
+        return `the reading names a patient in identifier system '${n.system ?? '(none)'}': a device credential files readings in ${system} only ${how}`;
+      if (!assigned)
+        return `${device} is not assigned to a patient: a device credential files readings only for its device's assigned patient (assign it: PUT /api/devices/{id}/assignment) ${how}`;
+      if (n.value !== assigned) return `the reading names another patient than the one ${device} is assigned to ${how}`;
+    }
+    return undefined;
   }
 
   /** Why this principal may not send for this device id (before the registry is consulted), if it may not. */

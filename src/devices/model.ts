@@ -122,4 +122,8 @@ export interface DeviceTelemetry {
 export const Connectivity = { online: 'online', offline: 'offline', unknown: 'unknown' } as const;
 export type ConnectivityState = (typeof Connectivity)[keyof typeof Connectivity];
 
-export const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+/** The device id syntax is the registry's, and every channel's (core/ids.ts). */
+export { DEVICE_ID } from '../core/ids.js';
+
+/** A vendor id: used in URLs and as a principal id. */
+export const VENDOR_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;

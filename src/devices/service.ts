@@ -9,6 +9,7 @@ import type { Principal, Reading } from '../core/contract.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
 import { badRequest, conflict, forbidden, notFound, GatewayError, outcome, issue } from '../core/errors.js';
 import { validateReadings } from '../fhir/validate.js';
+import { idSyntaxProblem, PATIENT_ID } from '../core/ids.js';
 import { canonicalEui64 } from '../fhir/identifiers.js';
 import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
 import type { Logger } from '../observability/logger.js';
@@ -402,6 +403,9 @@ export class DeviceService {
         throw badRequest(`${k} must be a non-empty string or null`);
       }
     }
+    // The assigned patient is filled into readings: it must be an id readings may carry (core/ids.ts).
+    const badPatient = typeof patientId === 'string' ? idSyntaxProblem(patientId.trim(), PATIENT_ID) : undefined;
+    if (badPatient) throw badRequest(`patientId ${badPatient}: ids are 1 to 128 characters, letters, digits and . _ : / -`);
     const res = await this.registry.update(id, (r) => {
       if (r.state === 'decommissioned') throw conflict(`device '${id}' is decommissioned: it cannot be assigned`);
       // undefined in the body: keep the current value; null: clear it.

@@ -6,7 +6,7 @@
 import type { Redis } from 'ioredis';
 import { badRequest, conflict } from '../core/errors.js';
 import type { AuditTrail } from '../audit/store.js';
-import { DEVICE_ID } from './model.js';
+import { VENDOR_ID } from './model.js';
 import { who, type Actor } from './keys.js';
 
 export interface VendorRecord {
@@ -37,7 +37,7 @@ export class Vendors {
   async registerVendor(body: unknown, actor: Actor): Promise<VendorRecord> {
     const b = (body ?? {}) as Record<string, unknown>;
     const id = str(b.id);
-    if (!id || !DEVICE_ID.test(id)) throw badRequest(`id is required and must match ${DEVICE_ID}`);
+    if (!id || !VENDOR_ID.test(id)) throw badRequest(`id is required and must match ${VENDOR_ID}`);
     const adapters = b.adapters === undefined ? [] : b.adapters;
     if (!Array.isArray(adapters) || adapters.some((a) => typeof a !== 'string')) {
       throw badRequest('adapters must be an array of adapter ids');

@@ -20,6 +20,8 @@ import { issue } from '../core/errors.js';
 import type { Reading } from '../core/contract.js';
 import { loadProfiles, type VitalProfileRule } from './profiles.js';
 import { LOINC_SYSTEM, OBSERVATION_CATEGORY_SYSTEM, UCUM_SYSTEM } from './terminology.js';
+import { DEFAULT_READING_CHECKS, plausibilityIssues, type ReadingChecks, timeWindowIssues } from './plausibility.js';
+import { DEVICE_ID, idSyntaxProblem, PATIENT_ID } from '../core/ids.js';
 
 let indexed = false;
 /** Loads the R4 type and resource definitions into medplum's validator (about half a second, once per process). */
@@ -60,6 +62,10 @@ const OBSERVATION_STATUSES = new Set([
 export interface ValidateOptions {
   /** The subject is filled in later (the device's assigned patient, at the door): a vital sign without one passes. */
   subjectLater?: boolean;
+  /** Plausible ranges and the time window (fhir/plausibility.ts); the built-in table when absent. */
+  checks?: ReadingChecks;
+  /** When the gateway received the reading: effective times are checked against the window only when it is given. */
+  receivedAt?: string;
 }
 
 /** Validates one resource; `where` prefixes the expressions (e.g. "measurements[2]") so the sender can find the input. */
@@ -70,6 +76,12 @@ export function validate(resource: Resource, where?: string, options: ValidateOp
   for (const i of structuralIssues(resource)) issues.push({ ...i, expression: at(i.expression?.[0] ?? resource.resourceType) });
   // The profile rules read a well-formed resource: on a broken structure its issues are the answer.
   if (!issues.length && resource.resourceType === 'Observation') issues.push(...vitalSignsIssues(resource as Observation, at, options));
+  // What the values and times claim, on a resource that is otherwise valid (so that nothing is reported twice).
+  if (!issues.length && resource.resourceType === 'Observation') {
+    const checks = options.checks ?? DEFAULT_READING_CHECKS;
+    issues.push(...plausibilityIssues(resource as Observation, at, checks));
+    if (options.receivedAt) issues.push(...timeWindowIssues(resource as Observation, options.receivedAt, at, checks));
+  }
   return issues;
 }
 
@@ -199,24 +211,69 @@ function located(
 }
 
 /**
+ * The ids a reading names against the registry's syntax (core/ids.ts): each Device's first identifier (the device id the
+ * guard looks up and may auto-register), the patient (the reading's, each observation's subject, ADT identifiers).
+ * On every channel, so that no channel can name a device or patient the registry could not.
+ */
+function idIssues(t: Reading, where: string | undefined, locate?: (resource: object, element: string) => string | undefined) {
+  const out: OperationOutcomeIssue[] = [];
+  const prefix = where ? `${where}: ` : '';
+  const check = (value: unknown, rule: RegExp, what: string, resource: object, element: string) => {
+    if (typeof value !== 'string') return;
+    const problem = idSyntaxProblem(value, rule);
+    if (!problem) return;
+    const expression = locate?.(resource, element) ?? `${prefix}${element}`;
+    out.push(
+      issue('value', `the ${what} ${problem}: ids are 1 to 128 characters, letters, digits and . _ : / - (the device registry's syntax)`, [
+        expression,
+      ]),
+    );
+  };
+  for (const d of list(t.devices)) check(list(d?.identifier)[0]?.value, DEVICE_ID, 'device id', d, 'Device.identifier[0].value');
+  const seen = new Set<string>();
+  if (t.patient) {
+    seen.add(t.patient.value);
+    check(t.patient.value, PATIENT_ID, 'patient id', t.patient, 'Observation.subject.identifier.value');
+  }
+  for (const o of list(t.observations)) {
+    const v = o?.subject?.identifier?.value;
+    if (typeof v === 'string' && !seen.has(v)) {
+      seen.add(v);
+      check(v, PATIENT_ID, 'patient id', o, 'Observation.subject.identifier.value');
+    }
+  }
+  for (const p of list(t.patients))
+    for (const id of list(p?.identifier)) check(id?.value, PATIENT_ID, 'patient id', p, 'Patient.identifier.value');
+  return out;
+}
+
+/**
  * Validates every resource of the readings (devices, patients, observations, audit events), each issue located by
  * reading and observation (with the observation's codes). The one check before anything is queued: the pipeline, the
- * device registry's Device updates and the audit trail's forwarded AuditEvents all go through it.
+ * device registry's Device updates and the audit trail's forwarded AuditEvents all go through it. With `receivedAt`,
+ * effective times are checked against the window of `checks` too.
  */
 export function validateReadings(
   readings: readonly Reading[],
-  options: { patientFromDevice?: boolean; locate?: (resource: object, element: string) => string | undefined } = {},
+  options: {
+    patientFromDevice?: boolean;
+    locate?: (resource: object, element: string) => string | undefined;
+    checks?: ReadingChecks;
+    receivedAt?: string;
+  } = {},
 ): OperationOutcomeIssue[] {
   const issues: OperationOutcomeIssue[] = [];
   readings.forEach((t, i) => {
     const subjectLater = !!options.patientFromDevice && !t.patient;
     const where = readings.length > 1 ? `reading[${i}]` : undefined;
+    issues.push(...idIssues(t, where, options.locate));
     for (const d of t.devices) issues.push(...validate(d, where));
     for (const p of t.patients ?? []) issues.push(...validate(p, where));
     t.observations.forEach((o, j) => {
       const code = Array.isArray(o.code?.coding) ? o.code.coding.map((c) => c?.code).join('/') : o.code?.text;
       const label = `${where ? where + '.' : ''}observation[${j}] (${code})`;
-      for (const i of validate(o, label, { subjectLater })) issues.push(located(i, o, label, options.locate));
+      const opts = { subjectLater, checks: options.checks, receivedAt: options.receivedAt };
+      for (const i of validate(o, label, opts)) issues.push(located(i, o, label, options.locate));
     });
     for (const a of t.auditEvents ?? []) issues.push(...validate(a, where));
   });

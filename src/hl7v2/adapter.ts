@@ -3,7 +3,7 @@
  * demographics. The body is a parsed `Hl7Message` (what the MLLP and HTTP channels hand in) or the message text.
  */
 import type { DeviceAdapter, InboundMessage, Reading, TranslationContext } from '../core/contract.js';
-import { obxField, observationSources } from './translate-common.js';
+import { identitySources, obxField, observationSources } from './translate-common.js';
 import { TranslationError } from '../core/contract.js';
 import { issue } from '../core/errors.js';
 import { defaultHl7Config, type Hl7TranslateOptions } from './config.js';
@@ -68,6 +68,8 @@ export function createHl7Adapter(options: Partial<Hl7TranslateOptions> & { defau
       return translateAdt(msg, ctx, opts);
     },
     locate(resource: object, element: string): string | undefined {
+      const named = identitySources.get(resource);
+      if (named) return named;
       const src = observationSources.get(resource);
       if (!src) return undefined;
       // A component is named by position (component[1]) or by LOINC code (component(8462-4)).

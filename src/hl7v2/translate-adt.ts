@@ -9,7 +9,7 @@ import type { Reading, TranslationContext } from '../core/contract.js';
 import { TranslationError } from '../core/contract.js';
 import type { Hl7TranslateOptions } from './config.js';
 import { get, type Hl7Message, segment } from './parse.js';
-import { at, hl7Issue, patientIdentifiers } from './translate-common.js';
+import { at, hl7Issue, identitySources, patientIdentifiers } from './translate-common.js';
 
 export const ADT_DEMOGRAPHIC_EVENTS = ['A01', 'A04', 'A08', 'A28', 'A31'] as const;
 export const ADT_EVENTS = [...ADT_DEMOGRAPHIC_EVENTS, 'A40'] as const;
@@ -86,6 +86,7 @@ export function translateAdt(msg: Hl7Message, ctx: TranslationContext, opts: Hl7
   }
   const g = gender(get(pid, 8));
   if (g) patient.gender = g;
+  identitySources.set(patient, at(msg, pid, 3));
   // No `patient` (subject): there are no observations; delivery writes `patients` with a conditional update.
   return [{ devices: [], observations: [], patients: [patient] }];
 }

@@ -149,6 +149,12 @@ export function sourceIdOf(msg: Pick<Hl7Message, 'header'>): string {
  */
 export const observationSources = new WeakMap<object, { obx: string; components?: string[] }>();
 
+/**
+ * Where the device and patient ids of a translation came from ("OBX[1]-18", "MSH[1]-3", "PID[1]-3"), keyed by the Device
+ * resource, the reading's patient identity and the ADT Patient: read by the adapter's `locate` for id syntax errors.
+ */
+export const identitySources = new WeakMap<object, string>();
+
 /** The OBX field an element of an Observation comes from (PCD-01): value 5, units 6, code 3, status 11, time 14. */
 export function obxField(element: string): number | undefined {
   if (/value(Quantity|SampledData)?\.(code|unit|system)\b/.test(element) || /valueQuantity\.(code|unit|system)/.test(element)) return 6;

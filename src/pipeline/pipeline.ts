@@ -13,6 +13,7 @@ import { isOffThread } from '../adapters/off-thread.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
 import { type DeviceAdapter, type InboundMessage, type Reading, type TranslationContext, TranslationError } from '../core/contract.js';
 import { GatewayError, issue, notFound, outcome, unprocessable } from '../core/errors.js';
+import type { ReadingChecks } from '../fhir/plausibility.js';
 import { validateReadings } from '../fhir/validate.js';
 import { DEFAULT_READINGS_PER_JOB, type DeliveryQueue, jobsFor } from '../queue/queue.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -102,6 +103,8 @@ function guardFailure(err: unknown): never {
 
 export class Pipeline implements Ingestor {
   guard?: IngestGuard;
+  /** Plausible ranges and the time window of effective times (fhir/plausibility.ts); the built-in defaults when unset. */
+  checks?: ReadingChecks;
 
   constructor(
     private readonly registry: AdapterRegistry,
@@ -112,7 +115,7 @@ export class Pipeline implements Ingestor {
   ) {}
 
   translate(adapterId: string, message: InboundMessage): Reading[] {
-    return this.validateAll(this.translateOnly(adapterId, message), this.registry.get(adapterId));
+    return this.validateAll(this.translateOnly(adapterId, message), message, this.registry.get(adapterId));
   }
 
   private translateOnly(adapterId: string, message: InboundMessage): Reading[] {
@@ -127,8 +130,14 @@ export class Pipeline implements Ingestor {
     return adapter;
   }
 
-  private validateAll(readings: Reading[], adapter?: DeviceAdapter): Reading[] {
-    const issues = validateReadings(readings, { locate: adapter?.locate?.bind(adapter) });
+  private validateAll(readings: Reading[], message: InboundMessage, adapter?: DeviceAdapter): Reading[] {
+    // Effective times are compared with the gateway's clock: the receive time, or now for a replay of an older message.
+    const now = new Date().toISOString();
+    const issues = validateReadings(readings, {
+      locate: adapter?.locate?.bind(adapter),
+      checks: this.checks,
+      receivedAt: Date.parse(message.receivedAt) > Date.parse(now) ? message.receivedAt : now,
+    });
     if (issues.length) throw unprocessable(issues);
     return readings;
   }
@@ -140,10 +149,10 @@ export class Pipeline implements Ingestor {
       translations = await translateBounded(this.adapter(adapterId), message, this.context);
       if (this.guard) {
         const decision = await this.guard.decide(adapterId, message, translations).catch(guardFailure);
-        this.validateAll(decision.readings, this.registry.get(adapterId));
+        this.validateAll(decision.readings, message, this.registry.get(adapterId));
         translations = await decision.commit().catch(guardFailure);
         held = decision.readings.length - translations.length;
-      } else this.validateAll(translations, this.registry.get(adapterId));
+      } else this.validateAll(translations, message, this.registry.get(adapterId));
     } catch (err) {
       // Label with a registered id only: ids from URLs would grow the metrics without bound.
       this.metrics?.inc('ingest_refused_total', {

@@ -24,6 +24,9 @@ describe('credentials', function () {
     for (const id of ['DEV-A', 'DEV-B', 'DEV-C']) {
       assert.equal((await call(a.url, 'POST', '/api/devices', ADMIN, { id, adapter: 'measurements' })).status, 201);
       assert.equal((await call(a.url, 'POST', `/api/devices/${id}/activate`, ADMIN)).status, 200);
+      // A device key files readings for its device's assigned patient only (DEVICE_PATIENT_BINDING=assigned-only).
+      const patientId = reading(id).patientId;
+      assert.equal((await call(a.url, 'PUT', `/api/devices/${id}/assignment`, ADMIN, { patientId })).status, 200);
     }
   });
   after(async () => {

@@ -34,6 +34,8 @@ describe('access control: every role against every route family', function () {
       );
       assert.equal((await call(u, 'POST', `/api/devices/${id}/activate`, ADMIN)).status, 200);
     }
+    // A device credential files readings for its device's assigned patient only (DEVICE_PATIENT_BINDING=assigned-only).
+    assert.equal((await call(u, 'PUT', '/api/devices/ACME-1/assignment', ADMIN, { patientId: reading('ACME-1').patientId })).status, 200);
     keys.device = (await call(u, 'POST', '/api/devices/ACME-1/credentials', ADMIN)).body.key;
     for (const k of Object.values(keys)) assert.ok(k, 'every key issued');
   });

@@ -43,6 +43,7 @@ describe('no PHI in logs', function () {
     try {
       await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'PHI-DEV', adapter: 'measurements' });
       await call(gw.url, 'POST', '/api/devices/PHI-DEV/activate', ADMIN);
+      await call(gw.url, 'PUT', '/api/devices/PHI-DEV/assignment', ADMIN, { patientId: PHI.mrn });
       const key = (await call(gw.url, 'POST', '/api/devices/PHI-DEV/credentials', ADMIN)).body.key;
       assert.equal((await call(gw.url, 'POST', '/ingest/measurements', key, body('PHI-DEV'))).status, 202, 'accepted');
       assert.equal((await call(gw.url, 'POST', '/ingest/measurements', key, body('OTHER-DEV'))).status, 403, 'impersonation refused');
@@ -65,6 +66,11 @@ describe('no PHI in logs', function () {
         ).status,
         202,
         'assigned patient',
+      );
+      assert.equal(
+        (await call(gw.url, 'POST', '/ingest/measurements', key, body('PHI-DEV', { timestamp: '2026-11-23T08:17:00Z' }))).status,
+        403,
+        'another patient than the assigned one (DEVICE_PATIENT_BINDING)',
       );
       await call(gw.url, 'POST', '/api/devices/PHI-HELD/activate', ADMIN);
       await call(gw.url, 'POST', '/api/devices/PHI-DEV/suspend', ADMIN);
@@ -155,6 +161,8 @@ describe('no PHI in logs: MQTT', function () {
       LOG_LEVEL: 'trace',
       MQTT_URL: broker.url,
       MQTT_TOPICS: 'devices/+/measurements=measurements',
+      // The topic's device is unknown and names its patient in the payload.
+      DEVICE_PATIENT_BINDING: 'any',
     });
     const pub = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'phi-publisher' });
     try {

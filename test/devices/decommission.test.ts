@@ -34,7 +34,10 @@ describe('decommissioning', function () {
     const k1 = (await call(gw.url, 'POST', `/api/devices/${id}/credentials`, ADMIN)).body;
     const k2 = (await call(gw.url, 'POST', `/api/devices/${id}/credentials`, ADMIN)).body;
     await call(gw.url, 'PUT', `/api/devices/${id}/config`, ADMIN, { samplingIntervalS: 10 });
-    assert.equal((await call(gw.url, 'POST', '/ingest/measurements', k1.key, reading(id, { battery: 50 }))).status, 202);
+    assert.equal(
+      (await call(gw.url, 'POST', '/ingest/measurements', k1.key, reading(id, { battery: 50, patientId: 'MRN-DECOM' }))).status,
+      202,
+    );
     await eventually(
       async () => (await ehr.search<Device>('Device', { identifier: `${SYSTEM}|${id}` }))[0]?.patient,
       20000,

@@ -54,6 +54,9 @@ describe('MQTT channel (real Mosquitto, Redis and sandbox EHR)', function () {
     UNKNOWN_DEVICE_POLICY: 'accept',
     PLUGINS_DIR: join(REPO_ROOT, 'plugins'),
     MQTT_URL: broker.url,
+    // These tests are about the channel: their devices name their patients in the payload (the binding to an assigned
+    // patient on MQTT is tested in integrity.test.ts).
+    DEVICE_PATIENT_BINDING: 'any',
     MQTT_CLIENT_ID: 'gw-test-1',
     MQTT_TOPICS: 'devices/+/measurements=measurements,devices/+/ble-bp=example-ble-bp',
     MQTT_RECONNECT_MIN_MS: '100',
@@ -219,6 +222,7 @@ describe('MQTT PUBACK only after the job is queued (Redis stopped and restarted)
       FHIR_BASE_URL: ehr.url,
       UNKNOWN_DEVICE_POLICY: 'accept',
       MQTT_URL: broker.url,
+      DEVICE_PATIENT_BINDING: 'any',
       MQTT_CLIENT_ID: 'gw-test-redis',
       MQTT_TOPICS: 'devices/+/measurements=measurements',
       MQTT_RECONNECT_MIN_MS: '100',

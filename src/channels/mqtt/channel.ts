@@ -22,6 +22,8 @@
  * refused (403) by the device guard. The broker's ACLs must therefore allow each device to publish only under its
  * own id (mosquitto: `pattern write devices/%u/#`).
  */
+import { isUtf8 } from 'node:buffer';
+import { firstInvalidUtf8 } from '../../core/utf8.js';
 import { readFileSync } from 'node:fs';
 import express, { type RequestHandler } from 'express';
 import mqtt from 'mqtt';
@@ -301,6 +303,16 @@ export class MqttChannel {
   /** The message a payload on a topic makes: parsed JSON, the device id from the topic as the sender. Throws 400. */
   private messageOf(topic: string, payload: Buffer, deviceId: string | undefined, receivedAt: string): InboundMessage {
     let body: unknown;
+    // JSON is UTF-8 (RFC 8259): bytes that are not would be replaced by U+FFFD on decoding, and two device or patient
+    // ids that differ only there would become one. Refused before decoding.
+    if (!isUtf8(payload)) {
+      const at = firstInvalidUtf8(payload);
+      throw new GatewayError(
+        400,
+        outcome([issue('structure', `the payload is not valid UTF-8 (first invalid byte at offset ${at}); JSON must be UTF-8`, ['$'])]),
+        { retryable: false },
+      );
+    }
     try {
       body = JSON.parse(payload.toString('utf8').replace(/^\uFEFF/, ''));
     } catch (e) {

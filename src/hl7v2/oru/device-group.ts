@@ -12,8 +12,16 @@ import { assembleBpPanel, BpCollector, type BpGroup, type BpPanel } from '../../
 import { buildDevice, buildObservation, type DeviceIdentity, type ObservationValue } from '../../fhir/builders.js';
 import { MDC_SYSTEM } from '../../fhir/terminology.js';
 import { get, type Hl7Segment } from '../parse.js';
-import { at, codedElement, hl7Issue, observationSources } from '../translate-common.js';
-import { type ContainmentTree, containmentTree, mdsIdentity, pathKey, type Position, senderIdentity } from './containment.js';
+import { at, codedElement, hl7Issue, identitySources, observationSources } from '../translate-common.js';
+import {
+  type ContainmentTree,
+  containmentTree,
+  equipmentIdentity,
+  mdsIdentity,
+  pathKey,
+  type Position,
+  senderIdentity,
+} from './containment.js';
 import type { ObservationGroup, OruContext } from './context.js';
 import { effectiveOf, type Metric, metricOf, type ObservationStatus, valueText, withAbsenceAndNotes } from './values.js';
 
@@ -125,6 +133,12 @@ function deviceFor(scope: OrderScope, mds: number | undefined): DeviceIdentity {
     }
     const device = buildDevice({ identity, type });
     if (scope.location) device.location = { display: scope.location };
+    // Where the id was read: the OBX-18 that names it, else MSH-3 (the sender, or the base of an MDS instance id).
+    const named = [mdsObx, ...tree.nodes.map((n) => n.obx)].find((o) => {
+      const id = o && equipmentIdentity(o, oru.translation, oru.opts);
+      return id?.system === identity.system && id.value === identity.value;
+    });
+    identitySources.set(device, named ? at(oru.msg, named, 18) : 'MSH[1]-3');
     devices.set(key, device);
   }
   return identity;

@@ -15,7 +15,7 @@ import { TranslationError } from '../../core/contract.js';
 import type { Hl7TranslateOptions } from '../config.js';
 import { get, type Hl7Message } from '../parse.js';
 import { tsOffset } from '../time.js';
-import { at, hl7Issue, patientIdentity, sourceIdOf } from '../translate-common.js';
+import { at, hl7Issue, identitySources, patientIdentity, sourceIdOf } from '../translate-common.js';
 import type { ObservationGroup, OruContext } from './context.js';
 import { translateDeviceGroup } from './device-group.js';
 import { translateLabGroup } from './lab-group.js';
@@ -70,6 +70,7 @@ export function translateOru(msg: Hl7Message, translation: TranslationContext, o
     if (!g.pid) issues.push(hl7Issue('required', 'PID segment is missing: results need a patient', 'PID'));
     const patient = patientIdentity(g.pid, translation, opts);
     if (g.pid && !patient) issues.push(hl7Issue('required', 'PID-3 (patient identifier) is empty', at(msg, g.pid, 3)));
+    if (g.pid && patient) identitySources.set(patient, at(msg, g.pid, 3));
     const t = device ? translateDeviceGroup(oru, g, patient) : translateLabGroup(oru, g, patient);
     out.push(t);
   }
