@@ -3,8 +3,18 @@
  * by the gateway (CredentialStore). Role checks live in the route table (`access.require(...)`) and ownership checks
  * (a vendor's own devices, a device's own data) in `owns` and the ingest guard; this class is the one place that
  * turns a key into a Principal, rate-limits it, and audits every refusal.
+ *
+ * Order of the checks for a request: (1) the limit on failed authentications of its source address (429 before any key
+ * is looked at; auth-failures.ts), (2) the key (the verification cache, else scrypt), (3) the rate limit of the
+ * credential (429). A 401 is counted for its address and aggregated in the audit trail; a 403 is recorded at once.
+ *
+ * The verification cache: scrypt costs tens of milliseconds, so a verified key is remembered in the process for
+ * CREDENTIAL_CACHE_TTL_MS (never beyond its expiry) under its key id, with an HMAC-SHA256 of the presented key under a
+ * per-process random secret. A later request with that key id is accepted when the HMAC of what it presents equals the
+ * cached one (compared in constant time); anything else goes to scrypt. Revocation and rotation drop the key id's entry
+ * on every instance (Redis pub/sub). Concurrent first uses of one key share one scrypt.
  */
-import { createHash } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
 import type { Principal } from '../core/contract.js';
@@ -13,7 +23,8 @@ import { GatewayError, outcome, issue, unauthorized, unavailable } from '../core
 import type { AuditTrail } from '../audit/store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { type CredentialStore, REVOCATION_CHANNEL, type Credential } from './credentials.js';
+import { AuthFailures } from './auth-failures.js';
+import { type CredentialStore, REVOCATION_CHANNEL, type Credential, parseKey, scryptVerifications } from './credentials.js';
 import { RateLimiter } from './rate-limit.js';
 import { firstUse, HMAC_HEADERS, openSecret, readRawBody, setParsedBody, signatureMatches } from './hmac.js';
 
@@ -32,9 +43,14 @@ export function principalOf(c: Credential): Principal {
 }
 
 interface Cached {
+  /** HMAC-SHA256 of the verified key under this process's cache secret. */
+  mac: Buffer;
   principal: Principal;
   until: number;
 }
+
+/** Entries of the verification cache (one per key id); the oldest entry goes first beyond it. */
+const CACHE_MAX = 50_000;
 
 export interface ApiKeyAccessOptions {
   adminApiKey?: string;
@@ -45,14 +61,28 @@ export interface ApiKeyAccessOptions {
   signingKey?: string;
   hmacWindowS: number;
   maxBodyBytes: number;
+  /** AUTH_FAILURE_LIMIT: failed authentications per source address and window before 429; 0 = no limit. */
+  authFailureLimit?: number;
+  /** AUTH_FAILURE_WINDOW_S: the window of that limit and of the aggregation of failures in the audit trail. */
+  authFailureWindowS?: number;
 }
 
-const fastHash = (s: string) => createHash('sha256').update(s).digest('base64url');
 const limited = Symbol('rate-limited');
+
+/** The key id a request presented (a well-formed bearer key, or the key id of a signed request), if any. */
+function presentedKeyId(req: Request): string | undefined {
+  const token = bearerToken(req.headers.authorization);
+  if (token) return parseKey(token)?.keyId;
+  const id = req.headers[HMAC_HEADERS.keyId];
+  return typeof id === 'string' && /^[0-9a-f]{16}$/.test(id) ? id : undefined;
+}
 
 export class ApiKeyAccess extends BaseAccess {
   private readonly cache = new Map<string, Cached>();
+  private readonly cacheSecret = randomBytes(32);
+  private readonly verifying = new Map<string, Promise<Principal | undefined>>();
   private readonly limiter: RateLimiter;
+  readonly failures: AuthFailures;
   private subscriber?: Redis;
 
   constructor(
@@ -65,11 +95,20 @@ export class ApiKeyAccess extends BaseAccess {
   ) {
     super();
     this.limiter = new RateLimiter(redis, opts.rateLimitPerMinute, opts.rateLimitBurst);
+    this.failures = new AuthFailures(
+      redis,
+      { limit: opts.authFailureLimit ?? 20, windowS: opts.authFailureWindowS ?? 60 },
+      audit,
+      log,
+      metrics,
+    );
+    metrics.gauge('credential_scrypt_verifications_total', scryptVerifications);
   }
 
   /** Listens for revocations made by other instances (drops their cached verifications at once). */
   async start(): Promise<void> {
     if (this.subscriber) return;
+    this.failures.start();
     const sub = this.redis.duplicate({ enableAutoPipelining: false });
     sub.on('error', () => undefined);
     sub.on('message', (_ch: string, keyId: string) => this.forget(keyId));
@@ -85,28 +124,42 @@ export class ApiKeyAccess extends BaseAccess {
   }
 
   async stop(): Promise<void> {
+    await this.failures.stop();
     this.subscriber?.disconnect();
     this.subscriber = undefined;
   }
 
-  /** Drops cached verifications of a key (revoked here or announced by another instance). */
+  /** Drops the cached verification of a key (revoked or rotated here, or announced by another instance). */
   forget(keyId: string): void {
-    for (const [k, v] of this.cache) if (v.principal.keyId === keyId) this.cache.delete(k);
+    this.cache.delete(keyId);
   }
 
   protected override async resolve(token: string): Promise<Principal | undefined> {
     if (this.opts.adminApiKey && sameKey(token, this.opts.adminApiKey)) return BOOTSTRAP_ADMIN;
-    const h = fastHash(token);
-    const hit = this.cache.get(h);
-    if (hit && hit.until > Date.now()) return hit.principal;
-    if (hit) this.cache.delete(h);
+    const keyId = parseKey(token)?.keyId;
+    if (!keyId) return undefined;
+    const mac = createHmac('sha256', this.cacheSecret).update(token).digest();
+    const hit = this.cache.get(keyId);
+    if (hit && hit.until > Date.now() && timingSafeEqual(hit.mac, mac)) return hit.principal;
+    // Concurrent first uses of one key (and repeats of one wrong key) share one scrypt.
+    const flight = mac.toString('base64');
+    let p = this.verifying.get(flight);
+    if (!p) {
+      p = this.verify(token, keyId, mac).finally(() => this.verifying.delete(flight));
+      this.verifying.set(flight, p);
+    }
+    return p;
+  }
+
+  private async verify(token: string, keyId: string, mac: Buffer): Promise<Principal | undefined> {
     const c = await this.credentials.verify(token);
     if (!c) return undefined;
     const principal = principalOf(c);
     const expires = c.expiresAt ? Date.parse(c.expiresAt) : Infinity;
     if (this.opts.cacheTtlMs > 0) {
-      if (this.cache.size > 50_000) this.cache.clear();
-      this.cache.set(h, { principal, until: Math.min(Date.now() + this.opts.cacheTtlMs, expires) });
+      this.cache.delete(keyId);
+      if (this.cache.size >= CACHE_MAX) this.cache.delete(this.cache.keys().next().value as string);
+      this.cache.set(keyId, { mac, principal, until: Math.min(Date.now() + this.opts.cacheTtlMs, expires) });
     }
     return principal;
   }
@@ -133,21 +186,49 @@ export class ApiKeyAccess extends BaseAccess {
     return this.opts.adminApiKey ? undefined : BOOTSTRAP_ADMIN;
   }
 
+  /** A 401 is counted for its source and aggregated (auth-failures.ts); a 403 is recorded as it happens. */
   protected override refused(req: Request, status: number, reason: string): void {
     this.metrics.inc('access_refused_total', { status: String(status) });
+    const request = `${req.method} ${req.baseUrl}${req.path}`;
+    if (status === 401) {
+      void this.failures.note({ address: req.socket.remoteAddress, keyId: presentedKeyId(req), reason, request });
+      return;
+    }
     void this.audit.record({
       kind: 'access-refused',
       principal: req.principal,
       address: req.socket.remoteAddress,
       outcome: '4',
       description: `${status}: ${reason}`,
-      entities: [{ kind: 'Request', id: `${req.method} ${req.baseUrl}${req.path}` }],
+      entities: [{ kind: 'Request', id: request }],
     });
   }
 
-  /** Authenticates (401 when no valid key), then takes a token from the caller's bucket (429 + Retry-After). */
+  /**
+   * Refuses (429) a source address over its limit of failed authentications, then authenticates (401 when no valid
+   * key), then takes a token from the caller's bucket (429 + Retry-After).
+   */
   override authenticate: RequestHandler = async (req, _res, next) => {
     try {
+      if (!req.principal) {
+        const wait = await this.failures.blockedFor(req.socket.remoteAddress);
+        if (wait > 0) {
+          this.metrics.inc('auth_failure_limited_total', {});
+          const seconds = Math.max(1, Math.ceil(wait / 1000));
+          return next(
+            new GatewayError(
+              429,
+              outcome([
+                issue(
+                  'throttled',
+                  `too many failed authentications from this address (AUTH_FAILURE_LIMIT ${this.failures.opts.limit} per ${this.failures.opts.windowS} s); retry after ${seconds} s`,
+                ),
+              ]),
+              { headers: { 'Retry-After': String(seconds) } },
+            ),
+          );
+        }
+      }
       if (!req.principal && req.headers[HMAC_HEADERS.signature] !== undefined && !req.headers.authorization) {
         const p = await this.resolveSigned(req);
         if (typeof p === 'string') {

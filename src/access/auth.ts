@@ -1,7 +1,7 @@
 /**
- * Access checks, in one place. Every route except the open ones (/healthz, /readyz, /openapi.json, /formats/…, the
- * sandbox EHR) states which roles may call it through `access.require(...)`; `authenticate` turns the
- * `Authorization: Bearer <key>` header into a Principal.
+ * Access checks, in one place. Every route except /healthz, /readyz and the sandbox EHR (its own check, sandbox.ts)
+ * states which roles may call it through `access.require(...)`; `authenticate` turns the `Authorization: Bearer <key>`
+ * header into a Principal.
  *
  * `BaseAccess` is the shape every implementation shares; `ApiKeyAccess` (access.ts) is the one the gateway runs: the
  * bootstrap admin key (ADMIN_API_KEY; without it every request is treated as admin, for development on 127.0.0.1, and

@@ -4,11 +4,12 @@
  * Format: `gw_<keyId>_<secret>` — the key id (16 hex digits) finds the record; the secret (32 random bytes,
  * base64url) is never stored: only a salted scrypt hash of it. scrypt parameters: N = 2^14, r = 8, p = 1, 16-byte
  * random salt, 32-byte output (about 16 MiB and tens of milliseconds per verification, which is why successful
- * verifications are cached in memory for CREDENTIAL_CACHE_TTL_MS, keyed by a SHA-256 of the presented key). The
- * parameters are stored with each hash, so they can be raised later without invalidating issued keys.
+ * verifications are cached in memory for CREDENTIAL_CACHE_TTL_MS: see ApiKeyAccess). The parameters are stored with
+ * each hash, so they can be raised later without invalidating issued keys. A key id that does not exist costs the
+ * same scrypt as a wrong secret (a decoy hash), so timing does not tell which key ids exist.
  *
- * Rotation issues a new key for the same owner and gives the old one an expiry (now + CREDENTIAL_ROTATION_OVERLAP_MS).
- * Revocation deletes the record at once and announces it on a Redis channel so that other instances drop their
+ * Rotation issues a new key for the same owner and gives the old one an expiry (now + CREDENTIAL_ROTATION_OVERLAP_MS),
+ * announced like a revocation so that cached verifications pick up the expiry. Revocation deletes the record at once and announces it on a Redis channel so that other instances drop their
  * cached verification immediately (the cache TTL bounds it if the announcement is missed).
  */
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
@@ -27,9 +28,14 @@ export async function hashSecret(secret: string): Promise<string> {
   return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${h.toString('base64')}`;
 }
 
+let scryptRuns = 0;
+/** scrypt verifications this process has run (each costs tens of milliseconds and about 16 MiB): a metric. */
+export const scryptVerifications = (): number => scryptRuns;
+
 export async function verifySecret(secret: string, stored: string): Promise<boolean> {
   const [alg, n, r, p, salt, hash] = stored.split('$');
   if (alg !== 'scrypt' || !salt || !hash) return false;
+  scryptRuns++;
   const expected = Buffer.from(hash, 'base64');
   const got = await scrypt(secret, Buffer.from(salt, 'base64'), expected.length, {
     N: Number(n),
@@ -39,6 +45,13 @@ export async function verifySecret(secret: string, stored: string): Promise<bool
   });
   return got.length === expected.length && timingSafeEqual(got, expected);
 }
+
+/**
+ * What a presented secret is checked against when its key id is unknown, revoked or expired: a hash with the current
+ * parameters that no secret matches (its salt and output are fixed bytes, not derived from any secret). The check
+ * costs what a wrong secret for a live key costs, so the time of a refusal does not tell which key ids exist.
+ */
+const DECOY_HASH = `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${Buffer.alloc(16, 0x5a).toString('base64')}$${Buffer.alloc(SCRYPT.keylen, 0xa5).toString('base64')}`;
 
 const KEY_FORMAT = /^gw_([0-9a-f]{16})_([A-Za-z0-9_-]{20,})$/;
 
@@ -104,16 +117,19 @@ export class CredentialStore {
     return { credential: c, sealed: signing };
   }
 
-  /** The credential of a presented key when its secret matches and it has not expired. */
+  /**
+   * The credential of a presented key when its secret matches and it has not expired. Every well-formed key costs one
+   * scrypt, whether its key id exists or not (an unknown, revoked or expired one is checked against a decoy hash).
+   */
   async verify(token: string): Promise<Credential | undefined> {
     const k = parseKey(token);
     if (!k) return undefined;
     const s = await this.redis.get(recKey(k.keyId));
-    if (!s) return undefined;
-    const stored = JSON.parse(s) as Stored;
-    if (stored.expiresAt && Date.parse(stored.expiresAt) <= Date.now()) return undefined;
-    if (!(await verifySecret(k.secret, stored.hash))) return undefined;
-    const { hash: _hash, signing: _signing, ...c } = stored;
+    const stored = s ? (JSON.parse(s) as Stored) : undefined;
+    const live = stored && !(stored.expiresAt && Date.parse(stored.expiresAt) <= Date.now()) ? stored : undefined;
+    const matches = await verifySecret(k.secret, live?.hash ?? DECOY_HASH);
+    if (!live || !matches) return undefined;
+    const { hash: _hash, signing: _signing, ...c } = live;
     return c;
   }
 
@@ -146,7 +162,8 @@ export class CredentialStore {
       rotatedTo: next.credential.keyId,
     };
     await this.redis.set(recKey(keyId), JSON.stringify(updated), 'PX', Math.max(1, Date.parse(updated.expiresAt!) - Date.now()) + 60_000);
-    if (overlapMs === 0) await this.redis.publish(REVOCATION_CHANNEL, keyId);
+    // Announced like a revocation: every instance drops its cached verification and re-reads the key's new expiry.
+    await this.redis.publish(REVOCATION_CHANNEL, keyId);
     return { ...next, previousExpiresAt: updated.expiresAt! };
   }
 

@@ -172,7 +172,15 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
   const channels: Channel[] = [];
   if (pipeline) {
     const ingestAuth = requireRole('device', 'vendor');
-    channels.push(httpChannel({ ingestor: pipeline, refusals, auth: ingestAuth, maxBodyBytes: config.ingestMaxBodyBytes }));
+    channels.push(
+      httpChannel({
+        ingestor: pipeline,
+        refusals,
+        auth: ingestAuth,
+        maxBodyBytes: config.ingestMaxBodyBytes,
+        adapterVendor: (id) => registration.ownerOf(id),
+      }),
+    );
     channels.push(
       mllpChannel({
         ingestor: pipeline,

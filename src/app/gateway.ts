@@ -5,6 +5,7 @@
  *   worker — deliver queued jobs to the EHR; HTTP serves health, status and the operations API only
  * Any number of ingest and worker processes can share one Redis.
  */
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -30,6 +31,7 @@ import { createApp } from '../http/app.js';
 import { openApiRoutes } from '../http/openapi.js';
 import { MEASUREMENTS_SCHEMA } from '../adapters/measurements-format.js';
 import type { AccessControl } from '../access/auth.js';
+import { protectedSandbox } from '../access/sandbox.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { withoutCredentials } from '../observability/redact.js';
@@ -210,10 +212,12 @@ export class Gateway {
     this.features = features;
     this.access = features.access;
     const { requireRole } = features;
+    // The sandbox takes an operator credential; this process's own delivery presents a key made here (access/sandbox.ts).
+    const sandboxKey = randomBytes(32).toString('base64url');
     const app = createApp({
       log,
       readiness: readiness(queue, () => this.ehr, deliver),
-      sandbox: this.sandbox?.router,
+      sandbox: this.sandbox ? protectedSandbox(this.sandbox.router, sandboxKey, requireRole('operator')) : undefined,
       routers: [
         statusRoutes({
           config,
@@ -251,7 +255,7 @@ export class Gateway {
     this.ehr = new EhrClient({
       baseUrl: fhirBaseUrl,
       timeoutMs: config.fhirTimeoutMs,
-      bearerToken: config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined,
+      bearerToken: config.fhirBaseUrl ? (config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined) : sandboxKey,
     });
     if (deliver) {
       this.worker = new DeliveryWorker(

@@ -104,6 +104,8 @@ export interface AuditEntityInput {
   id: string;
   system?: string;
   description?: string;
+  /** Name/value pairs about the entity (an aggregated event's count, say): `entity.detail`. */
+  detail?: { type: string; value: string }[];
 }
 
 export interface AuditInput {
@@ -116,6 +118,8 @@ export interface AuditInput {
   /** Human-readable reason (never PHI). */
   description?: string;
   recorded?: string;
+  /** When the audited activity happened, if it spans time (an aggregate of refusals: the first and the last). */
+  period?: { start: string; end: string };
 }
 
 export function buildAuditEvent(input: AuditInput, deviceSystem: string): AuditEvent {
@@ -138,6 +142,7 @@ export function buildAuditEvent(input: AuditInput, deviceSystem: string): AuditE
       what: { identifier: { system, value: e.id }, ...(e.kind === 'Device' ? { type: 'Device' } : {}) },
       type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2', display: 'System Object' },
       ...(e.description ? { description: e.description } : {}),
+      ...(e.detail?.length ? { detail: e.detail.map((d) => ({ type: d.type, valueString: d.value })) } : {}),
     };
   });
   return {
@@ -146,6 +151,7 @@ export function buildAuditEvent(input: AuditInput, deviceSystem: string): AuditE
     type: c.type,
     subtype: c.subtype,
     action: c.action,
+    ...(input.period ? { period: input.period } : {}),
     recorded: input.recorded ?? new Date().toISOString(),
     outcome: input.outcome ?? '0',
     ...(input.description ? { outcomeDesc: input.description } : {}),

@@ -1,6 +1,14 @@
 /**
- * The audit trail in Redis: a sorted set scored by the time recorded (every gateway instance writes to the same one),
- * capped at AUDIT_MAX_EVENTS (oldest dropped first). With AUDIT_FORWARD=true every event is also queued for the EHR
+ * The audit trail in Redis, in two streams, each a sorted set scored by the time recorded (every gateway instance
+ * writes to the same ones) with its own cap (oldest dropped first):
+ *
+ *   gw:audit           lifecycle and data events: administrative actions, device lifecycle, assignments,
+ *                      configuration, credentials issued/rotated/revoked, adapters (AUDIT_MAX_EVENTS)
+ *   gw:audit:security  refusals: refused access (401/403, failed authentications aggregated per source and window by
+ *                      access/auth-failures.ts) and refused data (AUDIT_SECURITY_MAX_EVENTS)
+ *
+ * Separate so that a flood of refusals, which anyone who can reach the gateway can cause, can never evict lifecycle
+ * history: it only rolls over the security stream. `query` reads both, merged newest first. With AUDIT_FORWARD=true every event is also queued for the EHR
  * as a delivery job whose translation holds only `auditEvents` (the worker POSTs each inside its transaction).
  * Recording never throws to its caller: an audit write that fails is logged (without PHI) and counted. A forwarded
  * event is validated first, like every resource the gateway queues.
@@ -11,9 +19,19 @@ import type { DeliveryQueue } from '../queue/queue.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { validateReadings } from '../fhir/validate.js';
-import { auditKindOf, buildAuditEvent, PRINCIPAL_SYSTEM, type AuditInput } from './event.js';
+import { type AuditKind, auditKindOf, buildAuditEvent, PRINCIPAL_SYSTEM, type AuditInput } from './event.js';
 
-const KEY = 'gw:audit';
+export const AuditStreams = { lifecycle: 'lifecycle', security: 'security' } as const;
+export type AuditStream = (typeof AuditStreams)[keyof typeof AuditStreams];
+export const AUDIT_KEYS: Readonly<Record<AuditStream, string>> = { lifecycle: 'gw:audit', security: 'gw:audit:security' };
+
+/** The stream an event kind is kept in: refusals (what an outsider can cause at will) in the security stream. */
+export function streamOf(kind: AuditKind | string): AuditStream {
+  return kind === 'access-refused' || kind === 'data-refused' ? 'security' : 'lifecycle';
+}
+
+/** Events read from each stream for one query before filtering (a filter that matches little scans this many). */
+const SCAN_MAX = 20000;
 
 export interface AuditQuery {
   action?: string;
@@ -24,12 +42,14 @@ export interface AuditQuery {
   since?: string;
   until?: string;
   limit?: number;
+  /** One stream only (both when absent). */
+  stream?: AuditStream;
 }
 
 export class AuditTrail {
   constructor(
     private readonly redis: Redis,
-    private readonly opts: { deviceSystem: string; maxEvents: number; forward: boolean },
+    private readonly opts: { deviceSystem: string; maxEvents: number; securityMaxEvents?: number; forward: boolean },
     private readonly queue: Pick<DeliveryQueue, 'enqueue'> | undefined,
     private readonly log: Logger,
     private readonly metrics: Metrics,
@@ -40,12 +60,15 @@ export class AuditTrail {
     const event = buildAuditEvent(input, this.opts.deviceSystem);
     try {
       const score = Date.parse(event.recorded);
+      const stream = streamOf(input.kind);
+      const key = AUDIT_KEYS[stream];
+      const max = stream === 'security' ? (this.opts.securityMaxEvents ?? this.opts.maxEvents) : this.opts.maxEvents;
       await this.redis
         .multi()
-        .zadd(KEY, score, JSON.stringify(event))
-        .zremrangebyrank(KEY, 0, -(this.opts.maxEvents + 1))
+        .zadd(key, score, JSON.stringify(event))
+        .zremrangebyrank(key, 0, -(max + 1))
         .exec();
-      this.metrics.inc('audit_events_total', { kind: input.kind });
+      this.metrics.inc('audit_events_total', { kind: input.kind, stream });
     } catch (err) {
       this.metrics.inc('audit_failures_total', {});
       this.log.error({ kind: input.kind, error: (err as Error).message }, 'audit event could not be stored');
@@ -75,17 +98,31 @@ export class AuditTrail {
     const min = q.since ? Date.parse(q.since) : -Infinity;
     const max = q.until ? Date.parse(q.until) : Infinity;
     const limit = Math.min(Math.max(q.limit ?? 100, 1), 1000);
-    const raw = await this.redis.zrevrangebyscore(
-      KEY,
-      Number.isFinite(max) ? max : '+inf',
-      Number.isFinite(min) ? min : '-inf',
-      'LIMIT',
-      0,
-      20000,
-    );
+    // Both streams even for a kind that is kept in one: refusals recorded by earlier versions are in gw:audit.
+    const streams = (Object.keys(AUDIT_KEYS) as AuditStream[]).filter((s) => (q.stream ?? s) === s);
+    const read = (stream: AuditStream) =>
+      this.redis.zrevrangebyscore(
+        AUDIT_KEYS[stream],
+        Number.isFinite(max) ? max : '+inf',
+        Number.isFinite(min) ? min : '-inf',
+        'WITHSCORES',
+        'LIMIT',
+        0,
+        SCAN_MAX,
+      );
+    const lists = await Promise.all(streams.map(read));
+    // Each list is newest first (member, score, member, score…): merge them, newest first.
+    const at = lists.map(() => 0);
     const out: AuditEvent[] = [];
-    for (const s of raw) {
-      const e = JSON.parse(s) as AuditEvent;
+    for (;;) {
+      let best = -1;
+      for (let i = 0; i < lists.length; i++) {
+        if (at[i] >= lists[i].length) continue;
+        if (best < 0 || Number(lists[i][at[i] + 1]) > Number(lists[best][at[best] + 1])) best = i;
+      }
+      if (best < 0) break;
+      const e = JSON.parse(lists[best][at[best]]) as AuditEvent;
+      at[best] += 2;
       if (q.action && e.action !== q.action) continue;
       if (q.kind && auditKindOf(e) !== q.kind) continue;
       if (q.outcome && e.outcome !== q.outcome) continue;

@@ -6,8 +6,8 @@
 import { isUtf8 } from 'node:buffer';
 import express, { type RequestHandler } from 'express';
 import { firstInvalidUtf8 } from '../core/utf8.js';
-import type { InboundMessage } from '../core/contract.js';
-import { GatewayError, issue, outcome } from '../core/errors.js';
+import type { InboundMessage, Principal } from '../core/contract.js';
+import { GatewayError, issue, notFound, outcome } from '../core/errors.js';
 import { requireJson } from '../http/errors.js';
 import type { IngestResult, Ingestor } from '../pipeline/pipeline.js';
 import { deviceIdsOf, type Refusal, type RefusalStore, type ReplayResult } from '../pipeline/refusals.js';
@@ -20,6 +20,8 @@ export interface HttpChannelDeps {
   /** Access check of POST /ingest/:adapter (devices, vendors). */
   auth: RequestHandler;
   maxBodyBytes: number;
+  /** The vendor that registered an adapter over the registration API (undefined: built-in, folder or plugin). */
+  adapterVendor?: (adapterId: string) => string | undefined;
 }
 
 /** The 202 body: what was queued, and what was held for review (said, not hidden behind readings: 0). */
@@ -53,6 +55,16 @@ function refuseInvalidUtf8(_req: unknown, _res: unknown, buf: Buffer, encoding: 
 
 export function httpChannel(deps: HttpChannelDeps): Channel {
   const { ingestor, refusals } = deps;
+  /**
+   * A vendor credential sends through its own vendor's registered adapters and the shared ones (built-in, folder,
+   * plugin), never through another vendor's: that is answered as an unknown adapter (404), as the registration API
+   * answers another vendor's adapter, so ids cannot be probed. Device credentials are bound to their device instead.
+   */
+  const assertMayUse = (adapterId: string, p: Principal | undefined): void => {
+    if (p?.role !== 'vendor') return;
+    const owner = deps.adapterVendor?.(adapterId);
+    if (owner !== undefined && owner !== (p.vendorId ?? p.id)) throw notFound(`no adapter '${adapterId}' is registered`);
+  };
   const json = express.json({
     limit: deps.maxBodyBytes,
     type: ['application/json', 'application/fhir+json', 'application/*+json'],
@@ -78,6 +90,7 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
     };
     const adapterId = String(req.params.adapter);
     try {
+      assertMayUse(adapterId, message.principal);
       res.status(202).json(accepted(await ingestor.ingest(adapterId, message)));
     } catch (err) {
       if (err instanceof GatewayError && !err.retryable) {
@@ -114,6 +127,7 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
       principal: entry.principal,
     };
     try {
+      assertMayUse(entry.adapterId ?? '', entry.principal);
       return { accepted: true, result: 'accepted', detail: accepted(await ingestor.ingest(entry.adapterId ?? '', message)) };
     } catch (err) {
       if (err instanceof GatewayError && !err.retryable) {

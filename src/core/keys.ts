@@ -11,9 +11,10 @@
  *   gw:lock:*                         per-device and per-patient delivery locks (delivery/locks.ts)
  *   gw:dev:*                          device registry, telemetry, held readings, config, reports, FHIR versions (devices/)
  *   gw:cred:*, gw:hmac:seen:*, gw:rl:*  credentials, HMAC replay guard, rate limits (access/)
+ *   gw:authfail:*                     failed authentications per source address and window (access/auth-failures.ts)
  *   gw:vendor:*                       vendors (devices/)
  *   gw:adapter:*, gw:adapters:*       registered adapters and their change counter and channel (registration/)
- *   gw:audit                          the audit trail (audit/store.ts)
+ *   gw:audit, gw:audit:security       the audit trail: lifecycle and security streams, capped apart (audit/store.ts)
  *   bull:<QUEUE_NAME>:*               the delivery queue (bull; queue/queue.ts)
  */
 export const KEYS = {

@@ -129,6 +129,23 @@ export const DEVICE_KEYS: readonly ConfigKey[] = [
     description: 'Token bucket size: requests a credential may send at once above its steady rate',
   },
   {
+    env: 'AUTH_FAILURE_LIMIT',
+    type: 'int',
+    default: '20',
+    min: 0,
+    description:
+      'Failed authentications (401) per source address (an IPv6 address by its /64) within AUTH_FAILURE_WINDOW_S; beyond it every request from that address is answered 429 with Retry-After, before any key is checked, until the window ends. Counted in Redis, shared by every instance; 0 = no limit',
+  },
+  {
+    env: 'AUTH_FAILURE_WINDOW_S',
+    type: 'int',
+    default: '60',
+    min: 1,
+    max: 3600,
+    description:
+      'Window of AUTH_FAILURE_LIMIT (aligned to the clock), and of the audit of failed authentications: one AuditEvent per source (address and key id) at its first failure in a window, one summary with the count when the window ends',
+  },
+  {
     env: 'MLLP_ALLOWED_SENDERS',
     type: 'list',
     description:
@@ -140,7 +157,16 @@ export const DEVICE_KEYS: readonly ConfigKey[] = [
     type: 'int',
     default: '100000',
     min: 100,
-    description: 'AuditEvents kept in Redis (oldest dropped first; forward them with AUDIT_FORWARD for long-term retention)',
+    description:
+      'Lifecycle and data AuditEvents kept in Redis (gw:audit: administrative actions, device lifecycle, credentials, adapters; oldest dropped first; forward them with AUDIT_FORWARD for long-term retention)',
+  },
+  {
+    env: 'AUDIT_SECURITY_MAX_EVENTS',
+    type: 'int',
+    default: '100000',
+    min: 100,
+    description:
+      'Security AuditEvents kept in Redis (gw:audit:security: refused access and refused data), apart from AUDIT_MAX_EVENTS so that a flood of refusals never evicts lifecycle history',
   },
 ];
 
@@ -164,6 +190,9 @@ export interface DeviceConfig {
   mllpAllowedSenders: string[];
   auditForward: boolean;
   auditMaxEvents: number;
+  auditSecurityMaxEvents: number;
+  authFailureLimit: number;
+  authFailureWindowS: number;
   adminApiKey?: string;
   deviceIdentifierSystem: string;
   patientIdentifierSystem: string;
@@ -226,6 +255,9 @@ export function readDeviceConfig(
     mllpAllowedSenders: (v('MLLP_ALLOWED_SENDERS') as string[] | undefined) ?? [],
     auditForward: v('AUDIT_FORWARD') as boolean,
     auditMaxEvents: v('AUDIT_MAX_EVENTS') as number,
+    auditSecurityMaxEvents: v('AUDIT_SECURITY_MAX_EVENTS') as number,
+    authFailureLimit: v('AUTH_FAILURE_LIMIT') as number,
+    authFailureWindowS: v('AUTH_FAILURE_WINDOW_S') as number,
     adminApiKey: core.adminApiKey,
     deviceIdentifierSystem: core.deviceIdentifierSystem,
     patientIdentifierSystem: core.patientIdentifierSystem,

@@ -53,7 +53,12 @@ export function createDeviceManagement(deps: DeviceManagementDeps): DeviceManage
   const { redis, queue, log, metrics, adapters, config } = deps;
   const audit = new AuditTrail(
     redis,
-    { deviceSystem: config.deviceIdentifierSystem, maxEvents: config.auditMaxEvents, forward: config.auditForward },
+    {
+      deviceSystem: config.deviceIdentifierSystem,
+      maxEvents: config.auditMaxEvents,
+      securityMaxEvents: config.auditSecurityMaxEvents,
+      forward: config.auditForward,
+    },
     queue,
     log,
     metrics,
@@ -70,6 +75,8 @@ export function createDeviceManagement(deps: DeviceManagementDeps): DeviceManage
       signingKey: config.signingKey,
       hmacWindowS: config.hmacWindowS,
       maxBodyBytes: deps.maxBodyBytes,
+      authFailureLimit: config.authFailureLimit,
+      authFailureWindowS: config.authFailureWindowS,
     },
     audit,
     log,

@@ -12,7 +12,7 @@ export interface AppDeps {
   log: Logger;
   /** What keeps this process from being ready (an empty list: ready). */
   readiness(): Promise<string[]>;
-  /** Mounted at /sandbox/fhir before anything else (no API credential: it is the EHR). */
+  /** Mounted at /sandbox/fhir before anything else (with its own access check: access/sandbox.ts). */
   sandbox?: Router;
   /** Every other route, in order. */
   routers: Router[];

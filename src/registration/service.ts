@@ -76,6 +76,8 @@ export interface RegistrationDeps {
 
 export interface Registration {
   router: Router;
+  /** The vendor that registered adapter `id` through this API (undefined: not a registered adapter). */
+  ownerOf(id: string): string | undefined;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -537,6 +539,7 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
     };
     return {
       router,
+      ownerOf: (id) => known.get(id)?.record.vendor,
       start: async () => {
         await sub
           .subscribe(ADAPTERS_CHANNEL)
