@@ -10,7 +10,7 @@
  * test/http/openapi.test.ts walks the routes express has registered in each role and compares them with this
  * document both ways: a route added without a description here, or a description of a route that is gone, fails it.
  *
- * Security: every route but the open ones (health, formats, this document, the sandbox EHR) takes an API key as
+ * Security: every route but the open ones (health, formats, this document) takes an API key as
  * `Authorization: Bearer <key>`. The roles that may call an operation are the scopes of its security requirement
  * (OpenAPI 3.1 allows role names there for schemes other than OAuth); admin may always. Operations open to vendors
  * also accept an HMAC-signed request (three headers, one requirement).
@@ -942,6 +942,8 @@ const OPERATIONS: Op[] = [
     tag: 'sandbox',
     summary: 'The CapabilityStatement of the sandbox EHR',
     servedBy: 'sandbox',
+    // With access control on (ADMIN_API_KEY), the sandbox holds delivered PHI: operator or admin (src/access/sandbox.ts).
+    roles: ['operator'],
     responses: { 200: fhir('The CapabilityStatement.') },
   },
   {
@@ -951,6 +953,7 @@ const OPERATIONS: Op[] = [
     tag: 'sandbox',
     summary: 'A transaction or batch Bundle (what the delivery worker sends)',
     servedBy: 'sandbox',
+    roles: ['operator'],
     requestBody: { required: true, content: { 'application/fhir+json': { schema: schema('Bundle') } } },
     responses: { 200: fhir('The transaction-response Bundle.', schema('Bundle')), 400: response('FhirError') },
   },
@@ -961,6 +964,7 @@ const OPERATIONS: Op[] = [
     tag: 'sandbox',
     summary: 'Search (chained parameters are refused with 400)',
     servedBy: 'sandbox',
+    roles: ['operator'],
     responses: { 200: fhir('A searchset Bundle.', schema('Bundle')), 400: response('FhirError') },
   },
   {
@@ -970,6 +974,7 @@ const OPERATIONS: Op[] = [
     tag: 'sandbox',
     summary: 'Create (conditional with If-None-Exist)',
     servedBy: 'sandbox',
+    roles: ['operator'],
     requestBody: { required: true, content: { 'application/fhir+json': { schema: schema('Resource') } } },
     responses: { 201: fhir('Created.'), 200: fhir('Exists already (conditional create).'), 400: response('FhirError') },
   },
@@ -980,6 +985,7 @@ const OPERATIONS: Op[] = [
     tag: 'sandbox',
     summary: 'Read',
     servedBy: 'sandbox',
+    roles: ['operator'],
     responses: { 200: fhir('The resource.'), 404: response('FhirError') },
   },
   {
@@ -989,6 +995,7 @@ const OPERATIONS: Op[] = [
     tag: 'sandbox',
     summary: 'Update',
     servedBy: 'sandbox',
+    roles: ['operator'],
     requestBody: { required: true, content: { 'application/fhir+json': { schema: schema('Resource') } } },
     responses: { 200: fhir('Updated.'), 201: fhir('Created.'), 400: response('FhirError') },
   },

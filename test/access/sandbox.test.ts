@@ -26,6 +26,8 @@ describe('the sandbox EHR behind access control', function () {
     const op = (await call(gw.url, 'POST', '/api/operators/credentials', ADMIN, { name: 'sandbox-reader' })).body.key as string;
     assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id: 'SBX-1', adapter: 'measurements' })).status, 201);
     assert.equal((await call(gw.url, 'POST', '/api/devices/SBX-1/activate', ADMIN)).status, 200);
+    // A device key files readings only for its assigned patient (DEVICE_PATIENT_BINDING=assigned-only).
+    assert.equal((await call(gw.url, 'PUT', '/api/devices/SBX-1/assignment', ADMIN, { patientId: 'MRN-T1' })).status, 200);
     const device = (await call(gw.url, 'POST', '/api/devices/SBX-1/credentials', ADMIN)).body.key as string;
 
     const anonymous = await call(gw.url, 'GET', '/sandbox/fhir/Observation');

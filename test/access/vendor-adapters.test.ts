@@ -105,6 +105,8 @@ describe("a vendor cannot ingest through another vendor's adapter", function () 
   it('a device credential keeps sending through the adapter its device speaks', async () => {
     assert.equal((await call(gw.url, 'POST', '/api/devices', keys.acme, { id: 'HR-D1', adapter: 'acme-hr' })).status, 201);
     assert.equal((await call(gw.url, 'POST', '/api/devices/HR-D1/activate', keys.acme)).status, 200);
+    // A device key files readings only for its assigned patient (DEVICE_PATIENT_BINDING=assigned-only).
+    assert.equal((await call(gw.url, 'PUT', '/api/devices/HR-D1/assignment', ADMIN, { patientId: 'MRN-V1' })).status, 200);
     const device = (await call(gw.url, 'POST', '/api/devices/HR-D1/credentials', keys.acme)).body.key as string;
     assert.equal((await call(gw.url, 'POST', '/ingest/acme-hr', device, hr('HR-D1'))).status, 202);
   });

@@ -196,6 +196,8 @@ describe('OpenAPI document: GET /openapi.json describes every route the gateway 
             // Without a broker the channel still runs (and serves its status route); it keeps trying to connect.
             ...(variant.mqtt ? { MQTT_URL: broker?.url ?? 'mqtt://127.0.0.1:1', MQTT_TOPICS: 'devices/+/measurements=measurements' } : {}),
             RATE_LIMIT_PER_MINUTE: '0',
+            // Every secured operation is called without a credential on purpose: more failures than the limit allows.
+            AUTH_FAILURE_LIMIT: '0',
           },
           variant.role,
         );
