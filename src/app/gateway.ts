@@ -23,6 +23,7 @@ import { EmbeddedRedis } from '../queue/embedded-redis.js';
 import { DeadLetterStore } from '../delivery/dead-letters.js';
 import { deadLetterRoutes } from '../delivery/routes.js';
 import { EhrClient } from '../delivery/ehr-client.js';
+import { CircuitBreaker } from '../delivery/breaker.js';
 import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
 import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
 import { createApp } from '../http/app.js';
@@ -206,9 +207,10 @@ export class Gateway {
     this.features = features;
     this.access = features.access;
     const { requireRole } = features;
+    const breakers = () => (deliver && this.ehr?.breaker ? [this.ehr.breaker] : []);
     const app = createApp({
       log,
-      readiness: readiness(queue, () => this.ehr, deliver),
+      readiness: readiness(queue, () => this.ehr, breakers, deliver),
       sandbox: this.sandbox?.router,
       routers: [
         statusRoutes({
@@ -218,6 +220,7 @@ export class Gateway {
           queue,
           deadLetters,
           ehr: () => this.ehr,
+          breakers,
           metrics: this.metrics,
           operatorOnly: requireRole('operator'),
         }),
@@ -237,11 +240,19 @@ export class Gateway {
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
 
     const fhirBaseUrl = config.fhirBaseUrl ?? `${this.url}/sandbox/fhir`;
-    this.ehr = new EhrClient({
-      baseUrl: fhirBaseUrl,
-      timeoutMs: config.fhirTimeoutMs,
-      bearerToken: config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined,
-    });
+    const breakerSettings = {
+      failureThreshold: config.breakerFailureThreshold,
+      probeIntervalMs: config.breakerProbeIntervalMs,
+      probeMaxIntervalMs: config.breakerProbeMaxIntervalMs,
+    };
+    this.ehr = new EhrClient(
+      {
+        baseUrl: fhirBaseUrl,
+        timeoutMs: config.fhirTimeoutMs,
+        bearerToken: config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined,
+      },
+      new CircuitBreaker('ehr', breakerSettings, { log, metrics: this.metrics }),
+    );
     if (deliver) {
       this.worker = new DeliveryWorker(
         queue,
