@@ -118,7 +118,7 @@ export class Gateway {
     initValidation();
     let redisUrl = config.redisUrl;
     if (!redisUrl) {
-      this.embedded = new EmbeddedRedis({ dataDir: config.redisDataDir });
+      this.embedded = new EmbeddedRedis({ dataDir: config.redisDataDir, appendFsync: config.redisAppendFsync });
       redisUrl = await this.embedded.start();
       const shared = this.embedded.sharedWith;
       if (shared)
@@ -128,7 +128,7 @@ export class Gateway {
         );
       else
         log.info(
-          { redis: redisUrl, dataDir: config.redisDataDir },
+          { redis: redisUrl, dataDir: config.redisDataDir, appendfsync: config.redisAppendFsync },
           'started a private redis-server (AOF on); set REDIS_URL to use your own',
         );
     }

@@ -39,6 +39,14 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description: 'Data folder of the private redis-server started when REDIS_URL is unset',
   },
   {
+    env: 'REDIS_APPENDFSYNC',
+    type: 'enum',
+    default: 'everysec',
+    values: ['everysec', 'always'],
+    description:
+      'When the private redis-server (REDIS_URL unset) writes its AOF to disk: everysec (a crash of the machine can lose about the last second of acknowledged readings) or always (before every acknowledgement; slower, see docs/operations.md). Your own Redis: set appendfsync there',
+  },
+  {
     env: 'FHIR_BASE_URL',
     type: 'url',
     description: 'Base URL of the EHR FHIR R4 server. Unset: serve and use the in-memory sandbox EHR at /sandbox/fhir',
@@ -226,6 +234,7 @@ export interface Config {
   host: string;
   redisUrl?: string;
   redisDataDir: string;
+  redisAppendFsync: 'everysec' | 'always';
   fhirBaseUrl?: string;
   sandbox: boolean;
   /** Where the sandbox keeps its data (undefined: in memory). */
@@ -283,6 +292,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     host: s('HOST'),
     redisUrl: v.get('REDIS_URL') as string | undefined,
     redisDataDir: s('REDIS_DATA_DIR'),
+    redisAppendFsync: s('REDIS_APPENDFSYNC') as Config['redisAppendFsync'],
     fhirBaseUrl,
     sandbox,
     sandboxDataDir: v.get('SANDBOX_PERSIST') === false ? undefined : s('SANDBOX_DATA_DIR'),
