@@ -7,10 +7,13 @@
  *   - ingest-to-EHR latency p50/p99 at a fixed offered rate (below saturation)
  *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
  *
- * Usage: npm run bench [-- --readings 20000 --batch 20 --rate 300 --seconds 10 --concurrency 32 --batch-max N --split --profile]
+ * Usage: npm run bench [-- --readings 20000 --batch 20 --rate 300 --seconds 10 --concurrency 32 --batch-max N --split --profile
+ *                         --fsync everysec|always|both]
  * (--batch: readings per request in the sustained phase; --batch-max: DELIVERY_BATCH_MAX, the gateway's default if absent)
  * (--split runs ingest and delivery as two processes, as a scaled deployment does)
  * (--profile writes a CPU profile of the gateway process to <tmp>/gw-bench-profile/)
+ * (--fsync: Redis's appendfsync for the sustained phase; both runs it with everysec, then with always, on the same
+ *  Redis and gateway, and prints delivered readings/s for each: the cost of REDIS_APPENDFSYNC=always)
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -18,6 +21,7 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Bull from 'bull';
+import IORedis from 'ioredis';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
 import { args, opt, ROOT, run, spawnGateway } from './common.js';
 
@@ -28,6 +32,9 @@ const RATE = opt('rate', 300);
 const SECONDS = opt('seconds', 10);
 const CONCURRENCY = opt('concurrency', 32);
 const BATCH_MAX = opt('batch-max', 0); // 0: the gateway's default
+const FSYNC_ARG = args.includes('--fsync') ? args[args.indexOf('--fsync') + 1] : 'everysec';
+const FSYNC_MODES = FSYNC_ARG === 'both' ? ['everysec', 'always'] : [FSYNC_ARG];
+if (!FSYNC_MODES.every((m) => m === 'everysec' || m === 'always')) throw new Error('--fsync: everysec, always or both');
 
 type Arrival = [string, number];
 interface SinkStats {
@@ -143,6 +150,41 @@ async function noopCeiling(redisUrl: string, jobs: number): Promise<number> {
   return rate;
 }
 
+interface Sustained {
+  readingsPerS: number;
+  obsPerS: number;
+  seconds: number;
+  transactions: number;
+  ingestPerS: number;
+}
+
+/** Posts READINGS readings as fast as ingest takes them (readings from `seq` on) and measures until the last is delivered. */
+async function sustained(url: string, sink: Awaited<ReturnType<typeof startSink>>, seq: number): Promise<Sustained> {
+  const batches: unknown[][] = [];
+  for (let i = 0; i < READINGS; i += BATCH)
+    batches.push(Array.from({ length: Math.min(BATCH, READINGS - i) }, (_, k) => reading((i + k) % 2000, seq + i + k)));
+  const base = await sink.stats();
+  let obs = 0;
+  let transactions = 0;
+  const t0 = performance.now();
+  let next = 0;
+  const posting = Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (next < batches.length) await post(url, batches[next++]);
+    }),
+  );
+  const ingestDone = posting.then(() => performance.now());
+  await waitFor(async () => {
+    const s = await sink.stats();
+    obs = s.observations - base.observations;
+    transactions = s.transactions - base.transactions;
+    return s.readings - base.readings >= READINGS;
+  }, 600_000);
+  const seconds = (performance.now() - t0) / 1000;
+  const ingestSeconds = ((await ingestDone) - t0) / 1000;
+  return { readingsPerS: READINGS / seconds, obsPerS: obs / seconds, seconds, transactions, ingestPerS: READINGS / ingestSeconds };
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'gw-bench-'));
   const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
@@ -168,7 +210,7 @@ async function main(): Promise<void> {
   try {
     const roles = split ? 'one ingest process + one worker process' : 'one process (role all)';
     console.log(
-      `machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; Redis with AOF (everysec); gateway: ${roles}, DELIVERY_CONCURRENCY=${CONCURRENCY}, DELIVERY_BATCH_MAX=${BATCH_MAX || 'default'}`,
+      `machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; Redis with AOF (appendfsync ${FSYNC_MODES.join(', then ')}); gateway: ${roles}, DELIVERY_CONCURRENCY=${CONCURRENCY}, DELIVERY_BATCH_MAX=${BATCH_MAX || 'default'}`,
     );
 
     // Warm-up (JIT, connections).
@@ -184,33 +226,18 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 1000));
     await sink.stats();
 
-    // 1. Sustained throughput: post everything as fast as ingest takes it, measure until the last delivery.
-    const batches: unknown[][] = [];
-    for (let i = 0; i < READINGS; i += BATCH)
-      batches.push(Array.from({ length: Math.min(BATCH, READINGS - i) }, (_, k) => reading((i + k) % 2000, 1000 + i + k)));
-    const base = await sink.stats();
-    let delivered = 0;
-    let obs = 0;
-    let transactions = 0;
-    const t0 = performance.now();
-    let next = 0;
-    const posting = Promise.all(
-      Array.from({ length: IN_FLIGHT }, async () => {
-        while (next < batches.length) await post(gw.url, batches[next++]);
-      }),
-    );
-    const ingestDone = posting.then(() => performance.now());
-    await waitFor(async () => {
-      const s = await sink.stats();
-      delivered = s.readings - base.readings;
-      obs = s.observations - base.observations;
-      transactions = s.transactions - base.transactions;
-      return delivered >= READINGS;
-    }, 600_000);
-    const t1 = performance.now();
-    const ingestSeconds = ((await ingestDone) - t0) / 1000;
-    const seconds = (t1 - t0) / 1000;
-    const readingsPerS = READINGS / seconds;
+    // 1. Sustained throughput: post everything as fast as ingest takes it, measure until the last delivery; once per
+    // appendfsync setting asked for (set on the running Redis: the same gateway, Redis and sink for each).
+    const admin = new IORedis.default(redisUrl);
+    const runs: [string, Sustained][] = [];
+    for (const [k, mode] of FSYNC_MODES.entries()) {
+      await admin.config('SET', 'appendfsync', mode);
+      runs.push([mode, await sustained(gw.url, sink, k === 0 ? 1000 : 1_000_000 + k * READINGS)]);
+    }
+    // The latency phase runs with the first setting.
+    await admin.config('SET', 'appendfsync', FSYNC_MODES[0]);
+    admin.disconnect();
+    const { readingsPerS, obsPerS, seconds, transactions, ingestPerS } = runs[0][1];
 
     // 2. Latency at a fixed offered rate (readings posted one per request, spread evenly).
     const total = RATE * SECONDS;
@@ -241,13 +268,20 @@ async function main(): Promise<void> {
 
     const f = (n: number) => n.toFixed(0);
     console.log('');
-    console.log(`sustained (${READINGS} readings, ${BATCH} per request, ${IN_FLIGHT} requests in flight):`);
-    console.log(`  delivered        ${f(readingsPerS)} readings/s, ${f(obs / seconds)} Observations/s (${seconds.toFixed(1)} s)`);
+    console.log(`sustained (${READINGS} readings, ${BATCH} per request, ${IN_FLIGHT} requests in flight, appendfsync ${runs[0][0]}):`);
+    console.log(`  delivered        ${f(readingsPerS)} readings/s, ${f(obsPerS)} Observations/s (${seconds.toFixed(1)} s)`);
     console.log(`  EHR transactions ${transactions} (${(READINGS / Math.max(1, transactions)).toFixed(1)} readings per transaction)`);
-    console.log(`  ingest accepted  ${f(READINGS / ingestSeconds)} readings/s (202 after the durable enqueue)`);
+    console.log(`  ingest accepted  ${f(ingestPerS)} readings/s (202 after the durable enqueue)`);
     console.log(
       `  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB${worker ? ` (ingest), ${(worker.peakRss() / 1048576).toFixed(0)} MiB (worker)` : ''}`,
     );
+    for (const [mode, r] of runs.slice(1)) {
+      console.log(`sustained again with appendfsync ${mode}:`);
+      console.log(`  delivered        ${f(r.readingsPerS)} readings/s, ${f(r.obsPerS)} Observations/s (${r.seconds.toFixed(1)} s)`);
+      console.log(`  ingest accepted  ${f(r.ingestPerS)} readings/s (202 after the durable enqueue)`);
+    }
+    if (runs.length > 1)
+      console.log(`appendfsync: ${runs.map(([mode, r]) => `${mode} ${f(r.readingsPerS)}`).join(', ')} delivered readings/s`);
     console.log(`latency ingest → EHR at ${RATE} readings/s offered for ${SECONDS} s (${lat.length} readings):`);
     console.log(`  p50 ${f(percentile(lat, 50))} ms   p99 ${f(percentile(lat, 99))} ms   max ${f(lat.at(-1) ?? NaN)} ms`);
     console.log(`ceiling: bull no-op jobs on the same Redis (concurrency ${CONCURRENCY}): ${f(ceiling)} jobs/s`);

@@ -25,6 +25,7 @@ import { EmbeddedRedis } from '../queue/embedded-redis.js';
 import { DeadLetterStore } from '../delivery/dead-letters.js';
 import { deadLetterRoutes } from '../delivery/routes.js';
 import { EhrClient } from '../delivery/ehr-client.js';
+import { CircuitBreaker } from '../delivery/breaker.js';
 import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
 import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
 import { createApp } from '../http/app.js';
@@ -122,7 +123,7 @@ export class Gateway {
     initValidation();
     let redisUrl = config.redisUrl;
     if (!redisUrl) {
-      this.embedded = new EmbeddedRedis({ dataDir: config.redisDataDir });
+      this.embedded = new EmbeddedRedis({ dataDir: config.redisDataDir, appendFsync: config.redisAppendFsync });
       redisUrl = await this.embedded.start();
       const shared = this.embedded.sharedWith;
       if (shared)
@@ -132,7 +133,7 @@ export class Gateway {
         );
       else
         log.info(
-          { redis: redisUrl, dataDir: config.redisDataDir },
+          { redis: redisUrl, dataDir: config.redisDataDir, appendfsync: config.redisAppendFsync },
           'started a private redis-server (AOF on); set REDIS_URL to use your own',
         );
     }
@@ -214,9 +215,10 @@ export class Gateway {
     const { requireRole } = features;
     // The sandbox takes an operator credential; this process's own delivery presents a key made here (access/sandbox.ts).
     const sandboxKey = randomBytes(32).toString('base64url');
+    const breakers = () => (deliver && this.ehr?.breaker ? [this.ehr.breaker] : []);
     const app = createApp({
       log,
-      readiness: readiness(queue, () => this.ehr, deliver),
+      readiness: readiness(queue, () => this.ehr, breakers, deliver),
       sandbox: this.sandbox ? protectedSandbox(this.sandbox.router, sandboxKey, requireRole('operator')) : undefined,
       routers: [
         statusRoutes({
@@ -226,6 +228,7 @@ export class Gateway {
           queue,
           deadLetters,
           ehr: () => this.ehr,
+          breakers,
           metrics: this.metrics,
           operatorOnly: requireRole('operator'),
         }),
@@ -252,11 +255,19 @@ export class Gateway {
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
 
     const fhirBaseUrl = config.fhirBaseUrl ?? `${this.url}/sandbox/fhir`;
-    this.ehr = new EhrClient({
-      baseUrl: fhirBaseUrl,
-      timeoutMs: config.fhirTimeoutMs,
-      bearerToken: config.fhirBaseUrl ? (config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined) : sandboxKey,
-    });
+    const breakerSettings = {
+      failureThreshold: config.breakerFailureThreshold,
+      probeIntervalMs: config.breakerProbeIntervalMs,
+      probeMaxIntervalMs: config.breakerProbeMaxIntervalMs,
+    };
+    this.ehr = new EhrClient(
+      {
+        baseUrl: fhirBaseUrl,
+        timeoutMs: config.fhirTimeoutMs,
+        bearerToken: config.fhirBaseUrl ? (config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined) : sandboxKey,
+      },
+      new CircuitBreaker('ehr', breakerSettings, { log, metrics: this.metrics }),
+    );
     if (deliver) {
       this.worker = new DeliveryWorker(
         queue,

@@ -4,6 +4,7 @@
  */
 import express, { type RequestHandler, type Router } from 'express';
 import type { AdapterRegistry } from '../adapters/registry.js';
+import { BREAKER_STATES, type BreakerSnapshot, type CircuitBreaker } from '../delivery/breaker.js';
 import type { Config } from '../config/index.js';
 import type { DeadLetterStore } from '../delivery/dead-letters.js';
 import type { EhrClient } from '../delivery/ehr-client.js';
@@ -18,13 +19,29 @@ export interface StatusDeps {
   queue: DeliveryQueue;
   deadLetters: DeadLetterStore;
   ehr: () => EhrClient | undefined;
+  /** The circuit breakers of the destinations this process delivers to (none in the ingest role). */
+  breakers: () => CircuitBreaker[];
   metrics: Metrics;
   operatorOnly: RequestHandler;
+}
+
+/** What a breaker snapshot says, for /readyz (no counters: the route needs no credential). */
+function briefly(b: BreakerSnapshot): Record<string, unknown> {
+  return { state: b.state, since: b.since, lastError: b.lastError, nextProbeAt: b.nextProbeAt };
 }
 
 export function statusRoutes(deps: StatusDeps): Router {
   const { config, queue, deadLetters, metrics } = deps;
   const router = express.Router();
+  // Prometheus state set: one series per state, 1 for the current one.
+  metrics.gaugeFamily('destination_breaker_state', () =>
+    deps
+      .breakers()
+      .flatMap((b) => BREAKER_STATES.map((state) => ({ labels: { destination: b.destination, state }, value: +(b.state === state) }))),
+  );
+  metrics.gaugeFamily('destination_breaker_waiting_jobs', () =>
+    deps.breakers().map((b) => ({ labels: { destination: b.destination }, value: b.waiting })),
+  );
   router.get('/metrics', deps.operatorOnly, async (_req, res) => {
     res.type('text/plain; version=0.0.4').send(await metrics.render());
   });
@@ -41,20 +58,35 @@ export function statusRoutes(deps: StatusDeps): Router {
       redis: { status: ready ? 'ready' : queue.connectionStatus(), embedded: !config.redisUrl },
       queue: counts ? { name: config.queueName, ...counts, maxDepth: config.queueMaxDepth } : null,
       deadLetters: dead ?? null,
+      destinations: deps.breakers().map((b) => ({ ...b.snapshot(), breakerEnabled: b.enabled, waitingJobs: b.waiting })),
       adapters: deps.registry.list().map((a) => a.id),
     });
   });
   return router;
 }
 
-/** The readiness problems of this process: Redis, and (roles that deliver) the EHR, checked at most every 2 s. */
-export function readiness(queue: DeliveryQueue, ehr: () => EhrClient | undefined, delivers: boolean): () => Promise<string[]> {
+/**
+ * The readiness of this process: Redis must be reachable (ingest needs it to acknowledge anything). The EHR is not a
+ * readiness condition: while it is down the gateway still accepts and queues readings, which is what its queue is
+ * for. What a delivering process knows of the EHR is said beside: each destination's circuit breaker and, while the
+ * breaker is closed, whether /metadata answers (asked at most every 2 s; never while the breaker is open, so that
+ * readiness checks add no requests to an EHR that is down).
+ */
+export function readiness(
+  queue: DeliveryQueue,
+  ehr: () => EhrClient | undefined,
+  breakers: () => CircuitBreaker[],
+  delivers: boolean,
+): () => Promise<{ problems: string[]; details?: Record<string, unknown> }> {
   let ehrCheck = { at: 0, error: undefined as string | undefined };
   return async () => {
     const problems: string[] = [];
     if (!queue.isReady()) problems.push('Redis is not reachable');
+    if (!delivers) return { problems };
+    const warnings: string[] = [];
+    const destinations = Object.fromEntries(breakers().map((b) => [b.destination, briefly(b.snapshot())]));
     const client = ehr();
-    if (delivers && client) {
+    if (client && (client.breaker?.state ?? 'closed') === 'closed') {
       if (Date.now() - ehrCheck.at > 2000) {
         const error = await client.ping().then(
           () => undefined,
@@ -62,8 +94,11 @@ export function readiness(queue: DeliveryQueue, ehr: () => EhrClient | undefined
         );
         ehrCheck = { at: Date.now(), error };
       }
-      if (ehrCheck.error) problems.push(`EHR: ${ehrCheck.error}`);
+      if (ehrCheck.error) warnings.push(`EHR: ${ehrCheck.error}`);
     }
-    return problems;
+    for (const [name, b] of Object.entries(destinations))
+      if (b.state !== 'closed')
+        warnings.push(`destination '${name}': circuit breaker ${String(b.state)} (${String(b.lastError)}); readings are queued`);
+    return { problems, details: { destinations, ...(warnings.length ? { warnings } : {}) } };
   };
 }

@@ -39,6 +39,14 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description: 'Data folder of the private redis-server started when REDIS_URL is unset',
   },
   {
+    env: 'REDIS_APPENDFSYNC',
+    type: 'enum',
+    default: 'everysec',
+    values: ['everysec', 'always'],
+    description:
+      'When the private redis-server (REDIS_URL unset) writes its AOF to disk: everysec (a crash of the machine can lose about the last second of acknowledged readings) or always (before every acknowledgement; slower, see docs/operations.md). Your own Redis: set appendfsync there',
+  },
+  {
     env: 'FHIR_BASE_URL',
     type: 'url',
     description: 'Base URL of the EHR FHIR R4 server. Unset: serve and use the in-memory sandbox EHR at /sandbox/fhir',
@@ -127,6 +135,28 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description: 'Cap of the retry delay (also caps an EHR Retry-After)',
   },
   {
+    env: 'BREAKER_FAILURE_THRESHOLD',
+    type: 'int',
+    default: '10',
+    min: 0,
+    description:
+      'Failures of the EHR in a row (no answer, timeout, 5xx, 429, 408; not a 4xx refusal of a reading) after which its circuit breaker opens: no request is sent but one probe at a time, and waiting readings keep their attempts (an outage delays them, it does not dead-letter them). 0: no breaker',
+  },
+  {
+    env: 'BREAKER_PROBE_INTERVAL_MS',
+    type: 'int',
+    default: '5000',
+    min: 10,
+    description: 'Time from the opening of the circuit breaker to its first probe; doubles after each failed probe (with jitter)',
+  },
+  {
+    env: 'BREAKER_PROBE_MAX_INTERVAL_MS',
+    type: 'int',
+    default: '60000',
+    min: 10,
+    description: 'Cap of the time between two probes of an open circuit breaker',
+  },
+  {
     env: 'QUEUE_LOCK_DURATION_MS',
     type: 'int',
     default: '30000',
@@ -204,6 +234,7 @@ export interface Config {
   host: string;
   redisUrl?: string;
   redisDataDir: string;
+  redisAppendFsync: 'everysec' | 'always';
   fhirBaseUrl?: string;
   sandbox: boolean;
   /** Where the sandbox keeps its data (undefined: in memory). */
@@ -223,6 +254,9 @@ export interface Config {
   deliveryAttempts: number;
   retryBaseDelayMs: number;
   retryMaxDelayMs: number;
+  breakerFailureThreshold: number;
+  breakerProbeIntervalMs: number;
+  breakerProbeMaxIntervalMs: number;
   queueLockDurationMs: number;
   queueStalledIntervalMs: number;
   keyLockWaitMs: number;
@@ -249,6 +283,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
   const fhirBaseUrl = v.get('FHIR_BASE_URL') as string | undefined;
   const sandbox = !fhirBaseUrl;
   if (s('FHIR_AUTH') === 'bearer' && !v.get('FHIR_BEARER_TOKEN')) errors.push('FHIR_BEARER_TOKEN is required when FHIR_AUTH=bearer');
+  if (n('BREAKER_PROBE_MAX_INTERVAL_MS') < n('BREAKER_PROBE_INTERVAL_MS'))
+    errors.push('BREAKER_PROBE_MAX_INTERVAL_MS must not be less than BREAKER_PROBE_INTERVAL_MS');
   if (errors.length) throw new ConfigError(errors);
   return {
     role: s('GATEWAY_ROLE') as Role,
@@ -256,6 +292,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     host: s('HOST'),
     redisUrl: v.get('REDIS_URL') as string | undefined,
     redisDataDir: s('REDIS_DATA_DIR'),
+    redisAppendFsync: s('REDIS_APPENDFSYNC') as Config['redisAppendFsync'],
     fhirBaseUrl,
     sandbox,
     sandboxDataDir: v.get('SANDBOX_PERSIST') === false ? undefined : s('SANDBOX_DATA_DIR'),
@@ -275,6 +312,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     deliveryAttempts: n('DELIVERY_ATTEMPTS'),
     retryBaseDelayMs: n('RETRY_BASE_DELAY_MS'),
     retryMaxDelayMs: n('RETRY_MAX_DELAY_MS'),
+    breakerFailureThreshold: n('BREAKER_FAILURE_THRESHOLD'),
+    breakerProbeIntervalMs: n('BREAKER_PROBE_INTERVAL_MS'),
+    breakerProbeMaxIntervalMs: n('BREAKER_PROBE_MAX_INTERVAL_MS'),
     queueLockDurationMs: n('QUEUE_LOCK_DURATION_MS'),
     queueStalledIntervalMs: n('QUEUE_STALLED_INTERVAL_MS'),
     keyLockWaitMs: n('KEY_LOCK_WAIT_MS'),

@@ -96,12 +96,15 @@ export class DeliveryAttempts {
   }
 
   /**
-   * Makes one attempt of the job (`last`: its last one) and answers one result per reading, in order. Rejects when the
-   * whole attempt failed before any reading could be judged (a shared transaction's Redis error, say).
+   * Makes one attempt of the job (`last`: its last one; `probe`: the circuit breaker's probe) and answers one result per
+   * reading, in order. Rejects when the whole attempt failed before any reading could be judged (a shared
+   * transaction's Redis error, say).
    */
-  async attempt(job: QueuedJob, last: boolean): Promise<ReadingResult[]> {
+  async attempt(job: QueuedJob, last: boolean, probe = false): Promise<ReadingResult[]> {
     const readings = job.data.translations;
     const coalescer = this.coalescer;
+    // The circuit breaker's probe goes alone, and stops at its first failure: one job's requests, no other's.
+    if (probe) return this.deliverAlone(job, false);
     if (!coalescer || !readings.every(coalescable)) return this.deliverAlone(job, last);
     const results = await coalescer.submit(job);
     if (last && readings.length > 1 && results.some(isRetryableFailure)) return this.deliverAlone(job, true);

@@ -7,6 +7,7 @@
 import { Client } from 'fhir-kit-client';
 import type { Bundle, OperationOutcome, Resource } from 'fhir/r4';
 import { GatewayError, isRetryableStatus, issue, outcome } from '../core/errors.js';
+import type { CircuitBreaker } from './breaker.js';
 
 export interface EhrClientOptions {
   baseUrl: string;
@@ -74,10 +75,27 @@ export function classify(err: unknown, what: string): EhrError {
   return new EhrError(unreachable, true, undefined, undefined, undefined, { cause: err });
 }
 
+/**
+ * A failure that says the destination cannot serve now, rather than that it refused this request: no answer (timeout,
+ * unreachable), 5xx, 429 or 408. These count towards opening the circuit breaker; 4xx refusals (and 409, 412, 425,
+ * which are about one resource) are answers.
+ */
+export function isDestinationDown(e: EhrError): boolean {
+  const s = e.ehrStatus;
+  return e.retryable && (s === undefined || s >= 500 || s === 429 || s === 408);
+}
+
 export class EhrClient {
   private readonly client: Client;
 
-  constructor(private readonly options: EhrClientOptions) {
+  /**
+   * `breaker`: the destination's circuit breaker. Every request but `ping` asks it first (a refused one is not sent:
+   * BreakerOpenError) and reports its outcome to it.
+   */
+  constructor(
+    private readonly options: EhrClientOptions,
+    readonly breaker?: CircuitBreaker,
+  ) {
     const customHeaders: Record<string, string> = { accept: 'application/fhir+json' };
     if (options.bearerToken) customHeaders.authorization = `Bearer ${options.bearerToken}`;
     this.client = new Client({ baseUrl: options.baseUrl, customHeaders });
@@ -91,32 +109,37 @@ export class EhrClient {
     return { signal: AbortSignal.timeout(this.options.timeoutMs) };
   }
 
-  async transaction(bundle: Bundle): Promise<Bundle> {
+  /** One request through the breaker: refused unsent while it is open, its outcome reported to it. */
+  private async request<T>(what: string, send: () => Promise<unknown>): Promise<T> {
+    this.breaker?.admit();
     try {
-      return (await this.client.transaction({ body: bundle as never, options: this.opts() })) as unknown as Bundle;
+      const answer = (await send()) as T;
+      this.breaker?.succeeded();
+      return answer;
     } catch (err) {
-      throw classify(err, 'transaction');
+      const e = classify(err, what);
+      if (isDestinationDown(e)) this.breaker?.failed(e.message);
+      else this.breaker?.succeeded();
+      throw e;
     }
+  }
+
+  transaction(bundle: Bundle): Promise<Bundle> {
+    return this.request('transaction', () => this.client.transaction({ body: bundle as never, options: this.opts() }));
   }
 
   async search<T extends Resource>(resourceType: string, searchParams: Record<string, string>): Promise<T[]> {
-    try {
-      const b = (await this.client.search({ resourceType, searchParams, options: this.opts() })) as unknown as Bundle;
-      return (b.entry ?? []).map((e) => e.resource).filter((r): r is T => r?.resourceType === resourceType);
-    } catch (err) {
-      throw classify(err, `search ${resourceType}`);
-    }
+    const b = await this.request<Bundle>(`search ${resourceType}`, () =>
+      this.client.search({ resourceType, searchParams, options: this.opts() }),
+    );
+    return (b.entry ?? []).map((e) => e.resource).filter((r): r is T => r?.resourceType === resourceType);
   }
 
-  async read<T extends Resource>(resourceType: string, id: string): Promise<T> {
-    try {
-      return (await this.client.read({ resourceType, id, options: this.opts() })) as unknown as T;
-    } catch (err) {
-      throw classify(err, `read ${resourceType}`);
-    }
+  read<T extends Resource>(resourceType: string, id: string): Promise<T> {
+    return this.request<T>(`read ${resourceType}`, () => this.client.read({ resourceType, id, options: this.opts() }));
   }
 
-  /** GET /metadata: is the EHR reachable and speaking FHIR? */
+  /** GET /metadata: is the EHR reachable and speaking FHIR? (Readiness; not through the breaker.) */
   async ping(): Promise<void> {
     try {
       await this.client.capabilityStatement(this.opts());

@@ -5,11 +5,13 @@
  * a failure may be retried is read from the error (`retryable`, decided in ehr-client.ts and errors.ts), never from an
  * HTTP status here. Every job ends delivered or as a dead letter; none is dropped without a record.
  */
+import { setMaxListeners } from 'node:events';
 import type { OperationOutcome } from 'fhir/r4';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { type DeliveryQueue, isStalledFailure, normalizeJob, type QueuedJob } from '../queue/queue.js';
-import { type AttemptSettings, DeliveryAttempts, type DeliveryOutcome, isRetryableFailure } from './attempt.js';
+import { type AttemptSettings, DeliveryAttempts, type DeliveryOutcome, isRetryableFailure, type ReadingResult } from './attempt.js';
+import { BreakerOpenError, type CircuitBreaker, type Permit, PermitAbortedError } from './breaker.js';
 import type { DeadLetterStore } from './dead-letters.js';
 import { DeviceVersions } from './device-versions.js';
 import { type EhrClient, EhrError } from './ehr-client.js';
@@ -23,8 +25,22 @@ export interface WorkerSettings extends AttemptSettings {
   retryMaxDelayMs: number;
 }
 
-/** Exponential backoff with full jitter and a cap; an EHR's Retry-After wins (capped too). */
+/**
+ * A job handed back to the queue without using an attempt: it was waiting for the destination's circuit breaker when
+ * the worker stopped. It returns after `delayMs` (bull's backoff reads it: backoffDelay).
+ */
+export class DeferredError extends Error {
+  constructor(readonly delayMs: number) {
+    super("deferred: the destination's circuit breaker is open; the job keeps its attempts");
+    this.name = 'DeferredError';
+    // bull keeps the stack of every failure in the job: a job deferred at every restart of a long outage would grow.
+    this.stack = '';
+  }
+}
+
+/** Exponential backoff with full jitter and a cap; an EHR's Retry-After wins (capped too); a deferred job its own delay. */
 export function backoffDelay(attemptsMade: number, err: Error | undefined, baseMs: number, maxMs: number): number {
+  if (err instanceof DeferredError) return err.delayMs;
   if (err instanceof EhrError && err.retryAfterMs !== undefined) return Math.min(Math.max(err.retryAfterMs, baseMs), maxMs);
   const exp = Math.min(maxMs, baseMs * 2 ** Math.max(0, attemptsMade - 1));
   return Math.round(exp / 2 + Math.random() * (exp / 2));
@@ -42,6 +58,8 @@ export class DeliveryWorker {
   private readonly patients: PatientLookup;
   private started = false;
   private closing?: Promise<void>;
+  /** Aborted when the worker stops: jobs waiting for the circuit breaker go back to the queue. */
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly queue: DeliveryQueue,
@@ -52,6 +70,8 @@ export class DeliveryWorker {
     private readonly metrics: Metrics,
   ) {
     this.patients = new PatientLookup(ehr, settings.unknownPatientPolicy);
+    // One listener per job waiting for the circuit breaker: up to DELIVERY_CONCURRENCY.
+    setMaxListeners(0, this.stopping.signal);
   }
 
   start(): void {
@@ -80,6 +100,10 @@ export class DeliveryWorker {
    */
   private async onFailed(job: QueuedJob, err: Error): Promise<void> {
     const id = String(job.id);
+    if (err instanceof DeferredError) {
+      this.log.debug({ jobId: id, attempt: job.attemptsMade }, 'handed back to the queue while the circuit breaker is open');
+      return;
+    }
     try {
       if (this.deadLettered.delete(id)) {
         await job.remove();
@@ -121,10 +145,38 @@ export class DeliveryWorker {
     this.log.warn({ jobId: job.id, reading, adapter, attempt: attempts, status: httpStatus, reason: e.message }, 'dead letter');
   }
 
-  /** Stops taking jobs and waits for the ones in flight (bull's close does both). */
+  /**
+   * Stops taking jobs and waits for the ones in flight (bull's close does both). Jobs waiting for the circuit breaker
+   * go back to the queue first, with their attempts.
+   */
   stop(): Promise<void> {
+    this.stopping.abort();
+    this.ehr.breaker?.stop();
     this.closing ??= this.started ? this.queue.close() : Promise.resolve();
     return this.closing;
+  }
+
+  /**
+   * Hands the job back to bull without using an attempt: bull counts one for every failure (its moveToFailed adds one
+   * to the job's attemptsMade and stores that number), so one is taken off first. The job goes to the delayed set
+   * until about the next probe, in one Redis transaction: it is never out of Redis.
+   */
+  private defer(job: QueuedJob, err: unknown): never {
+    if (!(err instanceof PermitAbortedError)) throw err;
+    job.attemptsMade -= 1;
+    this.metrics.inc('delivery_jobs_total', { outcome: 'deferred' });
+    throw new DeferredError(Math.max(1000, this.ehr.breaker?.msUntilProbe() ?? 0));
+  }
+
+  /**
+   * Whether an attempt met the destination down: a request the open breaker refused, or a retryable failure while the
+   * breaker is not closed (the failure that opened it, a failed probe, a request in flight when it opened). Such an
+   * attempt is not counted: the job waits for the breaker and tries again.
+   */
+  private metOutage(breaker: CircuitBreaker, outcome: ReadingResult[] | Error): boolean {
+    const errors = (Array.isArray(outcome) ? outcome : [outcome]).filter((r): r is Error => r instanceof Error);
+    if (errors.some((e) => e instanceof BreakerOpenError)) return true;
+    return breaker.state !== 'closed' && errors.some((e) => !isPermanent(e));
   }
 
   /**
@@ -137,9 +189,28 @@ export class DeliveryWorker {
     const maxAttempts = job.opts.attempts ?? 1;
     const last = attempt >= maxAttempts;
     job.data = normalizeJob(job.data);
+    const breaker = this.ehr.breaker;
+    if (!breaker?.enabled) return this.conclude(job, attempt, last, await attempts.attempt(job, last).catch(asError));
+    for (;;) {
+      // While the destination is down the job waits here, active in bull (its lock renewed), its attempts untouched.
+      const permit: Permit = await breaker.permit(this.stopping.signal).catch((e: unknown) => this.defer(job, e));
+      let outcome: ReadingResult[] | Error;
+      try {
+        outcome = await breaker.runAs(permit, () => attempts.attempt(job, last, permit.probe)).catch(asError);
+      } finally {
+        breaker.settle(permit);
+      }
+      if (!this.metOutage(breaker, outcome)) return this.conclude(job, attempt, last, outcome);
+      this.metrics.inc('delivery_jobs_total', { outcome: 'breaker-wait' });
+    }
+  }
+
+  /** Settles the job from what became of its attempt (one result per reading, or the error that stopped it). */
+  private async conclude(job: QueuedJob, attempt: number, last: boolean, made: ReadingResult[] | Error): Promise<DeliveryOutcome> {
     try {
+      if (made instanceof Error) throw made;
       const readings = job.data.translations;
-      const results = await attempts.attempt(job, last);
+      const results = made;
       const failed = results.find(isRetryableFailure);
       if (failed && !last) throw failed;
       const firstError = results.find((r): r is Error => r instanceof Error);

@@ -10,8 +10,8 @@ import { errorHandler, notFoundHandler } from './errors.js';
 
 export interface AppDeps {
   log: Logger;
-  /** What keeps this process from being ready (an empty list: ready). */
-  readiness(): Promise<string[]>;
+  /** What keeps this process from being ready (no problems: ready), and what a ready answer says besides. */
+  readiness(): Promise<{ problems: string[]; details?: Record<string, unknown> }>;
   /** Mounted at /sandbox/fhir before anything else (with its own access check: access/sandbox.ts). */
   sandbox?: Router;
   /** Every other route, in order. */
@@ -26,12 +26,12 @@ export function createApp(deps: AppDeps): express.Express {
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', async (_req, res) => {
-    const problems = await deps.readiness();
+    const { problems, details } = await deps.readiness();
     if (problems.length) {
       res.status(503).setHeader('Retry-After', '5');
       return void res.type('application/fhir+json').json(outcome(problems.map((p) => issue('transient', p))));
     }
-    res.json({ status: 'ready' });
+    res.json({ status: 'ready', ...details });
   });
 
   if (deps.sandbox) app.use('/sandbox/fhir', deps.sandbox);

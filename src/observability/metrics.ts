@@ -15,6 +15,7 @@ function key(name: string, labels: Labels): string {
 export class Metrics {
   private readonly counters = new Map<string, number>();
   private readonly gauges = new Map<string, () => number | Promise<number>>();
+  private readonly families = new Map<string, () => Array<{ labels: Labels; value: number }>>();
 
   inc(name: string, labels: Labels = {}, by = 1): void {
     const k = key(name, labels);
@@ -29,6 +30,11 @@ export class Metrics {
     this.gauges.set(name, read);
   }
 
+  /** A gauge with one series per label set (a state set, one series per destination…), read when rendered. */
+  gaugeFamily(name: string, read: () => Array<{ labels: Labels; value: number }>): void {
+    this.families.set(name, read);
+  }
+
   async render(): Promise<string> {
     const lines: string[] = [];
     for (const [k, v] of [...this.counters].sort()) lines.push(`iomt_${k} ${v}`);
@@ -39,6 +45,7 @@ export class Metrics {
         /* a gauge that cannot be read now is left out */
       }
     }
+    for (const [name, read] of this.families) for (const { labels, value } of read()) lines.push(`iomt_${key(name, labels)} ${value}`);
     return lines.join('\n') + '\n';
   }
 }

@@ -1,8 +1,9 @@
 /**
  * A private redis-server for the one-command start: when REDIS_URL is unset the gateway runs its own Redis as a child
- * process, with AOF on (appendfsync everysec: at most about one second of acknowledged jobs can be lost if the whole
- * machine fails; a crash of the gateway or of Redis alone loses nothing) and `maxmemory-policy noeviction`, data in
- * REDIS_DATA_DIR, on a free port.
+ * process, with AOF on and `maxmemory-policy noeviction`, data in REDIS_DATA_DIR, on a free port. The AOF is written to
+ * disk every second by default (REDIS_APPENDFSYNC=everysec: a crash of the whole machine can lose about the last second
+ * of acknowledged jobs; a crash of the gateway or of Redis alone loses nothing) or before Redis answers each write
+ * (always: nothing acknowledged is lost, at a cost in throughput measured by `npm run bench -- --fsync both`).
  *
  * Several gateway processes may use one data folder (`--role ingest` beside `--role worker`, or `npm run dev` beside
  * `npm start`): the first starts the redis-server, the others share it. Each process using it registers its pid in
@@ -147,6 +148,8 @@ export interface EmbeddedRedisOptions {
   dataDir: string;
   /** AOF on (durable) unless false (throwaway test instances). */
   appendOnly?: boolean;
+  /** When the AOF is written to disk: every second (default) or before each write is answered. */
+  appendFsync?: 'everysec' | 'always';
   port?: number;
 }
 
@@ -181,6 +184,8 @@ export class EmbeddedRedis {
         // Another gateway process runs it: share it.
         this.port = Number(readFileSync(portFile, 'utf8').trim());
         await this.waitReady();
+        // The stronger setting wins: a process that asks for appendfsync always gets it on the shared Redis too.
+        if (this.options.appendFsync === 'always') await this.configSet('appendfsync', 'always');
         this.sharedWith = running;
         this.register();
         return this.url;
@@ -216,7 +221,7 @@ export class EmbeddedRedis {
       '--appendonly',
       aof ? 'yes' : 'no',
       '--appendfsync',
-      'everysec',
+      this.options.appendFsync ?? 'everysec',
       '--maxmemory-policy',
       'noeviction',
       '--protected-mode',
@@ -246,6 +251,17 @@ export class EmbeddedRedis {
     );
     await Promise.race([this.waitReady(), exited]);
     return this.url;
+  }
+
+  private async configSet(name: string, value: string): Promise<void> {
+    const c = new IORedis.default(this.port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 1 });
+    c.on('error', () => undefined);
+    try {
+      await c.connect();
+      await c.config('SET', name, value);
+    } finally {
+      c.disconnect();
+    }
   }
 
   private async waitReady(): Promise<void> {

@@ -357,12 +357,13 @@ describe('HTTP ingest to the EHR (end to end)', function () {
     assert.ok(s.headers['x-content-type-options'], 'helmet headers');
   });
 
-  it('answers /readyz 503 with the reason when the EHR is unreachable', async () => {
+  it('stays ready when the EHR is unreachable (readings are queued) and says why beside', async () => {
     const dead = await startGateway({ REDIS_URL: stack.redis.url, FHIR_BASE_URL: 'http://127.0.0.1:1/fhir', QUEUE_NAME: 'q-readyz' });
     try {
       const r = await request(dead.url).get('/readyz');
-      assert.equal(r.status, 503);
-      assert.match(JSON.stringify(r.body), /EHR: metadata: the EHR is unreachable/);
+      assert.equal(r.status, 200);
+      assert.match(JSON.stringify(r.body.warnings), /EHR: metadata: the EHR is unreachable/);
+      assert.equal(r.body.destinations.ehr.state, 'closed');
     } finally {
       await dead.stop();
     }
