@@ -34,6 +34,7 @@ import type { Principal, RoleName } from '../core/contract.js';
 import type { AccessControl } from '../access/auth.js';
 import { badRequest, forbidden, notFound, GatewayError, outcome, issue } from '../core/errors.js';
 import { requireJson } from '../http/errors.js';
+import { page } from '../http/paging.js';
 import type { AuditTrail } from '../audit/store.js';
 import { DEVICE_ACTIONS, type DeviceAction } from './model.js';
 import type { DeviceService } from './service.js';
@@ -166,8 +167,7 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
       roles: ['operator'],
       handler: async (req, a) => {
         const r = await svc.mustGet(param(req, 'id'), a.principal);
-        const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
-        const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 100) || 100));
+        const { offset, limit } = page(req.query as Record<string, unknown>);
         const total = await svc.registry.heldCount(r.id);
         return { body: { deviceId: r.id, state: r.state, total, readings: await svc.registry.listHeld(r.id, offset, limit) } };
       },
@@ -335,6 +335,7 @@ export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[]
         for (const k of ['since', 'until'] as const) {
           if (q[k] && Number.isNaN(Date.parse(q[k]!))) throw badRequest(`${k} must be an ISO 8601 date-time`);
         }
+        if (q.limit !== undefined && !/^\d+$/.test(q.limit)) throw badRequest('limit must be a whole number', ['limit']);
         const events = await audit.query({
           action: q.action,
           kind: q.kind ?? q.subtype,

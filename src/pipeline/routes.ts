@@ -49,6 +49,13 @@ export function refusalRoutes(deps: RefusalRoutesDeps): Router {
   const admin = requireRole();
   const ready: RequestHandler = (_req, _res, next) => next(deps.isReady() ? undefined : unavailable('Redis is not reachable', 5));
   const json = express.json({ limit: 65536 });
+  /** A body that is there but not JSON is refused: read as no filter, it would replay everything. */
+  const jsonIfAny: RequestHandler = (req, _res, next) =>
+    next(
+      req.is(['application/json', 'application/*+json']) === false
+        ? new GatewayError(415, outcome([issue('not-supported', 'the filter must be JSON (Content-Type: application/json)')]))
+        : undefined,
+    );
 
   router.get('/api/refusals', ops, ready, async (req, res) => {
     const { offset, limit } = page(req.query);
@@ -59,7 +66,7 @@ export function refusalRoutes(deps: RefusalRoutesDeps): Router {
     if (!r) throw notFound(`no refusal '${req.params.id}'`);
     res.json(r);
   });
-  router.post('/api/refusals/replay', ops, ready, json, async (req, res) => {
+  router.post('/api/refusals/replay', ops, ready, jsonIfAny, json, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     if (typeof body !== 'object' || Array.isArray(body)) throw badRequest('the body must be a JSON object: a filter and a limit');
     const filter = filterOf(body);
