@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import type { ConfigKey, ConfigValue } from '../config/schema.js';
 import { loadKeys } from '../config/schema.js';
-import { charsetLabel, SUPPORTED_CHARSETS } from './parse.js';
+import { charsetLabel, DEFAULT_PARSE_LIMITS, PARSE_LIMIT_KEYS, type ParseLimits, SUPPORTED_CHARSETS } from './parse.js';
 import { isValidZone } from './time.js';
 
 /**
@@ -18,6 +18,26 @@ import { EUI64_SYSTEM } from '../fhir/identifiers.js';
 
 export const STATUS_R_VALUES = ['final', 'preliminary', 'registered', 'unknown'] as const;
 export type StatusR = (typeof STATUS_R_VALUES)[number];
+
+const PARSE_LIMIT_TEXT: Record<keyof ParseLimits, string> = {
+  segments: 'Segments in one HL7 message',
+  fields: 'Fields in one HL7 segment',
+  repetitions: 'Repetitions of one HL7 field',
+  components: 'Components in one repetition of an HL7 field (a waveform, OBX-5 of type NA, has one per sample)',
+  subComponents: 'Sub-components in one HL7 component',
+  elements: 'Fields, repetitions, components and sub-components of one HL7 message in all',
+};
+
+/** The parser limits (hl7v2/parse.ts): a message over one is answered AR with an ERR that names the key. */
+function parseLimitKeys(): ConfigKey[] {
+  return (Object.keys(PARSE_LIMIT_KEYS) as (keyof ParseLimits)[]).map((k) => ({
+    env: PARSE_LIMIT_KEYS[k],
+    type: 'int',
+    default: String(DEFAULT_PARSE_LIMITS[k]),
+    min: 1,
+    description: `${PARSE_LIMIT_TEXT[k]}; more is refused (AR) before parsing, so that no message can cost the parser unbounded time or memory`,
+  }));
+}
 
 export const HL7_KEYS: readonly ConfigKey[] = [
   { env: 'MLLP_ENABLED', type: 'bool', default: 'true', description: 'Run the MLLP (HL7v2 over TCP) listener' },
@@ -58,6 +78,7 @@ export const HL7_KEYS: readonly ConfigKey[] = [
     default: 'false',
     description: 'Require and verify a client certificate (mutual TLS) against MLLP_TLS_CA_FILE',
   },
+  ...parseLimitKeys(),
   {
     env: 'HL7_DEFAULT_CHARSET',
     type: 'enum',
@@ -140,6 +161,8 @@ export interface Hl7Config extends Hl7TranslateOptions {
   idleTimeoutMs: number;
   maxConnections: number;
   tls?: TlsFiles;
+  /** Structural limits of one message (HL7_MAX_*), checked before parsing. */
+  parseLimits: ParseLimits;
   defaultCharset: string;
   duplicateTtlS: number;
   rejectedMax: number;
@@ -211,6 +234,9 @@ export function readHl7Config(values: ReadonlyMap<string, ConfigValue>): { confi
     idleTimeoutMs: n('MLLP_IDLE_TIMEOUT_MS', 300000),
     maxConnections: n('MLLP_MAX_CONNECTIONS', 1000),
     tls,
+    parseLimits: Object.fromEntries(
+      (Object.keys(PARSE_LIMIT_KEYS) as (keyof ParseLimits)[]).map((k) => [k, n(PARSE_LIMIT_KEYS[k], DEFAULT_PARSE_LIMITS[k])]),
+    ) as unknown as ParseLimits,
     defaultCharset: charset,
     defaultTimezone: zone,
     statusR: (s('HL7_STATUS_R') ?? 'final') as StatusR,
