@@ -170,6 +170,22 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description:
       'Refused messages of every channel kept (raw, with the reason) for inspection and replay at /api/refusals; oldest dropped first',
   },
+  {
+    env: 'REFUSALS_MAX_PAYLOAD_BYTES',
+    type: 'int',
+    default: '65536',
+    min: 1024,
+    description:
+      'Largest refused payload kept whole; a larger one is kept as its first bytes with its size and SHA-256, and cannot be replayed (the sender must resend it)',
+  },
+  {
+    env: 'REFUSALS_MAX_BYTES',
+    type: 'int',
+    default: '104857600',
+    min: 65536,
+    description:
+      'Bytes the refusal store may hold in all (entries with their payloads); oldest dropped first. At least twice REFUSALS_MAX_PAYLOAD_BYTES',
+  },
   { env: 'INGEST_MAX_BODY_BYTES', type: 'int', default: '1048576', min: 1024, description: 'Largest accepted request body' },
   {
     env: 'ADMIN_API_KEY',
@@ -230,6 +246,8 @@ export interface Config {
   dedupeWindowS: number;
   ingestMaxBodyBytes: number;
   refusalsMax: number;
+  refusalsMaxPayloadBytes: number;
+  refusalsMaxBytes: number;
   adminApiKey?: string;
   shutdownTimeoutMs: number;
   logLevel: string;
@@ -249,6 +267,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
   const fhirBaseUrl = v.get('FHIR_BASE_URL') as string | undefined;
   const sandbox = !fhirBaseUrl;
   if (s('FHIR_AUTH') === 'bearer' && !v.get('FHIR_BEARER_TOKEN')) errors.push('FHIR_BEARER_TOKEN is required when FHIR_AUTH=bearer');
+  if (n('REFUSALS_MAX_BYTES') < 2 * n('REFUSALS_MAX_PAYLOAD_BYTES'))
+    errors.push('REFUSALS_MAX_BYTES must be at least twice REFUSALS_MAX_PAYLOAD_BYTES (the store must hold more than one entry)');
   if (errors.length) throw new ConfigError(errors);
   return {
     role: s('GATEWAY_ROLE') as Role,
@@ -282,6 +302,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     dedupeWindowS: n('DEDUPE_WINDOW_S'),
     ingestMaxBodyBytes: n('INGEST_MAX_BODY_BYTES'),
     refusalsMax: n('REFUSALS_MAX'),
+    refusalsMaxPayloadBytes: n('REFUSALS_MAX_PAYLOAD_BYTES'),
+    refusalsMaxBytes: n('REFUSALS_MAX_BYTES'),
     adminApiKey: v.get('ADMIN_API_KEY') as string | undefined,
     shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
     logLevel: s('LOG_LEVEL'),

@@ -12,6 +12,7 @@
  * client take the process down: a disconnect mid-frame drops the partial frame; a message whose ACK cannot be written
  * any more was already queued (if it was accepted) and its resend will be recognised by the ACK cache.
  */
+import { createHash, type Hash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Hl7Config } from '../../hl7v2/config.js';
@@ -30,7 +31,7 @@ export function mllpFrame(payload: Buffer | string): Buffer {
 
 export type MllpEvent =
   | { type: 'frame'; data: Buffer }
-  | { type: 'oversized'; head: Buffer; size: number }
+  | { type: 'oversized'; head: Buffer; size: number; sha256: string }
   | { type: 'garbage'; bytes: number };
 
 const HEAD_BYTES = 4096;
@@ -43,6 +44,8 @@ export class MllpDecoder {
   private head: Buffer[] = [];
   private headSize = 0;
   private garbage = 0;
+  /** SHA-256 of an oversized frame, computed as it streams past (the frame itself is not kept). */
+  private hash?: Hash;
 
   constructor(private readonly maxFrameBytes: number) {}
 
@@ -55,11 +58,17 @@ export class MllpDecoder {
     if (!b.length) return;
     if (!this.oversized && this.size + b.length > this.maxFrameBytes) {
       this.oversized = true;
-      for (const c of this.chunks) this.keepHead(c);
+      this.hash = createHash('sha256');
+      for (const c of this.chunks) {
+        this.keepHead(c);
+        this.hash.update(c);
+      }
       this.chunks = [];
     }
-    if (this.oversized) this.keepHead(b);
-    else this.chunks.push(Buffer.from(b)); // copy: the socket may reuse its buffer
+    if (this.oversized) {
+      this.keepHead(b);
+      this.hash?.update(b);
+    } else this.chunks.push(Buffer.from(b)); // copy: the socket may reuse its buffer
     this.size += b.length;
   }
 
@@ -77,17 +86,19 @@ export class MllpDecoder {
     this.oversized = false;
     this.head = [];
     this.headSize = 0;
+    this.hash = undefined;
   }
 
   private end(out: MllpEvent[]): void {
     out.push(
       this.oversized
-        ? { type: 'oversized', head: Buffer.concat(this.head), size: this.size }
+        ? { type: 'oversized', head: Buffer.concat(this.head), size: this.size, sha256: this.hash?.digest('hex') ?? '' }
         : { type: 'frame', data: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks) },
     );
     this.inFrame = false;
     this.chunks = [];
     this.head = [];
+    this.hash = undefined;
   }
 
   private flushGarbage(out: MllpEvent[]): void {
@@ -268,7 +279,9 @@ export class MllpServer {
           certFingerprint: cert?.fingerprint256 || undefined,
         };
         const result =
-          ev.type === 'frame' ? await this.session.handleBytes(ev.data, meta) : await this.session.refuseOversized(ev.head, ev.size, meta);
+          ev.type === 'frame'
+            ? await this.session.handleBytes(ev.data, meta)
+            : await this.session.refuseOversized(ev.head, ev.size, meta, ev.sha256);
         if (ev.type === 'oversized') this.logger.warn({ peer, bytes: ev.size }, 'mllp: oversized frame refused');
         for (const r of result.responses) {
           if (conn.socket.destroyed || !conn.socket.writable) break;

@@ -30,7 +30,7 @@ import {
 } from '../../hl7v2/parse.js';
 import { AckCache, contentHash } from './ack-cache.js';
 import { withTimeout } from '../../queue/queue.js';
-import type { Refusal, RefusalStore, ReplayResult } from '../../pipeline/refusals.js';
+import type { PayloadInfo, Refusal, RefusalStore, ReplayResult } from '../../pipeline/refusals.js';
 import { senderOf } from '../../hl7v2/translate-common.js';
 
 /** The subset of a pino logger the channel uses. Logs carry no PHI: control ids, types, sender applications. */
@@ -196,7 +196,7 @@ export class Hl7Session {
   }
 
   /** An MLLP frame larger than MLLP_MAX_FRAME_BYTES: AR (or CR) from what its head says; the head is kept. */
-  async refuseOversized(head: Buffer, size: number, meta: ReceiveMeta): Promise<HandleResult> {
+  async refuseOversized(head: Buffer, size: number, meta: ReceiveMeta, sha256 = ''): Promise<HandleResult> {
     const { text, charset } = decodeBytes(head, this.deps.config.defaultCharset);
     const first = splitMessages(text).messages[0] ?? '';
     let header: MshHeader | undefined;
@@ -209,7 +209,12 @@ export class Hl7Session {
       code: Hl7ErrorCode.applicationInternalError,
       text: `the frame (${size} bytes) exceeds the maximum of ${this.deps.config.maxFrameBytes} bytes; it was not processed`,
     };
-    const o = await this.refuse(header, 'not-acceptable', [err], `${first}[truncated: frame of ${size} bytes]`, charset, meta);
+    const o = await this.refuse(header, 'not-acceptable', [err], first, charset, meta, 422, undefined, {
+      bytes: size,
+      sha256,
+      truncated: true,
+      keptBytes: 0,
+    });
     this.count(meta, o);
     return { responses: o.acks, charset, outcomes: [o] };
   }
@@ -258,6 +263,7 @@ export class Hl7Session {
     meta: ReceiveMeta,
     status = 422,
     oo?: OperationOutcome,
+    payloadInfo?: PayloadInfo,
   ): Promise<MessageOutcome> {
     // In enhanced mode a refused message counts as committed only once it is kept (CA + AE); otherwise CE (resend).
     const keep = !!this.refusals && !meta.replayOf;
@@ -291,6 +297,7 @@ export class Hl7Session {
           ...(meta.principal ? { principal: meta.principal } : {}),
           raw,
           charset,
+          ...(payloadInfo ? { payloadInfo } : {}),
         });
       } catch (err) {
         this.logger.error(
@@ -380,7 +387,7 @@ export class Hl7Session {
     }
     let msg: Hl7Message;
     try {
-      msg = parseMessage(text, { charset });
+      msg = parseMessage(text, { charset, limits: this.deps.config.parseLimits });
     } catch (e) {
       const pe =
         e instanceof Hl7ParseError ? e : new Hl7ParseError(`the message cannot be parsed: ${(e as Error).message}`, Hl7ErrorCode.dataType);
