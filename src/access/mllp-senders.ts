@@ -27,6 +27,9 @@ const plainAddress = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, 
 
 export class MllpAllowList {
   private readonly rules = new Map<string, Rule>();
+  /** Every address and block of every facility: the known senders, for the MLLP connection reservation. */
+  private readonly known = new BlockList();
+  private hasKnown = false;
   readonly errors: string[] = [];
 
   constructor(entries: readonly string[]) {
@@ -56,9 +59,12 @@ export class MllpAllowList {
           continue;
         }
         const type = family === 4 ? 'ipv4' : 'ipv6';
-        if (bits === undefined) rule.blocks.addAddress(addr, type);
-        else rule.blocks.addSubnet(addr, Number(bits), type);
+        for (const list of [rule.blocks, this.known]) {
+          if (bits === undefined) list.addAddress(addr, type);
+          else list.addSubnet(addr, Number(bits), type);
+        }
         rule.hasAddresses = true;
+        this.hasKnown = true;
       }
       this.rules.set(facility, rule);
     }
@@ -66,6 +72,18 @@ export class MllpAllowList {
 
   get configured(): boolean {
     return this.rules.size > 0;
+  }
+
+  /**
+   * Is this source address listed for any facility? Such peers may use the MLLP connections reserved for known
+   * senders (MLLP_RESERVED_CONNECTIONS). Senders listed only by certificate are known after the TLS handshake, too late
+   * for the reservation: list their address as well to give them a reserved place.
+   */
+  knowsAddress(remoteAddress: string): boolean {
+    if (!this.hasKnown) return false;
+    const addr = plainAddress(remoteAddress);
+    const family = isIP(addr);
+    return family !== 0 && this.known.check(addr, family === 4 ? 'ipv4' : 'ipv6');
   }
 
   check(facility: string, remoteAddress: string, certFingerprint?: string): SenderCheck {

@@ -62,9 +62,33 @@ export const HL7_KEYS: readonly ConfigKey[] = [
     type: 'int',
     default: '300000',
     min: 0,
-    description: 'Close an MLLP connection idle this long (0 = never)',
+    description:
+      'Close an MLLP connection on which no frame was sent for this long, counted from the connection or the last answer; bytes outside a frame do not count (0 = never)',
+  },
+  {
+    env: 'MLLP_FRAME_TIMEOUT_MS',
+    type: 'int',
+    default: '30000',
+    min: 0,
+    description:
+      'A frame must be complete within this time of its first byte, however its bytes trickle in; otherwise the connection is closed. Also the TLS handshake timeout (0 = no deadline)',
   },
   { env: 'MLLP_MAX_CONNECTIONS', type: 'int', default: '1000', min: 1, description: 'Concurrent MLLP connections accepted' },
+  {
+    env: 'MLLP_MAX_CONNECTIONS_PER_PEER',
+    type: 'int',
+    default: '20',
+    min: 1,
+    description: 'Concurrent MLLP connections accepted from one source address; more are closed at once',
+  },
+  {
+    env: 'MLLP_RESERVED_CONNECTIONS',
+    type: 'int',
+    default: '100',
+    min: 0,
+    description:
+      'Of MLLP_MAX_CONNECTIONS, connections kept for known senders (source addresses listed in MLLP_ALLOWED_SENDERS); other peers share the rest',
+  },
   {
     env: 'MLLP_TLS_CERT_FILE',
     type: 'string',
@@ -159,7 +183,12 @@ export interface Hl7Config extends Hl7TranslateOptions {
   mllpHost: string;
   maxFrameBytes: number;
   idleTimeoutMs: number;
+  /** MLLP_FRAME_TIMEOUT_MS: a frame completes within this time of its first byte (0 = no deadline). */
+  frameTimeoutMs: number;
   maxConnections: number;
+  maxConnectionsPerPeer: number;
+  /** Connections only known senders may use. */
+  reservedConnections: number;
   tls?: TlsFiles;
   /** Structural limits of one message (HL7_MAX_*), checked before parsing. */
   parseLimits: ParseLimits;
@@ -225,6 +254,8 @@ export function readHl7Config(values: ReadonlyMap<string, ConfigValue>): { confi
     errors.push('MLLP_TLS_REQUIRE_CLIENT_CERT needs MLLP_TLS_CA_FILE (the CA client certificates are verified against)');
   if (requireClientCert && !certFile) errors.push('MLLP_TLS_REQUIRE_CLIENT_CERT needs TLS (MLLP_TLS_CERT_FILE, MLLP_TLS_KEY_FILE)');
 
+  if (n('MLLP_RESERVED_CONNECTIONS', 100) >= n('MLLP_MAX_CONNECTIONS', 1000))
+    errors.push('MLLP_RESERVED_CONNECTIONS must be less than MLLP_MAX_CONNECTIONS (strangers need some connections too)');
   const versions = list('HL7_ACCEPT_VERSIONS');
   const config: Hl7Config = {
     mllpEnabled: b('MLLP_ENABLED', true),
@@ -232,7 +263,10 @@ export function readHl7Config(values: ReadonlyMap<string, ConfigValue>): { confi
     mllpHost: s('MLLP_HOST') ?? '127.0.0.1',
     maxFrameBytes: n('MLLP_MAX_FRAME_BYTES', 1048576),
     idleTimeoutMs: n('MLLP_IDLE_TIMEOUT_MS', 300000),
+    frameTimeoutMs: n('MLLP_FRAME_TIMEOUT_MS', 30000),
     maxConnections: n('MLLP_MAX_CONNECTIONS', 1000),
+    maxConnectionsPerPeer: n('MLLP_MAX_CONNECTIONS_PER_PEER', 20),
+    reservedConnections: n('MLLP_RESERVED_CONNECTIONS', 100),
     tls,
     parseLimits: Object.fromEntries(
       (Object.keys(PARSE_LIMIT_KEYS) as (keyof ParseLimits)[]).map((k) => [k, n(PARSE_LIMIT_KEYS[k], DEFAULT_PARSE_LIMITS[k])]),

@@ -14,7 +14,7 @@ import type { DeviceAdapter, TranslationContext } from '../../src/core/contract.
 import { AdapterRegistry } from '../../src/adapters/registry.js';
 import { createHl7Adapter } from '../../src/hl7v2/adapter.js';
 import { defaultHl7Config, type Hl7Config } from '../../src/hl7v2/config.js';
-import { MllpDecoder, MllpServer, mllpFrame } from '../../src/channels/mllp/server.js';
+import { MllpDecoder, MllpServer, type MllpServerOptions, mllpFrame } from '../../src/channels/mllp/server.js';
 import { hl7Route } from '../../src/channels/mllp/http-route.js';
 import { Hl7Session } from '../../src/channels/mllp/session.js';
 import { RefusalStore } from '../../src/pipeline/refusals.js';
@@ -79,7 +79,12 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export async function startStack(redisUrl: string, overrides: Partial<Hl7Config> = {}, adapters?: DeviceAdapter[]): Promise<Stack> {
+export async function startStack(
+  redisUrl: string,
+  overrides: Partial<Hl7Config> = {},
+  adapters?: DeviceAdapter[],
+  serverOptions: Partial<Omit<MllpServerOptions, 'config' | 'session'>> = {},
+): Promise<Stack> {
   const config = defaultHl7Config({ mllpPort: 0, mllpHost: '127.0.0.1', ...overrides });
   const redis = new IORedis.default(redisUrl, { maxRetriesPerRequest: 1 });
   const queue = newQueue(redisUrl);
@@ -89,7 +94,7 @@ export async function startStack(redisUrl: string, overrides: Partial<Hl7Config>
   const refusals = new RefusalStore(redis);
   const service = new Hl7Session({ ingestor: pipeline, redis, refusals, config });
   refusals.replayWith('hl7v2', (entry) => service.replay(entry));
-  const mllp = new MllpServer({ config, session: service });
+  const mllp = new MllpServer({ ...serverOptions, config, session: service });
   const { port } = await mllp.start();
   const app = express();
   const open = () => (_req: unknown, _res: unknown, next: () => void) => next();
@@ -152,11 +157,13 @@ export class TestClient {
     for (const f of w) f();
   }
 
-  static connect(port: number, tlsOptions?: tls.ConnectionOptions): Promise<TestClient> {
+  /** `localAddress`: the source address (any of 127/8 routes to the loopback on Linux: a different peer). */
+  static connect(port: number, tlsOptions?: tls.ConnectionOptions, localAddress?: string): Promise<TestClient> {
     return new Promise((resolve, reject) => {
+      const from = localAddress ? { localAddress } : {};
       const s: net.Socket = tlsOptions
-        ? tls.connect({ host: '127.0.0.1', port, ...tlsOptions }, () => resolve(new TestClient(s)))
-        : net.connect({ host: '127.0.0.1', port }, () => resolve(new TestClient(s)));
+        ? tls.connect({ host: '127.0.0.1', port, ...from, ...tlsOptions }, () => resolve(new TestClient(s)))
+        : net.connect({ host: '127.0.0.1', port, ...from }, () => resolve(new TestClient(s)));
       s.once('error', reject);
     });
   }
