@@ -90,6 +90,13 @@ export const HL7_KEYS: readonly ConfigKey[] = [
       'Of MLLP_MAX_CONNECTIONS, connections kept for known senders (source addresses listed in MLLP_ALLOWED_SENDERS); other peers share the rest',
   },
   {
+    env: 'MLLP_ALLOW_ANY_SENDER',
+    type: 'bool',
+    default: 'false',
+    description:
+      'With a real EHR (FHIR_BASE_URL set), accept MLLP from any sender without MLLP_ALLOWED_SENDERS or mutual TLS (a trusted network only; warned at every start). Otherwise MLLP answers every message AR until one of them is set',
+  },
+  {
     env: 'MLLP_TLS_CERT_FILE',
     type: 'string',
     description: 'PEM certificate (chain) of the MLLP listener; with MLLP_TLS_KEY_FILE it turns on MLLP over TLS',
@@ -190,6 +197,8 @@ export interface Hl7Config extends Hl7TranslateOptions {
   /** Connections only known senders may use. */
   reservedConnections: number;
   tls?: TlsFiles;
+  /** MLLP_ALLOW_ANY_SENDER. */
+  allowAnySender: boolean;
   /** Structural limits of one message (HL7_MAX_*), checked before parsing. */
   parseLimits: ParseLimits;
   defaultCharset: string;
@@ -268,6 +277,7 @@ export function readHl7Config(values: ReadonlyMap<string, ConfigValue>): { confi
     maxConnectionsPerPeer: n('MLLP_MAX_CONNECTIONS_PER_PEER', 20),
     reservedConnections: n('MLLP_RESERVED_CONNECTIONS', 100),
     tls,
+    allowAnySender: b('MLLP_ALLOW_ANY_SENDER', false),
     parseLimits: Object.fromEntries(
       (Object.keys(PARSE_LIMIT_KEYS) as (keyof ParseLimits)[]).map((k) => [k, n(PARSE_LIMIT_KEYS[k], DEFAULT_PARSE_LIMITS[k])]),
     ) as unknown as ParseLimits,

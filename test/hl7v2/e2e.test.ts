@@ -35,6 +35,8 @@ async function startHl7Gateway(redisUrl: string, ehrUrl: string): Promise<Runnin
     DEVICE_IDENTIFIER_SYSTEM: 'urn:test:device',
     MLLP_PORT: String(mllpPort),
     MLLP_HOST: '127.0.0.1',
+    // A real EHR is configured: MLLP needs to know its senders.
+    MLLP_ALLOWED_SENDERS: '*=127.0.0.1',
     LOG_LEVEL: 'info',
   });
   return { gateway: gw.gateway, mllpPort, logs: gw.logs };

@@ -3,7 +3,8 @@
  * Pipeline with the hl7v2 adapter, the MLLP server on port 0 and the HTTP routes on port 0. Plus a small MLLP client.
  */
 import express from 'express';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -215,4 +216,53 @@ export function pcdMessage(controlId: string, opts: { accept?: string; app?: str
       `OBX|2|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|${opts.value ?? 97}|262688^MDC_DIM_PERCENT^MDC|||||R|||20261123101405+0100`,
     ].join('\r') + '\r'
   );
+}
+
+/**
+ * Writes a test CA (ca.pem, ca.key), a server certificate for localhost and 127.0.0.1 (server.pem, server.key) and a
+ * client certificate (client.pem, client.key) into `dir` with the openssl CLI. False when openssl is not there.
+ */
+export function makeTestCerts(dir: string): boolean {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  try {
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test-ca');
+    for (const who of ['server', 'client']) {
+      ssl(
+        'req',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        `${who}.key`,
+        '-out',
+        `${who}.csr`,
+        '-subj',
+        `/CN=${who === 'server' ? 'localhost' : 'device-1'}`,
+      );
+      writeFileSync(
+        join(dir, `${who}.ext`),
+        who === 'server' ? 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' : 'extendedKeyUsage=clientAuth\n',
+      );
+      ssl(
+        'x509',
+        '-req',
+        '-in',
+        `${who}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${who}.pem`,
+        '-days',
+        '2',
+        '-extfile',
+        `${who}.ext`,
+      );
+    }
+    return true;
+  } catch {
+    return false;
+  }
 }
