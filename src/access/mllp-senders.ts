@@ -5,9 +5,13 @@
  *
  *   MLLP_ALLOWED_SENDERS=ICU_A=10.1.20.0/24|cert:AB:CD:…,WARD_3=10.1.30.7,*=127.0.0.1
  *
- * A facility not listed falls back to the `*` entry; without one it is refused. With MLLP_ALLOWED_SENDERS unset every
- * sender is allowed (the HL7 listener's own TLS settings still apply). The HL7 module calls `mllpSenderAllowed` for
- * each message, after parsing MSH and before acknowledging.
+ * A facility not listed falls back to the `*` entry; without one it is refused. The HL7 module calls `check` for each
+ * message, after reading MSH and before acknowledging.
+ *
+ * With MLLP_ALLOWED_SENDERS unset, `mllpSenderPolicy` decides: with the sandbox EHR every sender is allowed; with a
+ * real EHR (FHIR_BASE_URL set) MLLP is closed (every message answered AR, saying what to set) unless mutual TLS
+ * (MLLP_TLS_REQUIRE_CLIENT_CERT) authenticates the senders or MLLP_ALLOW_ANY_SENDER opts out, loudly, for a trusted
+ * network.
  */
 import { BlockList, isIP } from 'node:net';
 
@@ -27,9 +31,16 @@ const plainAddress = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, 
 
 export class MllpAllowList {
   private readonly rules = new Map<string, Rule>();
+  /** Every address and block of every facility: the known senders, for the MLLP connection reservation. */
+  private readonly known = new BlockList();
+  private hasKnown = false;
   readonly errors: string[] = [];
 
-  constructor(entries: readonly string[]) {
+  /** `closed`: with no entries, refuse every sender with this reason instead of allowing everyone. */
+  constructor(
+    entries: readonly string[],
+    private readonly closed?: string,
+  ) {
     for (const e of entries) {
       const i = e.indexOf('=');
       const facility = i > 0 ? e.slice(0, i).trim() : '';
@@ -56,9 +67,12 @@ export class MllpAllowList {
           continue;
         }
         const type = family === 4 ? 'ipv4' : 'ipv6';
-        if (bits === undefined) rule.blocks.addAddress(addr, type);
-        else rule.blocks.addSubnet(addr, Number(bits), type);
+        for (const list of [rule.blocks, this.known]) {
+          if (bits === undefined) list.addAddress(addr, type);
+          else list.addSubnet(addr, Number(bits), type);
+        }
         rule.hasAddresses = true;
+        this.hasKnown = true;
       }
       this.rules.set(facility, rule);
     }
@@ -68,8 +82,23 @@ export class MllpAllowList {
     return this.rules.size > 0;
   }
 
+  /**
+   * Is this source address listed for any facility? Such peers may use the MLLP connections reserved for known
+   * senders (MLLP_RESERVED_CONNECTIONS). Senders listed only by certificate are known after the TLS handshake, too late
+   * for the reservation: list their address as well to give them a reserved place.
+   */
+  knowsAddress(remoteAddress: string): boolean {
+    if (!this.hasKnown) return false;
+    const addr = plainAddress(remoteAddress);
+    const family = isIP(addr);
+    return family !== 0 && this.known.check(addr, family === 4 ? 'ipv4' : 'ipv6');
+  }
+
   check(facility: string, remoteAddress: string, certFingerprint?: string): SenderCheck {
-    if (!this.configured) return { ok: true, reason: 'MLLP_ALLOWED_SENDERS is not set: any sender is allowed' };
+    if (!this.configured)
+      return this.closed
+        ? { ok: false, reason: this.closed }
+        : { ok: true, reason: 'MLLP_ALLOWED_SENDERS is not set: any sender is allowed' };
     const name = this.rules.has(facility) ? facility : '*';
     const rule = this.rules.get(name);
     if (!rule) return { ok: false, reason: `sending facility '${facility}' is not in MLLP_ALLOWED_SENDERS` };
@@ -87,4 +116,55 @@ export class MllpAllowList {
       };
     return { ok: true, reason: `allowed by the ${name === '*' ? 'default (*)' : `'${facility}'`} entry` };
   }
+}
+
+export interface MllpSenderPolicyInput {
+  /** MLLP_ALLOWED_SENDERS. */
+  entries: readonly string[];
+  /** A real EHR is configured (FHIR_BASE_URL set), not the sandbox. */
+  production: boolean;
+  /** MLLP_TLS_REQUIRE_CLIENT_CERT with TLS on: every peer holds a certificate of the configured CA. */
+  mutualTls: boolean;
+  /** MLLP_ALLOW_ANY_SENDER: the explicit opt-out for a trusted network. */
+  allowAny: boolean;
+}
+
+export interface MllpSenderPolicy {
+  senders: MllpAllowList;
+  /** What start-up says about who may send, and how loudly. */
+  level: 'info' | 'warn' | 'error';
+  message: string;
+}
+
+/** Who may send over MLLP, and the one line start-up logs about it (see the file comment). */
+export function mllpSenderPolicy(p: MllpSenderPolicyInput): MllpSenderPolicy {
+  if (p.entries.length)
+    return { senders: new MllpAllowList(p.entries), level: 'info', message: 'mllp: senders limited by MLLP_ALLOWED_SENDERS' };
+  if (!p.production)
+    return {
+      senders: new MllpAllowList([]),
+      level: 'info',
+      message: 'mllp: any sender is accepted (sandbox EHR; with FHIR_BASE_URL set, MLLP needs MLLP_ALLOWED_SENDERS or mutual TLS)',
+    };
+  if (p.mutualTls)
+    return {
+      senders: new MllpAllowList([]),
+      level: 'info',
+      message:
+        'mllp: senders authenticated by mutual TLS (any certificate of MLLP_TLS_CA_FILE; MLLP_ALLOWED_SENDERS can narrow it per facility)',
+    };
+  if (p.allowAny)
+    return {
+      senders: new MllpAllowList([]),
+      level: 'warn',
+      message:
+        'mllp: MLLP_ALLOW_ANY_SENDER=true: ANY host that reaches the MLLP port can file data into the EHR; use it only on a trusted network, and prefer MLLP_ALLOWED_SENDERS or mutual TLS',
+    };
+  const reason =
+    'MLLP is closed: a real EHR is configured and neither MLLP_ALLOWED_SENDERS nor mutual TLS (MLLP_TLS_REQUIRE_CLIENT_CERT) says who may send';
+  return {
+    senders: new MllpAllowList([], reason),
+    level: 'error',
+    message: `${reason}; every message is answered AR. Set MLLP_ALLOWED_SENDERS, or mutual TLS, or MLLP_ALLOW_ANY_SENDER=true on a trusted network`,
+  };
 }

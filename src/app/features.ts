@@ -10,7 +10,7 @@
  */
 import type { RequestHandler, Router } from 'express';
 import type { Redis } from 'ioredis';
-import { MllpAllowList } from '../access/mllp-senders.js';
+import { MllpAllowList, mllpSenderPolicy } from '../access/mllp-senders.js';
 import { mappingsFolder } from '../adapters/mapping/folder.js';
 import { loadPluginsInto } from '../adapters/plugins.js';
 import type { AdapterRegistry } from '../adapters/registry.js';
@@ -172,6 +172,13 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
   const channels: Channel[] = [];
   if (pipeline) {
     const ingestAuth = requireRole('device', 'vendor');
+    const senderPolicy = mllpSenderPolicy({
+      entries: deviceConfig.mllpAllowedSenders,
+      production: !config.sandbox,
+      mutualTls: !!hl7.config.tls?.requireClientCert,
+      allowAny: hl7.config.allowAnySender,
+    });
+    if (hl7.config.mllpEnabled) log[senderPolicy.level](senderPolicy.message);
     channels.push(
       httpChannel({
         ingestor: pipeline,
@@ -189,7 +196,7 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
         config: hl7.config,
         log,
         metrics,
-        senders: new MllpAllowList(deviceConfig.mllpAllowedSenders),
+        senders: senderPolicy.senders,
         auth: ingestAuth,
         maxBodyBytes: config.ingestMaxBodyBytes,
         answerWithinMs: config.enqueueTimeoutMs,

@@ -192,7 +192,11 @@ export class Gateway {
           ),
       });
     }
-    const refusals = new RefusalStore(this.redis, config.refusalsMax);
+    const refusals = new RefusalStore(this.redis, {
+      maxEntries: config.refusalsMax,
+      maxPayloadBytes: config.refusalsMaxPayloadBytes,
+      maxBytes: config.refusalsMaxBytes,
+    });
     this.refusals = refusals;
     const moved = await migrateLegacyRefusals(this.redis, refusals).catch((err: Error) => {
       log.warn({ error: err.message }, 'refusals kept by an earlier version could not be moved to /api/refusals yet');

@@ -200,6 +200,22 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description:
       'Refused messages of every channel kept (raw, with the reason) for inspection and replay at /api/refusals; oldest dropped first',
   },
+  {
+    env: 'REFUSALS_MAX_PAYLOAD_BYTES',
+    type: 'int',
+    default: '65536',
+    min: 1024,
+    description:
+      'Largest refused payload kept whole; a larger one is kept as its first bytes with its size and SHA-256, and cannot be replayed (the sender must resend it)',
+  },
+  {
+    env: 'REFUSALS_MAX_BYTES',
+    type: 'int',
+    default: '104857600',
+    min: 65536,
+    description:
+      'Bytes the refusal store may hold in all (entries with their payloads); oldest dropped first. At least twice REFUSALS_MAX_PAYLOAD_BYTES',
+  },
   { env: 'INGEST_MAX_BODY_BYTES', type: 'int', default: '1048576', min: 1024, description: 'Largest accepted request body' },
   {
     env: 'ADMIN_API_KEY',
@@ -264,6 +280,8 @@ export interface Config {
   dedupeWindowS: number;
   ingestMaxBodyBytes: number;
   refusalsMax: number;
+  refusalsMaxPayloadBytes: number;
+  refusalsMaxBytes: number;
   adminApiKey?: string;
   shutdownTimeoutMs: number;
   logLevel: string;
@@ -285,6 +303,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
   if (s('FHIR_AUTH') === 'bearer' && !v.get('FHIR_BEARER_TOKEN')) errors.push('FHIR_BEARER_TOKEN is required when FHIR_AUTH=bearer');
   if (n('BREAKER_PROBE_MAX_INTERVAL_MS') < n('BREAKER_PROBE_INTERVAL_MS'))
     errors.push('BREAKER_PROBE_MAX_INTERVAL_MS must not be less than BREAKER_PROBE_INTERVAL_MS');
+  if (n('REFUSALS_MAX_BYTES') < 2 * n('REFUSALS_MAX_PAYLOAD_BYTES'))
+    errors.push('REFUSALS_MAX_BYTES must be at least twice REFUSALS_MAX_PAYLOAD_BYTES (the store must hold more than one entry)');
   if (errors.length) throw new ConfigError(errors);
   return {
     role: s('GATEWAY_ROLE') as Role,
@@ -322,6 +342,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     dedupeWindowS: n('DEDUPE_WINDOW_S'),
     ingestMaxBodyBytes: n('INGEST_MAX_BODY_BYTES'),
     refusalsMax: n('REFUSALS_MAX'),
+    refusalsMaxPayloadBytes: n('REFUSALS_MAX_PAYLOAD_BYTES'),
+    refusalsMaxBytes: n('REFUSALS_MAX_BYTES'),
     adminApiKey: v.get('ADMIN_API_KEY') as string | undefined,
     shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
     logLevel: s('LOG_LEVEL'),

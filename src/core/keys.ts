@@ -3,7 +3,8 @@
  * cluster hash tags, a backup policy) and a newcomer find it in one place. Each feature keeps its own key builders
  * next to its code; a new prefix belongs in this table.
  *
- *   gw:refusals, gw:refusals:e:<id>   refused input of every channel (pipeline/refusals.ts)
+ *   gw:refusals, gw:refusals:e:<id>   refused input of every channel (pipeline/refusals.ts), with the size of
+ *   gw:refusals:sizes, gw:refusals:bytes  each entry and their total (the store's byte budget)
  *   gw:refused:*, gw:hl7:rejected*,   the three refusal stores of earlier versions, moved into gw:refusals at start-up
  *   gw:mqtt:rejected                  (pipeline/legacy-refusals.ts)
  *   gw:hl7:ack:<hash>                 ACKs of accepted HL7 messages, for resends (channels/mllp/ack-cache.ts)
@@ -20,6 +21,8 @@
 export const KEYS = {
   refusals: 'gw:refusals',
   refusal: (id: string) => `gw:refusals:e:${id}`,
+  refusalSizes: 'gw:refusals:sizes',
+  refusalBytes: 'gw:refusals:bytes',
   legacy: {
     httpRefusedIndex: 'gw:refused:index',
     httpRefused: (id: string) => `gw:refused:${id}`,

@@ -149,7 +149,7 @@ export const DEVICE_KEYS: readonly ConfigKey[] = [
     env: 'MLLP_ALLOWED_SENDERS',
     type: 'list',
     description:
-      'MLLP senders per sending facility (MSH-4): FACILITY=entry|entry,... where an entry is an IP address, a CIDR block (10.1.0.0/16) or cert:<SHA-256 fingerprint of the TLS client certificate>; facility * applies to any facility. Unset: any sender',
+      'MLLP senders per sending facility (MSH-4): FACILITY=entry|entry,... where an entry is an IP address, a CIDR block (10.1.0.0/16) or cert:<SHA-256 fingerprint of the TLS client certificate>; facility * applies to any facility. Unset: any sender with the sandbox EHR; with FHIR_BASE_URL set, MLLP answers AR to everyone unless mutual TLS or MLLP_ALLOW_ANY_SENDER',
   },
   { env: 'AUDIT_FORWARD', type: 'bool', default: 'false', description: 'Also send every AuditEvent to the EHR through the delivery queue' },
   {

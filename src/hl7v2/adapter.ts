@@ -7,7 +7,7 @@ import { identitySources, obxField, observationSources } from './translate-commo
 import { TranslationError } from '../core/contract.js';
 import { issue } from '../core/errors.js';
 import { defaultHl7Config, type Hl7TranslateOptions } from './config.js';
-import { decodeBytes, type Hl7Message, Hl7ParseError, parseMessage, splitMessages } from './parse.js';
+import { decodeBytes, type Hl7Message, Hl7ParseError, type ParseLimits, parseMessage, splitMessages } from './parse.js';
 import { ADT_EVENTS, translateAdt } from './translate-adt.js';
 import { translateOru } from './oru/index.js';
 
@@ -27,7 +27,7 @@ function isHl7Message(v: unknown): v is Hl7Message {
   return typeof v === 'object' && v !== null && 'header' in v && 'segments' in v && Array.isArray((v as Hl7Message).segments);
 }
 
-function bodyToMessage(body: unknown, opts: { defaultCharset?: string }): Hl7Message {
+function bodyToMessage(body: unknown, opts: { defaultCharset?: string; parseLimits?: ParseLimits }): Hl7Message {
   if (isHl7Message(body)) return body;
   let text: string;
   let charset: string | undefined;
@@ -40,7 +40,7 @@ function bodyToMessage(body: unknown, opts: { defaultCharset?: string }): Hl7Mes
       `the body holds ${messages.length} HL7 messages; send one at a time (or use the MLLP or /hl7v2 channel for batches)`,
     );
   try {
-    return parseMessage(messages[0], { charset });
+    return parseMessage(messages[0], { charset, limits: opts.parseLimits });
   } catch (e) {
     if (e instanceof Hl7ParseError)
       throw new TranslationError([issue('structure', e.message, e.location ? [e.location.segment] : undefined)]);
@@ -48,7 +48,9 @@ function bodyToMessage(body: unknown, opts: { defaultCharset?: string }): Hl7Mes
   }
 }
 
-export function createHl7Adapter(options: Partial<Hl7TranslateOptions> & { defaultCharset?: string } = {}): DeviceAdapter {
+export function createHl7Adapter(
+  options: Partial<Hl7TranslateOptions> & { defaultCharset?: string; parseLimits?: ParseLimits } = {},
+): DeviceAdapter {
   const defaults = defaultHl7Config();
   const opts: Hl7TranslateOptions = {
     statusR: options.statusR ?? defaults.statusR,

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import type { ConfigKey, ConfigValue } from '../config/schema.js';
 import { loadKeys } from '../config/schema.js';
-import { charsetLabel, SUPPORTED_CHARSETS } from './parse.js';
+import { charsetLabel, DEFAULT_PARSE_LIMITS, PARSE_LIMIT_KEYS, type ParseLimits, SUPPORTED_CHARSETS } from './parse.js';
 import { isValidZone } from './time.js';
 
 /**
@@ -18,6 +18,26 @@ import { EUI64_SYSTEM } from '../fhir/identifiers.js';
 
 export const STATUS_R_VALUES = ['final', 'preliminary', 'registered', 'unknown'] as const;
 export type StatusR = (typeof STATUS_R_VALUES)[number];
+
+const PARSE_LIMIT_TEXT: Record<keyof ParseLimits, string> = {
+  segments: 'Segments in one HL7 message',
+  fields: 'Fields in one HL7 segment',
+  repetitions: 'Repetitions of one HL7 field',
+  components: 'Components in one repetition of an HL7 field (a waveform, OBX-5 of type NA, has one per sample)',
+  subComponents: 'Sub-components in one HL7 component',
+  elements: 'Fields, repetitions, components and sub-components of one HL7 message in all',
+};
+
+/** The parser limits (hl7v2/parse.ts): a message over one is answered AR with an ERR that names the key. */
+function parseLimitKeys(): ConfigKey[] {
+  return (Object.keys(PARSE_LIMIT_KEYS) as (keyof ParseLimits)[]).map((k) => ({
+    env: PARSE_LIMIT_KEYS[k],
+    type: 'int',
+    default: String(DEFAULT_PARSE_LIMITS[k]),
+    min: 1,
+    description: `${PARSE_LIMIT_TEXT[k]}; more is refused (AR) before parsing, so that no message can cost the parser unbounded time or memory`,
+  }));
+}
 
 export const HL7_KEYS: readonly ConfigKey[] = [
   { env: 'MLLP_ENABLED', type: 'bool', default: 'true', description: 'Run the MLLP (HL7v2 over TCP) listener' },
@@ -42,9 +62,40 @@ export const HL7_KEYS: readonly ConfigKey[] = [
     type: 'int',
     default: '300000',
     min: 0,
-    description: 'Close an MLLP connection idle this long (0 = never)',
+    description:
+      'Close an MLLP connection on which no frame was sent for this long, counted from the connection or the last answer; bytes outside a frame do not count (0 = never)',
+  },
+  {
+    env: 'MLLP_FRAME_TIMEOUT_MS',
+    type: 'int',
+    default: '30000',
+    min: 0,
+    description:
+      'A frame must be complete within this time of its first byte, however its bytes trickle in; otherwise the connection is closed. Also the TLS handshake timeout (0 = no deadline)',
   },
   { env: 'MLLP_MAX_CONNECTIONS', type: 'int', default: '1000', min: 1, description: 'Concurrent MLLP connections accepted' },
+  {
+    env: 'MLLP_MAX_CONNECTIONS_PER_PEER',
+    type: 'int',
+    default: '20',
+    min: 1,
+    description: 'Concurrent MLLP connections accepted from one source address; more are closed at once',
+  },
+  {
+    env: 'MLLP_RESERVED_CONNECTIONS',
+    type: 'int',
+    default: '100',
+    min: 0,
+    description:
+      'Of MLLP_MAX_CONNECTIONS, connections kept for known senders (source addresses listed in MLLP_ALLOWED_SENDERS); other peers share the rest',
+  },
+  {
+    env: 'MLLP_ALLOW_ANY_SENDER',
+    type: 'bool',
+    default: 'false',
+    description:
+      'With a real EHR (FHIR_BASE_URL set), accept MLLP from any sender without MLLP_ALLOWED_SENDERS or mutual TLS (a trusted network only; warned at every start). Otherwise MLLP answers every message AR until one of them is set',
+  },
   {
     env: 'MLLP_TLS_CERT_FILE',
     type: 'string',
@@ -58,6 +109,7 @@ export const HL7_KEYS: readonly ConfigKey[] = [
     default: 'false',
     description: 'Require and verify a client certificate (mutual TLS) against MLLP_TLS_CA_FILE',
   },
+  ...parseLimitKeys(),
   {
     env: 'HL7_DEFAULT_CHARSET',
     type: 'enum',
@@ -138,8 +190,17 @@ export interface Hl7Config extends Hl7TranslateOptions {
   mllpHost: string;
   maxFrameBytes: number;
   idleTimeoutMs: number;
+  /** MLLP_FRAME_TIMEOUT_MS: a frame completes within this time of its first byte (0 = no deadline). */
+  frameTimeoutMs: number;
   maxConnections: number;
+  maxConnectionsPerPeer: number;
+  /** Connections only known senders may use. */
+  reservedConnections: number;
   tls?: TlsFiles;
+  /** MLLP_ALLOW_ANY_SENDER. */
+  allowAnySender: boolean;
+  /** Structural limits of one message (HL7_MAX_*), checked before parsing. */
+  parseLimits: ParseLimits;
   defaultCharset: string;
   duplicateTtlS: number;
   rejectedMax: number;
@@ -202,6 +263,8 @@ export function readHl7Config(values: ReadonlyMap<string, ConfigValue>): { confi
     errors.push('MLLP_TLS_REQUIRE_CLIENT_CERT needs MLLP_TLS_CA_FILE (the CA client certificates are verified against)');
   if (requireClientCert && !certFile) errors.push('MLLP_TLS_REQUIRE_CLIENT_CERT needs TLS (MLLP_TLS_CERT_FILE, MLLP_TLS_KEY_FILE)');
 
+  if (n('MLLP_RESERVED_CONNECTIONS', 100) >= n('MLLP_MAX_CONNECTIONS', 1000))
+    errors.push('MLLP_RESERVED_CONNECTIONS must be less than MLLP_MAX_CONNECTIONS (strangers need some connections too)');
   const versions = list('HL7_ACCEPT_VERSIONS');
   const config: Hl7Config = {
     mllpEnabled: b('MLLP_ENABLED', true),
@@ -209,8 +272,15 @@ export function readHl7Config(values: ReadonlyMap<string, ConfigValue>): { confi
     mllpHost: s('MLLP_HOST') ?? '127.0.0.1',
     maxFrameBytes: n('MLLP_MAX_FRAME_BYTES', 1048576),
     idleTimeoutMs: n('MLLP_IDLE_TIMEOUT_MS', 300000),
+    frameTimeoutMs: n('MLLP_FRAME_TIMEOUT_MS', 30000),
     maxConnections: n('MLLP_MAX_CONNECTIONS', 1000),
+    maxConnectionsPerPeer: n('MLLP_MAX_CONNECTIONS_PER_PEER', 20),
+    reservedConnections: n('MLLP_RESERVED_CONNECTIONS', 100),
     tls,
+    allowAnySender: b('MLLP_ALLOW_ANY_SENDER', false),
+    parseLimits: Object.fromEntries(
+      (Object.keys(PARSE_LIMIT_KEYS) as (keyof ParseLimits)[]).map((k) => [k, n(PARSE_LIMIT_KEYS[k], DEFAULT_PARSE_LIMITS[k])]),
+    ) as unknown as ParseLimits,
     defaultCharset: charset,
     defaultTimezone: zone,
     statusR: (s('HL7_STATUS_R') ?? 'final') as StatusR,

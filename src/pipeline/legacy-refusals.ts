@@ -1,7 +1,8 @@
 /**
  * Earlier versions kept refused input in three stores (HTTP gw:refused:*, HL7v2 gw:hl7:rejected*, MQTT
  * gw:mqtt:rejected). At start-up their entries are moved into the one store, so nothing an operator kept for replay is
- * lost by an upgrade. Idempotent: each entry is deleted from the old store once it is in the new one.
+ * lost by an upgrade. Idempotent: each entry is deleted from the old store once it is in the new one. Entries of the one
+ * store written before it kept sizes are sized (`RefusalStore.reconcile`), so the byte budget counts them.
  */
 import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
@@ -125,6 +126,8 @@ function fromMqtt(s: string): NewRefusal {
  * Redis), so that gateways starting together do not move an entry twice.
  */
 export async function migrateLegacyRefusals(redis: Redis, store: RefusalStore): Promise<number> {
+  // Entries of the one store written before it counted bytes: sized now, so that REFUSALS_MAX_BYTES holds.
+  await store.reconcile();
   const L = KEYS.legacy;
   const pending = await redis.exists(L.httpRefusedIndex, L.hl7RejectedIndex, L.mqttRejected);
   if (!pending) return 0;

@@ -4,11 +4,14 @@
  * can inspect it and replay it through its original channel once the cause is fixed. Every channel writes here; a
  * retryable refusal (503, 429, an internal error) is never kept: the sender resends it.
  *
- * Redis layout: gw:refusals (sorted set, score = time received) and gw:refusals:e:<id> (JSON), capped at REFUSALS_MAX
- * entries, oldest dropped first. Entries hold raw payloads (PHI): the routes sit behind the operator role, deletion
- * behind admin.
+ * Redis layout: gw:refusals (sorted set, score = time received), gw:refusals:e:<id> (JSON), gw:refusals:sizes (hash:
+ * id → bytes of the entry) and gw:refusals:bytes (their total). Bounded twice, oldest dropped first: at most
+ * REFUSALS_MAX entries and at most REFUSALS_MAX_BYTES bytes in all. A payload larger than REFUSALS_MAX_PAYLOAD_BYTES
+ * is kept as its head, with its size and SHA-256 (`payloadInfo`): enough to inspect it and to recognise it, not to
+ * replay it (a replay of a truncated payload is refused: it is incomplete). Entries hold raw payloads (PHI): the
+ * routes sit behind the operator role, deletion behind admin.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
 import type { Principal } from '../core/contract.js';
@@ -51,7 +54,37 @@ export interface RefusalSummary {
   principal?: Principal;
   replays?: number;
   lastReplayAt?: string;
+  /** The payload as received: its size, SHA-256, and whether only its head is kept. */
+  payloadInfo?: PayloadInfo;
 }
+
+/**
+ * Size and hash of a refused payload, of the bytes the store was given: the text in UTF-8 (HL7v2 after decoding, MQTT),
+ * the base64-decoded bytes, or the JSON body as serialised. A channel that cut the payload itself (an MLLP frame over
+ * MLLP_MAX_FRAME_BYTES) passes the size and hash of the whole.
+ */
+export interface PayloadInfo {
+  bytes: number;
+  sha256: string;
+  /** True when only the head (`keptBytes` bytes) is kept. */
+  truncated: boolean;
+  keptBytes: number;
+}
+
+export interface RefusalLimits {
+  /** REFUSALS_MAX: entries kept. */
+  maxEntries: number;
+  /** REFUSALS_MAX_PAYLOAD_BYTES: a larger payload is kept as its head. */
+  maxPayloadBytes: number;
+  /** REFUSALS_MAX_BYTES: bytes of every entry in all (payloads and metadata). */
+  maxBytes: number;
+}
+
+export const DEFAULT_REFUSAL_LIMITS: Readonly<RefusalLimits> = {
+  maxEntries: 10000,
+  maxPayloadBytes: 65536,
+  maxBytes: 104857600,
+};
 
 export interface Refusal extends RefusalSummary {
   /** format json: the parsed body. */
@@ -95,38 +128,155 @@ export interface RefusalFilter {
 /** How many of the newest entries a filtered search scans (a search over more narrows by time first). */
 const SCAN_MAX = 20000;
 
+/**
+ * Adds one entry and drops the oldest while the store holds more than its entries or its bytes (one script: the
+ * budget holds with several gateways writing at once).
+ * KEYS: index, sizes, total. ARGV: id, score, json, maxEntries, maxBytes, entry key prefix.
+ */
+const ADD_SCRIPT = `
+local size = string.len(ARGV[3])
+redis.call('SET', ARGV[6] .. ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], size)
+local total = redis.call('INCRBY', KEYS[3], size)
+local n = redis.call('ZCARD', KEYS[1])
+local evicted = 0
+while n > 0 and (n > tonumber(ARGV[4]) or total > tonumber(ARGV[5])) do
+  local old = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+  local s = tonumber(redis.call('HGET', KEYS[2], old) or '0')
+  redis.call('DEL', ARGV[6] .. old)
+  redis.call('ZREM', KEYS[1], old)
+  redis.call('HDEL', KEYS[2], old)
+  total = redis.call('DECRBY', KEYS[3], s)
+  n = n - 1
+  evicted = evicted + 1
+end
+return evicted
+`;
+
+/** Replaces or removes one entry, keeping the total. KEYS: sizes, total. ARGV: entry key, id, json ('' = delete). */
+const SET_SCRIPT = `
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
+if ARGV[3] == '' then
+  local n = redis.call('DEL', ARGV[1])
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  redis.call('DECRBY', KEYS[2], old)
+  return n
+end
+if redis.call('SET', ARGV[1], ARGV[3], 'XX') then
+  local size = string.len(ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[2], size)
+  redis.call('INCRBY', KEYS[2], size - old)
+  return 1
+end
+return 0
+`;
+
+/** The first `max` bytes of a UTF-8 string, cut at a character boundary. */
+function utf8Head(bytes: Buffer, max: number): string {
+  let cut = Math.min(max, bytes.length);
+  while (cut > 0 && cut < bytes.length && (bytes[cut] & 0xc0) === 0x80) cut--;
+  return bytes.subarray(0, cut).toString('utf8');
+}
+
+/** The entry as stored: the payload cut to `maxPayloadBytes` when larger, its size and hash recorded. */
+export function capPayload(r: NewRefusal, maxPayloadBytes: number): NewRefusal {
+  const out: NewRefusal = { ...r };
+  let bytes: Buffer;
+  if (r.rawBase64 !== undefined) bytes = Buffer.from(r.rawBase64, 'base64');
+  else if (r.raw !== undefined) bytes = Buffer.from(r.raw, 'utf8');
+  else if (r.body !== undefined) bytes = Buffer.from(JSON.stringify(r.body) ?? '', 'utf8');
+  else return out;
+  const given = r.payloadInfo;
+  const info: PayloadInfo = {
+    bytes: given?.bytes ?? bytes.length,
+    sha256: given?.sha256 ?? createHash('sha256').update(bytes).digest('hex'),
+    truncated: !!given?.truncated,
+    keptBytes: bytes.length,
+  };
+  if (bytes.length > maxPayloadBytes) {
+    info.truncated = true;
+    if (r.rawBase64 !== undefined) {
+      out.rawBase64 = bytes.subarray(0, maxPayloadBytes).toString('base64');
+      info.keptBytes = maxPayloadBytes;
+    } else {
+      // A JSON body too large to keep whole is kept as the head of its JSON text.
+      delete out.body;
+      out.raw = utf8Head(bytes, maxPayloadBytes);
+      info.keptBytes = Buffer.byteLength(out.raw, 'utf8');
+    }
+  }
+  out.payloadInfo = info;
+  return out;
+}
+
 export class RefusalStore {
   private readonly replayers = new Map<string, Replayer>();
+  readonly limits: RefusalLimits;
 
+  /** `limits`: REFUSALS_MAX as a number (the other limits at their defaults), or the limits. */
   constructor(
     private readonly redis: Redis,
-    private readonly max = 10000,
-  ) {}
+    limits: number | Partial<RefusalLimits> = {},
+  ) {
+    this.limits = { ...DEFAULT_REFUSAL_LIMITS, ...(typeof limits === 'number' ? { maxEntries: limits } : limits) };
+  }
 
   /** Channels register how their refusals are replayed: by format (hl7v2) or by channel name. */
   replayWith(key: string, replayer: Replayer): void {
     this.replayers.set(key, replayer);
   }
 
+  /** Keeps one refusal (its payload capped, see `capPayload`); drops the oldest entries beyond the limits. */
   async add(r: NewRefusal): Promise<string> {
     const id = randomUUID();
     const score = Date.parse(r.receivedAt) || Date.now();
-    await this.redis
-      .multi()
-      .set(KEYS.refusal(id), JSON.stringify({ id, ...r }))
-      .zadd(KEYS.refusals, score, id)
-      .exec();
-    const n = await this.redis.zcard(KEYS.refusals);
-    if (n > this.max) {
-      const old = await this.redis.zrange(KEYS.refusals, 0, n - this.max - 1);
-      if (old.length)
-        await this.redis
-          .multi()
-          .del(...old.map(KEYS.refusal))
-          .zrem(KEYS.refusals, ...old)
-          .exec();
-    }
+    const json = JSON.stringify({ id, ...capPayload(r, this.limits.maxPayloadBytes) });
+    await this.redis.eval(
+      ADD_SCRIPT,
+      3,
+      KEYS.refusals,
+      KEYS.refusalSizes,
+      KEYS.refusalBytes,
+      id,
+      score,
+      json,
+      this.limits.maxEntries,
+      this.limits.maxBytes,
+      KEYS.refusal(''),
+    );
     return id;
+  }
+
+  /** Entries and bytes held (the bytes counted against REFUSALS_MAX_BYTES). */
+  async usage(): Promise<{ entries: number; bytes: number }> {
+    const [entries, bytes] = await Promise.all([this.redis.zcard(KEYS.refusals), this.redis.get(KEYS.refusalBytes)]);
+    return { entries, bytes: Number(bytes ?? 0) };
+  }
+
+  /**
+   * Brings the byte count up to date with entries written by an earlier version (which kept no sizes), then applies
+   * the limits. Run at start-up; cheap when there is nothing to do.
+   */
+  async reconcile(): Promise<void> {
+    const [entries, sized] = await Promise.all([this.redis.zcard(KEYS.refusals), this.redis.hlen(KEYS.refusalSizes)]);
+    if (entries === sized) return;
+    const ids = await this.redis.zrange(KEYS.refusals, 0, -1);
+    const known = new Set(await this.redis.hkeys(KEYS.refusalSizes));
+    const missing = ids.filter((id) => !known.has(id));
+    for (let i = 0; i < missing.length; i += 500) {
+      const chunk = missing.slice(i, i + 500);
+      const lens = await Promise.all(chunk.map((id) => this.redis.strlen(KEYS.refusal(id))));
+      const m = this.redis.multi();
+      chunk.forEach((id, k) => m.hset(KEYS.refusalSizes, id, lens[k]).incrby(KEYS.refusalBytes, lens[k]));
+      await m.exec();
+    }
+    let { entries: n, bytes } = await this.usage();
+    while (n > 0 && (n > this.limits.maxEntries || bytes > this.limits.maxBytes)) {
+      const [old] = await this.redis.zrange(KEYS.refusals, 0, 0);
+      await this.delete(old);
+      ({ entries: n, bytes } = await this.usage());
+    }
   }
 
   async get(id: string): Promise<Refusal | undefined> {
@@ -135,12 +285,13 @@ export class RefusalStore {
   }
 
   async update(entry: Refusal): Promise<void> {
-    await this.redis.set(KEYS.refusal(entry.id), JSON.stringify(entry), 'XX');
+    await this.redis.eval(SET_SCRIPT, 2, KEYS.refusalSizes, KEYS.refusalBytes, KEYS.refusal(entry.id), entry.id, JSON.stringify(entry));
   }
 
   async delete(id: string): Promise<boolean> {
-    const res = (await this.redis.multi().del(KEYS.refusal(id)).zrem(KEYS.refusals, id).exec()) ?? [];
-    return Number(res[0]?.[1] ?? 0) > 0;
+    const n = await this.redis.eval(SET_SCRIPT, 2, KEYS.refusalSizes, KEYS.refusalBytes, KEYS.refusal(id), id, '');
+    await this.redis.zrem(KEYS.refusals, id);
+    return Number(n) > 0;
   }
 
   /** Newest first, without payloads. Without a filter, pages over the index; with one, scans the newest SCAN_MAX. */
@@ -184,6 +335,19 @@ export class RefusalStore {
   async replay(id: string): Promise<{ entry: Refusal; result: ReplayResult }> {
     const entry = await this.get(id);
     if (!entry) throw notFound(`no refusal '${id}'`);
+    const info = entry.payloadInfo;
+    if (info?.truncated) {
+      throw new GatewayError(
+        422,
+        outcome([
+          issue(
+            'incomplete',
+            `the payload was kept truncated (${info.keptBytes} of ${info.bytes} bytes, SHA-256 ${info.sha256}; REFUSALS_MAX_PAYLOAD_BYTES or MLLP_MAX_FRAME_BYTES) and cannot be replayed: the sender must send it again`,
+          ),
+        ]),
+        { retryable: false },
+      );
+    }
     const replayer = this.replayers.get(entry.format === 'hl7v2' ? 'hl7v2' : entry.channel) ?? this.replayers.get(entry.channel);
     if (!replayer) {
       throw new GatewayError(

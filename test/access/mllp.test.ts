@@ -1,6 +1,6 @@
 /** MLLP sender allow-list (MLLP_ALLOWED_SENDERS): per sending facility, addresses, CIDR blocks and certificates. */
 import { strict as assert } from 'node:assert';
-import { MllpAllowList } from '../../src/access/mllp-senders.js';
+import { MllpAllowList, mllpSenderPolicy } from '../../src/access/mllp-senders.js';
 
 const FP = 'AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89';
 
@@ -45,5 +45,35 @@ describe('MLLP sender allow-list', () => {
   it('reports every malformed entry', () => {
     const l = new MllpAllowList(['nofacility', 'A=999.1.1.1', 'B=10.0.0.0/33', 'C=cert:1234']);
     assert.equal(l.errors.length, 4);
+  });
+});
+
+describe('MLLP sender policy: who may send when MLLP_ALLOWED_SENDERS is unset', () => {
+  const base = { entries: [] as string[], production: true, mutualTls: false, allowAny: false };
+  const cases: [string, Partial<typeof base>, boolean, string][] = [
+    ['sandbox EHR: anyone', { production: false }, true, 'info'],
+    ['real EHR, nothing set: closed', {}, false, 'error'],
+    ['real EHR, mutual TLS: certificate holders', { mutualTls: true }, true, 'info'],
+    ['real EHR, MLLP_ALLOW_ANY_SENDER: anyone, loudly', { allowAny: true }, true, 'warn'],
+    ['real EHR, an allow-list: the list', { entries: ['*=10.0.0.1'] }, false, 'info'],
+  ];
+  for (const [what, over, anyoneFrom8888, level] of cases) {
+    it(what, () => {
+      const p = mllpSenderPolicy({ ...base, ...over });
+      assert.equal(p.level, level);
+      assert.equal(p.senders.check('WARD', '8.8.8.8').ok, anyoneFrom8888, p.message);
+    });
+  }
+  it('the closed answer says what to set', () => {
+    const r = mllpSenderPolicy(base).senders.check('WARD', '10.0.0.1');
+    assert.match(r.reason, /MLLP is closed.*MLLP_ALLOWED_SENDERS.*MLLP_TLS_REQUIRE_CLIENT_CERT/);
+  });
+  it('knows the addresses of every facility (the connection reservation), not certificate-only entries', () => {
+    const l = new MllpAllowList(['A=10.1.0.0/16', 'B=cert:' + 'AB'.repeat(32), 'C=fd00::1']);
+    assert.equal(l.knowsAddress('10.1.2.3'), true);
+    assert.equal(l.knowsAddress('::ffff:10.1.2.3'), true);
+    assert.equal(l.knowsAddress('fd00::1'), true);
+    assert.equal(l.knowsAddress('10.2.0.1'), false);
+    assert.equal(new MllpAllowList([]).knowsAddress('10.1.2.3'), false);
   });
 });

@@ -105,6 +105,7 @@ describe('no PHI in logs: the MLLP channel (HL7v2 extension)', function () {
         LOG_LEVEL: 'trace',
         MLLP_ENABLED: 'true',
         MLLP_PORT: String(port),
+        MLLP_ALLOWED_SENDERS: '*=127.0.0.1',
         UNKNOWN_DEVICE_POLICY_MLLP: 'accept',
       },
       'all',

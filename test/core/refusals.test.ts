@@ -5,6 +5,10 @@
  */
 import { strict as assert } from 'node:assert';
 import IORedis from 'ioredis';
+import { createHash } from 'node:crypto';
+import { GatewayError } from '../../src/core/errors.js';
+import { KEYS } from '../../src/core/keys.js';
+import { type NewRefusal, RefusalStore } from '../../src/pipeline/refusals.js';
 import { startEhr, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
 import { ADMIN, call, reading, startDmGateway } from '../devices/wire.js';
 import { pcdMessage } from '../hl7v2/helpers.js';
@@ -234,5 +238,136 @@ describe('refusals kept by an earlier version', () => {
     gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_DEVICE_POLICY: 'accept' });
     assert.equal((await call(gw.url, 'GET', '/api/refusals', ADMIN)).body.total, 2);
     client.disconnect();
+  });
+});
+
+describe('refusals: every payload capped in bytes, the store capped in bytes (oldest dropped first)', () => {
+  let redis: TestRedis;
+  let client: InstanceType<typeof IORedis.default>;
+  before(async () => {
+    redis = await startRedis();
+    client = new IORedis.default(redis.url);
+  });
+  after(async () => {
+    client?.disconnect();
+    await redis?.stop();
+  });
+  beforeEach(() => client.flushall());
+
+  const oo = {
+    resourceType: 'OperationOutcome' as const,
+    issue: [{ severity: 'error' as const, code: 'invalid' as const, diagnostics: 'x' }],
+  };
+  const entry = (over: Partial<NewRefusal>, at = Date.now()): NewRefusal => ({
+    channel: 'mqtt',
+    format: 'text',
+    receivedAt: new Date(at).toISOString(),
+    status: 422,
+    reason: 'refused',
+    outcome: oo,
+    ...over,
+  });
+
+  it('keeps the head of a payload over REFUSALS_MAX_PAYLOAD_BYTES with its size and SHA-256, and refuses to replay it', async () => {
+    const store = new RefusalStore(client, { maxPayloadBytes: 4096 });
+    let replayed = 0;
+    store.replayWith('mqtt', async () => {
+      replayed++;
+      return { accepted: true, result: 'accepted' };
+    });
+    const raw = `é${'~'.repeat(1_000_000)}`;
+    const id = await store.add(entry({ raw }));
+    const kept = await store.get(id);
+    assert.ok(kept?.raw && Buffer.byteLength(kept.raw) <= 4096 && kept.raw.startsWith('é~~~'), 'the head is kept, cut on a character');
+    assert.deepEqual(kept.payloadInfo, {
+      bytes: Buffer.byteLength(raw),
+      sha256: createHash('sha256').update(raw).digest('hex'),
+      truncated: true,
+      keptBytes: Buffer.byteLength(kept.raw),
+    });
+    assert.ok((await client.strlen(KEYS.refusal(id))) < 8192, 'what Redis holds is the head, not the megabyte');
+    await assert.rejects(store.replay(id), (e: unknown) => {
+      assert.ok(e instanceof GatewayError && !e.retryable && e.status === 422);
+      assert.equal(e.outcome.issue[0].code, 'incomplete');
+      assert.match(e.message, /truncated \(\d+ of 1000002 bytes.*cannot be replayed/);
+      return true;
+    });
+    assert.equal(replayed, 0, 'an incomplete payload never reaches the channel');
+    assert.ok(await store.get(id), 'and stays for inspection');
+
+    // A small payload is kept whole (and replayable), with its size and hash too.
+    const small = await store.add(entry({ raw: 'hello' }));
+    assert.deepEqual((await store.get(small))?.payloadInfo, {
+      bytes: 5,
+      sha256: createHash('sha256').update('hello').digest('hex'),
+      truncated: false,
+      keptBytes: 5,
+    });
+    assert.equal((await store.replay(small)).result.accepted, true);
+  });
+
+  it('a JSON body or a binary payload over the cap is kept as its head too', async () => {
+    const store = new RefusalStore(client, { maxPayloadBytes: 2048 });
+    const body = { deviceId: 'D-1', readings: Array.from({ length: 2000 }, (_, i) => ({ code: 'X', value: i })) };
+    const j = await store.get(await store.add(entry({ channel: 'http', format: 'json', body })));
+    assert.equal(j?.body, undefined);
+    assert.ok(j?.raw?.startsWith('{"deviceId":"D-1","readings":[{'));
+    assert.equal(j?.payloadInfo?.bytes, Buffer.byteLength(JSON.stringify(body)));
+    assert.equal(j?.payloadInfo?.truncated, true);
+    const bin = Buffer.alloc(10_000, 0xff);
+    const b = await store.get(await store.add(entry({ rawBase64: bin.toString('base64') })));
+    assert.equal(Buffer.from(b?.rawBase64 ?? '', 'base64').length, 2048);
+    assert.equal(b?.payloadInfo?.sha256, createHash('sha256').update(bin).digest('hex'));
+  });
+
+  it('holds at most REFUSALS_MAX_BYTES in all, dropping the oldest first, and counts deletes and updates', async () => {
+    const store = new RefusalStore(client, { maxPayloadBytes: 50_000, maxBytes: 200_000 });
+    const t0 = Date.parse('2026-11-20T10:00:00Z');
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) ids.push(await store.add(entry({ raw: `${i}:${'x'.repeat(40_000)}` }, t0 + i * 1000)));
+    const { entries, bytes } = await store.usage();
+    assert.ok(bytes <= 200_000, `${bytes} bytes held`);
+    assert.ok(entries >= 4 && entries < 20, `${entries} entries held`);
+    const { items } = await store.list({}, 0, 100);
+    assert.deepEqual(
+      items.map((i) => i.id),
+      ids.slice(-entries).reverse(),
+      'the newest are kept, the oldest dropped',
+    );
+    const sizes = await Promise.all(items.map((i) => client.strlen(KEYS.refusal(i.id))));
+    assert.equal(
+      bytes,
+      sizes.reduce((a, b) => a + b, 0),
+      'the total is the sum of the entries',
+    );
+
+    await store.delete(items[0].id);
+    const e = await store.get(items[1].id);
+    await store.update({ ...(e as NonNullable<typeof e>), reason: 'a much longer reason '.repeat(50) });
+    const after = await store.usage();
+    const left = (await store.list({}, 0, 100)).items;
+    const sum = (await Promise.all(left.map((i) => client.strlen(KEYS.refusal(i.id))))).reduce((a, b) => a + b, 0);
+    assert.equal(after.bytes, sum);
+    assert.equal(after.entries, entries - 1);
+  });
+
+  it('sizes entries written before it counted bytes, at start-up, and applies the budget to them', async () => {
+    for (let i = 0; i < 10; i++) {
+      const id = `old-${i}`;
+      await client
+        .multi()
+        .set(KEYS.refusal(id), JSON.stringify({ id, ...entry({ raw: 'y'.repeat(30_000) }) }))
+        .zadd(KEYS.refusals, i, id)
+        .exec();
+    }
+    const store = new RefusalStore(client, { maxPayloadBytes: 40_000, maxBytes: 100_000 });
+    await store.reconcile();
+    const { entries, bytes } = await store.usage();
+    assert.equal(entries, 3);
+    assert.ok(bytes <= 100_000 && bytes > 90_000, String(bytes));
+    assert.deepEqual(
+      (await store.list()).items.map((i) => i.id),
+      ['old-9', 'old-8', 'old-7'],
+    );
   });
 });

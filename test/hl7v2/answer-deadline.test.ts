@@ -19,7 +19,13 @@ describe('hl7v2: an answer within ENQUEUE_TIMEOUT_MS when Redis is down', functi
     redis = await startRedis();
     ehr = await startEhr();
     port = await freePort();
-    gw = await startGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, MLLP_PORT: String(port), ENQUEUE_TIMEOUT_MS: '1000' });
+    gw = await startGateway({
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      MLLP_PORT: String(port),
+      MLLP_ALLOWED_SENDERS: '*=127.0.0.1',
+      ENQUEUE_TIMEOUT_MS: '1000',
+    });
   });
   after(async () => {
     await gw?.stop();

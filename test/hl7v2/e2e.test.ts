@@ -35,6 +35,8 @@ async function startHl7Gateway(redisUrl: string, ehrUrl: string): Promise<Runnin
     DEVICE_IDENTIFIER_SYSTEM: 'urn:test:device',
     MLLP_PORT: String(mllpPort),
     MLLP_HOST: '127.0.0.1',
+    // A real EHR is configured: MLLP needs to know its senders.
+    MLLP_ALLOWED_SENDERS: '*=127.0.0.1',
     LOG_LEVEL: 'info',
   });
   return { gateway: gw.gateway, mllpPort, logs: gw.logs };
@@ -126,6 +128,39 @@ describe('hl7v2 end to end (real gateway, sandbox EHR over HTTP)', function () {
     const metrics = await (await fetch(`${gw.gateway.url}/metrics`)).text();
     assert.match(metrics, /hl7_acks_total\{channel="http",code="AA"\} [1-9]/);
     assert.match(metrics, /hl7_acks_total\{channel="mllp",code="AA"\} [1-9]/);
+  });
+
+  it('logs a control id only as a keyed hash: a sender that puts an MRN in MSH-10 leaks nothing into the log', async () => {
+    const mrn = 'MRN-55501234';
+    const other = 'MRN-55509999';
+    const c = await TestClient.connect(gw.mllpPort);
+    try {
+      c.send(pcdMessage(mrn, { value: 94 }));
+      assert.equal(readAck(await c.next()).code, 'AA');
+      c.send(pcdMessage(mrn, { value: 94 })); // a resend: answered from the ACK cache, logged as such
+      assert.equal(readAck(await c.next()).code, 'AA');
+      c.send(pcdMessage(other, { pid: false })); // refused (AE) and kept
+      assert.equal(readAck(await c.next()).code, 'AE');
+    } finally {
+      c.close();
+    }
+    const mine = await eventually(
+      () => {
+        const l = gw.logs.filter((x) => /hl7: (message accepted|resend of an accepted|message refused)/.test(x));
+        return l.length >= 3 ? l : undefined;
+      },
+      5000,
+      'the log lines of the three messages',
+    );
+    for (const line of gw.logs) {
+      assert.ok(!line.includes('55501234') && !line.includes('55509999'), `a log line carries the control id: ${line}`);
+    }
+    const hashes = mine.map((l) => (JSON.parse(l) as { controlIdHash?: string }).controlIdHash).filter(Boolean);
+    assert.ok(hashes.length >= 3 && hashes.every((h) => /^[0-9a-f]{16}$/.test(h as string)), JSON.stringify(hashes));
+    assert.equal(new Set(hashes.slice(-3)).size, 2, 'the two lines about one message share its hash');
+    // The refusal store (operator role) keeps the id itself, for whoever must find the message.
+    const kept = await fetch(`${gw.gateway.url}/api/refusals?controlId=${other}`).then((r) => r.json() as Promise<{ total: number }>);
+    assert.equal(kept.total, 1);
   });
 
   describe('conformance over the public samples (../shared/samples/hl7v2)', function () {

@@ -3,7 +3,8 @@
  * Pipeline with the hl7v2 adapter, the MLLP server on port 0 and the HTTP routes on port 0. Plus a small MLLP client.
  */
 import express from 'express';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,7 +15,7 @@ import type { DeviceAdapter, TranslationContext } from '../../src/core/contract.
 import { AdapterRegistry } from '../../src/adapters/registry.js';
 import { createHl7Adapter } from '../../src/hl7v2/adapter.js';
 import { defaultHl7Config, type Hl7Config } from '../../src/hl7v2/config.js';
-import { MllpDecoder, MllpServer, mllpFrame } from '../../src/channels/mllp/server.js';
+import { MllpDecoder, MllpServer, type MllpServerOptions, mllpFrame } from '../../src/channels/mllp/server.js';
 import { hl7Route } from '../../src/channels/mllp/http-route.js';
 import { Hl7Session } from '../../src/channels/mllp/session.js';
 import { RefusalStore } from '../../src/pipeline/refusals.js';
@@ -79,7 +80,12 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export async function startStack(redisUrl: string, overrides: Partial<Hl7Config> = {}, adapters?: DeviceAdapter[]): Promise<Stack> {
+export async function startStack(
+  redisUrl: string,
+  overrides: Partial<Hl7Config> = {},
+  adapters?: DeviceAdapter[],
+  serverOptions: Partial<Omit<MllpServerOptions, 'config' | 'session'>> = {},
+): Promise<Stack> {
   const config = defaultHl7Config({ mllpPort: 0, mllpHost: '127.0.0.1', ...overrides });
   const redis = new IORedis.default(redisUrl, { maxRetriesPerRequest: 1 });
   const queue = newQueue(redisUrl);
@@ -89,7 +95,7 @@ export async function startStack(redisUrl: string, overrides: Partial<Hl7Config>
   const refusals = new RefusalStore(redis);
   const service = new Hl7Session({ ingestor: pipeline, redis, refusals, config });
   refusals.replayWith('hl7v2', (entry) => service.replay(entry));
-  const mllp = new MllpServer({ config, session: service });
+  const mllp = new MllpServer({ ...serverOptions, config, session: service });
   const { port } = await mllp.start();
   const app = express();
   const open = () => (_req: unknown, _res: unknown, next: () => void) => next();
@@ -152,11 +158,13 @@ export class TestClient {
     for (const f of w) f();
   }
 
-  static connect(port: number, tlsOptions?: tls.ConnectionOptions): Promise<TestClient> {
+  /** `localAddress`: the source address (any of 127/8 routes to the loopback on Linux: a different peer). */
+  static connect(port: number, tlsOptions?: tls.ConnectionOptions, localAddress?: string): Promise<TestClient> {
     return new Promise((resolve, reject) => {
+      const from = localAddress ? { localAddress } : {};
       const s: net.Socket = tlsOptions
-        ? tls.connect({ host: '127.0.0.1', port, ...tlsOptions }, () => resolve(new TestClient(s)))
-        : net.connect({ host: '127.0.0.1', port }, () => resolve(new TestClient(s)));
+        ? tls.connect({ host: '127.0.0.1', port, ...from, ...tlsOptions }, () => resolve(new TestClient(s)))
+        : net.connect({ host: '127.0.0.1', port, ...from }, () => resolve(new TestClient(s)));
       s.once('error', reject);
     });
   }
@@ -208,4 +216,53 @@ export function pcdMessage(controlId: string, opts: { accept?: string; app?: str
       `OBX|2|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|${opts.value ?? 97}|262688^MDC_DIM_PERCENT^MDC|||||R|||20261123101405+0100`,
     ].join('\r') + '\r'
   );
+}
+
+/**
+ * Writes a test CA (ca.pem, ca.key), a server certificate for localhost and 127.0.0.1 (server.pem, server.key) and a
+ * client certificate (client.pem, client.key) into `dir` with the openssl CLI. False when openssl is not there.
+ */
+export function makeTestCerts(dir: string): boolean {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  try {
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test-ca');
+    for (const who of ['server', 'client']) {
+      ssl(
+        'req',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        `${who}.key`,
+        '-out',
+        `${who}.csr`,
+        '-subj',
+        `/CN=${who === 'server' ? 'localhost' : 'device-1'}`,
+      );
+      writeFileSync(
+        join(dir, `${who}.ext`),
+        who === 'server' ? 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' : 'extendedKeyUsage=clientAuth\n',
+      );
+      ssl(
+        'x509',
+        '-req',
+        '-in',
+        `${who}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${who}.pem`,
+        '-days',
+        '2',
+        '-extfile',
+        `${who}.ext`,
+      );
+    }
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -1,13 +1,12 @@
 import { strict as assert } from 'node:assert';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readAck } from '../../src/hl7v2/ack.js';
 import { createHl7Adapter } from '../../src/hl7v2/adapter.js';
 import { main, sendFile } from '../../src/channels/mllp/client.js';
-import { pcdMessage, type Stack, startStack, startTestRedis, TestClient, type TestRedisServer } from './helpers.js';
+import { makeTestCerts, pcdMessage, type Stack, startStack, startTestRedis, TestClient, type TestRedisServer } from './helpers.js';
 
 const fixturePath = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
@@ -107,47 +106,7 @@ describe('hl7v2 MLLP over TLS and the send-hl7 CLI', () => {
   const pem = (f: string) => readFileSync(join(dir, f));
   before(async function () {
     dir = mkdtempSync(join(tmpdir(), 'hl7-tls-'));
-    const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-    try {
-      ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test-ca');
-      for (const who of ['server', 'client']) {
-        ssl(
-          'req',
-          '-newkey',
-          'rsa:2048',
-          '-nodes',
-          '-keyout',
-          `${who}.key`,
-          '-out',
-          `${who}.csr`,
-          '-subj',
-          `/CN=${who === 'server' ? 'localhost' : 'device-1'}`,
-        );
-        writeFileSync(
-          join(dir, `${who}.ext`),
-          who === 'server' ? 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' : 'extendedKeyUsage=clientAuth\n',
-        );
-        ssl(
-          'x509',
-          '-req',
-          '-in',
-          `${who}.csr`,
-          '-CA',
-          'ca.pem',
-          '-CAkey',
-          'ca.key',
-          '-CAcreateserial',
-          '-out',
-          `${who}.pem`,
-          '-days',
-          '2',
-          '-extfile',
-          `${who}.ext`,
-        );
-      }
-    } catch {
-      this.skip(); // no openssl: TLS is covered where it is available
-    }
+    if (!makeTestCerts(dir)) this.skip(); // no openssl: TLS is covered where it is available
     redis = await startTestRedis();
   });
   after(async () => {

@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import {
+  DEFAULT_PARSE_LIMITS,
   decodeBytes,
   get,
   getRaw,
@@ -170,5 +171,68 @@ describe('hl7v2 payload splitting', () => {
     assert.equal(r.skippedLines, 1);
     const none = splitMessages('hello\rworld\r');
     assert.deepEqual(none.messages, ['hello\rworld\r']);
+  });
+});
+
+describe('hl7v2 parser limits (time and memory bounded per message)', () => {
+  const HEAD = 'MSH|^~\\&|APP|FAC|RAPP|RFAC|20261123101500||ORU^R01^ORU_R01|C-9|P|2.6\r';
+  const refused = (text: string, limits = DEFAULT_PARSE_LIMITS): Hl7ParseError => {
+    try {
+      parseMessage(text, { limits });
+    } catch (e) {
+      assert.ok(e instanceof Hl7ParseError, String(e));
+      return e;
+    }
+    assert.fail('the message was parsed');
+  };
+
+  it('refuses 1 MB of repetition separators before the package parses it, naming the limit and the field', () => {
+    const before = process.memoryUsage().heapUsed;
+    const e = refused(`${HEAD}PID|||${'~'.repeat(1048000)}\r`);
+    // Without the limit the package builds a million repetition objects (about 700 MB of heap).
+    assert.ok(process.memoryUsage().heapUsed - before < 100 * 1024 * 1024, 'the refusal costs little memory');
+    assert.equal(e.code, 207);
+    assert.match(e.message, /PID-3 has more than 100 repetitions \(HL7_MAX_REPETITIONS = 100\)/);
+    assert.deepEqual(e.location, { segment: 'PID', sequence: 1, field: 3 });
+    assert.equal(e.header?.controlId, 'C-9', 'the header is known, so the AR echoes MSH-10');
+  });
+
+  const tight = { segments: 4, fields: 14, repetitions: 2, components: 3, subComponents: 2, elements: 30 };
+  const cases: [string, string, RegExp, object][] = [
+    ['segments', `${HEAD}${'NTE|1\r'.repeat(4)}`, /more than 4 segments \(HL7_MAX_SEGMENTS/, { segment: 'NTE', sequence: 4 }],
+    ['fields', `${HEAD}PID${'|x'.repeat(15)}\r`, /PID has more than 14 fields \(HL7_MAX_FIELDS/, { segment: 'PID', sequence: 1 }],
+    ['repetitions', `${HEAD}PID|||a~b~c\r`, /PID-3 has more than 2 repetitions/, { segment: 'PID', sequence: 1, field: 3 }],
+    ['components', `${HEAD}NTE|1\rNTE|||a^b^c^d\r`, /NTE-3 has more than 3 components/, { segment: 'NTE', sequence: 2, field: 3 }],
+    [
+      'sub-components',
+      `${HEAD}PID|||a^b^c&d&e\r`,
+      /PID-3.3 has more than 2 sub-components \(HL7_MAX_SUBCOMPONENTS/,
+      { segment: 'PID', sequence: 1, field: 3, component: 3 },
+    ],
+    [
+      'elements in all',
+      `${HEAD}OBX|1|2\rOBX|1|2|3^4\rOBX${'|x'.repeat(14)}\r`,
+      /more than 30 fields, repetitions, components and sub-components/,
+      {},
+    ],
+  ];
+  for (const [what, text, re, where] of cases) {
+    it(`refuses too many ${what}, located`, () => {
+      const e = refused(text, tight);
+      assert.match(e.message, re);
+      for (const [k, v] of Object.entries(where)) assert.equal((e.location as unknown as Record<string, unknown>)[k], v, k);
+    });
+  }
+
+  it('counts neither the delimiters of MSH-2 nor escaped delimiters', () => {
+    const m = parseMessage(`${HEAD}PID|||a\\R\\b\\R\\c\\R\\d\r`, { limits: { ...tight, elements: 1000 } });
+    assert.equal(get(segment(m, 'PID'), 3), 'a~b~c~d');
+  });
+
+  it('passes every fixture with the default limits', () => {
+    for (const f of ['pcd01-monitor.hl7', 'oru-lab.hl7', 'adt-a01.hl7', 'adt-a40.hl7', 'pcd01-spo2-lf.hl7']) {
+      const { text, charset } = decodeBytes(fixture(f));
+      for (const m of splitMessages(text).messages) parseMessage(m, { charset });
+    }
   });
 });

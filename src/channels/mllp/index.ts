@@ -48,7 +48,9 @@ export function mllpChannel(deps: MllpChannelDeps): MllpChannel {
     answerWithinMs: deps.answerWithinMs,
   });
   deps.refusals.replayWith('hl7v2', (entry) => session.replay(entry));
-  const server = config.mllpEnabled ? new MllpServer({ config, logger: deps.log, session }) : undefined;
+  const server = config.mllpEnabled
+    ? new MllpServer({ config, logger: deps.log, session, metrics, isKnownPeer: (address) => deps.senders.knowsAddress(address) })
+    : undefined;
   if (server) metrics.gauge('mllp_connections', () => server.connections);
   return {
     name: 'mllp',

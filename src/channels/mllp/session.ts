@@ -8,6 +8,7 @@
  * or Redis down, the device's held-reading cap, an internal error) is AE/CE "resend later" and is not kept: the sender
  * must resend. The acknowledgement rules of original and enhanced mode are in docs/hl7v2.md.
  */
+import { createHmac, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
 import type { InboundMessage, Principal } from '../../core/contract.js';
@@ -30,10 +31,25 @@ import {
 } from '../../hl7v2/parse.js';
 import { AckCache, contentHash } from './ack-cache.js';
 import { withTimeout } from '../../queue/queue.js';
-import type { Refusal, RefusalStore, ReplayResult } from '../../pipeline/refusals.js';
+import type { PayloadInfo, Refusal, RefusalStore, ReplayResult } from '../../pipeline/refusals.js';
 import { senderOf } from '../../hl7v2/translate-common.js';
 
-/** The subset of a pino logger the channel uses. Logs carry no PHI: control ids, types, sender applications. */
+/**
+ * A control id as logs carry it. MSH-10 is whatever the sender put there, and some senders put an MRN or an accession
+ * number: logs carry an HMAC-SHA256 of it (16 hex digits) under a key made when the process starts. Lines of one
+ * process about one message share it; it cannot be turned back into the id, nor matched against guessed ids. The
+ * refusal store (operator role) keeps the id itself, searchable with ?controlId=.
+ */
+export function logRef(controlId: string | undefined): string | undefined {
+  if (controlId === undefined || controlId === '') return undefined;
+  return createHmac('sha256', LOG_KEY).update(controlId).digest('hex').slice(0, 16);
+}
+const LOG_KEY = randomBytes(32);
+
+/** A header field as logs carry it: at most 64 characters (a hostile MSH-3 can be a megabyte). */
+const logText = (s: string | undefined) => (s && s.length > 64 ? `${s.slice(0, 64)}…` : s);
+
+/** The subset of a pino logger the channel uses. Logs carry no PHI: hashed control ids, types, sender applications. */
 export interface Hl7Logger {
   info(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
@@ -196,7 +212,7 @@ export class Hl7Session {
   }
 
   /** An MLLP frame larger than MLLP_MAX_FRAME_BYTES: AR (or CR) from what its head says; the head is kept. */
-  async refuseOversized(head: Buffer, size: number, meta: ReceiveMeta): Promise<HandleResult> {
+  async refuseOversized(head: Buffer, size: number, meta: ReceiveMeta, sha256 = ''): Promise<HandleResult> {
     const { text, charset } = decodeBytes(head, this.deps.config.defaultCharset);
     const first = splitMessages(text).messages[0] ?? '';
     let header: MshHeader | undefined;
@@ -209,7 +225,12 @@ export class Hl7Session {
       code: Hl7ErrorCode.applicationInternalError,
       text: `the frame (${size} bytes) exceeds the maximum of ${this.deps.config.maxFrameBytes} bytes; it was not processed`,
     };
-    const o = await this.refuse(header, 'not-acceptable', [err], `${first}[truncated: frame of ${size} bytes]`, charset, meta);
+    const o = await this.refuse(header, 'not-acceptable', [err], first, charset, meta, 422, undefined, {
+      bytes: size,
+      sha256,
+      truncated: true,
+      keptBytes: 0,
+    });
     this.count(meta, o);
     return { responses: o.acks, charset, outcomes: [o] };
   }
@@ -258,6 +279,7 @@ export class Hl7Session {
     meta: ReceiveMeta,
     status = 422,
     oo?: OperationOutcome,
+    payloadInfo?: PayloadInfo,
   ): Promise<MessageOutcome> {
     // In enhanced mode a refused message counts as committed only once it is kept (CA + AE); otherwise CE (resend).
     const keep = !!this.refusals && !meta.replayOf;
@@ -291,10 +313,11 @@ export class Hl7Session {
           ...(meta.principal ? { principal: meta.principal } : {}),
           raw,
           charset,
+          ...(payloadInfo ? { payloadInfo } : {}),
         });
       } catch (err) {
         this.logger.error(
-          { err: (err as Error).message, controlId: header?.controlId },
+          { err: (err as Error).message, controlIdHash: logRef(header?.controlId) },
           'hl7: the refused message could not be kept in Redis',
         );
         answer(false);
@@ -303,9 +326,9 @@ export class Hl7Session {
     this.logger.warn(
       {
         channel: meta.channel,
-        controlId: header?.controlId,
+        controlIdHash: logRef(header?.controlId),
         type: messageType,
-        app: header?.sendingApplication,
+        app: logText(header?.sendingApplication),
         ack: codes.join('/'),
         errors: errors.map((e) => e.code),
         rejectedId,
@@ -380,7 +403,7 @@ export class Hl7Session {
     }
     let msg: Hl7Message;
     try {
-      msg = parseMessage(text, { charset });
+      msg = parseMessage(text, { charset, limits: this.deps.config.parseLimits });
     } catch (e) {
       const pe =
         e instanceof Hl7ParseError ? e : new Hl7ParseError(`the message cannot be parsed: ${(e as Error).message}`, Hl7ErrorCode.dataType);
@@ -394,7 +417,7 @@ export class Hl7Session {
       );
       if (cached?.h === hash) {
         this.logger.info(
-          { channel: meta.channel, controlId: header.controlId, type, app: header.sendingApplication },
+          { channel: meta.channel, controlIdHash: logRef(header.controlId), type, app: logText(header.sendingApplication) },
           'hl7: resend of an accepted message; answered with the original ACK, not queued again',
         );
         return {
@@ -408,7 +431,7 @@ export class Hl7Session {
       }
       if (cached)
         this.logger.warn(
-          { controlId: header.controlId, app: header.sendingApplication },
+          { controlIdHash: logRef(header.controlId), app: logText(header.sendingApplication) },
           'hl7: control id reused with different content; processed as a new message',
         );
     }
@@ -434,7 +457,7 @@ export class Hl7Session {
       );
       if (type === 'ADT^A40')
         this.logger.info(
-          { controlId: header.controlId, app: header.sendingApplication },
+          { controlIdHash: logRef(header.controlId), app: logText(header.sendingApplication) },
           'hl7: ADT^A40 (merge) acknowledged and logged; patient merges are not applied by the gateway',
         );
       const { codes, acks } = this.acksFor(header, 'accepted', []);
@@ -446,9 +469,9 @@ export class Hl7Session {
       this.logger.info(
         {
           channel: meta.channel,
-          controlId: header.controlId,
+          controlIdHash: logRef(header.controlId),
           type,
-          app: header.sendingApplication,
+          app: logText(header.sendingApplication),
           jobs: result.jobIds.length,
           observations: result.observations,
           ack: codes.join('/'),
@@ -463,7 +486,7 @@ export class Hl7Session {
         if (e.status === 500)
           this.logger.error(
             {
-              controlId: header.controlId,
+              controlIdHash: logRef(header.controlId),
               type,
               err: (err as Error)?.name ?? typeof err,
               frames: (err as Error)?.stack?.split('\n').slice(1, 8).join('\n'),
@@ -474,7 +497,7 @@ export class Hl7Session {
         const errors: AckError[] = [{ code: Hl7ErrorCode.applicationInternalError, text }];
         const { codes, acks } = this.acksFor(header, 'failed', errors);
         this.logger.warn(
-          { channel: meta.channel, controlId: header.controlId, type, status: e.status, ack: codes.join('/') },
+          { channel: meta.channel, controlIdHash: logRef(header.controlId), type, status: e.status, ack: codes.join('/') },
           'hl7: message not accepted now; the sender must resend',
         );
         return {
