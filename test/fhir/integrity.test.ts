@@ -237,6 +237,8 @@ describe('integrity of readings through the gateway: HTTP JSON and MLLP', functi
       ADMIN_API_KEY: ADMIN,
       UNKNOWN_DEVICE_POLICY: 'accept',
       MLLP_PORT: String(mllpPort),
+      // A real EHR is configured: MLLP is closed unless told who may send (test/hl7v2/sender-allowlist.test.ts).
+      MLLP_ALLOW_ANY_SENDER: 'true',
       INGEST_MAX_BODY_BYTES: '1048576',
     });
   });
