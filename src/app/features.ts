@@ -35,9 +35,18 @@ import { PLUGIN_KEYS } from '../adapters/config.js';
 import { configureTemplateLimits, readTemplateLimits, templateLimits } from '../adapters/limits.js';
 import { closeTemplatePool, templatePool } from '../adapters/mapping/pool.js';
 import { createRegistration } from '../registration/service.js';
+import { CONSOLE_KEYS } from '../console/config.js';
 
 /** Every key of every feature, in the order --help prints them. */
-export const ALL_KEYS: readonly ConfigKey[] = [...CORE_KEYS, ...MAPPING_KEYS, ...PLUGIN_KEYS, ...HL7_KEYS, ...DEVICE_KEYS, ...MQTT_KEYS];
+export const ALL_KEYS: readonly ConfigKey[] = [
+  ...CORE_KEYS,
+  ...MAPPING_KEYS,
+  ...PLUGIN_KEYS,
+  ...HL7_KEYS,
+  ...DEVICE_KEYS,
+  ...MQTT_KEYS,
+  ...CONSOLE_KEYS,
+];
 
 /**
  * Loads and checks the whole configuration: the core keys and every feature fragment, with every error of every
