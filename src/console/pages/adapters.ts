@@ -98,8 +98,8 @@ async function check(d: Draft, vendor: string): Promise<Html> {
   return html`<div id="check" aria-live="polite">
 ${errors.length ? html`<p class="error" role="alert">${errors.length} error(s): the mapping cannot be saved as it is.</p>` : html`<p class="ok" role="status">No errors: the sample translates into valid resources.</p>`}
 ${issues.length ? html`<ul id="issues">${issues.map((i) => html`<li class="${i.severity === 'error' ? 'error' : 'warn'}" data-file="${i.file ?? ''}" data-path="${i.path}"><code>${i.file ?? ''} ${i.path}</code>: ${i.message}</li>`)}</ul>` : ''}
-<div class="side"><section aria-labelledby="h-readings"><h3 id="h-readings">Normalized readings</h3><pre id="readings">${json(readings)}</pre></section>
-<section aria-labelledby="h-bundle"><h3 id="h-bundle">FHIR Bundle that would be sent</h3><pre id="bundle">${json(bundles)}</pre></section></div></div>`;
+<div class="side"><section aria-labelledby="h-readings"><h3 id="h-readings">Normalized readings</h3><pre tabindex="0" id="readings">${json(readings)}</pre></section>
+<section aria-labelledby="h-bundle"><h3 id="h-bundle">FHIR Bundle that would be sent</h3><pre tabindex="0" id="bundle">${json(bundles)}</pre></section></div></div>`;
 }
 
 function draftOf(c: Ctx): Draft {
@@ -175,12 +175,12 @@ async function adapterPage(c: Ctx, draft?: Draft, notice?: Html, status = 200): 
     html`${head}
 ${manage ? html`<form method="post" action="/console/adapters/${enc(a.id)}/${toggle}" hx-confirm="${toggle === 'disable' ? 'Disable this adapter? Data sent to it will be refused.' : 'Enable this adapter?'}">${csrfField(c.csrf)}<button type="submit" class="${toggle === 'disable' ? 'danger' : ''}">${toggle === 'disable' ? 'Disable' : 'Enable'}</button></form>` : ''}
 <h2>Mapping editor</h2>
-${manage ? editor(c, d, false, await check(d, vendorOf(c, d)), notice) : html`<p class="muted">Only the owning vendor and admins edit a mapping.</p><pre>${d.deviceMapping}</pre><pre>${d.fhirMapping}</pre>`}
+${manage ? editor(c, d, false, await check(d, vendorOf(c, d)), notice) : html`<p class="muted">Only the owning vendor and admins edit a mapping.</p><pre tabindex="0">${d.deviceMapping}</pre><pre tabindex="0">${d.fhirMapping}</pre>`}
 <h2>Version history</h2>
 <table id="versions"><thead><tr><th scope="col">Version</th><th scope="col">Registered</th><th scope="col">By</th><th scope="col">Description</th><th scope="col">Changes from the version before</th></tr></thead><tbody>${versions.map(
       (v) => {
         const prev = a.versions?.find((p) => p.version === v.version - 1);
-        return html`<tr><td>${v.version}${v.current ? ' (current)' : ''}</td><td>${fmtTime(v.registeredAt)}</td><td>${v.registeredBy}</td><td>${v.description ?? ''}</td><td>${prev ? html`<details><summary>diff</summary><pre class="diff">${lineDiff(json({ deviceMapping: prev.deviceMapping, fhirMapping: prev.fhirMapping }), json({ deviceMapping: v.deviceMapping, fhirMapping: v.fhirMapping }))}</pre></details>` : 'first version'}</td></tr>`;
+        return html`<tr><td>${v.version}${v.current ? ' (current)' : ''}</td><td>${fmtTime(v.registeredAt)}</td><td>${v.registeredBy}</td><td>${v.description ?? ''}</td><td>${prev ? html`<details><summary>diff</summary><pre tabindex="0" class="diff">${lineDiff(json({ deviceMapping: prev.deviceMapping, fhirMapping: prev.fhirMapping }), json({ deviceMapping: v.deviceMapping, fhirMapping: v.fhirMapping }))}</pre></details>` : 'first version'}</td></tr>`;
       },
     )}</tbody></table>`,
     status,

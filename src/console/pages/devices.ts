@@ -192,7 +192,7 @@ ${
     : html`<p class="muted">${creds.ok ? 'No key issued.' : reasonOf(creds)}</p>`
 }
 ${c.principal.role === 'operator' ? '' : html`<form method="post" action="/console/devices/${enc(d.id)}/credentials" hx-post="/console/devices/${enc(d.id)}/credentials" hx-target="body">${csrfField(c.csrf)}<button type="submit">Issue a new key</button></form>`}
-${held?.ok ? html`<h2>Held readings</h2>${held.body.total ? html`<p>${held.body.total} reading(s) held until the device is activated.</p><pre>${json(held.body.readings)}</pre>` : html`<p class="muted">None.</p>`}` : ''}
+${held?.ok ? html`<h2>Held readings</h2>${held.body.total ? html`<p>${held.body.total} reading(s) held until the device is activated.</p><pre tabindex="0">${json(held.body.readings)}</pre>` : html`<p class="muted">None.</p>`}` : ''}
 ${audit?.ok ? html`<h2>Audit history</h2>${auditTable(audit.body)}` : operator ? '' : html`<p class="muted">The audit history is shown to operators.</p>`}`,
   );
 }

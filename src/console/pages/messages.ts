@@ -163,8 +163,8 @@ async function detail(c: Ctx, notice?: Html): Promise<void> {
   const payload = kind === 'refusal' ? (m.raw ?? json(m.body)) : json(m.job?.translations);
   const answer =
     kind === 'refusal' && m.hl7
-      ? html`<h3>HL7 ACK ${m.hl7.ackCode} (ERR)</h3><pre>${json(m.hl7.errors)}</pre><h3>OperationOutcome</h3><pre>${json(m.outcome)}</pre>`
-      : html`<h3>OperationOutcome${m.httpStatus ? ` (EHR answered ${m.httpStatus})` : ''}</h3><pre>${json(m.outcome ?? null)}</pre>`;
+      ? html`<h3>HL7 ACK ${m.hl7.ackCode} (ERR)</h3><pre tabindex="0">${json(m.hl7.errors)}</pre><h3>OperationOutcome</h3><pre tabindex="0">${json(m.outcome)}</pre>`
+      : html`<h3>OperationOutcome${m.httpStatus ? ` (EHR answered ${m.httpStatus})` : ''}</h3><pre tabindex="0">${json(m.outcome ?? null)}</pre>`;
   c.page(
     kind === 'refusal' ? 'Refused message' : 'Dead letter',
     'Messages',
@@ -173,7 +173,7 @@ async function detail(c: Ctx, notice?: Html): Promise<void> {
 <dt>${kind === 'refusal' ? 'Received' : 'Dead since'}</dt><dd>${fmtTime(m.receivedAt ?? m.deadAt)}</dd>${m.replays ? html`<dt>Replays</dt><dd>${m.replays}</dd>` : ''}</dl>
 <form method="post" action="/console/messages/${kind}/${enc(id)}/replay">${csrfField(c.csrf)}<button type="submit">Replay</button></form>
 <div class="side">
-<section aria-labelledby="h-payload"><h2 id="h-payload">${kind === 'refusal' ? 'Raw payload' : 'Readings of the job'}</h2><pre>${payload}</pre></section>
+<section aria-labelledby="h-payload"><h2 id="h-payload">${kind === 'refusal' ? 'Raw payload' : 'Readings of the job'}</h2><pre tabindex="0">${payload}</pre></section>
 <section aria-labelledby="h-reason"><h2 id="h-reason">Reason</h2><p class="error">${m.reason}</p>${answer}</section>
 </div>`,
   );
