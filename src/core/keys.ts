@@ -14,6 +14,7 @@
  *   gw:vendor:*                       vendors (devices/)
  *   gw:adapter:*, gw:adapters:*       registered adapters and their change counter and channel (registration/)
  *   gw:audit                          the audit trail (audit/store.ts)
+ *   gw:console:session:<sha256>       console sessions (console/session.ts)
  *   bull:<QUEUE_NAME>:*               the delivery queue (bull; queue/queue.ts)
  */
 export const KEYS = {
