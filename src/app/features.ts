@@ -36,6 +36,7 @@ import { PLUGIN_KEYS } from '../adapters/config.js';
 import { configureTemplateLimits, readTemplateLimits, templateLimits } from '../adapters/limits.js';
 import { closeTemplatePool, templatePool } from '../adapters/mapping/pool.js';
 import { createRegistration } from '../registration/service.js';
+import { CONSOLE_KEYS } from '../console/config.js';
 
 /** Every key of every feature, in the order --help prints them. */
 export const ALL_KEYS: readonly ConfigKey[] = [
@@ -46,6 +47,7 @@ export const ALL_KEYS: readonly ConfigKey[] = [
   ...HL7_KEYS,
   ...DEVICE_KEYS,
   ...MQTT_KEYS,
+  ...CONSOLE_KEYS,
 ];
 
 /**

@@ -37,6 +37,7 @@ import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { withoutCredentials } from '../observability/redact.js';
 import { initValidation } from '../fhir/validate.js';
+import { type Console, ConsoleStats, createConsole, readConsoleConfig } from '../console/index.js';
 import { buildFeatures, type Features } from './features.js';
 import { readiness, statusRoutes } from './status.js';
 
@@ -93,6 +94,9 @@ export class Gateway {
   access?: AccessControl;
   refusals?: RefusalStore;
   features?: Features;
+  /** What the console's overview counts (fed by the pipeline and the worker of this process). */
+  readonly stats = new ConsoleStats();
+  console?: Console;
   private server?: Server;
   private embedded?: EmbeddedRedis;
   private starting?: Promise<void>;
@@ -182,6 +186,7 @@ export class Gateway {
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
     const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics, config.deliveryBatchMax) : undefined;
     if (pipeline) pipeline.checks = readReadingChecks(config.raw);
+    if (pipeline) pipeline.observer = this.stats;
     if (config.sandbox) {
       this.sandbox = await createSandboxEhr({
         dataDir: config.sandboxDataDir,
@@ -220,7 +225,22 @@ export class Gateway {
     // The sandbox takes an operator credential; this process's own delivery presents a key made here (access/sandbox.ts).
     const sandboxKey = randomBytes(32).toString('base64url');
     const breakers = () => (deliver && this.ehr?.breaker ? [this.ehr.breaker] : []);
-    const app = createApp({
+    const consoleConfig = readConsoleConfig(config.raw);
+    let app: ReturnType<typeof createApp> | undefined;
+    this.console = consoleConfig.enabled
+      ? createConsole({
+          config: consoleConfig,
+          redis: this.redis,
+          access: features.devices.access,
+          audit: features.devices.audit,
+          queue,
+          stats: this.stats,
+          app: () => app as NonNullable<typeof app>,
+          log,
+          maxBodyBytes: config.ingestMaxBodyBytes,
+        })
+      : undefined;
+    app = createApp({
       log,
       readiness: readiness(queue, () => this.ehr, breakers, deliver),
       sandbox: this.sandbox ? protectedSandbox(this.sandbox.router, sandboxKey, requireRole('operator')) : undefined,
@@ -247,6 +267,7 @@ export class Gateway {
         refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
         ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
         ...features.routers,
+        ...(this.console ? [this.console.router] : []),
       ],
     });
     // Not app.listen: express 5 calls its callback on a listen error too, so a busy port looked like a start.
@@ -290,6 +311,7 @@ export class Gateway {
         log,
         this.metrics,
       );
+      this.worker.observer = this.stats;
       this.worker.start();
     }
     for (const part of features.parts) {
@@ -298,6 +320,7 @@ export class Gateway {
         throw err;
       });
     }
+    await this.console?.start();
     if (config.sandbox) {
       log.warn(
         { fhirBaseUrl },
@@ -351,6 +374,7 @@ export class Gateway {
     const log = this.log;
     const server = this.server;
     const closed = server ? new Promise<void>((res) => server.close(() => res())) : Promise.resolve();
+    await this.console?.stop();
     for (const part of [...(this.features?.parts ?? [])].reverse())
       await part.stop().catch((err: Error) => log.warn({ error: err.message }, 'a part failed to stop'));
     server?.closeIdleConnections();

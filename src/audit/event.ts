@@ -38,6 +38,9 @@ export const AuditKinds = {
   adapterEnabled: 'adapter-enable',
   adapterDisabled: 'adapter-disable',
   adapterDeleted: 'adapter-deleted',
+  consoleSignIn: 'console-sign-in',
+  consoleSignOut: 'console-sign-out',
+  consoleAction: 'console-action',
 } as const;
 export type AuditKind = (typeof AuditKinds)[keyof typeof AuditKinds];
 
@@ -90,6 +93,20 @@ function classify(kind: AuditKind): { type: Coding; subtype: Coding[]; action: A
         subtype: [{ system: DCM, code: '110122', display: 'Login' }, own(kind)],
         action: 'E',
       };
+    case 'console-sign-in':
+      return {
+        type: { system: DCM, code: '110114', display: 'User Authentication' },
+        subtype: [{ system: DCM, code: '110122', display: 'Login' }, own(kind)],
+        action: 'E',
+      };
+    case 'console-sign-out':
+      return {
+        type: { system: DCM, code: '110114', display: 'User Authentication' },
+        subtype: [{ system: DCM, code: '110123', display: 'Logout' }, own(kind)],
+        action: 'E',
+      };
+    case 'console-action':
+      return { type: rest, subtype: [own(kind)], action: 'E' };
     case 'data-refused':
       return { type: security, subtype: [{ system: DCM, code: '110129', display: 'Access Control' }, own(kind)], action: 'C' };
     default:

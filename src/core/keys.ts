@@ -16,6 +16,7 @@
  *   gw:vendor:*                       vendors (devices/)
  *   gw:adapter:*, gw:adapters:*       registered adapters and their change counter and channel (registration/)
  *   gw:audit, gw:audit:security       the audit trail: lifecycle and security streams, capped apart (audit/store.ts)
+ *   gw:console:session:<sha256>       console sessions (console/session.ts)
  *   bull:<QUEUE_NAME>:*               the delivery queue (bull; queue/queue.ts)
  */
 export const KEYS = {

@@ -46,13 +46,30 @@ export function backoffDelay(attemptsMade: number, err: Error | undefined, baseM
   return Math.round(exp / 2 + Math.random() * (exp / 2));
 }
 
+const where = (job: QueuedJob) => ({ adapterId: job.data.adapterId, channel: job.data.channel, receivedAt: job.data.receivedAt });
+
 /** What the EHR answered, for a dead letter: nothing when it did not answer or the gateway refused on its own. */
 function ehrAnswer(e: Error): { httpStatus?: number; outcome?: OperationOutcome } {
   const ehr = e instanceof PermanentError ? e.ehr : e instanceof EhrError ? e : undefined;
   return ehr?.ehrStatus === undefined ? {} : { httpStatus: ehr.ehrStatus, outcome: ehr.outcome };
 }
 
+/** How a job (or one of its readings) was settled. For in-process statistics (the console). */
+export interface DeliveryEvent {
+  adapterId: string;
+  channel: string;
+  /** When the message was received at the door: ingest→EHR latency. */
+  receivedAt: string;
+  outcome: 'delivered' | 'retry' | 'dead-letter';
+  error?: string;
+}
+
+export interface DeliveryObserver {
+  settled(e: DeliveryEvent): void;
+}
+
 export class DeliveryWorker {
+  observer?: DeliveryObserver;
   /** Jobs this process has dead-lettered (whole, or some readings), removed from bull once it has recorded them as done. */
   private readonly deadLettered = new Set<string>();
   private readonly patients: PatientLookup;
@@ -141,6 +158,7 @@ export class DeliveryWorker {
       job: data,
     });
     this.metrics.inc('delivery_dead_letters_total', { kind });
+    this.observer?.settled({ ...where(job), outcome: 'dead-letter', error: e.message });
     const adapter = job.data.adapterId;
     this.log.warn({ jobId: job.id, reading, adapter, attempt: attempts, status: httpStatus, reason: e.message }, 'dead letter');
   }
@@ -231,6 +249,7 @@ export class DeliveryWorker {
       if (given) this.deadLettered.add(String(job.id));
       this.metrics.inc('delivery_jobs_total', { outcome: 'delivered' });
       this.metrics.inc('delivery_observations_total', {}, outcome.observations);
+      if (given < results.length) this.observer?.settled({ ...where(job), outcome: 'delivered' });
       const { transactionEntries: entries, batchSize: batch } = outcome;
       this.log.debug(
         { jobId: job.id, adapter: job.data.adapterId, attempt, readings: readings.length, given, entries, batch },
@@ -248,6 +267,7 @@ export class DeliveryWorker {
         await job.discard();
       } else {
         this.metrics.inc('delivery_jobs_total', { outcome: 'retry' });
+        this.observer?.settled({ ...where(job), outcome: 'retry', error: e.message });
       }
       throw e;
     }

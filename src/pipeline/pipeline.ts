@@ -48,6 +48,19 @@ export interface GuardDecision {
   commit(): Promise<Reading[]>;
 }
 
+/** One message through the pipeline: queued (acknowledged) or refused. For in-process statistics (the console). */
+export interface IngestEvent {
+  adapterId: string;
+  channel: string;
+  outcome: 'queued' | 'refused';
+  /** Readings queued (held ones not counted). */
+  readings: number;
+}
+
+export interface IngestObserver {
+  ingested(e: IngestEvent): void;
+}
+
 export interface IngestGuard {
   decide(adapterId: string, message: InboundMessage, readings: Reading[]): Promise<GuardDecision>;
 }
@@ -105,6 +118,7 @@ export class Pipeline implements Ingestor {
   guard?: IngestGuard;
   /** Plausible ranges and the time window of effective times (fhir/plausibility.ts); the built-in defaults when unset. */
   checks?: ReadingChecks;
+  observer?: IngestObserver;
 
   constructor(
     private readonly registry: AdapterRegistry,
@@ -155,10 +169,9 @@ export class Pipeline implements Ingestor {
       } else this.validateAll(translations, message, this.registry.get(adapterId));
     } catch (err) {
       // Label with a registered id only: ids from URLs would grow the metrics without bound.
-      this.metrics?.inc('ingest_refused_total', {
-        adapter: this.registry.get(adapterId) ? adapterId : 'unknown',
-        channel: message.channel,
-      });
+      const adapter = this.registry.get(adapterId) ? adapterId : 'unknown';
+      this.metrics?.inc('ingest_refused_total', { adapter, channel: message.channel });
+      this.observer?.ingested({ adapterId: adapter, channel: message.channel, outcome: 'refused', readings: 0 });
       throw err;
     }
     const deliverable = translations.filter((t) => t.observations.length || t.devices.length || t.patients?.length);
@@ -167,6 +180,7 @@ export class Pipeline implements Ingestor {
     const observations = translations.reduce((n, t) => n + t.observations.length, 0);
     this.metrics?.inc('ingest_accepted_total', { adapter: adapterId, channel: message.channel }, jobs.length);
     this.metrics?.inc('ingest_observations_total', { adapter: adapterId, channel: message.channel }, observations);
+    this.observer?.ingested({ adapterId, channel: message.channel, outcome: 'queued', readings: deliverable.length });
     return { jobIds, translations, observations, held };
   }
 }

@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 const LAYERS: Readonly<Record<string, number>> = {
   app: 6,
   channels: 5,
+  console: 5,
   devices: 5,
   registration: 5,
   access: 4,

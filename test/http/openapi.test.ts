@@ -48,6 +48,9 @@ const MIDDLEWARE = new Set([
   'expressInit',
 ]);
 
+/** The mount of the operations console's pages (and bull-board under it). */
+const CONSOLE = '/console';
+
 /** express path syntax (path-to-regexp 8) → OpenAPI: ':id' → '{id}'. Anything fancier must be taught here first. */
 function toOpenApiPath(p: string): string {
   if (/[*?(){}]/.test(p.replace(/\$translate/, ''))) throw new Error(`route path '${p}' uses syntax this test does not translate yet`);
@@ -62,6 +65,8 @@ function registeredRoutes(app: any): Registered {
       const raw = layer.rawPath as unknown;
       if (typeof raw !== 'string') throw new Error(`a layer with a non-string path (${String(raw)}): teach the test its syntax`);
       const here = raw === '/' ? prefix : prefix + raw;
+      // The operations console (docs/console.md) serves HTML pages to a browser session, not the API: not in the document.
+      if (here === CONSOLE || here.startsWith(`${CONSOLE}/`)) continue;
       if (layer.route) {
         for (const [m, on] of Object.entries(layer.route.methods as Record<string, boolean>)) {
           if (on && m !== '_all') out.routes.add(`${m} ${toOpenApiPath(prefix + layer.route.path) || '/'}`);
