@@ -33,6 +33,7 @@ import type { RefusalStore } from '../pipeline/refusals.js';
 import type { DeliveryQueue } from '../queue/queue.js';
 import { PLUGIN_KEYS } from '../adapters/config.js';
 import { createRegistration } from '../registration/service.js';
+import { readSandboxClients } from '../sandbox/auth.js';
 
 /** Every key of every feature, in the order --help prints them. */
 export const ALL_KEYS: readonly ConfigKey[] = [...CORE_KEYS, ...MAPPING_KEYS, ...PLUGIN_KEYS, ...HL7_KEYS, ...DEVICE_KEYS, ...MQTT_KEYS];
@@ -57,6 +58,8 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Config 
   const raw = config?.raw ?? loadKeys(ALL_KEYS, env).values;
   const core = config ?? { deviceIdentifierSystem: '', patientIdentifierSystem: '' };
   collect(() => readDeviceConfig(raw, core));
+  if (raw.get('SANDBOX_AUTH') === 'smart' && raw.get('SANDBOX_SMART_CLIENTS'))
+    errors.push(...readSandboxClients(raw.get('SANDBOX_SMART_CLIENTS') as string).errors);
   errors.push(...new MllpAllowList((raw.get('MLLP_ALLOWED_SENDERS') as string[] | undefined) ?? []).errors, ...readHl7Config(raw).errors);
   if (errors.length || !config) throw new ConfigError([...new Set(errors)]);
   return config;
