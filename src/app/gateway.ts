@@ -25,6 +25,8 @@ import { deadLetterRoutes } from '../delivery/routes.js';
 import { EhrClient } from '../delivery/ehr-client.js';
 import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
 import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
+import { readSandboxClients } from '../sandbox/auth.js';
+import { jwksRoutes, prepareEhrAuth } from '../ehr-auth/index.js';
 import { createApp } from '../http/app.js';
 import { openApiRoutes } from '../http/openapi.js';
 import { MEASUREMENTS_SCHEMA } from '../adapters/measurements-format.js';
@@ -116,6 +118,8 @@ export class Gateway {
 
   private async doStart(): Promise<void> {
     const { config, log } = this;
+    // First: a bad key or certificate file stops the start before anything runs.
+    const ehrAuth = await prepareEhrAuth(config.ehrAuth);
     initValidation();
     let redisUrl = config.redisUrl;
     if (!redisUrl) {
@@ -178,7 +182,9 @@ export class Gateway {
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
     const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics, config.deliveryBatchMax) : undefined;
     if (config.sandbox) {
+      const { mode, clients, tokenLifetimeS } = config.sandboxAuth;
       this.sandbox = await createSandboxEhr({
+        auth: mode === 'smart' ? { clients: readSandboxClients(clients).clients, tokenLifetimeS } : undefined,
         dataDir: config.sandboxDataDir,
         onFolderTaken: (owner) =>
           log.warn(
@@ -228,10 +234,12 @@ export class Gateway {
           ingest,
           sandbox: !!this.sandbox,
           mqtt: features.channels.some((c) => c.name === 'mqtt'),
+          jwks: !!ehrAuth.keys,
           measurementsSchema: MEASUREMENTS_SCHEMA,
         }),
         deadLetterRoutes({ deadLetters, queue, requireRole, log }),
         refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
+        ...(ehrAuth.keys ? [jwksRoutes(ehrAuth.keys.jwks)] : []),
         ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
         ...features.routers,
       ],
@@ -249,7 +257,7 @@ export class Gateway {
     this.ehr = new EhrClient({
       baseUrl: fhirBaseUrl,
       timeoutMs: config.fhirTimeoutMs,
-      bearerToken: config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined,
+      auth: ehrAuth.connect({ destination: 'ehr', baseUrl: fhirBaseUrl, timeoutMs: config.fhirTimeoutMs, log }),
     });
     if (deliver) {
       this.worker = new DeliveryWorker(

@@ -7,11 +7,14 @@
 import { Client } from 'fhir-kit-client';
 import type { Bundle, OperationOutcome, Resource } from 'fhir/r4';
 import { GatewayError, isRetryableStatus, issue, outcome } from '../core/errors.js';
+import type { AuthHeaders, EhrAuth } from '../ehr-auth/index.js';
 
 export interface EhrClientOptions {
   baseUrl: string;
   timeoutMs: number;
   bearerToken?: string;
+  /** Authentication per request (a token, renewed once after a 401) and per connection (mutual TLS): ehr-auth/. */
+  auth?: EhrAuth;
 }
 
 /**
@@ -80,7 +83,8 @@ export class EhrClient {
   constructor(private readonly options: EhrClientOptions) {
     const customHeaders: Record<string, string> = { accept: 'application/fhir+json' };
     if (options.bearerToken) customHeaders.authorization = `Bearer ${options.bearerToken}`;
-    this.client = new Client({ baseUrl: options.baseUrl, customHeaders });
+    const requestOptions = options.auth?.dispatcher ? { dispatcher: options.auth.dispatcher } : undefined;
+    this.client = new Client({ baseUrl: options.baseUrl, customHeaders, requestOptions });
   }
 
   get baseUrl(): string {
@@ -91,37 +95,41 @@ export class EhrClient {
     return { signal: AbortSignal.timeout(this.options.timeoutMs) };
   }
 
-  async transaction(bundle: Bundle): Promise<Bundle> {
+  /**
+   * Sends a request with the auth's credential; on a 401, once more with a renewed one. A failure to get a token is
+   * the auth's own retryable GatewayError, not classified as an EHR answer.
+   */
+  private async send<T>(what: string, request: (options: { signal: AbortSignal; headers?: AuthHeaders }) => Promise<unknown>): Promise<T> {
+    const auth = this.options.auth;
+    const headers = await auth?.headers();
     try {
-      return (await this.client.transaction({ body: bundle as never, options: this.opts() })) as unknown as Bundle;
+      return (await request({ ...this.opts(), headers })) as T;
     } catch (err) {
-      throw classify(err, 'transaction');
+      const retry = auth && headers && (err as FkcError)?.response?.status === 401 ? await auth.renew(headers) : undefined;
+      if (!retry) throw classify(err, what);
+      try {
+        return (await request({ ...this.opts(), headers: retry })) as T;
+      } catch (again) {
+        throw classify(again, what);
+      }
     }
+  }
+
+  async transaction(bundle: Bundle): Promise<Bundle> {
+    return this.send('transaction', (options) => this.client.transaction({ body: bundle as never, options }));
   }
 
   async search<T extends Resource>(resourceType: string, searchParams: Record<string, string>): Promise<T[]> {
-    try {
-      const b = (await this.client.search({ resourceType, searchParams, options: this.opts() })) as unknown as Bundle;
-      return (b.entry ?? []).map((e) => e.resource).filter((r): r is T => r?.resourceType === resourceType);
-    } catch (err) {
-      throw classify(err, `search ${resourceType}`);
-    }
+    const b = await this.send<Bundle>(`search ${resourceType}`, (options) => this.client.search({ resourceType, searchParams, options }));
+    return (b.entry ?? []).map((e) => e.resource).filter((r): r is T => r?.resourceType === resourceType);
   }
 
   async read<T extends Resource>(resourceType: string, id: string): Promise<T> {
-    try {
-      return (await this.client.read({ resourceType, id, options: this.opts() })) as unknown as T;
-    } catch (err) {
-      throw classify(err, `read ${resourceType}`);
-    }
+    return this.send(`read ${resourceType}`, (options) => this.client.read({ resourceType, id, options }));
   }
 
   /** GET /metadata: is the EHR reachable and speaking FHIR? */
   async ping(): Promise<void> {
-    try {
-      await this.client.capabilityStatement(this.opts());
-    } catch (err) {
-      throw classify(err, 'metadata');
-    }
+    await this.send('metadata', (options) => this.client.capabilityStatement(options));
   }
 }
