@@ -110,7 +110,10 @@ export class EhrClient {
       try {
         return (await request({ ...this.opts(), headers: retry })) as T;
       } catch (again) {
-        throw classify(again, what);
+        const e = classify(again, what);
+        // Refused with a fresh token too: it may have expired in flight, or the client's access be pending at the EHR.
+        if (e.ehrStatus !== 401) throw e;
+        throw new EhrError(`${e.message} with a fresh access token`, true, 401, e.outcome, undefined, { cause: again });
       }
     }
   }

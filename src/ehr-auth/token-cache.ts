@@ -1,9 +1,9 @@
 /**
  * One access token per destination and process, shared by every request: fetched once, used until shortly before it
  * expires, renewed ahead of expiry in the background while the current one is still handed out, and never fetched by
- * more than one request at a time (concurrent callers wait for the same fetch: no thundering herd). A failed fetch is
- * remembered for a moment, so that a burst of deliveries against a refusing token endpoint makes one request, not one
- * each.
+ * more than one request at a time (concurrent callers wait for the same fetch: no thundering herd). A failed fetch
+ * fails every caller waiting for it; the next caller starts a new one, so a refusing token endpoint sees one request
+ * at a time, paced by the jobs' own retry backoff.
  */
 
 export interface AccessToken {
@@ -21,24 +21,19 @@ interface Held {
 }
 
 export interface TokenCacheOptions {
-  /** How long a failed fetch is answered from memory (ms). */
-  failureHoldMs?: number;
   now?: () => number;
 }
 
 export class TokenCache {
   private held?: Held;
   private inflight?: Promise<Held>;
-  private failed?: { error: unknown; until: number };
   private readonly now: () => number;
-  private readonly failureHoldMs: number;
 
   constructor(
     private readonly fetchToken: () => Promise<AccessToken>,
     options: TokenCacheOptions = {},
   ) {
     this.now = options.now ?? Date.now;
-    this.failureHoldMs = options.failureHoldMs ?? 1000;
   }
 
   /** A token to send now: the held one while usable (renewed ahead in the background), else a fresh one. */
@@ -59,7 +54,6 @@ export class TokenCache {
 
   private renew(): Promise<Held> {
     if (this.inflight) return this.inflight;
-    if (this.failed && this.now() < this.failed.until) return Promise.reject(this.failed.error);
     const started = this.now();
     this.inflight = this.fetchToken()
       .then((t) => {
@@ -70,12 +64,7 @@ export class TokenCache {
           usableUntil: started + lifetimeMs - Math.min(30_000, lifetimeMs * 0.1),
           renewFrom: started + lifetimeMs - Math.min(60_000, lifetimeMs * 0.25),
         };
-        this.failed = undefined;
         return this.held;
-      })
-      .catch((error: unknown) => {
-        this.failed = { error, until: this.now() + this.failureHoldMs };
-        throw error;
       })
       .finally(() => {
         this.inflight = undefined;
