@@ -165,6 +165,55 @@ describe('EHR authentication: client secrets, mutual TLS, key rotation', functio
   });
 });
 
+describe('EHR authentication: a gateway delivering to its own sandbox that demands SMART (docs/ehr.md)', function () {
+  this.timeout(60000);
+  it('registers itself by a relative JWKS URL and delivers', async () => {
+    const redis = await startRedis();
+    const key = writeKey(tempDir(), 'self.pem', 'ec');
+    const gw = await startGateway({
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: undefined,
+      SANDBOX_AUTH: 'smart',
+      SANDBOX_SMART_CLIENTS: JSON.stringify({ 'iomt-gateway': { jwks_url: '/.well-known/jwks.json', scope: DELIVERY_SCOPES_V2 } }),
+      SANDBOX_TOKEN_LIFETIME_S: '60',
+      FHIR_AUTH: 'smart',
+      FHIR_CLIENT_ID: 'iomt-gateway',
+      FHIR_SMART_KEYS: key,
+      FHIR_SCOPES: DELIVERY_SCOPES_V2,
+    });
+    try {
+      assert.equal((await fetch(`${gw.url}/sandbox/fhir/Observation`)).status, 401, 'the sandbox demands a token');
+      assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('SELF-1'))).status, 202);
+      await eventually(
+        async () => ((await gw.gateway.sandbox!.repo.search({ resourceType: 'Observation' })).entry ?? []).length === 1,
+        20000,
+        'delivery to the own sandbox',
+      );
+    } finally {
+      await gw.stop();
+      await redis.stop();
+    }
+  });
+
+  it('iomt-gateway keys generate writes a key the gateway loads, and refuses to overwrite it', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const out = join(tempDir(), 'new.pem');
+    const run = () =>
+      spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', 'keys', 'generate', '--alg', 'ES384', '--out', out], {
+        cwd: new URL('../..', import.meta.url).pathname,
+        encoding: 'utf8',
+      });
+    const first = run();
+    assert.equal(first.status, 0, first.stderr);
+    const keys = await loadGatewayKeys([out]);
+    assert.equal(keys.signing.alg, 'ES384');
+    assert.match(first.stdout, new RegExp(`kid ${keys.signing.kid}`));
+    const again = run();
+    assert.equal(again.status, 1);
+    assert.match(again.stderr, /does not overwrite/);
+  });
+});
+
 describe('EHR authentication: configuration', function () {
   const dir = tempDir();
 
