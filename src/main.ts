@@ -16,6 +16,8 @@ import { SHIPPED_MAPPINGS_DIR } from './adapters/mapping/folder.js';
 import { main as sendHl7 } from './channels/mllp/client.js';
 import { loadPluginsInto } from './adapters/plugins.js';
 import { existsSync, statSync } from 'node:fs';
+import { generateKeyFile } from './ehr-auth/index.js';
+import { SIGNING_ALGS, type SigningAlg } from './config/ehr-auth.js';
 
 const HELP = `iomt-gateway ${VERSION}: connected medical device data to FHIR R4, through Redis, to the EHR
 
@@ -29,6 +31,9 @@ Usage:
                                                   print the ACKs (--tls, --ca, --help)
   iomt-gateway formats [--codes]                  the measurements format as JSON Schema (--codes: the accepted codes)
   iomt-gateway config [--env]                     print the configuration keys (--env: as an environment file)
+  iomt-gateway keys generate --alg RS384|ES384 --out FILE
+                                                  write a new private key for SMART Backend Services (FHIR_SMART_KEYS)
+                                                  and print its kid; see docs/ehr.md for registration and rotation
   iomt-gateway --help | --version
 
 In a checkout: npx iomt-gateway <command> (or node dist/main.js <command>; npm start and npm run build build it);
@@ -159,6 +164,23 @@ async function translate(argv: string[]): Promise<number> {
   }
 }
 
+async function keys(argv: string[]): Promise<number> {
+  const alg = arg(argv, '--alg') ?? 'RS384';
+  const out = arg(argv, '--out');
+  if (argv[0] !== 'generate' || !out || !SIGNING_ALGS.includes(alg as SigningAlg)) {
+    console.error(`usage: iomt-gateway keys generate --alg ${SIGNING_ALGS.join('|')} --out FILE`);
+    return 2;
+  }
+  try {
+    const { kid } = await generateKeyFile(alg as SigningAlg, out);
+    console.log(`wrote a new ${alg} private key to ${out} (kid ${kid}); add it to FHIR_SMART_KEYS`);
+    return 0;
+  } catch (err) {
+    console.error((err as Error).message);
+    return 1;
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
@@ -182,6 +204,8 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     case 'start':
       return start(rest);
+    case 'keys':
+      return keys(rest);
     case 'translate':
       return translate(rest);
     case 'validate-mapping':

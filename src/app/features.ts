@@ -37,6 +37,7 @@ import { configureTemplateLimits, readTemplateLimits, templateLimits } from '../
 import { closeTemplatePool, templatePool } from '../adapters/mapping/pool.js';
 import { createRegistration } from '../registration/service.js';
 import { CONSOLE_KEYS } from '../console/config.js';
+import { readSandboxClients } from '../sandbox/auth.js';
 
 /** Every key of every feature, in the order --help prints them. */
 export const ALL_KEYS: readonly ConfigKey[] = [
@@ -71,6 +72,8 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv = process.env): Config 
   const core = config ?? { deviceIdentifierSystem: '', patientIdentifierSystem: '' };
   collect(() => readDeviceConfig(raw, core));
   collect(() => readReadingChecks(raw));
+  if (raw.get('SANDBOX_AUTH') === 'smart' && raw.get('SANDBOX_SMART_CLIENTS'))
+    errors.push(...readSandboxClients(raw.get('SANDBOX_SMART_CLIENTS') as string).errors);
   errors.push(...new MllpAllowList((raw.get('MLLP_ALLOWED_SENDERS') as string[] | undefined) ?? []).errors, ...readHl7Config(raw).errors);
   if (errors.length || !config) throw new ConfigError([...new Set(errors)]);
   return config;

@@ -28,6 +28,8 @@ import { EhrClient } from '../delivery/ehr-client.js';
 import { CircuitBreaker } from '../delivery/breaker.js';
 import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
 import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
+import { readSandboxClients } from '../sandbox/auth.js';
+import { jwksRoutes, prepareEhrAuth } from '../ehr-auth/index.js';
 import { createApp } from '../http/app.js';
 import { openApiRoutes } from '../http/openapi.js';
 import { MEASUREMENTS_SCHEMA } from '../adapters/measurements-format.js';
@@ -124,6 +126,8 @@ export class Gateway {
 
   private async doStart(): Promise<void> {
     const { config, log } = this;
+    // First: a bad key or certificate file stops the start before anything runs.
+    const ehrAuth = await prepareEhrAuth(config.ehrAuth);
     initValidation();
     let redisUrl = config.redisUrl;
     if (!redisUrl) {
@@ -188,7 +192,9 @@ export class Gateway {
     if (pipeline) pipeline.checks = readReadingChecks(config.raw);
     if (pipeline) pipeline.observer = this.stats;
     if (config.sandbox) {
+      const { mode, clients, tokenLifetimeS } = config.sandboxAuth;
       this.sandbox = await createSandboxEhr({
+        auth: mode === 'smart' ? { clients: readSandboxClients(clients).clients, tokenLifetimeS } : undefined,
         dataDir: config.sandboxDataDir,
         onFolderTaken: (owner) =>
           log.warn(
@@ -224,6 +230,8 @@ export class Gateway {
     const { requireRole } = features;
     // The sandbox takes an operator credential; this process's own delivery presents a key made here (access/sandbox.ts).
     const sandboxKey = randomBytes(32).toString('base64url');
+    // SANDBOX_AUTH=smart: the sandbox checks SMART tokens itself (sandbox/auth.ts), as an EHR would.
+    const sandboxSmart = config.sandboxAuth.mode === 'smart';
     const breakers = () => (deliver && this.ehr?.breaker ? [this.ehr.breaker] : []);
     const consoleConfig = readConsoleConfig(config.raw);
     let app: ReturnType<typeof createApp> | undefined;
@@ -243,7 +251,11 @@ export class Gateway {
     app = createApp({
       log,
       readiness: readiness(queue, () => this.ehr, breakers, deliver),
-      sandbox: this.sandbox ? protectedSandbox(this.sandbox.router, sandboxKey, requireRole('operator')) : undefined,
+      sandbox: this.sandbox
+        ? sandboxSmart
+          ? this.sandbox.router
+          : protectedSandbox(this.sandbox.router, sandboxKey, requireRole('operator'))
+        : undefined,
       routers: [
         statusRoutes({
           config,
@@ -261,10 +273,12 @@ export class Gateway {
           ingest,
           sandbox: !!this.sandbox,
           mqtt: features.channels.some((c) => c.name === 'mqtt'),
+          jwks: !!ehrAuth.keys,
           measurementsSchema: MEASUREMENTS_SCHEMA,
         }),
         deadLetterRoutes({ deadLetters, queue, requireRole, log }),
         refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
+        ...(ehrAuth.keys ? [jwksRoutes(ehrAuth.keys.jwks)] : []),
         ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
         ...features.routers,
         ...(this.console ? [this.console.router] : []),
@@ -289,7 +303,9 @@ export class Gateway {
       {
         baseUrl: fhirBaseUrl,
         timeoutMs: config.fhirTimeoutMs,
-        bearerToken: config.fhirBaseUrl ? (config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined) : sandboxKey,
+        // The sandbox without SMART takes this process's own key (access/sandbox.ts); with SMART, a token like any EHR.
+        bearerToken: !config.fhirBaseUrl && !sandboxSmart ? sandboxKey : undefined,
+        auth: ehrAuth.connect({ destination: 'ehr', baseUrl: fhirBaseUrl, timeoutMs: config.fhirTimeoutMs, log }),
       },
       new CircuitBreaker('ehr', breakerSettings, { log, metrics: this.metrics }),
     );

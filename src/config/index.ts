@@ -3,6 +3,7 @@
  * Feature fragments (HL7v2, devices, MQTT, plugins) live with their features; app/features.ts lists them all once
  * (ALL_KEYS) and loads them together, so every error of every fragment is reported at once.
  */
+import { type DestinationAuthConfig, EHR_AUTH_METHODS, readDestinationAuth, SIGNING_ALGS } from './ehr-auth.js';
 import { ConfigError, type ConfigKey, type ConfigValue, describeKeys, loadKeys } from './schema.js';
 
 export { ConfigError } from './schema.js';
@@ -64,8 +65,87 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     default: 'data/sandbox',
     description: 'Data folder of the sandbox EHR (a snapshot of its resources, rewritten within about a second of each write)',
   },
-  { env: 'FHIR_AUTH', type: 'enum', default: 'none', values: ['none', 'bearer'], description: 'How the gateway authenticates to the EHR' },
+  {
+    env: 'SANDBOX_AUTH',
+    type: 'enum',
+    default: 'none',
+    values: ['none', 'smart'],
+    description:
+      'What the sandbox EHR demands: none, or smart (OAuth2 bearer tokens from its token endpoint, issued to the clients of SANDBOX_SMART_CLIENTS by SMART Backend Services or a client secret, and their scopes enforced)',
+  },
+  {
+    env: 'SANDBOX_SMART_CLIENTS',
+    type: 'string',
+    secret: true,
+    description:
+      'Clients of the sandbox EHR when SANDBOX_AUTH=smart: JSON (or a JSON file) of client id -> {"jwks_url": URL (relative: on the sandbox\'s own host) | "jwks": {keys}, or "secret", and "scope": the allowed scopes}',
+  },
+  {
+    env: 'SANDBOX_TOKEN_LIFETIME_S',
+    type: 'int',
+    default: '300',
+    min: 1,
+    max: 86400,
+    description: 'Lifetime of the access tokens the sandbox EHR issues when SANDBOX_AUTH=smart',
+  },
+  {
+    env: 'FHIR_AUTH',
+    type: 'enum',
+    default: 'none',
+    values: EHR_AUTH_METHODS,
+    description:
+      'How the gateway authenticates to the EHR: none, bearer (FHIR_BEARER_TOKEN), smart (SMART Backend Services: a JWT signed with FHIR_SMART_KEYS) or client-secret (OAuth2 client credentials). See docs/ehr.md',
+  },
   { env: 'FHIR_BEARER_TOKEN', type: 'string', secret: true, description: 'Static bearer token sent to the EHR when FHIR_AUTH=bearer' },
+  {
+    env: 'FHIR_CLIENT_ID',
+    type: 'string',
+    description: "The gateway's OAuth2 client id at the EHR's authorization server (FHIR_AUTH=smart or client-secret)",
+  },
+  {
+    env: 'FHIR_SMART_KEYS',
+    type: 'list',
+    description:
+      "The gateway's private keys (PEM or JWK files, or folders of them, in name order) when FHIR_AUTH=smart: the first signs, all are published at /.well-known/jwks.json (key rotation)",
+  },
+  {
+    env: 'FHIR_SMART_ALG',
+    type: 'enum',
+    values: SIGNING_ALGS,
+    description: 'Algorithm of the client assertion (FHIR_AUTH=smart). Unset: RS384 for an RSA key, ES384 for an EC P-384 key',
+  },
+  {
+    env: 'FHIR_SCOPES',
+    type: 'string',
+    description:
+      'Scopes requested from the token endpoint, space-separated, as the EHR names them (SMART v1 system/Observation.write or v2 system/Observation.c; Azure: <fhir-url>/.default)',
+  },
+  {
+    env: 'FHIR_TOKEN_URL',
+    type: 'url',
+    description: "The EHR's token endpoint. Unset: discovered from <FHIR_BASE_URL>/.well-known/smart-configuration",
+  },
+  { env: 'FHIR_CLIENT_SECRET', type: 'string', secret: true, description: 'The client secret when FHIR_AUTH=client-secret' },
+  {
+    env: 'FHIR_CLIENT_AUTH_METHOD',
+    type: 'enum',
+    default: 'basic',
+    values: ['basic', 'post'],
+    description:
+      'How the client secret is sent to the token endpoint: basic (client_secret_basic, an Authorization header) or post (client_secret_post, in the form)',
+  },
+  {
+    env: 'FHIR_TLS_CERT',
+    type: 'string',
+    description: 'Mutual TLS to the EHR: the client certificate (PEM file), with FHIR_TLS_KEY. Combines with any FHIR_AUTH',
+  },
+  { env: 'FHIR_TLS_KEY', type: 'string', secret: true, description: 'Mutual TLS to the EHR: the private key (PEM file) of FHIR_TLS_CERT' },
+  {
+    env: 'FHIR_TLS_CA',
+    type: 'string',
+    description:
+      "CA certificates (PEM file) the EHR's and token endpoint's TLS certificates are checked against, for a private CA (replaces the public CAs for the EHR's host)",
+  },
   { env: 'FHIR_TIMEOUT_MS', type: 'int', default: '15000', min: 100, description: 'Timeout of every EHR request' },
   {
     env: 'UNKNOWN_PATIENT_POLICY',
@@ -255,8 +335,12 @@ export interface Config {
   sandbox: boolean;
   /** Where the sandbox keeps its data (undefined: in memory). */
   sandboxDataDir?: string;
-  fhirAuth: 'none' | 'bearer';
+  fhirAuth: DestinationAuthConfig['auth']['method'];
   fhirBearerToken?: string;
+  /** How the gateway authenticates to the EHR (FHIR_AUTH and the keys beside it). */
+  ehrAuth: DestinationAuthConfig;
+  /** What the sandbox EHR demands, and of whom. */
+  sandboxAuth: { mode: 'none' | 'smart'; clients?: string; tokenLifetimeS: number };
   fhirTimeoutMs: number;
   unknownPatientPolicy: 'reject' | 'create';
   deviceIdentifierSystem: string;
@@ -305,6 +389,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     errors.push('BREAKER_PROBE_MAX_INTERVAL_MS must not be less than BREAKER_PROBE_INTERVAL_MS');
   if (n('REFUSALS_MAX_BYTES') < 2 * n('REFUSALS_MAX_PAYLOAD_BYTES'))
     errors.push('REFUSALS_MAX_BYTES must be at least twice REFUSALS_MAX_PAYLOAD_BYTES (the store must hold more than one entry)');
+  const ehrAuth = readDestinationAuth(v);
+  errors.push(...ehrAuth.errors);
+  if (s('SANDBOX_AUTH') === 'smart' && !v.get('SANDBOX_SMART_CLIENTS'))
+    errors.push('SANDBOX_SMART_CLIENTS is required when SANDBOX_AUTH=smart: the clients the sandbox EHR issues tokens to');
   if (errors.length) throw new ConfigError(errors);
   return {
     role: s('GATEWAY_ROLE') as Role,
@@ -318,6 +406,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     sandboxDataDir: v.get('SANDBOX_PERSIST') === false ? undefined : s('SANDBOX_DATA_DIR'),
     fhirAuth: s('FHIR_AUTH') as Config['fhirAuth'],
     fhirBearerToken: v.get('FHIR_BEARER_TOKEN') as string | undefined,
+    ehrAuth: ehrAuth.value as DestinationAuthConfig,
+    sandboxAuth: {
+      mode: s('SANDBOX_AUTH') as 'none' | 'smart',
+      clients: v.get('SANDBOX_SMART_CLIENTS') as string | undefined,
+      tokenLifetimeS: n('SANDBOX_TOKEN_LIFETIME_S'),
+    },
     fhirTimeoutMs: n('FHIR_TIMEOUT_MS'),
     unknownPatientPolicy: ((v.get('UNKNOWN_PATIENT_POLICY') as string | undefined) ??
       (sandbox ? 'create' : 'reject')) as Config['unknownPatientPolicy'],

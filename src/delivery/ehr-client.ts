@@ -8,11 +8,14 @@ import { Client } from 'fhir-kit-client';
 import type { Bundle, OperationOutcome, Resource } from 'fhir/r4';
 import { GatewayError, isRetryableStatus, issue, outcome } from '../core/errors.js';
 import type { CircuitBreaker } from './breaker.js';
+import type { AuthHeaders, EhrAuth } from '../ehr-auth/index.js';
 
 export interface EhrClientOptions {
   baseUrl: string;
   timeoutMs: number;
   bearerToken?: string;
+  /** Authentication per request (a token, renewed once after a 401) and per connection (mutual TLS): ehr-auth/. */
+  auth?: EhrAuth;
 }
 
 /**
@@ -98,7 +101,8 @@ export class EhrClient {
   ) {
     const customHeaders: Record<string, string> = { accept: 'application/fhir+json' };
     if (options.bearerToken) customHeaders.authorization = `Bearer ${options.bearerToken}`;
-    this.client = new Client({ baseUrl: options.baseUrl, customHeaders });
+    const requestOptions = options.auth?.dispatcher ? { dispatcher: options.auth.dispatcher } : undefined;
+    this.client = new Client({ baseUrl: options.baseUrl, customHeaders, requestOptions });
   }
 
   get baseUrl(): string {
@@ -109,42 +113,70 @@ export class EhrClient {
     return { signal: AbortSignal.timeout(this.options.timeoutMs) };
   }
 
-  /** One request through the breaker: refused unsent while it is open, its outcome reported to it. */
-  private async request<T>(what: string, send: () => Promise<unknown>): Promise<T> {
+  /**
+   * One request through the breaker: refused unsent while it is open, its outcome reported to it. A failure to get a
+   * token (the auth's own retryable GatewayError) counts as the destination being down: nothing can be delivered.
+   */
+  private async request<T>(
+    what: string,
+    request: (options: { signal: AbortSignal; headers?: AuthHeaders }) => Promise<unknown>,
+  ): Promise<T> {
     this.breaker?.admit();
     try {
-      const answer = (await send()) as T;
+      const answer = await this.send<T>(what, request);
       this.breaker?.succeeded();
       return answer;
     } catch (err) {
-      const e = classify(err, what);
-      if (isDestinationDown(e)) this.breaker?.failed(e.message);
+      if (!(err instanceof EhrError)) {
+        if (err instanceof GatewayError && err.retryable) this.breaker?.failed(err.message);
+        throw err;
+      }
+      if (isDestinationDown(err)) this.breaker?.failed(err.message);
       else this.breaker?.succeeded();
-      throw e;
+      throw err;
     }
   }
 
-  transaction(bundle: Bundle): Promise<Bundle> {
-    return this.request('transaction', () => this.client.transaction({ body: bundle as never, options: this.opts() }));
+  /**
+   * Sends a request with the auth's credential; on a 401, once more with a renewed one. A failure to get a token is
+   * the auth's own retryable GatewayError, not classified as an EHR answer.
+   */
+  private async send<T>(what: string, request: (options: { signal: AbortSignal; headers?: AuthHeaders }) => Promise<unknown>): Promise<T> {
+    const auth = this.options.auth;
+    const headers = await auth?.headers();
+    try {
+      return (await request({ ...this.opts(), headers })) as T;
+    } catch (err) {
+      const retry = auth && headers && (err as FkcError)?.response?.status === 401 ? await auth.renew(headers) : undefined;
+      if (!retry) throw classify(err, what);
+      try {
+        return (await request({ ...this.opts(), headers: retry })) as T;
+      } catch (again) {
+        const e = classify(again, what);
+        // Refused with a fresh token too: it may have expired in flight, or the client's access be pending at the EHR.
+        if (e.ehrStatus !== 401) throw e;
+        throw new EhrError(`${e.message} with a fresh access token`, true, 401, e.outcome, undefined, { cause: again });
+      }
+    }
+  }
+
+  async transaction(bundle: Bundle): Promise<Bundle> {
+    return this.request('transaction', (options) => this.client.transaction({ body: bundle as never, options }));
   }
 
   async search<T extends Resource>(resourceType: string, searchParams: Record<string, string>): Promise<T[]> {
-    const b = await this.request<Bundle>(`search ${resourceType}`, () =>
-      this.client.search({ resourceType, searchParams, options: this.opts() }),
+    const b = await this.request<Bundle>(`search ${resourceType}`, (options) =>
+      this.client.search({ resourceType, searchParams, options }),
     );
     return (b.entry ?? []).map((e) => e.resource).filter((r): r is T => r?.resourceType === resourceType);
   }
 
-  read<T extends Resource>(resourceType: string, id: string): Promise<T> {
-    return this.request<T>(`read ${resourceType}`, () => this.client.read({ resourceType, id, options: this.opts() }));
+  async read<T extends Resource>(resourceType: string, id: string): Promise<T> {
+    return this.request(`read ${resourceType}`, (options) => this.client.read({ resourceType, id, options }));
   }
 
   /** GET /metadata: is the EHR reachable and speaking FHIR? (Readiness; not through the breaker.) */
   async ping(): Promise<void> {
-    try {
-      await this.client.capabilityStatement(this.opts());
-    } catch (err) {
-      throw classify(err, 'metadata');
-    }
+    await this.send('metadata', (options) => this.client.capabilityStatement(options));
   }
 }

@@ -28,6 +28,8 @@ export interface OpenApiOptions {
   sandbox: boolean;
   /** The MQTT channel runs (MQTT_URL set, a role that ingests): GET /api/mqtt/status. */
   mqtt: boolean;
+  /** The gateway has keys for SMART Backend Services (FHIR_AUTH=smart): GET /.well-known/jwks.json. */
+  jwks?: boolean;
   /** The JSON Schema of the measurements format (the request body of POST /ingest/measurements). */
   measurementsSchema: object;
 }
@@ -36,7 +38,7 @@ type Method = 'get' | 'post' | 'put' | 'delete';
 type Json = Record<string, unknown>;
 
 /** Who serves an operation: every process (default), processes that ingest, or only with the sandbox or MQTT. */
-type ServedBy = 'any' | 'ingest' | 'sandbox' | 'mqtt';
+type ServedBy = 'any' | 'ingest' | 'sandbox' | 'mqtt' | 'jwks';
 
 interface Op {
   method: Method;
@@ -165,6 +167,15 @@ const OPERATIONS: Op[] = [
     tag: 'health',
     summary: 'This document: the operations this process serves',
     responses: { 200: json('The OpenAPI 3.1 document.', { type: 'object' }) },
+  },
+  {
+    method: 'get',
+    path: '/.well-known/jwks.json',
+    operationId: 'getJwks',
+    tag: 'health',
+    summary: "The gateway's public keys (JWK Set) for SMART Backend Services: the JWKS URL to register with the EHR",
+    servedBy: 'jwks',
+    responses: { 200: json('The JWK Set: public keys only, the signing key first.', { type: 'object' }) },
   },
   {
     method: 'get',
@@ -947,6 +958,28 @@ const OPERATIONS: Op[] = [
     responses: { 200: fhir('The CapabilityStatement.') },
   },
   {
+    method: 'get',
+    path: '/sandbox/fhir/.well-known/smart-configuration',
+    operationId: 'sandboxSmartConfiguration',
+    tag: 'sandbox',
+    summary: 'SMART configuration: the token endpoint (SANDBOX_AUTH=smart)',
+    servedBy: 'sandbox',
+    responses: { 200: json('The SMART configuration.', { type: 'object' }) },
+  },
+  {
+    method: 'post',
+    path: '/sandbox/fhir/auth/token',
+    operationId: 'sandboxToken',
+    tag: 'sandbox',
+    summary: 'OAuth2 client credentials (SANDBOX_AUTH=smart): a JWT client assertion or a client secret for an access token',
+    servedBy: 'sandbox',
+    requestBody: { required: true, content: { 'application/x-www-form-urlencoded': { schema: { type: 'object' } } } },
+    responses: {
+      200: json('An access token.', { type: 'object' }),
+      400: json('An OAuth2 error (invalid_client, invalid_scope, ...).', { type: 'object' }),
+    },
+  },
+  {
     method: 'post',
     path: '/sandbox/fhir',
     operationId: 'sandboxTransaction',
@@ -1480,6 +1513,8 @@ const served = (op: Op, o: OpenApiOptions): boolean => {
       return o.sandbox;
     case 'mqtt':
       return o.mqtt;
+    case 'jwks':
+      return !!o.jwks;
   }
 };
 

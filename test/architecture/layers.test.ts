@@ -8,7 +8,7 @@
  *   layer 4   access/
  *   layer 3   audit/  pipeline/  delivery/
  *   layer 2   adapters/  hl7v2/  sandbox/
- *   layer 1   queue/  fhir/  http/
+ *   layer 1   queue/  fhir/  http/  ehr-auth/
  *   layer 0   core/  config/  observability/
  *
  * and: core/ imports nothing of src/ outside core/; nothing but src/main.ts imports app/; delivery/ imports nothing
@@ -41,6 +41,7 @@ const LAYERS: Readonly<Record<string, number>> = {
   queue: 1,
   fhir: 1,
   http: 1,
+  'ehr-auth': 1,
   core: 0,
   config: 0,
   observability: 0,
