@@ -10,6 +10,8 @@ import { bearerToken, sameKey } from './auth.js';
 
 export function protectedSandbox(sandbox: Router, internalKey: string, operators: RequestHandler): Router {
   const guard: RequestHandler = (req, res, next) => {
+    // OAuth discovery and the token endpoint are public by design (SANDBOX_AUTH=smart); they hold no PHI.
+    if (req.path === '/.well-known/smart-configuration' || req.path === '/auth/token') return next();
     const token = bearerToken(req.headers.authorization);
     if (token && sameKey(token, internalKey)) return next();
     return operators(req, res, next);

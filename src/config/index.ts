@@ -384,7 +384,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
   const n = (k: string) => v.get(k) as number;
   const fhirBaseUrl = v.get('FHIR_BASE_URL') as string | undefined;
   const sandbox = !fhirBaseUrl;
-  if (s('FHIR_AUTH') === 'bearer' && !v.get('FHIR_BEARER_TOKEN')) errors.push('FHIR_BEARER_TOKEN is required when FHIR_AUTH=bearer');
   if (n('BREAKER_PROBE_MAX_INTERVAL_MS') < n('BREAKER_PROBE_INTERVAL_MS'))
     errors.push('BREAKER_PROBE_MAX_INTERVAL_MS must not be less than BREAKER_PROBE_INTERVAL_MS');
   if (n('REFUSALS_MAX_BYTES') < 2 * n('REFUSALS_MAX_PAYLOAD_BYTES'))

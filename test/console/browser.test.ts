@@ -131,6 +131,13 @@ describe('console: real flows in headless Chromium', function () {
     await audit('03-device-with-new-key');
 
     // ---- a reading with the device key: the overview counters and the device's last seen --------------------------------
+    // A device key files readings only for its assigned patient (DEVICE_PATIENT_BINDING=assigned-only).
+    const assign = await fetch(url('/api/devices/ui-dev-1/assignment'), {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ patientId: 'MRN-CON1' }),
+    });
+    assert.equal(assign.status, 200);
     assert.equal((await postJson(url('/ingest/measurements'), reading('ui-dev-1', 1), { authorization: `Bearer ${key}` })).status, 202);
     await page.click('nav >> text=Overview');
     const row = page.locator('#traffic tr[data-channel="http"][data-adapter="measurements"]');
