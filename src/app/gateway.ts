@@ -192,7 +192,7 @@ export class Gateway {
           ),
       });
     }
-    const refusals = new RefusalStore(this.redis, config.refusalsMax);
+    const refusals = new RefusalStore(this.redis, config.refusalsMax, this.metrics);
     this.refusals = refusals;
     const moved = await migrateLegacyRefusals(this.redis, refusals).catch((err: Error) => {
       log.warn({ error: err.message }, 'refusals kept by an earlier version could not be moved to /api/refusals yet');
@@ -265,6 +265,7 @@ export class Gateway {
         baseUrl: fhirBaseUrl,
         timeoutMs: config.fhirTimeoutMs,
         bearerToken: config.fhirBaseUrl ? (config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined) : sandboxKey,
+        metrics: this.metrics,
       },
       new CircuitBreaker('ehr', breakerSettings, { log, metrics: this.metrics }),
     );

@@ -7,12 +7,15 @@
 import { Client } from 'fhir-kit-client';
 import type { Bundle, OperationOutcome, Resource } from 'fhir/r4';
 import { GatewayError, isRetryableStatus, issue, outcome } from '../core/errors.js';
+import { ehrRequestOutcome, type Metrics } from '../observability/metrics.js';
 import type { CircuitBreaker } from './breaker.js';
 
 export interface EhrClientOptions {
   baseUrl: string;
   timeoutMs: number;
   bearerToken?: string;
+  /** Where EHR request durations are recorded (ehr_request_duration_seconds), labelled with the breaker's destination. */
+  metrics?: Metrics;
 }
 
 /**
@@ -112,12 +115,15 @@ export class EhrClient {
   /** One request through the breaker: refused unsent while it is open, its outcome reported to it. */
   private async request<T>(what: string, send: () => Promise<unknown>): Promise<T> {
     this.breaker?.admit();
+    const timed = this.options.metrics?.startTimer('ehr_request_duration_seconds');
     try {
       const answer = (await send()) as T;
+      timed?.({ destination: this.breaker?.destination ?? 'ehr', outcome: 'success' });
       this.breaker?.succeeded();
       return answer;
     } catch (err) {
       const e = classify(err, what);
+      timed?.({ destination: this.breaker?.destination ?? 'ehr', outcome: ehrRequestOutcome(e) });
       if (isDestinationDown(e)) this.breaker?.failed(e.message);
       else this.breaker?.succeeded();
       throw e;

@@ -167,6 +167,7 @@ export class Pipeline implements Ingestor {
     const observations = translations.reduce((n, t) => n + t.observations.length, 0);
     this.metrics?.inc('ingest_accepted_total', { adapter: adapterId, channel: message.channel }, jobs.length);
     this.metrics?.inc('ingest_observations_total', { adapter: adapterId, channel: message.channel }, observations);
+    this.metrics?.inc('ingest_readings_total', { adapter: adapterId, channel: message.channel }, deliverable.length);
     return { jobIds, translations, observations, held };
   }
 }

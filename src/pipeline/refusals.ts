@@ -14,6 +14,7 @@ import type { OperationOutcome } from 'fhir/r4';
 import type { Principal } from '../core/contract.js';
 import { GatewayError, issue, notFound, outcome } from '../core/errors.js';
 import { KEYS } from '../core/keys.js';
+import { type Metrics, refusalLabels } from '../observability/metrics.js';
 
 /** How the payload is held: a parsed JSON body (HTTP), or the text as received (HL7v2, MQTT). */
 export const REFUSAL_FORMATS = ['json', 'hl7v2', 'text'] as const;
@@ -101,6 +102,7 @@ export class RefusalStore {
   constructor(
     private readonly redis: Redis,
     private readonly max = 10000,
+    private readonly metrics?: Metrics,
   ) {}
 
   /** Channels register how their refusals are replayed: by format (hl7v2) or by channel name. */
@@ -116,6 +118,7 @@ export class RefusalStore {
       .set(KEYS.refusal(id), JSON.stringify({ id, ...r }))
       .zadd(KEYS.refusals, score, id)
       .exec();
+    this.metrics?.inc('refusals_total', refusalLabels(r));
     const n = await this.redis.zcard(KEYS.refusals);
     if (n > this.max) {
       const old = await this.redis.zrange(KEYS.refusals, 0, n - this.max - 1);
