@@ -7,8 +7,10 @@
  * identifiers: no label value contains a device id, a patient id or an HL7 control id that was sent.
  */
 import { strict as assert } from 'node:assert';
+import { readFileSync } from 'node:fs';
+import { METRICS } from '../../src/observability/metrics.js';
 import { pcdMessage } from '../hl7v2/helpers.js';
-import { eventually, postJson, startGateway, startRedis, useStack } from '../helpers/harness.js';
+import { eventually, postJson, REPO_ROOT, startGateway, startRedis, useStack } from '../helpers/harness.js';
 import { parseExposition, type Exposition, sampleValue } from './exposition.js';
 
 const ADMIN = 'obsv-admin-key-0123456789abcdef';
@@ -171,6 +173,22 @@ describe('/metrics after real traffic (Prometheus conventions, the new metrics, 
       m.samples.some((s) => s.labels.adapter === 'unknown'),
       'an unregistered adapter in a URL is counted as "unknown"',
     );
+  });
+
+  it('the logs of that traffic (JSON, debug level) name no patient', () => {
+    assert.ok(
+      stack.gw.logs.some((l) => JSON.parse(l).msg === 'delivered'),
+      'the delivery of each reading is logged',
+    );
+    for (const line of stack.gw.logs) {
+      JSON.parse(line);
+      for (const phi of [PATIENT, BAD_PATIENT, HL7_PATIENT, 'Muster', 'Erika']) assert.ok(!line.includes(phi), `${phi} in ${line}`);
+    }
+  });
+
+  it('every declared metric is described in docs/operations.md', () => {
+    const doc = readFileSync(`${REPO_ROOT}/docs/operations.md`, 'utf8');
+    for (const name of Object.keys(METRICS)) assert.ok(doc.includes(`iomt_${name}`), `iomt_${name} in docs/operations.md`);
   });
 });
 
