@@ -203,11 +203,15 @@ export class Gateway {
           ),
       });
     }
-    const refusals = new RefusalStore(this.redis, {
-      maxEntries: config.refusalsMax,
-      maxPayloadBytes: config.refusalsMaxPayloadBytes,
-      maxBytes: config.refusalsMaxBytes,
-    });
+    const refusals = new RefusalStore(
+      this.redis,
+      {
+        maxEntries: config.refusalsMax,
+        maxPayloadBytes: config.refusalsMaxPayloadBytes,
+        maxBytes: config.refusalsMaxBytes,
+      },
+      this.metrics,
+    );
     this.refusals = refusals;
     const moved = await migrateLegacyRefusals(this.redis, refusals).catch((err: Error) => {
       log.warn({ error: err.message }, 'refusals kept by an earlier version could not be moved to /api/refusals yet');
@@ -306,6 +310,7 @@ export class Gateway {
         // The sandbox without SMART takes this process's own key (access/sandbox.ts); with SMART, a token like any EHR.
         bearerToken: !config.fhirBaseUrl && !sandboxSmart ? sandboxKey : undefined,
         auth: ehrAuth.connect({ destination: 'ehr', baseUrl: fhirBaseUrl, timeoutMs: config.fhirTimeoutMs, log }),
+        metrics: this.metrics,
       },
       new CircuitBreaker('ehr', breakerSettings, { log, metrics: this.metrics }),
     );

@@ -10,7 +10,7 @@ import type { DeadLetterStore } from '../delivery/dead-letters.js';
 import type { EhrClient } from '../delivery/ehr-client.js';
 import type { Metrics } from '../observability/metrics.js';
 import { withoutCredentials } from '../observability/redact.js';
-import type { DeliveryQueue } from '../queue/queue.js';
+import { type DeliveryQueue, withTimeout } from '../queue/queue.js';
 
 export interface StatusDeps {
   config: Config;
@@ -24,6 +24,8 @@ export interface StatusDeps {
   metrics: Metrics;
   operatorOnly: RequestHandler;
 }
+
+const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed'] as const;
 
 /** What a breaker snapshot says, for /readyz (no counters: the route needs no credential). */
 function briefly(b: BreakerSnapshot): Record<string, unknown> {
@@ -42,6 +44,15 @@ export function statusRoutes(deps: StatusDeps): Router {
   metrics.gaugeFamily('destination_breaker_waiting_jobs', () =>
     deps.breakers().map((b) => ({ labels: { destination: b.destination }, value: b.waiting })),
   );
+  // Read from Redis at scrape time (a few LLEN/ZCARD and two reads), skipped while it is down or slow.
+  const fromRedis = async <T>(read: () => Promise<T>): Promise<T> => {
+    if (!queue.isReady()) throw new Error('Redis is not reachable');
+    return withTimeout(read(), 1000, 'Redis did not answer');
+  };
+  metrics.gaugeFamily('queue_jobs', () =>
+    fromRedis(() => queue.counts()).then((c) => QUEUE_STATES.map((state) => ({ labels: { state }, value: c[state] ?? 0 }))),
+  );
+  metrics.gauge('queue_oldest_waiting_age_seconds', () => fromRedis(() => queue.oldestWaitingAgeSeconds()));
   router.get('/metrics', deps.operatorOnly, async (_req, res) => {
     res.type('text/plain; version=0.0.4').send(await metrics.render());
   });

@@ -7,6 +7,7 @@
 import { Client } from 'fhir-kit-client';
 import type { Bundle, OperationOutcome, Resource } from 'fhir/r4';
 import { GatewayError, isRetryableStatus, issue, outcome } from '../core/errors.js';
+import { ehrRequestOutcome, type Metrics } from '../observability/metrics.js';
 import type { CircuitBreaker } from './breaker.js';
 import type { AuthHeaders, EhrAuth } from '../ehr-auth/index.js';
 
@@ -16,6 +17,8 @@ export interface EhrClientOptions {
   bearerToken?: string;
   /** Authentication per request (a token, renewed once after a 401) and per connection (mutual TLS): ehr-auth/. */
   auth?: EhrAuth;
+  /** Where EHR request durations are recorded (ehr_request_duration_seconds), labelled with the breaker's destination. */
+  metrics?: Metrics;
 }
 
 /**
@@ -122,15 +125,19 @@ export class EhrClient {
     request: (options: { signal: AbortSignal; headers?: AuthHeaders }) => Promise<unknown>,
   ): Promise<T> {
     this.breaker?.admit();
+    const timed = this.options.metrics?.startTimer('ehr_request_duration_seconds');
     try {
       const answer = await this.send<T>(what, request);
+      timed?.({ destination: this.breaker?.destination ?? 'ehr', outcome: 'success' });
       this.breaker?.succeeded();
       return answer;
     } catch (err) {
       if (!(err instanceof EhrError)) {
+        // No token (the auth's own retryable GatewayError): no EHR request was made, nothing to time.
         if (err instanceof GatewayError && err.retryable) this.breaker?.failed(err.message);
         throw err;
       }
+      timed?.({ destination: this.breaker?.destination ?? 'ehr', outcome: ehrRequestOutcome(err) });
       if (isDestinationDown(err)) this.breaker?.failed(err.message);
       else this.breaker?.succeeded();
       throw err;

@@ -8,7 +8,7 @@
 import { setMaxListeners } from 'node:events';
 import type { OperationOutcome } from 'fhir/r4';
 import type { Logger } from '../observability/logger.js';
-import type { Metrics } from '../observability/metrics.js';
+import { type Metrics, recordDelivered } from '../observability/metrics.js';
 import { type DeliveryQueue, isStalledFailure, normalizeJob, type QueuedJob } from '../queue/queue.js';
 import { type AttemptSettings, DeliveryAttempts, type DeliveryOutcome, isRetryableFailure, type ReadingResult } from './attempt.js';
 import { BreakerOpenError, type CircuitBreaker, type Permit, PermitAbortedError } from './breaker.js';
@@ -157,7 +157,7 @@ export class DeliveryWorker {
       deadAt: new Date().toISOString(),
       job: data,
     });
-    this.metrics.inc('delivery_dead_letters_total', { kind });
+    this.metrics.inc('delivery_dead_letters_total', { kind, adapter: job.data.adapterId, channel: job.data.channel });
     this.observer?.settled({ ...where(job), outcome: 'dead-letter', error: e.message });
     const adapter = job.data.adapterId;
     this.log.warn({ jobId: job.id, reading, adapter, attempt: attempts, status: httpStatus, reason: e.message }, 'dead letter');
@@ -248,6 +248,7 @@ export class DeliveryWorker {
       // A resend of the message must become a new job (the given-up readings are delivered then), not match this one.
       if (given) this.deadLettered.add(String(job.id));
       this.metrics.inc('delivery_jobs_total', { outcome: 'delivered' });
+      recordDelivered(this.metrics, job.data, readings.length - given, this.ehr.breaker?.destination);
       this.metrics.inc('delivery_observations_total', {}, outcome.observations);
       if (given < results.length) this.observer?.settled({ ...where(job), outcome: 'delivered' });
       const { transactionEntries: entries, batchSize: batch } = outcome;

@@ -6,7 +6,7 @@
  */
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { DEVICE_STATES, type DeviceState } from './model.js';
+import { type ConnectivityState, DEVICE_STATES, type DeviceState } from './model.js';
 import type { Notifier } from './notify.js';
 import type { DeviceService } from './service.js';
 
@@ -14,6 +14,8 @@ export class OfflineMonitor {
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   readonly counts: Record<DeviceState | 'offline', number> = { registered: 0, active: 0, suspended: 0, decommissioned: 0, offline: 0 };
+  /** Active devices by connectivity, from the last check. */
+  readonly connectivity: Record<Exclude<ConnectivityState, 'unknown'>, number> = { online: 0, offline: 0 };
 
   constructor(
     private readonly svc: DeviceService,
@@ -24,6 +26,9 @@ export class OfflineMonitor {
   ) {
     for (const s of DEVICE_STATES) metrics.gauge(`devices{state="${s}"}`, () => this.counts[s]);
     metrics.gauge('devices_offline', () => this.counts.offline);
+    metrics.gaugeFamily('devices_connectivity', () =>
+      Object.entries(this.connectivity).map(([connectivity, value]) => ({ labels: { connectivity }, value })),
+    );
   }
 
   start(): void {
@@ -49,12 +54,15 @@ export class OfflineMonitor {
       const records = await this.svc.registry.all();
       const tel = await this.svc.registry.telemetry(records.filter((r) => r.state === 'active').map((r) => r.id));
       const counts = { registered: 0, active: 0, suspended: 0, decommissioned: 0, offline: 0 };
+      const connectivity = { online: 0, offline: 0 };
       const now = Date.now();
       for (const r of records) {
         counts[r.state]++;
         if (r.state !== 'active') continue;
         const t = tel.get(r.id);
-        if (this.svc.connectivity(r, t, now) !== 'offline') continue;
+        const state = this.svc.connectivity(r, t, now);
+        connectivity[state === 'offline' ? 'offline' : 'online']++;
+        if (state !== 'offline') continue;
         counts.offline++;
         const silence = t?.lastSeen ?? `never:${r.stateChangedAt}`;
         if (await this.svc.registry.claimOfflineAlert(r.id, silence)) {
@@ -69,6 +77,7 @@ export class OfflineMonitor {
         }
       }
       Object.assign(this.counts, counts);
+      Object.assign(this.connectivity, connectivity);
     } catch (err) {
       this.log.warn({ error: (err as Error).message }, 'offline check failed');
     }

@@ -181,6 +181,7 @@ export class Pipeline implements Ingestor {
     this.metrics?.inc('ingest_accepted_total', { adapter: adapterId, channel: message.channel }, jobs.length);
     this.metrics?.inc('ingest_observations_total', { adapter: adapterId, channel: message.channel }, observations);
     this.observer?.ingested({ adapterId, channel: message.channel, outcome: 'queued', readings: deliverable.length });
+    this.metrics?.inc('ingest_readings_total', { adapter: adapterId, channel: message.channel }, deliverable.length);
     return { jobIds, translations, observations, held };
   }
 }

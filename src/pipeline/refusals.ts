@@ -17,6 +17,7 @@ import type { OperationOutcome } from 'fhir/r4';
 import type { Principal } from '../core/contract.js';
 import { GatewayError, issue, notFound, outcome } from '../core/errors.js';
 import { KEYS } from '../core/keys.js';
+import { type Metrics, refusalLabels } from '../observability/metrics.js';
 
 /** How the payload is held: a parsed JSON body (HTTP), or the text as received (HL7v2, MQTT). */
 export const REFUSAL_FORMATS = ['json', 'hl7v2', 'text'] as const;
@@ -218,6 +219,7 @@ export class RefusalStore {
   constructor(
     private readonly redis: Redis,
     limits: number | Partial<RefusalLimits> = {},
+    private readonly metrics?: Metrics,
   ) {
     this.limits = { ...DEFAULT_REFUSAL_LIMITS, ...(typeof limits === 'number' ? { maxEntries: limits } : limits) };
   }
@@ -245,6 +247,7 @@ export class RefusalStore {
       this.limits.maxBytes,
       KEYS.refusal(''),
     );
+    this.metrics?.inc('refusals_total', refusalLabels(r));
     return id;
   }
 

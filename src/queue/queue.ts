@@ -275,6 +275,16 @@ export class DeliveryQueue {
   }
 
   /**
+   * Seconds since the job next in line was added (bull adds with LPUSH and workers take from the tail): two Redis
+   * reads, cheap enough for every scrape. 0 when nothing waits.
+   */
+  async oldestWaitingAgeSeconds(now = Date.now()): Promise<number> {
+    const id = await this.redis.lindex(this.bull.toKey('wait'), -1);
+    const added = id ? Number(await this.redis.hget(this.bull.toKey(id), 'timestamp')) : 0;
+    return added > 0 ? Math.max(0, now - added) / 1000 : 0;
+  }
+
+  /**
    * Stops the queue (waiting for jobs in flight) and closes its connections. bull leaves connections made by a
    * `createClient` to their owner: without this they would try to reconnect for ever once Redis is gone.
    */

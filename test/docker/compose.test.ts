@@ -10,8 +10,12 @@ import { parse } from 'yaml';
 import { REPO_ROOT } from '../helpers/harness.js';
 
 interface Service {
+  image?: string;
+  user?: string;
+  entrypoint?: string[];
+  ports?: string[];
   environment?: Record<string, string>;
-  depends_on?: Record<string, { condition: string }>;
+  depends_on?: Record<string, { condition: string }> | string[];
   healthcheck?: { test: string[] };
   volumes?: string[];
   command?: string[];
@@ -19,10 +23,18 @@ interface Service {
 
 describe('docker-compose.yml', () => {
   const text = readFileSync(`${REPO_ROOT}/docker-compose.yml`, 'utf8');
-  const compose = parse(text, { merge: true }) as { services: Record<string, Service> };
+  const compose = parse(text, { merge: true }) as { services: Record<string, Service>; volumes: Record<string, unknown> };
 
-  it('parses, with both gateway roles, Redis and the EHR', () => {
-    assert.deepEqual(Object.keys(compose.services).sort(), ['ehr', 'gateway-ingest', 'gateway-worker', 'redis']);
+  it('parses, with both gateway roles, Redis, the EHR, Prometheus and Grafana', () => {
+    assert.deepEqual(Object.keys(compose.services).sort(), [
+      'ehr',
+      'gateway-ingest',
+      'gateway-worker',
+      'grafana',
+      'metrics-token',
+      'prometheus',
+      'redis',
+    ]);
     assert.deepEqual(compose.services['gateway-ingest'].command, ['start', '--role', 'ingest']);
   });
 
@@ -45,7 +57,7 @@ describe('docker-compose.yml', () => {
     const mounted = (ehr.volumes ?? []).find((v) => v.endsWith(':/health/Health.java:ro'));
     assert.ok(mounted && existsSync(`${REPO_ROOT}/${mounted.split(':')[0]}`), 'the checked file exists');
     for (const name of ['gateway-ingest', 'gateway-worker'])
-      assert.equal(compose.services[name].depends_on?.ehr.condition, 'service_healthy', name);
+      assert.equal((compose.services[name].depends_on as Record<string, { condition: string }>).ehr.condition, 'service_healthy', name);
   });
 
   it('says how plugins get into the image', () => {
