@@ -22,6 +22,8 @@ import { migrateLegacyRefusals } from '../pipeline/legacy-refusals.js';
 import { refusalRoutes } from '../pipeline/routes.js';
 import { DeliveryQueue, redisOptions, withTimeout } from '../queue/queue.js';
 import { EmbeddedRedis } from '../queue/embedded-redis.js';
+import { DestinationQueues, type RoutedQueue } from '../queue/routing.js';
+import { bearerToken, DEFAULT_DESTINATION, type Destination } from '../config/destinations.js';
 import { DeadLetterStore } from '../delivery/dead-letters.js';
 import { deadLetterRoutes } from '../delivery/routes.js';
 import { EhrClient } from '../delivery/ehr-client.js';
@@ -75,6 +77,15 @@ function listen(server: Server, port: number, host: string, key: string): Promis
   });
 }
 
+/** One destination as this process runs it. */
+export interface Delivery {
+  destination: Destination;
+  queue: DeliveryQueue;
+  ehr: EhrClient;
+  deadLetters: DeadLetterStore;
+  worker?: DeliveryWorker;
+}
+
 export interface GatewayOptions {
   logger?: Logger;
   /** Extra adapters (tests, benchmarks), registered before the features' adapters. */
@@ -86,7 +97,12 @@ export class Gateway {
   readonly metrics = new Metrics();
   readonly registry: AdapterRegistry;
   redis?: Redis;
+  /** The queue of the first destination (`ehr` without a destinations file). */
   queue?: DeliveryQueue;
+  /** Every destination's queue. */
+  queues?: DestinationQueues;
+  /** Every destination: its queue, client, dead letters and (in a delivering role) worker. */
+  deliveries: Delivery[] = [];
   sandbox?: SandboxEhr;
   worker?: DeliveryWorker;
   ehr?: EhrClient;
@@ -142,45 +158,56 @@ export class Gateway {
     this.redis.on('error', () => undefined);
     await this.checkRedis(this.redis);
 
-    const queue = new DeliveryQueue(
-      {
-        redisUrl,
-        queueName: config.queueName,
-        maxDepth: config.queueMaxDepth,
-        enqueueTimeoutMs: config.enqueueTimeoutMs,
-        attempts: config.deliveryAttempts,
-        lockDurationMs: config.queueLockDurationMs,
-        stalledIntervalMs: config.queueStalledIntervalMs,
-        retentionCompleted: config.jobRetentionCompleted,
-        dedupeWindowS: config.dedupeWindowS,
-        retryBaseDelayMs: config.retryBaseDelayMs,
-        retryMaxDelayMs: config.retryMaxDelayMs,
-      },
-      (attemptsMade, err) => backoffDelay(attemptsMade, err, config.retryBaseDelayMs, config.retryMaxDelayMs),
-    );
+    // One bull queue per destination. The destination `ehr` keeps QUEUE_NAME, so an upgrade delivers what is queued.
+    const routes: RoutedQueue[] = config.destinations.map((destination) => ({
+      destination,
+      queue: new DeliveryQueue(
+        {
+          redisUrl,
+          queueName: destination.name === DEFAULT_DESTINATION ? config.queueName : `${config.queueName}.${destination.name}`,
+          maxDepth: config.queueMaxDepth,
+          enqueueTimeoutMs: config.enqueueTimeoutMs,
+          attempts: config.deliveryAttempts,
+          lockDurationMs: config.queueLockDurationMs,
+          stalledIntervalMs: config.queueStalledIntervalMs,
+          retentionCompleted: config.jobRetentionCompleted,
+          dedupeWindowS: config.dedupeWindowS,
+          retryBaseDelayMs: config.retryBaseDelayMs,
+          retryMaxDelayMs: config.retryMaxDelayMs,
+        },
+        (attemptsMade, err) => backoffDelay(attemptsMade, err, config.retryBaseDelayMs, config.retryMaxDelayMs),
+      ),
+    }));
+    const queues = new DestinationQueues(routes);
+    this.queues = queues;
+    const queue = queues.primary.queue;
     this.queue = queue;
-    await queue.whenReady();
-    const deadLetters = new DeadLetterStore(this.redis);
+    await Promise.all(routes.map((r) => r.queue.whenReady()));
+    const deadLetterStores = new Map(routes.map((r) => [r.destination.name, new DeadLetterStore(this.redis as Redis, r.destination.name)]));
     // Gauges read Redis: skipped while it is down, so that /metrics answers when it is needed most.
-    const whenReady =
-      <T>(read: () => Promise<T>) =>
-      async () => {
-        if (!queue.isReady()) throw new Error('Redis is not reachable');
-        return withTimeout(read(), 1000, 'Redis did not answer');
-      };
-    this.metrics.gauge(
-      'queue_waiting',
-      whenReady(async () => (await queue.counts()).waiting),
-    );
-    this.metrics.gauge(
-      'dead_letters',
-      whenReady(() => deadLetters.count()),
-    );
+    for (const r of routes) {
+      const whenReady =
+        <T>(read: () => Promise<T>) =>
+        async () => {
+          if (!r.queue.isReady()) throw new Error('Redis is not reachable');
+          return withTimeout(read(), 1000, 'Redis did not answer');
+        };
+      const label = `{destination="${r.destination.name}"}`;
+      const store = deadLetterStores.get(r.destination.name) as DeadLetterStore;
+      this.metrics.gauge(
+        `queue_waiting${label}`,
+        whenReady(async () => (await r.queue.counts()).waiting),
+      );
+      this.metrics.gauge(
+        `dead_letters${label}`,
+        whenReady(() => store.count()),
+      );
+    }
 
     const ingest = this.role !== 'worker';
     const deliver = this.role !== 'ingest';
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
-    const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics, config.deliveryBatchMax) : undefined;
+    const pipeline = ingest ? new Pipeline(this.registry, queues, context, this.metrics, config.deliveryBatchMax) : undefined;
     if (pipeline) pipeline.checks = readReadingChecks(config.raw);
     if (config.sandbox) {
       this.sandbox = await createSandboxEhr({
@@ -203,7 +230,7 @@ export class Gateway {
     const features = await buildFeatures({
       config,
       redis: this.redis,
-      queue,
+      queue: queues,
       registry: this.registry,
       pipeline,
       refusals,
@@ -215,19 +242,19 @@ export class Gateway {
     const { requireRole } = features;
     // The sandbox takes an operator credential; this process's own delivery presents a key made here (access/sandbox.ts).
     const sandboxKey = randomBytes(32).toString('base64url');
-    const breakers = () => (deliver && this.ehr?.breaker ? [this.ehr.breaker] : []);
+    const breakers = () => (deliver ? this.deliveries.flatMap((d) => (d.ehr.breaker ? [d.ehr.breaker] : [])) : []);
     const app = createApp({
       log,
-      readiness: readiness(queue, () => this.ehr, breakers, deliver),
+      readiness: readiness(queues, () => this.deliveries, breakers, deliver),
       sandbox: this.sandbox ? protectedSandbox(this.sandbox.router, sandboxKey, requireRole('operator')) : undefined,
       routers: [
         statusRoutes({
           config,
           version: VERSION,
           registry: this.registry,
-          queue,
-          deadLetters,
-          ehr: () => this.ehr,
+          queues,
+          deadLetters: deadLetterStores,
+          deliveries: () => this.deliveries,
           breakers,
           metrics: this.metrics,
           operatorOnly: requireRole('operator'),
@@ -239,7 +266,15 @@ export class Gateway {
           mqtt: features.channels.some((c) => c.name === 'mqtt'),
           measurementsSchema: MEASUREMENTS_SCHEMA,
         }),
-        deadLetterRoutes({ deadLetters, queue, requireRole, log }),
+        deadLetterRoutes({
+          destinations: routes.map((r) => ({
+            name: r.destination.name,
+            queue: r.queue,
+            deadLetters: deadLetterStores.get(r.destination.name) as DeadLetterStore,
+          })),
+          requireRole,
+          log,
+        }),
         refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
         ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
         ...features.routers,
@@ -254,39 +289,54 @@ export class Gateway {
     const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
 
-    const fhirBaseUrl = config.fhirBaseUrl ?? `${this.url}/sandbox/fhir`;
+    const sandboxUrl = `${this.url}/sandbox/fhir`;
+    const fhirBaseUrl = config.destinations[0].baseUrl ?? sandboxUrl;
     const breakerSettings = {
       failureThreshold: config.breakerFailureThreshold,
       probeIntervalMs: config.breakerProbeIntervalMs,
       probeMaxIntervalMs: config.breakerProbeMaxIntervalMs,
     };
-    this.ehr = new EhrClient(
-      {
-        baseUrl: fhirBaseUrl,
-        timeoutMs: config.fhirTimeoutMs,
-        bearerToken: config.fhirBaseUrl ? (config.fhirAuth === 'bearer' ? config.fhirBearerToken : undefined) : sandboxKey,
-      },
-      new CircuitBreaker('ehr', breakerSettings, { log, metrics: this.metrics }),
-    );
-    if (deliver) {
-      this.worker = new DeliveryWorker(
-        queue,
-        this.ehr,
-        deadLetters,
+    // Each destination: its own client, circuit breaker and worker (concurrency, locks): one that is slow or down
+    // never delays another.
+    this.deliveries = routes.map(({ destination, queue }) => ({
+      destination,
+      queue,
+      deadLetters: deadLetterStores.get(destination.name) as DeadLetterStore,
+      ehr: new EhrClient(
         {
-          concurrency: config.deliveryConcurrency,
-          unknownPatientPolicy: config.unknownPatientPolicy,
-          keyLockWaitMs: config.keyLockWaitMs,
-          fhirTimeoutMs: config.fhirTimeoutMs,
-          retryBaseDelayMs: config.retryBaseDelayMs,
-          retryMaxDelayMs: config.retryMaxDelayMs,
-          batchMax: config.deliveryBatchMax,
-          transactionsInFlight: config.deliveryTransactions,
+          baseUrl: destination.baseUrl ?? sandboxUrl,
+          timeoutMs: destination.timeoutMs,
+          bearerToken: destination.sandbox ? sandboxKey : bearerToken(destination.auth),
         },
-        log,
-        this.metrics,
-      );
-      this.worker.start();
+        new CircuitBreaker(destination.name, breakerSettings, { log, metrics: this.metrics }),
+      ),
+    }));
+    this.ehr = this.deliveries[0].ehr;
+    if (deliver) {
+      for (const d of this.deliveries) {
+        d.worker = new DeliveryWorker(
+          d.queue,
+          d.ehr,
+          d.deadLetters,
+          {
+            destination: d.destination.name,
+            writeMode: d.destination.writeMode,
+            conditionalCreate: d.destination.conditionalCreate,
+            concurrency: d.destination.concurrency ?? config.deliveryConcurrency,
+            unknownPatientPolicy: config.unknownPatientPolicy,
+            keyLockWaitMs: config.keyLockWaitMs,
+            fhirTimeoutMs: d.destination.timeoutMs,
+            retryBaseDelayMs: config.retryBaseDelayMs,
+            retryMaxDelayMs: config.retryMaxDelayMs,
+            batchMax: config.deliveryBatchMax,
+            transactionsInFlight: config.deliveryTransactions,
+          },
+          log,
+          this.metrics,
+        );
+        d.worker.start();
+      }
+      this.worker = this.deliveries[0].worker;
     }
     for (const part of features.parts) {
       await part.start().catch((err: NodeJS.ErrnoException & { port?: number }) => {
@@ -307,6 +357,7 @@ export class Gateway {
         role: this.role,
         version: VERSION,
         fhirBaseUrl: withoutCredentials(fhirBaseUrl),
+        destinations: this.deliveries.map((d) => `${d.destination.name}=${withoutCredentials(d.ehr.baseUrl)}`),
         unknownPatientPolicy: config.unknownPatientPolicy,
       },
       'gateway started',
@@ -353,8 +404,8 @@ export class Gateway {
     const timeout = new Promise<void>((res) => setTimeout(res, this.config.shutdownTimeoutMs).unref());
     await Promise.race([
       (async () => {
-        await this.worker?.stop();
-        await this.queue?.close();
+        await Promise.all(this.deliveries.map((d) => d.worker?.stop()));
+        await this.queues?.close();
       })(),
       timeout,
     ]);
