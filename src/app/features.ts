@@ -31,7 +31,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import { READING_CHECK_KEYS, readReadingChecks } from '../fhir/plausibility.js';
 import type { RefusalStore } from '../pipeline/refusals.js';
-import type { DeliveryQueue } from '../queue/queue.js';
+import type { JobQueue } from '../queue/routing.js';
 import { PLUGIN_KEYS } from '../adapters/config.js';
 import { configureTemplateLimits, readTemplateLimits, templateLimits } from '../adapters/limits.js';
 import { closeTemplatePool, templatePool } from '../adapters/mapping/pool.js';
@@ -92,7 +92,8 @@ export function gatewayEnvFile(): string {
 export interface CoreParts {
   config: Config;
   redis: Redis;
-  queue: DeliveryQueue;
+  /** Every destination's queue: what the device registry and the audit trail queue through. */
+  queue: JobQueue;
   registry: AdapterRegistry;
   /** Present in the roles that ingest. */
   pipeline?: Pipeline;

@@ -22,6 +22,8 @@ import { migrateLegacyRefusals } from '../pipeline/legacy-refusals.js';
 import { refusalRoutes } from '../pipeline/routes.js';
 import { DeliveryQueue, redisOptions, withTimeout } from '../queue/queue.js';
 import { EmbeddedRedis } from '../queue/embedded-redis.js';
+import { DestinationQueues, type RoutedQueue } from '../queue/routing.js';
+import { bearerToken, DEFAULT_DESTINATION, type Destination } from '../config/destinations.js';
 import { DeadLetterStore } from '../delivery/dead-letters.js';
 import { deadLetterRoutes } from '../delivery/routes.js';
 import { EhrClient } from '../delivery/ehr-client.js';
@@ -78,6 +80,15 @@ function listen(server: Server, port: number, host: string, key: string): Promis
   });
 }
 
+/** One destination as this process runs it. */
+export interface Delivery {
+  destination: Destination;
+  queue: DeliveryQueue;
+  ehr: EhrClient;
+  deadLetters: DeadLetterStore;
+  worker?: DeliveryWorker;
+}
+
 export interface GatewayOptions {
   logger?: Logger;
   /** Extra adapters (tests, benchmarks), registered before the features' adapters. */
@@ -89,7 +100,12 @@ export class Gateway {
   readonly metrics = new Metrics();
   readonly registry: AdapterRegistry;
   redis?: Redis;
+  /** The queue of the first destination (`ehr` without a destinations file). */
   queue?: DeliveryQueue;
+  /** Every destination's queue. */
+  queues?: DestinationQueues;
+  /** Every destination: its queue, client, dead letters and (in a delivering role) worker. */
+  deliveries: Delivery[] = [];
   sandbox?: SandboxEhr;
   worker?: DeliveryWorker;
   ehr?: EhrClient;
@@ -150,45 +166,56 @@ export class Gateway {
     this.redis.on('error', () => undefined);
     await this.checkRedis(this.redis);
 
-    const queue = new DeliveryQueue(
-      {
-        redisUrl,
-        queueName: config.queueName,
-        maxDepth: config.queueMaxDepth,
-        enqueueTimeoutMs: config.enqueueTimeoutMs,
-        attempts: config.deliveryAttempts,
-        lockDurationMs: config.queueLockDurationMs,
-        stalledIntervalMs: config.queueStalledIntervalMs,
-        retentionCompleted: config.jobRetentionCompleted,
-        dedupeWindowS: config.dedupeWindowS,
-        retryBaseDelayMs: config.retryBaseDelayMs,
-        retryMaxDelayMs: config.retryMaxDelayMs,
-      },
-      (attemptsMade, err) => backoffDelay(attemptsMade, err, config.retryBaseDelayMs, config.retryMaxDelayMs),
-    );
+    // One bull queue per destination. The destination `ehr` keeps QUEUE_NAME, so an upgrade delivers what is queued.
+    const routes: RoutedQueue[] = config.destinations.map((destination) => ({
+      destination,
+      queue: new DeliveryQueue(
+        {
+          redisUrl,
+          queueName: destination.name === DEFAULT_DESTINATION ? config.queueName : `${config.queueName}.${destination.name}`,
+          maxDepth: config.queueMaxDepth,
+          enqueueTimeoutMs: config.enqueueTimeoutMs,
+          attempts: config.deliveryAttempts,
+          lockDurationMs: config.queueLockDurationMs,
+          stalledIntervalMs: config.queueStalledIntervalMs,
+          retentionCompleted: config.jobRetentionCompleted,
+          dedupeWindowS: config.dedupeWindowS,
+          retryBaseDelayMs: config.retryBaseDelayMs,
+          retryMaxDelayMs: config.retryMaxDelayMs,
+        },
+        (attemptsMade, err) => backoffDelay(attemptsMade, err, config.retryBaseDelayMs, config.retryMaxDelayMs),
+      ),
+    }));
+    const queues = new DestinationQueues(routes);
+    this.queues = queues;
+    const queue = queues.primary.queue;
     this.queue = queue;
-    await queue.whenReady();
-    const deadLetters = new DeadLetterStore(this.redis);
+    await Promise.all(routes.map((r) => r.queue.whenReady()));
+    const deadLetterStores = new Map(routes.map((r) => [r.destination.name, new DeadLetterStore(this.redis as Redis, r.destination.name)]));
     // Gauges read Redis: skipped while it is down, so that /metrics answers when it is needed most.
-    const whenReady =
-      <T>(read: () => Promise<T>) =>
-      async () => {
-        if (!queue.isReady()) throw new Error('Redis is not reachable');
-        return withTimeout(read(), 1000, 'Redis did not answer');
-      };
-    this.metrics.gauge(
-      'queue_waiting',
-      whenReady(async () => (await queue.counts()).waiting),
-    );
-    this.metrics.gauge(
-      'dead_letters',
-      whenReady(() => deadLetters.count()),
-    );
+    for (const r of routes) {
+      const whenReady =
+        <T>(read: () => Promise<T>) =>
+        async () => {
+          if (!r.queue.isReady()) throw new Error('Redis is not reachable');
+          return withTimeout(read(), 1000, 'Redis did not answer');
+        };
+      const label = `{destination="${r.destination.name}"}`;
+      const store = deadLetterStores.get(r.destination.name) as DeadLetterStore;
+      this.metrics.gauge(
+        `queue_waiting${label}`,
+        whenReady(async () => (await r.queue.counts()).waiting),
+      );
+      this.metrics.gauge(
+        `dead_letters${label}`,
+        whenReady(() => store.count()),
+      );
+    }
 
     const ingest = this.role !== 'worker';
     const deliver = this.role !== 'ingest';
     const context = { deviceIdentifierSystem: config.deviceIdentifierSystem, patientIdentifierSystem: config.patientIdentifierSystem };
-    const pipeline = ingest ? new Pipeline(this.registry, queue, context, this.metrics, config.deliveryBatchMax) : undefined;
+    const pipeline = ingest ? new Pipeline(this.registry, queues, context, this.metrics, config.deliveryBatchMax) : undefined;
     if (pipeline) pipeline.checks = readReadingChecks(config.raw);
     if (pipeline) pipeline.observer = this.stats;
     if (config.sandbox) {
@@ -222,7 +249,7 @@ export class Gateway {
     const features = await buildFeatures({
       config,
       redis: this.redis,
-      queue,
+      queue: queues,
       registry: this.registry,
       pipeline,
       refusals,
@@ -236,7 +263,7 @@ export class Gateway {
     const sandboxKey = randomBytes(32).toString('base64url');
     // SANDBOX_AUTH=smart: the sandbox checks SMART tokens itself (sandbox/auth.ts), as an EHR would.
     const sandboxSmart = config.sandboxAuth.mode === 'smart';
-    const breakers = () => (deliver && this.ehr?.breaker ? [this.ehr.breaker] : []);
+    const breakers = () => (deliver ? this.deliveries.flatMap((d) => (d.ehr.breaker ? [d.ehr.breaker] : [])) : []);
     const consoleConfig = readConsoleConfig(config.raw);
     let app: ReturnType<typeof createApp> | undefined;
     this.console = consoleConfig.enabled
@@ -254,7 +281,7 @@ export class Gateway {
       : undefined;
     app = createApp({
       log,
-      readiness: readiness(queue, () => this.ehr, breakers, deliver),
+      readiness: readiness(queues, () => this.deliveries, breakers, deliver),
       sandbox: this.sandbox
         ? sandboxSmart
           ? this.sandbox.router
@@ -265,9 +292,9 @@ export class Gateway {
           config,
           version: VERSION,
           registry: this.registry,
-          queue,
-          deadLetters,
-          ehr: () => this.ehr,
+          queues,
+          deadLetters: deadLetterStores,
+          deliveries: () => this.deliveries,
           breakers,
           metrics: this.metrics,
           operatorOnly: requireRole('operator'),
@@ -280,7 +307,15 @@ export class Gateway {
           jwks: !!ehrAuth.keys,
           measurementsSchema: MEASUREMENTS_SCHEMA,
         }),
-        deadLetterRoutes({ deadLetters, queue, requireRole, log }),
+        deadLetterRoutes({
+          destinations: routes.map((r) => ({
+            name: r.destination.name,
+            queue: r.queue,
+            deadLetters: deadLetterStores.get(r.destination.name) as DeadLetterStore,
+          })),
+          requireRole,
+          log,
+        }),
         refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
         ...(ehrAuth.keys ? [jwksRoutes(ehrAuth.keys.jwks)] : []),
         ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
@@ -297,43 +332,68 @@ export class Gateway {
     const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
 
-    const fhirBaseUrl = config.fhirBaseUrl ?? `${this.url}/sandbox/fhir`;
+    const sandboxUrl = `${this.url}/sandbox/fhir`;
+    const fhirBaseUrl = config.destinations[0].baseUrl ?? sandboxUrl;
     const breakerSettings = {
       failureThreshold: config.breakerFailureThreshold,
       probeIntervalMs: config.breakerProbeIntervalMs,
       probeMaxIntervalMs: config.breakerProbeMaxIntervalMs,
     };
-    this.ehr = new EhrClient(
-      {
-        baseUrl: fhirBaseUrl,
-        timeoutMs: config.fhirTimeoutMs,
-        // The sandbox without SMART takes this process's own key (access/sandbox.ts); with SMART, a token like any EHR.
-        bearerToken: !config.fhirBaseUrl && !sandboxSmart ? sandboxKey : undefined,
-        auth: ehrAuth.connect({ destination: 'ehr', baseUrl: fhirBaseUrl, timeoutMs: config.fhirTimeoutMs, log }),
-        metrics: this.metrics,
-      },
-      new CircuitBreaker('ehr', breakerSettings, { log, metrics: this.metrics }),
-    );
-    if (deliver) {
-      this.worker = new DeliveryWorker(
+    // Each destination: its own client, circuit breaker and worker (concurrency, locks): one that is slow or down
+    // never delays another. The default destination (no DESTINATIONS_FILE) authenticates as FHIR_AUTH says (ehr-auth/:
+    // SMART, client secret, mutual TLS); the sandbox without SMART takes this process's own key (access/sandbox.ts).
+    this.deliveries = routes.map(({ destination, queue }) => {
+      const baseUrl = destination.baseUrl ?? sandboxUrl;
+      const primary = destination.name === DEFAULT_DESTINATION && !config.destinationsFile;
+      return {
+        destination,
         queue,
-        this.ehr,
-        deadLetters,
-        {
-          concurrency: config.deliveryConcurrency,
-          unknownPatientPolicy: config.unknownPatientPolicy,
-          keyLockWaitMs: config.keyLockWaitMs,
-          fhirTimeoutMs: config.fhirTimeoutMs,
-          retryBaseDelayMs: config.retryBaseDelayMs,
-          retryMaxDelayMs: config.retryMaxDelayMs,
-          batchMax: config.deliveryBatchMax,
-          transactionsInFlight: config.deliveryTransactions,
-        },
-        log,
-        this.metrics,
-      );
-      this.worker.observer = this.stats;
-      this.worker.start();
+        deadLetters: deadLetterStores.get(destination.name) as DeadLetterStore,
+        ehr: new EhrClient(
+          {
+            baseUrl,
+            timeoutMs: destination.timeoutMs,
+            bearerToken: destination.sandbox
+              ? sandboxSmart
+                ? undefined
+                : sandboxKey
+              : primary
+                ? undefined
+                : bearerToken(destination.auth),
+            auth: primary ? ehrAuth.connect({ destination: destination.name, baseUrl, timeoutMs: destination.timeoutMs, log }) : undefined,
+            metrics: this.metrics,
+          },
+          new CircuitBreaker(destination.name, breakerSettings, { log, metrics: this.metrics }),
+        ),
+      };
+    });
+    this.ehr = this.deliveries[0].ehr;
+    if (deliver) {
+      for (const d of this.deliveries) {
+        d.worker = new DeliveryWorker(
+          d.queue,
+          d.ehr,
+          d.deadLetters,
+          {
+            destination: d.destination.name,
+            writeMode: d.destination.writeMode,
+            conditionalCreate: d.destination.conditionalCreate,
+            concurrency: d.destination.concurrency ?? config.deliveryConcurrency,
+            unknownPatientPolicy: config.unknownPatientPolicy,
+            keyLockWaitMs: config.keyLockWaitMs,
+            fhirTimeoutMs: d.destination.timeoutMs,
+            retryBaseDelayMs: config.retryBaseDelayMs,
+            retryMaxDelayMs: config.retryMaxDelayMs,
+            batchMax: config.deliveryBatchMax,
+            transactionsInFlight: config.deliveryTransactions,
+          },
+          log,
+          this.metrics,
+        );
+        d.worker.observer = this.stats;
+        d.worker.start();
+      }
+      this.worker = this.deliveries[0].worker;
     }
     for (const part of features.parts) {
       await part.start().catch((err: NodeJS.ErrnoException & { port?: number }) => {
@@ -355,6 +415,7 @@ export class Gateway {
         role: this.role,
         version: VERSION,
         fhirBaseUrl: withoutCredentials(fhirBaseUrl),
+        destinations: this.deliveries.map((d) => `${d.destination.name}=${withoutCredentials(d.ehr.baseUrl)}`),
         unknownPatientPolicy: config.unknownPatientPolicy,
       },
       'gateway started',
@@ -402,8 +463,8 @@ export class Gateway {
     const timeout = new Promise<void>((res) => setTimeout(res, this.config.shutdownTimeoutMs).unref());
     await Promise.race([
       (async () => {
-        await this.worker?.stop();
-        await this.queue?.close();
+        await Promise.all(this.deliveries.map((d) => d.worker?.stop()));
+        await this.queues?.close();
       })(),
       timeout,
     ]);

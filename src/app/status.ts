@@ -11,14 +11,27 @@ import type { EhrClient } from '../delivery/ehr-client.js';
 import type { Metrics } from '../observability/metrics.js';
 import { withoutCredentials } from '../observability/redact.js';
 import { type DeliveryQueue, withTimeout } from '../queue/queue.js';
+import type { DestinationQueues } from '../queue/routing.js';
+import type { Destination } from '../config/destinations.js';
+import type { DeliveryWorker } from '../delivery/worker.js';
+
+/** One destination as the status routes read it. */
+export interface DestinationView {
+  destination: Destination;
+  queue: DeliveryQueue;
+  ehr: EhrClient;
+  deadLetters: DeadLetterStore;
+  worker?: DeliveryWorker;
+}
 
 export interface StatusDeps {
   config: Config;
   version: string;
   registry: AdapterRegistry;
-  queue: DeliveryQueue;
-  deadLetters: DeadLetterStore;
-  ehr: () => EhrClient | undefined;
+  queues: DestinationQueues;
+  deadLetters: Map<string, DeadLetterStore>;
+  /** Every destination (set once the HTTP server listens: the sandbox's URL is known then). */
+  deliveries: () => DestinationView[];
   /** The circuit breakers of the destinations this process delivers to (none in the ingest role). */
   breakers: () => CircuitBreaker[];
   metrics: Metrics;
@@ -33,7 +46,8 @@ function briefly(b: BreakerSnapshot): Record<string, unknown> {
 }
 
 export function statusRoutes(deps: StatusDeps): Router {
-  const { config, queue, deadLetters, metrics } = deps;
+  const { config, queues, metrics } = deps;
+  const queue = queues.primary.queue;
   const router = express.Router();
   // Prometheus state set: one series per state, 1 for the current one.
   metrics.gaugeFamily('destination_breaker_state', () =>
@@ -58,18 +72,36 @@ export function statusRoutes(deps: StatusDeps): Router {
   });
   router.get('/api/status', deps.operatorOnly, async (_req, res) => {
     const ready = queue.isReady();
-    const counts = ready ? await queue.counts().catch(() => undefined) : undefined;
-    const dead = ready ? await deadLetters.count().catch(() => undefined) : undefined;
+    const breakers = new Map(deps.breakers().map((b) => [b.destination, b]));
+    const destinations = await Promise.all(
+      deps.deliveries().map(async (d) => {
+        const counts = ready ? await d.queue.counts().catch(() => undefined) : undefined;
+        const dead = ready ? await d.deadLetters.count().catch(() => undefined) : undefined;
+        const b = breakers.get(d.destination.name);
+        const written = d.worker?.writer.known;
+        return {
+          ...(b ? { ...b.snapshot(), breakerEnabled: b.enabled, waitingJobs: b.waiting } : { destination: d.destination.name }),
+          baseUrl: withoutCredentials(d.ehr.baseUrl),
+          sandbox: d.destination.sandbox,
+          writeMode: written?.mode ?? d.destination.writeMode ?? null,
+          writeModeSource: written?.source ?? (d.destination.writeMode ? 'configured' : null),
+          queue: counts ? { name: d.queue.settings.queueName, ...counts, maxDepth: config.queueMaxDepth } : null,
+          deadLetters: dead ?? null,
+        };
+      }),
+    );
+    const primary = destinations[0];
     res.json({
       version: deps.version,
       role: config.role,
-      fhirBaseUrl: withoutCredentials(deps.ehr()?.baseUrl ?? config.fhirBaseUrl ?? '') || null,
+      fhirBaseUrl: primary?.baseUrl || null,
       sandbox: config.sandbox,
       unknownPatientPolicy: config.unknownPatientPolicy,
       redis: { status: ready ? 'ready' : queue.connectionStatus(), embedded: !config.redisUrl },
-      queue: counts ? { name: config.queueName, ...counts, maxDepth: config.queueMaxDepth } : null,
-      deadLetters: dead ?? null,
-      destinations: deps.breakers().map((b) => ({ ...b.snapshot(), breakerEnabled: b.enabled, waitingJobs: b.waiting })),
+      // The first destination's queue and dead letters, as before there were several; each one's under destinations.
+      queue: primary?.queue ?? null,
+      deadLetters: primary?.deadLetters ?? null,
+      destinations,
       adapters: deps.registry.list().map((a) => a.id),
     });
   });
@@ -84,29 +116,34 @@ export function statusRoutes(deps: StatusDeps): Router {
  * readiness checks add no requests to an EHR that is down).
  */
 export function readiness(
-  queue: DeliveryQueue,
-  ehr: () => EhrClient | undefined,
+  queues: DestinationQueues,
+  deliveries: () => DestinationView[],
   breakers: () => CircuitBreaker[],
   delivers: boolean,
 ): () => Promise<{ problems: string[]; details?: Record<string, unknown> }> {
-  let ehrCheck = { at: 0, error: undefined as string | undefined };
+  const checks = new Map<string, { at: number; error?: string }>();
   return async () => {
     const problems: string[] = [];
-    if (!queue.isReady()) problems.push('Redis is not reachable');
+    if (!queues.isReady()) problems.push('Redis is not reachable');
     if (!delivers) return { problems };
     const warnings: string[] = [];
     const destinations = Object.fromEntries(breakers().map((b) => [b.destination, briefly(b.snapshot())]));
-    const client = ehr();
-    if (client && (client.breaker?.state ?? 'closed') === 'closed') {
-      if (Date.now() - ehrCheck.at > 2000) {
-        const error = await client.ping().then(
-          () => undefined,
-          (e: Error) => e.message,
-        );
-        ehrCheck = { at: Date.now(), error };
-      }
-      if (ehrCheck.error) warnings.push(`EHR: ${ehrCheck.error}`);
-    }
+    // Each destination is asked on its own, at once: one that does not answer does not delay the others' answer.
+    await Promise.all(
+      deliveries().map(async ({ destination, ehr }) => {
+        if ((ehr.breaker?.state ?? 'closed') !== 'closed') return;
+        let check = checks.get(destination.name);
+        if (!check || Date.now() - check.at > 2000) {
+          const error = await ehr.ping().then(
+            () => undefined,
+            (e: Error) => e.message,
+          );
+          check = { at: Date.now(), error };
+          checks.set(destination.name, check);
+        }
+        if (check.error) warnings.push(`${destination.name === 'ehr' ? 'EHR' : `destination '${destination.name}'`}: ${check.error}`);
+      }),
+    );
     for (const [name, b] of Object.entries(destinations))
       if (b.state !== 'closed')
         warnings.push(`destination '${name}': circuit breaker ${String(b.state)} (${String(b.lastError)}); readings are queued`);

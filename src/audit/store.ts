@@ -15,7 +15,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { AuditEvent } from 'fhir/r4';
-import type { DeliveryQueue } from '../queue/queue.js';
+import type { JobQueue } from '../queue/routing.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { validateReadings } from '../fhir/validate.js';
@@ -50,7 +50,7 @@ export class AuditTrail {
   constructor(
     private readonly redis: Redis,
     private readonly opts: { deviceSystem: string; maxEvents: number; securityMaxEvents?: number; forward: boolean },
-    private readonly queue: Pick<DeliveryQueue, 'enqueue'> | undefined,
+    private readonly queue: Pick<JobQueue, 'enqueue'> | undefined,
     private readonly log: Logger,
     private readonly metrics: Metrics,
   ) {}

@@ -4,6 +4,7 @@
  * (ALL_KEYS) and loads them together, so every error of every fragment is reported at once.
  */
 import { type DestinationAuthConfig, EHR_AUTH_METHODS, readDestinationAuth, SIGNING_ALGS } from './ehr-auth.js';
+import { type Destination, defaultDestination, readDestinationsFile } from './destinations.js';
 import { ConfigError, type ConfigKey, type ConfigValue, describeKeys, loadKeys } from './schema.js';
 
 export { ConfigError } from './schema.js';
@@ -95,6 +96,12 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     values: EHR_AUTH_METHODS,
     description:
       'How the gateway authenticates to the EHR: none, bearer (FHIR_BEARER_TOKEN), smart (SMART Backend Services: a JWT signed with FHIR_SMART_KEYS) or client-secret (OAuth2 client credentials). See docs/ehr.md',
+  },
+  {
+    env: 'DESTINATIONS_FILE',
+    type: 'string',
+    description:
+      'JSON file of the delivery destinations (several FHIR servers, each with its own queue, auth, write mode and filter; see docs/destinations.md). Unset: one destination, ehr, from FHIR_BASE_URL and FHIR_AUTH',
   },
   { env: 'FHIR_BEARER_TOKEN', type: 'string', secret: true, description: 'Static bearer token sent to the EHR when FHIR_AUTH=bearer' },
   {
@@ -333,6 +340,10 @@ export interface Config {
   redisAppendFsync: 'everysec' | 'always';
   fhirBaseUrl?: string;
   sandbox: boolean;
+  /** Where readings are delivered: DESTINATIONS_FILE, or the one destination `ehr` (FHIR_BASE_URL or the sandbox). */
+  destinations: Destination[];
+  /** DESTINATIONS_FILE: the destinations come from a file (no FHIR_AUTH for the destination named ehr). */
+  destinationsFile?: string;
   /** Where the sandbox keeps its data (undefined: in memory). */
   sandboxDataDir?: string;
   fhirAuth: DestinationAuthConfig['auth']['method'];
@@ -383,7 +394,25 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
   const s = (k: string) => v.get(k) as string;
   const n = (k: string) => v.get(k) as number;
   const fhirBaseUrl = v.get('FHIR_BASE_URL') as string | undefined;
-  const sandbox = !fhirBaseUrl;
+  const destinationsFile = v.get('DESTINATIONS_FILE') as string | undefined;
+  let destinations: Destination[] = [];
+  if (destinationsFile) {
+    if (fhirBaseUrl) errors.push('set either FHIR_BASE_URL or DESTINATIONS_FILE, not both (name the EHR in the file)');
+    const r = readDestinationsFile(destinationsFile, { timeoutMs: n('FHIR_TIMEOUT_MS') }, env);
+    errors.push(...r.errors);
+    destinations = r.destinations;
+  } else {
+    destinations = [
+      defaultDestination({
+        fhirBaseUrl,
+        fhirAuth: s('FHIR_AUTH') as Config['fhirAuth'],
+        fhirBearerToken: v.get('FHIR_BEARER_TOKEN') as string | undefined,
+        fhirTimeoutMs: n('FHIR_TIMEOUT_MS'),
+      }),
+    ];
+  }
+  // The sandbox EHR is served when a destination is the sandbox (without a file: when FHIR_BASE_URL is unset).
+  const sandbox = destinations.some((d) => d.sandbox);
   if (n('BREAKER_PROBE_MAX_INTERVAL_MS') < n('BREAKER_PROBE_INTERVAL_MS'))
     errors.push('BREAKER_PROBE_MAX_INTERVAL_MS must not be less than BREAKER_PROBE_INTERVAL_MS');
   if (n('REFUSALS_MAX_BYTES') < 2 * n('REFUSALS_MAX_PAYLOAD_BYTES'))
@@ -402,6 +431,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     redisAppendFsync: s('REDIS_APPENDFSYNC') as Config['redisAppendFsync'],
     fhirBaseUrl,
     sandbox,
+    destinations,
+    destinationsFile,
     sandboxDataDir: v.get('SANDBOX_PERSIST') === false ? undefined : s('SANDBOX_DATA_DIR'),
     fhirAuth: s('FHIR_AUTH') as Config['fhirAuth'],
     fhirBearerToken: v.get('FHIR_BEARER_TOKEN') as string | undefined,
@@ -413,7 +444,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     },
     fhirTimeoutMs: n('FHIR_TIMEOUT_MS'),
     unknownPatientPolicy: ((v.get('UNKNOWN_PATIENT_POLICY') as string | undefined) ??
-      (sandbox ? 'create' : 'reject')) as Config['unknownPatientPolicy'],
+      (destinations.every((d) => d.sandbox) ? 'create' : 'reject')) as Config['unknownPatientPolicy'],
     deviceIdentifierSystem: s('DEVICE_IDENTIFIER_SYSTEM'),
     patientIdentifierSystem: s('PATIENT_IDENTIFIER_SYSTEM'),
     queueName: s('QUEUE_NAME'),

@@ -29,6 +29,7 @@ import { EhrError, type EhrClient } from './ehr-client.js';
 import { asError, isPermanent, PermanentError } from './errors.js';
 import { type KeyLocks, LockBusyError, type Release } from './locks.js';
 import type { PatientLookup } from './patients.js';
+import type { DestinationWriter } from './writer.js';
 
 export interface AttemptSettings {
   unknownPatientPolicy: 'reject' | 'create';
@@ -81,6 +82,9 @@ export class DeliveryAttempts {
     private readonly settings: AttemptSettings,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    /** Sends each transaction Bundle the destination's way (its write mode). */
+    private readonly writer: DestinationWriter,
+    private readonly destination = 'ehr',
   ) {
     if (settings.batchMax > 1) {
       this.coalescer = new Coalescer({
@@ -179,7 +183,7 @@ export class DeliveryAttempts {
       if (!units.length) return results;
       const bundle = buildBatchTransaction(units);
       try {
-        await this.ehr.transaction(bundle);
+        await this.writer.write(bundle);
         this.countTransaction(units.length);
         const transactionEntries = bundle.entry?.length ?? 0;
         for (const k of written) set(k, { transactionEntries, observations: readings[k].t.observations.length, batchSize: units.length });
@@ -216,7 +220,7 @@ export class DeliveryAttempts {
       const merged = fresh.writeMode === 'merge' ? await this.existingForMerge(fresh.observations) : undefined;
       const bundle = buildTransaction(jobId, fresh, patient, merged);
       try {
-        await this.ehr.transaction(bundle);
+        await this.writer.write(bundle);
         this.countTransaction(1);
       } catch (err) {
         hold = this.holdAfter(err);
@@ -242,8 +246,8 @@ export class DeliveryAttempts {
   }
 
   private countTransaction(readings: number): void {
-    this.metrics.inc('delivery_transactions_total');
-    this.metrics.inc('delivery_transaction_readings_total', {}, readings);
+    this.metrics.inc('delivery_transactions_total', { destination: this.destination });
+    this.metrics.inc('delivery_transaction_readings_total', { destination: this.destination }, readings);
   }
 
   /** The Observations a 'merge' reading updates: each found by identifier, merged with the incoming samples. */

@@ -6,6 +6,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { OperationOutcome } from 'fhir/r4';
+import { destinationPrefix } from '../core/keys.js';
 import { type DeliveryJob, normalizeJob } from '../queue/queue.js';
 
 export interface DeadLetter {
@@ -19,6 +20,8 @@ export interface DeadLetter {
   attempts: number;
   deadAt: string;
   job: DeliveryJob;
+  /** The destination that gave it up (absent in entries written before there were several). */
+  destination?: string;
 }
 
 export interface DeadLetterSummary extends Omit<DeadLetter, 'job'> {
@@ -28,13 +31,10 @@ export interface DeadLetterSummary extends Omit<DeadLetter, 'job'> {
   summary: { readings: number; devices: number; observations: number; patients: number; codes: string[] };
 }
 
-const KEY = (id: string) => `gw:dlq:${id}`;
-
 function parseDeadLetter(raw: string): DeadLetter {
   const d = JSON.parse(raw) as DeadLetter;
   return { ...d, job: normalizeJob(d.job) };
 }
-const INDEX = 'gw:dlq:index';
 
 export function summarize(d: DeadLetter): DeadLetterSummary {
   const { job, ...rest } = d;
@@ -57,30 +57,47 @@ export function summarize(d: DeadLetter): DeadLetterSummary {
 }
 
 export class DeadLetterStore {
-  constructor(private readonly redis: Redis) {}
+  private readonly prefix: string;
+  private readonly index: string;
+
+  /** The dead letters of one destination. */
+  constructor(
+    private readonly redis: Redis,
+    readonly destination = 'ehr',
+  ) {
+    this.prefix = destinationPrefix('gw:dlq:', destination);
+    this.index = `${this.prefix}index`;
+  }
+
+  private key(id: string): string {
+    return this.prefix + id;
+  }
 
   async put(d: DeadLetter): Promise<void> {
-    await this.redis.multi().set(KEY(d.id), JSON.stringify(d)).zadd(INDEX, Date.parse(d.deadAt), d.id).exec();
+    await this.redis.multi().set(this.key(d.id), JSON.stringify(d)).zadd(this.index, Date.parse(d.deadAt), d.id).exec();
   }
 
   async get(id: string): Promise<DeadLetter | undefined> {
-    const raw = await this.redis.get(KEY(id));
-    return raw ? parseDeadLetter(raw) : undefined;
+    const raw = await this.redis.get(this.key(id));
+    return raw ? { ...parseDeadLetter(raw), destination: this.destination } : undefined;
   }
 
   async list(offset = 0, limit = 100): Promise<{ total: number; items: DeadLetterSummary[] }> {
-    const [total, ids] = await Promise.all([this.redis.zcard(INDEX), this.redis.zrevrange(INDEX, offset, offset + limit - 1)]);
+    const [total, ids] = await Promise.all([this.redis.zcard(this.index), this.redis.zrevrange(this.index, offset, offset + limit - 1)]);
     if (!ids.length) return { total, items: [] };
-    const raws = await this.redis.mget(ids.map(KEY));
-    return { total, items: raws.filter((r): r is string => !!r).map((r) => summarize(parseDeadLetter(r))) };
+    const raws = await this.redis.mget(ids.map((id) => this.key(id)));
+    return {
+      total,
+      items: raws.filter((r): r is string => !!r).map((r) => summarize({ ...parseDeadLetter(r), destination: this.destination })),
+    };
   }
 
   async count(): Promise<number> {
-    return this.redis.zcard(INDEX);
+    return this.redis.zcard(this.index);
   }
 
   async delete(id: string): Promise<boolean> {
-    const [[, n]] = (await this.redis.multi().del(KEY(id)).zrem(INDEX, id).exec()) as [[unknown, number]];
+    const [[, n]] = (await this.redis.multi().del(this.key(id)).zrem(this.index, id).exec()) as [[unknown, number]];
     return n === 1;
   }
 }

@@ -5,7 +5,7 @@
  * `retryable` on the EhrError (a GatewayError).
  */
 import { Client } from 'fhir-kit-client';
-import type { Bundle, OperationOutcome, Resource } from 'fhir/r4';
+import type { Bundle, CapabilityStatement, OperationOutcome, Resource } from 'fhir/r4';
 import { GatewayError, isRetryableStatus, issue, outcome } from '../core/errors.js';
 import { ehrRequestOutcome, type Metrics } from '../observability/metrics.js';
 import type { CircuitBreaker } from './breaker.js';
@@ -169,6 +169,42 @@ export class EhrClient {
 
   async transaction(bundle: Bundle): Promise<Bundle> {
     return this.request('transaction', (options) => this.client.transaction({ body: bundle as never, options }));
+  }
+
+  batch(bundle: Bundle): Promise<Bundle> {
+    return this.request('batch', (options) => this.client.batch({ body: bundle as never, options }));
+  }
+
+  /**
+   * One request of an entry written on its own (write mode 'individual'): `url` relative to the base (`Observation`,
+   * `Device?identifier=…`), with extra headers (If-None-Exist, If-Match). Asks for the resource back.
+   */
+  write<T extends Resource>(
+    what: string,
+    method: 'POST' | 'PUT',
+    url: string,
+    body: Resource,
+    headers: Record<string, string> = {},
+  ): Promise<T> {
+    return this.request<T>(what, (options) =>
+      this.client.request(url, {
+        method,
+        body,
+        options: {
+          ...options,
+          headers: { 'content-type': 'application/fhir+json', prefer: 'return=representation', ...headers, ...options.headers },
+        },
+      }),
+    );
+  }
+
+  /** GET /metadata: the server's CapabilityStatement (not through the breaker). */
+  async capabilities(): Promise<CapabilityStatement> {
+    try {
+      return (await this.client.capabilityStatement(this.opts())) as unknown as CapabilityStatement;
+    } catch (err) {
+      throw classify(err, 'metadata');
+    }
   }
 
   async search<T extends Resource>(resourceType: string, searchParams: Record<string, string>): Promise<T[]> {

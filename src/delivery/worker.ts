@@ -18,9 +18,17 @@ import { type EhrClient, EhrError } from './ehr-client.js';
 import { asError, isPermanent, PermanentError } from './errors.js';
 import { KeyLocks } from './locks.js';
 import { PatientLookup } from './patients.js';
+import { DestinationWriter } from './writer.js';
+import { destinationPrefix } from '../core/keys.js';
+import type { WriteMode } from '../config/destinations.js';
 
 export interface WorkerSettings extends AttemptSettings {
   concurrency: number;
+  /** The destination this worker delivers to (its metrics label, its keys; default ehr). */
+  destination?: string;
+  /** Its write mode (undefined: chosen from its CapabilityStatement) and, for individual, conditional create. */
+  writeMode?: WriteMode;
+  conditionalCreate?: boolean;
   retryBaseDelayMs: number;
   retryMaxDelayMs: number;
 }
@@ -73,6 +81,8 @@ export class DeliveryWorker {
   /** Jobs this process has dead-lettered (whole, or some readings), removed from bull once it has recorded them as done. */
   private readonly deadLettered = new Set<string>();
   private readonly patients: PatientLookup;
+  readonly destination: string;
+  readonly writer: DestinationWriter;
   private started = false;
   private closing?: Promise<void>;
   /** Aborted when the worker stops: jobs waiting for the circuit breaker go back to the queue. */
@@ -87,6 +97,8 @@ export class DeliveryWorker {
     private readonly metrics: Metrics,
   ) {
     this.patients = new PatientLookup(ehr, settings.unknownPatientPolicy);
+    this.destination = settings.destination ?? 'ehr';
+    this.writer = new DestinationWriter(ehr, settings, log, this.destination);
     // One listener per job waiting for the circuit breaker: up to DELIVERY_CONCURRENCY.
     setMaxListeners(0, this.stopping.signal);
   }
@@ -95,8 +107,14 @@ export class DeliveryWorker {
     if (this.started) return;
     this.started = true;
     const redis = this.queue.redis;
-    const devices = new DeviceVersions(redis, this.log);
-    const attempts = new DeliveryAttempts(this.ehr, new KeyLocks(redis), this.patients, devices, this.settings, this.log, this.metrics);
+    // Each destination has its own locks and device versions: one destination's slow write never holds up another's.
+    const d = this.destination;
+    const devices = new DeviceVersions(redis, this.log, destinationPrefix('gw:dev:fhirver:', d));
+    const locks = new KeyLocks(redis, destinationPrefix('gw:lock:', d));
+    const attempts = new DeliveryAttempts(this.ehr, locks, this.patients, devices, this.settings, this.log, this.metrics, this.writer, d);
+    // The write mode is chosen (and logged) now when it comes from the server; a server that does not answer is asked
+    // again at the first delivery.
+    void this.writer.resolve().catch((err: Error) => this.log.warn({ destination: d, error: err.message }, 'write mode not chosen yet'));
     void this.queue
       .process(this.settings.concurrency, (job) => this.handle(job, attempts))
       .catch((err: unknown) => {
@@ -128,11 +146,14 @@ export class DeliveryWorker {
       }
       const final = job.attemptsMade >= (job.opts.attempts ?? 1) || isStalledFailure(err);
       if (!final) {
-        this.log.warn({ jobId: id, attempt: job.attemptsMade, error: err.message }, 'delivery attempt failed; will retry');
+        this.log.warn(
+          { destination: this.destination, jobId: id, attempt: job.attemptsMade, error: err.message },
+          'delivery attempt failed; will retry',
+        );
         return;
       }
       await this.writeDeadLetter(job, err, job.attemptsMade);
-      this.metrics.inc('delivery_jobs_total', { outcome: 'dead-letter' });
+      this.metrics.inc('delivery_jobs_total', { destination: this.destination, outcome: 'dead-letter' });
       await job.remove();
     } catch (e) {
       const message = 'could not record the failed job as a dead letter; it stays in the failed jobs of the queue';
@@ -156,11 +177,20 @@ export class DeliveryWorker {
       attempts,
       deadAt: new Date().toISOString(),
       job: data,
+      destination: this.destination,
     });
-    this.metrics.inc('delivery_dead_letters_total', { kind, adapter: job.data.adapterId, channel: job.data.channel });
+    this.metrics.inc('delivery_dead_letters_total', {
+      destination: this.destination,
+      kind,
+      adapter: job.data.adapterId,
+      channel: job.data.channel,
+    });
     this.observer?.settled({ ...where(job), outcome: 'dead-letter', error: e.message });
     const adapter = job.data.adapterId;
-    this.log.warn({ jobId: job.id, reading, adapter, attempt: attempts, status: httpStatus, reason: e.message }, 'dead letter');
+    this.log.warn(
+      { destination: this.destination, jobId: job.id, reading, adapter, attempt: attempts, status: httpStatus, reason: e.message },
+      'dead letter',
+    );
   }
 
   /**
@@ -182,7 +212,7 @@ export class DeliveryWorker {
   private defer(job: QueuedJob, err: unknown): never {
     if (!(err instanceof PermitAbortedError)) throw err;
     job.attemptsMade -= 1;
-    this.metrics.inc('delivery_jobs_total', { outcome: 'deferred' });
+    this.metrics.inc('delivery_jobs_total', { destination: this.destination, outcome: 'deferred' });
     throw new DeferredError(Math.max(1000, this.ehr.breaker?.msUntilProbe() ?? 0));
   }
 
@@ -219,7 +249,7 @@ export class DeliveryWorker {
         breaker.settle(permit);
       }
       if (!this.metOutage(breaker, outcome)) return this.conclude(job, attempt, last, outcome);
-      this.metrics.inc('delivery_jobs_total', { outcome: 'breaker-wait' });
+      this.metrics.inc('delivery_jobs_total', { destination: this.destination, outcome: 'breaker-wait' });
     }
   }
 
@@ -247,13 +277,22 @@ export class DeliveryWorker {
       }
       // A resend of the message must become a new job (the given-up readings are delivered then), not match this one.
       if (given) this.deadLettered.add(String(job.id));
-      this.metrics.inc('delivery_jobs_total', { outcome: 'delivered' });
-      recordDelivered(this.metrics, job.data, readings.length - given, this.ehr.breaker?.destination);
-      this.metrics.inc('delivery_observations_total', {}, outcome.observations);
+      this.metrics.inc('delivery_jobs_total', { destination: this.destination, outcome: 'delivered' });
+      recordDelivered(this.metrics, job.data, readings.length - given, this.destination);
+      this.metrics.inc('delivery_observations_total', { destination: this.destination }, outcome.observations);
       if (given < results.length) this.observer?.settled({ ...where(job), outcome: 'delivered' });
       const { transactionEntries: entries, batchSize: batch } = outcome;
       this.log.debug(
-        { jobId: job.id, adapter: job.data.adapterId, attempt, readings: readings.length, given, entries, batch },
+        {
+          destination: this.destination,
+          jobId: job.id,
+          adapter: job.data.adapterId,
+          attempt,
+          readings: readings.length,
+          given,
+          entries,
+          batch,
+        },
         'delivered',
       );
       return outcome;
@@ -263,11 +302,11 @@ export class DeliveryWorker {
         // If the dead letter cannot be written, the job is not discarded: bull retries it, or records it as failed
         // and onFailed tries again.
         await this.writeDeadLetter(job, e, attempt);
-        this.metrics.inc('delivery_jobs_total', { outcome: 'dead-letter' });
+        this.metrics.inc('delivery_jobs_total', { destination: this.destination, outcome: 'dead-letter' });
         this.deadLettered.add(String(job.id));
         await job.discard();
       } else {
-        this.metrics.inc('delivery_jobs_total', { outcome: 'retry' });
+        this.metrics.inc('delivery_jobs_total', { destination: this.destination, outcome: 'retry' });
         this.observer?.settled({ ...where(job), outcome: 'retry', error: e.message });
       }
       throw e;

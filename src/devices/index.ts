@@ -12,7 +12,7 @@ import type { AdapterRegistry } from '../adapters/registry.js';
 import { AuditTrail } from '../audit/store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { DeliveryQueue } from '../queue/queue.js';
+import type { JobQueue } from '../queue/routing.js';
 import { DEVICE_KEYS, type DeviceConfig } from './config.js';
 import { DeviceGuard } from './guard.js';
 import { OfflineMonitor } from './monitor.js';
@@ -26,7 +26,7 @@ export { deviceUpdateTranslation, deviceRegistryVersion, REGISTRY_VERSION_URL } 
 
 export interface DeviceManagementDeps {
   redis: Redis;
-  queue: DeliveryQueue;
+  queue: JobQueue;
   adapters: AdapterRegistry;
   config: DeviceConfig;
   /** Largest accepted request body of the device API. */

@@ -11,7 +11,8 @@ import { badRequest, conflict, forbidden, notFound, GatewayError, outcome, issue
 import { validateReadings } from '../fhir/validate.js';
 import { idSyntaxProblem, PATIENT_ID } from '../core/ids.js';
 import { canonicalEui64 } from '../fhir/identifiers.js';
-import type { DeliveryJob, DeliveryQueue } from '../queue/queue.js';
+import type { DeliveryJob } from '../queue/queue.js';
+import type { JobQueue } from '../queue/routing.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AuditTrail } from '../audit/store.js';
@@ -73,7 +74,7 @@ export class DeviceService {
     readonly registry: DeviceRegistry,
     readonly credentials: CredentialStore,
     access: ApiKeyAccess,
-    private readonly queue: Pick<DeliveryQueue, 'enqueue' | 'requeue'>,
+    private readonly queue: JobQueue,
     private readonly adapters: AdapterRegistry,
     readonly audit: AuditTrail,
     private readonly notifier: Notifier,

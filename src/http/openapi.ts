@@ -97,6 +97,8 @@ const PAGING = [
   q('offset', 'Entries to skip (a whole number; default 0).', { type: 'integer', minimum: 0, default: 0 }),
   q('limit', 'Entries to return (a whole number, 1 to 500; default 100).', { type: 'integer', minimum: 1, maximum: 500, default: 100 }),
 ];
+/** Every dead-letter route: which destination's dead letters (default: the first destination, ehr). */
+const DESTINATION = [q('destination', "The destination's name (see docs/destinations.md; default: the first destination, ehr).")];
 const REFUSAL_FILTERS = [
   q('channel', 'The channel it arrived on: http, mllp, mqtt.'),
   q('format', 'How the payload is kept: json, hl7v2, text.', { type: 'string', enum: ['json', 'hl7v2', 'text'] }),
@@ -902,7 +904,7 @@ const OPERATIONS: Op[] = [
     tag: 'dead-letters',
     summary: 'Jobs the EHR refused for good or that ran out of attempts, newest first',
     roles: ['operator'],
-    query: PAGING,
+    query: [...PAGING, ...DESTINATION],
     responses: { 200: json('A page of dead letters (without the jobs).', schema('DeadLetterPage')), 400: response('BadRequest') },
   },
   {
@@ -912,16 +914,22 @@ const OPERATIONS: Op[] = [
     tag: 'dead-letters',
     summary: 'One dead letter with its job',
     roles: ['operator'],
-    responses: { 200: json('The dead letter.', schema('DeadLetter')), 404: response('NotFound') },
+    query: DESTINATION,
+    responses: { 200: json('The dead letter.', schema('DeadLetter')), 400: response('BadRequest'), 404: response('NotFound') },
   },
   {
     method: 'post',
     path: '/api/dead-letters/{id}/retry',
     operationId: 'retryDeadLetter',
     tag: 'dead-letters',
-    summary: 'Queue the job again (once the cause is fixed)',
+    summary: 'Queue the job again for its destination (once the cause is fixed)',
     roles: ['operator'],
-    responses: { 202: json('Queued.', obj({ jobId: str }, ['jobId'])), 404: response('NotFound') },
+    query: DESTINATION,
+    responses: {
+      202: json('Queued.', obj({ jobId: str, destination: str }, ['jobId'])),
+      400: response('BadRequest'),
+      404: response('NotFound'),
+    },
   },
   {
     method: 'delete',
@@ -930,7 +938,8 @@ const OPERATIONS: Op[] = [
     tag: 'dead-letters',
     summary: 'Discard a dead letter',
     roles: [],
-    responses: { 204: noContent('Deleted.'), 404: response('NotFound') },
+    query: DESTINATION,
+    responses: { 204: noContent('Deleted.'), 400: response('BadRequest'), 404: response('NotFound') },
   },
 
   // ---- MQTT ----
@@ -1444,6 +1453,7 @@ function schemas(measurementsSchema: object): Record<string, Json> {
         outcome: schema('OperationOutcome'),
         attempts: int,
         deadAt: dateTime,
+        destination: str,
         adapterId: str,
         channel: str,
         receivedAt: dateTime,
@@ -1461,11 +1471,12 @@ function schemas(measurementsSchema: object): Record<string, Json> {
         outcome: schema('OperationOutcome'),
         attempts: int,
         deadAt: dateTime,
+        destination: str,
         job: { type: 'object', description: 'The delivery job: its readings and their FHIR resources (PHI)' },
       },
       ['id', 'jobId', 'reason', 'kind', 'attempts', 'deadAt', 'job'],
     ),
-    DeadLetterPage: obj({ total: int, items: arrayOf(schema('DeadLetterSummary')) }, ['total', 'items']),
+    DeadLetterPage: obj({ destination: str, total: int, items: arrayOf(schema('DeadLetterSummary')) }, ['total', 'items']),
     MqttStatus: obj(
       {
         broker: str,

@@ -15,7 +15,8 @@ import { type DeviceAdapter, type InboundMessage, type Reading, type Translation
 import { GatewayError, issue, notFound, outcome, unprocessable } from '../core/errors.js';
 import type { ReadingChecks } from '../fhir/plausibility.js';
 import { validateReadings } from '../fhir/validate.js';
-import { DEFAULT_READINGS_PER_JOB, type DeliveryQueue, jobsFor } from '../queue/queue.js';
+import { DEFAULT_READINGS_PER_JOB, jobsFor } from '../queue/queue.js';
+import type { JobQueue } from '../queue/routing.js';
 import type { Metrics } from '../observability/metrics.js';
 
 export interface IngestResult {
@@ -122,7 +123,7 @@ export class Pipeline implements Ingestor {
 
   constructor(
     private readonly registry: AdapterRegistry,
-    private readonly queue: Pick<DeliveryQueue, 'enqueue'>,
+    private readonly queue: Pick<JobQueue, 'enqueue'>,
     private readonly context: TranslationContext,
     private readonly metrics?: Metrics,
     private readonly readingsPerJob = DEFAULT_READINGS_PER_JOB,
@@ -176,7 +177,9 @@ export class Pipeline implements Ingestor {
     }
     const deliverable = translations.filter((t) => t.observations.length || t.devices.length || t.patients?.length);
     const jobs = jobsFor({ adapterId, channel: message.channel, receivedAt: message.receivedAt }, deliverable, this.readingsPerJob);
-    const jobIds = jobs.length ? await this.queue.enqueue(jobs) : [];
+    // One job per destination whose filter matches, all in Redis before the sender is acknowledged (queue/routing.ts).
+    const sendingFacility = message.attributes?.sendingFacility;
+    const jobIds = jobs.length ? await this.queue.enqueue(jobs, sendingFacility ? { sendingFacility } : {}) : [];
     const observations = translations.reduce((n, t) => n + t.observations.length, 0);
     this.metrics?.inc('ingest_accepted_total', { adapter: adapterId, channel: message.channel }, jobs.length);
     this.metrics?.inc('ingest_observations_total', { adapter: adapterId, channel: message.channel }, observations);

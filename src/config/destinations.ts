@@ -1,0 +1,253 @@
+/**
+ * Delivery destinations: the FHIR servers (and, later, other consumers) the gateway delivers readings to, each with its
+ * own queue, worker, circuit breaker, dead letters and metrics. Configured in one JSON file (DESTINATIONS_FILE),
+ * checked at start-up with every error listed; without a file, the one destination `ehr` is built from FHIR_BASE_URL
+ * and FHIR_AUTH (or the sandbox EHR), as before.
+ *
+ * JSON rather than YAML: the `yaml` package is a development dependency of the project only.
+ *
+ * The file:
+ *   { "destinations": [ { "name": "ehr", "baseUrl": "https://ehr.example.org/fhir", "auth": { "type": "bearer",
+ *     "tokenEnv": "EHR_TOKEN" }, "writeMode": "individual", "timeoutMs": 15000, "concurrency": 8,
+ *     "filter": { "resourceTypes": ["Observation", "Device"], "categories": ["vital-signs"], "codes": ["http://loinc.org|8867-4"],
+ *     "adapters": ["measurements"], "channels": ["http"], "sendingFacilities": ["ICU"] } } ] }
+ */
+import { readFileSync } from 'node:fs';
+
+/** How a destination is authenticated. More types (SMART backend services, client secret, mTLS) extend this union. */
+export type DestinationAuth = { type: 'none' } | { type: 'bearer'; token?: string; tokenEnv?: string };
+export const AUTH_TYPES = ['none', 'bearer'] as const satisfies readonly DestinationAuth['type'][];
+
+/**
+ * How readings are written: one transaction Bundle (all or nothing), one batch Bundle per dependency level (devices
+ * and patients, then observations), or one request per resource. Unset: chosen from the server's CapabilityStatement.
+ */
+export const WRITE_MODES = ['transaction', 'batch', 'individual'] as const;
+export type WriteMode = (typeof WRITE_MODES)[number];
+
+/** Resource types a destination can be given. */
+export const FILTER_RESOURCE_TYPES = ['Observation', 'Device', 'Patient', 'AuditEvent'] as const;
+
+/** What a destination receives; every list that is set must match (an unset list matches everything). */
+export interface DestinationFilter {
+  resourceTypes?: string[];
+  /** Observation category codes (e.g. vital-signs); an Observation matches when one of its categories is listed. */
+  categories?: string[];
+  /** Observation codes, `system|code` or a bare `code` (any system); an Observation matches when one coding is listed. */
+  codes?: string[];
+  adapters?: string[];
+  channels?: string[];
+  /** HL7v2 sending facilities (MSH-4); messages without one (HTTP, MQTT) do not match a set list. */
+  sendingFacilities?: string[];
+}
+
+export interface Destination {
+  name: string;
+  type: 'fhir';
+  /** The FHIR base URL; undefined for the embedded sandbox EHR (`"sandbox": true`). */
+  baseUrl?: string;
+  sandbox: boolean;
+  auth: DestinationAuth;
+  /** Undefined: chosen from the CapabilityStatement when the worker starts. */
+  writeMode?: WriteMode;
+  /** Individual mode: whether to send If-None-Exist (undefined: what the CapabilityStatement says). */
+  conditionalCreate?: boolean;
+  timeoutMs: number;
+  /** Jobs delivered at once by each worker process (undefined: DELIVERY_CONCURRENCY). */
+  concurrency?: number;
+  filter: DestinationFilter;
+}
+
+/** The name of the destination built from FHIR_BASE_URL when there is no file; it keeps QUEUE_NAME and the old keys. */
+export const DEFAULT_DESTINATION = 'ehr';
+
+const NAME = /^[a-z0-9][a-z0-9_-]{0,39}$/;
+const TOP_KEYS = ['destinations'];
+const DEST_KEYS = ['name', 'type', 'baseUrl', 'sandbox', 'auth', 'writeMode', 'conditionalCreate', 'timeoutMs', 'concurrency', 'filter'];
+const FILTER_KEYS = ['resourceTypes', 'categories', 'codes', 'adapters', 'channels', 'sendingFacilities'] as const;
+const AUTH_KEYS: Record<string, string[]> = { none: ['type'], bearer: ['type', 'token', 'tokenEnv'] };
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export interface DestinationDefaults {
+  timeoutMs: number;
+}
+
+/**
+ * Checks a parsed destinations document; answers the destinations, or every error found (each naming where it is:
+ * `destinations[1].filter.codes[0]`).
+ */
+export function parseDestinations(
+  doc: unknown,
+  defaults: DestinationDefaults,
+  env: NodeJS.ProcessEnv = process.env,
+): { destinations: Destination[]; errors: string[] } {
+  const errors: string[] = [];
+  const destinations: Destination[] = [];
+  if (!isObject(doc)) return { destinations, errors: ['the file must hold an object with a "destinations" list'] };
+  for (const k of Object.keys(doc)) if (!TOP_KEYS.includes(k)) errors.push(`unknown key '${k}' (expected: destinations)`);
+  const list = doc.destinations;
+  if (!Array.isArray(list) || list.length === 0) {
+    errors.push('"destinations" must be a list of at least one destination');
+    return { destinations, errors };
+  }
+  const seen = new Map<string, number>();
+  list.forEach((d, i) => {
+    const at = `destinations[${i}]`;
+    if (!isObject(d)) {
+      errors.push(`${at}: must be an object`);
+      return;
+    }
+    for (const k of Object.keys(d)) if (!DEST_KEYS.includes(k)) errors.push(`${at}: unknown key '${k}'`);
+    const name = d.name;
+    if (typeof name !== 'string' || !NAME.test(name)) {
+      errors.push(`${at}.name: must be 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit`);
+    } else if (seen.has(name)) {
+      errors.push(`${at}.name: '${name}' is also the name of destinations[${seen.get(name)}]`);
+    } else seen.set(name, i);
+    if (d.type !== undefined && d.type !== 'fhir') errors.push(`${at}.type: '${String(d.type)}' is not a destination type (fhir)`);
+    const sandbox = d.sandbox === true;
+    if (d.sandbox !== undefined && typeof d.sandbox !== 'boolean') errors.push(`${at}.sandbox: must be true or false`);
+    let baseUrl: string | undefined;
+    if (d.baseUrl !== undefined) {
+      if (typeof d.baseUrl !== 'string') errors.push(`${at}.baseUrl: must be a URL`);
+      else {
+        try {
+          const u = new URL(d.baseUrl);
+          if (u.protocol !== 'http:' && u.protocol !== 'https:') errors.push(`${at}.baseUrl: '${d.baseUrl}' is not an http(s) URL`);
+          else baseUrl = d.baseUrl.replace(/\/+$/, '');
+        } catch {
+          errors.push(`${at}.baseUrl: '${d.baseUrl}' is not a URL`);
+        }
+      }
+    }
+    if (sandbox && d.baseUrl !== undefined) errors.push(`${at}: set either baseUrl or "sandbox": true, not both`);
+    if (!sandbox && d.baseUrl === undefined) errors.push(`${at}: baseUrl is required (or "sandbox": true for the sandbox EHR)`);
+    const auth = parseAuth(d.auth, `${at}.auth`, errors, env);
+    let writeMode: WriteMode | undefined;
+    if (d.writeMode !== undefined) {
+      if (WRITE_MODES.includes(d.writeMode as WriteMode)) writeMode = d.writeMode as WriteMode;
+      else
+        errors.push(
+          `${at}.writeMode: '${String(d.writeMode)}' is not one of ${WRITE_MODES.join(', ')} (or leave it out to choose from the server's CapabilityStatement)`,
+        );
+    }
+    if (d.conditionalCreate !== undefined && typeof d.conditionalCreate !== 'boolean')
+      errors.push(`${at}.conditionalCreate: must be true or false`);
+    const int = (k: 'timeoutMs' | 'concurrency', min: number, max: number): number | undefined => {
+      const v = d[k];
+      if (v === undefined) return undefined;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+        errors.push(`${at}.${k}: must be a whole number from ${min} to ${max}`);
+        return undefined;
+      }
+      return v;
+    };
+    const timeoutMs = int('timeoutMs', 100, 600_000) ?? defaults.timeoutMs;
+    const concurrency = int('concurrency', 1, 1000);
+    const filter = parseFilter(d.filter, `${at}.filter`, errors);
+    destinations.push({
+      name: typeof name === 'string' ? name : `#${i}`,
+      type: 'fhir',
+      baseUrl,
+      sandbox,
+      auth,
+      writeMode,
+      conditionalCreate: typeof d.conditionalCreate === 'boolean' ? d.conditionalCreate : undefined,
+      timeoutMs,
+      concurrency,
+      filter,
+    });
+  });
+  return { destinations, errors };
+}
+
+function parseAuth(v: unknown, at: string, errors: string[], env: NodeJS.ProcessEnv): DestinationAuth {
+  if (v === undefined) return { type: 'none' };
+  if (!isObject(v) || typeof v.type !== 'string' || !AUTH_KEYS[v.type]) {
+    errors.push(`${at}: must be an object with "type": one of ${AUTH_TYPES.join(', ')}`);
+    return { type: 'none' };
+  }
+  for (const k of Object.keys(v)) if (!AUTH_KEYS[v.type].includes(k)) errors.push(`${at}: unknown key '${k}' for type '${v.type}'`);
+  if (v.type === 'none') return { type: 'none' };
+  const token = typeof v.token === 'string' && v.token ? v.token : undefined;
+  const tokenEnv = typeof v.tokenEnv === 'string' && v.tokenEnv ? v.tokenEnv : undefined;
+  if (!!token === !!tokenEnv) errors.push(`${at}: bearer needs exactly one of "token" or "tokenEnv" (the name of an environment variable)`);
+  else if (tokenEnv && !env[tokenEnv]) errors.push(`${at}.tokenEnv: the environment variable ${tokenEnv} is not set`);
+  return { type: 'bearer', token, tokenEnv };
+}
+
+function parseFilter(v: unknown, at: string, errors: string[]): DestinationFilter {
+  if (v === undefined) return {};
+  if (!isObject(v)) {
+    errors.push(`${at}: must be an object`);
+    return {};
+  }
+  const filter: DestinationFilter = {};
+  for (const k of Object.keys(v)) if (!(FILTER_KEYS as readonly string[]).includes(k)) errors.push(`${at}: unknown key '${k}'`);
+  for (const k of FILTER_KEYS) {
+    const list = v[k];
+    if (list === undefined) continue;
+    if (!Array.isArray(list) || list.length === 0) {
+      errors.push(`${at}.${k}: must be a non-empty list of strings`);
+      continue;
+    }
+    list.forEach((s, j) => {
+      if (typeof s !== 'string' || !s.trim()) errors.push(`${at}.${k}[${j}]: must be a non-empty string`);
+      else if (k === 'resourceTypes' && !(FILTER_RESOURCE_TYPES as readonly string[]).includes(s))
+        errors.push(`${at}.${k}[${j}]: '${s}' is not one of ${FILTER_RESOURCE_TYPES.join(', ')}`);
+      else if (k === 'codes' && /^\||\|$/.test(s)) errors.push(`${at}.${k}[${j}]: '${s}' must be 'system|code' or 'code'`);
+    });
+    filter[k] = list.filter((s): s is string => typeof s === 'string');
+  }
+  return filter;
+}
+
+/** Reads and checks DESTINATIONS_FILE: the destinations, or every error, each prefixed with the file's name. */
+export function readDestinationsFile(
+  file: string,
+  defaults: DestinationDefaults,
+  env: NodeJS.ProcessEnv = process.env,
+): { destinations: Destination[]; errors: string[] } {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return { destinations: [], errors: [`DESTINATIONS_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`] };
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    return { destinations: [], errors: [`DESTINATIONS_FILE ${file}: not JSON (${(err as Error).message})`] };
+  }
+  const r = parseDestinations(doc, defaults, env);
+  return { destinations: r.destinations, errors: r.errors.map((e) => `DESTINATIONS_FILE ${file}: ${e}`) };
+}
+
+/** The one destination of a configuration without a file: FHIR_BASE_URL and FHIR_AUTH, or the sandbox EHR. */
+export function defaultDestination(c: {
+  fhirBaseUrl?: string;
+  /** FHIR_AUTH: bearer is carried as the destination's auth; the other methods are ehr-auth's (app/gateway.ts). */
+  fhirAuth: string;
+  fhirBearerToken?: string;
+  fhirTimeoutMs: number;
+}): Destination {
+  return {
+    name: DEFAULT_DESTINATION,
+    type: 'fhir',
+    baseUrl: c.fhirBaseUrl,
+    sandbox: !c.fhirBaseUrl,
+    auth: c.fhirBaseUrl && c.fhirAuth === 'bearer' ? { type: 'bearer', token: c.fhirBearerToken } : { type: 'none' },
+    // Today's behaviour: one transaction per job, whatever the server says.
+    writeMode: 'transaction',
+    timeoutMs: c.fhirTimeoutMs,
+    filter: {},
+  };
+}
+
+/** The bearer token of a destination's auth, if any (read from the environment at start-up). */
+export function bearerToken(auth: DestinationAuth, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (auth.type !== 'bearer') return undefined;
+  return auth.token ?? (auth.tokenEnv ? env[auth.tokenEnv] : undefined);
+}

@@ -1,0 +1,146 @@
+/**
+ * One queue per destination. Ingest hands its jobs here: each destination gets the readings its filter matches, in its
+ * own bull queue, and the sender is acknowledged only once every destination that matched has its jobs in Redis. A
+ * destination whose queue refuses (Redis down, its queue full) makes the whole message a retryable refusal; the
+ * resend is recognised in the queues that did take it (job ids are derived from the content, and bull's job ids are
+ * per queue), so nothing is queued twice.
+ */
+import type { Observation, Resource } from 'fhir/r4';
+import type { Reading } from '../core/contract.js';
+import { GatewayError } from '../core/errors.js';
+import type { Destination, DestinationFilter } from '../config/destinations.js';
+import type { DeliveryJob, DeliveryQueue } from './queue.js';
+
+/** What the pipeline knows of a message besides its jobs: what filters may select on. */
+export interface RouteInfo {
+  /** HL7v2 MSH-4. */
+  sendingFacility?: string;
+}
+
+/** What ingest, the device registry and the audit trail queue through. */
+export interface JobQueue {
+  enqueue(jobs: DeliveryJob[], route?: RouteInfo): Promise<string[]>;
+  /** Adds one job under a fresh id (a device update, a replay). */
+  requeue(job: DeliveryJob): Promise<string>;
+}
+
+export interface RoutedQueue {
+  destination: Destination;
+  queue: DeliveryQueue;
+}
+
+const anyIn = (list: string[] | undefined, values: (string | undefined)[]) =>
+  !list || values.some((v) => v !== undefined && list.includes(v));
+
+function observationMatches(f: DestinationFilter, o: Observation): boolean {
+  if (
+    f.categories &&
+    !o.category?.some((c) =>
+      anyIn(
+        f.categories,
+        (c.coding ?? []).map((x) => x.code),
+      ),
+    )
+  )
+    return false;
+  if (f.codes) {
+    const codings = o.code?.coding ?? [];
+    const keys = codings.flatMap((c) => [c.code, c.system && c.code ? `${c.system}|${c.code}` : undefined]);
+    if (!anyIn(f.codes, keys)) return false;
+  }
+  return true;
+}
+
+/**
+ * The part of a reading a filter lets through, or undefined when nothing is left. Observations are selected by type,
+ * category and code; a reading's devices, patients and audit events go with it when their type is listed and, for a
+ * reading with observations, when at least one of its observations does (a Device or Patient is delivered where the
+ * readings that reference it are).
+ */
+export function filterReading(f: DestinationFilter, t: Reading): Reading | undefined {
+  const allowed = (type: Resource['resourceType']) => !f.resourceTypes || f.resourceTypes.includes(type);
+  const observations = allowed('Observation') ? t.observations.filter((o) => observationMatches(f, o)) : [];
+  const alongside = t.observations.length === 0 || observations.length > 0;
+  const devices = alongside && allowed('Device') ? t.devices : [];
+  const patients = alongside && allowed('Patient') ? t.patients : undefined;
+  const auditEvents = alongside && allowed('AuditEvent') ? t.auditEvents : undefined;
+  if (!observations.length && !devices.length && !patients?.length && !auditEvents?.length) return undefined;
+  if (observations.length === t.observations.length && devices === t.devices && patients === t.patients && auditEvents === t.auditEvents)
+    return t;
+  const out: Reading = { ...t, observations, devices };
+  if (patients) out.patients = patients;
+  else delete out.patients;
+  if (auditEvents) out.auditEvents = auditEvents;
+  else delete out.auditEvents;
+  return out;
+}
+
+/** The jobs a destination gets: each job's readings through its filter; jobs left empty are dropped. */
+export function jobsForDestination(f: DestinationFilter, jobs: DeliveryJob[], route: RouteInfo = {}): DeliveryJob[] {
+  if (!anyIn(f.sendingFacilities, [route.sendingFacility])) return [];
+  const out: DeliveryJob[] = [];
+  for (const job of jobs) {
+    if (!anyIn(f.adapters, [job.adapterId]) || !anyIn(f.channels, [job.channel])) continue;
+    const translations = job.translations.map((t) => filterReading(f, t)).filter((t): t is Reading => !!t);
+    if (translations.length)
+      out.push(
+        translations.length === job.translations.length && translations.every((t, i) => t === job.translations[i])
+          ? job
+          : { ...job, translations },
+      );
+  }
+  return out;
+}
+
+export class DestinationQueues implements JobQueue {
+  constructor(readonly routes: RoutedQueue[]) {}
+
+  /** The first destination's queue (the `ehr` one without a destinations file). */
+  get primary(): RoutedQueue {
+    return this.routes[0];
+  }
+
+  get(name: string): RoutedQueue | undefined {
+    return this.routes.find((r) => r.destination.name === name);
+  }
+
+  isReady(): boolean {
+    return this.routes.every((r) => r.queue.isReady());
+  }
+
+  /**
+   * Queues every destination's share at once and resolves with the job ids (deduplicated: the same content has the same
+   * id in every queue) once all are in Redis. One refusal refuses the message: the sender resends, and the queues that
+   * took it recognise the jobs.
+   */
+  async enqueue(jobs: DeliveryJob[], route: RouteInfo = {}): Promise<string[]> {
+    const shares = this.routes
+      .map((r) => ({ r, jobs: jobsForDestination(r.destination.filter, jobs, route) }))
+      .filter((s) => s.jobs.length);
+    const results = await Promise.allSettled(shares.map((s) => s.r.queue.enqueue(s.jobs)));
+    const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+    if (failed) {
+      const err = failed.reason;
+      if (err instanceof GatewayError) {
+        const i = results.indexOf(failed);
+        err.message = `destination '${shares[i].r.destination.name}': ${err.message}`;
+      }
+      throw err;
+    }
+    return [...new Set(results.flatMap((x) => (x.status === 'fulfilled' ? x.value : [])))];
+  }
+
+  /** A device update or held data: to every destination whose filter takes it, each under a fresh id. */
+  async requeue(job: DeliveryJob): Promise<string> {
+    const ids: string[] = [];
+    for (const r of this.routes) {
+      const [mine] = jobsForDestination(r.destination.filter, [job]);
+      if (mine) ids.push(await r.queue.requeue(mine));
+    }
+    return ids[0] ?? '';
+  }
+
+  close(): Promise<void> {
+    return Promise.all(this.routes.map((r) => r.queue.close())).then(() => undefined);
+  }
+}
