@@ -147,7 +147,7 @@ describe('/metrics after real traffic (Prometheus conventions, the new metrics, 
   it('EHR request durations by destination and outcome: the injected 503 is a server-error, the rest succeed', () => {
     assert.equal(sampleValue(m, 'iomt_ehr_request_duration_seconds_count', { destination: 'ehr', outcome: 'server-error' }), 1);
     const ok = sampleValue(m, 'iomt_ehr_request_duration_seconds_count', { destination: 'ehr', outcome: 'success' }) ?? 0;
-    const transactions = sampleValue(m, 'iomt_delivery_transactions_total', {}) ?? 0;
+    const transactions = sampleValue(m, 'iomt_delivery_transactions_total', { destination: 'ehr' }) ?? 0;
     assert.ok(transactions >= 1 && ok >= transactions, `success ${ok}, transactions ${transactions}`);
   });
 
@@ -202,7 +202,7 @@ describe('/metrics: queue depth and the age of the oldest waiting job, with no w
       assert.equal(r.status, 202, JSON.stringify(r.body));
       const first = await scrape(gw.url);
       assert.equal(sampleValue(first, 'iomt_queue_jobs', { state: 'waiting' }), 1);
-      assert.equal(sampleValue(first, 'iomt_queue_waiting', {}), 1, 'the documented name is kept');
+      assert.equal(sampleValue(first, 'iomt_queue_waiting', { destination: 'ehr' }), 1, 'the documented name is kept');
       const age = await eventually(
         async () => {
           const a = sampleValue(await scrape(gw.url), 'iomt_queue_oldest_waiting_age_seconds', {}) ?? 0;
