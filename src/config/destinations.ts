@@ -1,6 +1,7 @@
 /**
- * Delivery destinations: the FHIR servers (and, later, other consumers) the gateway delivers readings to, each with its
- * own queue, worker, circuit breaker, dead letters and metrics. Configured in one JSON file (DESTINATIONS_FILE),
+ * Delivery destinations: the FHIR servers the gateway delivers readings to, and the subscribers notified of what a FHIR
+ * destination wrote (`"type": "subscriber"`, delivery/notifier.ts), each with its own queue, worker, circuit breaker,
+ * dead letters and metrics. Configured in one JSON file (DESTINATIONS_FILE),
  * checked at start-up with every error listed; without a file, the one destination `ehr` is built from FHIR_BASE_URL
  * and FHIR_AUTH (or the sandbox EHR), as before.
  *

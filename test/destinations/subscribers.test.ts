@@ -7,6 +7,7 @@
  * letter that replays with its event number; a bad subscriber entry stops the start with every error listed.
  */
 import { strict as assert } from 'node:assert';
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -14,9 +15,11 @@ import type { Bundle, Observation, Parameters, ParametersParameter } from 'fhir/
 import request from 'supertest';
 import { parseDestinations } from '../../src/config/destinations.js';
 import { loadGatewayConfig } from '../../src/app/features.js';
+import { notificationBundle } from '../../src/delivery/notifier.js';
 import {
   eventually,
   FAST_ENV,
+  REPO_ROOT,
   postJson,
   startEhr,
   startGateway,
@@ -349,5 +352,27 @@ describe('destinations: subscribers', function () {
       () => loadGatewayConfig({ ...FAST_ENV, DESTINATIONS_FILE: file }),
       /destinations\[0\]\.endpoint: 'nope' is not a URL[\s\S]*a subscriber follows a FHIR destination/,
     );
+  });
+
+  it("docs/destinations.md: its files are valid and its notification is the notifier's", () => {
+    const text = readFileSync(`${REPO_ROOT}/docs/destinations.md`, 'utf8');
+    const blocks = [...text.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => JSON.parse(m[1]));
+    const files = blocks.filter((b) => b.destinations);
+    assert.ok(files.some((f) => f.destinations.some((d: { type?: string }) => d.type === 'subscriber')));
+    for (const f of files) {
+      const r = parseDestinations(f, { timeoutMs: 1000 }, { EHR_TOKEN: 't', EWS_HOOK_AUTHORIZATION: 'Bearer x' });
+      assert.deepEqual(r.errors, []);
+    }
+    const documented = blocks.find((b) => b.resourceType === 'Bundle') as Bundle;
+    const made = notificationBundle(
+      { subscription: 'Subscription/ews', topic: 'https://ews.example.org/SubscriptionTopic/vital-signs', payload: 'id-only' },
+      'event-notification',
+      42,
+      [{ eventNumber: 42, timestamp: '2026-11-23T11:00:02.101Z', focus: 'https://ehr.example.org/fhir/r4/Observation/123' }],
+      new Date('2026-11-23T11:00:02.118Z'),
+    );
+    // The same but for the generated ids.
+    const withoutIds = (b: Bundle) => JSON.parse(JSON.stringify(b).replace(/"(urn:uuid:)?[0-9a-f]{8}-[0-9a-f-]{27}"/g, '"x"'));
+    assert.deepEqual(withoutIds(documented), withoutIds(made));
   });
 });
