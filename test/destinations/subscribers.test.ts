@@ -354,6 +354,23 @@ describe('destinations: subscribers', function () {
     );
   });
 
+  it('a subscriber does not change the defaults the FHIR destinations set (the sandbox: unknown patients created)', () => {
+    const file = destinationsFile({
+      destinations: [
+        { name: 'ews', type: 'subscriber', endpoint: 'https://ews.example.org/hook' },
+        { name: 'ehr', sandbox: true },
+      ],
+    });
+    const config = loadGatewayConfig({ ...FAST_ENV, DESTINATIONS_FILE: file });
+    assert.equal(config.unknownPatientPolicy, 'create');
+    assert.deepEqual(
+      config.destinations.map((d) => d.name),
+      ['ehr', 'ews'],
+      'FHIR destinations first',
+    );
+    assert.equal(config.destinations[1].subscriber?.source, 'ehr');
+  });
+
   it("docs/destinations.md: its files are valid and its notification is the notifier's", () => {
     const text = readFileSync(`${REPO_ROOT}/docs/destinations.md`, 'utf8');
     const blocks = [...text.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => JSON.parse(m[1]));
