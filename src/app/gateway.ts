@@ -22,13 +22,14 @@ import { migrateLegacyRefusals } from '../pipeline/legacy-refusals.js';
 import { refusalRoutes } from '../pipeline/routes.js';
 import { DeliveryQueue, redisOptions, withTimeout } from '../queue/queue.js';
 import { EmbeddedRedis } from '../queue/embedded-redis.js';
-import { DestinationQueues, type RoutedQueue } from '../queue/routing.js';
+import { DestinationQueues, type RoutedQueue, SubscriberFeed } from '../queue/routing.js';
 import { bearerToken, DEFAULT_DESTINATION, type Destination } from '../config/destinations.js';
 import { DeadLetterStore } from '../delivery/dead-letters.js';
 import { deadLetterRoutes } from '../delivery/routes.js';
 import { EhrClient } from '../delivery/ehr-client.js';
 import { CircuitBreaker } from '../delivery/breaker.js';
 import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
+import { Notifier, SubscriberClient } from '../delivery/notifier.js';
 import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
 import { readSandboxClients } from '../sandbox/auth.js';
 import { jwksRoutes, prepareEhrAuth } from '../ehr-auth/index.js';
@@ -343,6 +344,12 @@ export class Gateway {
     // never delays another. The default destination (no DESTINATIONS_FILE) authenticates as FHIR_AUTH says (ehr-auth/:
     // SMART, client secret, mutual TLS); the sandbox without SMART takes this process's own key (access/sandbox.ts).
     this.deliveries = routes.map(({ destination, queue }) => {
+      const breaker = new CircuitBreaker(destination.name, breakerSettings, { log, metrics: this.metrics });
+      const sub = destination.subscriber;
+      if (sub) {
+        const client = new SubscriberClient(sub.endpoint, sub.headers, destination.timeoutMs, this.metrics, breaker);
+        return { destination, queue, deadLetters: deadLetterStores.get(destination.name) as DeadLetterStore, ehr: client };
+      }
       const baseUrl = destination.baseUrl ?? sandboxUrl;
       const primary = destination.name === DEFAULT_DESTINATION && !config.destinationsFile;
       return {
@@ -363,13 +370,23 @@ export class Gateway {
             auth: primary ? ehrAuth.connect({ destination: destination.name, baseUrl, timeoutMs: destination.timeoutMs, log }) : undefined,
             metrics: this.metrics,
           },
-          new CircuitBreaker(destination.name, breakerSettings, { log, metrics: this.metrics }),
+          breaker,
         ),
       };
     });
     this.ehr = this.deliveries[0].ehr;
+    // Subscribers are queued when the FHIR destination they follow has written a job (queue/routing.ts SubscriberFeed).
+    const feed = new SubscriberFeed(routes);
+    const baseUrlOf = (name: string) => this.deliveries.find((d) => d.destination.name === name)?.ehr.baseUrl ?? '';
     if (deliver) {
       for (const d of this.deliveries) {
+        const sub = d.destination.subscriber;
+        const name = d.destination.name;
+        const notifier =
+          sub && d.ehr instanceof SubscriberClient
+            ? new Notifier(name, sub, d.ehr, this.redis, () => baseUrlOf(sub.source), log)
+            : undefined;
+        const followed = feed.following(name).length > 0;
         d.worker = new DeliveryWorker(
           d.queue,
           d.ehr,
@@ -386,9 +403,11 @@ export class Gateway {
             retryMaxDelayMs: config.retryMaxDelayMs,
             batchMax: config.deliveryBatchMax,
             transactionsInFlight: config.deliveryTransactions,
+            onDelivered: followed ? (job) => feed.delivered(name, job) : undefined,
           },
           log,
           this.metrics,
+          notifier,
         );
         d.worker.observer = this.stats;
         d.worker.start();

@@ -1,6 +1,7 @@
 /**
- * Delivery destinations: the FHIR servers (and, later, other consumers) the gateway delivers readings to, each with its
- * own queue, worker, circuit breaker, dead letters and metrics. Configured in one JSON file (DESTINATIONS_FILE),
+ * Delivery destinations: the FHIR servers the gateway delivers readings to, and the subscribers notified of what a FHIR
+ * destination wrote (`"type": "subscriber"`, delivery/notifier.ts), each with its own queue, worker, circuit breaker,
+ * dead letters and metrics. Configured in one JSON file (DESTINATIONS_FILE),
  * checked at start-up with every error listed; without a file, the one destination `ehr` is built from FHIR_BASE_URL
  * and FHIR_AUTH (or the sandbox EHR), as before.
  *
@@ -25,6 +26,34 @@ export const AUTH_TYPES = ['none', 'bearer'] as const satisfies readonly Destina
 export const WRITE_MODES = ['transaction', 'batch', 'individual'] as const;
 export type WriteMode = (typeof WRITE_MODES)[number];
 
+/** What a subscriber's notifications carry (the Backport IG's `content` codes; `empty` is not offered). */
+export const SUBSCRIBER_PAYLOADS = ['id-only', 'full-resource'] as const;
+export type SubscriberPayload = (typeof SUBSCRIBER_PAYLOADS)[number];
+
+/** The topic a subscriber is told about when its entry names none. */
+export const DEFAULT_SUBSCRIBER_TOPIC = 'urn:iomt-gateway:topic:device-observation';
+
+/**
+ * A subscriber (`"type": "subscriber"`): a clinical system notified as the FHIR Subscriptions R5 Backport IG's rest-hook
+ * channel does, after the FHIR destination it follows (`source`) has written the readings: the notification references
+ * the Observations on that destination.
+ */
+export interface SubscriberSettings {
+  /** The consumer's rest-hook endpoint (http or https). */
+  endpoint: string;
+  /** Headers sent with each notification (values read from the environment at start-up where `{ "env": … }`). */
+  headers: Record<string, string>;
+  payload: SubscriberPayload;
+  /** A heartbeat notification after this many seconds with nothing sent (undefined: none). */
+  heartbeatSeconds?: number;
+  /** The name of the FHIR destination whose written Observations are reported. */
+  source: string;
+  /** The canonical URL of the topic, told in every notification. */
+  topic: string;
+  /** The Subscription reference told in every notification (default `Subscription/<name>`). */
+  subscription: string;
+}
+
 /** Resource types a destination can be given. */
 export const FILTER_RESOURCE_TYPES = ['Observation', 'Device', 'Patient', 'AuditEvent'] as const;
 
@@ -39,11 +68,15 @@ export interface DestinationFilter {
   channels?: string[];
   /** HL7v2 sending facilities (MSH-4); messages without one (HTTP, MQTT) do not match a set list. */
   sendingFacilities?: string[];
+  /** Patient identifiers, `system|value` or a bare `value` (any system): Observations whose subject is one of them. */
+  patients?: string[];
+  /** Device identifiers, `system|value` or a bare `value`: Observations made by one of these devices. */
+  devices?: string[];
 }
 
 export interface Destination {
   name: string;
-  type: 'fhir';
+  type: 'fhir' | 'subscriber';
   /** The FHIR base URL; undefined for the embedded sandbox EHR (`"sandbox": true`). */
   baseUrl?: string;
   sandbox: boolean;
@@ -56,6 +89,8 @@ export interface Destination {
   /** Jobs delivered at once by each worker process (undefined: DELIVERY_CONCURRENCY). */
   concurrency?: number;
   filter: DestinationFilter;
+  /** Set for a subscriber (type `subscriber`). */
+  subscriber?: SubscriberSettings;
 }
 
 /** The name of the destination built from FHIR_BASE_URL when there is no file; it keeps QUEUE_NAME and the old keys. */
@@ -64,7 +99,21 @@ export const DEFAULT_DESTINATION = 'ehr';
 const NAME = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 const TOP_KEYS = ['destinations'];
 const DEST_KEYS = ['name', 'type', 'baseUrl', 'sandbox', 'auth', 'writeMode', 'conditionalCreate', 'timeoutMs', 'concurrency', 'filter'];
-const FILTER_KEYS = ['resourceTypes', 'categories', 'codes', 'adapters', 'channels', 'sendingFacilities'] as const;
+const SUBSCRIBER_KEYS = [
+  'name',
+  'type',
+  'endpoint',
+  'headers',
+  'payload',
+  'heartbeatSeconds',
+  'source',
+  'topic',
+  'subscription',
+  'timeoutMs',
+  'concurrency',
+  'filter',
+];
+const FILTER_KEYS = ['resourceTypes', 'categories', 'codes', 'adapters', 'channels', 'sendingFacilities', 'patients', 'devices'] as const;
 const AUTH_KEYS: Record<string, string[]> = { none: ['type'], bearer: ['type', 'token', 'tokenEnv'] };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -98,14 +147,16 @@ export function parseDestinations(
       errors.push(`${at}: must be an object`);
       return;
     }
-    for (const k of Object.keys(d)) if (!DEST_KEYS.includes(k)) errors.push(`${at}: unknown key '${k}'`);
     const name = d.name;
-    if (typeof name !== 'string' || !NAME.test(name)) {
-      errors.push(`${at}.name: must be 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit`);
-    } else if (seen.has(name)) {
-      errors.push(`${at}.name: '${name}' is also the name of destinations[${seen.get(name)}]`);
-    } else seen.set(name, i);
-    if (d.type !== undefined && d.type !== 'fhir') errors.push(`${at}.type: '${String(d.type)}' is not a destination type (fhir)`);
+    if (d.type === 'subscriber') {
+      checkName(name, at, seen, i, errors);
+      destinations.push(parseSubscriber(d, at, typeof name === 'string' ? name : `#${i}`, defaults, errors, env));
+      return;
+    }
+    for (const k of Object.keys(d)) if (!DEST_KEYS.includes(k)) errors.push(`${at}: unknown key '${k}'`);
+    checkName(name, at, seen, i, errors);
+    if (d.type !== undefined && d.type !== 'fhir')
+      errors.push(`${at}.type: '${String(d.type)}' is not a destination type (fhir, subscriber)`);
     const sandbox = d.sandbox === true;
     if (d.sandbox !== undefined && typeof d.sandbox !== 'boolean') errors.push(`${at}.sandbox: must be true or false`);
     let baseUrl: string | undefined;
@@ -134,17 +185,8 @@ export function parseDestinations(
     }
     if (d.conditionalCreate !== undefined && typeof d.conditionalCreate !== 'boolean')
       errors.push(`${at}.conditionalCreate: must be true or false`);
-    const int = (k: 'timeoutMs' | 'concurrency', min: number, max: number): number | undefined => {
-      const v = d[k];
-      if (v === undefined) return undefined;
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-        errors.push(`${at}.${k}: must be a whole number from ${min} to ${max}`);
-        return undefined;
-      }
-      return v;
-    };
-    const timeoutMs = int('timeoutMs', 100, 600_000) ?? defaults.timeoutMs;
-    const concurrency = int('concurrency', 1, 1000);
+    const timeoutMs = int(d, 'timeoutMs', 100, 600_000, at, errors) ?? defaults.timeoutMs;
+    const concurrency = int(d, 'concurrency', 1, 1000, at, errors);
     const filter = parseFilter(d.filter, `${at}.filter`, errors);
     destinations.push({
       name: typeof name === 'string' ? name : `#${i}`,
@@ -159,7 +201,121 @@ export function parseDestinations(
       filter,
     });
   });
-  return { destinations, errors };
+  // A subscriber follows a FHIR destination of the file: the first one unless it names another.
+  const fhir = destinations.filter((d) => d.type === 'fhir');
+  list.forEach((d, i) => {
+    const sub = isObject(d) && d.type === 'subscriber' ? destinations.find((x) => x.name === d.name)?.subscriber : undefined;
+    if (!sub) return;
+    if (d.source === undefined) {
+      if (fhir.length) sub.source = fhir[0].name;
+      else errors.push(`destinations[${i}]: a subscriber follows a FHIR destination, and the file has none`);
+    } else if (!fhir.some((f) => f.name === sub.source))
+      errors.push(
+        `destinations[${i}].source: '${sub.source}' is not a FHIR destination of the file (${fhir.map((f) => f.name).join(', ') || 'none'})`,
+      );
+  });
+  // FHIR destinations first: the first destination is the default of the dead-letter API and /api/status.
+  return { destinations: [...fhir, ...destinations.filter((d) => d.type === 'subscriber')], errors };
+}
+
+function checkName(name: unknown, at: string, seen: Map<string, number>, i: number, errors: string[]): void {
+  if (typeof name !== 'string' || !NAME.test(name)) {
+    errors.push(`${at}.name: must be 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit`);
+  } else if (seen.has(name)) {
+    errors.push(`${at}.name: '${name}' is also the name of destinations[${seen.get(name)}]`);
+  } else seen.set(name, i);
+}
+
+function int(d: Record<string, unknown>, k: string, min: number, max: number, at: string, errors: string[]): number | undefined {
+  const v = d[k];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    errors.push(`${at}.${k}: must be a whole number from ${min} to ${max}`);
+    return undefined;
+  }
+  return v;
+}
+
+/** A header name (RFC 9110 token) and a value without control characters. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+function parseSubscriber(
+  d: Record<string, unknown>,
+  at: string,
+  name: string,
+  defaults: DestinationDefaults,
+  errors: string[],
+  env: NodeJS.ProcessEnv,
+): Destination {
+  for (const k of Object.keys(d))
+    if (!SUBSCRIBER_KEYS.includes(k)) errors.push(`${at}: unknown key '${k}' for a subscriber (keys: ${SUBSCRIBER_KEYS.join(', ')})`);
+  let endpoint = '';
+  if (typeof d.endpoint !== 'string') errors.push(`${at}.endpoint: the subscriber's rest-hook URL is required`);
+  else {
+    try {
+      const u = new URL(d.endpoint);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') errors.push(`${at}.endpoint: '${d.endpoint}' is not an http(s) URL`);
+      else endpoint = d.endpoint;
+    } catch {
+      errors.push(`${at}.endpoint: '${d.endpoint}' is not a URL`);
+    }
+  }
+  const headers: Record<string, string> = {};
+  if (d.headers !== undefined) {
+    if (!isObject(d.headers)) errors.push(`${at}.headers: must be an object of header names to values`);
+    else
+      for (const [h, v] of Object.entries(d.headers)) {
+        const where = `${at}.headers.${h}`;
+        if (!HEADER_NAME.test(h)) errors.push(`${where}: not a header name`);
+        let value: string | undefined;
+        if (typeof v === 'string') value = v;
+        else if (isObject(v) && typeof v.env === 'string' && Object.keys(v).length === 1) {
+          value = env[v.env];
+          if (value === undefined) errors.push(`${where}.env: the environment variable ${v.env} is not set`);
+        } else errors.push(`${where}: must be a string or { "env": "VARIABLE" } (keep secrets out of the file)`);
+        if (value !== undefined && !HEADER_VALUE.test(value)) errors.push(`${where}: the value has control characters`);
+        else if (value !== undefined) headers[h.toLowerCase()] = value;
+      }
+  }
+  let payload: SubscriberPayload = 'id-only';
+  if (d.payload !== undefined) {
+    if (SUBSCRIBER_PAYLOADS.includes(d.payload as SubscriberPayload)) payload = d.payload as SubscriberPayload;
+    else errors.push(`${at}.payload: '${String(d.payload)}' is not one of ${SUBSCRIBER_PAYLOADS.join(', ')}`);
+  }
+  const heartbeatSeconds = int(d, 'heartbeatSeconds', 1, 86_400, at, errors);
+  const str = (k: 'source' | 'topic' | 'subscription'): string | undefined => {
+    const v = d[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' || !v.trim()) {
+      errors.push(`${at}.${k}: must be a non-empty string`);
+      return undefined;
+    }
+    return v;
+  };
+  const topic = str('topic');
+  if (topic !== undefined && !/^[a-z][a-z0-9+.-]*:\S+$/i.test(topic)) errors.push(`${at}.topic: '${topic}' is not a canonical URL`);
+  const filter = parseFilter(d.filter, `${at}.filter`, errors);
+  if (filter.sendingFacilities)
+    errors.push(`${at}.filter.sendingFacilities: not offered for a subscriber (it is notified of what its source delivered)`);
+  return {
+    name,
+    type: 'subscriber',
+    sandbox: false,
+    auth: { type: 'none' },
+    timeoutMs: int(d, 'timeoutMs', 100, 600_000, at, errors) ?? defaults.timeoutMs,
+    concurrency: int(d, 'concurrency', 1, 1000, at, errors),
+    filter,
+    subscriber: {
+      endpoint,
+      headers,
+      payload,
+      heartbeatSeconds,
+      source: str('source') ?? '',
+      topic: topic ?? DEFAULT_SUBSCRIBER_TOPIC,
+      subscription: str('subscription') ?? `Subscription/${name}`,
+    },
+  };
 }
 
 function parseAuth(v: unknown, at: string, errors: string[], env: NodeJS.ProcessEnv): DestinationAuth {
@@ -197,6 +353,8 @@ function parseFilter(v: unknown, at: string, errors: string[]): DestinationFilte
       else if (k === 'resourceTypes' && !(FILTER_RESOURCE_TYPES as readonly string[]).includes(s))
         errors.push(`${at}.${k}[${j}]: '${s}' is not one of ${FILTER_RESOURCE_TYPES.join(', ')}`);
       else if (k === 'codes' && /^\||\|$/.test(s)) errors.push(`${at}.${k}[${j}]: '${s}' must be 'system|code' or 'code'`);
+      else if ((k === 'patients' || k === 'devices') && /^\||\|$/.test(s))
+        errors.push(`${at}.${k}[${j}]: '${s}' must be 'system|value' or 'value'`);
     });
     filter[k] = list.filter((s): s is string => typeof s === 'string');
   }

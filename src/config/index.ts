@@ -444,7 +444,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     },
     fhirTimeoutMs: n('FHIR_TIMEOUT_MS'),
     unknownPatientPolicy: ((v.get('UNKNOWN_PATIENT_POLICY') as string | undefined) ??
-      (destinations.every((d) => d.sandbox) ? 'create' : 'reject')) as Config['unknownPatientPolicy'],
+      (destinations.filter((d) => d.type === 'fhir').every((d) => d.sandbox) ? 'create' : 'reject')) as Config['unknownPatientPolicy'],
     deviceIdentifierSystem: s('DEVICE_IDENTIFIER_SYSTEM'),
     patientIdentifierSystem: s('PATIENT_IDENTIFIER_SYSTEM'),
     queueName: s('QUEUE_NAME'),

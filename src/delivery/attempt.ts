@@ -29,7 +29,7 @@ import { EhrError, type EhrClient } from './ehr-client.js';
 import { asError, isPermanent, PermanentError } from './errors.js';
 import { type KeyLocks, LockBusyError, type Release } from './locks.js';
 import type { PatientLookup } from './patients.js';
-import type { DestinationWriter } from './writer.js';
+import type { DestinationWriter, WrittenObservations } from './writer.js';
 
 export interface AttemptSettings {
   unknownPatientPolicy: 'reject' | 'create';
@@ -46,6 +46,8 @@ export interface DeliveryOutcome {
   observations: number;
   /** Readings written in the same transaction (1 when the reading went alone). */
   batchSize?: number;
+  /** Where the Observations of the transaction are on the destination (for the subscribers that follow it). */
+  written?: WrittenObservations;
 }
 
 /** What became of one reading of a job: written, or the error that stopped it. */
@@ -183,10 +185,11 @@ export class DeliveryAttempts {
       if (!units.length) return results;
       const bundle = buildBatchTransaction(units);
       try {
-        await this.writer.write(bundle);
+        const where = await this.writer.write(bundle);
         this.countTransaction(units.length);
         const transactionEntries = bundle.entry?.length ?? 0;
-        for (const k of written) set(k, { transactionEntries, observations: readings[k].t.observations.length, batchSize: units.length });
+        for (const k of written)
+          set(k, { transactionEntries, observations: readings[k].t.observations.length, batchSize: units.length, written: where });
       } catch (err) {
         hold = this.holdAfter(err);
         const permanent = err instanceof EhrError && !err.retryable;
@@ -219,8 +222,9 @@ export class DeliveryAttempts {
       const patient = await this.patients.resolve(t);
       const merged = fresh.writeMode === 'merge' ? await this.existingForMerge(fresh.observations) : undefined;
       const bundle = buildTransaction(jobId, fresh, patient, merged);
+      let where: WrittenObservations;
       try {
-        await this.writer.write(bundle);
+        where = await this.writer.write(bundle);
         this.countTransaction(1);
       } catch (err) {
         hold = this.holdAfter(err);
@@ -231,7 +235,7 @@ export class DeliveryAttempts {
       await this.deviceVersions.record(fresh).catch((err: Error) => {
         this.log.warn({ jobId, error: err.message }, 'could not record the written device version');
       });
-      return { transactionEntries: bundle.entry?.length ?? 0, observations: fresh.observations.length };
+      return { transactionEntries: bundle.entry?.length ?? 0, observations: fresh.observations.length, written: where };
     } finally {
       await release(hold);
     }

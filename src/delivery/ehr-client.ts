@@ -120,7 +120,7 @@ export class EhrClient {
    * One request through the breaker: refused unsent while it is open, its outcome reported to it. A failure to get a
    * token (the auth's own retryable GatewayError) counts as the destination being down: nothing can be delivered.
    */
-  private async request<T>(
+  protected async request<T>(
     what: string,
     request: (options: { signal: AbortSignal; headers?: AuthHeaders }) => Promise<unknown>,
   ): Promise<T> {

@@ -9,7 +9,8 @@ import { setMaxListeners } from 'node:events';
 import type { OperationOutcome } from 'fhir/r4';
 import type { Logger } from '../observability/logger.js';
 import { type Metrics, recordDelivered } from '../observability/metrics.js';
-import { type DeliveryQueue, isStalledFailure, normalizeJob, type QueuedJob } from '../queue/queue.js';
+import { type DeliveryJob, type DeliveryQueue, isStalledFailure, normalizeJob, type QueuedJob } from '../queue/queue.js';
+import type { Reading } from '../core/contract.js';
 import { type AttemptSettings, DeliveryAttempts, type DeliveryOutcome, isRetryableFailure, type ReadingResult } from './attempt.js';
 import { BreakerOpenError, type CircuitBreaker, type Permit, PermitAbortedError } from './breaker.js';
 import type { DeadLetterStore } from './dead-letters.js';
@@ -18,7 +19,7 @@ import { type EhrClient, EhrError } from './ehr-client.js';
 import { asError, isPermanent, PermanentError } from './errors.js';
 import { KeyLocks } from './locks.js';
 import { PatientLookup } from './patients.js';
-import { DestinationWriter } from './writer.js';
+import { DestinationWriter, observationKey } from './writer.js';
 import { destinationPrefix } from '../core/keys.js';
 import type { WriteMode } from '../config/destinations.js';
 
@@ -31,6 +32,18 @@ export interface WorkerSettings extends AttemptSettings {
   conditionalCreate?: boolean;
   retryBaseDelayMs: number;
   retryMaxDelayMs: number;
+  /**
+   * Called with what a job wrote (each Observation with the id the destination gave it) before the job completes: the
+   * subscribers that follow this destination are queued there. A failure fails the job, which is retried.
+   */
+  onDelivered?: (job: DeliveryJob) => Promise<void>;
+}
+
+/** How the worker makes one attempt of a job; by default, writing it to a FHIR destination (attempt.ts). */
+export interface JobAttempts {
+  attempt(job: QueuedJob, last: boolean, probe?: boolean): Promise<ReadingResult[]>;
+  start?(): void;
+  stop?(): void;
 }
 
 /**
@@ -52,6 +65,24 @@ export function backoffDelay(attemptsMade: number, err: Error | undefined, baseM
   if (err instanceof EhrError && err.retryAfterMs !== undefined) return Math.min(Math.max(err.retryAfterMs, baseMs), maxMs);
   const exp = Math.min(maxMs, baseMs * 2 ** Math.max(0, attemptsMade - 1));
   return Math.round(exp / 2 + Math.random() * (exp / 2));
+}
+
+/**
+ * The readings written, each Observation with the id the destination gave it (`Observation/<id>` from the writer);
+ * Observations whose id is not known are left out, and readings left without Observations.
+ */
+function writtenReadings(readings: Reading[], results: ReadingResult[]): Reading[] {
+  const out: Reading[] = [];
+  readings.forEach((t, i) => {
+    const r = results[i];
+    if (r instanceof Error || !r.written) return;
+    const observations = t.observations.flatMap((o) => {
+      const at = r.written?.get(observationKey(o));
+      return at ? [{ ...o, id: at.slice('Observation/'.length) }] : [];
+    });
+    if (observations.length) out.push({ ...t, observations });
+  });
+  return out;
 }
 
 const where = (job: QueuedJob) => ({ adapterId: job.data.adapterId, channel: job.data.channel, receivedAt: job.data.receivedAt });
@@ -95,6 +126,8 @@ export class DeliveryWorker {
     private readonly settings: WorkerSettings,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    /** Another way to attempt a job (a subscriber's notification: notifier.ts); the default writes to the FHIR server. */
+    private readonly custom?: JobAttempts,
   ) {
     this.patients = new PatientLookup(ehr, settings.unknownPatientPolicy);
     this.destination = settings.destination ?? 'ehr';
@@ -111,10 +144,13 @@ export class DeliveryWorker {
     const d = this.destination;
     const devices = new DeviceVersions(redis, this.log, destinationPrefix('gw:dev:fhirver:', d));
     const locks = new KeyLocks(redis, destinationPrefix('gw:lock:', d));
-    const attempts = new DeliveryAttempts(this.ehr, locks, this.patients, devices, this.settings, this.log, this.metrics, this.writer, d);
+    const attempts =
+      this.custom ?? new DeliveryAttempts(this.ehr, locks, this.patients, devices, this.settings, this.log, this.metrics, this.writer, d);
     // The write mode is chosen (and logged) now when it comes from the server; a server that does not answer is asked
     // again at the first delivery.
-    void this.writer.resolve().catch((err: Error) => this.log.warn({ destination: d, error: err.message }, 'write mode not chosen yet'));
+    if (this.custom) this.custom.start?.();
+    else
+      void this.writer.resolve().catch((err: Error) => this.log.warn({ destination: d, error: err.message }, 'write mode not chosen yet'));
     void this.queue
       .process(this.settings.concurrency, (job) => this.handle(job, attempts))
       .catch((err: unknown) => {
@@ -199,6 +235,7 @@ export class DeliveryWorker {
    */
   stop(): Promise<void> {
     this.stopping.abort();
+    this.custom?.stop?.();
     this.ehr.breaker?.stop();
     this.closing ??= this.started ? this.queue.close() : Promise.resolve();
     return this.closing;
@@ -232,7 +269,7 @@ export class DeliveryWorker {
    * retryable failure before the last attempt retries the job. A reading given up in a job of several is its own dead
    * letter and the job completes with the rest; a job of which nothing could be written is the dead letter.
    */
-  private async handle(job: QueuedJob, attempts: DeliveryAttempts): Promise<DeliveryOutcome> {
+  private async handle(job: QueuedJob, attempts: JobAttempts): Promise<DeliveryOutcome> {
     const attempt = job.attemptsMade + 1;
     const maxAttempts = job.opts.attempts ?? 1;
     const last = attempt >= maxAttempts;
@@ -263,6 +300,11 @@ export class DeliveryWorker {
       if (failed && !last) throw failed;
       const firstError = results.find((r): r is Error => r instanceof Error);
       if (firstError && results.every((r) => r instanceof Error)) throw firstError;
+      const onDelivered = this.settings.onDelivered;
+      if (onDelivered) {
+        const written = writtenReadings(readings, results);
+        if (written.length) await onDelivered({ ...job.data, translations: written });
+      }
       const outcome: DeliveryOutcome = { transactionEntries: 0, observations: 0, batchSize: 0 };
       let given = 0;
       for (const [i, r] of results.entries()) {

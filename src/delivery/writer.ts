@@ -19,7 +19,7 @@
  * else individual, when the server says it supports conditional create on Observation; individual with a search before
  * each create when it does not.
  */
-import type { Bundle, BundleEntry, CapabilityStatement, Resource } from 'fhir/r4';
+import type { Bundle, BundleEntry, CapabilityStatement, Observation, Resource } from 'fhir/r4';
 import type { WriteMode } from '../config/destinations.js';
 import { isRetryableStatus } from '../core/errors.js';
 import type { Logger } from '../observability/logger.js';
@@ -75,6 +75,22 @@ function typeAndId(location: string | undefined, fallbackType: string, resource?
   const m = location ? /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?\/?$/.exec(location) : null;
   if (m) return `${m[1]}/${m[2]}`;
   return resource?.id ? `${fallbackType}/${resource.id}` : undefined;
+}
+
+/** Where each Observation written is on the destination: its identifier (`system|value`) to `Observation/<id>`. */
+export type WrittenObservations = Map<string, string>;
+
+export const observationKey = (o: { identifier?: { system?: string; value?: string }[] }): string =>
+  `${o.identifier?.[0]?.system ?? ''}|${o.identifier?.[0]?.value ?? ''}`;
+
+function writtenObservations(bundle: Bundle, ids: Map<string, string>): WrittenObservations {
+  const out: WrittenObservations = new Map();
+  for (const e of bundle.entry ?? []) {
+    const id = e.fullUrl ? ids.get(e.fullUrl) : undefined;
+    if (e.resource?.resourceType === 'Observation' && id?.startsWith('Observation/'))
+      out.set(observationKey(e.resource as Observation), id);
+  }
+  return out;
 }
 
 export class DestinationWriter {
@@ -133,14 +149,23 @@ export class DestinationWriter {
     return this.resolving;
   }
 
-  /** Writes the transaction Bundle the destination's way. */
-  async write(bundle: Bundle): Promise<void> {
+  /**
+   * Writes the transaction Bundle the destination's way. Answers where each Observation is on the destination: its
+   * identifier (`system|value`) to `Observation/<id>`, for the subscribers that follow the destination (an Observation
+   * whose id the server did not say is left out).
+   */
+  async write(bundle: Bundle): Promise<WrittenObservations> {
     const { mode, conditionalCreate, conditionalUpdate } = await this.resolve();
-    if (mode === 'transaction') {
-      await this.ehr.transaction(bundle);
-      return;
-    }
     const ids = new Map<string, string>();
+    if (mode === 'transaction') {
+      const answer = await this.ehr.transaction(bundle);
+      (bundle.entry ?? []).forEach((e, i) => {
+        const r = answer?.entry?.[i];
+        const id = typeAndId(r?.response?.location ?? r?.fullUrl, e.resource?.resourceType ?? '', r?.resource);
+        if (e.fullUrl && id) ids.set(e.fullUrl, id);
+      });
+      return writtenObservations(bundle, ids);
+    }
     let pending = bundle.entry ?? [];
     while (pending.length) {
       const ready = pending.filter((e) => referencesOf(e.resource).every((r) => !r.startsWith('urn:') || ids.has(r)));
@@ -150,6 +175,7 @@ export class DestinationWriter {
       if (mode === 'batch') await this.batchLevel(level, ids);
       else for (const e of level) await this.one(e, ids, conditionalCreate, conditionalUpdate);
     }
+    return writtenObservations(bundle, ids);
   }
 
   /** One level as a batch Bundle; an entry that failed fails the level (the retry finds what the others wrote). */

@@ -5,11 +5,11 @@
  * resend is recognised in the queues that did take it (job ids are derived from the content, and bull's job ids are
  * per queue), so nothing is queued twice.
  */
-import type { Observation, Resource } from 'fhir/r4';
+import type { Identifier, Observation, Resource } from 'fhir/r4';
 import type { Reading } from '../core/contract.js';
 import { GatewayError } from '../core/errors.js';
 import type { Destination, DestinationFilter } from '../config/destinations.js';
-import type { DeliveryJob, DeliveryQueue } from './queue.js';
+import { type DeliveryJob, type DeliveryQueue, jobIdFor } from './queue.js';
 
 /** What the pipeline knows of a message besides its jobs: what filters may select on. */
 export interface RouteInfo {
@@ -32,6 +32,12 @@ export interface RoutedQueue {
 const anyIn = (list: string[] | undefined, values: (string | undefined)[]) =>
   !list || values.some((v) => v !== undefined && list.includes(v));
 
+/** Whether an identifier is listed, as `system|value` or as a bare `value` (any system). */
+function identifierIn(list: string[], id: Identifier | undefined): boolean {
+  if (!id?.value) return false;
+  return list.includes(id.value) || (!!id.system && list.includes(`${id.system}|${id.value}`));
+}
+
 function observationMatches(f: DestinationFilter, o: Observation): boolean {
   if (
     f.categories &&
@@ -43,6 +49,8 @@ function observationMatches(f: DestinationFilter, o: Observation): boolean {
     )
   )
     return false;
+  if (f.patients && !identifierIn(f.patients, o.subject?.identifier)) return false;
+  if (f.devices && !identifierIn(f.devices, o.device?.identifier)) return false;
   if (f.codes) {
     const codings = o.code?.coding ?? [];
     const keys = codings.flatMap((c) => [c.code, c.system && c.code ? `${c.system}|${c.code}` : undefined]);
@@ -115,6 +123,7 @@ export class DestinationQueues implements JobQueue {
    */
   async enqueue(jobs: DeliveryJob[], route: RouteInfo = {}): Promise<string[]> {
     const shares = this.routes
+      .filter((r) => r.destination.type !== 'subscriber')
       .map((r) => ({ r, jobs: jobsForDestination(r.destination.filter, jobs, route) }))
       .filter((s) => s.jobs.length);
     const results = await Promise.allSettled(shares.map((s) => s.r.queue.enqueue(s.jobs)));
@@ -134,6 +143,7 @@ export class DestinationQueues implements JobQueue {
   async requeue(job: DeliveryJob): Promise<string> {
     const ids: string[] = [];
     for (const r of this.routes) {
+      if (r.destination.type === 'subscriber') continue;
       const [mine] = jobsForDestination(r.destination.filter, [job]);
       if (mine) ids.push(await r.queue.requeue(mine));
     }
@@ -142,5 +152,54 @@ export class DestinationQueues implements JobQueue {
 
   close(): Promise<void> {
     return Promise.all(this.routes.map((r) => r.queue.close())).then(() => undefined);
+  }
+}
+
+/**
+ * A subscriber's job: what its source destination wrote (each Observation with the id the destination gave it), with
+ * the event number of its first Observation (the others follow in order).
+ */
+export interface NotificationJob extends DeliveryJob {
+  firstEvent: number;
+  /** When the source destination had written it: the events' timestamp. */
+  deliveredAt?: string;
+}
+
+/** The Redis key of a subscriber's event counter: the events since the subscription started. */
+export const subscriberEventsKey = (name: string) => `gw:sub:${name}:events`;
+
+/**
+ * Feeds subscribers. When a FHIR destination has written a job, the worker hands the written readings here (before it
+ * completes the job): each subscriber following that destination gets the part its filter lets through, in its own
+ * queue, numbered. If that fails (Redis), the destination's job fails and is retried: its writes are conditional, so
+ * the retry finds what it wrote, and the notification job, whose id is derived from the content, is queued once.
+ *
+ * The subscriber's queue takes these jobs whatever its depth (QUEUE_MAX_DEPTH refuses senders, and there is no sender
+ * to refuse here: refusing would hold up the destination the subscriber follows).
+ */
+export class SubscriberFeed {
+  constructor(private readonly routes: RoutedQueue[]) {}
+
+  /** The subscribers following a destination. */
+  following(source: string): RoutedQueue[] {
+    return this.routes.filter((r) => r.destination.subscriber?.source === source);
+  }
+
+  /** Queues the written job for every subscriber following `source`; resolves once each has it in Redis. */
+  async delivered(source: string, job: DeliveryJob): Promise<void> {
+    await Promise.all(this.following(source).map((r) => this.notify(r, job)));
+  }
+
+  private async notify(r: RoutedQueue, job: DeliveryJob): Promise<void> {
+    const [mine] = jobsForDestination(r.destination.filter, [job]);
+    const events = mine?.translations.reduce((n, t) => n + t.observations.length, 0) ?? 0;
+    if (!mine || !events) return;
+    const bull = r.queue.bull;
+    const jobId = jobIdFor(mine);
+    // Queued already (a retry of the source's job): its events keep their numbers.
+    if (await bull.getJob(jobId)) return;
+    const last = await r.queue.redis.incrby(subscriberEventsKey(r.destination.name), events);
+    const data: NotificationJob = { ...mine, firstEvent: last - events + 1, deliveredAt: new Date().toISOString() };
+    await bull.add(data, { jobId });
   }
 }
