@@ -72,7 +72,7 @@ export function gatewayEnv(redisUrl: string, fhirUrl: string, brokerUrl?: string
     DELIVERY_ATTEMPTS: '30',
     RETRY_BASE_DELAY_MS: '500',
     RETRY_MAX_DELAY_MS: '5000',
-    FHIR_TIMEOUT_MS: '10000',
+    FHIR_TIMEOUT_MS: '3000',
     SHUTDOWN_TIMEOUT_MS: '5000',
     SANDBOX_PERSIST: 'false',
     ...(brokerUrl
@@ -151,6 +151,7 @@ export async function runScenario(name: string, opts: ScenarioOptions, act: (ctx
   let health: { stop(): Promise<HealthFigures[]> } | undefined;
   let gateOpen = false;
   try {
+    const t0 = Date.now();
     for (const role of opts.roles) gateways.push(await gatewayProcess(role, env));
     await Promise.all(gateways.map((g) => g.start()));
     health = pollHealth(gateways.map((g) => g.url));
@@ -187,10 +188,12 @@ export async function runScenario(name: string, opts: ScenarioOptions, act: (ctx
       },
       note: (t) => void notes.push(t),
     };
+    const tLoad = Date.now();
     await act(ctx);
     gateOpen = true;
     await Promise.all(loads.splice(0).map((l) => l.stop()));
 
+    const tStopped = Date.now();
     // Drain: every acknowledged reading in the EHR and nothing left in the queue, twice in a row.
     const acked = ledger.acked();
     const deadline = Date.now() + (opts.drainMs ?? 60000);
@@ -202,6 +205,7 @@ export async function runScenario(name: string, opts: ScenarioOptions, act: (ctx
       settled = acked.every((r) => created.has(r.key)) && counts?.open === 0 ? settled + 1 : 0;
       await sleep(500);
     }
+    const tDrained = Date.now();
     const crashed = gateways.filter((g) => !g.alive());
     const figures = (await health.stop()) ?? [];
     health = undefined;
@@ -241,6 +245,7 @@ export async function runScenario(name: string, opts: ScenarioOptions, act: (ctx
         `HTTP ${ledger.stats.http.acked}, MLLP ${ledger.stats.mllp.acked}, MQTT ${ledger.stats.mqtt.acked} acknowledged`,
         `${ledger.stats.http.resends + ledger.stats.mllp.resends + ledger.stats.mqtt.resends} resends`,
         `${sink.journal.length} Observation writes journalled`,
+        `start ${((tLoad - t0) / 1000).toFixed(1)} s, load ${((tStopped - tLoad) / 1000).toFixed(1)} s, drain ${((tDrained - tStopped) / 1000).toFixed(1)} s`,
         counts ? `dead letters ${counts.deadLetters}` : 'queue state unknown',
         ...notes,
       ].join('; '),
