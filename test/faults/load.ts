@@ -90,8 +90,8 @@ export class Ledger {
     return this.stats[channel].acked - this.deliveredBy[channel];
   }
 
-  refuse(r: Reading, why: string): void {
-    const s = this.stats[r.channel];
+  refuse(r: Reading | Channel, why: string): void {
+    const s = this.stats[typeof r === 'string' ? r : r.channel];
     s.refused++;
     if (s.refusals.length < 5) s.refusals.push(why.slice(0, 300));
   }
@@ -112,6 +112,8 @@ export interface LoadOptions {
   concurrency: number;
   /** Awaited before each new reading: back-pressure, so that the backlog stays bounded on a slow machine. */
   gate?: () => Promise<void>;
+  /** Extra request headers (HTTP). */
+  headers?: Record<string, string>;
 }
 
 /** A running load: stop() ends it (readings not acknowledged by then stay unacknowledged) and waits for it. */
@@ -155,7 +157,7 @@ export function httpLoad(ledger: Ledger, url: () => string, opts: LoadOptions): 
         try {
           const res = await fetch(`${url()}/ingest/measurements`, {
             method: 'POST',
-            headers: { 'content-type': 'application/json' },
+            headers: { 'content-type': 'application/json', ...opts.headers },
             body,
             signal: AbortSignal.timeout(15000),
           });
@@ -304,6 +306,8 @@ export function mllpLoad(ledger: Ledger, port: () => number, opts: LoadOptions):
 }
 
 export const MQTT_TOPIC = (deviceId: string) => `faults/${deviceId}/measurements`;
+/** Where the gateway reports refused MQTT messages (MQTT_ERROR_TOPIC's default). */
+const MQTT_ERRORS = 'gateway/errors/#';
 
 /**
  * MQTT: QoS 1 publishes to the broker; its PUBACK is the acknowledgement the device gets. The gateway's persistent
@@ -311,6 +315,13 @@ export const MQTT_TOPIC = (deviceId: string) => `faults/${deviceId}/measurements
  */
 export async function mqttLoad(ledger: Ledger, brokerUrl: string, opts: LoadOptions): Promise<Load> {
   const client = await mqtt.connectAsync(brokerUrl, { clientId: `faults-pub-${process.pid}`, clean: true, reconnectPeriod: 200 });
+  // The gateway reports what it refuses on its error topic (the device already had the broker's PUBACK).
+  await client.subscribeAsync(MQTT_ERRORS, { qos: 1 });
+  client.on('message', (topic, payload) => {
+    if (!topic.startsWith('gateway/errors/')) return;
+    const report = JSON.parse(payload.toString()) as { topic?: string; status?: number; outcome?: { issue?: { diagnostics?: string }[] } };
+    ledger.refuse('mqtt', `${report.topic}: ${report.status} ${report.outcome?.issue?.map((i) => i.diagnostics).join('; ')}`);
+  });
   let stopped = false;
   const pace = paced(opts);
   const sender = async () => {

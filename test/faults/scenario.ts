@@ -61,6 +61,9 @@ export function gatewayEnv(redisUrl: string, fhirUrl: string, brokerUrl?: string
     UNKNOWN_PATIENT_POLICY: 'create',
     UNKNOWN_DEVICE_POLICY: 'accept',
     MLLP_ALLOWED_SENDERS: '*=127.0.0.1',
+    // MQTT devices (identified by their topic) name their patient in each reading; assigning each device first is not
+    // what is under test.
+    DEVICE_PATIENT_BINDING: 'any',
     MAPPINGS_WATCH: 'false',
     // Load from one address and one (anonymous) sender: the per-credential limit is not what is under test.
     RATE_LIMIT_PER_MINUTE: '0',
@@ -74,6 +77,9 @@ export function gatewayEnv(redisUrl: string, fhirUrl: string, brokerUrl?: string
     RETRY_MAX_DELAY_MS: '5000',
     FHIR_TIMEOUT_MS: '3000',
     SHUTDOWN_TIMEOUT_MS: '5000',
+    // The EHR circuit breaker probes every 5 s at most (default: backing off to 60 s), so the queue drains soon after the
+    // outage ends.
+    BREAKER_PROBE_MAX_INTERVAL_MS: '5000',
     SANDBOX_PERSIST: 'false',
     ...(brokerUrl
       ? {
@@ -110,11 +116,18 @@ export interface ScenarioOptions {
   mqtt?: boolean;
   /** How long to wait for the queue to drain once the load has stopped. */
   drainMs?: number;
+  /** Settings laid over the suite's. */
+  env?: Record<string, string>;
+  /** Headers of the HTTP load (a credential when ADMIN_API_KEY is set). */
+  httpHeaders?: Record<string, string>;
 }
 
-async function queueCounts(url: string): Promise<{ open: number; failed: number; deadLetters: number } | undefined> {
+async function queueCounts(
+  url: string,
+  headers: Record<string, string> = {},
+): Promise<{ open: number; failed: number; deadLetters: number } | undefined> {
   try {
-    const r = await fetch(`${url}/api/status`, { signal: AbortSignal.timeout(5000) });
+    const r = await fetch(`${url}/api/status`, { headers, signal: AbortSignal.timeout(5000) });
     if (!r.ok) return undefined;
     const s = (await r.json()) as { queue?: Record<string, number>; deadLetters?: number };
     if (!s.queue) return undefined;
@@ -144,7 +157,7 @@ export async function runScenario(name: string, opts: ScenarioOptions, act: (ctx
     if (!bin) throw new Error('mosquitto is not installed (apt-get install mosquitto, or set MOSQUITTO_BIN)');
     broker = await startMosquitto(bin);
   }
-  const env = gatewayEnv(redis.url, sink.url, broker?.url);
+  const env = { ...gatewayEnv(redis.url, sink.url, broker?.url), ...opts.env };
   const gateways: FaultGateway[] = [];
   const loads: Load[] = [];
   const notes: string[] = [];
@@ -174,7 +187,8 @@ export async function runScenario(name: string, opts: ScenarioOptions, act: (ctx
           while (ledger.outstanding(c) > max && !gateOpen) await sleep(20);
         };
         for (const c of channels) {
-          if (c === 'http') started.push(httpLoad(ledger, () => ingest.url, { concurrency: 4, rate: o.rate, gate: gate(c) }));
+          if (c === 'http')
+            started.push(httpLoad(ledger, () => ingest.url, { concurrency: 4, rate: o.rate, gate: gate(c), headers: opts.httpHeaders }));
           if (c === 'mllp') started.push(mllpLoad(ledger, () => ingest.mllpPort!, { concurrency: 2, rate: o.rate, gate: gate(c) }));
           if (c === 'mqtt') started.push(await mqttLoad(ledger, broker!.url, { concurrency: 8, rate: o.rate, gate: gate(c) }));
         }
@@ -201,7 +215,7 @@ export async function runScenario(name: string, opts: ScenarioOptions, act: (ctx
     let counts: Awaited<ReturnType<typeof queueCounts>>;
     while (Date.now() < deadline && settled < 2) {
       const created = sink.createdByKey();
-      counts = await queueCounts(worker.url);
+      counts = await queueCounts(worker.url, opts.httpHeaders);
       settled = acked.every((r) => created.has(r.key)) && counts?.open === 0 ? settled + 1 : 0;
       await sleep(500);
     }
@@ -221,7 +235,7 @@ export async function runScenario(name: string, opts: ScenarioOptions, act: (ctx
       const detail = lostKeys
         .slice(0, 5)
         .map((k) => `${k}: stored ${stored.get(k) ?? 0}, journalled ${sink.journal.filter((w) => w.key === k).length}`);
-      const raw = await fetch(`${worker.url}/api/status`)
+      const raw = await fetch(`${worker.url}/api/status`, { headers: opts.httpHeaders })
         .then((r) => r.json() as Promise<{ queue?: unknown }>)
         .catch(() => undefined);
       const warnings = gateways.flatMap((g) =>
