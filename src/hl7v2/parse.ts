@@ -154,8 +154,10 @@ const CHARSETS: Record<string, string> = {
 };
 export const SUPPORTED_CHARSETS = Object.keys(CHARSETS);
 
+/** The decoder label of an MSH-18 name; undefined when unknown (own entries only: 'toString' names no charset). */
 export function charsetLabel(name: string): string | undefined {
-  return CHARSETS[name.trim().toUpperCase()] ?? CHARSETS[name.trim()];
+  const own = (k: string) => (Object.hasOwn(CHARSETS, k) ? CHARSETS[k] : undefined);
+  return own(name.trim().toUpperCase()) ?? own(name.trim());
 }
 
 function decodeWith(label: string, bytes: Buffer): string {

@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import {
+  charsetLabel,
   DEFAULT_PARSE_LIMITS,
   decodeBytes,
   get,
@@ -109,6 +110,19 @@ describe('hl7v2 parse', () => {
     const legacy = Buffer.from('MSH|^~\\&|A|B|||20260101||ADT^A01|1|P|2.5\rPID|||1||J\xfcrgen\r', 'latin1');
     assert.equal(get(segment(parseMessage(decodeBytes(legacy).text), 'PID'), 5), 'Jürgen');
     assert.equal(decodeBytes(legacy, '8859/1').charset, '8859/1');
+  });
+
+  it('treats an MSH-18 that names an Object property (toString, constructor, __proto__) as an unknown character set', () => {
+    // Found by the fault suite's fuzzing: the lookup read inherited properties, and TextDecoder threw a RangeError.
+    for (const name of ['toString', 'constructor', '__proto__', 'hasOwnProperty', 'valueOf']) {
+      const bytes = Buffer.from(`MSH|^~\\&|A|B|||20260101||ADT^A01|1|P|2.5||||||${name}\rPID|||1||J\\XFC\\rgen\r`, 'latin1');
+      const d = decodeBytes(bytes);
+      assert.equal(d.charset, 'UNICODE UTF-8', name);
+      assert.equal(charsetLabel(name), undefined, name);
+      const m = parseMessage(d.text);
+      assert.equal(m.header.charset, name);
+      assert.ok(get(segment(m, 'PID'), 5)?.startsWith('J'), name);
+    }
   });
 
   it('splits batches with and without trailers, and several messages in one payload', () => {
