@@ -5,8 +5,9 @@
  * NDJSON) with its filters and its refusal to a vendor.
  */
 import assert from 'node:assert/strict';
-import { useStack } from '../helpers/harness.js';
-import { ADMIN, csrfOf, get, signIn, vendorKey } from './helpers.js';
+import type { Observation } from 'fhir/r4';
+import { eventually, postJson, useStack } from '../helpers/harness.js';
+import { ADMIN, csrfOf, get, operatorKey, post, signIn, vendorKey } from './helpers.js';
 
 /** Posts a CSV file as multipart/form-data, as the browser's file input does. */
 async function upload(url: string, cookie: string, csv: string, csrf?: string): Promise<{ status: number; text: string }> {
@@ -39,7 +40,7 @@ const adminGet = async (url: string) => {
 
 describe('console: bulk registration, bulk replay and audit export (HTTP)', function () {
   this.timeout(90_000);
-  const stack = useStack({ ADMIN_API_KEY: ADMIN });
+  const stack = useStack({ ADMIN_API_KEY: ADMIN, UNKNOWN_PATIENT_POLICY: 'create' });
   const url = () => stack.gw.url;
 
   it('registers the valid rows of a CSV upload and reports each refused row with its line and reason; CSRF required', async () => {
@@ -104,5 +105,85 @@ describe('console: bulk registration, bulk replay and audit export (HTTP)', func
     // A file with only a header is refused as a whole, with the reason shown.
     const empty = await upload(`${url()}/console/devices/bulk`, s.cookie, 'id,type\r\n', token);
     assert.match(empty.text, /The file was refused: the batch is empty/);
+  });
+  it('replays a filtered selection of dead letters in bulk: progress, a result per item, each delivered once', async () => {
+    const reading = (deviceId: string, minute: number) => ({
+      deviceId,
+      patientId: 'MRN-BULK',
+      timestamp: `2026-11-24T09:${String(minute).padStart(2, '0')}:00Z`,
+      measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 90 + minute, unit: '%' }],
+    });
+    // The EHR refuses (400: not retried) each of these deliveries once.
+    const refuse = (device: string) =>
+      stack.ehr.faults.push({ status: 400, match: (req) => req.method === 'POST' && JSON.stringify(req.body ?? '').includes(device) });
+    for (let i = 0; i < 3; i++) refuse('replay-a');
+    refuse('replay-b');
+    const auth = { authorization: `Bearer ${ADMIN}` };
+    for (let i = 1; i <= 3; i++) assert.equal((await postJson(`${url()}/ingest/measurements`, reading('replay-a', i), auth)).status, 202);
+    assert.equal((await postJson(`${url()}/ingest/measurements`, reading('replay-b', 9), auth)).status, 202);
+    await eventually(async () => (await adminGet(`${url()}/api/dead-letters`)).body?.total === 4, 30_000, 'four dead letters');
+    // The Observations at the EHR of a device's readings, told apart by their times (minute 1-3: replay-a, 9: replay-b).
+    const minutes = { 'replay-a': ['01', '02', '03'], 'replay-b': ['09'] };
+    const delivered = async (device: keyof typeof minutes) =>
+      (await stack.ehr.search<Observation>('Observation', { _count: '100' }))
+        .map((o) => o.effectiveDateTime?.slice(14, 16) ?? '')
+        .filter((m) => minutes[device].includes(m))
+        .sort();
+    assert.deepEqual(await delivered('replay-a'), []);
+
+    const op = await operatorKey(url(), 'bulk-op');
+    const s = await signIn(url(), op.key);
+    const list = await get(`${url()}/console/messages?kind=dead-letter&deviceId=replay-a`, s.cookie);
+    assert.equal(list.status, 200);
+    assert.match(list.text, /Replay all 3 listed/);
+    const ids = [...list.text.matchAll(/<tr data-id="([^"]+)">/g)].map((m) => m[1]);
+    assert.equal(ids.length, 3);
+    const token = csrfOf(list.text);
+
+    // Without the token: refused, nothing replayed.
+    const noToken = await post(`${url()}/console/messages/replay`, s.cookie, { kind: 'dead-letter', deviceId: 'replay-a' });
+    assert.equal(noToken.status, 403);
+
+    // As htmx sends it: a fragment with the progress bar, polling until done.
+    const r = await fetch(`${url()}/console/messages/replay`, {
+      method: 'POST',
+      headers: { cookie: s.cookie, 'hx-request': 'true', 'x-csrf-token': token },
+      body: new URLSearchParams({ kind: 'dead-letter', deviceId: 'replay-a' }),
+    });
+    assert.equal(r.status, 200);
+    const fragment = await r.text();
+    const bulkId = /id="bulk-([0-9a-f-]{36})"/.exec(fragment)?.[1];
+    assert.ok(bulkId, fragment);
+    assert.match(fragment, /<progress id="p-[^"]+" max="3" value="[0-3]">/);
+    const done = await eventually(
+      async () => {
+        const p = await get(`${url()}/console/messages/bulk/${bulkId}`, s.cookie);
+        return /Replayed 3 of 3: done/.test(p.text) ? p.text : undefined;
+      },
+      30_000,
+      'the bulk replay to finish',
+    );
+    assert.match(done, /<progress id="p-[^"]+" max="3" value="3">/);
+    assert.doesNotMatch(done, /hx-trigger="every 1s"/, 'a finished bulk replay stops polling');
+    const results = [...done.matchAll(/<tr><td>dead-letter ([^<]+)<\/td><td class="(ok|error)">([^<]*)<\/td><\/tr>/g)];
+    assert.deepEqual(results.map((m) => m[1]).sort(), [...ids].sort(), 'one result per item of the selection');
+    for (const m of results) {
+      assert.equal(m[2], 'ok');
+      assert.match(m[3], /queued again as job \S+/);
+    }
+
+    // Each replayed reading is delivered once; the one outside the filter stays a dead letter.
+    await eventually(async () => (await delivered('replay-a')).length === 3, 30_000, 'the three replayed readings delivered');
+    const left = (await adminGet(`${url()}/api/dead-letters`)).body;
+    assert.equal(left.total, 1);
+    assert.deepEqual(await delivered('replay-b'), []);
+    // Replaying the same selection again finds nothing to replay: no second delivery.
+    const again = await get(`${url()}/console/messages?kind=dead-letter&deviceId=replay-a`, s.cookie);
+    assert.match(again.text, /Replay all 0 listed/);
+    assert.deepEqual(await delivered('replay-a'), ['01', '02', '03'], 'each reading once');
+
+    // Another user cannot follow this bulk replay.
+    const other = await signIn(url(), (await operatorKey(url(), 'bulk-op-2')).key);
+    assert.equal((await get(`${url()}/console/messages/bulk/${bulkId}`, other.cookie)).status, 404);
   });
 });
