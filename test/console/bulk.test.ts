@@ -186,4 +186,101 @@ describe('console: bulk registration, bulk replay and audit export (HTTP)', func
     const other = await signIn(url(), (await operatorKey(url(), 'bulk-op-2')).key);
     assert.equal((await get(`${url()}/console/messages/bulk/${bulkId}`, other.cookie)).status, 404);
   });
+  it("exports the audit trail as a FHIR Bundle and as NDJSON, filtered, with the console's own events; a vendor is refused", async () => {
+    const before = new Date().toISOString();
+    const a = await signIn(url(), ADMIN);
+    const token = csrfOf((await get(`${url()}/console/devices`, a.cookie)).text);
+    await vendorKey(url(), 'acme-audit');
+    const reg = await post(`${url()}/console/devices/register`, a.cookie, { id: 'audit-dev', vendor: 'acme-audit', _csrf: token });
+    assert.equal(reg.status, 303, reg.text.slice(0, 300));
+    const op = await operatorKey(url(), 'audit-op');
+    const o = await signIn(url(), op.key);
+    const opToken = csrfOf((await get(`${url()}/console/devices/audit-dev`, o.cookie)).text);
+    assert.equal((await post(`${url()}/console/devices/audit-dev/activate`, o.cookie, { _csrf: opToken })).status, 200);
+
+    const exported = async (format: 'json' | 'ndjson', filter: Record<string, string>, cookie = o.cookie) => {
+      const r = await fetch(`${url()}/console/audit/export.${format}?${new URLSearchParams(filter)}`, { headers: { cookie } });
+      return {
+        status: r.status,
+        type: r.headers.get('content-type') ?? '',
+        disposition: r.headers.get('content-disposition') ?? '',
+        text: await r.text(),
+      };
+    };
+    const ndjson = (text: string) =>
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l));
+    const subtypes = (e: any): string[] => (e.subtype ?? []).map((x: any) => x.code);
+    const agentOf = (e: any): string => e.agent?.[0]?.who?.identifier?.value;
+
+    // By entity, as NDJSON: one AuditEvent per line, every one about the device; its registration is there.
+    const byEntity = await eventually(
+      async () => {
+        const r = await exported('ndjson', { entity: 'audit-dev' });
+        const events = ndjson(r.text);
+        return events.some((e) => subtypes(e).includes('device-activate')) ? { r, events } : undefined;
+      },
+      10_000,
+      'the activation in the trail',
+    );
+    assert.equal(byEntity.r.status, 200);
+    assert.match(byEntity.r.type, /^application\/fhir\+ndjson/);
+    assert.match(byEntity.r.disposition, /^attachment; filename="audit-[^"]+\.ndjson"$/);
+    assert.ok(byEntity.r.text.endsWith('\n'));
+    for (const e of byEntity.events) {
+      assert.equal(e.resourceType, 'AuditEvent');
+      assert.ok(
+        e.entity.some((x: any) => x.what?.identifier?.value === 'audit-dev'),
+        JSON.stringify(e.entity),
+      );
+    }
+    assert.ok(byEntity.events.some((e) => subtypes(e).includes('device-registered')));
+
+    // By action (a gateway subtype), as a FHIR Bundle: the console's own sign-ins, the admin's and the operator's.
+    const signIns = await exported('json', { action: 'console-sign-in', since: before });
+    assert.equal(signIns.status, 200);
+    assert.match(signIns.type, /^application\/fhir\+json/);
+    assert.match(signIns.disposition, /\.json"$/);
+    const bundle = JSON.parse(signIns.text);
+    assert.equal(bundle.resourceType, 'Bundle');
+    const events = bundle.entry.map((x: any) => x.resource);
+    assert.ok(events.length >= 2);
+    for (const e of events) {
+      assert.equal(e.resourceType, 'AuditEvent');
+      assert.ok(subtypes(e).includes('console-sign-in'), subtypes(e).join(','));
+    }
+    const opAgent = events.map(agentOf).find((x: string) => x?.startsWith('operator:'));
+    assert.ok(opAgent, events.map(agentOf).join(','));
+    assert.ok(events.map(agentOf).includes('admin:admin') || events.some((e: any) => agentOf(e)?.startsWith('admin')));
+
+    // By agent, C/R/U/D/E action and time: the operator's console change (E) after the sign-in, nothing of others.
+    const mine = await eventually(
+      async () => {
+        const r = ndjson((await exported('ndjson', { agent: opAgent, since: before })).text);
+        return r.some((e) => subtypes(e).includes('console-action')) ? r : undefined;
+      },
+      10_000,
+      "the operator's console action in the trail",
+    );
+    for (const e of mine) assert.equal(agentOf(e), opAgent);
+    const kinds = mine.flatMap(subtypes);
+    assert.ok(kinds.includes('console-sign-in') && kinds.includes('console-action') && kinds.includes('device-activate'), kinds.join(','));
+    const action = mine.find((e) => subtypes(e).includes('console-action'));
+    assert.ok(action.entity.some((x: any) => x.what?.identifier?.value === 'POST /console/devices/audit-dev/activate'));
+    // A time window before any of it: empty (an empty NDJSON file, not an error).
+    const empty = await exported('ndjson', { agent: opAgent, until: before });
+    assert.equal(empty.status, 200);
+    assert.equal(empty.text, '');
+
+    // A vendor may not see the audit trail: neither the page nor either export.
+    const v = await signIn(url(), await vendorKey(url(), 'acme-audit'));
+    for (const format of ['json', 'ndjson'] as const) {
+      const r = await exported(format, { entity: 'audit-dev' }, v.cookie);
+      assert.equal(r.status, 403);
+      assert.doesNotMatch(r.text, /AuditEvent/);
+    }
+    assert.equal((await get(`${url()}/console/audit`, v.cookie)).status, 403);
+  });
 });
