@@ -83,9 +83,12 @@ export class SessionStore {
   }
 }
 
+/**
+ * The session id of a request: over TLS only the __Host- cookie counts. Falling back to the plain name there would undo
+ * the prefix: a cookie without Secure can be planted by a plain-HTTP response or a sibling domain (session fixation).
+ */
 export function sessionIdOf(req: Request): string | undefined {
-  const c = cookiesOf(req);
-  return (req.secure ? c.get(SECURE_COOKIE) : undefined) ?? c.get(COOKIE);
+  return cookiesOf(req).get(req.secure ? SECURE_COOKIE : COOKIE);
 }
 
 export function setSessionCookie(req: Request, res: Response, id: string): void {

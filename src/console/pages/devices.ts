@@ -115,8 +115,52 @@ async function register(c: Ctx): Promise<void> {
   await list(c, html`<p class="error" role="alert">Not registered: ${reasonOf(r)}</p>`);
 }
 
+/**
+ * The line of the file each CSV record starts on (1-based; index 0 is the header), read as the API's parser reads the
+ * file: blank lines are skipped and a quoted field may span lines. The API numbers the data rows; a user looks for lines.
+ */
+export function csvRecordLines(text: string): number[] {
+  const lines: number[] = [];
+  let line = 1;
+  let start = 1;
+  let filled = false;
+  let quoted = false;
+  let fieldStart = true;
+  const s = text.replace(/^\uFEFF/, '');
+  for (let i = 0; i < s.length; i++) {
+    const ch = s[i];
+    if (quoted) {
+      if (ch === '"' && s[i + 1] === '"') {
+        filled = true;
+        i++;
+      } else if (ch === '"') quoted = false;
+      else {
+        if (ch === '\n' || (ch === '\r' && s[i + 1] !== '\n')) line++;
+        filled = true;
+      }
+    } else if (ch === '"' && fieldStart) {
+      quoted = true;
+      fieldStart = false;
+    } else if (ch === ',') fieldStart = true;
+    else if (ch === '\n' || ch === '\r') {
+      if (ch === '\r' && s[i + 1] === '\n') i++;
+      if (filled) lines.push(start);
+      line++;
+      start = line;
+      filled = false;
+      fieldStart = true;
+    } else {
+      filled = true;
+      fieldStart = false;
+    }
+  }
+  if (filled) lines.push(start);
+  return lines;
+}
+
 async function bulk(c: Ctx): Promise<void> {
   const csv = c.form.get('csv') ?? '';
+  const lines = csvRecordLines(csv);
   const r = await c.api<{
     created: number;
     failed: number;
@@ -124,9 +168,9 @@ async function bulk(c: Ctx): Promise<void> {
   }>('POST', '/api/devices/bulk', csv, 'text/csv');
   const message = r.ok
     ? html`<div class="notice" role="status"><p><strong>${r.body.created}</strong> registered, <strong>${r.body.failed}</strong> refused.</p>
-<table id="bulk-results"><caption>Result per row</caption><thead><tr><th scope="col">Row</th><th scope="col">Device</th><th scope="col">Result</th></tr></thead><tbody>${r.body.results.map(
+<table id="bulk-results"><caption>Result per row of the file</caption><thead><tr><th scope="col">Line</th><th scope="col">Device</th><th scope="col">Result</th></tr></thead><tbody>${r.body.results.map(
         (x, i) =>
-          html`<tr><td>${x.row ?? i + 1}</td><td>${x.id ?? '—'}</td><td class="${x.status === 201 ? 'ok' : 'error'}">${x.status === 201 ? 'registered' : `${x.status}: ${x.error ?? (x.issues ?? []).join('; ')}`}</td></tr>`,
+          html`<tr><td>${lines[x.row ?? i + 1] ?? x.row ?? i + 1}</td><td>${x.id ?? '—'}</td><td class="${x.status === 201 ? 'ok' : 'error'}">${x.status === 201 ? 'registered' : `${x.status}: ${x.error ?? (x.issues ?? []).join('; ')}`}</td></tr>`,
       )}</tbody></table></div>`
     : html`<p class="error" role="alert">The file was refused: ${reasonOf(r)}</p>`;
   await list(c, message);

@@ -209,6 +209,20 @@ function bulkView(id: string, b: Bulk): Html {
 export function messagePages(): ConsoleRoute[] {
   return [
     { method: 'get', path: '/console/messages', roles: ['operator'], handler: browser },
+    // Before /:kind/:id, which would take 'bulk' for a kind.
+    {
+      method: 'get',
+      path: '/console/messages/bulk/:id',
+      roles: ['operator'],
+      handler: async (c) => {
+        const id = String(c.req.params.id);
+        const b = bulks.get(id);
+        if (!b || b.owner !== ownerOf(c.principal))
+          return c.page('Bulk replay', 'Messages', html`<p class="error" role="alert">No such bulk replay.</p>`, 404);
+        if (c.partial) return c.fragment(bulkView(id, b));
+        c.page('Bulk replay', 'Messages', bulkView(id, b));
+      },
+    },
     { method: 'get', path: '/console/messages/:kind/:id', roles: ['operator'], handler: (c) => detail(c) },
     {
       method: 'post',
@@ -243,19 +257,6 @@ export function messagePages(): ConsoleRoute[] {
         })();
         if (c.partial) return c.fragment(bulkView(id, b));
         c.res.redirect(303, `/console/messages/bulk/${id}`);
-      },
-    },
-    {
-      method: 'get',
-      path: '/console/messages/bulk/:id',
-      roles: ['operator'],
-      handler: async (c) => {
-        const id = String(c.req.params.id);
-        const b = bulks.get(id);
-        if (!b || b.owner !== ownerOf(c.principal))
-          return c.page('Bulk replay', 'Messages', html`<p class="error" role="alert">No such bulk replay.</p>`, 404);
-        if (c.partial) return c.fragment(bulkView(id, b));
-        c.page('Bulk replay', 'Messages', bulkView(id, b));
       },
     },
   ];
