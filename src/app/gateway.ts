@@ -32,7 +32,7 @@ import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
 import { Notifier, SubscriberClient } from '../delivery/notifier.js';
 import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
 import { readSandboxClients } from '../sandbox/auth.js';
-import { jwksRoutes, prepareEhrAuth } from '../ehr-auth/index.js';
+import { jwksRoutes, type PreparedEhrAuth, prepareEhrAuth } from '../ehr-auth/index.js';
 import { createApp } from '../http/app.js';
 import { openApiRoutes } from '../http/openapi.js';
 import { MEASUREMENTS_SCHEMA } from '../adapters/measurements-format.js';
@@ -145,6 +145,12 @@ export class Gateway {
     const { config, log } = this;
     // First: a bad key or certificate file stops the start before anything runs.
     const ehrAuth = await prepareEhrAuth(config.ehrAuth);
+    // Destinations of a DESTINATIONS_FILE with SMART, a client secret or mutual TLS: their keys and TLS files, read now.
+    const destinationAuths = new Map<string, PreparedEhrAuth>();
+    for (const d of config.destinations) if (d.ehrAuth) destinationAuths.set(d.name, await prepareEhrAuth(d.ehrAuth));
+    // One JWKS for every key the gateway signs with (FHIR_SMART_KEYS and the file's SMART destinations).
+    const jwks = [ehrAuth, ...destinationAuths.values()].flatMap((a) => a.keys?.jwks.keys ?? []);
+    const publishedKeys = jwks.length ? { keys: [...new Map(jwks.map((k) => [k.kid, k])).values()] } : undefined;
     initValidation();
     let redisUrl = config.redisUrl;
     if (!redisUrl) {
@@ -305,7 +311,7 @@ export class Gateway {
           ingest,
           sandbox: !!this.sandbox,
           mqtt: features.channels.some((c) => c.name === 'mqtt'),
-          jwks: !!ehrAuth.keys,
+          jwks: !!publishedKeys,
           measurementsSchema: MEASUREMENTS_SCHEMA,
         }),
         deadLetterRoutes({
@@ -318,7 +324,7 @@ export class Gateway {
           log,
         }),
         refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
-        ...(ehrAuth.keys ? [jwksRoutes(ehrAuth.keys.jwks)] : []),
+        ...(publishedKeys ? [jwksRoutes(publishedKeys)] : []),
         ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
         ...features.routers,
         ...(this.console ? [this.console.router] : []),
@@ -367,7 +373,12 @@ export class Gateway {
               : primary
                 ? undefined
                 : bearerToken(destination.auth),
-            auth: primary ? ehrAuth.connect({ destination: destination.name, baseUrl, timeoutMs: destination.timeoutMs, log }) : undefined,
+            auth: (primary ? ehrAuth : destinationAuths.get(destination.name))?.connect({
+              destination: destination.name,
+              baseUrl,
+              timeoutMs: destination.timeoutMs,
+              log,
+            }),
             metrics: this.metrics,
           },
           breaker,

@@ -14,10 +14,19 @@
  *     "adapters": ["measurements"], "channels": ["http"], "sendingFacilities": ["ICU"] } } ] }
  */
 import { readFileSync } from 'node:fs';
+import { type AuthKeyNames, type DestinationAuthConfig, readDestinationAuth } from './ehr-auth.js';
+import type { ConfigValue } from './schema.js';
 
-/** How a destination is authenticated. More types (SMART backend services, client secret, mTLS) extend this union. */
-export type DestinationAuth = { type: 'none' } | { type: 'bearer'; token?: string; tokenEnv?: string };
-export const AUTH_TYPES = ['none', 'bearer'] as const satisfies readonly DestinationAuth['type'][];
+/**
+ * How a destination is authenticated. `none` and `bearer` are sent as they are; `smart` (SMART Backend Services) and
+ * `client-secret` (OAuth2 client credentials), and `tls` (mutual TLS) with any type, are carried as `ehrAuth`, the
+ * same configuration FHIR_AUTH gives the one EHR without a file, and acted on by ehr-auth/.
+ */
+export type DestinationAuth =
+  | { type: 'none' }
+  | { type: 'bearer'; token?: string; tokenEnv?: string }
+  | { type: 'smart' | 'client-secret' };
+export const AUTH_TYPES = ['none', 'bearer', 'smart', 'client-secret'] as const satisfies readonly DestinationAuth['type'][];
 
 /**
  * How readings are written: one transaction Bundle (all or nothing), one batch Bundle per dependency level (devices
@@ -81,6 +90,8 @@ export interface Destination {
   baseUrl?: string;
   sandbox: boolean;
   auth: DestinationAuth;
+  /** SMART, client secret or mutual TLS (ehr-auth/): set when the entry's auth needs more than a static header. */
+  ehrAuth?: DestinationAuthConfig;
   /** Undefined: chosen from the CapabilityStatement when the worker starts. */
   writeMode?: WriteMode;
   /** Individual mode: whether to send If-None-Exist (undefined: what the CapabilityStatement says). */
@@ -114,7 +125,13 @@ const SUBSCRIBER_KEYS = [
   'filter',
 ];
 const FILTER_KEYS = ['resourceTypes', 'categories', 'codes', 'adapters', 'channels', 'sendingFacilities', 'patients', 'devices'] as const;
-const AUTH_KEYS: Record<string, string[]> = { none: ['type'], bearer: ['type', 'token', 'tokenEnv'] };
+const AUTH_KEYS: Record<string, string[]> = {
+  none: ['type', 'tls'],
+  bearer: ['type', 'token', 'tokenEnv', 'tls'],
+  smart: ['type', 'clientId', 'keys', 'alg', 'scopes', 'tokenUrl', 'tls'],
+  'client-secret': ['type', 'clientId', 'clientSecretEnv', 'authMethod', 'scopes', 'tokenUrl', 'tls'],
+};
+const TLS_KEYS = ['cert', 'key', 'ca'];
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -175,6 +192,7 @@ export function parseDestinations(
     if (sandbox && d.baseUrl !== undefined) errors.push(`${at}: set either baseUrl or "sandbox": true, not both`);
     if (!sandbox && d.baseUrl === undefined) errors.push(`${at}: baseUrl is required (or "sandbox": true for the sandbox EHR)`);
     const auth = parseAuth(d.auth, `${at}.auth`, errors, env);
+    const ehrAuth = parseEhrAuth(d.auth, `${at}.auth`, errors, env);
     let writeMode: WriteMode | undefined;
     if (d.writeMode !== undefined) {
       if (WRITE_MODES.includes(d.writeMode as WriteMode)) writeMode = d.writeMode as WriteMode;
@@ -194,6 +212,7 @@ export function parseDestinations(
       baseUrl,
       sandbox,
       auth,
+      ...(ehrAuth ? { ehrAuth } : {}),
       writeMode,
       conditionalCreate: typeof d.conditionalCreate === 'boolean' ? d.conditionalCreate : undefined,
       timeoutMs,
@@ -326,11 +345,76 @@ function parseAuth(v: unknown, at: string, errors: string[], env: NodeJS.Process
   }
   for (const k of Object.keys(v)) if (!AUTH_KEYS[v.type].includes(k)) errors.push(`${at}: unknown key '${k}' for type '${v.type}'`);
   if (v.type === 'none') return { type: 'none' };
+  if (v.type === 'smart' || v.type === 'client-secret') return { type: v.type };
   const token = typeof v.token === 'string' && v.token ? v.token : undefined;
   const tokenEnv = typeof v.tokenEnv === 'string' && v.tokenEnv ? v.tokenEnv : undefined;
   if (!!token === !!tokenEnv) errors.push(`${at}: bearer needs exactly one of "token" or "tokenEnv" (the name of an environment variable)`);
   else if (tokenEnv && !env[tokenEnv]) errors.push(`${at}.tokenEnv: the environment variable ${tokenEnv} is not set`);
   return { type: 'bearer', token, tokenEnv };
+}
+
+/**
+ * SMART, client secret and mutual TLS: read by the same validator as the FHIR_* settings of the one EHR
+ * (config/ehr-auth.ts), with the entry's JSON paths as the names its errors give. The client secret is never written in
+ * the file: `clientSecretEnv` names the environment variable that holds it.
+ */
+function parseEhrAuth(v: unknown, at: string, errors: string[], env: NodeJS.ProcessEnv): DestinationAuthConfig | undefined {
+  if (!isObject(v) || typeof v.type !== 'string' || !AUTH_KEYS[v.type]) return undefined;
+  const oauth = v.type === 'smart' || v.type === 'client-secret';
+  if (!oauth && v.tls === undefined) return undefined;
+  const tls = v.tls === undefined ? {} : v.tls;
+  if (!isObject(tls)) {
+    errors.push(`${at}.tls: must be an object with cert, key and ca (file paths)`);
+    return undefined;
+  }
+  for (const k of Object.keys(tls)) if (!TLS_KEYS.includes(k)) errors.push(`${at}.tls: unknown key '${k}'`);
+  const names: AuthKeyNames = {
+    method: `${at}.type`,
+    bearerToken: `${at}.token`,
+    clientId: `${at}.clientId`,
+    keys: `${at}.keys`,
+    alg: `${at}.alg`,
+    scopes: `${at}.scopes`,
+    tokenUrl: `${at}.tokenUrl`,
+    clientSecret: `${at}.clientSecretEnv`,
+    authMethod: `${at}.authMethod`,
+    tlsCert: `${at}.tls.cert`,
+    tlsKey: `${at}.tls.key`,
+    tlsCa: `${at}.tls.ca`,
+  };
+  const values = new Map<string, ConfigValue>();
+  const put = (name: string, x: unknown) => {
+    if (typeof x === 'string') values.set(name, x);
+    else if (Array.isArray(x) && x.every((e) => typeof e === 'string')) values.set(name, x as string[]);
+    else if (x !== undefined)
+      errors.push(`${name}: must be ${name.endsWith('.keys') || name.endsWith('.scopes') ? 'a string or a list of strings' : 'a string'}`);
+  };
+  put(names.method, v.type === 'bearer' ? 'none' : v.type); // a bearer token is sent as the destination's header
+  put(names.clientId, v.clientId);
+  put(names.keys, typeof v.keys === 'string' ? [v.keys] : v.keys);
+  put(names.alg, v.alg);
+  put(names.scopes, Array.isArray(v.scopes) ? v.scopes.join(' ') : v.scopes);
+  put(names.tokenUrl, v.tokenUrl);
+  put(names.authMethod, v.authMethod);
+  if (v.clientSecretEnv !== undefined) {
+    if (typeof v.clientSecretEnv !== 'string' || !env[v.clientSecretEnv])
+      errors.push(`${names.clientSecret}: the environment variable ${String(v.clientSecretEnv)} is not set`);
+    else values.set(names.clientSecret, env[v.clientSecretEnv] as string);
+  }
+  put(names.tlsCert, tls.cert);
+  put(names.tlsKey, tls.key);
+  put(names.tlsCa, tls.ca);
+  if (v.alg !== undefined && v.alg !== 'RS384' && v.alg !== 'ES384') errors.push(`${names.alg}: must be RS384 or ES384`);
+  if (v.authMethod !== undefined && v.authMethod !== 'basic' && v.authMethod !== 'post')
+    errors.push(`${names.authMethod}: must be basic or post`);
+  const r = readDestinationAuth(values, names);
+  const secretNamed = v.clientSecretEnv !== undefined; // its own error above when the variable is not set
+  errors.push(
+    ...r.errors
+      .filter((e) => !(secretNamed && e.startsWith(`${names.clientSecret} is required`)))
+      .map((e) => e.replace(`${names.method}=`, `${names.method} `)),
+  );
+  return r.value;
 }
 
 function parseFilter(v: unknown, at: string, errors: string[]): DestinationFilter {
