@@ -212,5 +212,5 @@ async function gatewayBench(): Promise<void> {
 
 initValidation();
 await parseBench();
-await gatewayBench();
+if (!args.includes('--parse-only')) await gatewayBench();
 process.exit(0);
