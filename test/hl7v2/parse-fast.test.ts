@@ -1,0 +1,207 @@
+/**
+ * Differential tests of the parser's fast path against the `hl7v2` package: on every sample (test fixtures and the
+ * public samples in ../shared/samples/hl7v2, skipped when absent), on hand-written edge cases, and on generated
+ * messages, `parseMessage` (fast path, the package only where the fast path declines) and `parseMessageWithPackage`
+ * (always the package) must give the same parsed message, the same translation (or the same refusal), and the same
+ * error for malformed input.
+ */
+import { strict as assert } from 'node:assert';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { OperationOutcomeIssue } from 'fhir/r4';
+import fc from 'fast-check';
+import type { TranslationContext } from '../../src/core/contract.js';
+import { buildAck, issuesToErrors } from '../../src/hl7v2/ack.js';
+import { hl7v2Adapter } from '../../src/hl7v2/adapter.js';
+import {
+  decodeBytes,
+  type Hl7Message,
+  type ParseOptions,
+  parseMessage,
+  parseMessageFast,
+  parseMessageWithPackage,
+  splitMessages,
+} from '../../src/hl7v2/parse.js';
+import { REPO_ROOT } from '../helpers/harness.js';
+
+const FIXTURES = resolve(REPO_ROOT, 'test/hl7v2/fixtures');
+const SAMPLES = resolve(REPO_ROOT, '../shared/samples/hl7v2');
+const ctx: TranslationContext = { deviceIdentifierSystem: 'urn:test:device', patientIdentifierSystem: 'urn:test:mrn' };
+
+type Outcome = { ok: Hl7Message } | { error: { name: string; message: string; code?: number; location?: unknown; controlId?: string } };
+
+function outcome(fn: () => Hl7Message): Outcome {
+  try {
+    return { ok: fn() };
+  } catch (e) {
+    const err = e as { name: string; message: string; code?: number; location?: unknown; header?: { controlId: string } };
+    return { error: { name: err.name, message: err.message, code: err.code, location: err.location, controlId: err.header?.controlId } };
+  }
+}
+
+function translation(msg: Hl7Message): { readings?: unknown; refused?: string; issues?: OperationOutcomeIssue[] } {
+  try {
+    return { readings: hl7v2Adapter.translate({ body: msg, channel: 'test', receivedAt: '2026-11-23T10:00:00Z' }, ctx) };
+  } catch (e) {
+    return { refused: (e as Error).message, issues: (e as { outcome?: { issue: OperationOutcomeIssue[] } }).outcome?.issue };
+  }
+}
+
+/** The ACK the message gets after translation (fixed time and control id, so that two runs compare). */
+function ackAfter(msg: Hl7Message): string {
+  const t = translation(msg);
+  const fixed = { now: new Date('2026-11-23T10:00:00Z'), controlId: 'ACK-1' };
+  if (t.readings) return buildAck({ header: msg.header, code: 'AA', ...fixed });
+  return buildAck({ header: msg.header, code: 'AE', errors: issuesToErrors(t.issues ?? []), ...fixed });
+}
+
+/** Asserts that the fast path and the package agree on this message; returns whether the fast path took it. */
+function assertSame(text: string, options: ParseOptions = {}, label = JSON.stringify(text.slice(0, 80))): boolean {
+  const fast = outcome(() => parseMessage(text, options));
+  const pkg = outcome(() => parseMessageWithPackage(text, options));
+  assert.deepEqual(fast, pkg, `parse differs: ${label}`);
+  if ('ok' in fast && 'ok' in pkg) {
+    assert.deepEqual(translation(fast.ok), translation(pkg.ok), `translation differs: ${label}`);
+    assert.equal(ackAfter(fast.ok), ackAfter(pkg.ok), `ACK differs: ${label}`);
+  }
+  return 'ok' in fast && parseMessageFast(text, options) !== undefined;
+}
+
+function corpus(): { name: string; text: string; charset: string }[] {
+  const out: { name: string; text: string; charset: string }[] = [];
+  for (const dir of [FIXTURES, SAMPLES]) {
+    if (!existsSync(dir)) continue;
+    for (const f of readdirSync(dir).filter((x) => x.endsWith('.hl7'))) {
+      const { text, charset } = decodeBytes(readFileSync(resolve(dir, f)));
+      splitMessages(text).messages.forEach((m, i) => out.push({ name: `${f}#${i + 1}`, text: m, charset }));
+    }
+  }
+  return out;
+}
+
+const H = 'MSH|^~\\&|APP|FAC|RAPP|RFAC|20261123101500+0100||ORU^R01^ORU_R01|C-1|P|2.6';
+
+describe('hl7v2 parse: fast path vs the hl7v2 package (differential)', () => {
+  it('gives the same message, translation and ACK on every fixture', () => {
+    const names = readdirSync(FIXTURES);
+    const all = corpus().filter((c) => names.includes(c.name.split('#')[0]));
+    let fast = 0;
+    for (const c of all) if (assertSame(c.text, { charset: c.charset }, c.name)) fast++;
+    assert.ok(all.length >= 7, `fixtures found: ${all.length}`);
+    // The fast path must actually take ordinary messages (it declines only for dictionary-dependent cases).
+    assert.ok(fast >= all.length - 2, `fast path took ${fast} of ${all.length}`);
+  });
+
+  it('gives the same message, translation and ACK on every public sample', function () {
+    if (!existsSync(SAMPLES)) this.skip();
+    const samples = corpus().filter((c) => readdirSync(SAMPLES).includes(c.name.split('#')[0]));
+    assert.ok(samples.length >= 10);
+    for (const c of samples) {
+      assertSame(c.text, { charset: c.charset }, c.name);
+      // The LF form, as a sender might write it, too.
+      assertSame(c.text.replaceAll('\r', '\n'), { charset: c.charset }, `${c.name} (LF)`);
+    }
+  });
+
+  const cases: [string, string][] = [
+    [
+      'escapes \\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\X41\\ \\.br\\ \\H\\',
+      `${H}\rPID|||1||Sm\\F\\i\\S\\t\\T\\h\\R\\x\\E\\^Jo\\X41\\n\\.br\\b\\H\\c\\N\\\r`,
+    ],
+    ['an unterminated escape (data, kept as sent)', `${H}\rNTE|1||a\\b|\\\r`],
+    ['unterminated and unknown escapes', `${H}\rNTE|1||a\\Zxx\\b\\Cxxyy\\c\\.sp2\\d\\.fi\\e\\Xzz\\f\\ok\r`],
+    ['\\Xhh\\ in 8859/1', `MSH|^~\\&|A|B|||20260101||ORU^R01|1|P|2.5|||||8859/1\rNTE|1||Gr\\XF6\\\\XDF\\e\r`],
+    ['repetitions, components, sub-components', `${H}\rPID|||A^^^X&1.2&ISO^MR~B^^^Y^PI~~||F^G^^^^^L~A^B\r`],
+    ['empty leading and trailing sub-components', `${H}\rOBX|1|CWE|&&x&^&a&||&^^&&|\r`],
+    ['explicit nulls', `${H}\rPID|||""||""^""~""|""|\r`],
+    ['a sub-component that is exactly "" (dictionary-dependent: the package decides)', `${H}\rPID|||1^^^A&""&ISO||x&""\r`],
+    ['custom delimiters', 'MSH#!$*@#A#B#####ORU!R01#2#P#2.5\rPID###1$2##Sm*F*x*S*y!Jo@hn*E**T*\rNTE#1##C:\\t\\emp\r'],
+    ['a backslash as data with a custom escape', `MSH|^~#&|A|B|||20260101||ORU^R01|1|P|2.5\rOBX|1|ST|X||C:\\temp #F# x\\F\\\r`],
+    ['Z segments and segments without fields', `${H}\rZXY\rZAB|\rZCD|||\rPID|\r`],
+    ['a second MSH inside the message', `${H}\rMSH|^~\\&|X\rMSH\rPID|1\r`],
+    ['private-use characters in the data', `${H}\rNTE|1||a\ue000b\ue001c\\E\\\r`],
+    ['an unknown version', `MSH|^~\\&|A|B|||20260101||ORU^R01|1|P|9.9\rPID|||1\r`],
+    ['version with components', `MSH|^~\\&|A|B|||20260101||ORU^R01|1|P|2.5^DEU&&ISO\rPID|||1\r`],
+    ['a lower-case segment id', `${H}\rpid|||1\r`],
+    ['a segment id of two letters', `${H}\rPI|||1\r`],
+    ['a long segment id', `${H}\rPIDX|||1\r`],
+    ['a segment id that names an Object property', `${H}\r__proto__|1|2\r`],
+    ['no MSH', 'PID|||1\r'],
+    ['MSH without encoding characters', 'MSH|\rPID|1\r'],
+    ['MSH-2 with repeated delimiters', 'MSH|^^\\&|A|B|||20260101||ORU^R01|1|P|2.5\r'],
+    ['MSH-9 missing', 'MSH|^~\\&|A|B|||20260101|||1|P|2.5\r'],
+    ['MSH-10 missing', 'MSH|^~\\&|A|B|||20260101||ORU^R01||P|2.5\r'],
+    ['blank lines, leading blanks, MLLP bytes, CRLF', `\u000b${H}\r\n\r\n  PID|||1\n\tOBX|1|NM|X||5\u001c\r`],
+  ];
+  for (const [label, text] of cases) {
+    it(`agrees on ${label}`, () => {
+      assertSame(text);
+      assertSame(text, { charset: '8859/1' });
+    });
+  }
+
+  it('takes ordinary messages itself and hands dictionary-dependent ones to the package', () => {
+    const text = (label: string) => cases.find(([l]) => l.startsWith(label))?.[1] ?? assert.fail(label);
+    assert.ok(parseMessageFast(text('escapes')));
+    assert.ok(parseMessageFast(text('repetitions')));
+    assert.ok(parseMessageFast(text('custom delimiters')));
+    assert.equal(parseMessageFast(text('a sub-component that is exactly')), undefined, 'a "" sub-component');
+    assert.equal(parseMessageFast(text('private-use')), undefined, 'private-use characters');
+    assert.equal(parseMessageFast(text('a lower-case segment id')), undefined, 'a segment id the package may refuse');
+  });
+
+  it('keeps an unterminated escape character as data on both paths', () => {
+    const text = `${H}\rNTE|1||a\\b|\\\rZZ1|x\\\r`;
+    for (const m of [parseMessage(text), parseMessageWithPackage(text)]) {
+      assert.deepEqual(m.segments[1].fields.slice(3), [[[['a\\b']]], [[['\\']]]]);
+      assert.deepEqual(m.segments[2].fields[1], [[['x\\']]]);
+    }
+  });
+
+  it('refuses over the parser limits before either path runs, with the same error', () => {
+    const many = `${H}\rOBX|1|NA|X||${Array.from({ length: 50 }, (_, i) => i).join('^')}\r`;
+    const limits = { segments: 10, fields: 20, repetitions: 5, components: 10, subComponents: 5, elements: 1000 };
+    const fast = outcome(() => parseMessage(many, { limits }));
+    assert.ok('error' in fast && fast.error.code === 207 && /HL7_MAX_COMPONENTS/.test(fast.error.message));
+    assert.deepEqual(
+      fast,
+      outcome(() => parseMessageWithPackage(many, { limits })),
+    );
+  });
+
+  it('agrees on generated messages (delimiters, escapes, nulls, odd segment ids)', () => {
+    const piece = fc.constantFrom(
+      'a',
+      'B',
+      '1',
+      ' ',
+      '|',
+      '^',
+      '~',
+      '&',
+      '\\',
+      '""',
+      '\\F\\',
+      '\\S\\',
+      '\\X4142\\',
+      '\\E\\',
+      'é',
+      '\r',
+      '\n',
+      'OBX|',
+      'Z1',
+    );
+    const body = fc.array(piece, { maxLength: 60 }).map((p) => p.join(''));
+    const header = fc.constantFrom(H, 'MSH|^~\\&|A|B|||20260101||ADT^A01|9|P|2.3.1', 'MSH#!$*@#A#B#####ORU!R01#2#P#2.5');
+    fc.assert(
+      fc.property(
+        header,
+        fc.array(fc.tuple(fc.constantFrom('PID', 'OBX', 'ZZ1', 'NTE', 'pid', 'MSH', 'OBR'), body), { maxLength: 6 }),
+        (h, segs) => {
+          assertSame(`${h}\r${segs.map(([id, b]) => `${id}|${b}`).join('\r')}\r`);
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+});
