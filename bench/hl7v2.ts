@@ -139,6 +139,8 @@ async function gatewayBench(): Promise<void> {
     QUEUE_LOCK_DURATION_MS: '30000',
     MLLP_PORT: String(mllpPort),
     MLLP_HOST: '127.0.0.1',
+    // With an EHR configured MLLP answers AR to every sender it does not know: the load generator is local.
+    MLLP_ALLOWED_SENDERS: '*=127.0.0.1',
   });
   const sink = new Writable({ write: (_c, _e, cb) => cb() });
   const gateway = new Gateway(config, ROLE, { logger: createLogger('warn', sink) });

@@ -3,13 +3,17 @@
  * Redis (bull, AOF on) → delivery worker → a fast FHIR sink that accepts transactions.
  *
  * Prints, in one run on this machine:
- *   - sustained throughput: readings/s and Observations/s delivered, with the gateway's peak RSS
+ *   - sustained throughput: readings/s and Observations/s delivered, with the gateway's peak RSS, for each request
+ *     shape: 20 readings per request (a hub forwarding a batch) and 1 reading per request (a cuff, a scale, a wearable)
  *   - ingest-to-EHR latency p50/p99 at a fixed offered rate (below saturation)
  *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
  *
- * Usage: npm run bench [-- --readings 20000 --batch 20 --rate 300 --seconds 10 --concurrency 32 --batch-max N --split --profile
- *                         --fsync everysec|always|both]
- * (--batch: readings per request in the sustained phase; --batch-max: DELIVERY_BATCH_MAX, the gateway's default if absent)
+ * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 300 --seconds 10 --concurrency 32 --batch-max N --split --profile
+ *                         --fsync everysec|always|both --mllp 1500]
+ * (--batch: readings per request in the sustained phase, one run per value, 20 then 1 by default; --batch-max:
+ *  DELIVERY_BATCH_MAX, the gateway's default if absent)
+ * (--mllp N: afterwards, runs bench/hl7v2.ts with --rate N: ACKed PCD-01 messages/s over MLLP and the ACK latency
+ *  p50/p99 at N messages/s offered, against a gateway in the ingest role)
  * (--split runs ingest and delivery as two processes, as a scaled deployment does)
  * (--profile writes a CPU profile of the gateway process to <tmp>/gw-bench-profile/)
  * (--fsync: Redis's appendfsync for the sustained phase; both runs it with everysec, then with always, on the same
@@ -26,7 +30,11 @@ import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
 import { args, opt, ROOT, run, spawnGateway } from './common.js';
 
 const READINGS = opt('readings', 20000);
-const BATCH = opt('batch', 20);
+const BATCH_ARG = args.includes('--batch') ? args[args.indexOf('--batch') + 1] : '20,1';
+const BATCHES = BATCH_ARG.split(',').map(Number);
+if (!BATCHES.every((b) => Number.isInteger(b) && b > 0)) throw new Error('--batch: readings per request, e.g. 20 or 20,1');
+const BATCH = BATCHES[0];
+const MLLP_RATE = opt('mllp', 0);
 const IN_FLIGHT = opt('in-flight', 16);
 const RATE = opt('rate', 300);
 const SECONDS = opt('seconds', 10);
@@ -156,21 +164,33 @@ interface Sustained {
   seconds: number;
   transactions: number;
   ingestPerS: number;
+  /** Request → 202 latencies (ms), sorted. */
+  ingestMs: number[];
 }
 
-/** Posts READINGS readings as fast as ingest takes them (readings from `seq` on) and measures until the last is delivered. */
-async function sustained(url: string, sink: Awaited<ReturnType<typeof startSink>>, seq: number): Promise<Sustained> {
-  const batches: unknown[][] = [];
-  for (let i = 0; i < READINGS; i += BATCH)
-    batches.push(Array.from({ length: Math.min(BATCH, READINGS - i) }, (_, k) => reading((i + k) % 2000, seq + i + k)));
+/**
+ * Posts READINGS readings, `perRequest` in each request (a lone reading is posted as an object, as a device sends it),
+ * as fast as ingest takes them (readings from `seq` on) and measures until the last is delivered.
+ */
+async function sustained(url: string, sink: Awaited<ReturnType<typeof startSink>>, seq: number, perRequest: number): Promise<Sustained> {
+  const batches: unknown[] = [];
+  for (let i = 0; i < READINGS; i += perRequest) {
+    const readings = Array.from({ length: Math.min(perRequest, READINGS - i) }, (_, k) => reading((i + k) % 2000, seq + i + k));
+    batches.push(perRequest === 1 ? readings[0] : readings);
+  }
   const base = await sink.stats();
   let obs = 0;
   let transactions = 0;
   const t0 = performance.now();
   let next = 0;
+  const ingestMs: number[] = [];
   const posting = Promise.all(
     Array.from({ length: IN_FLIGHT }, async () => {
-      while (next < batches.length) await post(url, batches[next++]);
+      while (next < batches.length) {
+        const t = performance.now();
+        await post(url, batches[next++]);
+        ingestMs.push(performance.now() - t);
+      }
     }),
   );
   const ingestDone = posting.then(() => performance.now());
@@ -182,7 +202,15 @@ async function sustained(url: string, sink: Awaited<ReturnType<typeof startSink>
   }, 600_000);
   const seconds = (performance.now() - t0) / 1000;
   const ingestSeconds = ((await ingestDone) - t0) / 1000;
-  return { readingsPerS: READINGS / seconds, obsPerS: obs / seconds, seconds, transactions, ingestPerS: READINGS / ingestSeconds };
+  ingestMs.sort((a, b) => a - b);
+  return {
+    readingsPerS: READINGS / seconds,
+    obsPerS: obs / seconds,
+    seconds,
+    transactions,
+    ingestPerS: READINGS / ingestSeconds,
+    ingestMs,
+  };
 }
 
 async function main(): Promise<void> {
@@ -232,10 +260,13 @@ async function main(): Promise<void> {
     const runs: [string, Sustained][] = [];
     for (const [k, mode] of FSYNC_MODES.entries()) {
       await admin.config('SET', 'appendfsync', mode);
-      runs.push([mode, await sustained(gw.url, sink, k === 0 ? 1000 : 1_000_000 + k * READINGS)]);
+      runs.push([mode, await sustained(gw.url, sink, k === 0 ? 1000 : 1_000_000 + k * READINGS, BATCH)]);
     }
-    // The latency phase runs with the first setting.
+    // The other request shapes, with the first setting (distinct timestamps: no run's readings are another's duplicates).
     await admin.config('SET', 'appendfsync', FSYNC_MODES[0]);
+    const shapes: [number, Sustained][] = [];
+    for (const [k, perRequest] of BATCHES.slice(1).entries())
+      shapes.push([perRequest, await sustained(gw.url, sink, 200_000 + k * READINGS, perRequest)]);
     admin.disconnect();
     const { readingsPerS, obsPerS, seconds, transactions, ingestPerS } = runs[0][1];
 
@@ -267,11 +298,13 @@ async function main(): Promise<void> {
     const ceiling = await noopCeiling(redisUrl, 20000);
 
     const f = (n: number) => n.toFixed(0);
+    const ms = (l: number[]) => `p50 ${percentile(l, 50).toFixed(1)} ms   p99 ${percentile(l, 99).toFixed(1)} ms (request → 202)`;
     console.log('');
     console.log(`sustained (${READINGS} readings, ${BATCH} per request, ${IN_FLIGHT} requests in flight, appendfsync ${runs[0][0]}):`);
     console.log(`  delivered        ${f(readingsPerS)} readings/s, ${f(obsPerS)} Observations/s (${seconds.toFixed(1)} s)`);
     console.log(`  EHR transactions ${transactions} (${(READINGS / Math.max(1, transactions)).toFixed(1)} readings per transaction)`);
     console.log(`  ingest accepted  ${f(ingestPerS)} readings/s (202 after the durable enqueue)`);
+    console.log(`  ingest latency   ${ms(runs[0][1].ingestMs)}`);
     console.log(
       `  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB${worker ? ` (ingest), ${(worker.peakRss() / 1048576).toFixed(0)} MiB (worker)` : ''}`,
     );
@@ -285,13 +318,29 @@ async function main(): Promise<void> {
     console.log(`latency ingest → EHR at ${RATE} readings/s offered for ${SECONDS} s (${lat.length} readings):`);
     console.log(`  p50 ${f(percentile(lat, 50))} ms   p99 ${f(percentile(lat, 99))} ms   max ${f(lat.at(-1) ?? NaN)} ms`);
     console.log(`ceiling: bull no-op jobs on the same Redis (concurrency ${CONCURRENCY}): ${f(ceiling)} jobs/s`);
-    console.log(`ratio delivered readings/s ÷ no-op jobs/s: ${(readingsPerS / ceiling).toFixed(2)}`);
+    console.log(`ratio delivered readings/s ÷ no-op jobs/s: ${(readingsPerS / ceiling).toFixed(2)} (${BATCH} per request)`);
+    for (const [perRequest, r] of shapes) {
+      console.log(
+        `sustained (${READINGS} readings, ${perRequest} per request, ${IN_FLIGHT} requests in flight, appendfsync ${runs[0][0]}):`,
+      );
+      console.log(`  delivered        ${f(r.readingsPerS)} readings/s, ${f(r.obsPerS)} Observations/s (${r.seconds.toFixed(1)} s)`);
+      console.log(`  EHR transactions ${r.transactions} (${(READINGS / Math.max(1, r.transactions)).toFixed(1)} readings per transaction)`);
+      console.log(`  ingest accepted  ${f(r.ingestPerS)} readings/s, ${f(r.ingestPerS / perRequest)} requests/s`);
+      console.log(`  ingest latency   ${ms(r.ingestMs)}`);
+      console.log(`  ratio delivered readings/s ÷ no-op jobs/s: ${(r.readingsPerS / ceiling).toFixed(2)}`);
+    }
   } finally {
     for (const g of [gw, worker]) g?.child.kill('SIGTERM');
     sink.child.send({ type: 'stop' });
     await Promise.all([gw, worker].map((g) => g && new Promise((r) => g.child.once('exit', r))));
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+  if (MLLP_RATE) {
+    console.log(`\nMLLP (bench/hl7v2.ts --rate ${MLLP_RATE}):`);
+    const child = fork(join(ROOT, 'bench/hl7v2.ts'), ['--rate', String(MLLP_RATE)], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    if (code !== 0) throw new Error(`bench/hl7v2.ts exited ${code}`);
   }
 }
 

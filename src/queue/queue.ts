@@ -237,6 +237,10 @@ export class DeliveryQueue {
       t,
       'the queue (Redis) did not confirm the job',
     );
+    // addBulk is one MULTI: a command that failed inside it (a script error, OOM) leaves its job without an id, and bull
+    // does not say so. Such a job is not in Redis: refuse (503) rather than acknowledge it.
+    if (added.length !== jobs.length || added.some((j) => j.id === undefined || j.id === null))
+      throw new Error('the queue (Redis) did not store every job');
     this.depthCache.depth += jobs.length;
     return added.map((j) => String(j.id));
   }

@@ -9,6 +9,7 @@ import type { Identifier, Observation, Resource } from 'fhir/r4';
 import type { Reading } from '../core/contract.js';
 import { GatewayError } from '../core/errors.js';
 import type { Destination, DestinationFilter } from '../config/destinations.js';
+import { GroupCommit } from './group-commit.js';
 import { type DeliveryJob, type DeliveryQueue, jobIdFor } from './queue.js';
 
 /** What the pipeline knows of a message besides its jobs: what filters may select on. */
@@ -101,7 +102,22 @@ export function jobsForDestination(f: DestinationFilter, jobs: DeliveryJob[], ro
 }
 
 export class DestinationQueues implements JobQueue {
-  constructor(readonly routes: RoutedQueue[]) {}
+  /** Each queue's group commit: concurrent messages share one write per round trip (queue/group-commit.ts). */
+  private readonly groups = new Map<DeliveryQueue, GroupCommit>();
+
+  constructor(readonly routes: RoutedQueue[]) {
+    for (const r of routes) if (!this.groups.has(r.queue)) this.groups.set(r.queue, new GroupCommit(r.queue));
+  }
+
+  /** Round trips and the messages they carried, summed over the destination queues. */
+  groupStats(): { batches: number; requests: number; largest: number } {
+    const all = [...this.groups.values()].map((g) => g.stats);
+    return {
+      batches: all.reduce((n, s) => n + s.batches, 0),
+      requests: all.reduce((n, s) => n + s.requests, 0),
+      largest: Math.max(0, ...all.map((s) => s.largest)),
+    };
+  }
 
   /** The first destination's queue (the `ehr` one without a destinations file). */
   get primary(): RoutedQueue {
@@ -119,14 +135,14 @@ export class DestinationQueues implements JobQueue {
   /**
    * Queues every destination's share at once and resolves with the job ids (deduplicated: the same content has the same
    * id in every queue) once all are in Redis. One refusal refuses the message: the sender resends, and the queues that
-   * took it recognise the jobs.
+   * took it recognise the jobs. Messages arriving while a queue's write is in flight are written together in its next one.
    */
   async enqueue(jobs: DeliveryJob[], route: RouteInfo = {}): Promise<string[]> {
     const shares = this.routes
       .filter((r) => r.destination.type !== 'subscriber')
       .map((r) => ({ r, jobs: jobsForDestination(r.destination.filter, jobs, route) }))
       .filter((s) => s.jobs.length);
-    const results = await Promise.allSettled(shares.map((s) => s.r.queue.enqueue(s.jobs)));
+    const results = await Promise.allSettled(shares.map((s) => (this.groups.get(s.r.queue) ?? new GroupCommit(s.r.queue)).enqueue(s.jobs)));
     const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
     if (failed) {
       const err = failed.reason;
