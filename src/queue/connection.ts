@@ -44,10 +44,10 @@ function sentinelOptions(target: RedisTarget): RedisOptions {
   return {
     sentinels,
     name: target.sentinelName ?? 'mymaster',
-    // The Sentinels announce a failover (+switch-master): reconnect to the new master at once rather than keep writing
-    // to an old master that has come back as a replica.
-    failoverDetector: true,
-    // A connection still on a demoted master gets READONLY: reconnect (through the Sentinels) and resend the command.
+    // No failoverDetector: its disconnect on +switch-master can land while the connection is being re-established
+    // (after the master died) and end it for good (status 'end', never retried). It is not needed: Sentinel itself
+    // kills the clients of a master it demotes (CLIENT KILL TYPE normal), and they reconnect through the Sentinels.
+    // A command that still reaches a demoted master gets READONLY: reconnect (through the Sentinels) and resend it.
     reconnectOnError: (err) => (/^READONLY/.test(err.message) ? 2 : false),
     sentinelRetryStrategy: (times) => Math.min(times * 200, 2000),
   };

@@ -35,6 +35,19 @@ async function delivered(ehr: TestEhr): Promise<{ set: Set<number>; count: numbe
   return { set, count };
 }
 
+async function onPort<T>(port: number, f: (c: InstanceType<typeof IORedis.default>) => Promise<T>): Promise<T> {
+  const c = new IORedis.default(port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+  c.on('error', () => undefined);
+  try {
+    return await f(c);
+  } finally {
+    c.disconnect();
+  }
+}
+const keysOn = (port: number) => onPort(port, (c) => c.dbsize());
+const infoOf = (port: number) => onPort(port, (c) => c.info('replication'));
+const sentinelCall = (port: number, ...args: string[]) => onPort(port, (c) => c.call('SENTINEL', ...args) as Promise<unknown[]>);
+
 function env(set: SentinelSet, ehr: TestEhr, extra: Record<string, string> = {}): Record<string, string> {
   return {
     REDIS_SENTINELS: set.addresses.join(','),
@@ -89,6 +102,8 @@ describe('Redis Sentinel: the gateway follows a failover', function () {
       acked.add(i);
     }
     await eventually(async () => (await delivered(ehr)).set.size === 10, 30000, 'the first readings delivered');
+    // The jobs went to the master the Sentinels name (not to a private redis-server).
+    assert.ok((await keysOn(set.master.port)) > 0, "the queue lives on the Sentinels' master");
 
     // Load from four senders, one reading per request, while the master is killed.
     let next = 10;
@@ -96,6 +111,7 @@ describe('Redis Sentinel: the gateway follows a failover', function () {
     let failedOverAt = Number.POSITIVE_INFINITY;
     const ackedAfter = new Set<number>();
     const refused = new Map<number, number>();
+    let lastBody = '';
     const sender = async () => {
       while (!stop) {
         const i = next++;
@@ -105,6 +121,7 @@ describe('Redis Sentinel: the gateway follows a failover', function () {
           if (Date.now() > failedOverAt) ackedAfter.add(i);
         } else {
           refused.set(r.status, (refused.get(r.status) ?? 0) + 1);
+          lastBody = JSON.stringify(r.body);
           if (r.status !== 503 && r.status !== 0) throw new Error(`unexpected answer ${r.status}: ${JSON.stringify(r.body)}`);
           await sleep(100);
         }
@@ -119,7 +136,9 @@ describe('Redis Sentinel: the gateway follows a failover', function () {
     failedOverAt = Date.now();
     assert.equal(newMaster, set.replica.port, 'the replica is the new master');
     // Ingest resumes on the new master.
-    await eventually(() => ackedAfter.size >= 40, 60000, 'readings acknowledged after the failover');
+    await eventually(() => ackedAfter.size >= 40, 60000, 'readings acknowledged after the failover').catch((err: Error) => {
+      throw new Error(`${err.message} (last refusal: ${lastBody}; queue connection ${gw.gateway.queue!.connectionStatus()})`);
+    });
     const resumedAt = Date.now();
     stop = true;
     await Promise.all(senders);
@@ -158,6 +177,43 @@ describe('Redis Sentinel: the gateway follows a failover', function () {
       [],
     );
     assert.equal(d.count, d.set.size, 'no reading delivered twice');
+  });
+
+  it('follows a switchover too (SENTINEL FAILOVER: the old master stays up and becomes a replica)', async () => {
+    // The killed master comes back; the Sentinels make it a replica of the new master. Then they switch back to it.
+    await set.master.restart();
+    await eventually(async () => /master_link_status:up/.test(await infoOf(set.master.port)), 30000, 'the old master in sync');
+    await eventually(
+      async () => (await sentinelCall(set.sentinels[0].port, 'replicas', MASTER_NAME)).some((r) => String(r).includes('slave')),
+      30000,
+      'the Sentinels see the old master as a replica',
+    );
+    const before = await set.masterPort();
+    assert.equal(before, set.replica.port);
+    await sentinelCall(set.sentinels[0].port, 'failover', MASTER_NAME);
+    assert.equal(await set.waitForFailover(before), set.master.port);
+    await eventually(async () => /role:slave/.test(await infoOf(set.replica.port)), 30000, 'the demoted master is a replica');
+    // The demoted master is alive and read-only: connections still on it must move to the new master.
+    const start = 1000;
+    await eventually(
+      async () => (await postJson(`${gw.url}/ingest/measurements`, reading(start))).status === 202,
+      30000,
+      'ingest after the switchover',
+    );
+    for (let i = start + 1; i < start + 20; i++) {
+      const r = await postJson(`${gw.url}/ingest/measurements`, reading(i));
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+    }
+    await eventually(
+      async () => {
+        const d = await delivered(ehr);
+        for (let i = start; i < start + 20; i++) if (!d.set.has(i)) return false;
+        return true;
+      },
+      30000,
+      'the readings after the switchover delivered',
+    );
+    assert.ok((await keysOn(set.master.port)) > 0);
   });
 });
 
