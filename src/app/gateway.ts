@@ -20,7 +20,7 @@ import { RefusalStore } from '../pipeline/refusals.js';
 import { migrateLegacyRefusals } from '../pipeline/legacy-refusals.js';
 import { refusalRoutes } from '../pipeline/routes.js';
 import { DeliveryQueue, withTimeout } from '../queue/queue.js';
-import { createRedis, describeTarget, type RedisTarget } from '../queue/connection.js';
+import { createRedis, describeTarget, type RedisTarget, reopenWhenEnded } from '../queue/connection.js';
 import { EmbeddedRedis } from '../queue/embedded-redis.js';
 import { DestinationQueues, type RoutedQueue, SubscriberFeed } from '../queue/routing.js';
 import { bearerToken, DEFAULT_DESTINATION, type Destination } from '../config/destinations.js';
@@ -167,6 +167,7 @@ export class Gateway {
     const target: RedisTarget = { url: redisUrl, sentinels, sentinelName: config.redisSentinelName };
     if (sentinels) log.info({ redis: describeTarget(target) }, 'Redis through Sentinel: following the master they name');
     this.redis = createRedis(target, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
+    reopenWhenEnded(this.redis, () => this.stopping !== undefined);
     await this.checkRedis(this.redis);
 
     // One bull queue per destination. The destination `ehr` keeps QUEUE_NAME, so an upgrade delivers what is queued.

@@ -74,3 +74,20 @@ export function describeTarget(target: RedisTarget): string {
   u.username = '';
   return u.toString();
 }
+
+/**
+ * Reopens `c` whenever it ends while its owner is not closing it. ioredis ends a connection for good (status `end`,
+ * no more retries) when a connect fails outright, as when its Sentinel failover detection races a reconnect; a
+ * gateway left with such a connection would refuse every message until restarted.
+ */
+export function reopenWhenEnded(c: Redis, closing: () => boolean, onReopen?: () => void): void {
+  c.on('end', () => {
+    if (closing()) return;
+    const timer = setTimeout(() => {
+      if (closing() || c.status !== 'end') return;
+      onReopen?.();
+      c.connect().catch(() => undefined);
+    }, 500);
+    timer.unref();
+  });
+}

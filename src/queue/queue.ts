@@ -4,7 +4,7 @@
  */
 import Bull from 'bull';
 import type { Redis, RedisOptions } from 'ioredis';
-import { createRedis, redisOptions } from './connection.js';
+import { createRedis, redisOptions, reopenWhenEnded } from './connection.js';
 import type { Reading } from '../core/contract.js';
 import { hashKey } from '../core/ids.js';
 import { issue, GatewayError, outcome, unavailable } from '../core/errors.js';
@@ -123,6 +123,8 @@ export class DeliveryQueue {
   private readonly connections: Redis[] = [];
   private depthCache = { at: 0, depth: 0 };
   private closing?: Promise<void>;
+  /** Connections reopened after they ended unasked (see reopenWhenEnded). */
+  reopened = 0;
 
   constructor(
     readonly settings: QueueSettings,
@@ -137,8 +139,13 @@ export class DeliveryQueue {
           { url: settings.redisUrl, sentinels: settings.sentinels, sentinelName: settings.sentinelName },
           { ...opts, ...redisOptions(), enableAutoPipelining: type === 'client' },
         );
-        // bull closes only connections it made itself: these are ours to close (see close()).
+        // bull closes only connections it made itself: these are ours to close (see close()), and ours to reopen.
         this.connections.push(c);
+        reopenWhenEnded(
+          c,
+          () => this.closing !== undefined,
+          () => this.reopened++,
+        );
         return c;
       },
       prefix: 'gw',
