@@ -9,7 +9,6 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
-import IORedis from 'ioredis';
 import type { Redis } from 'ioredis';
 import type { Role } from '../config/index.js';
 import type { Config } from '../config/index.js';
@@ -20,7 +19,8 @@ import { readReadingChecks } from '../fhir/plausibility.js';
 import { RefusalStore } from '../pipeline/refusals.js';
 import { migrateLegacyRefusals } from '../pipeline/legacy-refusals.js';
 import { refusalRoutes } from '../pipeline/routes.js';
-import { DeliveryQueue, redisOptions, withTimeout } from '../queue/queue.js';
+import { DeliveryQueue, withTimeout } from '../queue/queue.js';
+import { createRedis, describeTarget, type RedisTarget, reopenWhenEnded } from '../queue/connection.js';
 import { EmbeddedRedis } from '../queue/embedded-redis.js';
 import { DestinationQueues, type RoutedQueue, SubscriberFeed } from '../queue/routing.js';
 import { bearerToken, DEFAULT_DESTINATION, type Destination } from '../config/destinations.js';
@@ -153,7 +153,8 @@ export class Gateway {
     const publishedKeys = jwks.length ? { keys: [...new Map(jwks.map((k) => [k.kid, k])).values()] } : undefined;
     initValidation();
     let redisUrl = config.redisUrl;
-    if (!redisUrl) {
+    const sentinels = config.redisSentinels.length ? config.redisSentinels : undefined;
+    if (!redisUrl && !sentinels) {
       this.embedded = new EmbeddedRedis({ dataDir: config.redisDataDir, appendFsync: config.redisAppendFsync });
       redisUrl = await this.embedded.start();
       const shared = this.embedded.sharedWith;
@@ -169,8 +170,10 @@ export class Gateway {
         );
     }
     // Auto-pipelining: the commands of one event-loop turn leave in one write (ingest issues several per message).
-    this.redis = new IORedis.default(redisUrl, redisOptions({ maxRetriesPerRequest: 2, enableAutoPipelining: true }));
-    this.redis.on('error', () => undefined);
+    const target: RedisTarget = { url: redisUrl, sentinels, sentinelName: config.redisSentinelName };
+    if (sentinels) log.info({ redis: describeTarget(target) }, 'Redis through Sentinel: following the master they name');
+    this.redis = createRedis(target, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
+    reopenWhenEnded(this.redis, () => this.stopping !== undefined);
     await this.checkRedis(this.redis);
 
     // One bull queue per destination. The destination `ehr` keeps QUEUE_NAME, so an upgrade delivers what is queued.
@@ -179,6 +182,10 @@ export class Gateway {
       queue: new DeliveryQueue(
         {
           redisUrl,
+          sentinels,
+          sentinelName: config.redisSentinelName,
+          waitReplicas: config.redisWaitReplicas,
+          waitTimeoutMs: config.redisWaitTimeoutMs,
           queueName: destination.name === DEFAULT_DESTINATION ? config.queueName : `${config.queueName}.${destination.name}`,
           maxDepth: config.queueMaxDepth,
           enqueueTimeoutMs: config.enqueueTimeoutMs,

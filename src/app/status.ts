@@ -97,7 +97,7 @@ export function statusRoutes(deps: StatusDeps): Router {
       fhirBaseUrl: primary?.baseUrl || null,
       sandbox: config.sandbox,
       unknownPatientPolicy: config.unknownPatientPolicy,
-      redis: { status: ready ? 'ready' : queue.connectionStatus(), embedded: !config.redisUrl },
+      redis: { status: ready ? 'ready' : queue.connectionStatus(), embedded: !config.redisUrl && !config.redisSentinels.length },
       // The first destination's queue and dead letters, as before there were several; each one's under destinations.
       queue: primary?.queue ?? null,
       deadLetters: primary?.deadLetters ?? null,

@@ -49,6 +49,35 @@ export const CORE_KEYS: readonly ConfigKey[] = [
       'When the private redis-server (REDIS_URL unset) writes its AOF to disk: everysec (a crash of the machine can lose about the last second of acknowledged readings) or always (before every acknowledgement; slower, see docs/operations.md). Your own Redis: set appendfsync there',
   },
   {
+    env: 'REDIS_SENTINELS',
+    type: 'list',
+    description:
+      'Redis Sentinels (host:port,host:port): the gateway asks them for the master named REDIS_SENTINEL_NAME and follows it across a failover (docs/scaling.md). REDIS_URL then gives only the password and database',
+  },
+  {
+    env: 'REDIS_SENTINEL_NAME',
+    type: 'string',
+    default: 'mymaster',
+    description: "The master's name in the Sentinels' configuration (sentinel monitor <name> ...), when REDIS_SENTINELS is set",
+  },
+  {
+    env: 'REDIS_WAIT_REPLICAS',
+    type: 'int',
+    default: '0',
+    min: 0,
+    max: 16,
+    description:
+      'Replicas that must hold a job before its sender is acknowledged (Redis WAIT after each enqueue); a shortfall within REDIS_WAIT_TIMEOUT_MS refuses with 503. 0: acknowledge on the master alone (a failover can lose the last acknowledged jobs, docs/scaling.md)',
+  },
+  {
+    env: 'REDIS_WAIT_TIMEOUT_MS',
+    type: 'int',
+    default: '1000',
+    min: 1,
+    max: 60000,
+    description: 'How long an enqueue waits for REDIS_WAIT_REPLICAS replicas before it refuses with 503',
+  },
+  {
     env: 'FHIR_BASE_URL',
     type: 'url',
     description: 'Base URL of the EHR FHIR R4 server. Unset: serve and use the in-memory sandbox EHR at /sandbox/fhir',
@@ -338,6 +367,11 @@ export interface Config {
   redisUrl?: string;
   redisDataDir: string;
   redisAppendFsync: 'everysec' | 'always';
+  /** host:port of each Redis Sentinel (empty: REDIS_URL or the private redis-server). */
+  redisSentinels: string[];
+  redisSentinelName: string;
+  redisWaitReplicas: number;
+  redisWaitTimeoutMs: number;
   fhirBaseUrl?: string;
   sandbox: boolean;
   /** Where readings are delivered: DESTINATIONS_FILE, or the one destination `ehr` (FHIR_BASE_URL or the sandbox). */
@@ -421,6 +455,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
   errors.push(...ehrAuth.errors);
   if (s('SANDBOX_AUTH') === 'smart' && !v.get('SANDBOX_SMART_CLIENTS'))
     errors.push('SANDBOX_SMART_CLIENTS is required when SANDBOX_AUTH=smart: the clients the sandbox EHR issues tokens to');
+  const redisSentinels = (v.get('REDIS_SENTINELS') as string[] | undefined) ?? [];
+  for (const a of redisSentinels) {
+    const m = /^(?:\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(a);
+    if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) errors.push(`REDIS_SENTINELS: '${a}' is not host:port`);
+  }
   if (errors.length) throw new ConfigError(errors);
   return {
     role: s('GATEWAY_ROLE') as Role,
@@ -429,6 +468,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     redisUrl: v.get('REDIS_URL') as string | undefined,
     redisDataDir: s('REDIS_DATA_DIR'),
     redisAppendFsync: s('REDIS_APPENDFSYNC') as Config['redisAppendFsync'],
+    redisSentinels,
+    redisSentinelName: s('REDIS_SENTINEL_NAME'),
+    redisWaitReplicas: n('REDIS_WAIT_REPLICAS'),
+    redisWaitTimeoutMs: n('REDIS_WAIT_TIMEOUT_MS'),
     fhirBaseUrl,
     sandbox,
     destinations,

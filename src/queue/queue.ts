@@ -4,7 +4,7 @@
  */
 import Bull from 'bull';
 import type { Redis, RedisOptions } from 'ioredis';
-import IORedis from 'ioredis';
+import { createRedis, redisOptions, reopenWhenEnded } from './connection.js';
 import type { Reading } from '../core/contract.js';
 import { hashKey } from '../core/ids.js';
 import { issue, GatewayError, outcome, unavailable } from '../core/errors.js';
@@ -41,7 +41,17 @@ function closeConnection(c: Redis): Promise<void> {
 export type QueuedJob = Pick<Bull.Job<DeliveryJob>, 'id' | 'data' | 'attemptsMade' | 'opts' | 'discard' | 'remove'>;
 
 export interface QueueSettings {
-  redisUrl: string;
+  /** Redis's URL; with `sentinels`, only its password and database. */
+  redisUrl?: string;
+  /** host:port of each Redis Sentinel: the queue follows the master they name (`sentinelName`) across a failover. */
+  sentinels?: readonly string[];
+  sentinelName?: string;
+  /**
+   * Replicas that must have a job before it is acknowledged (Redis WAIT on the connection that wrote it; 0: none, the
+   * acknowledgement follows the master's write alone). A shortfall within `waitTimeoutMs` refuses with 503.
+   */
+  waitReplicas?: number;
+  waitTimeoutMs?: number;
   /** How long an identical submission is the same job (seconds; 0: as long as the completed job is retained). */
   dedupeWindowS?: number;
   queueName: string;
@@ -55,20 +65,11 @@ export interface QueueSettings {
   retryMaxDelayMs: number;
 }
 
-/** Redis options for every connection: no endless offline queue, so a Redis outage is an error, not a hang. */
-export function redisOptions(extra: RedisOptions = {}): RedisOptions {
-  return {
-    maxRetriesPerRequest: null,
-    enableReadyCheck: false,
-    retryStrategy: (times) => Math.min(times * 200, 2000),
-    ...extra,
-  };
-}
+export { redisOptions };
 
+/** A connection for tests and tools (at most two retries per command); createRedis() is the factory behind it. */
 export function connectRedis(url: string, extra: RedisOptions = {}): Redis {
-  const r = new IORedis.default(url, redisOptions({ maxRetriesPerRequest: 2, ...extra }));
-  r.on('error', () => undefined); // status is observed through `status`; errors are reported by callers
-  return r;
+  return createRedis(url, { maxRetriesPerRequest: 2, ...extra });
 }
 
 /**
@@ -122,6 +123,8 @@ export class DeliveryQueue {
   private readonly connections: Redis[] = [];
   private depthCache = { at: 0, depth: 0 };
   private closing?: Promise<void>;
+  /** Connections reopened after they ended unasked (see reopenWhenEnded). */
+  reopened = 0;
 
   constructor(
     readonly settings: QueueSettings,
@@ -132,10 +135,17 @@ export class DeliveryQueue {
       createClient: (type, opts) => {
         // Auto-pipelining sends the commands of one event-loop turn in one write: a job is several commands, and a busy
         // gateway issues many at once. Not for the blocking and subscriber connections, whose commands wait.
-        const c = new IORedis.default(settings.redisUrl, { ...opts, ...redisOptions(), enableAutoPipelining: type === 'client' });
-        c.on('error', () => undefined);
-        // bull closes only connections it made itself: these are ours to close (see close()).
+        const c = createRedis(
+          { url: settings.redisUrl, sentinels: settings.sentinels, sentinelName: settings.sentinelName },
+          { ...opts, ...redisOptions(), enableAutoPipelining: type === 'client' },
+        );
+        // bull closes only connections it made itself: these are ours to close (see close()), and ours to reopen.
         this.connections.push(c);
+        reopenWhenEnded(
+          c,
+          () => this.closing !== undefined,
+          () => this.reopened++,
+        );
         return c;
       },
       prefix: 'gw',
@@ -242,7 +252,27 @@ export class DeliveryQueue {
     if (added.length !== jobs.length || added.some((j) => j.id === undefined || j.id === null))
       throw new Error('the queue (Redis) did not store every job');
     this.depthCache.depth += jobs.length;
+    await this.waitForReplicas();
     return added.map((j) => String(j.id));
+  }
+
+  /**
+   * With `waitReplicas`, holds the acknowledgement until that many replicas have the connection's writes (Redis WAIT
+   * on bull's client, the connection that added the jobs), so that a Sentinel failover cannot lose an acknowledged job.
+   * A shortfall refuses with 503: the jobs may be on the master alone, the sender resends, and the resend is the same
+   * job (its id comes from the content).
+   */
+  private async waitForReplicas(): Promise<void> {
+    const want = this.settings.waitReplicas ?? 0;
+    if (want <= 0) return;
+    const ms = this.settings.waitTimeoutMs ?? 1000;
+    const got = await withTimeout(this.redis.wait(want, ms), ms + this.settings.enqueueTimeoutMs, 'Redis did not answer WAIT');
+    if (got < want) {
+      throw unavailable(
+        `the queue (Redis) has the job on ${got} of the ${want} replicas required (REDIS_WAIT_REPLICAS) within ${ms} ms; it is not acknowledged, resend later`,
+        5,
+      );
+    }
   }
 
   /**

@@ -1,0 +1,269 @@
+/**
+ * Redis Sentinel: the gateway asks three real Sentinels for the master and follows a failover (the master killed with
+ * SIGKILL, the replica promoted): ingest and delivery resume on the new master. The run prints what acknowledged data
+ * the failover lost with asynchronous replication, and checks the WAIT option that makes the acknowledgement wait for
+ * a replica.
+ */
+import { strict as assert } from 'node:assert';
+import type { Observation } from 'fhir/r4';
+import IORedis from 'ioredis';
+import { ConfigError, CORE_KEYS, loadConfig } from '../../src/config/index.js';
+import { eventually, postJson, startEhr, startGateway, type TestEhr, type TestGateway } from '../helpers/harness.js';
+import { MASTER_NAME, type SentinelSet, startSentinelSet } from './sentinel-procs.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const BASE = Date.parse('2026-11-23T10:00:00Z');
+
+/** Reading `i`: one SpO2 value at its own second, so that each delivered Observation names the reading it came from. */
+const reading = (i: number) => ({
+  deviceId: 'OXI-SENT-1',
+  manufacturer: 'Acme Medical',
+  model: 'PulseOx 3',
+  patientId: 'MRN-SENT',
+  timestamp: new Date(BASE + i * 1000).toISOString(),
+  measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 90 + (i % 10), unit: '%' }],
+});
+
+/** The readings (by index) the EHR has, and how many Observations (a duplicate would show as more than the set). */
+async function delivered(ehr: TestEhr): Promise<{ set: Set<number>; count: number }> {
+  const set = new Set<number>();
+  let count = 0;
+  for (const o of ehr.sandbox ? await ehr.search<Observation>('Observation', { _count: '1000' }) : []) {
+    count++;
+    set.add(Math.round((Date.parse(o.effectiveDateTime ?? '') - BASE) / 1000));
+  }
+  return { set, count };
+}
+
+async function onPort<T>(port: number, f: (c: InstanceType<typeof IORedis.default>) => Promise<T>): Promise<T> {
+  const c = new IORedis.default(port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+  c.on('error', () => undefined);
+  try {
+    return await f(c);
+  } finally {
+    c.disconnect();
+  }
+}
+const keysOn = (port: number) => onPort(port, (c) => c.dbsize());
+const infoOf = (port: number) => onPort(port, (c) => c.info('replication'));
+const sentinelCall = (port: number, ...args: string[]) => onPort(port, (c) => c.call('SENTINEL', ...args) as Promise<unknown[]>);
+
+function env(set: SentinelSet, ehr: TestEhr, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    REDIS_SENTINELS: set.addresses.join(','),
+    REDIS_SENTINEL_NAME: MASTER_NAME,
+    FHIR_BASE_URL: ehr.url,
+    UNKNOWN_PATIENT_POLICY: 'create',
+    RATE_LIMIT_PER_MINUTE: '0',
+    LOG_LEVEL: 'info',
+    ...extra,
+  };
+}
+
+describe('Redis Sentinel settings', () => {
+  it('takes host:port Sentinels and refuses anything else, naming the bad entry', () => {
+    const c = loadConfig({ REDIS_SENTINELS: '10.0.0.1:26379, sentinel-b:26379,[::1]:26380', REDIS_SENTINEL_NAME: 'm1' }, CORE_KEYS);
+    assert.deepEqual(c.redisSentinels, ['10.0.0.1:26379', 'sentinel-b:26379', '[::1]:26380']);
+    assert.equal(c.redisSentinelName, 'm1');
+    assert.equal(c.redisWaitReplicas, 0);
+    assert.throws(
+      () => loadConfig({ REDIS_SENTINELS: '10.0.0.1:26379,no-port,h:99999' }, CORE_KEYS),
+      (e: unknown) => e instanceof ConfigError && /no-port/.test(e.message) && /h:99999/.test(e.message),
+    );
+    assert.throws(() => loadConfig({ REDIS_WAIT_TIMEOUT_MS: '0' }, CORE_KEYS), ConfigError);
+  });
+});
+
+describe('Redis Sentinel: the gateway follows a failover', function () {
+  this.timeout(120000);
+  let set: SentinelSet;
+  let ehr: TestEhr;
+  let gw: TestGateway;
+
+  before(async () => {
+    set = await startSentinelSet();
+    ehr = await startEhr();
+    gw = await startGateway(env(set, ehr));
+  });
+  after(async () => {
+    await gw?.stop();
+    await ehr?.stop();
+    await set?.stop();
+  });
+
+  it('ingest and delivery resume on the promoted replica after the master is killed; prints what the failover lost', async () => {
+    const oldMaster = await set.masterPort();
+    assert.equal(oldMaster, set.master.port);
+    // Before: readings are acknowledged and delivered through the master the Sentinels name.
+    const acked = new Set<number>();
+    for (let i = 0; i < 10; i++) {
+      const r = await postJson(`${gw.url}/ingest/measurements`, reading(i));
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      acked.add(i);
+    }
+    await eventually(async () => (await delivered(ehr)).set.size === 10, 30000, 'the first readings delivered');
+    // The jobs went to the master the Sentinels name (not to a private redis-server).
+    assert.ok((await keysOn(set.master.port)) > 0, "the queue lives on the Sentinels' master");
+
+    // Load from four senders, one reading per request, while the master is killed.
+    let next = 10;
+    let stop = false;
+    let failedOverAt = Number.POSITIVE_INFINITY;
+    const ackedAfter = new Set<number>();
+    const refused = new Map<number, number>();
+    let lastBody = '';
+    const sender = async () => {
+      while (!stop) {
+        const i = next++;
+        const r = await postJson(`${gw.url}/ingest/measurements`, reading(i)).catch(() => ({ status: 0, body: undefined }));
+        if (r.status === 202) {
+          acked.add(i);
+          if (Date.now() > failedOverAt) ackedAfter.add(i);
+        } else {
+          refused.set(r.status, (refused.get(r.status) ?? 0) + 1);
+          lastBody = JSON.stringify(r.body);
+          if (r.status !== 503 && r.status !== 0) throw new Error(`unexpected answer ${r.status}: ${JSON.stringify(r.body)}`);
+          await sleep(100);
+        }
+      }
+    };
+    const senders = [sender(), sender(), sender(), sender()];
+    await eventually(() => acked.size >= 60, 30000, 'load before the kill');
+    const ackedBeforeKill = acked.size;
+    const killedAt = Date.now();
+    await set.master.kill();
+    const newMaster = await set.waitForFailover(oldMaster);
+    failedOverAt = Date.now();
+    assert.equal(newMaster, set.replica.port, 'the replica is the new master');
+    // Ingest resumes on the new master.
+    await eventually(() => ackedAfter.size >= 40, 60000, 'readings acknowledged after the failover').catch((err: Error) => {
+      throw new Error(`${err.message} (last refusal: ${lastBody}; queue connection ${gw.gateway.queue!.connectionStatus()})`);
+    });
+    const resumedAt = Date.now();
+    stop = true;
+    await Promise.all(senders);
+
+    // Delivery resumes too: every reading acknowledged after the failover reaches the EHR (a bull worker that had
+    // stopped taking jobs would leave them waiting).
+    await eventually(
+      async () => {
+        const d = await delivered(ehr);
+        return [...ackedAfter].every((i) => d.set.has(i));
+      },
+      60000,
+      'the readings acknowledged after the failover delivered',
+    );
+    // Whatever the promoted replica had is delivered as well; let the queue drain before counting.
+    await eventually(
+      async () => {
+        const c = await gw.gateway.queue!.bull.getJobCounts();
+        return c.waiting + c.active + c.delayed === 0;
+      },
+      60000,
+      'the queue drained',
+    );
+    const d = await delivered(ehr);
+    const lost = [...acked].filter((i) => !d.set.has(i));
+    console.log(
+      `      Sentinel failover: ${acked.size} readings acknowledged (${ackedBeforeKill} before the kill, ${ackedAfter.size} after the promotion), ` +
+        `${d.set.size} delivered, ${d.count - d.set.size} duplicated, LOST ${lost.length} acknowledged (asynchronous replication); ` +
+        `promotion ${failedOverAt - killedAt} ms after the kill, ingest back ${resumedAt - failedOverAt} ms later at most; ` +
+        `refusals during the failover: ${JSON.stringify(Object.fromEntries(refused))}`,
+    );
+    // Loss can only come from the window before the kill (writes the replica had not yet received): nothing
+    // acknowledged after the promotion may be missing, and nothing is delivered twice.
+    assert.deepEqual(
+      lost.filter((i) => ackedAfter.has(i)),
+      [],
+    );
+    assert.equal(d.count, d.set.size, 'no reading delivered twice');
+  });
+
+  it('follows a switchover too (SENTINEL FAILOVER: the old master stays up and becomes a replica)', async () => {
+    // The killed master comes back; the Sentinels make it a replica of the new master. Then they switch back to it.
+    await set.master.restart();
+    await eventually(async () => /master_link_status:up/.test(await infoOf(set.master.port)), 30000, 'the old master in sync');
+    await eventually(
+      async () => (await sentinelCall(set.sentinels[0].port, 'replicas', MASTER_NAME)).some((r) => String(r).includes('slave')),
+      30000,
+      'the Sentinels see the old master as a replica',
+    );
+    const before = await set.masterPort();
+    assert.equal(before, set.replica.port);
+    await sentinelCall(set.sentinels[0].port, 'failover', MASTER_NAME);
+    assert.equal(await set.waitForFailover(before), set.master.port);
+    await eventually(async () => /role:slave/.test(await infoOf(set.replica.port)), 30000, 'the demoted master is a replica');
+    // The demoted master is alive and read-only: connections still on it must move to the new master.
+    const start = 1000;
+    await eventually(
+      async () => (await postJson(`${gw.url}/ingest/measurements`, reading(start))).status === 202,
+      30000,
+      'ingest after the switchover',
+    );
+    for (let i = start + 1; i < start + 20; i++) {
+      const r = await postJson(`${gw.url}/ingest/measurements`, reading(i));
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+    }
+    await eventually(
+      async () => {
+        const d = await delivered(ehr);
+        for (let i = start; i < start + 20; i++) if (!d.set.has(i)) return false;
+        return true;
+      },
+      30000,
+      'the readings after the switchover delivered',
+    );
+    assert.ok((await keysOn(set.master.port)) > 0);
+  });
+});
+
+describe('Redis Sentinel with REDIS_WAIT_REPLICAS: no acknowledgement before a replica has the job', function () {
+  this.timeout(120000);
+  let set: SentinelSet;
+  let ehr: TestEhr;
+  let gw: TestGateway;
+
+  before(async () => {
+    set = await startSentinelSet();
+    ehr = await startEhr();
+    gw = await startGateway(env(set, ehr, { REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '300' }));
+  });
+  after(async () => {
+    await gw?.stop();
+    await ehr?.stop();
+    await set?.stop();
+  });
+
+  it('refuses with 503 while the replica is down, and the resent reading is delivered once the replica is back', async () => {
+    const ok = await postJson(`${gw.url}/ingest/measurements`, reading(1));
+    assert.equal(ok.status, 202, JSON.stringify(ok.body));
+
+    await set.replica.kill();
+    const refused = await postJson(`${gw.url}/ingest/measurements`, reading(2));
+    assert.equal(refused.status, 503, JSON.stringify(refused.body));
+    assert.equal(refused.body.resourceType, 'OperationOutcome');
+    assert.match(JSON.stringify(refused.body), /replica/);
+    assert.ok(refused.headers.get('retry-after'));
+
+    await set.replica.restart();
+    const r = new IORedis.default(set.replica.port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+    r.on('error', () => undefined);
+    try {
+      await eventually(async () => /master_link_status:up/.test(await r.info('replication')), 30000, 'the replica in sync again');
+    } finally {
+      r.disconnect();
+    }
+    // The sender resends what was refused: now acknowledged, and delivered with the first reading.
+    const resent = await postJson(`${gw.url}/ingest/measurements`, reading(2));
+    assert.equal(resent.status, 202, JSON.stringify(resent.body));
+    const d = await eventually(
+      async () => {
+        const x = await delivered(ehr);
+        return x.set.has(1) && x.set.has(2) ? x : undefined;
+      },
+      30000,
+      'both readings delivered',
+    );
+    assert.equal(d.count, 2);
+  });
+});
