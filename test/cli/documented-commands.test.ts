@@ -49,6 +49,6 @@ describe('documented commands', function () {
     const r = cli('send-hl7', '--timeout-ms', '2000', 'test/hl7v2/fixtures/pcd01-monitor.hl7');
     assert.doesNotMatch(r.err, /usage/, 'the default port is taken, not a usage error');
     // Nothing listens there in the tests (or a gateway does, and answers): either way it went to 127.0.0.1:2575.
-    assert.ok(/127\.0\.0\.1:2575/.test(r.err) || /ACKs:/.test(r.out), r.err + r.out);
+    assert.ok(/127\.0\.0\.1:2575/.test(r.err) || /ACKs:/.test(r.err + r.out), r.err + r.out);
   });
 });
