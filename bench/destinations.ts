@@ -8,12 +8,12 @@
  *   npx tsx bench/destinations.ts [--readings 4000]
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { opt, run, spawnGateway } from './common.js';
+import { opt, postMeasurements as post, run, spawnGateway } from './common.js';
 
 const READINGS = opt('readings', 4000);
 
@@ -47,22 +47,6 @@ async function sink(): Promise<{ url: string; count: () => number; close: () => 
       server.close();
     },
   };
-}
-
-function post(url: string, body: unknown): Promise<number> {
-  const data = Buffer.from(JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = request(
-      `${url}/ingest/measurements`,
-      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': data.length } },
-      (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-      },
-    );
-    req.on('error', reject);
-    req.end(data);
-  });
 }
 
 async function measure(destinations: number): Promise<number> {

@@ -8,12 +8,12 @@
  * (off: BREAKER_FAILURE_THRESHOLD=0, the gateway without a circuit breaker; both: off, then on, each on a fresh Redis)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, request } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { args, opt, run, spawnGateway } from './common.js';
+import { args, opt, postMeasurements as post, run, spawnGateway } from './common.js';
 
 const RATE = opt('rate', 20);
 const SECONDS = opt('seconds', 60);
@@ -22,22 +22,6 @@ const MODES = BREAKER_ARG === 'both' ? ['off', 'on'] : [BREAKER_ARG];
 
 function getJson(url: string): Promise<any> {
   return fetch(url).then((r) => r.json());
-}
-
-function post(url: string, body: unknown): Promise<number> {
-  const data = Buffer.from(JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = request(
-      `${url}/ingest/measurements`,
-      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': data.length } },
-      (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-      },
-    );
-    req.on('error', reject);
-    req.end(data);
-  });
 }
 
 async function outage(mode: string): Promise<void> {
