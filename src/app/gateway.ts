@@ -200,7 +200,7 @@ export class Gateway {
         (attemptsMade, err) => backoffDelay(attemptsMade, err, config.retryBaseDelayMs, config.retryMaxDelayMs),
       ),
     }));
-    const queues = new DestinationQueues(routes);
+    const queues = new DestinationQueues(routes, { combineReadings: config.ingestCombine ? config.deliveryBatchMax : 0 });
     this.queues = queues;
     const queue = queues.primary.queue;
     this.queue = queue;
@@ -301,7 +301,10 @@ export class Gateway {
           ? this.sandbox.router
           : protectedSandbox(this.sandbox.router, sandboxKey, requireRole('operator'))
         : undefined,
+      // The channels first: their routes are the busiest (every device message) and share no path with the others, so
+      // a message is matched against a handful of routes, not against every route of the operations API before them.
       routers: [
+        ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
         statusRoutes({
           config,
           version: VERSION,
@@ -332,7 +335,6 @@ export class Gateway {
         }),
         refusalRoutes({ refusals, requireRole, isReady: () => queue.isReady(), log }),
         ...(publishedKeys ? [jwksRoutes(publishedKeys)] : []),
-        ...features.channels.flatMap((c) => (c.router ? [c.router] : [])),
         ...features.routers,
         ...(this.console ? [this.console.router] : []),
       ],

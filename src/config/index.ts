@@ -228,6 +228,13 @@ export const CORE_KEYS: readonly ConfigKey[] = [
       'Most readings in one job (a larger message becomes several) and in one EHR transaction, which carries the jobs that arrive while earlier ones are in flight (1: one reading per job and per transaction)',
   },
   {
+    env: 'INGEST_COMBINE',
+    type: 'bool',
+    default: 'true',
+    description:
+      'Messages that arrive while an enqueue is in flight are queued together as jobs of up to DELIVERY_BATCH_MAX readings (each still acknowledged only once its readings are in Redis); false: one job per message',
+  },
+  {
     env: 'DELIVERY_TRANSACTIONS',
     type: 'int',
     default: '2',
@@ -395,6 +402,8 @@ export interface Config {
   enqueueTimeoutMs: number;
   deliveryConcurrency: number;
   deliveryBatchMax: number;
+  /** INGEST_COMBINE: concurrent messages share jobs (queue/group-commit.ts). */
+  ingestCombine: boolean;
   deliveryTransactions: number;
   deliveryAttempts: number;
   retryBaseDelayMs: number;
@@ -495,6 +504,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     enqueueTimeoutMs: n('ENQUEUE_TIMEOUT_MS'),
     deliveryConcurrency: n('DELIVERY_CONCURRENCY'),
     deliveryBatchMax: n('DELIVERY_BATCH_MAX'),
+    ingestCombine: v.get('INGEST_COMBINE') !== false,
     deliveryTransactions: n('DELIVERY_TRANSACTIONS'),
     deliveryAttempts: n('DELIVERY_ATTEMPTS'),
     retryBaseDelayMs: n('RETRY_BASE_DELAY_MS'),

@@ -12,6 +12,15 @@
  *  - the depth limit (QUEUE_MAX_DEPTH): requests are admitted in arrival order while the queue's depth plus the jobs
  *    admitted before them fit; a request that does not fit is enqueued on its own, and refused as it is today;
  *  - the enqueue timeout: the batch's write is bounded by ENQUEUE_TIMEOUT_MS, as a single write is.
+ *
+ * Combining (`combineReadings` > 0, INGEST_COMBINE): the messages of one batch are queued as few jobs, not one job
+ * each: their readings are put together, per adapter and channel, in jobs of at most `combineReadings` readings (the
+ * size delivery writes in one EHR transaction). A job costs the queue and the worker the same whether it carries one
+ * reading or a hundred, so a busy gateway of one-reading messages (a cuff, a scale, a wearable) does a fraction of the
+ * queue work. Each message is acknowledged once the jobs that hold its readings are in Redis, with their ids. What
+ * changes: a resend that finds other messages in flight is combined with them into a job of another id, so the queue
+ * does not recognise it and delivery writes it again, and the EHR, whose writes are conditional on the identifiers
+ * (delivery/writer.ts), keeps one copy. A lone message is queued exactly as without combining.
  */
 import { GatewayError } from '../core/errors.js';
 import type { DeliveryJob, DeliveryQueue } from './queue.js';
@@ -36,15 +45,52 @@ function copyError(err: unknown): unknown {
   return copy;
 }
 
+/** The key of the jobs whose readings may share a job: what a job says besides its readings. */
+const sameKind = (j: DeliveryJob) => `${j.adapterId}\u0000${j.channel}\u0000${j.replayOf ?? ''}`;
+
+/**
+ * The messages' jobs put together: per kind (adapter, channel), in arrival order, jobs of at most `max` readings.
+ * Returns the combined jobs and, for each message, the indexes of the combined jobs holding its readings.
+ */
+export function combineJobs(messages: DeliveryJob[][], max: number): { jobs: DeliveryJob[]; holders: number[][] } {
+  const jobs: DeliveryJob[] = [];
+  const open = new Map<string, number>();
+  const holders = messages.map((mine) => {
+    const held: number[] = [];
+    for (const job of mine) {
+      const kind = sameKind(job);
+      for (let i = 0; i < job.translations.length; ) {
+        let at = open.get(kind);
+        if (at === undefined || jobs[at].translations.length >= max) {
+          at = jobs.push({ ...job, translations: [] }) - 1;
+          open.set(kind, at);
+        }
+        const target = jobs[at];
+        const take = job.translations.slice(i, i + max - target.translations.length);
+        target.translations.push(...take);
+        if (job.receivedAt < target.receivedAt) target.receivedAt = job.receivedAt;
+        i += take.length;
+        if (!held.includes(at)) held.push(at);
+      }
+    }
+    return held;
+  });
+  return { jobs, holders };
+}
+
 export class GroupCommit {
   private waiting: Waiting[] = [];
   private busy = false;
   /** Round trips made and requests they carried (for tests and the bench: how much grouping happens). */
-  readonly stats = { batches: 0, requests: 0, largest: 0 };
+  readonly stats = { batches: 0, requests: 0, largest: 0, combined: 0 };
 
+  /**
+   * @param combineReadings most readings in a job combined from several messages; 0: one job per message (see above).
+   */
   constructor(
     private readonly queue: GroupTarget,
     private readonly maxJobs = GROUP_MAX_JOBS,
+    private readonly combineReadings = 0,
   ) {}
 
   /** Resolves with the jobs' ids once they are in Redis (in the order given), or rejects as DeliveryQueue.enqueue does. */
@@ -92,11 +138,21 @@ export class GroupCommit {
     }
     if (admitted.length) {
       try {
-        const ids = await this.queue.enqueue(admitted.flatMap((w) => w.jobs));
-        let at = 0;
-        for (const w of admitted) {
-          w.resolve(ids.slice(at, at + w.jobs.length));
-          at += w.jobs.length;
+        if (this.combineReadings > 0) {
+          const { jobs, holders } = combineJobs(
+            admitted.map((w) => w.jobs),
+            this.combineReadings,
+          );
+          const ids = await this.queue.enqueue(jobs);
+          this.stats.combined += jobs.length;
+          admitted.forEach((w, k) => w.resolve(holders[k].map((i) => ids[i])));
+        } else {
+          const ids = await this.queue.enqueue(admitted.flatMap((w) => w.jobs));
+          let at = 0;
+          for (const w of admitted) {
+            w.resolve(ids.slice(at, at + w.jobs.length));
+            at += w.jobs.length;
+          }
         }
       } catch (err) {
         for (const w of admitted) w.reject(copyError(err));

@@ -105,17 +105,26 @@ export class DestinationQueues implements JobQueue {
   /** Each queue's group commit: concurrent messages share one write per round trip (queue/group-commit.ts). */
   private readonly groups = new Map<DeliveryQueue, GroupCommit>();
 
-  constructor(readonly routes: RoutedQueue[]) {
-    for (const r of routes) if (!this.groups.has(r.queue)) this.groups.set(r.queue, new GroupCommit(r.queue));
+  /**
+   * @param options.combineReadings messages written together are combined into jobs of up to this many readings
+   *   (queue/group-commit.ts; INGEST_COMBINE); 0 or absent: one job per message.
+   */
+  constructor(
+    readonly routes: RoutedQueue[],
+    options: { combineReadings?: number } = {},
+  ) {
+    for (const r of routes)
+      if (!this.groups.has(r.queue)) this.groups.set(r.queue, new GroupCommit(r.queue, undefined, options.combineReadings ?? 0));
   }
 
-  /** Round trips and the messages they carried, summed over the destination queues. */
-  groupStats(): { batches: number; requests: number; largest: number } {
+  /** Round trips, the messages they carried, and the jobs combined batches wrote, summed over the destination queues. */
+  groupStats(): { batches: number; requests: number; largest: number; combined: number } {
     const all = [...this.groups.values()].map((g) => g.stats);
     return {
       batches: all.reduce((n, s) => n + s.batches, 0),
       requests: all.reduce((n, s) => n + s.requests, 0),
       largest: Math.max(0, ...all.map((s) => s.largest)),
+      combined: all.reduce((n, s) => n + s.combined, 0),
     };
   }
 

@@ -7,7 +7,7 @@ import IORedis from 'ioredis';
 import { defaultDestination } from '../../src/config/destinations.js';
 import type { Reading } from '../../src/core/contract.js';
 import { GatewayError } from '../../src/core/errors.js';
-import { GroupCommit } from '../../src/queue/group-commit.js';
+import { combineJobs, GroupCommit } from '../../src/queue/group-commit.js';
 import { type DeliveryJob, DeliveryQueue, jobIdFor } from '../../src/queue/queue.js';
 import { DestinationQueues } from '../../src/queue/routing.js';
 import { startRedis, type TestRedis } from '../helpers/harness.js';
@@ -189,6 +189,93 @@ describe('queue: group commit on ingest (real Redis)', function () {
     const pending = g.enqueue([job(400)]);
     assert.equal(calls, 1, 'handed to the queue before enqueue returned');
     assert.deepEqual(await pending, [jobIdFor(job(400), WINDOW_S)]);
-    assert.deepEqual(g.stats, { batches: 1, requests: 1, largest: 1 });
+    assert.deepEqual(g.stats, { batches: 1, requests: 1, largest: 1, combined: 0 });
+  });
+
+  describe('combining (INGEST_COMBINE): the messages of one batch share jobs', () => {
+    const readingsOf = async (q: DeliveryQueue, id: string) => (await q.bull.getJob(id))?.data.translations ?? [];
+    const deviceOf = (r: Reading) => r.devices[0].identifier?.[0].value;
+
+    it('concurrent one-reading messages are queued as fewer jobs; each message is acknowledged with the jobs that hold its reading', async () => {
+      const q = await queue('gc-combine');
+      const queues = new DestinationQueues([{ destination: defaultDestination({ fhirAuth: 'none', fhirTimeoutMs: 1000 }), queue: q }], {
+        combineReadings: 100,
+      });
+      const jobs = Array.from({ length: 60 }, (_, i) => job(600 + i));
+      const ids = await Promise.all(jobs.map((j) => queues.enqueue([j])));
+      const counts = await q.counts();
+      assert.ok(counts.waiting < 60, `fewer jobs than messages (${counts.waiting})`);
+      assert.equal(counts.waiting, new Set(ids.flat()).size, 'every id acknowledged is a job in Redis');
+      for (const [i, mine] of ids.entries()) {
+        assert.equal(mine.length, 1);
+        const held = (await readingsOf(q, mine[0])).map(deviceOf);
+        assert.ok(held.includes(`D${600 + i}`), `message ${i}'s reading is in the job it was given (${held})`);
+      }
+      const all = (await Promise.all([...new Set(ids.flat())].map((id) => readingsOf(q, id)))).flat().map(deviceOf);
+      assert.equal(all.length, 60, 'each reading is queued once');
+      assert.equal(new Set(all).size, 60);
+      assert.ok(queues.groupStats().combined > 0);
+    });
+
+    it('a lone message is queued as without combining: its own content id', async () => {
+      const q = await queue('gc-combine-alone');
+      const g = new GroupCommit(q, undefined, 100);
+      assert.deepEqual(await g.enqueue([job(700)]), [jobIdFor(job(700), WINDOW_S)]);
+    });
+
+    it('jobs hold at most combineReadings readings, and only readings of one adapter and channel', async () => {
+      const q = await queue('gc-combine-kinds');
+      const g = new GroupCommit(q, undefined, 3);
+      const first = g.enqueue([job(800)]);
+      const other = (n: number): DeliveryJob => ({ ...job(n), adapterId: 'other' });
+      const mqtt = (n: number): DeliveryJob => ({ ...job(n), channel: 'mqtt' });
+      const batch = [job(801), other(802), job(803), mqtt(804), job(805), job(806), other(807), job(808)];
+      const ids = await Promise.all(batch.map((j) => g.enqueue([j])));
+      await first;
+      for (const id of new Set(ids.flat())) {
+        const data = (await q.bull.getJob(id))?.data;
+        assert.ok(data && data.translations.length <= 3, `${data?.translations.length} readings in one job`);
+      }
+      for (const [i, [id]] of ids.entries()) {
+        const data = (await q.bull.getJob(id))?.data;
+        assert.equal(data?.adapterId, batch[i].adapterId);
+        assert.equal(data?.channel, batch[i].channel);
+      }
+      // 801 803 805 | 806 808 (measurements/http), 802 807 (other), 804 (mqtt)
+      assert.equal((await q.counts()).waiting, 1 + 4);
+    });
+
+    it('a failed write refuses every message combined in it; none is acknowledged', async () => {
+      const q = await queue('gc-combine-oom');
+      const g = new GroupCommit(q, undefined, 100);
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      await admin.config('SET', 'maxmemory', '1');
+      let results: Awaited<ReturnType<typeof settle<string[]>>>[];
+      try {
+        results = await Promise.all(Array.from({ length: 20 }, (_, i) => settle(g.enqueue([job(900 + i)]))));
+      } finally {
+        await admin.config('SET', 'maxmemory', '0');
+      }
+      assert.ok(g.stats.largest > 1);
+      for (const r of results) assert.ok(!r.ok && r.err instanceof GatewayError && r.err.status === 503, JSON.stringify(r));
+      assert.equal((await q.counts()).waiting, 0);
+    });
+
+    it('combineJobs keeps arrival order, splits a message over jobs at the limit, and takes the earliest receipt time', () => {
+      const a = { ...job(1), receivedAt: '2026-11-23T11:00:02Z' };
+      const b = { ...job(2), receivedAt: '2026-11-23T11:00:01Z', translations: [...job(2).translations, ...job(3).translations] };
+      const c = job(4);
+      const { jobs, holders } = combineJobs([[a], [b], [c]], 2);
+      assert.deepEqual(
+        jobs.map((j) => j.translations.map(deviceOf)),
+        [
+          ['D1', 'D2'],
+          ['D3', 'D4'],
+        ],
+      );
+      assert.deepEqual(holders, [[0], [0, 1], [1]]);
+      assert.equal(jobs[0].receivedAt, '2026-11-23T11:00:01Z');
+      assert.equal(a.translations.length, 1, 'the messages are not changed');
+    });
   });
 });
