@@ -13,6 +13,12 @@
  * per-process random secret. A later request with that key id is accepted when the HMAC of what it presents equals the
  * cached one (compared in constant time); anything else goes to scrypt. Revocation and rotation drop the key id's entry
  * on every instance (Redis pub/sub). Concurrent first uses of one key share one scrypt.
+ *
+ * The failed-authentication check (1) costs a Redis round trip, on every request of every device. An address Redis
+ * found under its limit is not asked about again for CLEAR_VERDICT_MS (one second) unless a request from it fails here
+ * meanwhile: a 401 drops the verdict, so every request after a failure is checked in Redis, and a guesser gets no
+ * more tries than before. What the second allows: a source whose last request here passed keeps passing for at most
+ * that second after other instances have blocked its address.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
@@ -77,8 +83,15 @@ function presentedKeyId(req: Request): string | undefined {
   return typeof id === 'string' && /^[0-9a-f]{16}$/.test(id) ? id : undefined;
 }
 
+/** How long an address found under its failed-authentication limit is not asked about again (see above). */
+export const CLEAR_VERDICT_MS = 1000;
+/** Addresses whose verdict is remembered at most (the map is emptied beyond it). */
+const CLEAR_VERDICT_MAX = 10_000;
+
 export class ApiKeyAccess extends BaseAccess {
   private readonly cache = new Map<string, Cached>();
+  /** Source address → until when it is known to be under its failed-authentication limit. */
+  private readonly clearUntil = new Map<string, number>();
   private readonly cacheSecret = randomBytes(32);
   private readonly verifying = new Map<string, Promise<Principal | undefined>>();
   private readonly limiter: RateLimiter;
@@ -127,6 +140,20 @@ export class ApiKeyAccess extends BaseAccess {
     await this.failures.stop();
     this.subscriber?.disconnect();
     this.subscriber = undefined;
+  }
+
+  /** The failed-authentication limit of an address (AuthFailures.blockedFor), with its verdict remembered briefly. */
+  private async blockedFor(remote: string | undefined): Promise<number> {
+    const address = remote ?? '';
+    const now = Date.now();
+    if ((this.clearUntil.get(address) ?? 0) > now) return 0;
+    const wait = await this.failures.blockedFor(remote);
+    if (wait > 0 || this.failures.opts.limit <= 0) this.clearUntil.delete(address);
+    else {
+      if (this.clearUntil.size >= CLEAR_VERDICT_MAX) this.clearUntil.clear();
+      this.clearUntil.set(address, now + CLEAR_VERDICT_MS);
+    }
+    return wait;
   }
 
   /** Drops the cached verification of a key (revoked or rotated here, or announced by another instance). */
@@ -191,6 +218,7 @@ export class ApiKeyAccess extends BaseAccess {
     this.metrics.inc('access_refused_total', { status: String(status) });
     const request = `${req.method} ${req.baseUrl}${req.path}`;
     if (status === 401) {
+      this.clearUntil.delete(req.socket.remoteAddress ?? '');
       void this.failures.note({ address: req.socket.remoteAddress, keyId: presentedKeyId(req), reason, request });
       return;
     }
@@ -211,7 +239,7 @@ export class ApiKeyAccess extends BaseAccess {
   override authenticate: RequestHandler = async (req, _res, next) => {
     try {
       if (!req.principal) {
-        const wait = await this.failures.blockedFor(req.socket.remoteAddress);
+        const wait = await this.blockedFor(req.socket.remoteAddress);
         if (wait > 0) {
           this.metrics.inc('auth_failure_limited_total', {});
           const seconds = Math.max(1, Math.ceil(wait / 1000));

@@ -223,4 +223,33 @@ describe('failed authentications: aggregated, kept apart, limited per address', 
       assert.equal(countOf(events.find((e) => credentialOf(e) === '2222222222222222' && countOf(e)) as AuditEvent), '3');
     });
   });
+
+  describe('the verdict of an address under its limit is remembered for a second, until a request from it fails', () => {
+    let gw: DmGateway;
+    before(async () => {
+      gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, AUTH_FAILURE_LIMIT: '3', AUTH_FAILURE_WINDOW_S: '60' });
+    });
+    after(() => gw?.stop());
+
+    it('asks Redis once for a run of passing requests, and again after each failure, so the limit still holds', async () => {
+      const failures = gw.dm.access.failures;
+      const original = failures.blockedFor.bind(failures);
+      let asked = 0;
+      failures.blockedFor = (remote) => {
+        asked++;
+        return original(remote);
+      };
+      const opKey = (await call(gw.url, 'POST', '/api/operators/credentials', ADMIN, { name: 'verdict-op' })).body.key as string;
+      const from = '127.0.0.5';
+      asked = 0;
+      for (let i = 0; i < 5; i++) assert.equal(await getFrom(from, `${gw.url}/api/status`, opKey), 200);
+      assert.equal(asked, 1, 'one check for five passing requests within the second');
+      // Each failure drops the verdict: the request after it is checked, and the fourth failure is refused 429.
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i++) statuses.push(await getFrom(from, `${gw.url}/api/status`, fake('5555555555555555')));
+      assert.deepEqual(statuses, [401, 401, 401, 429]);
+      assert.equal(await getFrom(from, `${gw.url}/api/status`, opKey), 429, 'a valid key from the blocked address waits');
+      assert.ok(asked >= 4, `checked after every failure (${asked})`);
+    });
+  });
 });
