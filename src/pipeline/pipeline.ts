@@ -47,6 +47,11 @@ export interface GuardDecision {
   readings: Reading[];
   /** Writes what was decided; returns the readings to queue (held ones are left out: they are in Redis already). */
   commit(): Promise<Reading[]>;
+  /**
+   * Set by `commit`: its best-effort writes (monitoring: last seen) still in flight. The pipeline waits for them with
+   * the enqueue, not before it, and answers the sender after both.
+   */
+  pending?: Promise<unknown>;
 }
 
 /** One message through the pipeline: queued (acknowledged) or refused. For in-process statistics (the console). */
@@ -160,12 +165,14 @@ export class Pipeline implements Ingestor {
   async ingest(adapterId: string, message: InboundMessage): Promise<IngestResult> {
     let translations: Reading[];
     let held = 0;
+    let pending: Promise<unknown> | undefined;
     try {
       translations = await translateBounded(this.adapter(adapterId), message, this.context);
       if (this.guard) {
         const decision = await this.guard.decide(adapterId, message, translations).catch(guardFailure);
         this.validateAll(decision.readings, message, this.registry.get(adapterId));
         translations = await decision.commit().catch(guardFailure);
+        pending = decision.pending;
         held = decision.readings.length - translations.length;
       } else this.validateAll(translations, message, this.registry.get(adapterId));
     } catch (err) {
@@ -180,6 +187,7 @@ export class Pipeline implements Ingestor {
     // One job per destination whose filter matches, all in Redis before the sender is acknowledged (queue/routing.ts).
     const sendingFacility = message.attributes?.sendingFacility;
     const jobIds = jobs.length ? await this.queue.enqueue(jobs, sendingFacility ? { sendingFacility } : {}) : [];
+    await pending;
     const observations = translations.reduce((n, t) => n + t.observations.length, 0);
     this.metrics?.inc('ingest_accepted_total', { adapter: adapterId, channel: message.channel }, jobs.length);
     this.metrics?.inc('ingest_observations_total', { adapter: adapterId, channel: message.channel }, observations);

@@ -124,7 +124,9 @@ describe('unknown device policy', function () {
         await assert.rejects(guard.decide('measurements', m, ts), (e: { status: number }) => e.status === 403);
         continue;
       }
-      const admitted = await (await guard.decide('measurements', m, ts)).commit();
+      const decision = await guard.decide('measurements', m, ts);
+      const admitted = await decision.commit();
+      await decision.pending;
       assert.equal(admitted.length, c.policy === 'accept' ? 1 : 0);
       const d = await call(gw.url, 'GET', `/api/devices/${id}`, ADMIN);
       assert.equal(d.body.state, c.policy === 'accept' ? 'active' : 'registered');
