@@ -33,7 +33,8 @@ import { Notifier, SubscriberClient } from '../delivery/notifier.js';
 import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
 import { readSandboxClients } from '../sandbox/auth.js';
 import { jwksRoutes, type PreparedEhrAuth, prepareEhrAuth } from '../ehr-auth/index.js';
-import { createApp } from '../http/app.js';
+import { createApp, withHotRoutes } from '../http/app.js';
+import { errorHandler } from '../http/errors.js';
 import { openApiRoutes } from '../http/openapi.js';
 import { MEASUREMENTS_SCHEMA } from '../adapters/measurements-format.js';
 import type { AccessControl } from '../access/auth.js';
@@ -340,7 +341,13 @@ export class Gateway {
       ],
     });
     // Not app.listen: express 5 calls its callback on a listen error too, so a busy port looked like a start.
-    const server = createServer(app);
+    const server = createServer(
+      withHotRoutes(
+        app,
+        features.channels.flatMap((c) => c.hotRoutes ?? []),
+        errorHandler(log),
+      ),
+    );
     server.keepAliveTimeout = 65_000;
     server.requestTimeout = 60_000;
     this.server = server;

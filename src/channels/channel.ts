@@ -6,6 +6,7 @@
  * store (pipeline/refusals.ts) for inspection and replay.
  */
 import type { Router } from 'express';
+import type { HotRoute } from '../http/app.js';
 
 export const CHANNEL_NAMES = ['http', 'mllp', 'mqtt'] as const;
 export type ChannelName = (typeof CHANNEL_NAMES)[number];
@@ -14,6 +15,8 @@ export interface Channel {
   readonly name: ChannelName;
   /** Routes the channel serves over HTTP (POST /ingest/:adapter, POST /hl7v2, /api/mqtt/status), mounted by the app. */
   readonly router?: Router;
+  /** Routes of `router` busy enough to be dispatched before express's router (http/app.ts withHotRoutes). */
+  readonly hotRoutes?: HotRoute[];
   /** Starts listening (after the HTTP server is up). Safe to call twice. */
   start(): Promise<void>;
   /** Stops accepting, lets in-flight messages finish. Safe to call twice. */

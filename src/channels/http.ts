@@ -8,10 +8,12 @@ import express, { type RequestHandler } from 'express';
 import { firstInvalidUtf8 } from '../core/utf8.js';
 import type { InboundMessage, Principal } from '../core/contract.js';
 import { GatewayError, issue, notFound, outcome } from '../core/errors.js';
-import { requireJson } from '../http/errors.js';
+import { requireJson, sendJson } from '../http/errors.js';
 import type { IngestResult, Ingestor } from '../pipeline/pipeline.js';
 import { deviceIdsOf, type Refusal, type RefusalStore, type ReplayResult } from '../pipeline/refusals.js';
 import type { Channel } from './channel.js';
+import type { HotRoute } from '../http/app.js';
+import { HMAC_HEADERS } from '../access/hmac.js';
 import { acceptedCodes, MEASUREMENTS_SCHEMA } from '../adapters/measurements-format.js';
 
 export interface HttpChannelDeps {
@@ -79,7 +81,7 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
   );
   router.get('/formats/measurements/codes', (_req, res) => void res.json(acceptedCodes()));
 
-  router.post('/ingest/:adapter', deps.auth, requireJson, json, async (req, res) => {
+  const ingest: RequestHandler = async (req, res) => {
     if (req.body === undefined) throw new GatewayError(400, outcome([issue('required', 'the body is empty')]));
     const message: InboundMessage = {
       body: req.body as unknown,
@@ -91,7 +93,7 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
     const adapterId = String(req.params.adapter);
     try {
       assertMayUse(adapterId, message.principal);
-      res.status(202).json(accepted(await ingestor.ingest(adapterId, message)));
+      sendJson(res, 202, accepted(await ingestor.ingest(adapterId, message)));
     } catch (err) {
       if (err instanceof GatewayError && !err.retryable) {
         const deviceIds = deviceIdsOf(message.body);
@@ -114,7 +116,20 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
       }
       throw err;
     }
-  });
+  };
+  const ingestHandlers = [deps.auth, requireJson, json, ingest];
+  router.post('/ingest/:adapter', ...ingestHandlers);
+  // Every device message: dispatched before express's router, with the same handlers (http/app.ts).
+  // A signed request (HMAC) goes through express: its check reads the raw body (access/hmac.ts).
+  const hotRoutes: HotRoute[] = [
+    {
+      method: 'POST',
+      path: /^\/ingest\/([^/]+)\/?$/i,
+      params: ['adapter'],
+      handlers: ingestHandlers,
+      when: (req) => req.headers[HMAC_HEADERS.signature] === undefined,
+    },
+  ];
 
   // Replayed as its original sender sent it (same adapter, same credential's rights), through the whole pipeline.
   const replay = async (entry: Refusal): Promise<ReplayResult> => {
@@ -138,5 +153,5 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
   };
   refusals.replayWith('http', replay);
 
-  return { name: 'http', router, start: async () => undefined, stop: async () => undefined };
+  return { name: 'http', router, hotRoutes, start: async () => undefined, stop: async () => undefined };
 }

@@ -1,13 +1,26 @@
 /**
  * The HTTP boundary speaks FHIR OperationOutcome for every refusal, and never leaks stack traces or library messages.
  */
-import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { ServerResponse } from 'node:http';
+import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { badRequest, notFound, GatewayError, toGatewayError, tooLarge, outcome, issue } from '../core/errors.js';
 import type { Logger } from '../observability/logger.js';
 
-export function sendOutcome(res: Parameters<RequestHandler>[1], err: GatewayError): void {
+/**
+ * Answers with a JSON body, as express's res.status(status).type(type).json(body) does (without an ETag: these are
+ * answers to POSTs and refusals), using node's response alone, so that it serves the hot routes too (http/app.ts).
+ */
+export function sendJson(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+  const text = JSON.stringify(body);
+  res.statusCode = status;
+  res.setHeader('Content-Type', `${type}; charset=utf-8`);
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(text);
+}
+
+export function sendOutcome(res: ServerResponse, err: GatewayError): void {
   for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
-  res.status(err.status).type('application/fhir+json').json(err.outcome);
+  sendJson(res, err.status, err.outcome, 'application/fhir+json');
 }
 
 /** Express 5 forwards rejected promises here. */
@@ -39,8 +52,12 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
 export const notFoundHandler: RequestHandler = (req, _res, next) => next(notFound(`no route ${req.method} ${req.path}`));
 
 /** Refuses bodies that are not JSON with 415 instead of reading them as empty. */
+const JSON_TYPES = ['application/json', 'application/fhir+json', 'application/*+json'];
+/** express's req.is, which reads the request's headers only: usable on a request that is not express's (hot routes). */
+const is = express.request.is;
+
 export const requireJson: RequestHandler = (req, _res, next) => {
-  if (!req.is(['application/json', 'application/fhir+json', 'application/*+json'])) {
+  if (!is.call(req, JSON_TYPES)) {
     return next(new GatewayError(415, outcome([issue('not-supported', 'the body must be JSON (Content-Type: application/json)')])));
   }
   next();

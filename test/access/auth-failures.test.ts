@@ -122,14 +122,15 @@ describe('failed authentications: aggregated, kept apart, limited per address', 
   describe('short windows, summarised by the gateway itself', () => {
     let gw: DmGateway;
     before(async () => {
-      gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, AUTH_FAILURE_LIMIT: '0', AUTH_FAILURE_WINDOW_S: '1' });
+      // Windows of 2 s: three requests of a loaded machine fit in one (with 1 s they could straddle two).
+      gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, AUTH_FAILURE_LIMIT: '0', AUTH_FAILURE_WINDOW_S: '2' });
     });
     after(() => gw?.stop());
 
     it('each window of a source gets its first event and, when it ends, its summary', async () => {
       const key = fake('3333333333333333');
       for (let i = 0; i < 3; i++) assert.equal((await call(gw.url, 'GET', '/api/devices', key)).status, 401);
-      await new Promise((r) => setTimeout(r, 1200));
+      await new Promise((r) => setTimeout(r, 2200));
       for (let i = 0; i < 4; i++) assert.equal((await call(gw.url, 'GET', '/api/devices', key)).status, 401);
       const events = await eventually(
         async () => {

@@ -86,7 +86,8 @@ function registeredRoutes(app: any): Registered {
 /** The express app behind a running gateway: the request listener of its HTTP server. */
 function appOf(gw: TestGateway): unknown {
   const server = (gw.gateway as unknown as { server: Server }).server;
-  return server.listeners('request')[0];
+  const listener = server.listeners('request')[0] as { app?: unknown };
+  return listener.app ?? listener; // the hot-route listener (http/app.ts withHotRoutes) carries the app
 }
 
 function documented(doc: Doc): string[] {

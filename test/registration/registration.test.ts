@@ -14,7 +14,9 @@ import { ADMIN, call, startVendorGateway } from './wire.js';
 /** Removes the core route GET /api/adapters (to be deleted from src/http/app.ts) so that the registration API's answers. */
 function dropCoreAdapterList(gw: TestGateway): void {
   const server = (gw.gateway as unknown as { server: Server }).server;
-  const app = server.listeners('request')[0] as unknown as {
+  const listener = server.listeners('request')[0] as unknown as { app?: unknown };
+  // The server's listener dispatches hot routes and carries the express app (http/app.ts withHotRoutes).
+  const app = (listener.app ?? listener) as {
     router: { stack: { route?: { path: string; methods: Record<string, boolean> } }[] };
   };
   const stack = app.router.stack;
