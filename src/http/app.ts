@@ -109,9 +109,15 @@ export function withHotRoutes(app: express.Express, routes: HotRoute[], onError:
       }
     };
     const next = (err?: unknown): void => {
-      if (err !== undefined && err !== null) return failed(err);
+      if (err !== undefined && err !== null) {
+        failed(err);
+        return;
+      }
       const handler = route.handlers[i++];
-      if (!handler) return failed(new Error(`the hot route ${route.method} ${route.path} did not answer`));
+      if (!handler) {
+        failed(new Error(`the hot route ${route.method} ${route.path} did not answer`));
+        return;
+      }
       try {
         const r = handler(req, res as Response, next) as unknown;
         if (r instanceof Promise) r.then(undefined, (e: unknown) => next(e ?? new Error('Rejected promise')));
