@@ -22,7 +22,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
-import type { Redis } from 'ioredis';
+import { duplicateConnection, type RedisClient } from '../queue/connection.js';
 import type { Principal } from '../core/contract.js';
 import { BaseAccess, BOOTSTRAP_ADMIN, bearerToken, sameKey } from './auth.js';
 import { GatewayError, outcome, issue, unauthorized, unavailable } from '../core/errors.js';
@@ -96,11 +96,11 @@ export class ApiKeyAccess extends BaseAccess {
   private readonly verifying = new Map<string, Promise<Principal | undefined>>();
   private readonly limiter: RateLimiter;
   readonly failures: AuthFailures;
-  private subscriber?: Redis;
+  private subscriber?: RedisClient;
 
   constructor(
     readonly credentials: CredentialStore,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly opts: ApiKeyAccessOptions,
     private readonly audit: AuditTrail,
     private readonly log: Logger,
@@ -122,8 +122,7 @@ export class ApiKeyAccess extends BaseAccess {
   async start(): Promise<void> {
     if (this.subscriber) return;
     this.failures.start();
-    const sub = this.redis.duplicate({ enableAutoPipelining: false });
-    sub.on('error', () => undefined);
+    const sub = duplicateConnection(this.redis, { enableAutoPipelining: false });
     sub.on('message', (_ch: string, keyId: string) => this.forget(keyId));
     this.subscriber = sub;
     await sub

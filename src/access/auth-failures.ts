@@ -19,13 +19,15 @@
  * those hashes by the end of their window. Whichever process first sees a window end takes its hash (atomically:
  * ZREM decides) and records its summaries; a failure that arrives after the end but before that sets the ended
  * window aside under its own name first. The hashes expire on their own (ten windows, at least an hour) if no gateway
- * runs to summarise them. If Redis cannot answer, requests are let through to the key check (which
- * needs Redis too and then answers 503) and failures go uncounted: this protects capacity and the audit trail, it is
- * not an access check.
+ * runs to summarise them. The scripts touch a window's hash and the due set together: on a Redis Cluster the keys are
+ * under the hash tag `{gw:authfail}` (core/keys.ts), so that they share a slot. If Redis cannot answer, requests are
+ * let through to the key check (which needs Redis too and then answers 503) and failures go uncounted: this protects
+ * capacity and the audit trail, it is not an access check.
  */
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
-import type { Redis } from 'ioredis';
+import { keyGroup } from '../core/keys.js';
+import type { RedisClient } from '../queue/connection.js';
 import type { AuditTrail } from '../audit/store.js';
 import type { AuditEntityInput } from '../audit/event.js';
 import type { Logger } from '../observability/logger.js';
@@ -34,9 +36,13 @@ import type { Metrics } from '../observability/metrics.js';
 export const AUTH_FAILURE_SOURCES_PER_ADDRESS = 10;
 /** Distinct reasons and request paths kept per address and window (for the summary). */
 const DISTINCT_MAX = 10;
-const DUE_KEY = 'gw:authfail:due';
-/** The current window of an address (a window ended but not summarised yet is renamed `…:ended:<time>:<random>`). */
-const bucketKey = (address: string) => `gw:authfail:${address}`;
+/**
+ * The keys under their group (`gw:authfail`, or `{gw:authfail}` on a cluster): the due set, and the current window of
+ * an address (a window ended but not summarised yet is renamed `…:ended:<time>:<random>`).
+ */
+export function authFailureKeys(group = 'gw:authfail') {
+  return { due: `${group}:due`, bucket: (address: string) => `${group}:${address}` };
+}
 
 const FAIL = `
 local now = tonumber(ARGV[1])
@@ -129,14 +135,17 @@ const clip = (s: string, n = 200) => (s.length > n ? `${s.slice(0, n)}…` : s);
 export class AuthFailures {
   private timer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
+  private readonly k: ReturnType<typeof authFailureKeys>;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     readonly opts: AuthFailureOptions,
     private readonly audit: Pick<AuditTrail, 'record'>,
     private readonly log: Logger,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.k = authFailureKeys(keyGroup('gw:authfail', redis));
+  }
 
   private get windowMs(): number {
     return this.opts.windowS * 1000;
@@ -146,7 +155,9 @@ export class AuthFailures {
   async blockedFor(remote: string | undefined): Promise<number> {
     if (this.opts.limit <= 0) return 0;
     try {
-      return Number(await this.redis.eval(CHECK, 1, bucketKey(sourceAddress(remote)), String(this.opts.limit), String(Date.now()))) || 0;
+      return (
+        Number(await this.redis.eval(CHECK, 1, this.k.bucket(sourceAddress(remote)), String(this.opts.limit), String(Date.now()))) || 0
+      );
     } catch {
       return 0;
     }
@@ -156,7 +167,7 @@ export class AuthFailures {
   async note(f: FailureInput): Promise<void> {
     const now = Date.now();
     const address = sourceAddress(f.address);
-    const key = bucketKey(address);
+    const key = this.k.bucket(address);
     const src = f.keyId && /^[0-9a-f]{16}$/.test(f.keyId) ? f.keyId : '-';
     let first = false;
     let shared = false;
@@ -165,7 +176,7 @@ export class AuthFailures {
         FAIL,
         3,
         key,
-        DUE_KEY,
+        this.k.due,
         `${key}:ended:${now}:${randomBytes(4).toString('hex')}`,
         String(now),
         String(now + this.windowMs),
@@ -207,9 +218,9 @@ export class AuthFailures {
 
   private async flushDue(until: number): Promise<void> {
     for (;;) {
-      const keys = await this.redis.zrangebyscore(DUE_KEY, '-inf', until, 'LIMIT', 0, 100);
+      const keys = await this.redis.zrangebyscore(this.k.due, '-inf', until, 'LIMIT', 0, 100);
       for (const key of keys) {
-        const flat = (await this.redis.eval(TAKE, 2, key, DUE_KEY)) as string[] | null;
+        const flat = (await this.redis.eval(TAKE, 2, key, this.k.due)) as string[] | null;
         if (!flat?.length) continue;
         const h = new Map<string, string>();
         for (let i = 0; i + 1 < flat.length; i += 2) h.set(flat[i], flat[i + 1]);

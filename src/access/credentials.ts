@@ -11,9 +11,13 @@
  * Rotation issues a new key for the same owner and gives the old one an expiry (now + CREDENTIAL_ROTATION_OVERLAP_MS),
  * announced like a revocation so that cached verifications pick up the expiry. Revocation deletes the record at once and announces it on a Redis channel so that other instances drop their
  * cached verification immediately (the cache TTL bounds it if the announcement is missed).
+ *
+ * Redis: gw:cred:<keyId> (the record) and gw:cred:owner:<role>:<owner> (the owner's key ids), written together in one
+ * MULTI; on a Redis Cluster under the hash tag `{gw:cred}` (core/keys.ts) so that they share a slot.
  */
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { keyGroup } from '../core/keys.js';
+import type { RedisClient } from '../queue/connection.js';
 import type { RoleName } from '../core/contract.js';
 
 export const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32, maxmem: 64 * 1024 * 1024 } as const;
@@ -79,12 +83,21 @@ interface Stored extends Credential {
   signing?: string;
 }
 
-const recKey = (keyId: string) => `gw:cred:${keyId}`;
-const ownerKey = (role: string, owner: string) => `gw:cred:owner:${role}:${owner}`;
+/** The credential keys under their group (`gw:cred`, or `{gw:cred}` on a cluster). */
+export function credentialKeys(group = 'gw:cred') {
+  return {
+    rec: (keyId: string) => `${group}:${keyId}`,
+    owner: (role: string, owner: string) => `${group}:owner:${role}:${owner}`,
+  };
+}
 export const REVOCATION_CHANNEL = 'gw:cred:revoked';
 
 export class CredentialStore {
-  constructor(private readonly redis: Redis) {}
+  private readonly k: ReturnType<typeof credentialKeys>;
+
+  constructor(private readonly redis: RedisClient) {
+    this.k = credentialKeys(keyGroup('gw:cred', redis));
+  }
 
   /** Issues a key; the returned `key` is shown once and never stored. */
   async issue(c: Omit<Credential, 'keyId' | 'createdAt'>, sealedSigningSecret?: string): Promise<{ credential: Credential; key: string }> {
@@ -96,12 +109,12 @@ export class CredentialStore {
       hash: await hashSecret(secret),
       ...(sealedSigningSecret ? { signing: sealedSigningSecret } : {}),
     };
-    await this.redis.multi().set(recKey(keyId), JSON.stringify(stored)).sadd(ownerKey(c.role, c.owner), keyId).exec();
+    await this.redis.multi().set(this.k.rec(keyId), JSON.stringify(stored)).sadd(this.k.owner(c.role, c.owner), keyId).exec();
     return { credential, key: `gw_${keyId}_${secret}` };
   }
 
   async get(keyId: string): Promise<Credential | undefined> {
-    const s = await this.redis.get(recKey(keyId));
+    const s = await this.redis.get(this.k.rec(keyId));
     if (!s) return undefined;
     const { hash: _hash, signing: _signing, ...c } = JSON.parse(s) as Stored;
     return c;
@@ -110,7 +123,7 @@ export class CredentialStore {
   /** A live credential and its sealed signing secret (HMAC-signed requests), if it has one. */
   async signingSecret(keyId: string): Promise<{ credential: Credential; sealed: string } | undefined> {
     if (!/^[0-9a-f]{16}$/.test(keyId)) return undefined;
-    const s = await this.redis.get(recKey(keyId));
+    const s = await this.redis.get(this.k.rec(keyId));
     if (!s) return undefined;
     const { hash: _hash, signing, ...c } = JSON.parse(s) as Stored;
     if (!signing || (c.expiresAt && Date.parse(c.expiresAt) <= Date.now())) return undefined;
@@ -124,7 +137,7 @@ export class CredentialStore {
   async verify(token: string): Promise<Credential | undefined> {
     const k = parseKey(token);
     if (!k) return undefined;
-    const s = await this.redis.get(recKey(k.keyId));
+    const s = await this.redis.get(this.k.rec(k.keyId));
     const stored = s ? (JSON.parse(s) as Stored) : undefined;
     const live = stored && !(stored.expiresAt && Date.parse(stored.expiresAt) <= Date.now()) ? stored : undefined;
     const matches = await verifySecret(k.secret, live?.hash ?? DECOY_HASH);
@@ -134,7 +147,7 @@ export class CredentialStore {
   }
 
   async list(role: string, owner: string): Promise<Credential[]> {
-    const ids = await this.redis.smembers(ownerKey(role, owner));
+    const ids = await this.redis.smembers(this.k.owner(role, owner));
     const out: Credential[] = [];
     for (const id of ids.sort()) {
       const c = await this.get(id);
@@ -150,7 +163,7 @@ export class CredentialStore {
     by: string,
     sealedSigningSecret?: string,
   ): Promise<{ credential: Credential; key: string; previousExpiresAt: string } | undefined> {
-    const s = await this.redis.get(recKey(keyId));
+    const s = await this.redis.get(this.k.rec(keyId));
     if (!s) return undefined;
     const old = JSON.parse(s) as Stored;
     if (old.expiresAt && Date.parse(old.expiresAt) <= Date.now()) return undefined;
@@ -161,7 +174,12 @@ export class CredentialStore {
       expiresAt: old.expiresAt && old.expiresAt < expiresAt ? old.expiresAt : expiresAt,
       rotatedTo: next.credential.keyId,
     };
-    await this.redis.set(recKey(keyId), JSON.stringify(updated), 'PX', Math.max(1, Date.parse(updated.expiresAt!) - Date.now()) + 60_000);
+    await this.redis.set(
+      this.k.rec(keyId),
+      JSON.stringify(updated),
+      'PX',
+      Math.max(1, Date.parse(updated.expiresAt!) - Date.now()) + 60_000,
+    );
     // Announced like a revocation: every instance drops its cached verification and re-reads the key's new expiry.
     await this.redis.publish(REVOCATION_CHANNEL, keyId);
     return { ...next, previousExpiresAt: updated.expiresAt! };
@@ -170,16 +188,16 @@ export class CredentialStore {
   async revoke(keyId: string): Promise<Credential | undefined> {
     const c = await this.get(keyId);
     if (!c) return undefined;
-    await this.redis.multi().del(recKey(keyId)).srem(ownerKey(c.role, c.owner), keyId).exec();
+    await this.redis.multi().del(this.k.rec(keyId)).srem(this.k.owner(c.role, c.owner), keyId).exec();
     await this.redis.publish(REVOCATION_CHANNEL, keyId);
     return c;
   }
 
   /** Revokes every key of an owner (decommissioning); returns the key ids revoked. */
   async revokeAll(role: string, owner: string): Promise<string[]> {
-    const ids = await this.redis.smembers(ownerKey(role, owner));
+    const ids = await this.redis.smembers(this.k.owner(role, owner));
     for (const id of ids) await this.revoke(id);
-    await this.redis.del(ownerKey(role, owner));
+    await this.redis.del(this.k.owner(role, owner));
     return ids.sort();
   }
 }

@@ -13,7 +13,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Request } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 
 export const HMAC_HEADERS = { keyId: 'x-gateway-key-id', timestamp: 'x-gateway-timestamp', signature: 'x-gateway-signature' } as const;
 
@@ -89,7 +89,7 @@ export function setParsedBody(req: Request, raw: Buffer): void {
 }
 
 /** Remembers a signature; false when it was seen before (a replay). */
-export async function firstUse(redis: Redis, signature: string, windowS: number): Promise<boolean> {
+export async function firstUse(redis: RedisClient, signature: string, windowS: number): Promise<boolean> {
   const ok = await redis.set(`gw:hmac:seen:${createHash('sha256').update(signature).digest('hex')}`, '1', 'PX', windowS * 2000, 'NX');
   return ok === 'OK';
 }

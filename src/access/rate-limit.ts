@@ -5,7 +5,7 @@
  * connection Redis already serves for the queue. If Redis cannot answer, the request is let through (the queue itself
  * then refuses with 503): the limiter protects capacity, it is not an access check.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 
 const TAKE = `
 local t = redis.call('TIME')
@@ -24,7 +24,7 @@ return wait`;
 
 export class RateLimiter {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly perMinute: number,
     private readonly burst: number,
   ) {}

@@ -9,7 +9,7 @@
  *   3. the channels: HTTP, HL7v2 (MLLP and POST /hl7v2), MQTT.
  */
 import type { RequestHandler, Router } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import { MllpAllowList, mllpSenderPolicy } from '../access/mllp-senders.js';
 import { mappingsFolder } from '../adapters/mapping/folder.js';
 import { loadPluginsInto } from '../adapters/plugins.js';
@@ -91,7 +91,7 @@ export function gatewayEnvFile(): string {
 /** The parts the gateway has built before the features: what they are wired to. */
 export interface CoreParts {
   config: Config;
-  redis: Redis;
+  redis: RedisClient;
   /** Every destination's queue: what the device registry and the audit trail queue through. */
   queue: JobQueue;
   registry: AdapterRegistry;

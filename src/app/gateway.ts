@@ -9,7 +9,6 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
 import type { Role } from '../config/index.js';
 import type { Config } from '../config/index.js';
 import { AdapterRegistry } from '../adapters/registry.js';
@@ -20,7 +19,15 @@ import { RefusalStore } from '../pipeline/refusals.js';
 import { migrateLegacyRefusals } from '../pipeline/legacy-refusals.js';
 import { refusalRoutes } from '../pipeline/routes.js';
 import { DeliveryQueue, withTimeout } from '../queue/queue.js';
-import { createRedis, describeTarget, type RedisTarget, reopenWhenEnded } from '../queue/connection.js';
+import {
+  createRedis,
+  describeTarget,
+  isCluster,
+  masters,
+  type RedisClient,
+  type RedisTarget,
+  reopenWhenEnded,
+} from '../queue/connection.js';
 import { EmbeddedRedis } from '../queue/embedded-redis.js';
 import { DestinationQueues, type RoutedQueue, SubscriberFeed } from '../queue/routing.js';
 import { bearerToken, DEFAULT_DESTINATION, type Destination } from '../config/destinations.js';
@@ -101,7 +108,7 @@ export class Gateway {
   readonly log: Logger;
   readonly metrics = new Metrics();
   readonly registry: AdapterRegistry;
-  redis?: Redis;
+  redis?: RedisClient;
   /** The queue of the first destination (`ehr` without a destinations file). */
   queue?: DeliveryQueue;
   /** Every destination's queue. */
@@ -155,7 +162,8 @@ export class Gateway {
     initValidation();
     let redisUrl = config.redisUrl;
     const sentinels = config.redisSentinels.length ? config.redisSentinels : undefined;
-    if (!redisUrl && !sentinels) {
+    const clusterNodes = config.redisClusterNodes.length ? config.redisClusterNodes : undefined;
+    if (!redisUrl && !sentinels && !clusterNodes) {
       this.embedded = new EmbeddedRedis({ dataDir: config.redisDataDir, appendFsync: config.redisAppendFsync });
       redisUrl = await this.embedded.start();
       const shared = this.embedded.sharedWith;
@@ -170,12 +178,15 @@ export class Gateway {
           'started a private redis-server (AOF on); set REDIS_URL to use your own',
         );
     }
-    // Auto-pipelining: the commands of one event-loop turn leave in one write (ingest issues several per message).
-    const target: RedisTarget = { url: redisUrl, sentinels, sentinelName: config.redisSentinelName };
+    const target: RedisTarget = { url: redisUrl, sentinels, sentinelName: config.redisSentinelName, clusterNodes };
     if (sentinels) log.info({ redis: describeTarget(target) }, 'Redis through Sentinel: following the master they name');
-    this.redis = createRedis(target, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
-    reopenWhenEnded(this.redis, () => this.stopping !== undefined);
-    await this.checkRedis(this.redis);
+    if (clusterNodes)
+      log.info({ redis: describeTarget(target) }, 'Redis Cluster: keys used together and each destination queue carry their own hash tag');
+    // Auto-pipelining: the commands of one event-loop turn leave in one write (ingest issues several per message).
+    const redis = createRedis(target, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
+    this.redis = redis;
+    reopenWhenEnded(redis, () => this.stopping !== undefined);
+    await this.checkRedis(redis);
 
     // One bull queue per destination. The destination `ehr` keeps QUEUE_NAME, so an upgrade delivers what is queued.
     const routes: RoutedQueue[] = config.destinations.map((destination) => ({
@@ -185,6 +196,7 @@ export class Gateway {
           redisUrl,
           sentinels,
           sentinelName: config.redisSentinelName,
+          clusterNodes,
           waitReplicas: config.redisWaitReplicas,
           waitTimeoutMs: config.redisWaitTimeoutMs,
           queueName: destination.name === DEFAULT_DESTINATION ? config.queueName : `${config.queueName}.${destination.name}`,
@@ -206,7 +218,7 @@ export class Gateway {
     const queue = queues.primary.queue;
     this.queue = queue;
     await Promise.all(routes.map((r) => r.queue.whenReady()));
-    const deadLetterStores = new Map(routes.map((r) => [r.destination.name, new DeadLetterStore(this.redis as Redis, r.destination.name)]));
+    const deadLetterStores = new Map(routes.map((r) => [r.destination.name, new DeadLetterStore(redis, r.destination.name)]));
     // Gauges read Redis: skipped while it is down, so that /metrics answers when it is needed most.
     for (const r of routes) {
       const whenReady =
@@ -246,7 +258,7 @@ export class Gateway {
       });
     }
     const refusals = new RefusalStore(
-      this.redis,
+      redis,
       {
         maxEntries: config.refusalsMax,
         maxPayloadBytes: config.refusalsMaxPayloadBytes,
@@ -255,7 +267,7 @@ export class Gateway {
       this.metrics,
     );
     this.refusals = refusals;
-    const moved = await migrateLegacyRefusals(this.redis, refusals).catch((err: Error) => {
+    const moved = await migrateLegacyRefusals(redis, refusals).catch((err: Error) => {
       log.warn({ error: err.message }, 'refusals kept by an earlier version could not be moved to /api/refusals yet');
       return 0;
     });
@@ -263,7 +275,7 @@ export class Gateway {
 
     const features = await buildFeatures({
       config,
-      redis: this.redis,
+      redis,
       queue: queues,
       registry: this.registry,
       pipeline,
@@ -284,7 +296,7 @@ export class Gateway {
     this.console = consoleConfig.enabled
       ? createConsole({
           config: consoleConfig,
-          redis: this.redis,
+          redis,
           access: features.devices.access,
           audit: features.devices.audit,
           queue,
@@ -410,9 +422,7 @@ export class Gateway {
         const sub = d.destination.subscriber;
         const name = d.destination.name;
         const notifier =
-          sub && d.ehr instanceof SubscriberClient
-            ? new Notifier(name, sub, d.ehr, this.redis, () => baseUrlOf(sub.source), log)
-            : undefined;
+          sub && d.ehr instanceof SubscriberClient ? new Notifier(name, sub, d.ehr, redis, () => baseUrlOf(sub.source), log) : undefined;
         const followed = feed.following(name).length > 0;
         d.worker = new DeliveryWorker(
           d.queue,
@@ -468,21 +478,26 @@ export class Gateway {
     );
   }
 
-  /** Warns when Redis can evict keys (jobs would be lost) or keeps nothing on disk. */
-  private async checkRedis(redis: Redis): Promise<void> {
+  /** Warns when Redis (each master of a cluster) can evict keys (jobs would be lost) or keeps nothing on disk. */
+  private async checkRedis(redis: RedisClient): Promise<void> {
     try {
-      const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as [string, string];
-      if (policy !== 'noeviction') {
-        this.log.warn(
-          { policy },
-          `REDIS maxmemory-policy is '${policy}', not 'noeviction': under memory pressure Redis may EVICT QUEUED JOBS, losing acknowledged data. Set maxmemory-policy noeviction`,
-        );
+      const nodes = await masters(redis, 10_000);
+      for (const node of nodes) {
+        const where = isCluster(redis) ? { node: `${node.options.host}:${node.options.port}` } : {};
+        const [, policy] = (await node.config('GET', 'maxmemory-policy')) as [string, string];
+        if (policy !== 'noeviction') {
+          this.log.warn(
+            { policy, ...where },
+            `REDIS maxmemory-policy is '${policy}', not 'noeviction': under memory pressure Redis may EVICT QUEUED JOBS, losing acknowledged data. Set maxmemory-policy noeviction`,
+          );
+        }
+        const [, aof] = (await node.config('GET', 'appendonly')) as [string, string];
+        if (aof !== 'yes')
+          this.log.warn(
+            where,
+            'Redis has AOF off (appendonly no): a crash of Redis itself loses acknowledged jobs. Enable appendonly yes for the durability guarantee',
+          );
       }
-      const [, aof] = (await redis.config('GET', 'appendonly')) as [string, string];
-      if (aof !== 'yes')
-        this.log.warn(
-          'Redis has AOF off (appendonly no): a crash of Redis itself loses acknowledged jobs. Enable appendonly yes for the durability guarantee',
-        );
     } catch (err) {
       this.log.warn(
         { error: (err as Error).message },

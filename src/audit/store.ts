@@ -13,7 +13,7 @@
  * Recording never throws to its caller: an audit write that fails is logged (without PHI) and counted. A forwarded
  * event is validated first, like every resource the gateway queues.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import type { AuditEvent } from 'fhir/r4';
 import type { JobQueue } from '../queue/routing.js';
 import type { Logger } from '../observability/logger.js';
@@ -48,7 +48,7 @@ export interface AuditQuery {
 
 export class AuditTrail {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly opts: { deviceSystem: string; maxEvents: number; securityMaxEvents?: number; forward: boolean },
     private readonly queue: Pick<JobQueue, 'enqueue'> | undefined,
     private readonly log: Logger,

@@ -32,7 +32,8 @@ export const CORE_KEYS: readonly ConfigKey[] = [
   {
     env: 'REDIS_URL',
     type: 'url',
-    description: 'Redis for the queue and gateway state. Unset: start a private redis-server (AOF on) under REDIS_DATA_DIR',
+    description:
+      'Redis for the queue and gateway state. Unset (and neither REDIS_SENTINELS nor REDIS_CLUSTER_NODES set): start a private redis-server (AOF on) under REDIS_DATA_DIR',
   },
   {
     env: 'REDIS_DATA_DIR',
@@ -59,6 +60,12 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     type: 'string',
     default: 'mymaster',
     description: "The master's name in the Sentinels' configuration (sentinel monitor <name> ...), when REDIS_SENTINELS is set",
+  },
+  {
+    env: 'REDIS_CLUSTER_NODES',
+    type: 'list',
+    description:
+      'Nodes of a Redis Cluster (host:port,host:port; some are enough, the others are learnt from them): every connection is a cluster client and the keys used together carry hash tags, each destination queue its own (docs/scaling.md). Not with REDIS_SENTINELS; REDIS_URL then gives only the password',
   },
   {
     env: 'REDIS_WAIT_REPLICAS',
@@ -377,6 +384,8 @@ export interface Config {
   /** host:port of each Redis Sentinel (empty: REDIS_URL or the private redis-server). */
   redisSentinels: string[];
   redisSentinelName: string;
+  /** host:port of some nodes of a Redis Cluster (empty: not a cluster). */
+  redisClusterNodes: string[];
   redisWaitReplicas: number;
   redisWaitTimeoutMs: number;
   fhirBaseUrl?: string;
@@ -465,20 +474,36 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
   if (s('SANDBOX_AUTH') === 'smart' && !v.get('SANDBOX_SMART_CLIENTS'))
     errors.push('SANDBOX_SMART_CLIENTS is required when SANDBOX_AUTH=smart: the clients the sandbox EHR issues tokens to');
   const redisSentinels = (v.get('REDIS_SENTINELS') as string[] | undefined) ?? [];
-  for (const a of redisSentinels) {
-    const m = /^(?:\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(a);
-    if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) errors.push(`REDIS_SENTINELS: '${a}' is not host:port`);
+  const redisClusterNodes = (v.get('REDIS_CLUSTER_NODES') as string[] | undefined) ?? [];
+  for (const [key, list] of [
+    ['REDIS_SENTINELS', redisSentinels],
+    ['REDIS_CLUSTER_NODES', redisClusterNodes],
+  ] as const) {
+    for (const a of list) {
+      const m = /^(?:\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(a);
+      if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) errors.push(`${key}: '${a}' is not host:port`);
+    }
   }
+  if (redisClusterNodes.length && redisSentinels.length)
+    errors.push(
+      'REDIS_CLUSTER_NODES and REDIS_SENTINELS cannot both be set: a Redis Cluster fails over by itself (its replicas take over), without Sentinels',
+    );
+  const redisUrl = v.get('REDIS_URL') as string | undefined;
+  if (redisClusterNodes.length && redisUrl && !/^\/?0?$/.test(new URL(redisUrl).pathname))
+    errors.push(
+      'REDIS_URL names a database other than 0, which a Redis Cluster does not have: with REDIS_CLUSTER_NODES it gives only the password',
+    );
   if (errors.length) throw new ConfigError(errors);
   return {
     role: s('GATEWAY_ROLE') as Role,
     port: n('PORT'),
     host: s('HOST'),
-    redisUrl: v.get('REDIS_URL') as string | undefined,
+    redisUrl,
     redisDataDir: s('REDIS_DATA_DIR'),
     redisAppendFsync: s('REDIS_APPENDFSYNC') as Config['redisAppendFsync'],
     redisSentinels,
     redisSentinelName: s('REDIS_SENTINEL_NAME'),
+    redisClusterNodes,
     redisWaitReplicas: n('REDIS_WAIT_REPLICAS'),
     redisWaitTimeoutMs: n('REDIS_WAIT_TIMEOUT_MS'),
     fhirBaseUrl,

@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import { createBullBoard } from '@bull-board/api';
 import { BullAdapter } from '@bull-board/api/bullAdapter';
 import { ExpressAdapter } from '@bull-board/express';
@@ -41,7 +41,7 @@ export { ConsoleStats } from './stats.js';
 
 export interface ConsoleDeps {
   config: ConsoleConfig;
-  redis: Redis;
+  redis: RedisClient;
   access: ApiKeyAccess;
   audit: AuditTrail;
   queue: DeliveryQueue;

@@ -7,7 +7,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Request, Response } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import type { Principal } from '../core/contract.js';
 
 export const COOKIE = 'gw_console';
@@ -48,7 +48,7 @@ export function sameToken(a: string, b: string): boolean {
 
 export class SessionStore {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     readonly idleMs: number,
     readonly maxMs: number,
   ) {}

@@ -4,9 +4,9 @@
  * reading of a job with several is refused, that reading alone is the dead letter (id `<job id>.<reading index>`) and
  * the others are delivered.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import type { OperationOutcome } from 'fhir/r4';
-import { destinationPrefix } from '../core/keys.js';
+import { destinationGroupPrefix } from '../core/keys.js';
 import { type DeliveryJob, normalizeJob } from '../queue/queue.js';
 
 export interface DeadLetter {
@@ -60,12 +60,15 @@ export class DeadLetterStore {
   private readonly prefix: string;
   private readonly index: string;
 
-  /** The dead letters of one destination. */
+  /**
+   * The dead letters of one destination: `gw:dlq:` (`gw:dlq:<destination>:` for a destination other than ehr); on a
+   * cluster the same group as a hash tag (`{gw:dlq}:`), since an entry and the index are written in one MULTI.
+   */
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     readonly destination = 'ehr',
   ) {
-    this.prefix = destinationPrefix('gw:dlq:', destination);
+    this.prefix = destinationGroupPrefix('gw:dlq', destination, redis);
     this.index = `${this.prefix}index`;
   }
 

@@ -5,7 +5,7 @@
  * records the version it wrote in Redis (`gw:dev:fhirver:<system>|<value>`, per destination), so the EHR never goes back to an older state.
  */
 import type { Device } from 'fhir/r4';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import type { Reading } from '../core/contract.js';
 import type { Logger } from '../observability/logger.js';
 import { REGISTRY_VERSION_EXTENSION } from '../fhir/extensions.js';
@@ -14,7 +14,7 @@ const registryVersion = (d: Device) => d.extension?.find((e) => e.url === REGIST
 
 export class DeviceVersions {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly log: Logger,
     /** Each destination remembers what it was written (`gw:dev:fhirver:` for ehr; see destinationPrefix). */
     private readonly prefix = 'gw:dev:fhirver:',

@@ -4,7 +4,7 @@
  * each key for the duration of the EHR write. All keys of a job are taken in one atomic step (no deadlock).
  */
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 
 const ACQUIRE = `
 for i, k in ipairs(KEYS) do
@@ -40,7 +40,7 @@ export class LockBusyError extends Error {
 
 export class KeyLocks {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly prefix = 'gw:lock:',
   ) {}
 

@@ -19,7 +19,7 @@
  * that every notification renews) sends one.
  */
 import type { Bundle, BundleEntry, Observation, Parameters, ParametersParameter } from 'fhir/r4';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import type { SubscriberSettings } from '../config/destinations.js';
 import { deterministicUuid } from '../core/ids.js';
 import type { Logger } from '../observability/logger.js';
@@ -157,7 +157,7 @@ export class Notifier implements JobAttempts {
     private readonly name: string,
     private readonly settings: SubscriberSettings,
     private readonly client: SubscriberClient,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     /** The base URL of the FHIR destination the subscriber follows (where the focus Observations are). */
     private readonly sourceBaseUrl: () => string,
     private readonly log: Logger,

@@ -20,7 +20,7 @@ import { asError, isPermanent, PermanentError } from './errors.js';
 import { KeyLocks } from './locks.js';
 import { PatientLookup } from './patients.js';
 import { DestinationWriter, observationKey } from './writer.js';
-import { destinationPrefix } from '../core/keys.js';
+import { destinationGroupPrefix, destinationPrefix } from '../core/keys.js';
 import type { WriteMode } from '../config/destinations.js';
 
 export interface WorkerSettings extends AttemptSettings {
@@ -143,7 +143,8 @@ export class DeliveryWorker {
     // Each destination has its own locks and device versions: one destination's slow write never holds up another's.
     const d = this.destination;
     const devices = new DeviceVersions(redis, this.log, destinationPrefix('gw:dev:fhirver:', d));
-    const locks = new KeyLocks(redis, destinationPrefix('gw:lock:', d));
+    // A job's locks are taken in one script: on a cluster their keys share the destination's hash tag (`{gw:lock}:`).
+    const locks = new KeyLocks(redis, destinationGroupPrefix('gw:lock', d, redis));
     const attempts =
       this.custom ?? new DeliveryAttempts(this.ehr, locks, this.patients, devices, this.settings, this.log, this.metrics, this.writer, d);
     // The write mode is chosen (and logged) now when it comes from the server; a server that does not answer is asked

@@ -4,7 +4,7 @@
  * trail and the offline monitor. Its configuration is DEVICE_KEYS (devices/config.ts).
  */
 import type { Router } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import type { ConfigKey } from '../config/schema.js';
 import { ApiKeyAccess } from '../access/access.js';
 import { CredentialStore } from '../access/credentials.js';
@@ -25,7 +25,7 @@ export { DEVICE_KEYS, readDeviceConfig } from './config.js';
 export { deviceUpdateTranslation, deviceRegistryVersion, REGISTRY_VERSION_URL } from './fhir.js';
 
 export interface DeviceManagementDeps {
-  redis: Redis;
+  redis: RedisClient;
   queue: JobQueue;
   adapters: AdapterRegistry;
   config: DeviceConfig;

@@ -7,8 +7,12 @@
  *   gw:dev:held:<id>      readings held under UNKNOWN_DEVICE_POLICY=hold (list of DeliveryJob JSON)
  *   gw:dev:cfg:<id>       remote configuration (JSON: version, settings, who/when, last fetched)
  *   gw:dev:report:<id>    the decommissioning report
+ *   gw:dev:alias:<kind>:<value>  another identifier of a device (its EUI-64) → the device id
+ * On a Redis Cluster `gw:dev` is the hash tag `{gw:dev}` (`{gw:dev}:rec:<id>`, core/keys.ts): ingest reads and writes
+ * several devices' keys in one MGET, MULTI or pipeline, which a cluster serves only for keys of one slot.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
+import { keyGroup } from '../core/keys.js';
 import { canonicalEui64 } from '../fhir/identifiers.js';
 import { type DeliveryJob, normalizeJob } from '../queue/queue.js';
 import type { DeviceRecord, DeviceTelemetry } from './model.js';
@@ -45,13 +49,19 @@ export interface DecommissionReport {
   fhirDevice: { status: 'inactive'; jobId?: string };
 }
 
-const rec = (id: string) => `gw:dev:rec:${id}`;
-const tel = (id: string) => `gw:dev:tel:${id}`;
-const held = (id: string) => `gw:dev:held:${id}`;
-const cfg = (id: string) => `gw:dev:cfg:${id}`;
-const report = (id: string) => `gw:dev:report:${id}`;
-/** Another identifier of a registered device (its EUI-64) → the device id, so data that names it that way finds it. */
-const alias = (kind: string, value: string) => `gw:dev:alias:${kind}:${value}`;
+/** The registry's keys under its group (`gw:dev`, or `{gw:dev}` on a cluster). */
+export function deviceKeys(group = 'gw:dev') {
+  return {
+    ids: `${group}:ids`,
+    rec: (id: string) => `${group}:rec:${id}`,
+    tel: (id: string) => `${group}:tel:${id}`,
+    held: (id: string) => `${group}:held:${id}`,
+    cfg: (id: string) => `${group}:cfg:${id}`,
+    report: (id: string) => `${group}:report:${id}`,
+    /** Another identifier of a registered device (its EUI-64) → the device id, so data that names it that way finds it. */
+    alias: (kind: string, value: string) => `${group}:alias:${kind}:${value}`,
+  };
+}
 
 /** The identifiers a device is found by besides its id (values in canonical form). */
 function aliasesOf(r: DeviceRecord): [string, string][] {
@@ -59,10 +69,14 @@ function aliasesOf(r: DeviceRecord): [string, string][] {
 }
 
 export class DeviceRegistry {
-  constructor(readonly redis: Redis) {}
+  private readonly k: ReturnType<typeof deviceKeys>;
+
+  constructor(readonly redis: RedisClient) {
+    this.k = deviceKeys(keyGroup('gw:dev', redis));
+  }
 
   async get(id: string): Promise<DeviceRecord | undefined> {
-    const s = await this.redis.get(rec(id));
+    const s = await this.redis.get(this.k.rec(id));
     return s ? (JSON.parse(s) as DeviceRecord) : undefined;
   }
 
@@ -70,7 +84,7 @@ export class DeviceRegistry {
   async getMany(ids: string[]): Promise<Map<string, DeviceRecord>> {
     const out = new Map<string, DeviceRecord>();
     if (!ids.length) return out;
-    const found = await this.redis.mget(ids.map(rec));
+    const found = await this.redis.mget(ids.map(this.k.rec));
     ids.forEach((id, i) => {
       const s = found[i];
       if (s) out.set(id, JSON.parse(s) as DeviceRecord);
@@ -84,13 +98,13 @@ export class DeviceRegistry {
    */
   async create(r: DeviceRecord): Promise<boolean | { identifierOf: string }> {
     for (const [kind, value] of aliasesOf(r)) {
-      const owner = await this.redis.get(alias(kind, value));
+      const owner = await this.redis.get(this.k.alias(kind, value));
       if (owner && owner !== r.id) return { identifierOf: owner };
     }
-    const ok = await this.redis.set(rec(r.id), JSON.stringify(r), 'NX');
+    const ok = await this.redis.set(this.k.rec(r.id), JSON.stringify(r), 'NX');
     if (ok !== 'OK') return false;
-    const m = this.redis.multi().sadd('gw:dev:ids', r.id);
-    for (const [kind, value] of aliasesOf(r)) m.set(alias(kind, value), r.id, 'NX');
+    const m = this.redis.multi().sadd(this.k.ids, r.id);
+    for (const [kind, value] of aliasesOf(r)) m.set(this.k.alias(kind, value), r.id, 'NX');
     await m.exec();
     return true;
   }
@@ -100,7 +114,7 @@ export class DeviceRegistry {
     const out = new Map<string, string>();
     const candidates = values.filter((v) => /^[0-9A-F]{2}(-[0-9A-F]{2}){7}$/.test(v));
     if (!candidates.length) return out;
-    const ids = await this.redis.mget(candidates.map((v) => alias('eui64', v)));
+    const ids = await this.redis.mget(candidates.map((v) => this.k.alias('eui64', v)));
     candidates.forEach((v, i) => {
       if (ids[i]) out.set(v, ids[i] as string);
     });
@@ -113,7 +127,7 @@ export class DeviceRegistry {
     for (const r of await this.all()) {
       for (const [kind, value] of aliasesOf(r)) {
         const canon = kind === 'eui64' ? (canonicalEui64(value) ?? value) : value;
-        if ((await this.redis.set(alias(kind, canon), r.id, 'NX')) === 'OK') n++;
+        if ((await this.redis.set(this.k.alias(kind, canon), r.id, 'NX')) === 'OK') n++;
       }
     }
     return n;
@@ -128,25 +142,25 @@ export class DeviceRegistry {
     change: (current: DeviceRecord) => DeviceRecord | Promise<DeviceRecord>,
   ): Promise<{ before: DeviceRecord; after: DeviceRecord } | undefined> {
     for (let attempt = 0; attempt < 20; attempt++) {
-      const s = await this.redis.get(rec(id));
+      const s = await this.redis.get(this.k.rec(id));
       if (!s) return undefined;
       const before = JSON.parse(s) as DeviceRecord;
       const after = await change(structuredClone(before));
       after.updatedAt = new Date().toISOString();
       after.version = (before.version ?? 0) + 1;
-      const ok = await this.redis.eval(CAS, 1, rec(id), s, JSON.stringify(after));
+      const ok = await this.redis.eval(CAS, 1, this.k.rec(id), s, JSON.stringify(after));
       if (ok === 1) return { before, after };
     }
     throw new Error(`device ${id}: too many concurrent changes`);
   }
 
   async all(): Promise<DeviceRecord[]> {
-    const ids = (await this.redis.smembers('gw:dev:ids')).sort();
+    const ids = (await this.redis.smembers(this.k.ids)).sort();
     if (!ids.length) return [];
     const out: DeviceRecord[] = [];
     for (let i = 0; i < ids.length; i += 500) {
       const chunk = ids.slice(i, i + 500);
-      const vals = await this.redis.mget(chunk.map(rec));
+      const vals = await this.redis.mget(chunk.map(this.k.rec));
       for (const v of vals) if (v) out.push(JSON.parse(v) as DeviceRecord);
     }
     return out;
@@ -156,7 +170,7 @@ export class DeviceRegistry {
     const out = new Map<string, DeviceTelemetry>();
     if (!ids.length) return out;
     const p = this.redis.pipeline();
-    for (const id of ids) p.hgetall(tel(id));
+    for (const id of ids) p.hgetall(this.k.tel(id));
     const res = (await p.exec()) ?? [];
     ids.forEach((id, i) => {
       const h = (res[i]?.[1] ?? {}) as Record<string, string>;
@@ -179,7 +193,7 @@ export class DeviceRegistry {
     const fields: Record<string, string> = { lastSeen: at, lastChannel: channel };
     if (readings.battery !== undefined) Object.assign(fields, { battery: String(readings.battery), batteryAt: at });
     if (readings.signal !== undefined) Object.assign(fields, { signal: String(readings.signal), signalAt: at });
-    await this.redis.multi().hset(tel(id), fields).hincrby(tel(id), 'messages', 1).exec();
+    await this.redis.multi().hset(this.k.tel(id), fields).hincrby(this.k.tel(id), 'messages', 1).exec();
   }
 
   /** `seen` for every device of a message in one round trip; `readings` counts the device's readings in it. */
@@ -194,7 +208,7 @@ export class DeviceRegistry {
       const fields: Record<string, string> = { lastSeen: at, lastChannel: channel };
       if (d.telemetry.battery !== undefined) Object.assign(fields, { battery: String(d.telemetry.battery), batteryAt: at });
       if (d.telemetry.signal !== undefined) Object.assign(fields, { signal: String(d.telemetry.signal), signalAt: at });
-      p.hset(tel(d.id), fields).hincrby(tel(d.id), 'messages', d.readings);
+      p.hset(this.k.tel(d.id), fields).hincrby(this.k.tel(d.id), 'messages', d.readings);
     }
     const results = await p.exec();
     const failed = results?.find(([err]) => err)?.[0];
@@ -202,7 +216,7 @@ export class DeviceRegistry {
   }
 
   async error(id: string): Promise<void> {
-    await this.redis.hincrby(tel(id), 'errors', 1);
+    await this.redis.hincrby(this.k.tel(id), 'errors', 1);
   }
 
   /** Marks the offline alert of a silence (keyed by its last-seen time) as sent; true only for the first caller. */
@@ -211,25 +225,25 @@ export class DeviceRegistry {
       `if redis.call('HGET', KEYS[1], 'offlineAlertFor') == ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`,
       1,
-      tel(id),
+      this.k.tel(id),
       lastSeen,
     );
     return r === 1;
   }
 
   async hold(id: string, job: DeliveryJob, max: number): Promise<boolean> {
-    const n = await this.redis.llen(held(id));
+    const n = await this.redis.llen(this.k.held(id));
     if (n >= max) return false;
-    await this.redis.rpush(held(id), JSON.stringify(job));
+    await this.redis.rpush(this.k.held(id), JSON.stringify(job));
     return true;
   }
 
   async listHeld(id: string, offset: number, limit: number): Promise<DeliveryJob[]> {
-    return (await this.redis.lrange(held(id), offset, offset + limit - 1)).map((s) => normalizeJob(JSON.parse(s) as DeliveryJob));
+    return (await this.redis.lrange(this.k.held(id), offset, offset + limit - 1)).map((s) => normalizeJob(JSON.parse(s) as DeliveryJob));
   }
 
   async heldCount(id: string): Promise<number> {
-    return this.redis.llen(held(id));
+    return this.redis.llen(this.k.held(id));
   }
 
   /** Removes and returns the held readings, atomically (two instances activating at once release them once). */
@@ -239,7 +253,7 @@ redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`,
    * ids make harmless.
    */
   async peekHeld(id: string): Promise<{ raw: string[]; jobs: DeliveryJob[] }> {
-    const raw = await this.redis.lrange(held(id), 0, -1);
+    const raw = await this.redis.lrange(this.k.held(id), 0, -1);
     return { raw, jobs: raw.map((s) => normalizeJob(JSON.parse(s) as DeliveryJob)) };
   }
 
@@ -247,18 +261,18 @@ redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`,
   async dropHeld(id: string, raw: string[]): Promise<void> {
     if (!raw.length) return;
     const m = this.redis.multi();
-    for (const r of raw) m.lrem(held(id), 1, r);
+    for (const r of raw) m.lrem(this.k.held(id), 1, r);
     await m.exec();
   }
 
   async getConfig(id: string): Promise<DeviceConfigDoc | undefined> {
-    const s = await this.redis.get(cfg(id));
+    const s = await this.redis.get(this.k.cfg(id));
     return s ? (JSON.parse(s) as DeviceConfigDoc) : undefined;
   }
 
   async setConfig(id: string, settings: Record<string, unknown>, by: string): Promise<DeviceConfigDoc> {
     for (;;) {
-      const s = await this.redis.get(cfg(id));
+      const s = await this.redis.get(this.k.cfg(id));
       const prev = s ? (JSON.parse(s) as DeviceConfigDoc) : undefined;
       const doc: DeviceConfigDoc = {
         version: (prev?.version ?? 0) + 1,
@@ -268,32 +282,39 @@ redis.call('HSET', KEYS[1], 'offlineAlertFor', ARGV[1]) return 1`,
         lastFetchedAt: prev?.lastFetchedAt,
         lastFetchedBy: prev?.lastFetchedBy,
       };
-      if ((await this.redis.eval(CAS, 1, cfg(id), s ?? '', JSON.stringify(doc))) === 1) return doc;
+      if ((await this.redis.eval(CAS, 1, this.k.cfg(id), s ?? '', JSON.stringify(doc))) === 1) return doc;
     }
   }
 
   async fetchedConfig(id: string, by: string): Promise<DeviceConfigDoc | undefined> {
     for (let i = 0; i < 20; i++) {
-      const s = await this.redis.get(cfg(id));
+      const s = await this.redis.get(this.k.cfg(id));
       if (!s) return undefined;
       const doc = { ...(JSON.parse(s) as DeviceConfigDoc), lastFetchedAt: new Date().toISOString(), lastFetchedBy: by };
-      if ((await this.redis.eval(CAS, 1, cfg(id), s, JSON.stringify(doc))) === 1) return doc;
+      if ((await this.redis.eval(CAS, 1, this.k.cfg(id), s, JSON.stringify(doc))) === 1) return doc;
     }
     return undefined;
   }
 
   /** Deletes held readings, configuration and telemetry; returns what there was. */
   async wipe(id: string): Promise<{ heldReadings: number; configuration: boolean; telemetry: boolean }> {
-    const res = (await this.redis.multi().llen(held(id)).exists(cfg(id)).exists(tel(id)).del(held(id), cfg(id), tel(id)).exec()) ?? [];
+    const res =
+      (await this.redis
+        .multi()
+        .llen(this.k.held(id))
+        .exists(this.k.cfg(id))
+        .exists(this.k.tel(id))
+        .del(this.k.held(id), this.k.cfg(id), this.k.tel(id))
+        .exec()) ?? [];
     return { heldReadings: Number(res[0]?.[1] ?? 0), configuration: Number(res[1]?.[1]) === 1, telemetry: Number(res[2]?.[1]) === 1 };
   }
 
   async putReport(r: DecommissionReport): Promise<void> {
-    await this.redis.set(report(r.deviceId), JSON.stringify(r));
+    await this.redis.set(this.k.report(r.deviceId), JSON.stringify(r));
   }
 
   async getReport(id: string): Promise<DecommissionReport | undefined> {
-    const s = await this.redis.get(report(id));
+    const s = await this.redis.get(this.k.report(id));
     return s ? (JSON.parse(s) as DecommissionReport) : undefined;
   }
 }

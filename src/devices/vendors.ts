@@ -3,7 +3,7 @@
  * devices because a vendor outlives its devices, and the ingest guard reads a vendor (its allowed adapters) on every
  * message a vendor key sends. Vendors live in Redis under gw:vendor:<id>, with the ids in the set gw:vendor:ids.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import { badRequest, conflict } from '../core/errors.js';
 import type { AuditTrail } from '../audit/store.js';
 import { VENDOR_ID } from './model.js';
@@ -25,7 +25,7 @@ const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : unde
 
 export class Vendors {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly audit: AuditTrail,
   ) {}
 

@@ -4,7 +4,7 @@
  * lost by an upgrade. Idempotent: each entry is deleted from the old store once it is in the new one. Entries of the one
  * store written before it kept sizes are sized (`RefusalStore.reconcile`), so the byte budget counts them.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import type { OperationOutcome } from 'fhir/r4';
 import type { Principal } from '../core/contract.js';
 import { issue, outcome } from '../core/errors.js';
@@ -52,7 +52,7 @@ const reasonOf = (oo: OperationOutcome) => oo.issue.map((i) => i.diagnostics ?? 
 
 /** Moves the entries of one sorted-set store: each read, added to the one store, then removed from the old one. */
 async function drainIndexed(
-  redis: Redis,
+  redis: RedisClient,
   store: RefusalStore,
   index: string,
   key: (id: string) => string,
@@ -125,9 +125,12 @@ function fromMqtt(s: string): NewRefusal {
  * Moves every entry of the earlier stores into `store`; returns how many were moved. One process at a time (a lock in
  * Redis), so that gateways starting together do not move an entry twice.
  */
-export async function migrateLegacyRefusals(redis: Redis, store: RefusalStore): Promise<number> {
+export async function migrateLegacyRefusals(redis: RedisClient, store: RefusalStore): Promise<number> {
   // Entries of the one store written before it counted bytes: sized now, so that REFUSALS_MAX_BYTES holds.
   await store.reconcile();
+  // The earlier stores are older than cluster support: no earlier version wrote them to a cluster (and their keys are in
+  // different slots, so the EXISTS below would be refused there).
+  if (redis.isCluster) return 0;
   const L = KEYS.legacy;
   const pending = await redis.exists(L.httpRefusedIndex, L.hl7RejectedIndex, L.mqttRejected);
   if (!pending) return 0;

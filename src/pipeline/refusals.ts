@@ -9,14 +9,15 @@
  * REFUSALS_MAX entries and at most REFUSALS_MAX_BYTES bytes in all. A payload larger than REFUSALS_MAX_PAYLOAD_BYTES
  * is kept as its head, with its size and SHA-256 (`payloadInfo`): enough to inspect it and to recognise it, not to
  * replay it (a replay of a truncated payload is refused: it is incomplete). Entries hold raw payloads (PHI): the
- * routes sit behind the operator role, deletion behind admin.
+ * routes sit behind the operator role, deletion behind admin. On a Redis Cluster the keys are under the hash tag
+ * `{gw:refusals}` (core/keys.ts): the scripts below touch the index, the sizes, the total and entries together.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import type { OperationOutcome } from 'fhir/r4';
 import type { Principal } from '../core/contract.js';
 import { GatewayError, issue, notFound, outcome } from '../core/errors.js';
-import { KEYS } from '../core/keys.js';
+import { keyGroup, refusalKeys } from '../core/keys.js';
 import { type Metrics, refusalLabels } from '../observability/metrics.js';
 
 /** How the payload is held: a parsed JSON body (HTTP), or the text as received (HL7v2, MQTT). */
@@ -214,14 +215,17 @@ export function capPayload(r: NewRefusal, maxPayloadBytes: number): NewRefusal {
 export class RefusalStore {
   private readonly replayers = new Map<string, Replayer>();
   readonly limits: RefusalLimits;
+  /** The store's keys: `gw:refusals…`, or `{gw:refusals}…` on a cluster (one script touches all of them). */
+  private readonly k: ReturnType<typeof refusalKeys>;
 
   /** `limits`: REFUSALS_MAX as a number (the other limits at their defaults), or the limits. */
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     limits: number | Partial<RefusalLimits> = {},
     private readonly metrics?: Metrics,
   ) {
     this.limits = { ...DEFAULT_REFUSAL_LIMITS, ...(typeof limits === 'number' ? { maxEntries: limits } : limits) };
+    this.k = refusalKeys(keyGroup('gw:refusals', redis));
   }
 
   /** Channels register how their refusals are replayed: by format (hl7v2) or by channel name. */
@@ -237,15 +241,15 @@ export class RefusalStore {
     await this.redis.eval(
       ADD_SCRIPT,
       3,
-      KEYS.refusals,
-      KEYS.refusalSizes,
-      KEYS.refusalBytes,
+      this.k.refusals,
+      this.k.refusalSizes,
+      this.k.refusalBytes,
       id,
       score,
       json,
       this.limits.maxEntries,
       this.limits.maxBytes,
-      KEYS.refusal(''),
+      this.k.refusal(''),
     );
     this.metrics?.inc('refusals_total', refusalLabels(r));
     return id;
@@ -253,7 +257,7 @@ export class RefusalStore {
 
   /** Entries and bytes held (the bytes counted against REFUSALS_MAX_BYTES). */
   async usage(): Promise<{ entries: number; bytes: number }> {
-    const [entries, bytes] = await Promise.all([this.redis.zcard(KEYS.refusals), this.redis.get(KEYS.refusalBytes)]);
+    const [entries, bytes] = await Promise.all([this.redis.zcard(this.k.refusals), this.redis.get(this.k.refusalBytes)]);
     return { entries, bytes: Number(bytes ?? 0) };
   }
 
@@ -262,38 +266,46 @@ export class RefusalStore {
    * the limits. Run at start-up; cheap when there is nothing to do.
    */
   async reconcile(): Promise<void> {
-    const [entries, sized] = await Promise.all([this.redis.zcard(KEYS.refusals), this.redis.hlen(KEYS.refusalSizes)]);
+    const [entries, sized] = await Promise.all([this.redis.zcard(this.k.refusals), this.redis.hlen(this.k.refusalSizes)]);
     if (entries === sized) return;
-    const ids = await this.redis.zrange(KEYS.refusals, 0, -1);
-    const known = new Set(await this.redis.hkeys(KEYS.refusalSizes));
+    const ids = await this.redis.zrange(this.k.refusals, 0, -1);
+    const known = new Set(await this.redis.hkeys(this.k.refusalSizes));
     const missing = ids.filter((id) => !known.has(id));
     for (let i = 0; i < missing.length; i += 500) {
       const chunk = missing.slice(i, i + 500);
-      const lens = await Promise.all(chunk.map((id) => this.redis.strlen(KEYS.refusal(id))));
+      const lens = await Promise.all(chunk.map((id) => this.redis.strlen(this.k.refusal(id))));
       const m = this.redis.multi();
-      chunk.forEach((id, k) => m.hset(KEYS.refusalSizes, id, lens[k]).incrby(KEYS.refusalBytes, lens[k]));
+      chunk.forEach((id, k) => m.hset(this.k.refusalSizes, id, lens[k]).incrby(this.k.refusalBytes, lens[k]));
       await m.exec();
     }
     let { entries: n, bytes } = await this.usage();
     while (n > 0 && (n > this.limits.maxEntries || bytes > this.limits.maxBytes)) {
-      const [old] = await this.redis.zrange(KEYS.refusals, 0, 0);
+      const [old] = await this.redis.zrange(this.k.refusals, 0, 0);
       await this.delete(old);
       ({ entries: n, bytes } = await this.usage());
     }
   }
 
   async get(id: string): Promise<Refusal | undefined> {
-    const s = await this.redis.get(KEYS.refusal(id));
+    const s = await this.redis.get(this.k.refusal(id));
     return s ? (JSON.parse(s) as Refusal) : undefined;
   }
 
   async update(entry: Refusal): Promise<void> {
-    await this.redis.eval(SET_SCRIPT, 2, KEYS.refusalSizes, KEYS.refusalBytes, KEYS.refusal(entry.id), entry.id, JSON.stringify(entry));
+    await this.redis.eval(
+      SET_SCRIPT,
+      2,
+      this.k.refusalSizes,
+      this.k.refusalBytes,
+      this.k.refusal(entry.id),
+      entry.id,
+      JSON.stringify(entry),
+    );
   }
 
   async delete(id: string): Promise<boolean> {
-    const n = await this.redis.eval(SET_SCRIPT, 2, KEYS.refusalSizes, KEYS.refusalBytes, KEYS.refusal(id), id, '');
-    await this.redis.zrem(KEYS.refusals, id);
+    const n = await this.redis.eval(SET_SCRIPT, 2, this.k.refusalSizes, this.k.refusalBytes, this.k.refusal(id), id, '');
+    await this.redis.zrem(this.k.refusals, id);
     return Number(n) > 0;
   }
 
@@ -304,13 +316,13 @@ export class RefusalStore {
     const min = filter.since ? Date.parse(filter.since) : -Infinity;
     if (!active) {
       const [total, ids] = await Promise.all([
-        this.redis.zcard(KEYS.refusals),
-        this.redis.zrevrange(KEYS.refusals, offset, offset + limit - 1),
+        this.redis.zcard(this.k.refusals),
+        this.redis.zrevrange(this.k.refusals, offset, offset + limit - 1),
       ]);
       return { total, items: (await this.load(ids)).map(summary) };
     }
     const ids = await this.redis.zrevrangebyscore(
-      KEYS.refusals,
+      this.k.refusals,
       Number.isFinite(max) ? max : '+inf',
       Number.isFinite(min) ? min : '-inf',
       'LIMIT',
@@ -326,7 +338,7 @@ export class RefusalStore {
 
   private async load(ids: string[]): Promise<Refusal[]> {
     if (!ids.length) return [];
-    const raws = await this.redis.mget(ids.map(KEYS.refusal));
+    const raws = await this.redis.mget(ids.map(this.k.refusal));
     return raws.filter((r): r is string => !!r).map((r) => JSON.parse(r) as Refusal);
   }
 

@@ -1,18 +1,32 @@
 /**
  * The one place the gateway opens a Redis connection (its own client and each of bull's connections), so that every
- * connection follows the same target: one Redis at a URL, or the master a set of Redis Sentinels names, followed
- * across a failover (docs/scaling.md).
+ * connection follows the same target: one Redis at a URL, the master a set of Redis Sentinels names (followed across
+ * a failover), or a Redis Cluster (an ioredis `Cluster`, which sends each command to the master of its keys' slot).
+ * See docs/scaling.md.
  */
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import IORedis from 'ioredis';
 
-/** Where Redis is: a URL, or Sentinels that name the master (the URL then gives only the password and the database). */
+/** A connection to one Redis (or the master Sentinels name) or to a Redis Cluster: what every store is given. */
+export type RedisClient = Redis | Cluster;
+
+/**
+ * Where Redis is: a URL; Sentinels that name the master; or the nodes of a Redis Cluster. With Sentinels or a cluster,
+ * the URL gives only the password (and, with Sentinels, the database).
+ */
 export interface RedisTarget {
   url?: string;
   /** host:port of each Sentinel; set: the master is asked of them, and followed when they fail over. */
   sentinels?: readonly string[];
   /** The master's name in the Sentinels' configuration (`sentinel monitor <name> ...`). */
   sentinelName?: string;
+  /** host:port of some nodes of a Redis Cluster (the others are learnt from them); set: connect to the cluster. */
+  clusterNodes?: readonly string[];
+}
+
+/** Whether `c` is a cluster connection. */
+export function isCluster(c: RedisClient): c is Cluster {
+  return c.isCluster === true;
 }
 
 /** Redis options for every connection: no endless offline queue, so a Redis outage is an error, not a hang. */
@@ -53,20 +67,119 @@ function sentinelOptions(target: RedisTarget): RedisOptions {
   };
 }
 
+/** Options of the cluster client itself; the rest of `extra` applies to its connection to each node. */
+const CLUSTER_LEVEL = ['enableAutoPipelining', 'lazyConnect', 'enableOfflineQueue', 'scripts'] as const;
+
+/**
+ * A cluster client: `extra` (redisOptions() included) for each node's connection, the password (and user, and TLS
+ * for rediss:) from the URL. ioredis does not reconnect to a lost node by itself: the cluster client asks the nodes
+ * for the slots again (after MOVED, or a reconnect of the whole client, at most every 2 s as a single connection).
+ */
+function createCluster(t: RedisTarget, extra: RedisOptions): Cluster {
+  const nodes = (t.clusterNodes ?? []).map((s) => {
+    const hp = parseHostPort(s);
+    if (!hp) throw new Error(`not a cluster node address (host:port): ${s}`);
+    return hp;
+  });
+  const { retryStrategy: _retry, ...options } = redisOptions(extra);
+  const node: Record<string, unknown> = { ...options };
+  const cluster: ClusterOptions = { clusterRetryStrategy: (times) => Math.min(times * 200, 2000) };
+  for (const k of CLUSTER_LEVEL) {
+    if (k in node) (cluster as Record<string, unknown>)[k] = node[k];
+    delete node[k];
+  }
+  if (t.url) {
+    const u = new URL(t.url);
+    if (u.password) node.password = decodeURIComponent(u.password);
+    if (u.username) node.username = decodeURIComponent(u.username);
+    if (u.protocol === 'rediss:') node.tls = {};
+  }
+  // The cluster checks cluster_state:ok before it is ready; each node's connection needs no ready check of its own.
+  const c = new IORedis.Cluster(nodes, { ...cluster, redisOptions: node as ClusterOptions['redisOptions'] });
+  c.on('error', () => undefined);
+  return c;
+}
+
 /**
  * A new connection to `target` with redisOptions() and `extra`, with an error listener (errors are seen through
- * `status` and reported by callers, not thrown as unhandled 'error' events).
+ * `status` and reported by callers, not thrown as unhandled 'error' events). A cluster target gives a `Cluster`.
  */
-export function createRedis(target: RedisTarget | string, extra: RedisOptions = {}): Redis {
+export function createRedis(target: string, extra?: RedisOptions): Redis;
+export function createRedis(target: RedisTarget | string, extra?: RedisOptions): RedisClient;
+export function createRedis(target: RedisTarget | string, extra: RedisOptions = {}): RedisClient {
   const t = typeof target === 'string' ? { url: target } : target;
+  if (t.clusterNodes?.length) return createCluster(t, extra);
   const options = { ...redisOptions(extra), ...sentinelOptions(t) };
   const r = t.url ? new IORedis.default(t.url, options) : new IORedis.default(options);
   r.on('error', () => undefined);
   return r;
 }
 
+/** Another connection to what `c` connects to (a subscriber), with `extra` options and an error listener. */
+export function duplicateConnection(c: RedisClient, extra: RedisOptions = {}): RedisClient {
+  const { enableAutoPipelining, ...rest } = extra;
+  const d = isCluster(c)
+    ? c.duplicate(undefined, {
+        ...(enableAutoPipelining !== undefined ? { enableAutoPipelining } : {}),
+        redisOptions: { ...c.options.redisOptions, ...rest },
+      })
+    : c.duplicate(extra);
+  d.on('error', () => undefined);
+  return d;
+}
+
+/**
+ * The master connections of `c`: every master of a cluster (once the client is ready and knows them, waiting up to
+ * `timeoutMs` for that), or `c` itself.
+ */
+export async function masters(c: RedisClient, timeoutMs = 10_000): Promise<Redis[]> {
+  if (!isCluster(c)) return [c];
+  if (c.status !== 'ready') {
+    let onReady = () => undefined as void;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve, reject) => {
+      onReady = () => resolve();
+      c.once('ready', onReady);
+      timer = setTimeout(() => reject(new Error(`the Redis Cluster was not ready within ${timeoutMs} ms (${c.status})`)), timeoutMs);
+    }).finally(() => {
+      clearTimeout(timer);
+      c.off('ready', onReady);
+    });
+  }
+  return c.nodes('master');
+}
+
+/** CRC16 (XMODEM), the hash of Redis Cluster key slots. */
+function crc16(bytes: Uint8Array): number {
+  let crc = 0;
+  for (const b of bytes) {
+    crc ^= b << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
+}
+
+/** The cluster hash slot of a key (its hash tag's, when it has one), as CLUSTER KEYSLOT computes it. */
+export function keySlot(key: string): number {
+  const open = key.indexOf('{');
+  const close = open >= 0 ? key.indexOf('}', open + 1) : -1;
+  const hashed = close > open + 1 ? key.slice(open + 1, close) : key;
+  return crc16(Buffer.from(hashed, 'utf8')) & 16383;
+}
+
+/**
+ * The connection of `c` that serves `key`: on a cluster, its connection to the master of the key's slot (the one its
+ * writes of that key went through), as far as the client knows the slots; otherwise `c`.
+ */
+export function connectionFor(c: RedisClient, key: string): Redis | undefined {
+  if (!isCluster(c)) return c;
+  const node = c.slots[keySlot(key)]?.[0];
+  return c.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === node);
+}
+
 /** A target's description for logs and errors (no password). */
 export function describeTarget(target: RedisTarget): string {
+  if (target.clusterNodes?.length) return `cluster ${target.clusterNodes.join(',')}`;
   if (target.sentinels?.length) return `sentinels ${target.sentinels.join(',')} (master ${target.sentinelName ?? 'mymaster'})`;
   if (!target.url) return 'none';
   const u = new URL(target.url);
@@ -80,7 +193,7 @@ export function describeTarget(target: RedisTarget): string {
  * no more retries) when a connect fails outright, as when its Sentinel failover detection races a reconnect; a
  * gateway left with such a connection would refuse every message until restarted.
  */
-export function reopenWhenEnded(c: Redis, closing: () => boolean, onReopen?: () => void): void {
+export function reopenWhenEnded(c: RedisClient, closing: () => boolean, onReopen?: () => void): void {
   c.on('end', () => {
     if (closing()) return;
     const timer = setTimeout(() => {

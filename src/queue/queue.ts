@@ -4,7 +4,7 @@
  */
 import Bull from 'bull';
 import type { Redis, RedisOptions } from 'ioredis';
-import { createRedis, redisOptions, reopenWhenEnded } from './connection.js';
+import { connectionFor, createRedis, type RedisClient, redisOptions, reopenWhenEnded } from './connection.js';
 import type { Reading } from '../core/contract.js';
 import { hashKey } from '../core/ids.js';
 import { issue, GatewayError, outcome, unavailable } from '../core/errors.js';
@@ -24,7 +24,7 @@ export interface DeliveryJob {
 }
 
 /** Disconnects and waits for the connection to end (at most 1 s: a connection that never opened may not say so). */
-function closeConnection(c: Redis): Promise<void> {
+function closeConnection(c: RedisClient): Promise<void> {
   if (c.status === 'end') return Promise.resolve();
   return new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, 1000);
@@ -47,6 +47,11 @@ export interface QueueSettings {
   sentinels?: readonly string[];
   sentinelName?: string;
   /**
+   * host:port of some nodes of a Redis Cluster: the queue's connections are cluster clients, and its keys carry the
+   * hash tag `{gw:<queueName>}` (queuePrefix), so that all of them are in one slot as bull's scripts need.
+   */
+  clusterNodes?: readonly string[];
+  /**
    * Replicas that must have a job before it is acknowledged (Redis WAIT on the connection that wrote it; 0: none, the
    * acknowledgement follows the master's write alone). A shortfall within `waitTimeoutMs` refuses with 503.
    */
@@ -66,6 +71,15 @@ export interface QueueSettings {
 }
 
 export { redisOptions };
+
+/**
+ * bull's key prefix for a queue: `gw` on a single Redis (the keys of every earlier version: `gw:<queue>:…`), and on a
+ * cluster `{gw:<queue>}`: a hash tag of the queue's own, so that every key of the queue is in one slot (bull's
+ * scripts touch several) and the queues of different destinations hash to different slots, so to different masters.
+ */
+export function queuePrefix(queueName: string, cluster: boolean): string {
+  return cluster ? `{gw:${queueName}}` : 'gw';
+}
 
 /** A connection for tests and tools (at most two retries per command); createRedis() is the factory behind it. */
 export function connectRedis(url: string, extra: RedisOptions = {}): Redis {
@@ -120,7 +134,7 @@ export function isStalledFailure(err: unknown): boolean {
 export class DeliveryQueue {
   readonly bull: Bull.Queue<DeliveryJob>;
   /** Every Redis connection bull asked for (client, subscriber, bclient). */
-  private readonly connections: Redis[] = [];
+  private readonly connections: RedisClient[] = [];
   private depthCache = { at: 0, depth: 0 };
   private closing?: Promise<void>;
   /** Connections reopened after they ended unasked (see reopenWhenEnded). */
@@ -136,7 +150,12 @@ export class DeliveryQueue {
         // Auto-pipelining sends the commands of one event-loop turn in one write: a job is several commands, and a busy
         // gateway issues many at once. Not for the blocking and subscriber connections, whose commands wait.
         const c = createRedis(
-          { url: settings.redisUrl, sentinels: settings.sentinels, sentinelName: settings.sentinelName },
+          {
+            url: settings.redisUrl,
+            sentinels: settings.sentinels,
+            sentinelName: settings.sentinelName,
+            clusterNodes: settings.clusterNodes,
+          },
           { ...opts, ...redisOptions(), enableAutoPipelining: type === 'client' },
         );
         // bull closes only connections it made itself: these are ours to close (see close()), and ours to reopen.
@@ -148,7 +167,7 @@ export class DeliveryQueue {
         );
         return c;
       },
-      prefix: 'gw',
+      prefix: queuePrefix(settings.queueName, !!settings.clusterNodes?.length),
       settings: {
         lockDuration: settings.lockDurationMs,
         lockRenewTime: Math.max(50, Math.floor(settings.lockDurationMs / 2)),
@@ -166,8 +185,9 @@ export class DeliveryQueue {
     this.bull.on('error', () => undefined); // connection errors surface as 503 at ingest and in /readyz
   }
 
-  get redis(): Redis {
-    return this.bull.client as unknown as Redis;
+  /** bull's client connection (a cluster client on a cluster). */
+  get redis(): RedisClient {
+    return this.bull.client as unknown as RedisClient;
   }
 
   isReady(): boolean {
@@ -259,14 +279,17 @@ export class DeliveryQueue {
   /**
    * With `waitReplicas`, holds the acknowledgement until that many replicas have the connection's writes (Redis WAIT
    * on bull's client, the connection that added the jobs), so that a Sentinel failover cannot lose an acknowledged job.
-   * A shortfall refuses with 503: the jobs may be on the master alone, the sender resends, and the resend is the same
-   * job (its id comes from the content).
+   * On a cluster, WAIT goes to the client's connection to the master of the queue's slot: the connection the jobs were
+   * written through, and the master whose replicas must have them. A shortfall refuses with 503: the jobs may be on the
+   * master alone, the sender resends, and the resend is the same job (its id comes from the content).
    */
   private async waitForReplicas(): Promise<void> {
     const want = this.settings.waitReplicas ?? 0;
     if (want <= 0) return;
     const ms = this.settings.waitTimeoutMs ?? 1000;
-    const got = await withTimeout(this.redis.wait(want, ms), ms + this.settings.enqueueTimeoutMs, 'Redis did not answer WAIT');
+    const node = connectionFor(this.redis, this.bull.toKey('wait'));
+    if (!node) throw unavailable('the queue (Redis Cluster) has no known master for its slot; nothing was acknowledged, resend later', 5);
+    const got = await withTimeout(node.wait(want, ms), ms + this.settings.enqueueTimeoutMs, 'Redis did not answer WAIT');
     if (got < want) {
       throw unavailable(
         `the queue (Redis) has the job on ${got} of the ${want} replicas required (REDIS_WAIT_REPLICAS) within ${ms} ms; it is not acknowledged, resend later`,

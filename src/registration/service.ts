@@ -17,7 +17,7 @@
  */
 import express, { type Request, type RequestHandler, type Router } from 'express';
 import type { OperationOutcomeIssue, Resource } from 'fhir/r4';
-import type { Redis } from 'ioredis';
+import { duplicateConnection, type RedisClient } from '../queue/connection.js';
 import type { AuditTrail } from '../audit/store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -61,7 +61,7 @@ const FHIR_FILE = 'fhirMapping';
 export type AdapterSource = 'built-in' | 'folder' | 'plugin' | 'registered';
 
 export interface RegistrationDeps {
-  redis: Redis;
+  redis: RedisClient;
   registry: AdapterRegistry;
   /** ADAPTERS_POLL_INTERVAL_MS: how often each instance compares the change counter (missed pub/sub messages). */
   pollIntervalMs: number;
@@ -525,8 +525,7 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
     });
 
     // Other instances' changes: pub/sub for promptness, the change counter for anything missed.
-    const sub = ctx.redis.duplicate({ enableAutoPipelining: false });
-    sub.on('error', () => undefined);
+    const sub = duplicateConnection(ctx.redis, { enableAutoPipelining: false });
     sub.on('message', (_channel: string, id: string) => {
       void reload(id).catch((e: Error) => ctx.log.warn({ adapter: id, error: e.message }, 'could not reload a registered adapter'));
     });

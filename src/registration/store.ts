@@ -8,13 +8,19 @@
  *   gw:adapters:changed        pub/sub channel: the id of the adapter that changed
  *
  * Versions are never rewritten: registering an id again adds version n+1 and makes it current.
+ * On a Redis Cluster `gw:adapter` is the hash tag `{gw:adapter}` (core/keys.ts): an adapter's hash and the id set are
+ * written in one MULTI, which a cluster serves only for keys of one slot.
  */
-import type { Redis } from 'ioredis';
+import { keyGroup } from '../core/keys.js';
+import type { RedisClient } from '../queue/connection.js';
 
-export const ADAPTER_IDS_KEY = 'gw:adapter:ids';
 export const ADAPTERS_VERSION_KEY = 'gw:adapters:version';
 export const ADAPTERS_CHANNEL = 'gw:adapters:changed';
-export const adapterKey = (id: string) => `gw:adapter:${id}`;
+
+/** The keys of registered adapters under their group (`gw:adapter`, or `{gw:adapter}` on a cluster). */
+export function adapterKeys(group = 'gw:adapter') {
+  return { ids: `${group}:ids`, adapter: (id: string) => `${group}:${id}` };
+}
 
 export interface RegisteredVersion {
   version: number;
@@ -39,14 +45,18 @@ export interface RegisteredAdapter {
 }
 
 export class RegistrationStore {
-  constructor(private readonly redis: Redis) {}
+  private readonly k: ReturnType<typeof adapterKeys>;
+
+  constructor(private readonly redis: RedisClient) {
+    this.k = adapterKeys(keyGroup('gw:adapter', redis));
+  }
 
   async ids(): Promise<string[]> {
-    return (await this.redis.smembers(ADAPTER_IDS_KEY)).sort();
+    return (await this.redis.smembers(this.k.ids)).sort();
   }
 
   async get(id: string): Promise<RegisteredAdapter | undefined> {
-    const h = await this.redis.hgetall(adapterKey(id));
+    const h = await this.redis.hgetall(this.k.adapter(id));
     if (!h.vendor || !h.current) return undefined;
     const versions = Object.keys(h)
       .filter((k) => /^v\d+$/.test(k))
@@ -64,7 +74,7 @@ export class RegistrationStore {
   }
 
   async version(id: string, version: number): Promise<RegisteredVersion | undefined> {
-    const v = await this.redis.hget(adapterKey(id), `v${version}`);
+    const v = await this.redis.hget(this.k.adapter(id), `v${version}`);
     return v ? (JSON.parse(v) as RegisteredVersion) : undefined;
   }
 
@@ -78,7 +88,7 @@ export class RegistrationStore {
     v: Omit<RegisteredVersion, 'version'>,
     enabledOnCreate: boolean,
   ): Promise<{ version: number; created: boolean } | { owner: string }> {
-    const key = adapterKey(id);
+    const key = this.k.adapter(id);
     const now = v.registeredAt;
     const claimed = await this.redis.hsetnx(key, 'vendor', vendor);
     if (!claimed) {
@@ -88,18 +98,18 @@ export class RegistrationStore {
     const version = await this.redis.hincrby(key, 'seq', 1);
     const fields: Record<string, string> = { [`v${version}`]: JSON.stringify({ ...v, version }), current: String(version), updatedAt: now };
     if (claimed) Object.assign(fields, { createdAt: now, enabled: enabledOnCreate ? '1' : '0' });
-    await this.redis.multi().hset(key, fields).sadd(ADAPTER_IDS_KEY, id).exec();
+    await this.redis.multi().hset(key, fields).sadd(this.k.ids, id).exec();
     await this.changed(id);
     return { version, created: version === 1 || claimed === 1 };
   }
 
   async setEnabled(id: string, enabled: boolean): Promise<void> {
-    await this.redis.hset(adapterKey(id), { enabled: enabled ? '1' : '0', updatedAt: new Date().toISOString() });
+    await this.redis.hset(this.k.adapter(id), { enabled: enabled ? '1' : '0', updatedAt: new Date().toISOString() });
     await this.changed(id);
   }
 
   async delete(id: string): Promise<void> {
-    await this.redis.multi().del(adapterKey(id)).srem(ADAPTER_IDS_KEY, id).exec();
+    await this.redis.multi().del(this.k.adapter(id)).srem(this.k.ids, id).exec();
     await this.changed(id);
   }
 

@@ -35,7 +35,8 @@ async function ping(port: number): Promise<boolean> {
   }
 }
 
-async function startProc(args: string[], port: number): Promise<RedisProc> {
+/** Starts a redis-server with `args` and waits until it answers PING on `port` (restart() starts it again). */
+export async function startProc(args: string[], port: number): Promise<RedisProc> {
   let child!: ChildProcess;
   const launch = async () => {
     let out = '';

@@ -4,7 +4,7 @@
  * without queueing twice. A reused control id with different content is not a resend and is processed normally.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../queue/connection.js';
 
 const KEY_PREFIX = 'gw:hl7:';
 
@@ -21,7 +21,7 @@ export function contentHash(text: string): string {
 
 export class AckCache {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly ttlS: number,
   ) {}
 

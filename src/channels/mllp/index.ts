@@ -8,7 +8,7 @@ import type { Hl7Config } from '../../hl7v2/config.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Ingestor } from '../../pipeline/pipeline.js';
 import type { RefusalStore } from '../../pipeline/refusals.js';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../queue/connection.js';
 import type { Channel } from '../channel.js';
 import { hl7Route } from './http-route.js';
 import { MllpServer } from './server.js';
@@ -16,7 +16,7 @@ import { type Hl7Logger, Hl7Session } from './session.js';
 
 export interface MllpChannelDeps {
   ingestor: Ingestor;
-  redis: Redis;
+  redis: RedisClient;
   refusals: RefusalStore;
   config: Hl7Config;
   log: Hl7Logger;

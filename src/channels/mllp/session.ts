@@ -9,7 +9,7 @@
  * must resend. The acknowledgement rules of original and enhanced mode are in docs/hl7v2.md.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../queue/connection.js';
 import type { OperationOutcome } from 'fhir/r4';
 import type { InboundMessage, Principal } from '../../core/contract.js';
 import { GatewayError, issue, outcome, toGatewayError } from '../../core/errors.js';
@@ -60,7 +60,7 @@ export const noopLogger: Hl7Logger = { info: () => undefined, warn: () => undefi
 export interface Hl7SessionDeps {
   ingestor: Ingestor;
   /** Redis for the ACK cache; without it resends are not recognised. */
-  redis?: Redis;
+  redis?: RedisClient;
   /** Where refused messages are kept (the one refusal store); without it they are not kept. */
   refusals?: RefusalStore;
   /**
