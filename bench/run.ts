@@ -19,9 +19,9 @@
  *  M --role worker processes on it and one sink; the posts go round-robin over the ingest processes. Prints, per shape,
  *  delivered and ingest-accepted readings/s for each --batch value, latency ingest → EHR p50/p99 at --rate, and the
  *  summed peak RSS of the gateway processes, each as a ratio to the first shape. DELIVERY_CONCURRENCY applies per worker
- *  process. --rounds R runs the list R times, interleaved, and sums up with the median of each shape's rounds. On a
- *  two-core machine every process competes with Redis, the sink and the load for the same cores: the ratios then show
- *  the cost of coordination, not a speed-up)
+ *  process. --rounds R runs the list R times, interleaved; the summary gives the median of each shape's rounds and of
+ *  its ratios to the first shape of the same round. On a two-core machine every process competes with Redis, the sink
+ *  and the load for the same cores: the ratios then show the cost of coordination, not a speed-up)
  * (--profile writes a CPU profile of the gateway process to <tmp>/gw-bench-profile/)
  * (--fsync: Redis's appendfsync for the sustained phase; both runs it with everysec, then with always, on the same
  *  Redis and gateway, and prints delivered readings/s for each: the cost of REDIS_APPENDFSYNC=always)
@@ -322,33 +322,38 @@ async function scale(shapes: Shape[]): Promise<void> {
   } finally {
     sink.child.send({ type: 'stop' });
   }
-  // Per shape, the median of its rounds; ratios to the first shape's medians.
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
-  const summary = shapes.map((shape) => {
-    const of = runs.filter((r) => shapeName(r.shape) === shapeName(shape));
-    const m = (f: (r: ScaleRun) => number) => median(of.map(f));
-    const per = (k: 'readingsPerS' | 'ingestPerS') => BATCHES.map((b) => m((r) => r.sustained.get(b)?.[k] ?? 0));
-    return {
-      shape,
-      delivered: per('readingsPerS'),
-      accepted: per('ingestPerS'),
-      p50: m((r) => percentile(r.latency, 50)),
-      p99: m((r) => percentile(r.latency, 99)),
-      rss: m((r) => r.rss),
-    };
-  });
-  const base = summary[0];
-  const f = (n: number) => n.toFixed(0);
+  // Per shape, the median of its rounds; the ratio to the first shape is taken in each round (the two ran back to back)
+  // and its median printed.
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const m = Math.floor(s.length / 2);
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  };
+  const firsts = runs.filter((_, i) => i % shapes.length === 0);
+  const metrics: [string, (r: ScaleRun) => number][] = [
+    ...BATCHES.map((b): [string, (r: ScaleRun) => number] => [
+      `delivered readings/s, ${b}/request`,
+      (r) => r.sustained.get(b)?.readingsPerS ?? 0,
+    ]),
+    ...BATCHES.map((b): [string, (r: ScaleRun) => number] => [
+      `ingest accepted readings/s, ${b}/request`,
+      (r) => r.sustained.get(b)?.ingestPerS ?? 0,
+    ]),
+    ['latency ingest → EHR p50, ms', (r) => percentile(r.latency, 50)],
+    ['latency ingest → EHR p99, ms', (r) => percentile(r.latency, 99)],
+    ['summed peak RSS, MiB', (r) => r.rss / 1048576],
+  ];
   console.log('');
-  console.log(`summary${rounds > 1 ? ` (median of ${rounds} rounds)` : ''}, ratio to ${shapeName(base.shape)} in brackets:`);
-  for (const x of summary) {
-    const cells = (k: 'delivered' | 'accepted') =>
-      BATCHES.map((b, i) => `${f(x[k][i])} (${ratio(x[k][i], base[k][i])}) at ${b}/request`).join(', ');
-    console.log(`  ${shapeName(x.shape)}  delivered readings/s: ${cells('delivered')}`);
-    console.log(`       ingest accepted readings/s: ${cells('accepted')}`);
-    console.log(
-      `       latency ingest → EHR p50 ${f(x.p50)} ms, p99 ${f(x.p99)} ms; summed peak RSS ${f(x.rss / 1048576)} MiB (${ratio(x.rss, base.rss)})`,
-    );
+  console.log(
+    `summary${rounds > 1 ? ` (medians of ${rounds} rounds)` : ''}: each shape, and in brackets its ratio to ${shapeName(shapes[0])} in the same round`,
+  );
+  for (const [si, shape] of shapes.entries()) {
+    const of = runs.filter((_, i) => i % shapes.length === si);
+    console.log(`  ${shapeName(shape)}`);
+    for (const [name, get] of metrics) {
+      const ratios = of.map((r, k) => get(r) / get(firsts[k]));
+      console.log(`    ${name.padEnd(38)} ${median(of.map(get)).toFixed(0).padStart(6)} (${median(ratios).toFixed(2)}x)`);
+    }
   }
   if (cores <= 2) console.log(`Note: ${caveat}.`);
 }
