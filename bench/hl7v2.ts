@@ -15,9 +15,10 @@
  *
  * Part 1 prints, in interleaved rounds of the same run: medplum's parse, the gateway's parse (fast path), the
  * gateway's parse always through the package, and the whole path (decode + split + parse + translate), each also as
- * a ratio to medplum. `--parse-only` stops after part 1.
+ * a ratio to medplum. `--parse-only` stops after part 1. `--whole-only` runs only the whole path, for --seconds, and
+ * stops: a loop to profile (`node --cpu-prof --import tsx bench/hl7v2.ts --whole-only --seconds 10`).
  *
- * Usage: npx tsx bench/hl7v2.ts [--seconds 5] [--rate 500] [--connections 8] [--all] [--parse-only]
+ * Usage: npx tsx bench/hl7v2.ts [--seconds 5] [--rate 500] [--connections 8] [--all] [--parse-only] [--whole-only]
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -100,6 +101,11 @@ async function parseBench(): Promise<void> {
     const t = texts[k++ % texts.length];
     parseMessageWithPackage(t.text, { charset: t.charset });
   };
+  if (args.includes('--whole-only')) {
+    const rate = loop(SECONDS * 1000, ours);
+    console.log(`gateway: decode + split + parse + translate, alone: ${rate.toFixed(0)} msg/s (${msgs.length} messages)`);
+    return;
+  }
   // Warm up (JIT, dictionaries).
   loop(500, ours);
   loop(500, medplum);
@@ -232,5 +238,5 @@ async function gatewayBench(): Promise<void> {
 
 initValidation();
 await parseBench();
-if (!args.includes('--parse-only')) await gatewayBench();
+if (!args.includes('--parse-only') && !args.includes('--whole-only')) await gatewayBench();
 process.exit(0);

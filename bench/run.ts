@@ -9,12 +9,19 @@
  *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
  *
  * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 300 --seconds 10 --concurrency 32 --batch-max N --split --profile
- *                         --fsync everysec|always|both --mllp 1500]
+ *                         --fsync everysec|always|both --mllp 1500 --scale 1+1,2+2 --rounds 1]
  * (--batch: readings per request in the sustained phase, one run per value, 20 then 1 by default; --batch-max:
  *  DELIVERY_BATCH_MAX, the gateway's default if absent)
  * (--mllp N: afterwards, runs bench/hl7v2.ts with --rate N: ACKed PCD-01 messages/s over MLLP and the ACK latency
  *  p50/p99 at N messages/s offered, against a gateway in the ingest role)
  * (--split runs ingest and delivery as two processes, as a scaled deployment does)
+ * (--scale 1+1,2+2: scale-out instead of the above. For each shape N+M, a fresh Redis (AOF on) with N --role ingest and
+ *  M --role worker processes on it and one sink; the posts go round-robin over the ingest processes. Prints, per shape,
+ *  delivered and ingest-accepted readings/s for each --batch value, latency ingest → EHR p50/p99 at --rate, and the
+ *  summed peak RSS of the gateway processes, each as a ratio to the first shape. DELIVERY_CONCURRENCY applies per worker
+ *  process. --rounds R runs the list R times, interleaved; the summary gives the median of each shape's rounds and of
+ *  its ratios to the first shape of the same round. On a two-core machine every process competes with Redis, the sink
+ *  and the load for the same cores: the ratios then show the cost of coordination, not a speed-up)
  * (--profile writes a CPU profile of the gateway process to <tmp>/gw-bench-profile/)
  * (--fsync: Redis's appendfsync for the sustained phase; both runs it with everysec, then with always, on the same
  *  Redis and gateway, and prints delivered readings/s for each: the cost of REDIS_APPENDFSYNC=always)
@@ -43,6 +50,19 @@ const BATCH_MAX = opt('batch-max', 0); // 0: the gateway's default
 const FSYNC_ARG = args.includes('--fsync') ? args[args.indexOf('--fsync') + 1] : 'everysec';
 const FSYNC_MODES = FSYNC_ARG === 'both' ? ['everysec', 'always'] : [FSYNC_ARG];
 if (!FSYNC_MODES.every((m) => m === 'everysec' || m === 'always')) throw new Error('--fsync: everysec, always or both');
+/** An N+M shape of --scale: N processes in the ingest role, M in the worker role. */
+interface Shape {
+  ingest: number;
+  workers: number;
+}
+const SCALE: Shape[] | undefined = args.includes('--scale')
+  ? args[args.indexOf('--scale') + 1].split(',').map((s) => {
+      const m = /^(\d+)\+(\d+)$/.exec(s.trim());
+      if (!m || Number(m[1]) < 1 || Number(m[2]) < 1)
+        throw new Error(`--scale: shapes N+M (ingest+worker processes), e.g. 1+1,2+2; not '${s}'`);
+      return { ingest: Number(m[1]), workers: Number(m[2]) };
+    })
+  : undefined;
 
 type Arrival = [string, number];
 interface SinkStats {
@@ -57,7 +77,9 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-async function startSink(): Promise<{ child: ChildProcess; url: string; stats(): Promise<SinkStats> }> {
+type Sink = { child: ChildProcess; url: string; stats(): Promise<SinkStats> };
+
+async function startSink(): Promise<Sink> {
   const child = fork(join(ROOT, 'bench/sink.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const port = await new Promise<number>((res) =>
     child.on('message', (m: { type: string; port: number }) => m.type === 'listening' && res(m.port)),
@@ -170,9 +192,10 @@ interface Sustained {
 
 /**
  * Posts READINGS readings, `perRequest` in each request (a lone reading is posted as an object, as a device sends it),
- * as fast as ingest takes them (readings from `seq` on) and measures until the last is delivered.
+ * as fast as ingest takes them (readings from `seq` on), round-robin over the ingest processes' `urls`, and measures
+ * until the last is delivered.
  */
-async function sustained(url: string, sink: Awaited<ReturnType<typeof startSink>>, seq: number, perRequest: number): Promise<Sustained> {
+async function sustained(urls: string[], sink: Sink, seq: number, perRequest: number): Promise<Sustained> {
   const batches: unknown[] = [];
   for (let i = 0; i < READINGS; i += perRequest) {
     const readings = Array.from({ length: Math.min(perRequest, READINGS - i) }, (_, k) => reading((i + k) % 2000, seq + i + k));
@@ -188,7 +211,8 @@ async function sustained(url: string, sink: Awaited<ReturnType<typeof startSink>
     Array.from({ length: IN_FLIGHT }, async () => {
       while (next < batches.length) {
         const t = performance.now();
-        await post(url, batches[next++]);
+        const n = next++;
+        await post(urls[n % urls.length], batches[n]);
         ingestMs.push(performance.now() - t);
       }
     }),
@@ -213,16 +237,41 @@ async function sustained(url: string, sink: Awaited<ReturnType<typeof startSink>
   };
 }
 
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'gw-bench-'));
-  const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
-  const redisUrl = await redis.start();
-  const sink = await startSink();
-  const split = args.includes('--split');
-  const env = {
+/**
+ * Ingest-to-EHR latencies (ms, sorted) at RATE readings/s offered for SECONDS s: one reading per request, spread evenly
+ * in time and round-robin over `urls`; timed from the post to the reading's arrival at the sink (readings from `seq` on).
+ */
+async function latencyAt(urls: string[], sink: Sink, seq: number): Promise<number[]> {
+  const total = RATE * SECONDS;
+  const sent = new Map<string, number>();
+  const tl0 = Date.now();
+  const inflight: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = tl0 + (i * 1000) / RATE;
+    const wait = due - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const r = reading(5000 + (i % 500), seq + i);
+    sent.set(`${r.deviceId}|${r.timestamp}`, Date.now());
+    inflight.push(post(urls[i % urls.length], r));
+  }
+  await Promise.all(inflight);
+  const arrivals: Arrival[] = [];
+  await waitFor(async () => {
+    arrivals.push(...(await sink.stats()).arrivals.filter(([k]) => sent.has(k)));
+    return arrivals.length >= total;
+  }, 120_000);
+  return arrivals
+    .map(([k, t]) => t - (sent.get(k) ?? t))
+    .filter((x) => x >= 0)
+    .sort((a, b) => a - b);
+}
+
+/** The environment of every gateway process of the bench. */
+function gatewayEnv(redisUrl: string, sinkUrl: string): Record<string, string> {
+  return {
     PORT: '0',
     REDIS_URL: redisUrl,
-    FHIR_BASE_URL: sink.url,
+    FHIR_BASE_URL: sinkUrl,
     UNKNOWN_PATIENT_POLICY: 'create',
     LOG_LEVEL: 'info',
     UNKNOWN_DEVICE_POLICY: 'accept',
@@ -233,6 +282,142 @@ async function main(): Promise<void> {
     QUEUE_MAX_DEPTH: String(READINGS * 2),
     JOB_RETENTION_COMPLETED: '1000',
   };
+}
+
+/** One run of an N+M shape of --scale: per --batch value what it delivered and accepted; latency; summed peak RSS. */
+interface ScaleRun {
+  shape: Shape;
+  sustained: Map<number, Sustained>;
+  latency: number[];
+  rss: number;
+}
+
+const shapeName = (s: Shape) => `${s.ingest}+${s.workers}`;
+
+/**
+ * --scale: for each N+M shape, a fresh Redis (AOF on) with N `--role ingest` and M `--role worker` processes on it and
+ * the one sink; the load goes round-robin over the ingest processes. Each shape is measured as `main` measures one
+ * gateway (sustained throughput for each --batch value, then latency at --rate) and compared with the first shape of
+ * its round; --rounds R repeats the list R times, interleaved, and the summary takes the median of the rounds.
+ */
+async function scale(shapes: Shape[]): Promise<void> {
+  const rounds = opt('rounds', 1);
+  const sink = await startSink();
+  const cores = (await import('node:os')).cpus().length;
+  console.log(
+    `machine: ${cores} cores, node ${process.version}; per run a fresh Redis with AOF (appendfsync everysec), one sink; DELIVERY_CONCURRENCY=${CONCURRENCY} per worker process, DELIVERY_BATCH_MAX=${BATCH_MAX || 'default'}; ${READINGS} readings per run, ${IN_FLIGHT} requests in flight round-robin over the ingest processes; ${rounds} round(s)`,
+  );
+  const caveat = `on ${cores} cores, where every process shares them with Redis, the sink and this load generator, this measures the cost of coordination (more processes, Redis round trips, locks, context switches), not a speed-up`;
+  if (cores <= 2) console.log(`Note: ${caveat}.`);
+  const runs: ScaleRun[] = [];
+  try {
+    for (let round = 0; round < rounds; round++) {
+      for (const [si, shape] of shapes.entries()) {
+        // Reading times are seconds after a fixed day: small offsets keep them behind the clock (READING_TIME_MAX_AHEAD_MS).
+        const run = await scaleRun(shape, sink, 300_000 + si * 100_000);
+        runs.push(run);
+        printScaleRun(run, runs[round * shapes.length], rounds > 1 ? ` (round ${round + 1})` : '');
+      }
+    }
+  } finally {
+    sink.child.send({ type: 'stop' });
+  }
+  // Per shape, the median of its rounds; the ratio to the first shape is taken in each round (the two ran back to back)
+  // and its median printed.
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const m = Math.floor(s.length / 2);
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  };
+  const firsts = runs.filter((_, i) => i % shapes.length === 0);
+  const metrics: [string, (r: ScaleRun) => number][] = [
+    ...BATCHES.map((b): [string, (r: ScaleRun) => number] => [
+      `delivered readings/s, ${b}/request`,
+      (r) => r.sustained.get(b)?.readingsPerS ?? 0,
+    ]),
+    ...BATCHES.map((b): [string, (r: ScaleRun) => number] => [
+      `ingest accepted readings/s, ${b}/request`,
+      (r) => r.sustained.get(b)?.ingestPerS ?? 0,
+    ]),
+    ['latency ingest → EHR p50, ms', (r) => percentile(r.latency, 50)],
+    ['latency ingest → EHR p99, ms', (r) => percentile(r.latency, 99)],
+    ['summed peak RSS, MiB', (r) => r.rss / 1048576],
+  ];
+  console.log('');
+  console.log(
+    `summary${rounds > 1 ? ` (medians of ${rounds} rounds)` : ''}: each shape, and in brackets its ratio to ${shapeName(shapes[0])} in the same round`,
+  );
+  for (const [si, shape] of shapes.entries()) {
+    const of = runs.filter((_, i) => i % shapes.length === si);
+    console.log(`  ${shapeName(shape)}`);
+    for (const [name, get] of metrics) {
+      const ratios = of.map((r, k) => get(r) / get(firsts[k]));
+      console.log(`    ${name.padEnd(38)} ${median(of.map(get)).toFixed(0).padStart(6)} (${median(ratios).toFixed(2)}x)`);
+    }
+  }
+  if (cores <= 2) console.log(`Note: ${caveat}.`);
+}
+
+/** One shape measured on a fresh Redis: its processes started, warmed up, loaded, and stopped. */
+async function scaleRun(shape: Shape, sink: Sink, seq: number): Promise<ScaleRun> {
+  const dir = mkdtempSync(join(tmpdir(), 'gw-bench-'));
+  const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
+  const env = gatewayEnv(await redis.start(), sink.url);
+  const gws = await Promise.all([
+    ...Array.from({ length: shape.ingest }, () => startGateway(env, 'ingest')),
+    ...Array.from({ length: shape.workers }, () => startGateway(env, 'worker')),
+  ]);
+  const urls = gws.slice(0, shape.ingest).map((g) => g.url);
+  try {
+    // Warm-up (JIT, connections) on every ingest process.
+    await Promise.all(urls.flatMap((url, u) => Array.from({ length: 10 }, (_, i) => post(url, reading(100000 + u * 10 + i, seq)))));
+    await new Promise((r) => setTimeout(r, 1000));
+    await sink.stats();
+    const run: ScaleRun = { shape, sustained: new Map(), latency: [], rss: 0 };
+    for (const [k, perRequest] of BATCHES.entries())
+      run.sustained.set(perRequest, await sustained(urls, sink, seq + 1000 + k * READINGS, perRequest));
+    run.latency = await latencyAt(urls, sink, seq + 1000 + BATCHES.length * READINGS);
+    run.rss = gws.reduce((sum, g) => sum + g.peakRss(), 0);
+    return run;
+  } finally {
+    for (const g of gws) g.child.kill('SIGTERM');
+    await Promise.all(gws.map((g) => new Promise((r) => g.child.once('exit', r))));
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  return a && b ? `${(a / b).toFixed(2)}x` : '-';
+}
+
+function printScaleRun(r: ScaleRun, first: ScaleRun, label: string): void {
+  const f = (n: number) => n.toFixed(0);
+  const { ingest, workers } = r.shape;
+  console.log('');
+  console.log(
+    `${shapeName(r.shape)}${label}: ${ingest} ingest process${ingest > 1 ? 'es' : ''} + ${workers} worker process${workers > 1 ? 'es' : ''}`,
+  );
+  for (const [perRequest, s] of r.sustained) {
+    const b = first.sustained.get(perRequest);
+    console.log(
+      `  ${String(perRequest).padStart(2)} per request: delivered ${f(s.readingsPerS)} readings/s (${ratio(s.readingsPerS, b?.readingsPerS)} of ${shapeName(first.shape)}), ingest accepted ${f(s.ingestPerS)} readings/s (${ratio(s.ingestPerS, b?.ingestPerS)}), ${s.transactions} EHR transactions, ${s.seconds.toFixed(1)} s`,
+    );
+  }
+  const p = (l: number[], x: number) => f(percentile(l, x));
+  console.log(
+    `  latency ingest → EHR at ${RATE} readings/s offered for ${SECONDS} s: p50 ${p(r.latency, 50)} ms, p99 ${p(r.latency, 99)} ms (${shapeName(first.shape)}: p50 ${p(first.latency, 50)}, p99 ${p(first.latency, 99)})`,
+  );
+  console.log(`  summed peak RSS ${(r.rss / 1048576).toFixed(0)} MiB (${ratio(r.rss, first.rss)})`);
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'gw-bench-'));
+  const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
+  const redisUrl = await redis.start();
+  const sink = await startSink();
+  const split = args.includes('--split');
+  const env = gatewayEnv(redisUrl, sink.url);
   const gw = await startGateway(env, split ? 'ingest' : 'all');
   const worker = split ? await startGateway(env, 'worker') : undefined;
   try {
@@ -260,39 +445,18 @@ async function main(): Promise<void> {
     const runs: [string, Sustained][] = [];
     for (const [k, mode] of FSYNC_MODES.entries()) {
       await admin.config('SET', 'appendfsync', mode);
-      runs.push([mode, await sustained(gw.url, sink, k === 0 ? 1000 : 1_000_000 + k * READINGS, BATCH)]);
+      runs.push([mode, await sustained([gw.url], sink, k === 0 ? 1000 : 1_000_000 + k * READINGS, BATCH)]);
     }
     // The other request shapes, with the first setting (distinct timestamps: no run's readings are another's duplicates).
     await admin.config('SET', 'appendfsync', FSYNC_MODES[0]);
     const shapes: [number, Sustained][] = [];
     for (const [k, perRequest] of BATCHES.slice(1).entries())
-      shapes.push([perRequest, await sustained(gw.url, sink, 200_000 + k * READINGS, perRequest)]);
+      shapes.push([perRequest, await sustained([gw.url], sink, 200_000 + k * READINGS, perRequest)]);
     admin.disconnect();
     const { readingsPerS, obsPerS, seconds, transactions, ingestPerS } = runs[0][1];
 
     // 2. Latency at a fixed offered rate (readings posted one per request, spread evenly).
-    const total = RATE * SECONDS;
-    const sent = new Map<string, number>();
-    const tl0 = Date.now();
-    const inflight: Promise<void>[] = [];
-    for (let i = 0; i < total; i++) {
-      const due = tl0 + (i * 1000) / RATE;
-      const wait = due - Date.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const r = reading(5000 + (i % 500), 100000 + i);
-      sent.set(`${r.deviceId}|${r.timestamp}`, Date.now());
-      inflight.push(post(gw.url, r));
-    }
-    await Promise.all(inflight);
-    const arrivals: Arrival[] = [];
-    await waitFor(async () => {
-      arrivals.push(...(await sink.stats()).arrivals.filter(([k]) => sent.has(k)));
-      return arrivals.length >= total;
-    }, 120_000);
-    const lat = arrivals
-      .map(([k, t]) => t - (sent.get(k) ?? t))
-      .filter((x) => x >= 0)
-      .sort((a, b) => a - b);
+    const lat = await latencyAt([gw.url], sink, 100000);
 
     // 3. Ceiling: bull no-op jobs on the same Redis.
     const ceiling = await noopCeiling(redisUrl, 20000);
@@ -344,4 +508,4 @@ async function main(): Promise<void> {
   }
 }
 
-run(main);
+run(SCALE ? () => scale(SCALE) : main);

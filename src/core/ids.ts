@@ -2,20 +2,25 @@
  * Deterministic identifiers: the same content gives the same id in every process and on every retry, which is what
  * makes a replay or a redelivery harmless (job ids, resource ids, conditional-create identifiers, lock keys).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
-/** A UUID (version 5 layout) derived from a SHA-256 of the parts: stable across processes and retries. */
+/** The UUID variant digit (RFC 4122, 10xx) for each first hex digit of byte 8: its two high bits set to 10. */
+const VARIANT = '89ab89ab89ab89ab';
+
+/**
+ * A UUID (version 5 layout) derived from a SHA-256 of the parts: stable across processes and retries. The first 16
+ * bytes of the digest, with the version nibble set to 5 and the variant bits to 10 (as a version 5 UUID has them).
+ * One-shot `crypto.hash` to hex and string slices: a Hash object, a Buffer and its edits cost several times more
+ * (the HL7 path makes one per Observation).
+ */
 export function deterministicUuid(...parts: string[]): string {
-  const h = createHash('sha256').update(parts.join('\u001f')).digest();
-  h[6] = (h[6] & 0x0f) | 0x50;
-  h[8] = (h[8] & 0x3f) | 0x80;
-  const x = h.subarray(0, 16).toString('hex');
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+  const x = hash('sha256', parts.join('\u001f'), 'hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-5${x.slice(13, 16)}-${VARIANT[Number.parseInt(x[16], 16)]}${x.slice(17, 20)}-${x.slice(20, 32)}`;
 }
 
 /** A 128-bit hex key of the parts (job ids, Redis keys). */
 export function hashKey(...parts: string[]): string {
-  return createHash('sha256').update(parts.join('\u001f')).digest('hex').slice(0, 32);
+  return hash('sha256', parts.join('\u001f'), 'hex').slice(0, 32);
 }
 
 /**

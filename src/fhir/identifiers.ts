@@ -17,6 +17,11 @@ export const MDS_INSTANCE_SYSTEM = 'urn:iomt-gateway:hl7-mds-instance';
  * with or without dashes, colons or spaces; undefined when it is not an EUI-64.
  */
 export function canonicalEui64(v: string): string | undefined {
-  const hex = v.replace(/[-:\s]/g, '');
-  return /^[0-9A-Fa-f]{16}$/.test(hex) ? hex.toUpperCase().match(/.{2}/g)!.join('-') : undefined;
+  // 16 hex digits as they usually come (HL7 OBX-18) skip the separator removal.
+  const hex = HEX16.test(v) ? v : v.replace(/[-:\s]/g, '');
+  if (!HEX16.test(hex)) return undefined;
+  const u = hex.toUpperCase();
+  return `${u.slice(0, 2)}-${u.slice(2, 4)}-${u.slice(4, 6)}-${u.slice(6, 8)}-${u.slice(8, 10)}-${u.slice(10, 12)}-${u.slice(12, 14)}-${u.slice(14)}`;
 }
+
+const HEX16 = /^[0-9A-Fa-f]{16}$/;

@@ -23,13 +23,15 @@
  *   per repetition, so one 1 MB field of `~` took 5 s and 740 MB of heap). Before the package sees a message, one
  *   linear scan (`checkLimits`) counts segments, fields, repetitions, components and sub-components against
  *   `ParseLimits` and refuses a message over any of them with an error that names the limit. This bounds the time and
- *   memory of a parse whatever the bytes are.
+ *   memory of a parse whatever the bytes are. The fast path (below) counts the same as it splits, and leaves the
+ *   refusal to `checkLimits` when a count passes a limit.
  *
  * - Speed: with escapes hidden and decoders removed, what is left of the package's work is splitting, and it did that
  *   through an object per field, repetition, component and sub-component, each looking its definition up in the
- *   dictionary (measured: 2/3 of the gateway's HL7 time). `splitFast` splits directly and gives the same result; it
- *   declines, and the package parses, only where the package's answer depends on its dictionary or where it may
- *   refuse (see there). `test/hl7v2/parse-fast.test.ts` compares the two on every sample and on generated messages.
+ *   dictionary (measured: 2/3 of the gateway's HL7 time). `splitFast` splits directly, in one pass over the
+ *   characters, and gives the same result; it declines, and the package parses, only where the package's answer
+ *   depends on its dictionary or where it may refuse (see there). `test/hl7v2/parse-fast.test.ts` compares the two on
+ *   every sample and on generated messages, with and without small limits.
  *
  * The result is a plain, JSON-serialisable `Hl7Message`: segments → fields → repetitions → components →
  * sub-components, every leaf a decoded string or null.
@@ -162,25 +164,35 @@ export const SUPPORTED_CHARSETS = Object.keys(CHARSETS);
 
 /** The decoder label of an MSH-18 name; undefined when unknown (own entries only: 'toString' names no charset). */
 export function charsetLabel(name: string): string | undefined {
-  const own = (k: string) => (Object.hasOwn(CHARSETS, k) ? CHARSETS[k] : undefined);
-  return own(name.trim().toUpperCase()) ?? own(name.trim());
+  return ownCharset(name.trim().toUpperCase()) ?? ownCharset(name.trim());
+}
+
+function ownCharset(k: string): string | undefined {
+  return Object.hasOwn(CHARSETS, k) ? CHARSETS[k] : undefined;
 }
 
 function decodeWith(label: string, bytes: Buffer): string {
   // Node's Buffer 'latin1' is ISO-8859-1 proper; TextDecoder('latin1') would be windows-1252.
   if (label === 'latin1' || label === 'ascii') return bytes.toString('latin1');
-  return new TextDecoder(label).decode(bytes);
+  let decoder = decoders.get(label);
+  if (!decoder) decoders.set(label, (decoder = new TextDecoder(label)));
+  return decoder.decode(bytes);
 }
+
+/** One decoder per label: decoding without `stream` keeps no state from one call to the next. */
+const decoders = new Map<string, TextDecoder>();
 
 /** Reads MSH-18 (first component of the first repetition) from the raw bytes, before decoding. */
 function declaredCharset(bytes: Buffer): string | undefined {
-  const end = bytes.findIndex((b) => b === 0x0d || b === 0x0a);
+  const cr = bytes.indexOf(0x0d);
+  const lf = bytes.indexOf(0x0a);
+  const end = cr < 0 ? lf : lf < 0 ? cr : Math.min(cr, lf);
   const line = bytes.subarray(0, end < 0 ? Math.min(bytes.length, 4096) : end).toString('latin1');
   const i = line.indexOf('MSH');
   if (i < 0 || line.length < i + 8) return undefined;
   const fs = line[i + 3];
-  const enc = line.slice(i + 4).split(fs)[0] ?? '';
   const parts = line.slice(i).split(fs);
+  const enc = parts[1] ?? '';
   const f18 = parts[17];
   if (!f18) return undefined;
   const first = f18
@@ -189,6 +201,9 @@ function declaredCharset(bytes: Buffer): string | undefined {
     .trim();
   return first || undefined;
 }
+
+/** As `decoders`: one decoder serves every message. */
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 export interface Decoded {
   text: string;
@@ -214,7 +229,7 @@ export function decodeBytes(bytes: Buffer, defaultCharset = 'UNICODE UTF-8'): De
   const defLabel = charsetLabel(defaultCharset) ?? 'utf-8';
   if (defLabel === 'utf-8') {
     try {
-      return { text: new TextDecoder('utf-8', { fatal: true }).decode(bytes), charset: 'UNICODE UTF-8' };
+      return { text: STRICT_UTF8.decode(bytes), charset: 'UNICODE UTF-8' };
     } catch {
       // Not valid UTF-8: a legacy sender without MSH-18. ISO-8859-1 maps every byte, so nothing is lost.
       return { text: bytes.toString('latin1'), charset: '8859/1' };
@@ -251,11 +266,15 @@ export interface SplitResult {
 
 /** Normalises CR, LF and CRLF to CR; strips MLLP control bytes and blank lines. */
 export function normaliseSegments(text: string): string[] {
-  return text
-    .replace(/[\u000b\u001c]/g, '')
-    .split(/\r\n|\n\r|\r|\n/)
-    .map((l) => l.replace(/^[ \t]+/, ''))
-    .filter((l) => l.trim() !== '');
+  const clean = text.includes('\u000b') || text.includes('\u001c') ? text.replace(/[\u000b\u001c]/g, '') : text;
+  // Without an LF, the segments are separated by CR alone.
+  const lines = clean.includes('\n') ? clean.split(/\r\n|\n\r|\r|\n/) : clean.split('\r');
+  const out: string[] = [];
+  for (const line of lines) {
+    const l = line.startsWith(' ') || line.startsWith('\t') ? line.replace(/^[ \t]+/, '') : line;
+    if (l.trim() !== '') out.push(l);
+  }
+  return out;
 }
 
 /** Splits a payload into messages: one message, several, or a batch (FHS/BHS…BTS/FTS, trailers optional). */
@@ -328,26 +347,25 @@ export function readHeader(messageText: string): MshHeader {
   const d: Delimiters = { field: fs, component: enc[0], repetition: enc[1], escape: enc[2], subComponent: enc[3] };
   // raw[n] = MSH-n
   const raw: string[] = ['', fs, ...parts.slice(1)];
-  const f = (n: number) => raw[n] ?? '';
-  const c = (n: number, comp: number) => unescapeText(f(n).split(d.repetition)[0].split(d.component)[comp - 1] ?? '', d).trim();
+  const split: string[][] = [];
   const header: MshHeader = {
     delimiters: d,
     raw,
-    sendingApplication: f(3),
-    sendingFacility: f(4),
-    receivingApplication: f(5),
-    receivingFacility: f(6),
-    dateTime: c(7, 1),
-    messageCode: c(9, 1).toUpperCase(),
-    triggerEvent: c(9, 2).toUpperCase(),
-    messageStructure: c(9, 3).toUpperCase(),
-    controlId: c(10, 1),
-    processingId: c(11, 1),
-    version: c(12, 1),
-    acceptAckType: c(15, 1).toUpperCase(),
-    appAckType: c(16, 1).toUpperCase(),
-    charset: c(18, 1),
-    profiles: f(21)
+    sendingApplication: raw[3] ?? '',
+    sendingFacility: raw[4] ?? '',
+    receivingApplication: raw[5] ?? '',
+    receivingFacility: raw[6] ?? '',
+    dateTime: mshComponent(raw, split, d, 7, 1),
+    messageCode: mshComponent(raw, split, d, 9, 1).toUpperCase(),
+    triggerEvent: mshComponent(raw, split, d, 9, 2).toUpperCase(),
+    messageStructure: mshComponent(raw, split, d, 9, 3).toUpperCase(),
+    controlId: mshComponent(raw, split, d, 10, 1),
+    processingId: mshComponent(raw, split, d, 11, 1),
+    version: mshComponent(raw, split, d, 12, 1),
+    acceptAckType: mshComponent(raw, split, d, 15, 1).toUpperCase(),
+    appAckType: mshComponent(raw, split, d, 16, 1).toUpperCase(),
+    charset: mshComponent(raw, split, d, 18, 1),
+    profiles: (raw[21] ?? '')
       .split(d.repetition)
       .map((r) => unescapeText(r.split(d.component)[0] ?? '', d).trim())
       .filter(Boolean),
@@ -374,6 +392,15 @@ export function readHeader(messageText: string): MshHeader {
       header,
     );
   return header;
+}
+
+/**
+ * Component `comp` of the first repetition of MSH-n, unescaped and trimmed. `split` keeps each field's components, so
+ * that a field read several times (MSH-9) is split once.
+ */
+function mshComponent(raw: string[], split: string[][], d: Delimiters, n: number, comp: number): string {
+  split[n] ??= (raw[n] ?? '').split(d.repetition, 1)[0].split(d.component);
+  return unescapeText(split[n][comp - 1] ?? '', d).trim();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -604,13 +631,33 @@ export function parseMessageFast(messageText: string, options: ParseOptions = {}
   return parseWith(messageText, options, 'fast');
 }
 
+/**
+ * Whether `normaliseSegments(text).join('\r') + '\r'` would be `text` itself: segments ended by CR, none empty or blank
+ * (`\s` is what trim() removes) or starting with a space or tab, no LF and no MLLP control bytes. What splitMessages
+ * gives is, so a message is not normalised twice.
+ */
+export function isNormalised(text: string): boolean {
+  if (!text.endsWith('\r') || text.includes('\n') || text.includes('\u000b') || text.includes('\u001c')) return false;
+  // Each segment's first character: not a space or tab, not the CR of an empty segment, not the start of a blank one.
+  for (let start = 0; start < text.length; start = text.indexOf('\r', start) + 1) {
+    const ch = text.charCodeAt(start);
+    if (ch === 32 || ch === 9 || ch === 13) return false;
+    if ((ch < 33 || ch > 126) && BLANK_SEGMENT.test(text.slice(start, text.indexOf('\r', start)))) return false;
+  }
+  return true;
+}
+const BLANK_SEGMENT = /^\s*$/;
+
 function parseWith(messageText: string, options: ParseOptions, path: 'auto' | 'package' | 'fast'): Hl7Message | undefined {
-  const text = normaliseSegments(messageText).join('\r') + '\r';
+  const text = isNormalised(messageText) ? messageText : normaliseSegments(messageText).join('\r') + '\r';
   const header = readHeader(text);
-  checkLimits(text, header, options.limits);
+  const limits = options.limits ?? DEFAULT_PARSE_LIMITS;
   const charset = options.charset ?? (header.charset || undefined);
-  let segments = path === 'package' ? undefined : splitFast(text, header.delimiters, charset);
+  // The fast path counts the structure as it splits and calls checkLimits (which throws the located error) only when a
+  // limit is passed; before the package, checkLimits runs in full, as it bounds what the package is given.
+  let segments = path === 'package' ? undefined : splitFast(text, header, charset, limits);
   if (!segments) {
+    checkLimits(text, header, limits);
     if (path === 'fast') return undefined;
     segments = parseSegmentsWithPackage(text, header, charset);
   }
@@ -620,6 +667,8 @@ function parseWith(messageText: string, options: ParseOptions, path: 'auto' | 'p
 const SEGMENT_ID = /^[A-Z][A-Z0-9]{2}$/;
 /** Thrown inside `splitFast` when the package's answer would depend on its dictionary: the package decides. */
 const DECLINE = Symbol('decline');
+/** Thrown inside `splitFast` when a count passes a parser limit: checkLimits finds it again and throws its error. */
+const OVER_LIMIT = Symbol('over-limit');
 
 /**
  * The fast path (measured: the package spent about 2/3 of the gateway's HL7 parse time building its object model
@@ -632,58 +681,164 @@ const DECLINE = Symbol('decline');
  *   where its dictionary calls the component composite, and as the text `""` where it calls it primitive);
  * - a segment id that is not three capitals/digits (the package may throw on it; then the same error follows);
  * - the private-use characters the package path uses to hide escape characters.
+ * It counts what checkLimits counts, at each delimiter, and where a count passes a limit lets checkLimits throw its
+ * error (the same one: a limit is refused before either path gives a result).
  */
-function splitFast(text: string, d: Delimiters, charset: string | undefined): Hl7Segment[] | undefined {
+function splitFast(text: string, header: MshHeader, charset: string | undefined, limits: ParseLimits): Hl7Segment[] | undefined {
   if (text.includes('\ue000') || text.includes('\ue001')) return undefined;
-  const { field: F, repetition: R, component: C, subComponent: S, escape: E } = d;
-  const leaf = (v: string): Sub => (v.includes(E) ? unescapeText(v, d, E, charset) : v);
-  const component = (c: string): Sub[] => {
-    if (c === '') return [''];
-    if (!c.includes(S)) return c === '""' ? [null] : [leaf(c)];
-    const out: Sub[] = [];
-    for (const sub of c.split(S)) {
-      if (sub === '""') throw DECLINE;
-      out.push(leaf(sub));
-    }
-    return out;
-  };
-  const field = (f: string): Hl7Field => {
-    if (f === '') return [[['']]];
-    const reps = f.includes(R) ? f.split(R) : [f];
-    const out: Hl7Field = [];
-    for (const rep of reps) {
-      if (!rep.includes(C)) {
-        out.push([component(rep)]);
+  const d = header.delimiters;
+  const segments: Hl7Segment[] = [];
+  // What checkLimits counts, counted here at each delimiter instead of for each character; fields start at 2 in the
+  // first MSH (its scan starts at MSH-2's end) and at 0 in other segments, where the separator after the id counts.
+  const count = { elements: 0 };
+  try {
+    for (let ls = 0; ls < text.length; ) {
+      let le = text.indexOf('\r', ls);
+      if (le < 0) le = text.length;
+      if (le === ls) {
+        ls++;
         continue;
       }
-      const cs: Sub[][] = [];
-      for (const c of rep.split(C)) cs.push(component(c));
-      out.push(cs);
-    }
-    return out;
-  };
-  const segments: Hl7Segment[] = [];
-  try {
-    for (const line of text.split('\r')) {
-      if (!line) continue;
-      const parts = line.split(F);
-      const name = parts[0];
+      // The segment id: up to the first field separator (or the whole line). Searched within the line only, so that
+      // many lines without one cost no more than their length.
+      let p = ls;
+      while (p < le && text[p] !== d.field) p++;
+      const name = text.slice(ls, p);
       if (!SEGMENT_ID.test(name)) return undefined;
+      if (segments.length && segments.length >= limits.segments) throw OVER_LIMIT;
       const fields: Hl7Field[] = [[]];
+      let field = 0;
       if (name === 'MSH') {
         // As the package reads MSH: MSH-1 is the field separator, MSH-2 the encoding characters, then MSH-3…
-        fields.push([[[F]]], [[[C + R + E + S]]]);
-        for (let i = 2; i < parts.length; i++) fields.push(field(parts[i]));
-      } else {
-        for (let i = 1; i < parts.length; i++) fields.push(field(parts[i]));
+        fields.push([[[d.field]]], [[[d.component + d.repetition + d.escape + d.subComponent]]]);
+        if (!segments.length) field = 2;
+        if (p < le) {
+          let q = p + 1;
+          while (q < le && text[q] !== d.field) q++;
+          // In an MSH after the first, checkLimits counts the separator after the id and the delimiters of MSH-2.
+          if (segments.length) {
+            if (++field > limits.fields || ++count.elements > limits.elements) throw OVER_LIMIT;
+            countDelimiters(text, p + 1, q, d, limits, count);
+          }
+          p = q;
+        }
+      }
+      if (p < le) {
+        if (++field > limits.fields || ++count.elements > limits.elements) throw OVER_LIMIT;
+        splitFields(text, p + 1, le, d, charset, fields, field, limits, count);
       }
       segments.push({ name, fields });
+      ls = le + 1;
     }
   } catch (err) {
     if (err === DECLINE) return undefined;
+    if (err === OVER_LIMIT) {
+      checkLimits(text, header, limits); // throws
+      return undefined; // (it did not: the package decides)
+    }
     throw err;
   }
   return segments;
+}
+
+/** Counts the repetition, component and sub-component separators of text[from, to) (inside one field) as checkLimits does. */
+function countDelimiters(text: string, from: number, to: number, d: Delimiters, limits: ParseLimits, count: { elements: number }): void {
+  let rep = 1;
+  let comp = 1;
+  let sub = 1;
+  for (let i = from; i < to; i++) {
+    const ch = text[i];
+    if (ch === d.repetition) {
+      comp = sub = 1;
+      if (++rep > limits.repetitions) throw OVER_LIMIT;
+    } else if (ch === d.component) {
+      sub = 1;
+      if (++comp > limits.components) throw OVER_LIMIT;
+    } else if (ch === d.subComponent) {
+      if (++sub > limits.subComponents) throw OVER_LIMIT;
+    } else continue;
+    if (++count.elements > limits.elements) throw OVER_LIMIT;
+  }
+}
+
+/**
+ * Splits text[from, to) (the fields of one segment after its id, separated by the field separator) in one pass over
+ * its characters into `fields`: fields, repetitions, components and sub-components, each leaf unescaped where it holds
+ * the escape character. A component that is exactly `""` is null; a sub-component that is exactly `""` inside a
+ * component with sub-components throws DECLINE (see `splitFast`). Counts as checkLimits does (`field` is the number of
+ * the first field) and throws OVER_LIMIT where it would refuse.
+ */
+function splitFields(
+  text: string,
+  from: number,
+  to: number,
+  d: Delimiters,
+  charset: string | undefined,
+  fields: Hl7Field[],
+  field: number,
+  limits: ParseLimits,
+  count: { elements: number },
+): void {
+  const F = d.field.charCodeAt(0);
+  const C = d.component.charCodeAt(0);
+  const R = d.repetition.charCodeAt(0);
+  const S = d.subComponent.charCodeAt(0);
+  const E = d.escape.charCodeAt(0);
+  // The open repetitions, components and sub-components of the current field, component and repetition: built in
+  // scratch arrays and copied out at their exact size (a growing array reserves 16 slots, and most hold one).
+  const reps: Sub[][][] = [];
+  const comps: Sub[][] = [];
+  const subs: Sub[] = [];
+  let nReps = 0;
+  let nComps = 0;
+  let nSubs = 0;
+  let rep = 1;
+  let comp = 1;
+  let sub = 1;
+  let start = from;
+  let escaped = false;
+  for (let i = from; ; i++) {
+    // The end of the segment ends the last field.
+    const ch = i < to ? text.charCodeAt(i) : F;
+    if (ch !== F && ch !== C && ch !== R && ch !== S) {
+      if (ch === E) escaped = true;
+      continue;
+    }
+    if (i < to) {
+      if (ch === F) {
+        rep = comp = sub = 1;
+        if (++field > limits.fields) throw OVER_LIMIT;
+      } else if (ch === R) {
+        comp = sub = 1;
+        if (++rep > limits.repetitions) throw OVER_LIMIT;
+      } else if (ch === C) {
+        sub = 1;
+        if (++comp > limits.components) throw OVER_LIMIT;
+      } else if (++sub > limits.subComponents) throw OVER_LIMIT;
+      if (++count.elements > limits.elements) throw OVER_LIMIT;
+    }
+    // A leaf ends here.
+    let v: Sub = text.slice(start, i);
+    if (v === '""') {
+      if (ch === S || nSubs) throw DECLINE; // a null sub-component: the package's answer depends on its dictionary
+      v = null;
+    } else if (escaped) v = unescapeText(v, d, d.escape, charset);
+    start = i + 1;
+    escaped = false;
+    subs[nSubs++] = v;
+    if (ch === S) continue;
+    const component = nSubs === 1 ? [v] : subs.slice(0, nSubs);
+    nSubs = 0;
+    comps[nComps++] = component;
+    if (ch === C) continue;
+    const repetition = nComps === 1 ? [component] : comps.slice(0, nComps);
+    nComps = 0;
+    reps[nReps++] = repetition;
+    if (ch === R) continue;
+    fields.push(nReps === 1 ? [repetition] : reps.slice(0, nReps));
+    nReps = 0;
+    if (i >= to) return;
+  }
 }
 
 /** Parses the segments through the package (escapes hidden, decoders removed; see the file comment). */

@@ -126,11 +126,15 @@ export function patientIdentifiers(
       configured ?? (uid && uidType?.toUpperCase() === 'ISO' && /^\d+(\.\d+)+$/.test(uid) ? `urn:oid:${uid}` : ctx.patientIdentifierSystem);
     out.push({ system, value, type, configured: !!configured });
   });
-  const rank = (x: { configured: boolean; type?: string }) => (x.configured ? 0 : x.type?.toUpperCase() === 'MR' ? 1 : 2);
   return out
     .map((x, i) => ({ x, i }))
     .sort((a, b) => rank(a.x) - rank(b.x) || a.i - b.i)
     .map(({ x }) => ({ system: x.system, value: x.value, type: x.type }));
+}
+
+/** The order of PID-3 identifiers: one with a configured authority first, then one of type MR, then the rest. */
+function rank(x: { configured: boolean; type?: string }): number {
+  return x.configured ? 0 : x.type?.toUpperCase() === 'MR' ? 1 : 2;
 }
 
 /** Sender identity for duplicate detection and source ids: MSH-3 and MSH-4 as sent. */

@@ -13,9 +13,14 @@ import fc from 'fast-check';
 import type { TranslationContext } from '../../src/core/contract.js';
 import { buildAck, issuesToErrors } from '../../src/hl7v2/ack.js';
 import { hl7v2Adapter } from '../../src/hl7v2/adapter.js';
+import { valueText } from '../../src/hl7v2/oru/values.js';
 import {
+  DEFAULT_PARSE_LIMITS,
   decodeBytes,
   type Hl7Message,
+  type Hl7Segment,
+  isNormalised,
+  normaliseSegments,
   type ParseOptions,
   parseMessage,
   parseMessageFast,
@@ -170,38 +175,149 @@ describe('hl7v2 parse: fast path vs the hl7v2 package (differential)', () => {
   });
 
   it('agrees on generated messages (delimiters, escapes, nulls, odd segment ids)', () => {
-    const piece = fc.constantFrom(
-      'a',
-      'B',
-      '1',
-      ' ',
-      '|',
-      '^',
-      '~',
-      '&',
-      '\\',
-      '""',
-      '\\F\\',
-      '\\S\\',
-      '\\X4142\\',
-      '\\E\\',
-      'é',
-      '\r',
-      '\n',
-      'OBX|',
-      'Z1',
-    );
-    const body = fc.array(piece, { maxLength: 60 }).map((p) => p.join(''));
-    const header = fc.constantFrom(H, 'MSH|^~\\&|A|B|||20260101||ADT^A01|9|P|2.3.1', 'MSH#!$*@#A#B#####ORU!R01#2#P#2.5');
     fc.assert(
-      fc.property(
-        header,
-        fc.array(fc.tuple(fc.constantFrom('PID', 'OBX', 'ZZ1', 'NTE', 'pid', 'MSH', 'OBR'), body), { maxLength: 6 }),
-        (h, segs) => {
-          assertSame(`${h}\r${segs.map(([id, b]) => `${id}|${b}`).join('\r')}\r`);
-        },
-      ),
+      fc.property(generatedMessage, (text) => {
+        assertSame(text);
+      }),
       { numRuns: 400 },
     );
+  });
+
+  it('refuses generated messages over small parser limits as checkLimits does, and takes those under them as without limits', () => {
+    // The fast path counts as it splits; the package path runs checkLimits in full first (see parseWith).
+    // checkLimits counts MSH-2 of an MSH after the first (and only there):
+    const limits5 = { ...DEFAULT_PARSE_LIMITS, components: 5 };
+    const second = `${H}\rMSH|^^^^^^^^^^|x\r`;
+    assert.ok('error' in outcome(() => parseMessageWithPackage(second, { limits: limits5 })));
+    assert.deepEqual(
+      outcome(() => parseMessage(second, { limits: limits5 })),
+      outcome(() => parseMessageWithPackage(second, { limits: limits5 })),
+    );
+    assert.ok(parseMessageFast(`${H}\rMSH|^^^^|x\r`, { limits: limits5 }), 'taken by the fast path when within the limits');
+    const n = fc.integer({ min: 1, max: 12 });
+    const limits = fc.record({
+      segments: n,
+      fields: n,
+      repetitions: n,
+      components: n,
+      subComponents: n,
+      elements: fc.integer({ min: 1, max: 80 }),
+    });
+    fc.assert(
+      fc.property(generatedMessage, limits, (text, l) => {
+        assertSame(text, { limits: l });
+        const fast = outcome(() => parseMessageFast(text, { limits: l }) as Hl7Message);
+        const full = outcome(() => parseMessageWithPackage(text, { limits: l }));
+        if ('error' in fast || ('error' in full && full.error.code === 207)) assert.deepEqual(fast, full);
+        else if (fast.ok !== undefined) assert.deepEqual(fast.ok, parseMessageFast(text));
+        else assert.equal(parseMessageFast(text), undefined, 'a message within the limits is taken as without limits');
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});
+
+const generatedMessage = (() => {
+  const piece = fc.constantFrom(
+    'a',
+    'B',
+    '1',
+    ' ',
+    '|',
+    '^',
+    '~',
+    '&',
+    '\\',
+    '""',
+    '\\F\\',
+    '\\S\\',
+    '\\X4142\\',
+    '\\E\\',
+    'é',
+    '\r',
+    '\n',
+    'OBX|',
+    'Z1',
+  );
+  const body = fc.array(piece, { maxLength: 60 }).map((p) => p.join(''));
+  const header = fc.constantFrom(H, 'MSH|^~\\&|A|B|||20260101||ADT^A01|9|P|2.3.1', 'MSH#!$*@#A#B#####ORU!R01#2#P#2.5');
+  return fc
+    .tuple(header, fc.array(fc.tuple(fc.constantFrom('PID', 'OBX', 'ZZ1', 'NTE', 'pid', 'MSH', 'OBR'), body), { maxLength: 6 }))
+    .map(([h, segs]) => `${h}\r${segs.map(([id, b]) => `${id}|${b}`).join('\r')}\r`);
+})();
+
+/** valueText as first written (maps, joins and a regular expression per repetition): the reference for the faster one. */
+function referenceValueText(obx: Hl7Segment, compSep: string): string | undefined {
+  const reps = obx.fields[5] ?? [];
+  const t = reps
+    .map((rep) =>
+      rep
+        .map((comp) =>
+          comp
+            .map((s) => s ?? '')
+            .join('&')
+            .replace(/&+$/, ''),
+        )
+        .join(compSep)
+        .replace(new RegExp(`\\${compSep}+$`), ''),
+    )
+    .join('\n')
+    .trim();
+  return t || undefined;
+}
+
+describe('valueText (OBX-5 as text) agrees with the reference', () => {
+  it('on generated OBX-5 structures and component separators', () => {
+    const leaf = fc.oneof(fc.constant(null), fc.constantFrom('', ' ', '&', '^', '~', 'a', '12.5', ' x ', '\n', '^^', '\u00a0'));
+    const field = fc.array(fc.array(fc.array(leaf, { maxLength: 3 }), { maxLength: 4 }), { maxLength: 3 });
+    fc.assert(
+      fc.property(field, fc.constantFrom('^', '#', '$', '\\', '&', '.'), (f5, sep) => {
+        const obx: Hl7Segment = { name: 'OBX', fields: [[], [], [], [], [], f5] };
+        assert.equal(valueText(obx, sep), referenceValueText(obx, sep));
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+});
+
+/** normaliseSegments as first written (regular expressions throughout): the reference for the faster one. */
+function referenceNormalise(text: string): string[] {
+  return text
+    .replace(/[\u000b\u001c]/g, '')
+    .split(/\r\n|\n\r|\r|\n/)
+    .map((l) => l.replace(/^[ \t]+/, ''))
+    .filter((l) => l.trim() !== '');
+}
+
+describe('isNormalised: a message text that normalising would not change is parsed without normalising again', () => {
+  it('normaliseSegments agrees with the reference on generated texts', () => {
+    const char = fc.constantFrom('M', '|', '\r', '\n', ' ', '\t', '\u000b', '\u001c', '\u00a0', '\u2028', '\f', 'é');
+    fc.assert(
+      fc.property(fc.array(char, { maxLength: 16 }), (cs) => {
+        const t = cs.join('');
+        assert.deepEqual(normaliseSegments(t), referenceNormalise(t), JSON.stringify(t));
+      }),
+      { numRuns: 50_000 },
+    );
+  });
+
+  it('is true only where normaliseSegments(text) joined by CR (plus a final CR) is the text itself, and for what splitMessages gives', () => {
+    const char = fc.constantFrom('M', 'S', 'H', '|', '\r', '\r', '\n', ' ', '\t', '\u000b', '\u001c', '\u00a0', '\ufeff', '\u2028', '\f');
+    const normalised = (t: string) => normaliseSegments(t).join('\r') + '\r' === t;
+    fc.assert(
+      fc.property(fc.array(char, { maxLength: 12 }), (cs) => {
+        const t = cs.join('');
+        if (isNormalised(t)) assert.ok(normalised(t), JSON.stringify(t));
+        // The one text normalising leaves alone that is not taken as normalised: a lone CR (no segment at all).
+        else assert.ok(!normalised(t) || t === '\r', JSON.stringify(t));
+        const again = splitMessages(`MSH|${t}`).messages;
+        for (const m of again) assert.ok(isNormalised(m), JSON.stringify(m));
+      }),
+      { numRuns: 50_000 },
+    );
+    for (const { text } of corpus()) {
+      assert.equal(isNormalised(text), true, 'splitMessages gives normalised text');
+      assert.equal(isNormalised(text.replaceAll('\r', '\n')), normalised(text.replaceAll('\r', '\n')));
+    }
   });
 });

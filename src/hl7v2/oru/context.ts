@@ -25,6 +25,11 @@ export interface OruContext {
   fallbackOffset?: string;
   /** MSH-3|MSH-4|MSH-10 (sender and control id): the start of every Observation's source id. */
   sourceBase: string;
+  /**
+   * Each HL7 time of the message already converted (`effectiveOf`), by its text: most OBX rows of a device report
+   * carry the same OBX-14, and a metric without one reads its containers' again.
+   */
+  times: Map<string, string | undefined>;
 }
 
 /**

@@ -49,6 +49,8 @@ interface OrderScope {
   devices: Map<string, Device>;
   /** OBR-7: the time of an OBX that has none of its own and none from its containers. */
   obrEffective: string | undefined;
+  /** The identity of each MDS number of the order's tree (`deviceFor`), read once: every metric under it asks. */
+  identities: Map<number | undefined, DeviceIdentity>;
 }
 
 /** A blood-pressure metric waiting for its panel, with the device it was measured by. */
@@ -63,7 +65,8 @@ export function translateDeviceGroup(oru: OruContext, group: ObservationGroup, p
 
   group.orders.forEach((order, oi) => {
     const obrEffective = effectiveOf(oru, order.obr, 7);
-    const scope: OrderScope = { oru, tree: containmentTree(order.obxs), sender, location, devices, obrEffective };
+    const tree = containmentTree(order.obxs);
+    const scope: OrderScope = { oru, tree, sender, location, devices, obrEffective, identities: new Map() };
     const panels = new BpCollector<PanelMetric>();
     for (const { obx, pos } of scope.tree.nodes) {
       // A container, or no value:
@@ -118,7 +121,10 @@ function locationOf(pv1: Hl7Segment | undefined): string {
  */
 function deviceFor(scope: OrderScope, mds: number | undefined): DeviceIdentity {
   const { oru, tree, devices } = scope;
+  const known = scope.identities.get(mds);
+  if (known) return known;
   const identity = mdsIdentity(tree, mds, scope.sender, oru.translation, oru.opts);
+  scope.identities.set(mds, identity);
   const key = `${identity.system}|${identity.value}`;
   if (!devices.has(key)) {
     const mdsObx = mds !== undefined ? tree.containers.get(String(mds)) : undefined;

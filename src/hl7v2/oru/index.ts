@@ -59,7 +59,7 @@ function groups(msg: Hl7Message): ObservationGroup[] {
 export function translateOru(msg: Hl7Message, translation: TranslationContext, opts: Hl7TranslateOptions): Reading[] {
   const issues: OperationOutcomeIssue[] = [];
   const fallbackOffset = tsOffset(msg.header.dateTime);
-  const oru: OruContext = { msg, translation, opts, issues, fallbackOffset, sourceBase: sourceIdOf(msg) };
+  const oru: OruContext = { msg, translation, opts, issues, fallbackOffset, sourceBase: sourceIdOf(msg), times: new Map() };
   const device = isDeviceMessage(msg);
   const out: Reading[] = [];
   const gs = groups(msg);

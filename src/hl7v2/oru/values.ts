@@ -129,24 +129,34 @@ function toQuantity(value: number, unit: Unit | undefined, target?: string): Qua
 
 const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
-/** All of OBX-5 as text: repetitions joined by newlines, components by the component separator as sent. */
+/**
+ * All of OBX-5 as text: repetitions joined by newlines, components by the component separator as sent (trailing empty
+ * components dropped), sub-components by '&' (trailing empty ones dropped).
+ */
 export function valueText(obx: Hl7Segment, compSep: string): string | undefined {
-  const reps = obx.fields[5] ?? [];
-  const t = reps
-    .map((rep) =>
-      rep
-        .map((comp) =>
-          comp
-            .map((s) => s ?? '')
-            .join('&')
-            .replace(/&+$/, ''),
-        )
-        .join(compSep)
-        .replace(new RegExp(`\\${compSep}+$`), ''),
-    )
-    .join('\n')
-    .trim();
+  const reps = obx.fields[5];
+  if (!reps?.length) return undefined;
+  let t = '';
+  for (let r = 0; r < reps.length; r++) {
+    let rep = '';
+    const comps = reps[r];
+    for (let c = 0; c < comps.length; c++) {
+      const subs = comps[c];
+      // Most components are one sub-component: no join.
+      const comp = subs.length === 1 ? (subs[0] ?? '') : subs.map((x) => x ?? '').join('&');
+      rep += (c ? compSep : '') + trimEndChar(comp, '&');
+    }
+    t += (r ? '\n' : '') + trimEndChar(rep, compSep);
+  }
+  t = t.trim();
   return t || undefined;
+}
+
+/** `s` without the run of `ch` at its end. */
+function trimEndChar(s: string, ch: string): string {
+  let end = s.length;
+  while (end > 0 && s[end - 1] === ch) end--;
+  return end === s.length ? s : s.slice(0, end);
 }
 
 interface ObxValue {
@@ -164,14 +174,13 @@ function obxValue(
   issues: OperationOutcomeIssue[],
 ): ObxValue {
   const type = (get(obx, 2) ?? '').toUpperCase();
-  const where = at(msg, obx, 5);
   const text = valueText(obx, msg.header.delimiters.component);
   if (text === undefined) return {};
   switch (type) {
     case 'NM': {
       const t = get(obx, 5) ?? '';
       if (!NUMBER.test(t)) {
-        issues.push(hl7Issue('value', `OBX-5 '${t}' is not a number (OBX-2 is NM)`, where));
+        issues.push(hl7Issue('value', `OBX-5 '${t}' is not a number (OBX-2 is NM)`, at(msg, obx, 5)));
         return {};
       }
       const n = Number(t);
@@ -199,7 +208,7 @@ function obxValue(
       const comps = (obx.fields[5]?.[0] ?? []).map((c) => (c[0] ?? '').trim());
       const bad = comps.find((c) => c !== '' && !NUMBER.test(c));
       if (bad !== undefined) {
-        issues.push(hl7Issue('value', `OBX-5 holds '${bad}', not a number (OBX-2 is NA)`, where));
+        issues.push(hl7Issue('value', `OBX-5 holds '${bad}', not a number (OBX-2 is NA)`, at(msg, obx, 5)));
         return {};
       }
       const origin = toQuantity(0, unit);
@@ -240,27 +249,31 @@ function interpretation(obx: Hl7Segment): { concepts: CodeableConcept[]; flags: 
 function referenceRange(obx: Hl7Segment, unit: Unit | undefined): Observation['referenceRange'] {
   const text = get(obx, 7);
   if (!text) return undefined;
-  const num = '([+-]?(?:\\d+(?:\\.\\d*)?|\\.\\d+))';
-  const range = new RegExp(`^${num}\\s*(?:-|to)\\s*${num}$`, 'i').exec(text);
-  const q = (v: string) => {
-    const x = toQuantity(Number(v), unit);
-    delete x.comparator;
-    return x;
-  };
-  if (range) return [{ low: q(range[1]), high: q(range[2]), text }];
-  const lt = new RegExp(`^<=?\\s*${num}$`).exec(text);
-  if (lt) return [{ high: q(lt[1]), text }];
-  const gt = new RegExp(`^>=?\\s*${num}$`).exec(text);
-  if (gt) return [{ low: q(gt[1]), text }];
+  const range = RANGE.exec(text);
+  if (range) return [{ low: rangeQuantity(range[1], unit), high: rangeQuantity(range[2], unit), text }];
+  const lt = RANGE_LT.exec(text);
+  if (lt) return [{ high: rangeQuantity(lt[1], unit), text }];
+  const gt = RANGE_GT.exec(text);
+  if (gt) return [{ low: rangeQuantity(gt[1], unit), text }];
   return [{ text }];
+}
+
+const RANGE_NUMBER = '([+-]?(?:\\d+(?:\\.\\d*)?|\\.\\d+))';
+const RANGE = new RegExp(`^${RANGE_NUMBER}\\s*(?:-|to)\\s*${RANGE_NUMBER}$`, 'i');
+const RANGE_LT = new RegExp(`^<=?\\s*${RANGE_NUMBER}$`);
+const RANGE_GT = new RegExp(`^>=?\\s*${RANGE_NUMBER}$`);
+
+function rangeQuantity(v: string, unit: Unit | undefined): Quantity {
+  const x = toQuantity(Number(v), unit);
+  delete x.comparator;
+  return x;
 }
 
 /** Resolves OBX-3: an MDC code through the verified table (numeric code wins over the reference id); LOINC vital signs. */
 function resolveObxCode(msg: Hl7Message, obx: Hl7Segment, issues: OperationOutcomeIssue[]): ResolvedCode | undefined {
   const { codings, text, systems } = codedElement(obx, 3);
-  const where = at(msg, obx, 3);
   if (!codings.length) {
-    issues.push(hl7Issue('required', 'OBX-3 (observation identifier) is empty', where));
+    issues.push(hl7Issue('required', 'OBX-3 (observation identifier) is empty', at(msg, obx, 3)));
     return undefined;
   }
   const mdcIdx = systems.findIndex((s) => s?.toUpperCase() === 'MDC');
@@ -272,7 +285,7 @@ function resolveObxCode(msg: Hl7Message, obx: Hl7Segment, issues: OperationOutco
     const byRef = refId ? findMdcMetric(refId) : undefined;
     if (byCode && byRef && byCode.code !== byRef.code) {
       const why = `OBX-3 is contradictory: MDC code ${numeric} is ${byCode.refId}, but the text says ${refId} (${byRef.code})`;
-      issues.push(hl7Issue('code-invalid', why, where));
+      issues.push(hl7Issue('code-invalid', why, at(msg, obx, 3)));
       return undefined;
     }
     const m = numeric ? byCode : byRef;
@@ -297,7 +310,11 @@ function resolveObxCode(msg: Hl7Message, obx: Hl7Segment, issues: OperationOutco
 export function effectiveOf(oru: OruContext, seg: Hl7Segment | undefined, f: number): string | undefined {
   const raw = get(seg, f, 1);
   if (!raw) return undefined;
-  const v = hl7TsToFhir(raw, { fallbackOffset: oru.fallbackOffset, defaultZone: oru.opts.defaultTimezone });
+  let v = oru.times.get(raw);
+  if (v === undefined && !oru.times.has(raw)) {
+    v = hl7TsToFhir(raw, { fallbackOffset: oru.fallbackOffset, defaultZone: oru.opts.defaultTimezone });
+    oru.times.set(raw, v);
+  }
   if (!v) oru.issues.push(hl7Issue('value', `'${raw}' is not an HL7 date/time`, at(oru.msg, seg, f)));
   return v;
 }
