@@ -8,11 +8,11 @@
  *   - ingest-to-EHR latency p50/p99 at a fixed offered rate (below saturation)
  *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
  *
- * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 300 --seconds 10 --concurrency 32 --batch-max N --split --profile
+ * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 500 --seconds 10 --concurrency 32 --batch-max N --split --profile
  *                         --fsync everysec|always|both --mllp 1500 --scale 1+1,2+2 --rounds 1]
  * (--batch: readings per request in the sustained phase, one run per value, 20 then 1 by default; --batch-max:
  *  DELIVERY_BATCH_MAX, the gateway's default if absent)
- * (--mllp N: afterwards, runs bench/hl7v2.ts with --rate N: ACKed PCD-01 messages/s over MLLP and the ACK latency
+ * (--mllp N: afterwards (default 1500; 0: not), runs bench/hl7v2.ts with --rate N: ACKed PCD-01 messages/s over MLLP and the ACK latency
  *  p50/p99 at N messages/s offered, against a gateway in the ingest role)
  * (--split runs ingest and delivery as two processes, as a scaled deployment does)
  * (--scale 1+1,2+2: scale-out instead of the above. For each shape N+M, a fresh Redis (AOF on) with N --role ingest and
@@ -41,9 +41,9 @@ const BATCH_ARG = args.includes('--batch') ? args[args.indexOf('--batch') + 1] :
 const BATCHES = BATCH_ARG.split(',').map(Number);
 if (!BATCHES.every((b) => Number.isInteger(b) && b > 0)) throw new Error('--batch: readings per request, e.g. 20 or 20,1');
 const BATCH = BATCHES[0];
-const MLLP_RATE = opt('mllp', 0);
+const MLLP_RATE = opt('mllp', args.includes('--scale') ? 0 : 1500);
 const IN_FLIGHT = opt('in-flight', 16);
-const RATE = opt('rate', 300);
+const RATE = opt('rate', 500);
 const SECONDS = opt('seconds', 10);
 const CONCURRENCY = opt('concurrency', 32);
 const BATCH_MAX = opt('batch-max', 0); // 0: the gateway's default
@@ -117,8 +117,11 @@ async function startGateway(env: Record<string, string>, role = 'all'): Promise<
   return { child, url, peakRss: () => peak };
 }
 
+/** Reading times are seconds after a day 60 days back: every offset the runs use stays behind the clock. */
+const DAY0 = Math.floor(Date.now() / 86_400_000 - 60) * 86_400_000;
+
 function reading(device: number, seq: number) {
-  const t = new Date(Date.UTC(2026, 10, 23, 0, 0, 0) + seq * 1000).toISOString();
+  const t = new Date(DAY0 + seq * 1000).toISOString();
   return {
     deviceId: `BENCH-${device}`,
     patientId: `MRN-${device % 500}`,
@@ -313,7 +316,7 @@ async function scale(shapes: Shape[]): Promise<void> {
   try {
     for (let round = 0; round < rounds; round++) {
       for (const [si, shape] of shapes.entries()) {
-        // Reading times are seconds after a fixed day: small offsets keep them behind the clock (READING_TIME_MAX_AHEAD_MS).
+        // Reading times are seconds after DAY0: small offsets keep them behind the clock (READING_TIME_MAX_AHEAD_MS).
         const run = await scaleRun(shape, sink, 300_000 + si * 100_000);
         runs.push(run);
         printScaleRun(run, runs[round * shapes.length], rounds > 1 ? ` (round ${round + 1})` : '');
