@@ -6,8 +6,8 @@
  *     `Hl7Message.parse` alone on the same messages (parse only: it does not translate).
  *  2. Against a real gateway (test harness: throwaway redis-server with AOF, sandbox EHR, gateway on port 0 with the
  *     HL7v2 extension): ACKed PCD-01 messages/s over 8 concurrent MLLP connections (closed loop: each connection sends
- *     its next message when the ACK of the previous one arrives), and ACK latency p50/p99 at a fixed offered rate
- *     (default 500 msg/s, open loop, spread over the 8 connections). An ACK (AA) means the job is in Redis.
+ *     its next message when the ACK of the previous one arrives), and ACK latency p50/p99 at fixed offered rates
+ *     (default 500 then 1,500 msg/s, open loop, spread over the 8 connections). An ACK (AA) means the job is in Redis.
  *
  * Part 2 runs the gateway in the ingest role by default (the ACK path: translate, validate, enqueue), as a separate
  * ingest process would; `--all` runs the all-in-one role, where the delivery worker and the sandbox EHR (a linear-scan
@@ -18,7 +18,7 @@
  * a ratio to medplum. `--parse-only` stops after part 1. `--whole-only` runs only the whole path, for --seconds, and
  * stops: a loop to profile (`node --cpu-prof --import tsx bench/hl7v2.ts --whole-only --seconds 10`).
  *
- * Usage: npx tsx bench/hl7v2.ts [--seconds 5] [--rate 500] [--connections 8] [--all] [--parse-only] [--whole-only]
+ * Usage: npx tsx bench/hl7v2.ts [--seconds 5] [--rate 500,1500] [--connections 8] [--all] [--parse-only] [--whole-only]
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -37,7 +37,9 @@ import { pcdMessage, TestClient } from '../test/hl7v2/helpers.js';
 import { args, opt, ROOT } from './common.js';
 
 const SECONDS = opt('seconds', 5);
-const RATE = opt('rate', 500);
+/** Offered rates of the open loop (--rate 500,1500: one run each, in order). */
+const RATES = (args.includes('--rate') ? args[args.indexOf('--rate') + 1] : '500,1500').split(',').map(Number);
+if (!RATES.every((r) => r > 0)) throw new Error('--rate: messages/s offered, e.g. 500 or 500,1500');
 const CONNECTIONS = opt('connections', 8);
 const ROLE = (args.includes('--all') ? 'all' : 'ingest') as 'all' | 'ingest';
 
@@ -192,10 +194,10 @@ async function gatewayBench(): Promise<void> {
       `   closed loop: ${(acked / elapsed).toFixed(0)} ACKed (AA) PCD-01 messages/s over ${elapsed.toFixed(1)} s${refused ? ` (${refused} not AA)` : ''}`,
     );
 
-    // Open loop at a fixed rate.
-    const latencies: number[] = [];
+    // Open loop at each fixed rate.
+    let latencies: number[] = [];
     let notAa = 0;
-    const sentAt = new Map<string, number>();
+    let sentAt = new Map<string, number>();
     const readers = clients.map(async (c) => {
       for (;;) {
         let frame: string;
@@ -210,25 +212,30 @@ async function gatewayBench(): Promise<void> {
         if (ack.code !== 'AA') notAa++;
       }
     });
-    const total = RATE * SECONDS;
-    const start = performance.now();
-    for (let i = 0; i < total; i++) {
-      const due = start + (i * 1000) / RATE;
-      const wait = due - performance.now();
-      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-      const msg = next();
-      const cid = `B-${process.pid}-${seq}`;
-      sentAt.set(cid, performance.now());
-      clients[i % clients.length].send(msg);
+    for (const rate of RATES) {
+      latencies = [];
+      notAa = 0;
+      sentAt = new Map();
+      const total = rate * SECONDS;
+      const start = performance.now();
+      for (let i = 0; i < total; i++) {
+        const due = start + (i * 1000) / rate;
+        const wait = due - performance.now();
+        if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+        const msg = next();
+        const cid = `B-${process.pid}-${seq}`;
+        sentAt.set(cid, performance.now());
+        clients[i % clients.length].send(msg);
+      }
+      const deadline = Date.now() + 30000;
+      while (latencies.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const sorted = latencies.sort((x, y) => x - y);
+      console.log(
+        `   open loop at ${rate} msg/s offered (${total} messages): ACK latency p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms; ${sorted.length}/${total} answered${notAa ? `, ${notAa} not AA` : ''}`,
+      );
     }
-    const deadline = Date.now() + 30000;
-    while (latencies.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const c of clients) c.close();
     await Promise.all(readers);
-    const sorted = latencies.sort((x, y) => x - y);
-    console.log(
-      `   open loop at ${RATE} msg/s offered (${total} messages): ACK latency p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms; ${sorted.length}/${total} answered${notAa ? `, ${notAa} not AA` : ''}`,
-    );
   } finally {
     await gateway.stop();
     await ehr.stop();

@@ -9,10 +9,10 @@
  *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
  *
  * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 500 --seconds 10 --concurrency 32 --batch-max N --split --profile
- *                         --fsync everysec|always|both --mllp 1500 --scale 1+1,2+2 --rounds 1]
+ *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1]
  * (--batch: readings per request in the sustained phase, one run per value, 20 then 1 by default; --batch-max:
  *  DELIVERY_BATCH_MAX, the gateway's default if absent)
- * (--mllp N: afterwards (default 1500; 0: not), runs bench/hl7v2.ts with --rate N: ACKed PCD-01 messages/s over MLLP and the ACK latency
+ * (--mllp R: afterwards (default 500,1500; 0: not), runs bench/hl7v2.ts with --rate R: ACKed PCD-01 messages/s over MLLP and the ACK latency
  *  p50/p99 at N messages/s offered, against a gateway in the ingest role)
  * (--split runs ingest and delivery as two processes, as a scaled deployment does)
  * (--scale 1+1,2+2: scale-out instead of the above. For each shape N+M, a fresh Redis (AOF on) with N --role ingest and
@@ -41,7 +41,8 @@ const BATCH_ARG = args.includes('--batch') ? args[args.indexOf('--batch') + 1] :
 const BATCHES = BATCH_ARG.split(',').map(Number);
 if (!BATCHES.every((b) => Number.isInteger(b) && b > 0)) throw new Error('--batch: readings per request, e.g. 20 or 20,1');
 const BATCH = BATCHES[0];
-const MLLP_RATE = opt('mllp', args.includes('--scale') ? 0 : 1500);
+/** Offered rates of the MLLP run (bench/hl7v2.ts --rate), e.g. 500,1500; 0: no MLLP run. */
+const MLLP_RATES = args.includes('--mllp') ? args[args.indexOf('--mllp') + 1] : args.includes('--scale') ? '0' : '500,1500';
 const IN_FLIGHT = opt('in-flight', 16);
 const RATE = opt('rate', 500);
 const SECONDS = opt('seconds', 10);
@@ -503,9 +504,9 @@ async function main(): Promise<void> {
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
   }
-  if (MLLP_RATE) {
-    console.log(`\nMLLP (bench/hl7v2.ts --rate ${MLLP_RATE}):`);
-    const child = fork(join(ROOT, 'bench/hl7v2.ts'), ['--rate', String(MLLP_RATE)], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
+  if (MLLP_RATES !== '0') {
+    console.log(`\nMLLP (bench/hl7v2.ts --rate ${MLLP_RATES}):`);
+    const child = fork(join(ROOT, 'bench/hl7v2.ts'), ['--rate', MLLP_RATES], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
     const code = await new Promise<number | null>((r) => child.once('exit', r));
     if (code !== 0) throw new Error(`bench/hl7v2.ts exited ${code}`);
   }
