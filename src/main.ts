@@ -14,6 +14,8 @@ import { gatewayConfigHelp, gatewayEnvFile, loadGatewayConfig } from './app/feat
 import { applyToRegistry, loadMappingsDir, validateMappingCommand, translateCommand } from './adapters/mapping/index.js';
 import { SHIPPED_MAPPINGS_DIR } from './adapters/mapping/folder.js';
 import { main as sendHl7 } from './channels/mllp/client.js';
+import { HL7_ADAPTER_ID } from './hl7v2/adapter.js';
+import { loadHl7Package } from './hl7v2/parse.js';
 import { loadPluginsInto } from './adapters/plugins.js';
 import { existsSync, statSync } from 'node:fs';
 import { generateKeyFile } from './ehr-auth/index.js';
@@ -151,6 +153,8 @@ async function translate(argv: string[]): Promise<number> {
     console.error(`cannot read ${file} as JSON: ${(err as Error).message}`);
     return 2;
   }
+  // The hl7v2 adapter's synchronous translate needs its fallback parser loaded for some messages (hl7v2/parse.ts).
+  if (id === HL7_ADAPTER_ID) await loadHl7Package();
   try {
     const translations = pipeline.translate(id, { body, channel: 'cli', receivedAt: new Date().toISOString(), attributes });
     console.log(JSON.stringify(translations, null, 2));
