@@ -12,8 +12,14 @@
  *
  * `--role worker` measures a worker process; an ingest process (not measured) takes the load and feeds it.
  *
+ * Each line also gives the gateway's CPU time over the interval (user + system, % of one core): a setting that saves
+ * memory by collecting garbage more often shows its price there. At the end: the readings the EHR received, so that
+ * a run says whether delivery kept up. `--env KEY=VALUE` (repeatable) sets a gateway configuration key for the
+ * measured process (e.g. `--env HEAP_GROWTH_PERCENT=0` for V8's own heap sizing), to compare settings back to back.
+ * The gateways listen for MLLP on a port of their own (port 2575 may be another gateway's).
+ *
  * Usage: npx tsx bench/soak.ts [--seconds 600] [--interval 30] [--rate 200] [--batch 1] [--role all|ingest|worker]
- *                               [--sandbox]
+ *                               [--sandbox] [--env KEY=VALUE ...]
  */
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -29,6 +35,10 @@ const RATE = opt('rate', 200);
 const BATCH = opt('batch', 1);
 const ROLE = args.includes('--role') ? args[args.indexOf('--role') + 1] : 'all';
 const SANDBOX = args.includes('--sandbox');
+/** Configuration keys for the measured gateway only (--env KEY=VALUE). */
+const MEASURED_ENV: Record<string, string> = Object.fromEntries(
+  args.flatMap((a, i) => (a === '--env' && args[i + 1]?.includes('=') ? [args[i + 1].split(/=(.*)/s).slice(0, 2)] : [])),
+);
 const MiB = 2 ** 20;
 
 interface Mem {
@@ -37,12 +47,26 @@ interface Mem {
   heapTotal: number;
   external: number;
   arrayBuffers: number;
+  /** process.cpuUsage(): user + system CPU time since the process started, in microseconds. */
+  cpu: number;
 }
 
 const PRELOAD = `
 process.stdout.on('error', () => undefined);
-setInterval(() => process.stdout.write(JSON.stringify({ soakMemory: process.memoryUsage() }) + '\\n'), 1000).unref();
+setInterval(() => {
+  const { user, system } = process.cpuUsage();
+  process.stdout.write(JSON.stringify({ soakMemory: { ...process.memoryUsage(), cpu: user + system } }) + '\\n');
+}, 1000).unref();
 `;
+
+/** Every child process started here, ended when the soak ends (also when it fails). */
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+function exited(c: ChildProcess): Promise<void> {
+  return c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise((r) => c.once('exit', () => r()));
+}
 
 async function startGateway(
   env: Record<string, string>,
@@ -56,6 +80,7 @@ async function startGateway(
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  children.add(child);
   let last: Mem | undefined;
   let peak = 0;
   let buf = '';
@@ -83,10 +108,24 @@ async function startGateway(
 
 async function startSink(): Promise<{ child: ChildProcess; url: string }> {
   const child = fork(join(ROOT, 'bench/sink.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  children.add(child);
   const port = await new Promise<number>((res) =>
     child.on('message', (m: { type: string; port: number }) => m.type === 'listening' && res(m.port)),
   );
   return { child, url: `http://127.0.0.1:${port}/fhir` };
+}
+
+/** The readings the sink has received so far. */
+function sinkReadings(sink: ChildProcess): Promise<number> {
+  return new Promise((res) => {
+    const on = (m: { type: string; readings: number }) => {
+      if (m.type !== 'stats') return;
+      sink.off('message', on);
+      res(m.readings);
+    };
+    sink.on('message', on);
+    sink.send({ type: 'stats' });
+  });
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
@@ -149,6 +188,7 @@ async function main(): Promise<void> {
     UNKNOWN_PATIENT_POLICY: 'create',
     UNKNOWN_DEVICE_POLICY: 'accept',
     MAPPINGS_WATCH: 'false',
+    MLLP_PORT: '0',
     QUEUE_MAX_DEPTH: '10000000',
     JOB_RETENTION_COMPLETED: '1000',
     ...(sink ? { FHIR_BASE_URL: sink.url } : {}),
@@ -156,7 +196,7 @@ async function main(): Promise<void> {
   // 'info' would print a line per request; the start line is at info, so the gateway logs at info but the soak
   // reads only the start line and its own reports.
   env.LOG_LEVEL = 'info';
-  const gw = await startGateway(env, ROLE);
+  const gw = await startGateway({ ...env, ...MEASURED_ENV }, ROLE);
   // A worker takes its jobs from an ingest process (not measured).
   const feeder = ROLE === 'worker' ? await startGateway(env, 'ingest') : undefined;
   const ingestUrl = feeder?.url ?? gw.url;
@@ -181,11 +221,19 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 2000));
   const started = gw.mem();
   console.log(
-    `gateway role ${ROLE}${SANDBOX ? ' with the sandbox EHR' : ', FHIR_BASE_URL set (benchmark sink)'}; ${RATE} readings/s offered, ${BATCH} per request; ${SECONDS} s`,
+    `gateway role ${ROLE}${SANDBOX ? ' with the sandbox EHR' : ', FHIR_BASE_URL set (benchmark sink)'}; ${RATE} readings/s offered, ${BATCH} per request; ${SECONDS} s${
+      Object.keys(MEASURED_ENV).length
+        ? `; ${Object.entries(MEASURED_ENV)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ')}`
+        : ''
+    }`,
   );
   if (started) console.log(`after start: rss ${(started.rss / MiB).toFixed(0)} MiB, heap used ${(started.heapUsed / MiB).toFixed(0)} MiB`);
-  console.log('   t (s)   rss MiB   heapUsed MiB   heapTotal MiB   external MiB   readings posted');
+  console.log('   t (s)   rss MiB   heapUsed MiB   heapTotal MiB   external MiB   cpu %   readings posted');
   const t0 = Date.now();
+  const cpu0 = started?.cpu ?? 0;
+  let cpuBefore = cpu0;
   const xs: number[] = [];
   const rss: number[] = [];
   const heap: number[] = [];
@@ -194,8 +242,10 @@ async function main(): Promise<void> {
     const m = gw.mem();
     if (!m) continue;
     const t = (Date.now() - t0) / 1000;
+    const cpu = ((m.cpu - cpuBefore) / 1e4 / INTERVAL).toFixed(0);
+    cpuBefore = m.cpu;
     console.log(
-      `${t.toFixed(0).padStart(8)}${(m.rss / MiB).toFixed(0).padStart(10)}${(m.heapUsed / MiB).toFixed(0).padStart(15)}${(m.heapTotal / MiB).toFixed(0).padStart(16)}${(m.external / MiB).toFixed(0).padStart(15)}${String(seq * BATCH).padStart(18)}`,
+      `${t.toFixed(0).padStart(8)}${(m.rss / MiB).toFixed(0).padStart(10)}${(m.heapUsed / MiB).toFixed(0).padStart(15)}${(m.heapTotal / MiB).toFixed(0).padStart(16)}${(m.external / MiB).toFixed(0).padStart(15)}${cpu.padStart(8)}${String(seq * BATCH).padStart(18)}`,
     );
     if (t > INTERVAL * 1.5) {
       xs.push(t / 60);
@@ -205,17 +255,35 @@ async function main(): Promise<void> {
   }
   stop = true;
   await loadDone;
+  const end = gw.mem();
+  const cpuSeconds = ((end?.cpu ?? cpu0) - cpu0) / 1e6;
   const sr = slope(xs, rss);
   const sh = slope(xs, heap);
   // Flat: the fitted growth over the run is under 5% of the level (or 5 MiB), i.e. no leak visible at this length.
   const flat = (s: number, ys: number[]) => Math.abs(s * (xs[xs.length - 1] - xs[0] || 1)) < Math.max(5, 0.05 * (ys[0] ?? 0));
   console.log(`peak rss ${(gw.peak() / MiB).toFixed(0)} MiB; ${refused} requests not accepted`);
   console.log(
+    `gateway cpu ${cpuSeconds.toFixed(0)} s over the run (${((cpuSeconds / ((Date.now() - t0) / 1000)) * 100).toFixed(0)}% of one core)`,
+  );
+  if (sink && ROLE !== 'ingest') {
+    // Delivery drains what was posted: wait up to 30 s for it to catch up.
+    const posted = seq * BATCH - refused * BATCH;
+    let got = await sinkReadings(sink.child);
+    for (let i = 0; i < 30 && got < posted; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      got = await sinkReadings(sink.child);
+    }
+    console.log(`readings delivered to the EHR: ${got} of ${posted} accepted`);
+  }
+  console.log(
     `rss slope ${sr.toFixed(2)} MiB/min (${flat(sr, rss) ? 'flat' : 'NOT flat'}); heap slope ${sh.toFixed(2)} MiB/min (${flat(sh, heap) ? 'flat' : 'NOT flat'})`,
   );
   gw.child.stdout?.resume();
+  feeder?.child.stdout?.resume();
+  // The gateways stop before their Redis does (a gateway whose Redis vanishes mid-shutdown fails its last commands).
   gw.child.kill('SIGTERM');
   feeder?.child.kill('SIGTERM');
+  await Promise.all([exited(gw.child), feeder ? exited(feeder.child) : undefined]);
   sink?.child.kill();
   await redis.stop();
 }

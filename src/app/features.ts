@@ -33,8 +33,8 @@ import { READING_CHECK_KEYS, readReadingChecks } from '../fhir/plausibility.js';
 import type { RefusalStore } from '../pipeline/refusals.js';
 import type { JobQueue } from '../queue/routing.js';
 import { PLUGIN_KEYS } from '../adapters/config.js';
-import { configureTemplateLimits, readTemplateLimits, templateLimits } from '../adapters/limits.js';
-import { closeTemplatePool, templatePool } from '../adapters/mapping/pool.js';
+import { configureTemplateLimits, readTemplateLimits } from '../adapters/limits.js';
+import { closeTemplatePool } from '../adapters/mapping/pool.js';
 import { createRegistration } from '../registration/service.js';
 import { CONSOLE_KEYS } from '../console/config.js';
 import { readSandboxClients } from '../sandbox/auth.js';
@@ -142,12 +142,10 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
   // 2. Adapters: hl7v2 (the built-ins are in the registry already), the mappings folder, plugins, registered ones.
   //    The limits on templates and on work per message apply to every source, so they are set first.
   configureTemplateLimits(readTemplateLimits(config.raw));
-  const templates: Part = {
-    start: async () => {
-      if (pipeline && templateLimits().workers > 0) templatePool().warm();
-    },
-    stop: () => closeTemplatePool(),
-  };
+  // The template workers start at the first message a mapping translates (the budget never counts a worker's start):
+  // each is an isolate of its own (about 25–35 MiB of RSS, measured), which a process that never meets a mapping's
+  // message should not hold.
+  const templates: Part = { start: async () => undefined, stop: () => closeTemplatePool() };
   const hl7 = readHl7Config(config.raw);
   if (hl7.errors.length) throw new ConfigError(hl7.errors);
   registry.register(createHl7Adapter(hl7.config));

@@ -37,7 +37,7 @@ import { EhrClient } from '../delivery/ehr-client.js';
 import { CircuitBreaker } from '../delivery/breaker.js';
 import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
 import { Notifier, SubscriberClient } from '../delivery/notifier.js';
-import { createSandboxEhr, type SandboxEhr } from '../sandbox/sandbox.js';
+import type { SandboxEhr } from '../sandbox/sandbox.js';
 import { readSandboxClients } from '../sandbox/auth.js';
 import { jwksRoutes, type PreparedEhrAuth, prepareEhrAuth } from '../ehr-auth/index.js';
 import { createApp, withHotRoutes } from '../http/app.js';
@@ -159,7 +159,10 @@ export class Gateway {
     // One JWKS for every key the gateway signs with (FHIR_SMART_KEYS and the file's SMART destinations).
     const jwks = [ehrAuth, ...destinationAuths.values()].flatMap((a) => a.keys?.jwks.keys ?? []);
     const publishedKeys = jwks.length ? { keys: [...new Map(jwks.map((k) => [k.kid, k])).values()] } : undefined;
-    initValidation();
+    // The R4 definitions validate what a process ingests: indexed now where it ingests, so that the first reading does
+    // not wait for them; a worker indexes them only if it validates something (fhir/validate.ts). With the sandbox on,
+    // every resource type, which the sandbox then reuses (sandbox/sandbox.ts).
+    if (this.role !== 'worker' || config.sandbox) initValidation({ allTypes: config.sandbox });
     let redisUrl = config.redisUrl;
     const sentinels = config.redisSentinels.length ? config.redisSentinels : undefined;
     const clusterNodes = config.redisClusterNodes.length ? config.redisClusterNodes : undefined;
@@ -247,6 +250,9 @@ export class Gateway {
     if (pipeline) pipeline.observer = this.stats;
     if (config.sandbox) {
       const { mode, clients, tokenLifetimeS } = config.sandboxAuth;
+      // Loaded only here: the FHIR engine (@medplum/fhir-router) and its search parameters cost memory in every
+      // process otherwise, and a gateway with FHIR_BASE_URL set never serves a sandbox.
+      const { createSandboxEhr } = await import('../sandbox/sandbox.js');
       this.sandbox = await createSandboxEhr({
         auth: mode === 'smart' ? { clients: readSandboxClients(clients).clients, tokenLifetimeS } : undefined,
         dataDir: config.sandboxDataDir,

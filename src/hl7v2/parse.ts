@@ -33,11 +33,18 @@
  *   depends on its dictionary or where it may refuse (see there). `test/hl7v2/parse-fast.test.ts` compares the two on
  *   every sample and on generated messages, with and without small limits.
  *
+ * - Memory: the package and its dictionaries cost about 130 MiB of RSS once loaded (measured), and the fast path
+ *   parses every ordinary message. So the package is loaded on demand, by `loadHl7Package`, the first time a message
+ *   needs it: `parseMessage` (synchronous) throws `Hl7PackageNotLoaded` for such a message until then, and
+ *   `parseMessageAsync` (what the MLLP session and the adapter use) loads the package and parses again. A gateway
+ *   that never meets such a message never loads the package.
+ *
  * The result is a plain, JSON-serialisable `Hl7Message`: segments → fields → repetitions → components →
  * sub-components, every leaf a decoded string or null.
  */
-import { HL7Message as PkgMessage } from 'hl7v2';
-import { dictionaries as pkgDictionaries, type HL7Dictionary } from 'hl7v2-dictionary';
+import type { HL7Message as PkgMessage } from 'hl7v2';
+import type { HL7Dictionary } from 'hl7v2-dictionary';
+import { GatewayError, issue, outcome } from '../core/errors.js';
 
 /** A leaf value: decoded text, or null for an explicit HL7 null (`""`). Absent values are '' or missing. */
 export type Sub = string | null;
@@ -472,9 +479,60 @@ export function unescapeText(value: string, d: Delimiters, escape = d.escape, ch
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The package, with decoders removed
+// The package, loaded on demand, with decoders removed
 
-let plainDictionaries: Record<string, HL7Dictionary> | undefined;
+interface Hl7Package {
+  Message: typeof PkgMessage;
+  dictionaries: Record<string, HL7Dictionary>;
+}
+
+let pkg: Hl7Package | undefined;
+let loading: Promise<Hl7Package> | undefined;
+
+/**
+ * Thrown by the synchronous parse where the fast path declines and the package is not loaded yet: call
+ * `loadHl7Package()` and parse again (`parseMessageAsync` and `withHl7Package` do both). Never reaches a sender.
+ */
+export class Hl7PackageNotLoaded extends Error {
+  constructor() {
+    super('this message needs the hl7v2 package, which is not loaded yet (loadHl7Package)');
+    this.name = 'Hl7PackageNotLoaded';
+  }
+}
+
+/**
+ * Loads the `hl7v2` package and its dictionaries (once; about half a second and 130 MiB). A failure is the gateway's
+ * own, retryable error (500), and a later call tries again.
+ */
+export function loadHl7Package(): Promise<void> {
+  loading ??= Promise.all([import('hl7v2'), import('hl7v2-dictionary')]).then(
+    ([h, d]) => {
+      pkg = { Message: h.HL7Message, dictionaries: plainCopies(d.dictionaries as Record<string, HL7Dictionary>) };
+      return pkg;
+    },
+    (err: unknown) => {
+      loading = undefined;
+      throw new GatewayError(500, outcome([issue('exception', 'the HL7v2 parser could not be loaded')]), { cause: err });
+    },
+  );
+  return loading.then(() => undefined);
+}
+
+/** Whether the package is loaded (tests, and the memory test of the roles). */
+export function hl7PackageLoaded(): boolean {
+  return pkg !== undefined;
+}
+
+/** Runs `fn`, a synchronous use of the parser; where it needed the package, loads the package and runs it again. */
+export async function withHl7Package<T>(fn: () => T): Promise<T> {
+  try {
+    return fn();
+  } catch (err) {
+    if (!(err instanceof Hl7PackageNotLoaded)) throw err;
+    await loadHl7Package();
+    return fn();
+  }
+}
 
 function stripDecoders(defs: Record<string, unknown> | undefined): void {
   for (const def of Object.values(defs ?? {})) {
@@ -486,17 +544,15 @@ function stripDecoders(defs: Record<string, unknown> | undefined): void {
 }
 
 /** Copies of the package's dictionaries in which no data type converts values (all values stay text). */
-function dictionaries(): Record<string, HL7Dictionary> {
-  if (plainDictionaries) return plainDictionaries;
+function plainCopies(dictionaries: Record<string, HL7Dictionary>): Record<string, HL7Dictionary> {
   const out: Record<string, HL7Dictionary> = {};
-  for (const [version, dict] of Object.entries(pkgDictionaries as Record<string, HL7Dictionary>)) {
+  for (const [version, dict] of Object.entries(dictionaries)) {
     const copy = dict.extend({});
     stripDecoders(copy.types as unknown as Record<string, unknown>);
     for (const seg of Object.values(copy.segments as unknown as Record<string, { fields?: Record<string, unknown> }>))
       stripDecoders(seg.fields);
     out[version] = copy;
   }
-  plainDictionaries = out;
   return out;
 }
 
@@ -613,14 +669,23 @@ export interface ParseOptions {
   limits?: ParseLimits;
 }
 
-/** Parses one message's text (segments separated by CR, LF or CRLF). Throws Hl7ParseError. */
+/**
+ * Parses one message's text (segments separated by CR, LF or CRLF). Throws Hl7ParseError, or Hl7PackageNotLoaded
+ * for a message the fast path declines before `loadHl7Package()` (see `parseMessageAsync`).
+ */
 export function parseMessage(messageText: string, options: ParseOptions = {}): Hl7Message {
   return parseWith(messageText, options, 'auto') as Hl7Message;
 }
 
+/** `parseMessage`, loading the package first where the message needs it. Throws Hl7ParseError or a GatewayError (500). */
+export function parseMessageAsync(messageText: string, options: ParseOptions = {}): Promise<Hl7Message> {
+  return withHl7Package(() => parseMessage(messageText, options));
+}
+
 /**
  * The same as `parseMessage`, always through the package (never the fast path). The gateway uses the package only
- * where the fast path declines (see `splitFast`); the differential tests compare the two on every sample.
+ * where the fast path declines (see `splitFast`); the differential tests compare the two on every sample. Needs
+ * `loadHl7Package()` first.
  */
 export function parseMessageWithPackage(messageText: string, options: ParseOptions = {}): Hl7Message {
   return parseWith(messageText, options, 'package') as Hl7Message;
@@ -843,14 +908,15 @@ function splitFields(
 
 /** Parses the segments through the package (escapes hidden, decoders removed; see the file comment). */
 function parseSegmentsWithPackage(text: string, header: MshHeader, charset: string | undefined): Hl7Segment[] {
+  if (!pkg) throw new Hl7PackageNotLoaded();
   const d = header.delimiters;
   // Hide escape characters (and any other backslash) from the package; see the file comment.
   let hidden = text.replace(/[\ue000\ue001]/g, '\ufffd');
   if (d.escape === '\\') hidden = hidden.replaceAll('\\', HIDDEN_ESC);
   else hidden = hidden.replaceAll('\\', HIDDEN_BACKSLASH).replaceAll(d.escape, HIDDEN_ESC);
-  let pkg: PkgMessage;
+  let parsed: PkgMessage;
   try {
-    pkg = PkgMessage.parse(hidden, { dictionaries: dictionaries() });
+    parsed = pkg.Message.parse(hidden, { dictionaries: pkg.dictionaries });
   } catch (err) {
     const e = err as { message?: string; segmentType?: string; line?: number; fieldPosition?: number };
     throw new Hl7ParseError(
@@ -869,7 +935,7 @@ function parseSegmentsWithPackage(text: string, header: MshHeader, charset: stri
     return d.escape === '\\' ? u : u.replaceAll(HIDDEN_BACKSLASH, '\\');
   };
   const segments: Hl7Segment[] = [];
-  for (const seg of pkg.segments) {
+  for (const seg of parsed.segments) {
     const name = seg.segmentType;
     if (!SEGMENT_ID.test(name)) {
       throw new Hl7ParseError(

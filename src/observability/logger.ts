@@ -4,8 +4,9 @@
  * identifiers, names or observation values; the redact list below is a second line of defence for fields that might
  * be passed by mistake.
  */
+import { createRequire } from 'node:module';
 import { pino, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -44,9 +45,10 @@ export type LogFormat = (typeof LOG_FORMATS)[number];
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream, format: LogFormat = 'json'): Logger {
   const out = destination ?? process.stdout;
+  // pino-pretty (CommonJS) is loaded only for LOG_FORMAT=pretty: the default JSON lines need none of it.
   const stream =
     format === 'pretty'
-      ? pretty({
+      ? (createRequire(import.meta.url)('pino-pretty') as typeof pretty)({
           destination: out,
           colorize: !destination && !!process.stdout.isTTY,
           translateTime: 'SYS:HH:MM:ss.l',

@@ -28,7 +28,8 @@ import { SandboxAuth, type SandboxAuthOptions } from './auth.js';
 let indexed = false;
 /**
  * Whether the sandbox read the R4 StructureDefinitions itself (`read`), found them in medplum's index already
- * (`reused`: the gateway's validator indexes the same two bundles at start), or has not indexed anything yet.
+ * (`reused`: with the sandbox on, the gateway's validator indexes the same two bundles whole at start), or has not
+ * indexed anything yet.
  */
 let structureDefinitions: 'none' | 'read' | 'reused' = 'none';
 

@@ -29,7 +29,15 @@ import { createMappingAdapter, loadMappingsDir, MappingError } from '../../src/a
 import { initValidation, validateReadings } from '../../src/fhir/validate.js';
 import { buildAck } from '../../src/hl7v2/ack.js';
 import { createHl7Adapter, unsupportedReason } from '../../src/hl7v2/adapter.js';
-import { decodeBytes, Hl7ParseError, parseMessage, readHeader, SUPPORTED_CHARSETS, splitMessages } from '../../src/hl7v2/parse.js';
+import {
+  decodeBytes,
+  Hl7ParseError,
+  loadHl7Package,
+  parseMessage,
+  readHeader,
+  SUPPORTED_CHARSETS,
+  splitMessages,
+} from '../../src/hl7v2/parse.js';
 import { REPO_ROOT } from '../helpers/harness.js';
 
 const RUNS = Number(process.env.FAULTS_FUZZ_RUNS ?? 10000);
@@ -269,7 +277,11 @@ const arbitraryHl7 = fc.oneof(
 
 describe('fault suite: fuzzing (fast-check)', function () {
   this.timeout(120000);
-  before(() => initValidation());
+  before(async () => {
+    initValidation();
+    // The gateway loads the hl7v2 package on demand (hl7v2/parse.ts); the frames here are parsed synchronously.
+    await loadHl7Package();
+  });
 
   it(`the HL7v2 path of a frame: ${RUNS / 2} arbitrary byte strings and ${RUNS} mutated PCD-01 / ADT messages`, () => {
     fuzz('HL7v2, arbitrary bytes', arbitraryHl7, hl7Frame, RUNS / 2);

@@ -233,9 +233,9 @@ export interface ChildGateway {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs the gateway as a separate process (the CLI, from source), as operators run it. */
-export function spawnGateway(env: Record<string, string>, role: Role): ChildGateway {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/main.ts'), 'start', '--role', role], {
+/** Runs the gateway as a separate process (the CLI, from source), as operators run it; `nodeArgs` go before the script. */
+export function spawnGateway(env: Record<string, string>, role: Role, nodeArgs: string[] = []): ChildGateway {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(REPO_ROOT, 'src/main.ts'), 'start', '--role', role], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...FAST_ENV, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -13,6 +13,7 @@ import {
   segment,
   splitMessages,
   unescapeText,
+  loadHl7Package,
 } from '../../src/hl7v2/parse.js';
 import { hl7TsToFhir, tsOffset } from '../../src/hl7v2/time.js';
 
@@ -22,6 +23,9 @@ const MSG =
   'MSH|^~\\&|APP|FAC|RAPP|RFAC|20261123101500+0100||ORU^R01^ORU_R01|C-1|P|2.6\rPID|||ID-1^^^AUTH^MR~ID-2^^^OTHER^PI||Family^Given\rOBX|1|ST|X^text^L||value\r';
 
 describe('hl7v2 parse', () => {
+  // Loaded on demand in the gateway (parse.ts); these tests parse messages the fast path declines.
+  before(() => loadHl7Package());
+
   it('accepts CR, LF and CRLF segment separators alike', () => {
     for (const sep of ['\r', '\n', '\r\n']) {
       const m = parseMessage(MSG.replaceAll('\r', sep));

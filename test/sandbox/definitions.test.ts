@@ -1,7 +1,7 @@
 /**
- * The sandbox reads the R4 StructureDefinitions only when the validator has not indexed them in the same process (the
- * gateway indexes them for validation at start, so the sandbox of role all used to parse the same 37 MB twice). Each
- * case runs in a fresh process: the index is per process.
+ * The sandbox reads the R4 StructureDefinitions only when the validator has not indexed them in the same process (a
+ * gateway with the sandbox on indexes all of them for validation at start, so the sandbox of role all used to parse
+ * the same 37 MB twice). Each case runs in a fresh process: the index is per process.
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
@@ -9,7 +9,7 @@ import { REPO_ROOT } from '../helpers/harness.js';
 
 function inFreshProcess(validateFirst: boolean): { structureDefinitions: string; searchParameters: boolean; found: number } {
   const script = `
-    ${validateFirst ? "const { initValidation } = await import('./src/fhir/validate.ts'); initValidation();" : ''}
+    ${validateFirst ? "const { initValidation } = await import('./src/fhir/validate.ts'); initValidation({ allTypes: true });" : ''}
     const { createSandboxEhr, sandboxDefinitions } = await import('./src/sandbox/sandbox.ts');
     const ehr = await createSandboxEhr();
     await ehr.repo.createResource({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, identifier: [{ system: 'urn:t', value: '1' }] });

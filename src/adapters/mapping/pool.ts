@@ -134,7 +134,7 @@ export class TemplatePool {
     return this.slots.length;
   }
 
-  /** Starts the workers now rather than on the first message (gateway start-up). */
+  /** Starts the workers now rather than on the first message (benchmarks; the gateway starts them on demand). */
   warm(): void {
     while (this.slots.length < this.size) this.spawn();
   }

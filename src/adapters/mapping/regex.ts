@@ -11,7 +11,7 @@
  * wrapper of a refused pattern is caught and deleted too.
  */
 import { createRequire } from 'node:module';
-import { RE2 } from 're2-wasm';
+import type { RE2 } from 're2-wasm';
 
 /** Longest pattern accepted (characters). */
 export const MAX_REGEX_LENGTH = 256;
@@ -24,17 +24,29 @@ interface Wrapper {
   delete(): void;
 }
 
-// The one module instance re2-wasm's RE2 class constructs its wrappers from (CommonJS: cached, so it is the same).
-const wasm = createRequire(import.meta.url)('re2-wasm/build/wasm/re2.js') as { WrappedRE2: new (...a: unknown[]) => Wrapper };
 let lastWrapper: Wrapper | undefined;
-if (!(wasm.WrappedRE2 as { __iomtTracked?: boolean }).__iomtTracked) {
-  const Original = wasm.WrappedRE2;
-  const Tracked = function (...args: unknown[]) {
-    lastWrapper = new Original(...args);
-    return lastWrapper;
-  } as unknown as typeof Original & { __iomtTracked?: boolean };
-  Tracked.__iomtTracked = true;
-  wasm.WrappedRE2 = Tracked;
+let RE2Class: typeof RE2 | undefined;
+
+/**
+ * re2-wasm, loaded at the first pattern: its WebAssembly heap (16 MiB) is allocated when the module loads, and most
+ * gateways (and template workers) never compile a pattern.
+ */
+function re2(): typeof RE2 {
+  if (RE2Class) return RE2Class;
+  const require = createRequire(import.meta.url);
+  // The one module instance re2-wasm's RE2 class constructs its wrappers from (CommonJS: cached, so it is the same).
+  const wasm = require('re2-wasm/build/wasm/re2.js') as { WrappedRE2: new (...a: unknown[]) => Wrapper };
+  if (!(wasm.WrappedRE2 as { __iomtTracked?: boolean }).__iomtTracked) {
+    const Original = wasm.WrappedRE2;
+    const Tracked = function (...args: unknown[]) {
+      lastWrapper = new Original(...args);
+      return lastWrapper;
+    } as unknown as typeof Original & { __iomtTracked?: boolean };
+    Tracked.__iomtTracked = true;
+    wasm.WrappedRE2 = Tracked;
+  }
+  RE2Class = (require('re2-wasm') as { RE2: typeof RE2 }).RE2;
+  return RE2Class;
 }
 
 /** The wrapper the last RE2 construction made (and forget it). */
@@ -79,7 +91,7 @@ export function compileRegex(pattern: string): RE2 {
   let rx: RE2;
   lastWrapper = undefined;
   try {
-    rx = new RE2(pattern, 'u');
+    rx = new (re2())(pattern, 'u');
   } catch (e) {
     takeLastWrapper()?.delete();
     const why = (e as Error).message.replace(`Invalid regular expression: /${pattern}/u: `, '');

@@ -12,7 +12,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { readAck } from '../../hl7v2/ack.js';
 import { MllpDecoder, mllpFrame } from './server.js';
-import { decodeBytes, encodeText, splitMessages } from '../../hl7v2/parse.js';
+import { decodeBytes, encodeText, splitMessages, withHl7Package } from '../../hl7v2/parse.js';
 
 export interface SendTlsOptions {
   ca?: Buffer | string;
@@ -117,7 +117,7 @@ export async function sendMessages(
       print(first);
       let code = 'unreadable';
       try {
-        code = readAck(first).code || 'unreadable';
+        code = (await withHl7Package(() => readAck(first))).code || 'unreadable';
       } catch {
         /* printed as is */
       }

@@ -25,7 +25,7 @@ import {
   Hl7ParseError,
   type MshHeader,
   normaliseSegments,
-  parseMessage,
+  parseMessageAsync,
   readHeader,
   splitMessages,
 } from '../../hl7v2/parse.js';
@@ -403,8 +403,11 @@ export class Hl7Session {
     }
     let msg: Hl7Message;
     try {
-      msg = parseMessage(text, { charset, limits: this.deps.config.parseLimits });
+      // Asynchronous only the first time a message needs the hl7v2 package (loaded on demand, hl7v2/parse.ts).
+      msg = await parseMessageAsync(text, { charset, limits: this.deps.config.parseLimits });
     } catch (e) {
+      // The parser could not be loaded: the gateway's own failure, so the sender resends later (never AR).
+      if (e instanceof GatewayError) return this.resendLater(header, type, meta, e, e.cause ?? e);
       const pe =
         e instanceof Hl7ParseError ? e : new Hl7ParseError(`the message cannot be parsed: ${(e as Error).message}`, Hl7ErrorCode.dataType);
       return this.refuse(header, 'not-acceptable', [{ code: pe.code, text: pe.message, location: pe.location }], text, charset, meta);
@@ -481,36 +484,38 @@ export class Hl7Session {
       return { controlId: header.controlId, messageType: type, result: 'accepted', ackCodes: codes, acks, errors: [] };
     } catch (err) {
       const e = toGatewayError(err);
-      if (e.retryable) {
-        // Not stored (queue or Redis down, a throttle, an internal error): the sender must resend. Never AA, not kept.
-        if (e.status === 500)
-          this.logger.error(
-            {
-              controlIdHash: logRef(header.controlId),
-              type,
-              err: (err as Error)?.name ?? typeof err,
-              frames: (err as Error)?.stack?.split('\n').slice(1, 8).join('\n'),
-            },
-            'hl7: internal error while ingesting',
-          );
-        const text = e.status === 500 ? 'internal error, resend later' : `temporarily unavailable, resend later: ${e.message}`;
-        const errors: AckError[] = [{ code: Hl7ErrorCode.applicationInternalError, text }];
-        const { codes, acks } = this.acksFor(header, 'failed', errors);
-        this.logger.warn(
-          { channel: meta.channel, controlIdHash: logRef(header.controlId), type, status: e.status, ack: codes.join('/') },
-          'hl7: message not accepted now; the sender must resend',
-        );
-        return {
-          controlId: header.controlId,
-          messageType: type,
-          result: e.status === 500 ? 'error' : 'unavailable',
-          ackCodes: codes,
-          acks,
-          errors,
-        };
-      }
+      if (e.retryable) return this.resendLater(header, type, meta, e, err);
       return this.refuse(header, 'refused', issuesToErrors(e.outcome.issue), text, charset, meta, e.status, e.outcome);
     }
+  }
+
+  /** Not stored (queue or Redis down, a throttle, an internal error): the sender must resend. Never AA, not kept. */
+  private resendLater(header: MshHeader, type: string, meta: ReceiveMeta, e: GatewayError, err: unknown): MessageOutcome {
+    if (e.status === 500)
+      this.logger.error(
+        {
+          controlIdHash: logRef(header.controlId),
+          type,
+          err: (err as Error)?.name ?? typeof err,
+          frames: (err as Error)?.stack?.split('\n').slice(1, 8).join('\n'),
+        },
+        'hl7: internal error while ingesting',
+      );
+    const text = e.status === 500 ? 'internal error, resend later' : `temporarily unavailable, resend later: ${e.message}`;
+    const errors: AckError[] = [{ code: Hl7ErrorCode.applicationInternalError, text }];
+    const { codes, acks } = this.acksFor(header, 'failed', errors);
+    this.logger.warn(
+      { channel: meta.channel, controlIdHash: logRef(header.controlId), type, status: e.status, ack: codes.join('/') },
+      'hl7: message not accepted now; the sender must resend',
+    );
+    return {
+      controlId: header.controlId,
+      messageType: type,
+      result: e.status === 500 ? 'error' : 'unavailable',
+      ackCodes: codes,
+      acks,
+      errors,
+    };
   }
 
   /**
