@@ -27,7 +27,7 @@
  *  Redis and gateway, and prints delivered readings/s for each: the cost of REDIS_APPENDFSYNC=always)
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,7 +192,15 @@ interface Sustained {
   ingestPerS: number;
   /** Request → 202 latencies (ms), sorted. */
   ingestMs: number[];
+  /** CPU time per reading (µs) of the gateway process(es) and of Redis, when measured. */
+  gatewayCpuUs?: number;
+  redisCpuUs?: number;
 }
+
+const cpuLine = (r: Sustained) =>
+  r.gatewayCpuUs === undefined
+    ? ''
+    : `  CPU per reading  gateway ${r.gatewayCpuUs.toFixed(0)} µs, Redis ${r.redisCpuUs?.toFixed(0)} µs (process CPU time: less at the mercy of other load than readings/s)`;
 
 /**
  * Posts READINGS readings, `perRequest` in each request (a lone reading is posted as an object, as a device sends it),
@@ -446,16 +454,35 @@ async function main(): Promise<void> {
     // 1. Sustained throughput: post everything as fast as ingest takes it, measure until the last delivery; once per
     // appendfsync setting asked for (set on the running Redis: the same gateway, Redis and sink for each).
     const admin = new IORedis.default(redisUrl);
+    // CPU time per reading of the gateway process(es) and of Redis: less at the mercy of other load than readings/s.
+    const cpuMs = (pid?: number) => {
+      if (!pid) return 0;
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return (Number(f[11]) + Number(f[12])) * 10;
+    };
+    const redisCpuMs = async () => {
+      const info = (await admin.info('cpu')) as string;
+      const num = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+      return 1000 * (num('used_cpu_sys') + num('used_cpu_user'));
+    };
+    const cpuPerReading = async (phase: () => Promise<Sustained>): Promise<Sustained> => {
+      const g0 = cpuMs(gw.child.pid) + cpuMs(worker?.child.pid);
+      const r0 = await redisCpuMs();
+      const out = await phase();
+      out.gatewayCpuUs = ((cpuMs(gw.child.pid) + cpuMs(worker?.child.pid) - g0) * 1000) / READINGS;
+      out.redisCpuUs = (((await redisCpuMs()) - r0) * 1000) / READINGS;
+      return out;
+    };
     const runs: [string, Sustained][] = [];
     for (const [k, mode] of FSYNC_MODES.entries()) {
       await admin.config('SET', 'appendfsync', mode);
-      runs.push([mode, await sustained([gw.url], sink, k === 0 ? 1000 : 1_000_000 + k * READINGS, BATCH)]);
+      runs.push([mode, await cpuPerReading(() => sustained([gw.url], sink, k === 0 ? 1000 : 1_000_000 + k * READINGS, BATCH))]);
     }
     // The other request shapes, with the first setting (distinct timestamps: no run's readings are another's duplicates).
     await admin.config('SET', 'appendfsync', FSYNC_MODES[0]);
     const shapes: [number, Sustained][] = [];
     for (const [k, perRequest] of BATCHES.slice(1).entries())
-      shapes.push([perRequest, await sustained([gw.url], sink, 200_000 + k * READINGS, perRequest)]);
+      shapes.push([perRequest, await cpuPerReading(() => sustained([gw.url], sink, 200_000 + k * READINGS, perRequest))]);
     admin.disconnect();
     const { readingsPerS, obsPerS, seconds, transactions, ingestPerS } = runs[0][1];
 
@@ -473,6 +500,7 @@ async function main(): Promise<void> {
     console.log(`  EHR transactions ${transactions} (${(READINGS / Math.max(1, transactions)).toFixed(1)} readings per transaction)`);
     console.log(`  ingest accepted  ${f(ingestPerS)} readings/s (202 after the durable enqueue)`);
     console.log(`  ingest latency   ${ms(runs[0][1].ingestMs)}`);
+    console.log(cpuLine(runs[0][1]));
     console.log(
       `  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB${worker ? ` (ingest), ${(worker.peakRss() / 1048576).toFixed(0)} MiB (worker)` : ''}`,
     );
@@ -495,6 +523,7 @@ async function main(): Promise<void> {
       console.log(`  EHR transactions ${r.transactions} (${(READINGS / Math.max(1, r.transactions)).toFixed(1)} readings per transaction)`);
       console.log(`  ingest accepted  ${f(r.ingestPerS)} readings/s, ${f(r.ingestPerS / perRequest)} requests/s`);
       console.log(`  ingest latency   ${ms(r.ingestMs)}`);
+      console.log(cpuLine(r));
       console.log(`  ratio delivered readings/s ÷ no-op jobs/s: ${(r.readingsPerS / ceiling).toFixed(2)}`);
     }
   } finally {
