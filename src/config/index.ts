@@ -362,7 +362,7 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     min: 0,
     max: 1000,
     description:
-      'How far the JavaScript heap may grow past what a full garbage collection left live before the next one (percent); lower uses less memory and more CPU. 0: V8 decides (up to 300 on a large machine). Set by `iomt-gateway start` (docs/scaling.md, Memory)',
+      'How far the JavaScript heap may grow past what a full garbage collection left live before the next one (percent); lower uses less memory and more CPU. 0: V8 decides (up to 300 on a large machine). Applied by the start command (docs/scaling.md, Memory)',
   },
   {
     env: 'LOG_LEVEL',
