@@ -358,7 +358,7 @@ export const CORE_KEYS: readonly ConfigKey[] = [
   {
     env: 'HEAP_GROWTH_PERCENT',
     type: 'int',
-    default: '50',
+    default: '100',
     min: 0,
     max: 1000,
     description:
