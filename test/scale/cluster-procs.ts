@@ -8,9 +8,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import IORedis from 'ioredis';
+import type IORedis from 'ioredis';
 import { freePort } from '../../src/queue/embedded-redis.js';
-import { type RedisProc, startProc } from './sentinel-procs.js';
+import { onPort, type RedisProc, startProc } from './sentinel-procs.js';
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -61,15 +61,7 @@ export async function startCluster(): Promise<TestCluster> {
     await Promise.all(procs.map((p) => p.kill()));
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   };
-  const on = async <T>(port: number, f: (c: InstanceType<typeof IORedis.default>) => Promise<T>): Promise<T> => {
-    const c = new IORedis.default(port, '127.0.0.1', { maxRetriesPerRequest: 1 });
-    c.on('error', () => undefined);
-    try {
-      return await f(c);
-    } finally {
-      c.disconnect();
-    }
-  };
+  const on = onPort;
   const state = (port: number) => on(port, (c) => c.cluster('INFO') as Promise<string>).catch(() => '');
   try {
     for (let i = 0; i < 3; i++) {

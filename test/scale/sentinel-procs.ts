@@ -13,6 +13,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const MASTER_NAME = 'gwmaster';
 
+/** Runs `f` on a fresh connection to 127.0.0.1:`port` (one retry per command) and closes it. */
+export async function onPort<T>(port: number, f: (c: InstanceType<typeof IORedis.default>) => Promise<T>): Promise<T> {
+  const c = new IORedis.default(port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+  c.on('error', () => undefined);
+  try {
+    return await f(c);
+  } finally {
+    c.disconnect();
+  }
+}
+
 export interface RedisProc {
   port: number;
   child: ChildProcess;

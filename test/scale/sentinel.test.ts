@@ -9,7 +9,7 @@ import type { Observation } from 'fhir/r4';
 import IORedis from 'ioredis';
 import { ConfigError, CORE_KEYS, loadConfig } from '../../src/config/index.js';
 import { eventually, postJson, startEhr, startGateway, type TestEhr, type TestGateway } from '../helpers/harness.js';
-import { MASTER_NAME, type SentinelSet, startSentinelSet } from './sentinel-procs.js';
+import { MASTER_NAME, onPort, type SentinelSet, startSentinelSet } from './sentinel-procs.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const BASE = Date.parse('2026-11-23T10:00:00Z');
@@ -35,15 +35,6 @@ async function delivered(ehr: TestEhr): Promise<{ set: Set<number>; count: numbe
   return { set, count };
 }
 
-async function onPort<T>(port: number, f: (c: InstanceType<typeof IORedis.default>) => Promise<T>): Promise<T> {
-  const c = new IORedis.default(port, '127.0.0.1', { maxRetriesPerRequest: 1 });
-  c.on('error', () => undefined);
-  try {
-    return await f(c);
-  } finally {
-    c.disconnect();
-  }
-}
 const keysOn = (port: number) => onPort(port, (c) => c.dbsize());
 const infoOf = (port: number) => onPort(port, (c) => c.info('replication'));
 const sentinelCall = (port: number, ...args: string[]) => onPort(port, (c) => c.call('SENTINEL', ...args) as Promise<unknown[]>);
