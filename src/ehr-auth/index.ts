@@ -14,7 +14,7 @@ import type { Logger } from '../observability/logger.js';
 import { type GatewayKeys, loadGatewayKeys } from './keys.js';
 import { TokenClient } from './oauth.js';
 import { TokenCache } from './token-cache.js';
-import { createTlsDispatcher } from './tls.js';
+import { createTlsDispatcher, readTlsMaterial, type TlsMaterial } from './tls.js';
 
 export type { GatewayKeys } from './keys.js';
 export { generateKeyFile, loadGatewayKeys } from './keys.js';
@@ -37,6 +37,8 @@ export interface EhrAuth {
   renew(used: AuthHeaders): Promise<AuthHeaders | undefined>;
   /** The connection pool for mutual TLS / a private CA (an undici dispatcher for fetch), when configured. */
   readonly dispatcher?: object;
+  /** The same certificate, key and CA, for the node:https pool of the writes (the writes' connection pool). */
+  readonly tls?: TlsMaterial;
   /** The gateway's keys (SMART): their public JWKS is served at /.well-known/jwks.json. */
   readonly keys?: GatewayKeys;
   /** Releases the connection pool. */
@@ -70,13 +72,14 @@ export async function prepareEhrAuth(config: DestinationAuthConfig): Promise<Pre
   const { auth } = config;
   const keys = auth.method === 'smart' ? await loadGatewayKeys(auth.keys, auth.alg) : undefined;
   // Read now, so that a bad file stops the start; the pool itself is made per destination.
-  createTlsDispatcher(config.tls);
+  readTlsMaterial(config.tls);
   return { keys, connect: (ctx) => connect(config, ctx, keys) };
 }
 
 function connect(config: DestinationAuthConfig, ctx: EhrAuthContext, keys?: GatewayKeys): EhrAuth {
   const { auth } = config;
-  const dispatcher = createTlsDispatcher(config.tls);
+  const tls = readTlsMaterial(config.tls);
+  const dispatcher = createTlsDispatcher(tls);
   const origin = new URL(ctx.baseUrl).origin;
   // The client certificate and the private CA are for the EHR's host; a token endpoint elsewhere (an identity
   // provider) is reached as any public site.
@@ -86,10 +89,10 @@ function connect(config: DestinationAuthConfig, ctx: EhrAuthContext, keys?: Gate
   };
   switch (auth.method) {
     case 'none':
-      return { method: auth.method, dispatcher, headers: async () => ({}), renew: async () => undefined, close };
+      return { method: auth.method, dispatcher, tls, headers: async () => ({}), renew: async () => undefined, close };
     case 'bearer': {
       const headers = { authorization: `Bearer ${auth.token}` };
-      return { method: auth.method, dispatcher, headers: async () => headers, renew: async () => undefined, close };
+      return { method: auth.method, dispatcher, tls, headers: async () => headers, renew: async () => undefined, close };
     }
     case 'smart':
     case 'client-secret': {
@@ -99,6 +102,7 @@ function connect(config: DestinationAuthConfig, ctx: EhrAuthContext, keys?: Gate
       return {
         method: auth.method,
         dispatcher,
+        tls,
         keys,
         headers,
         renew: async (used) => {

@@ -1,6 +1,7 @@
 /**
- * Mutual TLS to the EHR: a connection pool (an undici Agent, the dispatcher of node's fetch, which fhir-kit-client
- * uses) that presents the gateway's client certificate and checks the server against a private CA when one is given.
+ * Mutual TLS to the EHR: the gateway's client certificate and a private CA, read once (readTlsMaterial), for the two
+ * connection pools that reach the EHR: node:https's for the writes (delivery/ehr-http.ts) and an undici Agent, the
+ * dispatcher of node's fetch, for fhir-kit-client's reads and the token requests to the EHR's own host.
  *
  * Node 20 bundles undici but does not export its classes: the Agent class is taken from the global dispatcher, which
  * undici registers under Symbol.for('undici.globalDispatcher.1') (the key undici itself reads so that separate copies
@@ -9,6 +10,13 @@
 import { readFileSync } from 'node:fs';
 import type { EhrTlsConfig } from '../config/ehr-auth.js';
 import { ConfigError } from '../config/schema.js';
+
+/** The client certificate, its key and a private CA (PEM text), for mutual TLS to the EHR. */
+export interface TlsMaterial {
+  cert?: string;
+  key?: string;
+  ca?: string;
+}
 
 const GLOBAL_DISPATCHER = Symbol.for('undici.globalDispatcher.1');
 
@@ -22,8 +30,14 @@ function agentClass(): AgentClass {
   return dispatcher.constructor;
 }
 
-/** An undici dispatcher with the client certificate and CA, or undefined when no TLS setting is given. */
-export function createTlsDispatcher(tls: EhrTlsConfig, names = { cert: 'FHIR_TLS_CERT', key: 'FHIR_TLS_KEY', ca: 'FHIR_TLS_CA' }) {
+/**
+ * The client certificate, its key and the private CA (PEM text), read from their files, or undefined when no TLS setting
+ * is given. A ConfigError lists every file that is missing, unreadable or not PEM of the expected kind.
+ */
+export function readTlsMaterial(
+  tls: EhrTlsConfig,
+  names = { cert: 'FHIR_TLS_CERT', key: 'FHIR_TLS_KEY', ca: 'FHIR_TLS_CA' },
+): TlsMaterial | undefined {
   if (!tls.cert && !tls.ca) return undefined;
   const errors: string[] = [];
   const read = (file: string | undefined, name: string, marker: RegExp): string | undefined => {
@@ -41,6 +55,12 @@ export function createTlsDispatcher(tls: EhrTlsConfig, names = { cert: 'FHIR_TLS
   const key = read(tls.key, names.key, /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
   const ca = read(tls.ca, names.ca, /-----BEGIN CERTIFICATE-----/);
   if (errors.length) throw new ConfigError(errors);
+  return { ...(cert ? { cert, key } : {}), ...(ca ? { ca } : {}) };
+}
+
+/** An undici dispatcher (fetch's connection pool) with the TLS material, or undefined when there is none. */
+export function createTlsDispatcher(material: TlsMaterial | undefined) {
+  if (!material) return undefined;
   const Agent = agentClass();
-  return new Agent({ connect: { ...(cert ? { cert, key } : {}), ...(ca ? { ca } : {}) } });
+  return new Agent({ connect: { ...material } });
 }
