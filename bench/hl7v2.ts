@@ -5,13 +5,14 @@
  *     `hl7v2` package → PCD-01/lab/ADT translation), compared in the same run with `@medplum/core`'s
  *     `Hl7Message.parse` alone on the same messages (parse only: it does not translate).
  *  2. Against a real gateway (test harness: throwaway redis-server with AOF, sandbox EHR, gateway on port 0 with the
- *     HL7v2 extension): ACKed PCD-01 messages/s over 8 concurrent MLLP connections (closed loop: each connection sends
+ *     HL7v2 extension, started as a process of its own like \`npm start\`): ACKed PCD-01 messages/s over 8 concurrent MLLP connections (closed loop: each connection sends
  *     its next message when the ACK of the previous one arrives), and ACK latency p50/p99 at fixed offered rates
  *     (default 500 then 1,500 msg/s, open loop, spread over the 8 connections). An ACK (AA) means the job is in Redis.
  *
  * Part 2 runs the gateway in the ingest role by default (the ACK path: translate, validate, enqueue), as a separate
- * ingest process would; `--all` runs the all-in-one role, where the delivery worker and the sandbox EHR (a linear-scan
- * search, not a benchmark sink) compete for the same core.
+ * ingest process would, and prints its CPU per message; `--all` runs the all-in-one role, where the delivery worker
+ * shares the gateway's core and writes to the sandbox EHR (a linear-scan search, not a benchmark sink), which runs in
+ * the bench's own process.
  *
  * Part 1 prints, in interleaved rounds of the same run: medplum's parse, the gateway's parse (fast path), the
  * gateway's parse always through the package, and the whole path (decode + split + parse + translate), each also as
@@ -22,19 +23,15 @@
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Writable } from 'node:stream';
 import { Hl7Message as MedplumHl7 } from '@medplum/core';
-import { Gateway } from '../src/app/gateway.js';
 import { initValidation } from '../src/fhir/validate.js';
 import { readAck } from '../src/hl7v2/ack.js';
 import { hl7v2Adapter } from '../src/hl7v2/adapter.js';
-import { loadGatewayConfig } from '../src/app/features.js';
 import { decodeBytes, loadHl7Package, parseMessage, parseMessageWithPackage, splitMessages } from '../src/hl7v2/parse.js';
-import { createLogger } from '../src/observability/logger.js';
 import { freePort } from '../src/queue/embedded-redis.js';
 import { FAST_ENV, startEhr, startRedis } from '../test/helpers/harness.js';
 import { pcdMessage, TestClient } from '../test/hl7v2/helpers.js';
-import { args, opt, ROOT } from './common.js';
+import { args, opt, ROOT, spawnGateway } from './common.js';
 
 const SECONDS = opt('seconds', 5);
 /** Offered rates of the open loop (--rate 500,1500: one run each, in order). */
@@ -137,22 +134,27 @@ async function gatewayBench(): Promise<void> {
   const redis = await startRedis({ appendOnly: true });
   const ehr = await startEhr();
   const mllpPort = await freePort();
-  const config = loadGatewayConfig({
-    ...FAST_ENV,
-    REDIS_URL: redis.url,
-    FHIR_BASE_URL: ehr.url,
-    UNKNOWN_PATIENT_POLICY: 'create',
-    LOG_LEVEL: 'warn',
-    QUEUE_MAX_DEPTH: '1000000',
-    QUEUE_LOCK_DURATION_MS: '30000',
-    MLLP_PORT: String(mllpPort),
-    MLLP_HOST: '127.0.0.1',
-    // With an EHR configured MLLP answers AR to every sender it does not know: the load generator is local.
-    MLLP_ALLOWED_SENDERS: '*=127.0.0.1',
-  });
-  const sink = new Writable({ write: (_c, _e, cb) => cb() });
-  const gateway = new Gateway(config, ROLE, { logger: createLogger('warn', sink) });
-  await gateway.start();
+  // The gateway is a process of its own, as deployed: the load generator's event loop is not the gateway's.
+  const { child } = await spawnGateway(
+    {
+      ...FAST_ENV,
+      LOG_LEVEL: 'info',
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      UNKNOWN_PATIENT_POLICY: 'create',
+      QUEUE_MAX_DEPTH: '1000000',
+      QUEUE_LOCK_DURATION_MS: '30000',
+      MLLP_PORT: String(mllpPort),
+      MLLP_HOST: '127.0.0.1',
+      // With an EHR configured MLLP answers AR to every sender it does not know: the load generator is local.
+      MLLP_ALLOWED_SENDERS: '*=127.0.0.1',
+    },
+    ROLE,
+  );
+  const cpuMs = () => {
+    const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  };
   let seq = 0;
   const next = () => {
     seq++;
@@ -174,6 +176,7 @@ async function gatewayBench(): Promise<void> {
     let refused = 0;
     const end = Date.now() + SECONDS * 1000;
     const t0 = performance.now();
+    const c0 = cpuMs();
     await Promise.all(
       clients.map(async (c) => {
         while (Date.now() < end) {
@@ -185,13 +188,14 @@ async function gatewayBench(): Promise<void> {
       }),
     );
     const elapsed = (performance.now() - t0) / 1000;
+    const cpuPerMessage = ((cpuMs() - c0) * 1000) / Math.max(1, acked + refused);
     const what =
       ROLE === 'all'
-        ? 'role all: the sandbox EHR and the delivery worker run in the same process'
+        ? "role all: the delivery worker runs in the gateway process, the sandbox EHR in the bench's"
         : 'role ingest: translate, validate, enqueue; delivery runs elsewhere';
-    console.log(`\n2. real gateway over MLLP (${CONNECTIONS} connections, redis AOF on, ${what}; the load generator shares the process)`);
+    console.log(`\n2. real gateway over MLLP (${CONNECTIONS} connections, redis AOF on, ${what}; the gateway in its own process)`);
     console.log(
-      `   closed loop: ${(acked / elapsed).toFixed(0)} ACKed (AA) PCD-01 messages/s over ${elapsed.toFixed(1)} s${refused ? ` (${refused} not AA)` : ''}`,
+      `   closed loop: ${(acked / elapsed).toFixed(0)} ACKed (AA) PCD-01 messages/s over ${elapsed.toFixed(1)} s${refused ? ` (${refused} not AA)` : ''}; gateway CPU ${cpuPerMessage.toFixed(0)} µs per message (Linux /proc)`,
     );
 
     // Open loop at each fixed rate.
@@ -237,7 +241,8 @@ async function gatewayBench(): Promise<void> {
     for (const c of clients) c.close();
     await Promise.all(readers);
   } finally {
-    await gateway.stop();
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
     await ehr.stop();
     await redis.stop();
   }
