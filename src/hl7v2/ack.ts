@@ -36,9 +36,18 @@ export function escapeText(text: string, d: Delimiters): string {
   return out;
 }
 
-/** A fresh control id: time + randomness, unique enough across processes. */
+/** This process's part of the control ids it makes: random, once (a call to the random source per ACK cost 2 % of the ACK path). */
+const PROCESS_TAG = randomBytes(2).toString('hex').toUpperCase();
+let sequence = 0;
+
+/**
+ * A fresh control id (MSH-10, at most 20 characters): 'GW', the time in ms, this process's random tag and a sequence
+ * number, all base 36 or hex. Unique within the process (fewer than 36^4 ids per millisecond), and across processes
+ * unless two share a tag and make an id in the same millisecond with the same sequence number.
+ */
 export function freshControlId(): string {
-  return `GW${Date.now().toString(36).toUpperCase()}${randomBytes(4).toString('hex').toUpperCase()}`;
+  sequence = (sequence + 1) % 1_679_616; // 36^4
+  return `GW${Date.now().toString(36).toUpperCase()}${PROCESS_TAG}${sequence.toString(36).toUpperCase().padStart(4, '0')}`;
 }
 
 function versionAtLeast(version: string, min: string): boolean {

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { batchAck, buildAck, issuesToErrors, readAck } from '../../src/hl7v2/ack.js';
+import { batchAck, buildAck, freshControlId, issuesToErrors, readAck } from '../../src/hl7v2/ack.js';
 import { MllpDecoder, type MllpEvent, mllpFrame } from '../../src/channels/mllp/server.js';
 import { get, parseMessage, readHeader, segment } from '../../src/hl7v2/parse.js';
 
@@ -24,6 +24,13 @@ describe('hl7v2 ACK building', () => {
     assert.notEqual(buildAck({ header: h, code: 'AA' }).match(/\|ACK\^R01\^ACK\|([^|]+)/)?.[1], m.header.controlId);
     assert.equal(get(segment(m, 'MSA'), 1), 'AA');
     assert.equal(get(segment(m, 'MSA'), 2), 'CTRL-42');
+  });
+
+  it('makes control ids that fit MSH-10 (20 characters), need no escaping, and do not repeat', () => {
+    const ids = Array.from({ length: 50_000 }, () => freshControlId());
+    for (const id of ids.slice(0, 100)) assert.match(id, /^GW[0-9A-Z]{1,18}$/);
+    assert.ok(ids.every((id) => id.length <= 20));
+    assert.equal(new Set(ids).size, ids.length);
   });
 
   it('answers with the incoming delimiters', () => {
