@@ -220,6 +220,14 @@ interface HistogramSeries {
 
 type Sample = { labels: Labels; value: number };
 
+/** A name and labels worked out (Metrics.resolve). */
+interface Resolved {
+  family: string;
+  key: string;
+  labels: Labels;
+}
+const RESOLVED_MAX = 10_000;
+
 export class Metrics {
   /** family → series key → sample */
   private readonly counters = new Map<string, Map<string, Sample>>();
@@ -227,15 +235,33 @@ export class Metrics {
   /** family → readers, each giving one or more series at scrape time */
   private readonly readers = new Map<string, Map<string, () => Promise<Sample[]>>>();
 
+  /**
+   * The family, series key and labels of a name and labels, remembered for the next call with the same ones: the
+   * counters of every reading would otherwise parse the name and sort and format the labels each time (bounded).
+   */
+  private readonly resolved = new Map<string, Resolved>();
+
+  private resolve(name: string, labels: Labels): Resolved {
+    let sig = name;
+    for (const k in labels) sig += `\u0000${k}\u0001${labels[k]}`;
+    let r = this.resolved.get(sig);
+    if (!r) {
+      const [family, inline] = splitName(name);
+      const all = { ...inline, ...labels };
+      r = { family, key: formatLabels(all), labels: all };
+      if (this.resolved.size >= RESOLVED_MAX) this.resolved.clear();
+      this.resolved.set(sig, r);
+    }
+    return r;
+  }
+
   inc(name: string, labels: Labels = {}, by = 1): void {
-    const [family, inline] = splitName(name);
-    const all = { ...inline, ...labels };
-    const k = formatLabels(all);
-    let series = this.counters.get(family);
-    if (!series) this.counters.set(family, (series = new Map()));
-    const s = series.get(k);
+    const r = this.resolve(name, labels);
+    let series = this.counters.get(r.family);
+    if (!series) this.counters.set(r.family, (series = new Map()));
+    const s = series.get(r.key);
     if (s) s.value += by;
-    else series.set(k, { labels: all, value: by });
+    else series.set(r.key, { labels: r.labels, value: by });
   }
 
   get(name: string, labels: Labels = {}): number {
@@ -246,11 +272,11 @@ export class Metrics {
   /** Records one observation (seconds) in a histogram declared in METRICS with its buckets. */
   observe(name: MetricName, labels: Labels, seconds: number, times = 1): void {
     const buckets = definitionOf(name).buckets ?? [];
-    const k = formatLabels(labels);
+    const { key } = this.resolve(name, labels);
     let series = this.histograms.get(name);
     if (!series) this.histograms.set(name, (series = new Map()));
-    let s = series.get(k);
-    if (!s) series.set(k, (s = { labels, counts: buckets.map(() => 0), sum: 0, count: 0 }));
+    let s = series.get(key);
+    if (!s) series.set(key, (s = { labels, counts: buckets.map(() => 0), sum: 0, count: 0 }));
     const v = Math.max(0, seconds);
     for (let i = 0; i < buckets.length; i++) if (v <= buckets[i]) s.counts[i] += times;
     s.sum += v * times;
