@@ -146,7 +146,7 @@ export class DeliveryQueue {
   ) {
     this.bull = new Bull<DeliveryJob>(settings.queueName, {
       // Our own connections, so that every one has an error listener (bull's own would print unhandled errors).
-      createClient: (type, opts) => {
+      createClient: (_type, opts) => {
         // No auto-pipelining on bull's connections: ioredis builds a Pipeline for every event-loop turn that sends a
         // command, and on a connection with bull's 26 scripts defined each Pipeline copies them all (15 µs and a fifth of
         // the gateway's allocations at one reading per request, against 3 µs on a connection without scripts). Jobs
