@@ -74,7 +74,12 @@ export function classify(err: unknown, what: string): EhrError {
     const oo =
       data?.resourceType === 'OperationOutcome' ? (data as OperationOutcome) : outcome([issue('exception', `EHR answered HTTP ${status}`)]);
     const retryAfterMs = parseRetryAfter(e.config?.headers?.get?.('retry-after'));
-    return new EhrError(`${what}: EHR answered HTTP ${status}`, isRetryableStatus(status), status, oo, retryAfterMs, { cause: err });
+    // Writes are not sent again to where a redirect points (the credential would follow): the base URL must be the final one.
+    const location = status >= 300 && status < 400 ? e.config?.headers?.get?.('location') : undefined;
+    const moved = location ? ` (a redirect to ${location}: the destination's base URL should be where it points)` : '';
+    return new EhrError(`${what}: EHR answered HTTP ${status}${moved}`, isRetryableStatus(status), status, oo, retryAfterMs, {
+      cause: err,
+    });
   }
   const name = e?.name ?? '';
   if (name === 'TimeoutError' || name === 'AbortError') {

@@ -37,7 +37,7 @@ export class EhrAnswerError extends Error {
 
 export interface EhrHttpRequest {
   method: 'GET' | 'POST' | 'PUT';
-  /** Relative to the base URL ('' for the base itself: a transaction or batch). */
+  /** Relative to the base URL ('' for the base itself, `[base]/`: a transaction or batch). */
   path: string;
   body?: unknown;
   headers?: Record<string, string>;
@@ -56,8 +56,9 @@ export class EhrHttp {
     this.agent = secure ? new https.Agent({ keepAlive: true, ...tls }) : new http.Agent({ keepAlive: true });
   }
 
+  /** The URL of a path; '' is the base with a trailing slash, where fhir-kit-client sent transactions and batches. */
   url(path: string): string {
-    return path ? `${this.base}/${path.replace(/^\/+/, '')}` : this.base;
+    return `${this.base}/${path.replace(/^\/+/, '')}`;
   }
 
   /** Sends the request; resolves with the answer's JSON body ({} when it has none). */

@@ -66,7 +66,7 @@ describe('EHR writes over node:http', () => {
       assert.deepEqual(await ehr.transaction(bundle), answer);
       assert.deepEqual(await ehr.batch({ ...bundle, type: 'batch' }), answer);
       assert.equal(seen[0].method, 'POST');
-      assert.equal(seen[0].url, '/fhir');
+      assert.equal(seen[0].url, '/fhir/');
       assert.equal(seen[0].headers['content-type'], 'application/fhir+json');
       assert.equal(seen[0].headers.accept, 'application/fhir+json');
       assert.equal(seen[0].headers.authorization, 'Bearer tok');
@@ -137,6 +137,24 @@ describe('EHR writes over node:http', () => {
       const e = await failure(ehr.transaction(bundle));
       assert.equal(e.ehrStatus, 502);
       assert.equal(e.retryable, true);
+      ehr.close();
+    } finally {
+      await close(srv);
+    }
+  });
+
+  it('does not follow a redirect with a write, and says where it points', async () => {
+    const { url, seen, srv } = await server((_s, res) => {
+      res.writeHead(308, { location: 'https://ehr.example.org/fhir/' });
+      res.end();
+    });
+    try {
+      const ehr = new EhrClient({ baseUrl: url, timeoutMs: 5000, bearerToken: 'tok' });
+      const e = await failure(ehr.transaction(bundle));
+      assert.equal(e.ehrStatus, 308);
+      assert.equal(e.retryable, false);
+      assert.match(e.message, /a redirect to https:\/\/ehr\.example\.org\/fhir\/: the destination's base URL should be where it points/);
+      assert.equal(seen.length, 1);
       ehr.close();
     } finally {
       await close(srv);
