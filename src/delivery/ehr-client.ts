@@ -74,7 +74,7 @@ export function classify(err: unknown, what: string): EhrError {
     const oo =
       data?.resourceType === 'OperationOutcome' ? (data as OperationOutcome) : outcome([issue('exception', `EHR answered HTTP ${status}`)]);
     const retryAfterMs = parseRetryAfter(e.config?.headers?.get?.('retry-after'));
-    // Writes are not sent again to where a redirect points (the credential would follow): the base URL must be the final one.
+    // A redirect the writes did not follow (to another origin, where the credential would go along; ehr-http.ts).
     const location = status >= 300 && status < 400 ? e.config?.headers?.get?.('location') : undefined;
     const moved = location ? ` (a redirect to ${location}: the destination's base URL should be where it points)` : '';
     return new EhrError(`${what}: EHR answered HTTP ${status}${moved}`, isRetryableStatus(status), status, oo, retryAfterMs, {

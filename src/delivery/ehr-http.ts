@@ -9,7 +9,8 @@
  * time is an AbortError (the request's signal); a network failure is the socket's own error. Keep-alive connections
  * are pooled per destination. A request that meets a pooled connection the EHR closed while it sat idle (a reset on a
  * reused connection) is sent once more: the writes the gateway sends are conditional, so even a copy that did reach the
- * EHR cannot create a second resource.
+ * EHR cannot create a second resource. A 307 or 308 to the same origin is followed once; to another, it is a refusal
+ * that says where it points.
  */
 import http, { type IncomingHttpHeaders } from 'node:http';
 import https from 'node:https';
@@ -32,6 +33,19 @@ export class EhrAnswerError extends Error {
         },
       },
     };
+  }
+}
+
+/** Where a 307 or 308 answer to `url` points, when that is on the same origin. */
+function redirectOf(err: unknown, url: string): string | undefined {
+  if (!(err instanceof EhrAnswerError) || (err.response.status !== 307 && err.response.status !== 308)) return undefined;
+  const location = err.config.headers.get('location');
+  if (!location) return undefined;
+  try {
+    const to = new URL(location, url);
+    return to.origin === new URL(url).origin && to.href !== url ? to.href : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -70,6 +84,19 @@ export class EhrHttp {
       headers['content-type'] ??= 'application/fhir+json';
       headers['content-length'] = body.length;
     }
+    try {
+      return await this.sent<T>(url, r, headers, body);
+    } catch (err) {
+      // A 307 or 308 to the same origin is followed once, with the same method and body, as fetch followed it. To another
+      // origin it is not: the credential would go along (classify() says where it points).
+      const to = redirectOf(err, url);
+      if (!to) throw err;
+      return this.sent<T>(to, r, headers, body);
+    }
+  }
+
+  /** One request, sent once more on a fresh connection if a pooled one turns out to have been closed. */
+  private async sent<T>(url: string, r: EhrHttpRequest, headers: Record<string, string | number>, body?: Buffer): Promise<T> {
     try {
       return await this.once<T>(url, r, headers, body);
     } catch (err) {

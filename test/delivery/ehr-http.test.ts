@@ -143,7 +143,33 @@ describe('EHR writes over node:http', () => {
     }
   });
 
-  it('does not follow a redirect with a write, and says where it points', async () => {
+  it('follows a 307 or 308 on the same origin once, with the same method, body and credential', async () => {
+    const { url, seen, srv } = await server((s, res) => {
+      if (s.url === '/fhir/') {
+        res.writeHead(308, { location: '/fhir/R4/' });
+        return void res.end();
+      }
+      res.writeHead(200, { 'content-type': 'application/fhir+json' });
+      res.end(JSON.stringify(answer));
+    });
+    try {
+      const ehr = new EhrClient({ baseUrl: url, timeoutMs: 5000, bearerToken: 'tok' });
+      assert.deepEqual(await ehr.transaction(bundle), answer);
+      assert.deepEqual(
+        seen.map((x) => [x.method, x.url, x.headers.authorization]),
+        [
+          ['POST', '/fhir/', 'Bearer tok'],
+          ['POST', '/fhir/R4/', 'Bearer tok'],
+        ],
+      );
+      assert.deepEqual(seen[1].body, bundle);
+      ehr.close();
+    } finally {
+      await close(srv);
+    }
+  });
+
+  it('does not follow a redirect to another origin with a write, and says where it points', async () => {
     const { url, seen, srv } = await server((_s, res) => {
       res.writeHead(308, { location: 'https://ehr.example.org/fhir/' });
       res.end();
