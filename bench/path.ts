@@ -1,0 +1,249 @@
+/**
+ * Where a reading's cost and latency go (not a test), on one gateway (role all, or --split: an ingest and a worker
+ * process), a private Redis with AOF and the bench sink:
+ *
+ *  1. cost: posts --requests messages of --batch readings (16 in flight) after a warm-up, waits until the sink has
+ *     them all, and prints delivered readings/s, readings per EHR transaction, the gateway's CPU per reading (from
+ *     /proc, per process) and Redis commands per request by command (INFO commandstats, the commands run inside Lua
+ *     scripts included);
+ *  2. latency: one reading per request at --rate per second for --seconds, spread evenly, and prints p50/p90/p99/max
+ *     of: post → arrival at the sink, post → 202, and per job (bull's own timestamps of the completed jobs): received →
+ *     in Redis, in Redis → taken by the worker, taken → completed; and the readings per job.
+ *
+ * Usage: npx tsx bench/path.ts [--requests 4000] [--batch 1] [--rate 500] [--seconds 10] [--split] [--only cost|latency]
+ *   [NAME=value ...] (gateway settings, e.g. DELIVERY_TRANSACTIONS=1)
+ * Compare two settings back to back, several times: on a shared machine one run of either is within the noise of the
+ * other (the figures move by 10 % from run to run on two cores).
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import IORedis from 'ioredis';
+import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
+import { args, opt, ROOT, run, spawnGateway } from './common.js';
+
+const REQUESTS = opt('requests', 4000);
+const BATCH = opt('batch', 1);
+const RATE = opt('rate', 500);
+const SECONDS = opt('seconds', 10);
+const IN_FLIGHT = 16;
+const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+const SETTINGS = Object.fromEntries(
+  args.filter((a) => /^[A-Z][A-Z0-9_]*=/.test(a)).map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
+);
+/** Reading times are seconds after a day 60 days back: every offset stays behind the clock. */
+const DAY0 = Math.floor(Date.now() / 86_400_000 - 60) * 86_400_000;
+
+interface SinkStats {
+  readings: number;
+  transactions: number;
+  arrivals: [string, number][];
+}
+
+const pct = (a: number[], p: number) => a[Math.min(a.length - 1, Math.floor((p / 100) * a.length))];
+function show(name: string, a: number[]): void {
+  a.sort((x, y) => x - y);
+  console.log(`  ${name.padEnd(30)} p50 ${pct(a, 50)}  p90 ${pct(a, 90)}  p99 ${pct(a, 99)}  max ${a[a.length - 1]}  (n ${a.length})`);
+}
+
+/** CPU time (ms) of a process so far, from /proc (Linux). */
+function cpuMs(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+async function commandStats(r: IORedis.default): Promise<Map<string, number>> {
+  const m = new Map<string, number>();
+  for (const l of ((await r.info('commandstats')) as string).split('\n')) {
+    const x = /cmdstat_([^:]+):calls=(\d+)/.exec(l);
+    if (x) m.set(x[1], Number(x[2]));
+  }
+  return m;
+}
+
+const reading = (device: number, seq: number) => ({
+  deviceId: `BENCH-${device}`,
+  patientId: `MRN-${device % 500}`,
+  timestamp: new Date(DAY0 + seq * 1000).toISOString(),
+  measurements: [
+    { code: 'MDC_PULS_OXIM_SAT_O2', value: 90 + (seq % 10), unit: '%' },
+    { code: 'MDC_PULS_OXIM_PULS_RATE', value: 60 + (seq % 40), unit: 'bpm' },
+  ],
+});
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'gw-bench-path-'));
+  const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
+  const redisUrl = await redis.start();
+  const sink: ChildProcess = fork(join(ROOT, 'bench/sink.ts'), [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const port = await new Promise<number>((res) =>
+    sink.on('message', (m: { type: string; port: number }) => m.type === 'listening' && res(m.port)),
+  );
+  const sinkStats = () =>
+    new Promise<SinkStats>((res) => {
+      const on = (m: { type: string } & SinkStats) => {
+        if (m.type !== 'stats') return;
+        sink.off('message', on);
+        res(m);
+      };
+      sink.on('message', on);
+      sink.send({ type: 'stats' });
+    });
+  const env: Record<string, string> = {
+    PORT: '0',
+    REDIS_URL: redisUrl,
+    FHIR_BASE_URL: `http://127.0.0.1:${port}/fhir`,
+    UNKNOWN_PATIENT_POLICY: 'create',
+    UNKNOWN_DEVICE_POLICY: 'accept',
+    MLLP_ENABLED: 'false',
+    MAPPINGS_WATCH: 'false',
+    DELIVERY_CONCURRENCY: '32',
+    QUEUE_MAX_DEPTH: '10000000',
+    JOB_RETENTION_COMPLETED: '100000',
+    ...SETTINGS,
+    LOG_LEVEL: 'info',
+  };
+  const split = args.includes('--split');
+  const procs = split ? [await spawnGateway(env, 'ingest'), await spawnGateway(env, 'worker')] : [await spawnGateway(env, 'all')];
+  const url = procs[0].url;
+  const admin = new IORedis.default(redisUrl);
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const post = (body: unknown) =>
+    new Promise<number>((resolve, reject) => {
+      const data = Buffer.from(JSON.stringify(body));
+      const req = request(
+        `${url}/ingest/measurements`,
+        { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': data.length } },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on('error', reject);
+      req.end(data);
+    });
+  let seq = 0;
+  const body = () => {
+    const rs = Array.from({ length: BATCH }, () => {
+      seq++;
+      return reading(seq % 2000, seq);
+    });
+    return BATCH === 1 ? rs[0] : rs;
+  };
+  const drive = async (n: number) => {
+    let i = 0;
+    await Promise.all(
+      Array.from({ length: IN_FLIGHT }, async () => {
+        while (i++ < n) {
+          const status = await post(body());
+          if (status !== 202) throw new Error(`the gateway answered ${status}`);
+        }
+      }),
+    );
+  };
+  const delivered = async (target: number) => {
+    for (;;) {
+      const s = await sinkStats();
+      if (s.readings >= target) return s;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  console.log(
+    `machine: node ${process.version}; gateway ${split ? 'ingest + worker processes' : 'role all'}, Redis AOF on, the bench sink${
+      Object.keys(SETTINGS).length
+        ? `; ${Object.entries(SETTINGS)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ')}`
+        : ''
+    }`,
+  );
+  try {
+    await drive(2000);
+    await delivered(seq);
+    if (ONLY !== 'latency') {
+      const c0 = procs.map((p) => cpuMs(p.child.pid as number));
+      const r0 = await commandStats(admin);
+      const s0 = await sinkStats();
+      const t0 = Date.now();
+      await drive(REQUESTS);
+      const s1 = await delivered(seq);
+      const seconds = (Date.now() - t0) / 1000;
+      const c1 = procs.map((p) => cpuMs(p.child.pid as number));
+      const r1 = await commandStats(admin);
+      const readings = REQUESTS * BATCH;
+      const transactions = s1.transactions - s0.transactions;
+      console.log(`\ncost: ${REQUESTS} requests of ${BATCH} reading(s), ${IN_FLIGHT} in flight, until all were delivered`);
+      console.log(
+        `  delivered ${(readings / seconds).toFixed(0)} readings/s; ${transactions} EHR transactions (${(readings / transactions).toFixed(1)} readings each)`,
+      );
+      console.log(
+        `  gateway CPU per reading: ${procs.map((_, i) => `${((1000 * (c1[i] - c0[i])) / readings).toFixed(0)} µs`).join(' + ')}`,
+      );
+      const rows = [...r1]
+        .map(([k, v]) => [k, v - (r0.get(k) ?? 0)] as const)
+        .filter(([k, d]) => d > 0 && k !== 'info')
+        .sort((a, b) => b[1] - a[1]);
+      const total = rows.reduce((n, [, d]) => n + d, 0);
+      console.log(`  Redis commands per request: ${(total / REQUESTS).toFixed(2)}`);
+      for (const [k, d] of rows.slice(0, 15)) console.log(`    ${k.padEnd(18)} ${(d / REQUESTS).toFixed(3)}`);
+    }
+    if (ONLY !== 'cost') {
+      const total = RATE * SECONDS;
+      const sent = new Map<string, number>();
+      const acks: number[] = [];
+      const inflight: Promise<void>[] = [];
+      await sinkStats();
+      const t0 = Date.now();
+      for (let i = 0; i < total; i++) {
+        const wait = t0 + (i * 1000) / RATE - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        const r = reading(5000 + (i % 500), 1_000_000 + i);
+        const at = Date.now();
+        sent.set(`${r.deviceId}|${r.timestamp}`, at);
+        inflight.push(post(r).then(() => void acks.push(Date.now() - at)));
+      }
+      await Promise.all(inflight);
+      const arrivals: [string, number][] = [];
+      while (arrivals.length < total) {
+        arrivals.push(...(await sinkStats()).arrivals.filter(([k]) => sent.has(k)));
+        if (arrivals.length < total) await new Promise((r) => setTimeout(r, 100));
+      }
+      console.log(`\nlatency: one reading per request at ${RATE}/s for ${SECONDS} s (ms)`);
+      show(
+        'post → sink',
+        arrivals.map(([k, t]) => t - (sent.get(k) as number)),
+      );
+      show('post → 202', acks);
+      const added: number[] = [];
+      const waited: number[] = [];
+      const worked: number[] = [];
+      const sizes: number[] = [];
+      for (const id of await admin.zrangebyscore('gw:iomt-delivery:completed', t0, '+inf')) {
+        const h = await admin.hgetall(`gw:iomt-delivery:${id}`);
+        const data = JSON.parse(h.data) as { receivedAt: string; translations: unknown[] };
+        added.push(Number(h.timestamp) - Date.parse(data.receivedAt));
+        waited.push(Number(h.processedOn) - Number(h.timestamp));
+        worked.push(Number(h.finishedOn) - Number(h.processedOn));
+        sizes.push(data.translations.length);
+      }
+      show('job: received → in Redis', added);
+      show('job: in Redis → taken', waited);
+      show('job: taken → completed', worked);
+      show('job: readings', sizes);
+    }
+  } finally {
+    for (const p of procs) p.child.kill('SIGTERM');
+    await Promise.all(procs.map((p) => new Promise((r) => (p.child.exitCode === null ? p.child.once('exit', r) : r(null)))));
+    sink.kill();
+    await admin.quit();
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+run(main);
