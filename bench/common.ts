@@ -1,5 +1,5 @@
 /** What the benchmarks share: their command-line options, a gateway child process, and how they run and exit. */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -63,4 +63,57 @@ export function postMeasurements(url: string, body: unknown): Promise<number> {
     req.on('error', reject);
     req.end(data);
   });
+}
+
+export type Arrival = [string, number];
+export interface SinkStats {
+  observations: number;
+  transactions: number;
+  readings: number;
+  arrivals: Arrival[];
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** The bench sink (bench/sink.ts) as a child process: its FHIR base URL and its counts, asked for over IPC. */
+export type Sink = { child: ChildProcess; url: string; stats(): Promise<SinkStats> };
+
+export async function startSink(): Promise<Sink> {
+  const child = fork(join(ROOT, 'bench/sink.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const port = await new Promise<number>((res) =>
+    child.on('message', (m: { type: string; port: number }) => m.type === 'listening' && res(m.port)),
+  );
+  return {
+    child,
+    url: `http://127.0.0.1:${port}/fhir`,
+    stats: () =>
+      new Promise((res) => {
+        const on = (m: { type: string } & SinkStats) => {
+          if (m.type !== 'stats') return;
+          child.off('message', on);
+          res(m);
+        };
+        child.on('message', on);
+        child.send({ type: 'stats' });
+      }),
+  };
+}
+
+/** Reading times are seconds after a day 60 days back: every offset the runs use stays behind the clock. */
+export const DAY0 = Math.floor(Date.now() / 86_400_000 - 60) * 86_400_000;
+
+export function reading(device: number, seq: number) {
+  const t = new Date(DAY0 + seq * 1000).toISOString();
+  return {
+    deviceId: `BENCH-${device}`,
+    patientId: `MRN-${device % 500}`,
+    timestamp: t,
+    measurements: [
+      { code: 'MDC_PULS_OXIM_SAT_O2', value: 90 + (seq % 10), unit: '%' },
+      { code: 'MDC_PULS_OXIM_PULS_RATE', value: 60 + (seq % 40), unit: 'bpm' },
+    ],
+  };
 }

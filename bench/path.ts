@@ -15,14 +15,13 @@
  * Compare two settings back to back, several times: on a shared machine one run of either is within the noise of the
  * other (the figures move by 10 % from run to run on two cores).
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { args, opt, ROOT, run, spawnGateway } from './common.js';
+import { args, opt, percentile, reading, run, spawnGateway, startSink } from './common.js';
 
 const REQUESTS = opt('requests', 4000);
 const BATCH = opt('batch', 1);
@@ -33,19 +32,10 @@ const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefi
 const SETTINGS = Object.fromEntries(
   args.filter((a) => /^[A-Z][A-Z0-9_]*=/.test(a)).map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
 );
-/** Reading times are seconds after a day 60 days back: every offset stays behind the clock. */
-const DAY0 = Math.floor(Date.now() / 86_400_000 - 60) * 86_400_000;
-
-interface SinkStats {
-  readings: number;
-  transactions: number;
-  arrivals: [string, number][];
-}
-
-const pct = (a: number[], p: number) => a[Math.min(a.length - 1, Math.floor((p / 100) * a.length))];
 function show(name: string, a: number[]): void {
   a.sort((x, y) => x - y);
-  console.log(`  ${name.padEnd(30)} p50 ${pct(a, 50)}  p90 ${pct(a, 90)}  p99 ${pct(a, 99)}  max ${a[a.length - 1]}  (n ${a.length})`);
+  const p = (q: number) => percentile(a, q);
+  console.log(`  ${name.padEnd(30)} p50 ${p(50)}  p90 ${p(90)}  p99 ${p(99)}  max ${a[a.length - 1]}  (n ${a.length})`);
 }
 
 /** CPU time (ms) of a process so far, from /proc (Linux). */
@@ -63,41 +53,15 @@ async function commandStats(r: IORedis.default): Promise<Map<string, number>> {
   return m;
 }
 
-const reading = (device: number, seq: number) => ({
-  deviceId: `BENCH-${device}`,
-  patientId: `MRN-${device % 500}`,
-  timestamp: new Date(DAY0 + seq * 1000).toISOString(),
-  measurements: [
-    { code: 'MDC_PULS_OXIM_SAT_O2', value: 90 + (seq % 10), unit: '%' },
-    { code: 'MDC_PULS_OXIM_PULS_RATE', value: 60 + (seq % 40), unit: 'bpm' },
-  ],
-});
-
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'gw-bench-path-'));
   const redis = new EmbeddedRedis({ dataDir: dir, appendOnly: true });
   const redisUrl = await redis.start();
-  const sink: ChildProcess = fork(join(ROOT, 'bench/sink.ts'), [], {
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  const port = await new Promise<number>((res) =>
-    sink.on('message', (m: { type: string; port: number }) => m.type === 'listening' && res(m.port)),
-  );
-  const sinkStats = () =>
-    new Promise<SinkStats>((res) => {
-      const on = (m: { type: string } & SinkStats) => {
-        if (m.type !== 'stats') return;
-        sink.off('message', on);
-        res(m);
-      };
-      sink.on('message', on);
-      sink.send({ type: 'stats' });
-    });
+  const sink = await startSink();
   const env: Record<string, string> = {
     PORT: '0',
     REDIS_URL: redisUrl,
-    FHIR_BASE_URL: `http://127.0.0.1:${port}/fhir`,
+    FHIR_BASE_URL: sink.url,
     UNKNOWN_PATIENT_POLICY: 'create',
     UNKNOWN_DEVICE_POLICY: 'accept',
     MLLP_ENABLED: 'false',
@@ -148,7 +112,7 @@ async function main(): Promise<void> {
   };
   const delivered = async (target: number) => {
     for (;;) {
-      const s = await sinkStats();
+      const s = await sink.stats();
       if (s.readings >= target) return s;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -168,7 +132,7 @@ async function main(): Promise<void> {
     if (ONLY !== 'latency') {
       const c0 = procs.map((p) => cpuMs(p.child.pid as number));
       const r0 = await commandStats(admin);
-      const s0 = await sinkStats();
+      const s0 = await sink.stats();
       const t0 = Date.now();
       await drive(REQUESTS);
       const s1 = await delivered(seq);
@@ -197,7 +161,7 @@ async function main(): Promise<void> {
       const sent = new Map<string, number>();
       const acks: number[] = [];
       const inflight: Promise<void>[] = [];
-      await sinkStats();
+      await sink.stats();
       const t0 = Date.now();
       for (let i = 0; i < total; i++) {
         const wait = t0 + (i * 1000) / RATE - Date.now();
@@ -210,7 +174,7 @@ async function main(): Promise<void> {
       await Promise.all(inflight);
       const arrivals: [string, number][] = [];
       while (arrivals.length < total) {
-        arrivals.push(...(await sinkStats()).arrivals.filter(([k]) => sent.has(k)));
+        arrivals.push(...(await sink.stats()).arrivals.filter(([k]) => sent.has(k)));
         if (arrivals.length < total) await new Promise((r) => setTimeout(r, 100));
       }
       console.log(`\nlatency: one reading per request at ${RATE}/s for ${SECONDS} s (ms)`);
@@ -239,7 +203,7 @@ async function main(): Promise<void> {
   } finally {
     for (const p of procs) p.child.kill('SIGTERM');
     await Promise.all(procs.map((p) => new Promise((r) => (p.child.exitCode === null ? p.child.once('exit', r) : r(null)))));
-    sink.kill();
+    sink.child.kill();
     await admin.quit();
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -34,7 +34,7 @@ import { join } from 'node:path';
 import Bull from 'bull';
 import IORedis from 'ioredis';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { args, opt, ROOT, run, spawnGateway } from './common.js';
+import { type Arrival, args, opt, percentile, ROOT, reading, run, type Sink, spawnGateway, startSink } from './common.js';
 
 const READINGS = opt('readings', 20000);
 const BATCH_ARG = args.includes('--batch') ? args[args.indexOf('--batch') + 1] : '20,1';
@@ -65,42 +65,6 @@ const SCALE: Shape[] | undefined = args.includes('--scale')
     })
   : undefined;
 
-type Arrival = [string, number];
-interface SinkStats {
-  observations: number;
-  transactions: number;
-  readings: number;
-  arrivals: Arrival[];
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
-type Sink = { child: ChildProcess; url: string; stats(): Promise<SinkStats> };
-
-async function startSink(): Promise<Sink> {
-  const child = fork(join(ROOT, 'bench/sink.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const port = await new Promise<number>((res) =>
-    child.on('message', (m: { type: string; port: number }) => m.type === 'listening' && res(m.port)),
-  );
-  return {
-    child,
-    url: `http://127.0.0.1:${port}/fhir`,
-    stats: () =>
-      new Promise((res) => {
-        const on = (m: { type: string } & SinkStats) => {
-          if (m.type !== 'stats') return;
-          child.off('message', on);
-          res(m);
-        };
-        child.on('message', on);
-        child.send({ type: 'stats' });
-      }),
-  };
-}
-
 async function startGateway(env: Record<string, string>, role = 'all'): Promise<{ child: ChildProcess; url: string; peakRss(): number }> {
   const { child, url } = await spawnGateway(env, role);
   let peak = 0;
@@ -116,22 +80,6 @@ async function startGateway(env: Record<string, string>, role = 'all'): Promise<
   }, 200);
   child.once('exit', () => clearInterval(timer));
   return { child, url, peakRss: () => peak };
-}
-
-/** Reading times are seconds after a day 60 days back: every offset the runs use stays behind the clock. */
-const DAY0 = Math.floor(Date.now() / 86_400_000 - 60) * 86_400_000;
-
-function reading(device: number, seq: number) {
-  const t = new Date(DAY0 + seq * 1000).toISOString();
-  return {
-    deviceId: `BENCH-${device}`,
-    patientId: `MRN-${device % 500}`,
-    timestamp: t,
-    measurements: [
-      { code: 'MDC_PULS_OXIM_SAT_O2', value: 90 + (seq % 10), unit: '%' },
-      { code: 'MDC_PULS_OXIM_PULS_RATE', value: 60 + (seq % 40), unit: 'bpm' },
-    ],
-  };
 }
 
 // node:http with keep-alive rather than fetch: the load generator shares the machine's two cores with the gateway,
