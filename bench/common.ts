@@ -1,6 +1,6 @@
 /** What the benchmarks share: their command-line options, a gateway child process, and how they run and exit. */
 import { type ChildProcess, fork, spawn } from 'node:child_process';
-import { request } from 'node:http';
+import { type Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -48,13 +48,16 @@ export function run(main: () => Promise<void>): void {
   );
 }
 
-/** POST one body to the gateway's /ingest/measurements; resolves with the HTTP status (the body is discarded). */
-export function postMeasurements(url: string, body: unknown): Promise<number> {
+/**
+ * POST one body to the gateway's /ingest/measurements; resolves with the HTTP status (the body is discarded).
+ * `agent`: a keep-alive pool, for a load generator (node's default agent otherwise).
+ */
+export function postMeasurements(url: string, body: unknown, agent?: Agent): Promise<number> {
   const data = Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = request(
       `${url}/ingest/measurements`,
-      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': data.length } },
+      { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': data.length } },
       (res) => {
         res.resume();
         res.on('end', () => resolve(res.statusCode ?? 0));

@@ -16,12 +16,12 @@
  * other (the figures move by 10 % from run to run on two cores).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { args, opt, percentile, reading, run, spawnGateway, startSink } from './common.js';
+import { args, opt, percentile, postMeasurements, reading, run, spawnGateway, startSink } from './common.js';
 
 const REQUESTS = opt('requests', 4000);
 const BATCH = opt('batch', 1);
@@ -77,20 +77,7 @@ async function main(): Promise<void> {
   const url = procs[0].url;
   const admin = new IORedis.default(redisUrl);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  const post = (body: unknown) =>
-    new Promise<number>((resolve, reject) => {
-      const data = Buffer.from(JSON.stringify(body));
-      const req = request(
-        `${url}/ingest/measurements`,
-        { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': data.length } },
-        (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        },
-      );
-      req.on('error', reject);
-      req.end(data);
-    });
+  const post = (body: unknown) => postMeasurements(url, body, agent);
   let seq = 0;
   const body = () => {
     const rs = Array.from({ length: BATCH }, () => {
