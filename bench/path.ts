@@ -73,7 +73,15 @@ async function main(): Promise<void> {
     LOG_LEVEL: 'info',
   };
   const split = args.includes('--split');
-  const procs = split ? [await spawnGateway(env, 'ingest'), await spawnGateway(env, 'worker')] : [await spawnGateway(env, 'all')];
+  let procs: Awaited<ReturnType<typeof spawnGateway>>[];
+  try {
+    procs = split ? [await spawnGateway(env, 'ingest'), await spawnGateway(env, 'worker')] : [await spawnGateway(env, 'all')];
+  } catch (err) {
+    // A gateway that does not start (a bad setting) must not leave the sink and Redis behind.
+    sink.child.kill();
+    await redis.stop();
+    throw err;
+  }
   const url = procs[0].url;
   const admin = new IORedis.default(redisUrl);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
