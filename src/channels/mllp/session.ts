@@ -464,9 +464,10 @@ export class Hl7Session {
           'hl7: ADT^A40 (merge) acknowledged and logged; patient merges are not applied by the gateway',
         );
       const { codes, acks } = this.acksFor(header, 'accepted', []);
-      // The ACK is not held back for this write (a Redis round trip): a resend, which comes only after the ACK, is
-      // looked up on the same connection, so Redis has the entry by then. A failed write costs only that a resend is
-      // queued again, and the EHR still gets it once: delivery's writes are conditional.
+      // The ACK is not held back for this write (a Redis round trip). A resend comes only after the sender has waited
+      // for an ACK; in this process its lookup goes over the same Redis connection, after the write. A write that
+      // failed, or a resend that reaches another process within the round trip, costs only that the resend is queued
+      // again, and the EHR still gets it once: delivery's writes are conditional.
       if (this.ackCache) void this.ackCache.put(sender, header.controlId, { h: hash, acks, charset }).catch(() => undefined);
       this.logger.info(
         {
