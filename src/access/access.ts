@@ -22,6 +22,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
+import { clientAddress } from '../http/client.js';
 import { duplicateConnection, type RedisClient } from '../queue/connection.js';
 import type { Principal } from '../core/contract.js';
 import { BaseAccess, BOOTSTRAP_ADMIN, bearerToken, sameKey } from './auth.js';
@@ -217,14 +218,14 @@ export class ApiKeyAccess extends BaseAccess {
     this.metrics.inc('access_refused_total', { status: String(status) });
     const request = `${req.method} ${req.baseUrl}${req.path}`;
     if (status === 401) {
-      this.clearUntil.delete(req.socket.remoteAddress ?? '');
-      void this.failures.note({ address: req.socket.remoteAddress, keyId: presentedKeyId(req), reason, request });
+      this.clearUntil.delete(clientAddress(req));
+      void this.failures.note({ address: clientAddress(req), keyId: presentedKeyId(req), reason, request });
       return;
     }
     void this.audit.record({
       kind: 'access-refused',
       principal: req.principal,
-      address: req.socket.remoteAddress,
+      address: clientAddress(req),
       outcome: '4',
       description: `${status}: ${reason}`,
       entities: [{ kind: 'Request', id: request }],
@@ -238,7 +239,7 @@ export class ApiKeyAccess extends BaseAccess {
   override authenticate: RequestHandler = async (req, _res, next) => {
     try {
       if (!req.principal) {
-        const wait = await this.blockedFor(req.socket.remoteAddress);
+        const wait = await this.blockedFor(clientAddress(req));
         if (wait > 0) {
           this.metrics.inc('auth_failure_limited_total', {});
           const seconds = Math.max(1, Math.ceil(wait / 1000));

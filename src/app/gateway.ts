@@ -314,6 +314,7 @@ export class Gateway {
       : undefined;
     app = createApp({
       log,
+      trustProxy: config.trustProxy,
       readiness: readiness(queues, () => this.deliveries, breakers, deliver),
       sandbox: this.sandbox
         ? sandboxSmart

@@ -5,6 +5,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import express, { type RequestHandler } from 'express';
+import { clientAddress } from '../http/client.js';
 import { firstInvalidUtf8 } from '../core/utf8.js';
 import type { InboundMessage, Principal } from '../core/contract.js';
 import { GatewayError, issue, notFound, outcome } from '../core/errors.js';
@@ -87,7 +88,7 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
       body: req.body as unknown,
       channel: 'http',
       receivedAt: new Date().toISOString(),
-      attributes: { remoteAddress: req.socket.remoteAddress ?? '' },
+      attributes: { remoteAddress: clientAddress(req) },
       principal: req.principal,
     };
     const adapterId = String(req.params.adapter);

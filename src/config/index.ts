@@ -3,6 +3,7 @@
  * Feature fragments (HL7v2, devices, MQTT, plugins) live with their features; app/features.ts lists them all once
  * (ALL_KEYS) and loads them together, so every error of every fragment is reported at once.
  */
+import proxyaddr from 'proxy-addr';
 import { type DestinationAuthConfig, EHR_AUTH_METHODS, readDestinationAuth, SIGNING_ALGS } from './ehr-auth.js';
 import { type Destination, defaultDestination, readDestinationsFile } from './destinations.js';
 import { ConfigError, type ConfigKey, type ConfigValue, describeKeys, loadKeys } from './schema.js';
@@ -29,6 +30,12 @@ export const CORE_KEYS: readonly ConfigKey[] = [
   },
   { env: 'PORT', type: 'int', default: '8080', min: 0, max: 65535, description: 'HTTP port (ingest API, admin API, sandbox EHR)' },
   { env: 'HOST', type: 'string', default: '127.0.0.1', description: 'HTTP bind address (0.0.0.0 in containers)' },
+  {
+    env: 'TRUST_PROXY',
+    type: 'list',
+    description:
+      'The load balancers or reverse proxies in front of the HTTP port (addresses, CIDR blocks, or loopback, linklocal, uniquelocal): from them X-Forwarded-For gives the client address (failed-authentication limit, audit) and X-Forwarded-Proto whether it used TLS (the console cookie is then Secure). Unset: the TCP peer, and those headers are ignored (docs/security.md)',
+  },
   {
     env: 'REDIS_URL',
     type: 'url',
@@ -387,6 +394,8 @@ export interface Config {
   role: Role;
   port: number;
   host: string;
+  /** TRUST_PROXY: the proxies whose forwarding headers are believed (http/client.ts); empty: none. */
+  trustProxy: string[];
   redisUrl?: string;
   redisDataDir: string;
   redisAppendFsync: 'everysec' | 'always';
@@ -503,11 +512,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     errors.push(
       'REDIS_URL names a database other than 0, which a Redis Cluster does not have: with REDIS_CLUSTER_NODES it gives only the password',
     );
+  const trustProxy = (v.get('TRUST_PROXY') as string[] | undefined) ?? [];
+  try {
+    // A number is an address to proxy-addr (2 is 0.0.0.2), though express reads it as a count of hops: neither is meant.
+    const count = trustProxy.find((a) => /^\d+$/.test(a));
+    if (count) throw new Error(`'${count}' is not an address: name the proxies, not how many there are`);
+    if (trustProxy.length) proxyaddr.compile(trustProxy);
+  } catch (err) {
+    errors.push(`TRUST_PROXY: ${(err as Error).message} (addresses, CIDR blocks, or loopback, linklocal, uniquelocal)`);
+  }
   if (errors.length) throw new ConfigError(errors);
   return {
     role: s('GATEWAY_ROLE') as Role,
     port: n('PORT'),
     host: s('HOST'),
+    trustProxy,
     redisUrl,
     redisDataDir: s('REDIS_DATA_DIR'),
     redisAppendFsync: s('REDIS_APPENDFSYNC') as Config['redisAppendFsync'],

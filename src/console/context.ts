@@ -3,6 +3,7 @@
  * and `api`, which calls the gateway's own API as that principal (inject.ts).
  */
 import type { Request, Response } from 'express';
+import { clientAddress } from '../http/client.js';
 import type { Principal } from '../core/contract.js';
 import { type ApiAnswer, type AppHandler, callApi } from './inject.js';
 import { type Html, layout } from './html.js';
@@ -29,8 +30,7 @@ export function makeCtx(req: Request, res: Response, principal: Principal, csrf:
     csrf,
     form,
     partial: req.headers['hx-request'] === 'true',
-    api: (method, path, body, contentType) =>
-      callApi(app, { method, path, principal, address: req.socket.remoteAddress, body, contentType }),
+    api: (method, path, body, contentType) => callApi(app, { method, path, principal, address: clientAddress(req), body, contentType }),
     page(title, current, body, status = 200) {
       res.status(status).type('html').send(layout({ title, principal, csrf, current, body }));
     },

@@ -12,6 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
+import { clientAddress } from '../http/client.js';
 import type { RedisClient } from '../queue/connection.js';
 import type { ApiKeyAccess } from '../access/access.js';
 import type { AuditTrail } from '../audit/store.js';
@@ -88,7 +89,7 @@ export function createConsole(deps: ConsoleDeps): Console {
       .record({
         kind,
         principal: p,
-        address: req.socket.remoteAddress,
+        address: clientAddress(req),
         outcome: ok ? '0' : '4',
         description,
         entities: [{ kind: 'Request', id: `${req.method} ${req.originalUrl.split('?')[0]}` }],

@@ -7,6 +7,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Request, Response } from 'express';
+import { overTls } from '../http/client.js';
 import type { RedisClient } from '../queue/connection.js';
 import type { Principal } from '../core/contract.js';
 
@@ -88,15 +89,15 @@ export class SessionStore {
  * the prefix: a cookie without Secure can be planted by a plain-HTTP response or a sibling domain (session fixation).
  */
 export function sessionIdOf(req: Request): string | undefined {
-  return cookiesOf(req).get(req.secure ? SECURE_COOKIE : COOKIE);
+  return cookiesOf(req).get(overTls(req) ? SECURE_COOKIE : COOKIE);
 }
 
 export function setSessionCookie(req: Request, res: Response, id: string): void {
-  const secure = req.secure;
+  const secure = overTls(req);
   res.cookie(secure ? SECURE_COOKIE : COOKIE, id, { httpOnly: true, sameSite: 'strict', secure, path: '/', encode: String });
 }
 
 export function clearSessionCookie(req: Request, res: Response): void {
-  const secure = req.secure;
+  const secure = overTls(req);
   res.clearCookie(secure ? SECURE_COOKIE : COOKIE, { httpOnly: true, sameSite: 'strict', secure, path: '/' });
 }

@@ -30,6 +30,7 @@
  *   GET    /api/audit                                  operator
  */
 import express, { Router, type Request, type RequestHandler } from 'express';
+import { clientAddress } from '../http/client.js';
 import type { Principal, RoleName } from '../core/contract.js';
 import type { AccessControl } from '../access/auth.js';
 import { badRequest, forbidden, notFound, GatewayError, outcome, issue } from '../core/errors.js';
@@ -54,7 +55,7 @@ export interface RouteSpec {
   body?: 'json' | 'json-or-csv';
 }
 
-const actorOf = (req: Request): Actor => ({ principal: req.principal as Principal, address: req.socket.remoteAddress });
+const actorOf = (req: Request): Actor => ({ principal: req.principal as Principal, address: clientAddress(req) });
 const param = (req: Request, k: string) => String(req.params[k]);
 
 export function deviceRoutes(svc: DeviceService, audit: AuditTrail): RouteSpec[] {

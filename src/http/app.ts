@@ -7,6 +7,7 @@ import express, { type ErrorRequestHandler, type Request, type RequestHandler, t
 import helmet from 'helmet';
 import { issue, outcome } from '../core/errors.js';
 import type { Logger } from '../observability/logger.js';
+import { compileProxyTrust, identifyClient, type ProxyTrust } from './client.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 
 export interface AppDeps {
@@ -17,6 +18,8 @@ export interface AppDeps {
   sandbox?: Router;
   /** Every other route, in order. */
   routers: Router[];
+  /** TRUST_PROXY: the load balancers and reverse proxies whose X-Forwarded-For and -Proto are believed (http/client.ts). */
+  trustProxy?: readonly string[];
 }
 
 /** What helmet() sets and removes on a response, worked out once (none of it depends on the request by default). */
@@ -92,8 +95,10 @@ export interface HotRoute {
 export function withHotRoutes(app: express.Express, routes: HotRoute[], onError: ErrorRequestHandler): RequestListener {
   const security = helmetRecording();
   if (!routes.length || !security) return app;
+  const trust = app.locals.proxyTrust as ProxyTrust | undefined;
   const dispatch = (route: HotRoute, params: Record<string, string>, path: string, raw: IncomingMessage, res: ServerResponse): void => {
     const req = raw as Request;
+    identifyClient(req, trust);
     req.params = params;
     req.baseUrl = '';
     req.originalUrl = req.url;
@@ -154,7 +159,15 @@ export function withHotRoutes(app: express.Express, routes: HotRoute[], onError:
 export function createApp(deps: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', false);
+  // One trust for express's own req.ip, req.protocol and req.secure, and for the gateway's client (http/client.ts).
+  const trustProxy = deps.trustProxy?.length ? [...deps.trustProxy] : undefined;
+  app.set('trust proxy', trustProxy ?? false);
+  const trust = compileProxyTrust(trustProxy ?? []);
+  app.locals.proxyTrust = trust;
+  app.use(function identifyClients(req, _res, next) {
+    identifyClient(req, trust);
+    next();
+  });
   app.use(helmetHeaders());
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));

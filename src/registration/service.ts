@@ -17,6 +17,7 @@
  */
 import express, { type Request, type RequestHandler, type Router } from 'express';
 import type { OperationOutcomeIssue, Resource } from 'fhir/r4';
+import { clientAddress } from '../http/client.js';
 import { duplicateConnection, type RedisClient } from '../queue/connection.js';
 import type { AuditTrail } from '../audit/store.js';
 import type { Logger } from '../observability/logger.js';
@@ -352,7 +353,7 @@ export async function createRegistration(ctx: RegistrationDeps): Promise<Registr
       description: string,
     ) => {
       await ctx.audit
-        ?.record({ kind, principal: req.principal, address: req.socket.remoteAddress, entities: [{ kind: 'Adapter', id }], description })
+        ?.record({ kind, principal: req.principal, address: clientAddress(req), entities: [{ kind: 'Adapter', id }], description })
         .catch((err: Error) => ctx.log.warn({ adapter: id, error: err.message }, 'could not record the adapter change in the audit trail'));
     };
 

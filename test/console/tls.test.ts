@@ -1,6 +1,6 @@
 /**
  * The console's session cookie over TLS and over plain HTTP. What decides "served over TLS" is the connection the
- * request came on (express `req.secure`, with `trust proxy` off: a TLS socket, never X-Forwarded-Proto). The test puts
+ * request came on (without TRUST_PROXY: a TLS socket, never X-Forwarded-Proto; test/http/trust-proxy.test.ts has the proxy's case). The test puts
  * a real TLS listener, with a certificate made here by the openssl CLI, in front of the gateway's own HTTP server:
  * each TLS connection is handed to that server, as `https.createServer` would do, so the same app answers both.
  */

@@ -38,6 +38,7 @@ interface Registered {
 
 /** Body parsers, helmet, the 404 and the like: middleware that passes requests on rather than answering them. */
 const MIDDLEWARE = new Set([
+  'identifyClients',
   'helmetMiddleware',
   'helmetHeadersOnce',
   'jsonParser',

@@ -5,6 +5,7 @@
  * Errors are FHIR OperationOutcome JSON, from the app's one error handler (http/errors.ts).
  */
 import express, { type Request, type RequestHandler, type Response, type Router } from 'express';
+import { clientAddress } from '../../http/client.js';
 import { badRequest, GatewayError, issue, outcome } from '../../core/errors.js';
 import { charsetLabel, encodeText } from '../../hl7v2/parse.js';
 import type { Hl7Session } from './session.js';
@@ -57,8 +58,8 @@ export function hl7Route(options: Hl7RouteOptions): Router {
       if (!body.length) throw badRequest('the body is empty; send an HL7v2 message');
       const result = await session.handleBytes(body, {
         channel: 'http',
-        peer: req.ip,
-        remoteAddress: req.socket.remoteAddress,
+        peer: clientAddress(req),
+        remoteAddress: clientAddress(req),
         principal: req.principal,
       });
       const codes = result.outcomes.flatMap((o) => o.ackCodes);
