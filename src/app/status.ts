@@ -8,7 +8,7 @@ import { BREAKER_STATES, type BreakerSnapshot, type CircuitBreaker } from '../de
 import type { Config } from '../config/index.js';
 import type { DeadLetterStore } from '../delivery/dead-letters.js';
 import type { EhrClient } from '../delivery/ehr-client.js';
-import type { Metrics } from '../observability/metrics.js';
+import type { Metrics, Sample } from '../observability/metrics.js';
 import { withoutCredentials } from '../observability/redact.js';
 import { type DeliveryQueue, withTimeout } from '../queue/queue.js';
 import type { DestinationQueues } from '../queue/routing.js';
@@ -58,15 +58,31 @@ export function statusRoutes(deps: StatusDeps): Router {
   metrics.gaugeFamily('destination_breaker_waiting_jobs', () =>
     deps.breakers().map((b) => ({ labels: { destination: b.destination }, value: b.waiting })),
   );
-  // Read from Redis at scrape time (a few LLEN/ZCARD and two reads), skipped while it is down or slow.
-  const fromRedis = async <T>(read: () => Promise<T>): Promise<T> => {
+  // Read from Redis at scrape time (a few LLEN/ZCARD and two reads per queue), skipped while it is down, each queue's
+  // bounded in time. Every destination's queue (a subscriber's too): with several, each fills and drains on its own. A
+  // queue whose read fails is left out of this scrape; the others still answer.
+  const perQueue = async <T>(read: (q: DeliveryQueue) => Promise<T>, samples: (destination: string, v: T) => Sample[]) => {
     if (!queue.isReady()) throw new Error('Redis is not reachable');
-    return withTimeout(read(), 1000, 'Redis did not answer');
+    const all = await Promise.all(
+      queues.routes.map(async (r) => {
+        const v = await withTimeout(read(r.queue), 1000, 'Redis did not answer').catch(() => undefined);
+        return v === undefined ? [] : samples(r.destination.name, v);
+      }),
+    );
+    return all.flat();
   };
   metrics.gaugeFamily('queue_jobs', () =>
-    fromRedis(() => queue.counts()).then((c) => QUEUE_STATES.map((state) => ({ labels: { state }, value: c[state] ?? 0 }))),
+    perQueue(
+      (q) => q.counts(),
+      (destination, c) => QUEUE_STATES.map((state) => ({ labels: { destination, state }, value: c[state] ?? 0 })),
+    ),
   );
-  metrics.gauge('queue_oldest_waiting_age_seconds', () => fromRedis(() => queue.oldestWaitingAgeSeconds()));
+  metrics.gaugeFamily('queue_oldest_waiting_age_seconds', () =>
+    perQueue(
+      (q) => q.oldestWaitingAgeSeconds(),
+      (destination, age) => [{ labels: { destination }, value: age }],
+    ),
+  );
   router.get('/metrics', deps.operatorOnly, async (_req, res) => {
     res.type('text/plain; version=0.0.4').send(await metrics.render());
   });

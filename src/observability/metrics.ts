@@ -66,12 +66,13 @@ export const METRICS = {
   queue_waiting: { type: 'gauge', help: 'Jobs waiting in the delivery queue (read from Redis at scrape time).' },
   queue_jobs: {
     type: 'gauge',
-    help: 'Jobs in the delivery queue by state (waiting, active, delayed: waiting for a retry, failed), read from Redis at scrape time.',
-    labels: ['state'],
+    help: "Jobs in each destination's delivery queue by state (waiting, active, delayed: waiting for a retry, failed), read from Redis at scrape time.",
+    labels: ['destination', 'state'],
   },
   queue_oldest_waiting_age_seconds: {
     type: 'gauge',
-    help: 'Age of the job next in line in the waiting list (0 when none waits), read from Redis at scrape time.',
+    help: "Age of the job next in line in each destination's waiting list (0 when none waits), read from Redis at scrape time.",
+    labels: ['destination'],
   },
   dead_letters: { type: 'gauge', help: 'Dead letters kept (read from Redis at scrape time).' },
 
@@ -218,7 +219,7 @@ interface HistogramSeries {
   count: number;
 }
 
-type Sample = { labels: Labels; value: number };
+export type Sample = { labels: Labels; value: number };
 
 /** A name and labels worked out (Metrics.resolve). */
 interface Resolved {

@@ -84,6 +84,16 @@ describe('destinations: isolation', function () {
     const metrics = (await request(gw.url).get('/metrics')).text;
     assert.match(metrics, /iomt_delivery_jobs_total\{destination="ehr",outcome="delivered"\} 30/);
     assert.match(metrics, /iomt_queue_waiting\{destination="research"\} \d+/);
+    // The queue gauges cover every destination, not only the first: research's jobs are there, retried or waiting.
+    const research = ['waiting', 'active', 'delayed'].map((state) => {
+      const m = new RegExp(`iomt_queue_jobs\\{destination="research",state="${state}"\\} (\\d+)`).exec(metrics);
+      assert.ok(m, `queue_jobs of research, ${state}`);
+      return Number(m[1]);
+    });
+    assert.ok(research.reduce((n, x) => n + x, 0) >= 1, `research's queue holds its jobs: ${research}`);
+    assert.match(metrics, /iomt_queue_jobs\{destination="ehr",state="waiting"\} 0/);
+    assert.match(metrics, /iomt_queue_oldest_waiting_age_seconds\{destination="research"\} [\d.]+/);
+    assert.match(metrics, /iomt_queue_oldest_waiting_age_seconds\{destination="ehr"\} 0/);
     assert.match(metrics, /iomt_destination_breaker_opened_total\{destination="research"\} 1/);
 
     // Back: it catches up, once per reading; the first is left as it was.

@@ -157,8 +157,8 @@ describe('/metrics after real traffic (Prometheus conventions, the new metrics, 
     for (const s of refusals) assert.match(s.labels.reason, /^[a-z-]+$/, 'a FHIR issue type, not free text');
     assert.ok(refusals.reduce((n, s) => n + s.value, 0) >= 2, JSON.stringify(refusals));
     for (const state of ['waiting', 'active', 'delayed', 'failed'])
-      assert.notEqual(sampleValue(m, 'iomt_queue_jobs', { state }), undefined, `queue_jobs{state=${state}}`);
-    assert.equal(sampleValue(m, 'iomt_queue_oldest_waiting_age_seconds', {}), 0, 'nothing waits once all is delivered');
+      assert.notEqual(sampleValue(m, 'iomt_queue_jobs', { destination: 'ehr', state }), undefined, `queue_jobs{state=${state}}`);
+    assert.equal(sampleValue(m, 'iomt_queue_oldest_waiting_age_seconds', { destination: 'ehr' }), 0, 'nothing waits once all is delivered');
     assert.ok((sampleValue(m, 'iomt_devices', { state: 'active' }) ?? 0) >= 2);
     assert.ok((sampleValue(m, 'iomt_devices_connectivity', { connectivity: 'online' }) ?? 0) >= 2);
     assert.notEqual(sampleValue(m, 'iomt_devices_connectivity', { connectivity: 'offline' }), undefined);
@@ -201,11 +201,11 @@ describe('/metrics: queue depth and the age of the oldest waiting job, with no w
       const r = await postJson(`${gw.url}/ingest/measurements`, reading('OBSVWAIT1', 'OBSVWAITP', 1), auth);
       assert.equal(r.status, 202, JSON.stringify(r.body));
       const first = await scrape(gw.url);
-      assert.equal(sampleValue(first, 'iomt_queue_jobs', { state: 'waiting' }), 1);
+      assert.equal(sampleValue(first, 'iomt_queue_jobs', { destination: 'ehr', state: 'waiting' }), 1);
       assert.equal(sampleValue(first, 'iomt_queue_waiting', { destination: 'ehr' }), 1, 'the documented name is kept');
       const age = await eventually(
         async () => {
-          const a = sampleValue(await scrape(gw.url), 'iomt_queue_oldest_waiting_age_seconds', {}) ?? 0;
+          const a = sampleValue(await scrape(gw.url), 'iomt_queue_oldest_waiting_age_seconds', { destination: 'ehr' }) ?? 0;
           return a >= 0.2 ? a : undefined;
         },
         10000,
