@@ -25,6 +25,7 @@ th { background:var(--panel); font-weight:600; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 caption { text-align:left; font-weight:600; padding:.3em 0; }
 .muted { color:var(--muted); }
+ul.plain { list-style:none; margin:.2em 0 0; padding:0; }
 .error { color:var(--bad); font-weight:600; }
 .ok { color:var(--ok); font-weight:600; }
 .warn { color:var(--warn); font-weight:600; }

@@ -4,6 +4,8 @@
  * behind it are theirs) patient identifier. One message shows its raw payload, the reason and the OperationOutcome or
  * HL7 ERR side by side, with a replay button. A filtered selection is replayed in bulk in the background, one API call
  * per item, with a progress bar and a result per item (the page polls /console/messages/bulk/:id).
+ * Each destination has its own dead letters (a job can die at one EHR and be delivered to another): the browser lists
+ * those of every destination, each named with its destination, and a replay queues it again for that one only.
  */
 import { randomUUID } from 'node:crypto';
 import type { Principal } from '../../core/contract.js';
@@ -13,7 +15,7 @@ import type { ConsoleRoute } from '../index.js';
 import { reasonOf } from '../inject.js';
 
 type Kind = 'refusal' | 'dead-letter';
-const FIELDS = ['kind', 'deviceId', 'controlId', 'adapter', 'channel', 'reason', 'since', 'until', 'patient'] as const;
+const FIELDS = ['kind', 'destination', 'deviceId', 'controlId', 'adapter', 'channel', 'reason', 'since', 'until', 'patient'] as const;
 type Filter = Partial<Record<(typeof FIELDS)[number], string>>;
 /** At most this many of the newest entries of each store are searched (and replayed in bulk). */
 const SCAN = 500;
@@ -28,7 +30,19 @@ interface Row {
   status?: number;
   deviceIds: string[];
   controlId?: string;
+  /** A dead letter's destination. */
+  destination?: string;
 }
+
+/** The destinations' names, the default one first (from /api/status); empty when it cannot say. */
+async function destinationsOf(c: Ctx): Promise<string[]> {
+  const r = await c.api('GET', '/api/status');
+  return r.ok ? ((r.body.destinations ?? []) as { destination: string }[]).map((d) => d.destination) : [];
+}
+
+/** The link to a message (a dead letter names its destination). */
+const linkOf = (r: Pick<Row, 'kind' | 'id' | 'destination'>) =>
+  `/console/messages/${r.kind}/${enc(r.id)}${r.kind === 'dead-letter' ? qs({ destination: r.destination }) : ''}`;
 
 const filterOf = (get: (k: string) => string): Filter => {
   const f: Filter = {};
@@ -52,12 +66,13 @@ function deadLetterDevices(d: any): string[] {
   return [...ids];
 }
 
-async function search(c: Ctx, f: Filter): Promise<{ rows: Row[]; errors: string[] }> {
+async function search(c: Ctx, f: Filter): Promise<{ rows: Row[]; errors: string[]; destinations: string[] }> {
   const rows: Row[] = [];
   const errors: string[] = [];
   const patient = f.patient;
-  if (f.kind !== 'dead-letter') {
-    const { patient: _p, kind: _k, ...api } = f;
+  const destinations = await destinationsOf(c);
+  if (f.kind !== 'dead-letter' && !f.destination) {
+    const { patient: _p, kind: _k, destination: _d, ...api } = f;
     const r = await c.api('GET', `/api/refusals${qs({ ...api, limit: String(SCAN) })}`);
     if (!r.ok) errors.push(`refusals: ${reasonOf(r)}`);
     else
@@ -79,9 +94,11 @@ async function search(c: Ctx, f: Filter): Promise<{ rows: Row[]; errors: string[
         });
       }
   }
-  if (f.kind !== 'refusal' && !f.controlId) {
-    const r = await c.api('GET', `/api/dead-letters?limit=${SCAN}`);
-    if (!r.ok) errors.push(`dead letters: ${reasonOf(r)}`);
+  // Every destination's (or the one searched for); the API's default destination when the status could not be read.
+  const wanted = f.destination ? [f.destination] : destinations.length ? destinations : [undefined];
+  for (const destination of f.kind !== 'refusal' && !f.controlId ? wanted : []) {
+    const r = await c.api('GET', `/api/dead-letters${qs({ destination, limit: String(SCAN) })}`);
+    if (!r.ok) errors.push(`dead letters${destination ? ` of ${destination}` : ''}: ${reasonOf(r)}`);
     else
       for (const d of r.body.items as any[]) {
         if (f.adapter && d.adapterId !== f.adapter) continue;
@@ -90,7 +107,7 @@ async function search(c: Ctx, f: Filter): Promise<{ rows: Row[]; errors: string[
         if (!inTime(d.deadAt, f)) continue;
         let deviceIds: string[] = [];
         if (f.deviceId || patient) {
-          const full = await c.api('GET', `/api/dead-letters/${enc(d.id)}`);
+          const full = await c.api('GET', `/api/dead-letters/${enc(d.id)}${qs({ destination })}`);
           if (!full.ok) continue;
           deviceIds = deadLetterDevices(full.body);
           if (f.deviceId && !deviceIds.includes(f.deviceId)) continue;
@@ -105,18 +122,20 @@ async function search(c: Ctx, f: Filter): Promise<{ rows: Row[]; errors: string[
           reason: d.reason,
           status: d.httpStatus,
           deviceIds,
+          destination: r.body.destination ?? destination,
         });
       }
   }
   rows.sort((a, b) => b.at.localeCompare(a.at));
-  return { rows, errors };
+  return { rows, errors, destinations };
 }
 
-function searchForm(c: Ctx, f: Filter): Html {
+function searchForm(c: Ctx, f: Filter, destinations: string[]): Html {
   const inp = (k: keyof Filter, label: string, hint = '') =>
     html`<div><label for="m-${k}">${label}</label><input id="m-${k}" name="${k}" value="${f[k] ?? ''}"${hint ? html` placeholder="${hint}"` : ''}></div>`;
   return html`<form method="get" action="/console/messages" class="filters" role="search" aria-label="Search messages">
 <div><label for="m-kind">Kind</label><select id="m-kind" name="kind"><option value="">refused and dead letters</option><option value="refusal"${f.kind === 'refusal' ? html` selected` : ''}>refused input</option><option value="dead-letter"${f.kind === 'dead-letter' ? html` selected` : ''}>dead letters</option></select></div>
+${destinations.length > 1 ? html`<div><label for="m-destination">Destination (dead letters)</label><select id="m-destination" name="destination"><option value="">every destination</option>${destinations.map((d) => html`<option${f.destination === d ? html` selected` : ''}>${d}</option>`)}</select></div>` : ''}
 ${inp('deviceId', 'Device id')}${inp('controlId', 'HL7 control id')}${inp('adapter', 'Adapter')}
 <div><label for="m-channel">Channel</label><select id="m-channel" name="channel"><option value="">any</option>${['http', 'mllp', 'mqtt'].map((ch) => html`<option${f.channel === ch ? html` selected` : ''}>${ch}</option>`)}</select></div>
 ${inp('reason', 'Reason contains')}${inp('since', 'Since (ISO time)')}${inp('until', 'Until (ISO time)')}
@@ -126,12 +145,13 @@ ${c.principal.role === 'vendor' ? '' : inp('patient', 'Patient identifier')}
 
 async function browser(c: Ctx): Promise<void> {
   const f = filterOf((k) => q(c.req, k));
-  const { rows, errors } = await search(c, f);
+  const { rows, errors, destinations } = await search(c, f);
   const { kind: _k, ...rest } = f;
+  const several = destinations.length > 1;
   c.page(
     'Messages',
     'Messages',
-    html`${searchForm(c, f)}
+    html`${searchForm(c, f, destinations)}
 ${errors.map((e) => html`<p class="error" role="alert">${e}</p>`)}
 <form method="post" action="/console/messages/replay" hx-post="/console/messages/replay" hx-target="#bulk" hx-confirm="Replay the ${rows.length} message(s) listed?">${csrfField(c.csrf)}
 ${Object.entries(f).map(([k, v]) => html`<input type="hidden" name="${k}" value="${v}">`)}
@@ -141,7 +161,7 @@ ${Object.entries(f).map(([k, v]) => html`<input type="hidden" name="${k}" value=
 <thead><tr><th scope="col">When</th><th scope="col">Kind</th><th scope="col">Channel</th><th scope="col">Adapter</th><th scope="col">Devices</th><th scope="col">Reason</th><th scope="col">Status</th></tr></thead>
 <tbody>${rows.map(
       (r) =>
-        html`<tr data-id="${r.id}"><td>${fmtTime(r.at)}</td><td>${r.kind === 'refusal' ? 'refused' : 'dead letter'}</td><td>${r.channel}</td><td>${r.adapter ?? '—'}</td><td>${r.deviceIds.join(', ') || '—'}${r.controlId ? html`<br><span class="muted">MSH-10 ${r.controlId}</span>` : ''}</td><td><a href="/console/messages/${r.kind}/${enc(r.id)}">${r.reason}</a></td><td>${r.status ?? '—'}</td></tr>`,
+        html`<tr data-id="${r.id}"><td>${fmtTime(r.at)}</td><td>${r.kind === 'refusal' ? 'refused' : several ? html`dead letter at ${r.destination ?? '—'}` : 'dead letter'}</td><td>${r.channel}</td><td>${r.adapter ?? '—'}</td><td>${r.deviceIds.join(', ') || '—'}${r.controlId ? html`<br><span class="muted">MSH-10 ${r.controlId}</span>` : ''}</td><td><a href="${linkOf(r)}">${r.reason}</a></td><td>${r.status ?? '—'}</td></tr>`,
     )}</tbody></table>`,
   );
 }
@@ -149,9 +169,10 @@ ${Object.entries(f).map(([k, v]) => html`<input type="hidden" name="${k}" value=
 async function detail(c: Ctx, notice?: Html): Promise<void> {
   const kind = String(c.req.params.kind) as Kind;
   const id = String(c.req.params.id);
+  const destination = kind === 'dead-letter' ? q(c.req, 'destination') || undefined : undefined;
   if (kind !== 'refusal' && kind !== 'dead-letter')
     return c.page('Message', 'Messages', html`<p class="error" role="alert">Unknown kind.</p>`, 404);
-  const r = await c.api('GET', `/api/${kind === 'refusal' ? 'refusals' : 'dead-letters'}/${enc(id)}`);
+  const r = await c.api('GET', `/api/${kind === 'refusal' ? 'refusals' : 'dead-letters'}/${enc(id)}${qs({ destination })}`);
   if (!r.ok)
     return c.page(
       'Message',
@@ -169,9 +190,9 @@ async function detail(c: Ctx, notice?: Html): Promise<void> {
     kind === 'refusal' ? 'Refused message' : 'Dead letter',
     'Messages',
     html`${notice ?? ''}<p><a href="/console/messages">All messages</a></p>
-<dl class="facts"><dt>Id</dt><dd>${m.id}</dd><dt>Channel</dt><dd>${m.channel ?? m.job?.channel}</dd><dt>Adapter</dt><dd>${m.adapterId ?? m.job?.adapterId ?? '—'}</dd>
+<dl class="facts"><dt>Id</dt><dd>${m.id}</dd>${kind === 'dead-letter' ? html`<dt>Destination</dt><dd>${m.destination ?? destination ?? '—'}</dd>` : ''}<dt>Channel</dt><dd>${m.channel ?? m.job?.channel}</dd><dt>Adapter</dt><dd>${m.adapterId ?? m.job?.adapterId ?? '—'}</dd>
 <dt>${kind === 'refusal' ? 'Received' : 'Dead since'}</dt><dd>${fmtTime(m.receivedAt ?? m.deadAt)}</dd>${m.replays ? html`<dt>Replays</dt><dd>${m.replays}</dd>` : ''}</dl>
-<form method="post" action="/console/messages/${kind}/${enc(id)}/replay">${csrfField(c.csrf)}<button type="submit">Replay</button></form>
+<form method="post" action="/console/messages/${kind}/${enc(id)}/replay${qs({ destination })}">${csrfField(c.csrf)}<button type="submit">Replay</button></form>
 <div class="side">
 <section aria-labelledby="h-payload"><h2 id="h-payload">${kind === 'refusal' ? 'Raw payload' : 'Readings of the job'}</h2><pre tabindex="0">${payload}</pre></section>
 <section aria-labelledby="h-reason"><h2 id="h-reason">Reason</h2><p class="error">${m.reason}</p>${answer}</section>
@@ -179,10 +200,14 @@ async function detail(c: Ctx, notice?: Html): Promise<void> {
   );
 }
 
-async function replayOne(c: Ctx, kind: Kind, id: string): Promise<{ ok: boolean; text: string }> {
-  const r = await c.api('POST', kind === 'refusal' ? `/api/refusals/${enc(id)}/replay` : `/api/dead-letters/${enc(id)}/retry`);
+async function replayOne(c: Ctx, kind: Kind, id: string, destination?: string): Promise<{ ok: boolean; text: string }> {
+  const r = await c.api(
+    'POST',
+    kind === 'refusal' ? `/api/refusals/${enc(id)}/replay` : `/api/dead-letters/${enc(id)}/retry${qs({ destination })}`,
+  );
   if (!r.ok) return { ok: false, text: reasonOf(r) };
-  if (kind === 'dead-letter') return { ok: true, text: `queued again as job ${r.body.jobId}` };
+  if (kind === 'dead-letter')
+    return { ok: true, text: `queued again as job ${r.body.jobId}${destination ? ` for ${r.body.destination ?? destination}` : ''}` };
   return r.body.accepted === false
     ? { ok: false, text: `refused again: ${r.body.result ?? ''}` }
     : { ok: true, text: `accepted (${r.body.result ?? 'queued'})` };
@@ -191,7 +216,7 @@ async function replayOne(c: Ctx, kind: Kind, id: string): Promise<{ ok: boolean;
 interface Bulk {
   owner: string;
   total: number;
-  results: { kind: Kind; id: string; ok: boolean; text: string }[];
+  results: { kind: Kind; id: string; destination?: string; ok: boolean; text: string }[];
   done: boolean;
 }
 const bulks = new Map<string, Bulk>();
@@ -229,7 +254,9 @@ export function messagePages(): ConsoleRoute[] {
       path: '/console/messages/:kind/:id/replay',
       roles: ['operator'],
       handler: async (c) => {
-        const r = await replayOne(c, String(c.req.params.kind) as Kind, String(c.req.params.id));
+        const kind = String(c.req.params.kind) as Kind;
+        const destination = kind === 'dead-letter' ? q(c.req, 'destination') || undefined : undefined;
+        const r = await replayOne(c, kind, String(c.req.params.id), destination);
         await detail(c, html`<p class="notice ${r.ok ? 'ok' : 'error'}" role="status">Replay: ${r.text}</p>`);
       },
     },
@@ -251,7 +278,8 @@ export function messagePages(): ConsoleRoute[] {
             b.results.push({
               kind: r.kind,
               id: r.id,
-              ...(await replayOne(c, r.kind, r.id).catch((e: Error) => ({ ok: false, text: e.message }))),
+              destination: r.destination,
+              ...(await replayOne(c, r.kind, r.id, r.destination).catch((e: Error) => ({ ok: false, text: e.message }))),
             });
           b.done = true;
         })();

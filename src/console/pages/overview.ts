@@ -3,7 +3,7 @@
  * delivered, dead-lettered; last hour and since start), time charts, destination health, devices online/offline.
  * The panel refreshes itself every 5 s (htmx polling of /console/overview/panel).
  */
-import type { Ctx } from '../context.js';
+import { type Ctx, enc } from '../context.js';
 import { chart, fmtTime, type Html, html } from '../html.js';
 import type { ConsoleRoute } from '../index.js';
 import { COUNTERS, type ConsoleStats } from '../stats.js';
@@ -35,6 +35,16 @@ async function deviceCounts(c: Ctx): Promise<DeviceCounts | string> {
   return out;
 }
 
+interface QueueCounts {
+  waiting?: number;
+  active?: number;
+  delayed?: number;
+  maxDepth?: number;
+}
+
+const queueText = (q: QueueCounts | null | undefined): string =>
+  q ? `${q.waiting ?? 0} waiting, ${q.active ?? 0} active, ${q.delayed ?? 0} delayed (limit ${q.maxDepth})` : '—';
+
 async function panel(c: Ctx, stats: ConsoleStats): Promise<Html> {
   const devices = await deviceCounts(c);
   const deviceCards =
@@ -56,6 +66,10 @@ ${Object.entries(devices.byState).map(([s, n]) => html`<div class="card"><span>$
     ? undefined
     : ((ready.body?.issue ?? []) as { diagnostics?: string }[]).map((i) => i.diagnostics ?? '').find((d) => d.startsWith('EHR'));
   const s = status.ok ? status.body : undefined;
+  // With several destinations each has its own queue and dead letters (/api/status lists them, the first one first).
+  const destinations = (s?.destinations ?? []) as { destination: string; queue?: QueueCounts | null; deadLetters?: number | null }[];
+  const several = destinations.length > 1;
+  const deadTotal = destinations.reduce((n, d) => n + (d.deadLetters ?? 0), 0);
   const rows = stats.rows();
   const series = stats.series();
   const table = rows.length
@@ -90,8 +104,13 @@ ${chart('Queue depth', [{ label: 'waiting', points: series.depth }], 'jobs')}
 <dt>Last success</dt><dd>${stats.lastSuccessAt ? fmtTime(stats.lastSuccessAt) : '—'}</dd>
 <dt>Last error</dt><dd>${stats.lastError ? html`${fmtTime(stats.lastError.at)}: ${stats.lastError.reason}` : '—'}</dd>
 <dt>Redis</dt><dd>${s?.redis?.status ?? '—'}</dd>
-<dt>Queue</dt><dd>${s?.queue ? `${s.queue.waiting ?? 0} waiting, ${s.queue.active ?? 0} active, ${s.queue.delayed ?? 0} delayed (limit ${s.queue.maxDepth})` : '—'}</dd>
-<dt>Dead letters</dt><dd>${s?.deadLetters ?? '—'} <a href="/console/messages?kind=dead-letter">browse</a></dd>
+${
+  several
+    ? html`<dt>Queues</dt><dd><ul class="plain">${destinations.map((d) => html`<li>${d.destination}: ${queueText(d.queue)}</li>`)}</ul></dd>
+<dt>Dead letters</dt><dd>${deadTotal} <a href="/console/messages?kind=dead-letter">browse</a><ul class="plain">${destinations.map((d) => html`<li>${d.destination}: ${d.deadLetters ?? '—'} <a href="/console/messages?kind=dead-letter&amp;destination=${enc(d.destination)}">browse</a></li>`)}</ul></dd>`
+    : html`<dt>Queue</dt><dd>${queueText(s?.queue)}</dd>
+<dt>Dead letters</dt><dd>${s?.deadLetters ?? '—'} <a href="/console/messages?kind=dead-letter">browse</a></dd>`
+}
 </dl>
 <h2>Devices</h2>${deviceCards}
 <p class="muted">Updated ${fmtTime(Date.now())}; refreshes every 5 s.</p>
