@@ -4,6 +4,7 @@
  * a failover), or a Redis Cluster (an ioredis `Cluster`, which sends each command to the master of its keys' slot).
  * See docs/scaling.md.
  */
+import { createRequire } from 'node:module';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import IORedis from 'ioredis';
 
@@ -149,23 +150,11 @@ export async function masters(c: RedisClient, timeoutMs = 10_000): Promise<Redis
   return c.nodes('master');
 }
 
-/** CRC16 (XMODEM), the hash of Redis Cluster key slots. */
-function crc16(bytes: Uint8Array): number {
-  let crc = 0;
-  for (const b of bytes) {
-    crc ^= b << 8;
-    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-  }
-  return crc;
-}
-
-/** The cluster hash slot of a key (its hash tag's, when it has one), as CLUSTER KEYSLOT computes it. */
-export function keySlot(key: string): number {
-  const open = key.indexOf('{');
-  const close = open >= 0 ? key.indexOf('}', open + 1) : -1;
-  const hashed = close > open + 1 ? key.slice(open + 1, close) : key;
-  return crc16(Buffer.from(hashed, 'utf8')) & 16383;
-}
+/**
+ * The cluster hash slot of a key (its hash tag's, when it has one), as CLUSTER KEYSLOT computes it: with ioredis's own
+ * function (cluster-key-slot), so that `connectionFor` names the node ioredis itself sends the key's commands to.
+ */
+export const keySlot: (key: string) => number = createRequire(import.meta.url)('cluster-key-slot');
 
 /**
  * The connection of `c` that serves `key`: on a cluster, its connection to the master of the key's slot (the one its
