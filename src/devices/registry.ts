@@ -196,23 +196,28 @@ export class DeviceRegistry {
     await this.redis.multi().hset(this.k.tel(id), fields).hincrby(this.k.tel(id), 'messages', 1).exec();
   }
 
-  /** `seen` for every device of a message in one round trip; `readings` counts the device's readings in it. */
+  /**
+   * `seen` for every device of a message; `readings` counts the device's readings in it. Plain commands, not a
+   * pipeline of their own: the connection's auto-pipelining sends them in the write that carries the other commands of
+   * the same turn of the event loop, and while a write is in flight it gathers what the other messages issue meanwhile,
+   * so that a busy gateway makes one write for many messages. An explicit pipeline is always a write of its own: one
+   * per message (bench/path.ts, one reading per request: 0.27 instead of 1.24 writes per request on this connection,
+   * about 13 % less gateway CPU per reading over seven paired runs).
+   */
   async seenMany(
     devices: { id: string; readings: number; telemetry: { battery?: number; signal?: number } }[],
     at: string,
     channel: string,
   ): Promise<void> {
     if (!devices.length) return;
-    const p = this.redis.pipeline();
+    const writes: Promise<unknown>[] = [];
     for (const d of devices) {
       const fields: Record<string, string> = { lastSeen: at, lastChannel: channel };
       if (d.telemetry.battery !== undefined) Object.assign(fields, { battery: String(d.telemetry.battery), batteryAt: at });
       if (d.telemetry.signal !== undefined) Object.assign(fields, { signal: String(d.telemetry.signal), signalAt: at });
-      p.hset(this.k.tel(d.id), fields).hincrby(this.k.tel(d.id), 'messages', d.readings);
+      writes.push(this.redis.hset(this.k.tel(d.id), fields), this.redis.hincrby(this.k.tel(d.id), 'messages', d.readings));
     }
-    const results = await p.exec();
-    const failed = results?.find(([err]) => err)?.[0];
-    if (failed) throw failed;
+    await Promise.all(writes);
   }
 
   async error(id: string): Promise<void> {
