@@ -18,6 +18,11 @@ import { BlockList, isIP } from 'node:net';
 interface Rule {
   blocks: BlockList;
   hasAddresses: boolean;
+  /**
+   * The verdict of `blocks` per address already asked (a sender's address repeats on every message, and BlockList
+   * builds a SocketAddress for each check). The rules never change after start-up; bounded, emptied when full.
+   */
+  seen?: Map<string, boolean>;
   certs: Set<string>;
 }
 
@@ -104,7 +109,7 @@ export class MllpAllowList {
     if (!rule) return { ok: false, reason: `sending facility '${facility}' is not in MLLP_ALLOWED_SENDERS` };
     const addr = plainAddress(remoteAddress);
     const family = isIP(addr);
-    const addrOk = !rule.hasAddresses || (family !== 0 && rule.blocks.check(addr, family === 4 ? 'ipv4' : 'ipv6'));
+    const addrOk = !rule.hasAddresses || (family !== 0 && listed(rule, addr, family));
     const certOk = rule.certs.size === 0 || (certFingerprint !== undefined && rule.certs.has(normFingerprint(certFingerprint)));
     if (!addrOk) return { ok: false, reason: `address ${addr || '(none)'} may not send for facility '${facility}'` };
     if (!certOk)
@@ -116,6 +121,19 @@ export class MllpAllowList {
       };
     return { ok: true, reason: `allowed by the ${name === '*' ? 'default (*)' : `'${facility}'`} entry` };
   }
+}
+
+const SEEN_MAX = 1024;
+
+function listed(rule: Rule, addr: string, family: number): boolean {
+  rule.seen ??= new Map();
+  let ok = rule.seen.get(addr);
+  if (ok === undefined) {
+    ok = rule.blocks.check(addr, family === 4 ? 'ipv4' : 'ipv6');
+    if (rule.seen.size >= SEEN_MAX) rule.seen.clear();
+    rule.seen.set(addr, ok);
+  }
+  return ok;
 }
 
 export interface MllpSenderPolicyInput {

@@ -36,6 +36,14 @@ describe('MLLP sender allow-list', () => {
       assert.ok(r.reason.length > 0);
     });
   }
+  it('gives the same verdicts asked again, in another order, and past the bound of remembered addresses', () => {
+    for (const [facility, addr, cert, ok] of [...cases].reverse())
+      assert.equal(list.check(facility, addr, cert).ok, ok, `${facility} ${addr}`);
+    // 2,000 other addresses fill the remembered verdicts of the default entry past its bound; the verdicts hold.
+    for (let i = 0; i < 2000; i++) assert.equal(list.check('ELSEWHERE', `10.7.${i >> 8}.${i & 255}`).ok, false);
+    assert.equal(list.check('ELSEWHERE', '127.0.0.1').ok, true);
+    assert.equal(list.check('ELSEWHERE', '10.1.20.77').ok, false);
+  });
   it('without a default entry, an unlisted facility is refused', () => {
     const r = new MllpAllowList(['ICU_A=10.0.0.1']).check('OTHER', '10.0.0.1');
     assert.equal(r.ok, false);
