@@ -1,7 +1,14 @@
 /** The expression layer: JSONPath (jsonpath-plus) in iomt-fhir's Newtonsoft dialect, JMESPath with iomt's custom functions. */
 import { strict as assert } from 'node:assert';
 import jmespath from 'jmespath';
-import { compileExpression, CUSTOM_FUNCTIONS, ExpressionError, normaliseJsonPath } from '../../src/adapters/mapping/expressions.js';
+import {
+  CUSTOM_FUNCTIONS,
+  compileExpression,
+  ExpressionError,
+  JSONPATH_CACHE_MAX,
+  jsonPathCacheSize,
+  normaliseJsonPath,
+} from '../../src/adapters/mapping/expressions.js';
 
 describe('expressions: JSONPath in the Newtonsoft dialect', () => {
   const rewrites: [string, string][] = [
@@ -174,5 +181,26 @@ describe('expressions: JMESPath with the iomt-fhir custom functions', () => {
       'subtract',
     ]);
     assert.equal(Object.hasOwn(Object.prototype, '_interpreter'), false);
+  });
+});
+
+describe('JSONPath: the parser cache stays bounded', () => {
+  it('compiling more distinct paths than JSONPATH_CACHE_MAX (vendors’ previews) does not grow jsonpath-plus’s cache past it', () => {
+    for (let i = 0; i < JSONPATH_CACHE_MAX + 1500; i++) {
+      const sel = compileExpression(`$.body[?(@.seq == ${i})].value`, 'JsonPath').selectTokens({ body: [{ seq: i, value: i }] });
+      assert.deepEqual(
+        sel.map((s) => s.value),
+        [i],
+      );
+    }
+    // Each path leaves a path entry and a filter entry: past the bound the cache is emptied and starts again.
+    assert.ok(jsonPathCacheSize() <= JSONPATH_CACHE_MAX + 2, `${jsonPathCacheSize()} entries`);
+    assert.deepEqual(
+      compileExpression('$.a', 'JsonPath')
+        .selectTokens({ a: 1 })
+        .map((s) => s.value),
+      [1],
+      'paths still compile and select after the cache was emptied',
+    );
   });
 });

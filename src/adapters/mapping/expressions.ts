@@ -158,7 +158,19 @@ export function prettyPath(p: string): string {
 
 const PROBE = { a: { b: 1, c: 'x' }, d: [{ e: 1 }, { e: 'y' }] };
 
+/**
+ * jsonpath-plus keeps every path and filter it has parsed in one object (`JSONPath.cache`) for the life of the process.
+ * The paths come from vendors' templates, and every version of a template and every preview in the mapping editor adds
+ * its own: emptied past this many entries, so that what vendors type cannot grow the gateway's memory without end.
+ */
+export const JSONPATH_CACHE_MAX = 5000;
+const jsonPathStatics = JSONPath as unknown as { cache: Record<string, unknown> };
+
+/** Entries in jsonpath-plus's cache (for tests). */
+export const jsonPathCacheSize = (): number => Object.keys(jsonPathStatics.cache).length;
+
 function compileJsonPath(source: string): CompiledExpression {
+  if (jsonPathCacheSize() > JSONPATH_CACHE_MAX) jsonPathStatics.cache = {};
   const path = source.trim();
   if (!path.startsWith('$')) throw new ExpressionError(`JSONPath '${source}' must start with '$'`);
   const normalised = normaliseJsonPath(path);
