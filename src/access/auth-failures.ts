@@ -121,7 +121,7 @@ export interface AuthFailureOptions {
 }
 
 export interface FailureInput {
-  /** The peer address as seen on the socket. */
+  /** The client's address (the TCP peer, or what a trusted proxy forwarded: http/client.ts). */
   address: string | undefined;
   /** The key id presented, when the credential named one. */
   keyId?: string;

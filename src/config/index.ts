@@ -34,7 +34,7 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     env: 'TRUST_PROXY',
     type: 'list',
     description:
-      'The load balancers or reverse proxies in front of the HTTP port (addresses, CIDR blocks, or loopback, linklocal, uniquelocal): from them X-Forwarded-For gives the client address (failed-authentication limit, audit) and X-Forwarded-Proto whether it used TLS (the console cookie is then Secure). Unset: the TCP peer, and those headers are ignored (docs/security.md)',
+      'The load balancers or reverse proxies in front of the HTTP port (addresses, CIDR blocks, or loopback, linklocal, uniquelocal; only the proxies: a client inside these could name any address for itself): from them X-Forwarded-For gives the client address (failed-authentication limit, audit) and X-Forwarded-Proto whether it used TLS (the console cookie is then Secure). Unset: the TCP peer, and those headers are ignored (docs/security.md)',
   },
   {
     env: 'REDIS_URL',
@@ -517,6 +517,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     // A number is an address to proxy-addr (2 is 0.0.0.2), though express reads it as a count of hops: neither is meant.
     const count = trustProxy.find((a) => /^\d+$/.test(a));
     if (count) throw new Error(`'${count}' is not an address: name the proxies, not how many there are`);
+    // Trusting every address lets any client write the address it is counted and audited under.
+    const everyone = trustProxy.find((a) => /\/0+$/.test(a));
+    if (everyone) throw new Error(`'${everyone}' trusts every address: name the proxies' addresses or their own subnet`);
     if (trustProxy.length) proxyaddr.compile(trustProxy);
   } catch (err) {
     errors.push(`TRUST_PROXY: ${(err as Error).message} (addresses, CIDR blocks, or loopback, linklocal, uniquelocal)`);

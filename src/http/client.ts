@@ -6,7 +6,9 @@
  * several ingest processes), TRUST_PROXY names those proxies (addresses, CIDR blocks, or `loopback`, `linklocal`,
  * `uniquelocal`). For a request whose TCP peer is one of them:
  *   - the client is read from X-Forwarded-For, right to left, up to the first address that is not a trusted proxy, so a
- *     client cannot forge its way past them by sending its own header (proxy-addr, the parser express uses);
+ *     client cannot forge its way past them by sending its own header (proxy-addr, the parser express uses). That holds
+ *     only while no client's own address is inside TRUST_PROXY: a range that also holds devices or browsers lets them
+ *     name any address (config refuses a /0 block; docs/security.md says which to name);
  *   - it spoke TLS when X-Forwarded-Proto's first value is `https`.
  * From any other peer the headers are ignored.
  *
@@ -15,6 +17,7 @@
  * per request where it enters the gateway (createApp's first middleware, and the hot routes' listener) and read here.
  */
 import type { IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import proxyaddr from 'proxy-addr';
 
@@ -41,7 +44,10 @@ export function identifyClient(req: IncomingMessage, trust: ProxyTrust | undefin
   let tls = socket?.encrypted === true;
   let address = peer;
   if (trust && peer && trust(peer, 0)) {
-    address = proxyaddr(req, trust);
+    // A proxy that appends `address:port` (some do) or something that is no address at all: the port is dropped, and
+    // what is still no address counts as the proxy itself, not as a new source each time.
+    const forwarded = withoutPort(proxyaddr(req, trust));
+    address = isIP(forwarded) ? forwarded : peer;
     if (!tls) {
       const proto = req.headers['x-forwarded-proto'];
       const first = (Array.isArray(proto) ? proto[0] : proto)?.split(',')[0]?.trim().toLowerCase();
@@ -49,6 +55,14 @@ export function identifyClient(req: IncomingMessage, trust: ProxyTrust | undefin
     }
   }
   (req as Marked)[CLIENT] = { address, tls };
+}
+
+/** `1.2.3.4:5678` → `1.2.3.4`, `[2001:db8::1]:443` → `2001:db8::1`; anything else as it is. */
+function withoutPort(a: string): string {
+  const v6 = /^\[([^\]]+)\](?::\d+)?$/.exec(a);
+  if (v6) return v6[1];
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(a);
+  return v4 ? v4[1] : a;
 }
 
 /** The client's address (the TCP peer unless a trusted proxy forwarded the request). */

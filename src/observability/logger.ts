@@ -108,7 +108,7 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream,
           sync: true,
         })
       : out;
-  return pino(
+  const logger = pino(
     {
       level,
       base: { service: 'iomt-gateway' },
@@ -117,4 +117,11 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream,
     },
     stream as never,
   );
+  // A child's bindings are written on each of its lines; pino's redact option covered them, its formatters do not (it
+  // resets the bindings formatter for children). Redacted once, when the child is made.
+  const child = logger.child;
+  logger.child = function (this: Logger, bindings: Record<string, unknown>, options?: unknown) {
+    return child.call(this, redactPhi(bindings), options as never);
+  } as typeof logger.child;
+  return logger;
 }

@@ -151,8 +151,9 @@ export async function masters(c: RedisClient, timeoutMs = 10_000): Promise<Redis
 }
 
 /**
- * The cluster hash slot of a key (its hash tag's, when it has one), as CLUSTER KEYSLOT computes it: with ioredis's own
- * function (cluster-key-slot), so that `connectionFor` names the node ioredis itself sends the key's commands to.
+ * The cluster hash slot of a key (its hash tag's, when it has one): ioredis's own function (cluster-key-slot, the same
+ * copy), so that `connectionFor` names the node ioredis itself sends the key's commands to. It is CLUSTER KEYSLOT's slot
+ * for every well-formed hash tag, which is all the gateway's keys have.
  */
 export const keySlot: (key: string) => number = createRequire(import.meta.url)('cluster-key-slot');
 

@@ -90,6 +90,24 @@ describe('TRUST_PROXY: the client behind a trusted proxy', function () {
     );
   });
 
+  it('drops a port the proxy appended, and counts what is no address as the proxy itself', async () => {
+    const r = await send(PROXY, url(), 'GET', '/api/status', { ...wrongKey, 'x-forwarded-for': '203.0.113.40:51234' });
+    assert.equal(r.status, 401);
+    const v6 = await send(PROXY, url(), 'GET', '/api/status', { ...wrongKey, 'x-forwarded-for': '[2001:db8::41]:443' });
+    assert.equal(v6.status, 401);
+    const junk = await send(PROXY, url(), 'GET', '/api/status', { ...wrongKey, 'x-forwarded-for': 'not-an-address' });
+    assert.equal(junk.status, 401);
+    const addresses = await eventually(
+      async () => {
+        const a = await refusedAddresses();
+        return a.includes('203.0.113.40') && a.some((x) => x.startsWith('2001:db8::')) && a.includes(PROXY) ? a : undefined;
+      },
+      10_000,
+      'the three refusals to be audited',
+    );
+    assert.ok(!addresses.some((a) => a.includes(':51234') || a === 'not-an-address'), addresses.join(' '));
+  });
+
   it('ignores the headers from a peer that is not a trusted proxy', async () => {
     for (let i = 0; i < 3; i++) {
       const r = await send(DIRECT, url(), 'GET', '/api/status', { ...wrongKey, 'x-forwarded-for': `203.0.113.${100 + i}` });
@@ -136,7 +154,7 @@ describe('TRUST_PROXY: the client behind a trusted proxy', function () {
 
 describe('TRUST_PROXY: the setting', () => {
   it('refuses what is not an address, a CIDR block or a named range, and names the setting', () => {
-    for (const bad of ['true', '*', '2', '10.0.0.0/33', 'proxy.example']) {
+    for (const bad of ['true', '*', '2', '10.0.0.0/33', 'proxy.example', '0.0.0.0/0', '::/0']) {
       assert.throws(
         () => loadGatewayConfig({ ...FAST_ENV, TRUST_PROXY: bad }),
         (err: unknown) => err instanceof ConfigError && /TRUST_PROXY/.test(String((err as Error).message)),

@@ -68,7 +68,13 @@ describe('logger: PHI redaction', () => {
     const down = new EhrAnswer('down', { x: 1 }, 503);
     a.error(down);
     b.error(down);
-    assert.equal(ours.lines.length, samples().length + 1);
+    // Bindings of a child logger, as pino's redact option redacted them.
+    a.child({ patient: 'MRN-9', adapter: 'x', req: { headers: { authorization: 'Bearer z' } } }).info({ n: 1 }, 'child');
+    b.child({ patient: 'MRN-9', adapter: 'x', req: { headers: { authorization: 'Bearer z' } } }).info({ n: 1 }, 'child');
+    a.child({ adapter: 'y' }).child({ mrn: 'MRN-8' }).info('grandchild');
+    b.child({ adapter: 'y' }).child({ mrn: 'MRN-8' }).info('grandchild');
+    assert.equal(ours.lines.length, samples().length + 3);
+    for (const phi of ['MRN-9', 'MRN-8', 'Bearer z']) assert.ok(!ours.lines.join('\n').includes(phi), `${phi} from a child's bindings`);
     assert.deepEqual(ours.lines.map(withoutTime), theirs.lines.map(withoutTime));
   });
 

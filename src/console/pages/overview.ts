@@ -69,7 +69,10 @@ ${Object.entries(devices.byState).map(([s, n]) => html`<div class="card"><span>$
   // With several destinations each has its own queue and dead letters (/api/status lists them, the first one first).
   const destinations = (s?.destinations ?? []) as { destination: string; queue?: QueueCounts | null; deadLetters?: number | null }[];
   const several = destinations.length > 1;
-  const deadTotal = destinations.reduce((n, d) => n + (d.deadLetters ?? 0), 0);
+  // Unknown (Redis not ready) for one destination: the total is unknown too, not a smaller number.
+  const deadTotal = destinations.some((d) => typeof d.deadLetters !== 'number')
+    ? '—'
+    : destinations.reduce((n, d) => n + (d.deadLetters as number), 0);
   const rows = stats.rows();
   const series = stats.series();
   const table = rows.length
