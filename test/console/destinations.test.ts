@@ -2,7 +2,7 @@
  * The console with two destinations, two real sandbox EHRs: a reading the second EHR refuses dies there only. The
  * message browser lists that dead letter, named with its destination (before, it showed the first destination's
  * alone), opens it, and its replay queues it again for that destination only: each EHR ends with the reading once.
- * The overview gives each destination's queue and dead letters.
+ * The overview gives each destination's EHR (with its circuit breaker), queue and dead letters.
  */
 import assert from 'node:assert/strict';
 import {
@@ -84,6 +84,9 @@ describe('console: dead letters and queues of every destination', function () {
     const overview = await get(`${gw.url}/console/overview/panel`, s.cookie);
     assert.match(overview.text, /<li>ehr: 0 <a/);
     assert.match(overview.text, /<li>research: 1 <a/);
+    // And each destination's EHR with its circuit breaker.
+    assert.match(overview.text, new RegExp(`<li>ehr: ${a.url}[^<]* <span class="ok">\\(circuit closed\\)</span></li>`));
+    assert.match(overview.text, new RegExp(`<li>research: ${b.url}[^<]* <span class="ok">\\(circuit closed\\)</span></li>`));
 
     const replay = await post(`${gw.url}${link.replace('?', '/replay?')}`, s.cookie, { _csrf: csrfOf(detail.text) });
     assert.equal(replay.status, 200, replay.text.slice(0, 300));

@@ -67,7 +67,14 @@ ${Object.entries(devices.byState).map(([s, n]) => html`<div class="card"><span>$
     : ((ready.body?.issue ?? []) as { diagnostics?: string }[]).map((i) => i.diagnostics ?? '').find((d) => d.startsWith('EHR'));
   const s = status.ok ? status.body : undefined;
   // With several destinations each has its own queue and dead letters (/api/status lists them, the first one first).
-  const destinations = (s?.destinations ?? []) as { destination: string; queue?: QueueCounts | null; deadLetters?: number | null }[];
+  const destinations = (s?.destinations ?? []) as {
+    destination: string;
+    baseUrl?: string;
+    sandbox?: boolean;
+    state?: string;
+    queue?: QueueCounts | null;
+    deadLetters?: number | null;
+  }[];
   const several = destinations.length > 1;
   // Unknown (Redis not ready) for one destination: the total is unknown too, not a smaller number.
   const deadTotal = destinations.some((d) => typeof d.deadLetters !== 'number')
@@ -102,7 +109,11 @@ ${chart('Queue depth', [{ label: 'waiting', points: series.depth }], 'jobs')}
 </div>
 <h2>Destination</h2>
 <dl class="facts" id="destination">
-<dt>EHR</dt><dd>${s?.fhirBaseUrl ?? '—'}${s?.sandbox ? html` <span class="warn">(sandbox: not for clinical use)</span>` : ''}</dd>
+${
+  several
+    ? html`<dt>EHRs</dt><dd><ul class="plain">${destinations.map((d) => html`<li>${d.destination}: ${d.baseUrl || '—'}${d.sandbox ? html` <span class="warn">(sandbox: not for clinical use)</span>` : ''}${d.state ? html` <span class="${d.state === 'closed' ? 'ok' : 'error'}">(circuit ${d.state})</span>` : ''}</li>`)}</ul></dd>`
+    : html`<dt>EHR</dt><dd>${s?.fhirBaseUrl ?? '—'}${s?.sandbox ? html` <span class="warn">(sandbox: not for clinical use)</span>` : ''}</dd>`
+}
 <dt>Reachable</dt><dd>${ehrProblem ? html`<span class="error">no: ${ehrProblem}</span>` : ready.ok ? html`<span class="ok">yes</span>` : html`<span class="error">not ready: ${JSON.stringify(ready.body?.issue?.map((i: { diagnostics?: string }) => i.diagnostics) ?? [])}</span>`}</dd>
 <dt>Last success</dt><dd>${stats.lastSuccessAt ? fmtTime(stats.lastSuccessAt) : '—'}</dd>
 <dt>Last error</dt><dd>${stats.lastError ? html`${fmtTime(stats.lastError.at)}: ${stats.lastError.reason}` : '—'}</dd>
