@@ -13,8 +13,8 @@
  * From any other peer the headers are ignored.
  *
  * The client's address is what the failed-authentication limit counts and what audit events and logs record; TLS
- * decides the console's `__Host-` Secure cookie. Both are worked out once
- * per request where it enters the gateway (createApp's first middleware, and the hot routes' listener) and read here.
+ * decides the console's `__Host-` Secure cookie. Both are worked out once per request where it enters the gateway
+ * (createApp's first middleware, and the hot routes' listener) and read here.
  */
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';

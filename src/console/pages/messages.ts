@@ -216,7 +216,7 @@ async function replayOne(c: Ctx, kind: Kind, id: string, destination?: string): 
 interface Bulk {
   owner: string;
   total: number;
-  results: { kind: Kind; id: string; destination?: string; ok: boolean; text: string }[];
+  results: { kind: Kind; id: string; ok: boolean; text: string }[];
   done: boolean;
 }
 const bulks = new Map<string, Bulk>();
@@ -278,7 +278,6 @@ export function messagePages(): ConsoleRoute[] {
             b.results.push({
               kind: r.kind,
               id: r.id,
-              destination: r.destination,
               ...(await replayOne(c, r.kind, r.id, r.destination).catch((e: Error) => ({ ok: false, text: e.message }))),
             });
           b.done = true;
