@@ -28,7 +28,7 @@ export interface TestCluster {
   stop(): Promise<void>;
 }
 
-function clusterArgs(dir: string, port: number): string[] {
+function clusterArgs(dir: string, port: number, nodeTimeoutMs: number): string[] {
   return [
     '--port',
     String(port),
@@ -41,7 +41,7 @@ function clusterArgs(dir: string, port: number): string[] {
     '--cluster-config-file',
     join(dir, 'nodes.conf'),
     '--cluster-node-timeout',
-    '5000',
+    String(nodeTimeoutMs),
     '--save',
     '',
     '--appendonly',
@@ -49,7 +49,9 @@ function clusterArgs(dir: string, port: number): string[] {
   ];
 }
 
-export async function startCluster(): Promise<TestCluster> {
+/** `nodeTimeoutMs`: how long a node may not answer before the others count it as failed (a failover test's pace). */
+export async function startCluster(options: { nodeTimeoutMs?: number } = {}): Promise<TestCluster> {
+  const nodeTimeoutMs = options.nodeTimeoutMs ?? 5000;
   const dirs: string[] = [];
   const procs: RedisProc[] = [];
   const tmp = () => {
@@ -66,7 +68,7 @@ export async function startCluster(): Promise<TestCluster> {
   try {
     for (let i = 0; i < 3; i++) {
       const port = await freePort();
-      procs.push(await startProc(clusterArgs(tmp(), port), port));
+      procs.push(await startProc(clusterArgs(tmp(), port, nodeTimeoutMs), port));
     }
     const masters = [...procs];
     const addresses = masters.map((m) => `127.0.0.1:${m.port}`);
@@ -91,7 +93,7 @@ export async function startCluster(): Promise<TestCluster> {
       portOfSlot,
       async addReplica(masterPort) {
         const port = await freePort();
-        const replica = await startProc(clusterArgs(tmp(), port), port);
+        const replica = await startProc(clusterArgs(tmp(), port, nodeTimeoutMs), port);
         procs.push(replica);
         const masterId = String(await on(masterPort, (c) => c.cluster('MYID')));
         await run(
