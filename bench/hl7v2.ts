@@ -11,7 +11,7 @@
  *
  * Part 2 runs the gateway in the ingest role by default (the ACK path: translate, validate, enqueue), as a separate
  * ingest process would, and prints its CPU per message; `--all` runs the all-in-one role, where the delivery worker
- * shares the gateway's core and writes to the sandbox EHR (a linear-scan search, not a benchmark sink), which runs in
+ * shares the gateway's core and writes to the sandbox EHR (an in-memory FHIR engine, not a benchmark sink), which runs in
  * the bench's own process.
  *
  * Part 1 prints, in interleaved rounds of the same run: medplum's parse, the gateway's parse (fast path), the

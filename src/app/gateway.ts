@@ -253,7 +253,17 @@ export class Gateway {
       // Loaded only here: the FHIR engine (@medplum/fhir-router) and its search parameters cost memory in every
       // process otherwise, and a gateway with FHIR_BASE_URL set never serves a sandbox.
       const { createSandboxEhr } = await import('../sandbox/sandbox.js');
+      let droppedBefore = false;
       this.sandbox = await createSandboxEhr({
+        maxObservations: config.sandboxMaxObservations,
+        onDropped: (count, kept) => {
+          if (droppedBefore) return;
+          droppedBefore = true;
+          log.warn(
+            { kept, dropped: count },
+            'the sandbox EHR holds SANDBOX_MAX_OBSERVATIONS Observations: from now on it drops the oldest as new ones arrive',
+          );
+        },
         auth: mode === 'smart' ? { clients: readSandboxClients(clients).clients, tokenLifetimeS } : undefined,
         dataDir: config.sandboxDataDir,
         onFolderTaken: (owner) =>

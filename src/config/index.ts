@@ -110,6 +110,14 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description: 'Data folder of the sandbox EHR (a snapshot of its resources, rewritten within about a second of each write)',
   },
   {
+    env: 'SANDBOX_MAX_OBSERVATIONS',
+    type: 'int',
+    default: '20000',
+    min: 0,
+    description:
+      "Most Observations the sandbox EHR keeps (0: no limit); past it the oldest are dropped. The sandbox holds its data in the gateway process's memory, about 2 KB an Observation",
+  },
+  {
     env: 'SANDBOX_AUTH',
     type: 'enum',
     default: 'none',
@@ -414,6 +422,7 @@ export interface Config {
   destinationsFile?: string;
   /** Where the sandbox keeps its data (undefined: in memory). */
   sandboxDataDir?: string;
+  sandboxMaxObservations: number;
   fhirAuth: DestinationAuthConfig['auth']['method'];
   fhirBearerToken?: string;
   /** How the gateway authenticates to the EHR (FHIR_AUTH and the keys beside it). */
@@ -543,6 +552,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     destinations,
     destinationsFile,
     sandboxDataDir: v.get('SANDBOX_PERSIST') === false ? undefined : s('SANDBOX_DATA_DIR'),
+    sandboxMaxObservations: n('SANDBOX_MAX_OBSERVATIONS'),
     fhirAuth: s('FHIR_AUTH') as Config['fhirAuth'],
     fhirBearerToken: v.get('FHIR_BEARER_TOKEN') as string | undefined,
     ehrAuth: ehrAuth.value as DestinationAuthConfig,

