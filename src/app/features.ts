@@ -23,6 +23,7 @@ import { MQTT_KEYS, mqttConfig } from '../channels/mqtt/config.js';
 import type { RoleName } from '../core/contract.js';
 import { type Config, CORE_KEYS, configHelp, loadConfig, MAPPING_KEYS } from '../config/index.js';
 import { ConfigError, type ConfigKey, envFile, loadKeys } from '../config/schema.js';
+import { initValidation } from '../fhir/validate.js';
 import { createDeviceManagement, type DeviceManagement, DEVICE_KEYS, readDeviceConfig } from '../devices/index.js';
 import { createHl7Adapter } from '../hl7v2/adapter.js';
 import { HL7_KEYS, readHl7Config } from '../hl7v2/config.js';
@@ -136,6 +137,9 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
     metrics,
   });
   if (pipeline && devices.guard) pipeline.guard = devices.guard;
+  // Forwarding audit events validates each one before it is queued (audit/store.ts). A worker does not index the R4
+  // definitions at start otherwise, and indexing them at its first event would hold its event loop for a second.
+  if (deviceConfig.auditForward) initValidation();
   const access = devices.access;
   const requireRole = (...roles: RoleName[]) => access.require(...roles);
 

@@ -6,9 +6,12 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { REPO_ROOT } from '../helpers/harness.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT, startRedis } from '../helpers/harness.js';
 
-function inFreshProcess(body: string): unknown {
+function inFreshProcess(body: string, env: Record<string, string> = {}): unknown {
   const script = `
     const v = await import('./src/fhir/validate.ts');
     const out = {};
@@ -16,7 +19,11 @@ function inFreshProcess(body: string): unknown {
     process.stdout.write(JSON.stringify(out));
   `;
   return JSON.parse(
-    execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO_ROOT, encoding: 'utf8' }),
+    execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      env: { ...process.env, ...env },
+    }),
   );
 }
 
@@ -55,5 +62,28 @@ describe('validation: the R4 definitions indexed', function () {
       out.invalid = v.validate(bad).length > 0;
     `);
     assert.deepEqual(out, { valid: 0, after: 'all', invalid: true });
+  });
+
+  it('a worker indexes them at start when it forwards audit events (it validates each), and not otherwise', async () => {
+    const redis = await startRedis();
+    // No mappings: checking a mapping's samples at start validates, and would index the definitions anyway.
+    const mappings = mkdtempSync(join(tmpdir(), 'gw-no-mappings-'));
+    try {
+      const worker = (auditForward: boolean) =>
+        inFreshProcess(
+          `
+          const { startGateway } = await import('./test/helpers/harness.ts');
+          const gw = await startGateway({ REDIS_URL: process.env.T_REDIS, FHIR_BASE_URL: 'http://127.0.0.1:9/fhir', AUDIT_FORWARD: '${auditForward}', MAPPINGS_DIR: process.env.T_MAPPINGS }, 'worker');
+          out.atStart = v.validationDefinitions();
+          await gw.stop();
+        `,
+          { T_REDIS: redis.url, T_MAPPINGS: mappings },
+        );
+      assert.deepEqual(worker(true), { atStart: 'gateway' });
+      assert.deepEqual(worker(false), { atStart: 'none' });
+    } finally {
+      await redis.stop();
+      rmSync(mappings, { recursive: true, force: true });
+    }
   });
 });
