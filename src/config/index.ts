@@ -107,7 +107,8 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     env: 'SANDBOX_DATA_DIR',
     type: 'string',
     default: 'data/sandbox',
-    description: 'Data folder of the sandbox EHR (a snapshot of its resources, rewritten within about a second of each write)',
+    description:
+      'Data folder of the sandbox EHR (a snapshot of its resources, rewritten after writes: within about a second, later for a large sandbox)',
   },
   {
     env: 'SANDBOX_MAX_OBSERVATIONS',

@@ -5,7 +5,7 @@
  * Observations tests a handful of resources, not all of them, and still creates nothing twice.
  */
 import { strict as assert } from 'node:assert';
-import { isOk } from '@medplum/core';
+import { isOk, Operator } from '@medplum/core';
 import { FhirRouter, type FhirRequest, MemoryRepository } from '@medplum/fhir-router';
 import type { Bundle, Observation, Resource } from 'fhir/r4';
 import { createSandboxEhr } from '../../src/sandbox/sandbox.js';
@@ -23,7 +23,7 @@ function rng(seed: number) {
 }
 
 const SYSTEMS = ['urn:a', 'urn:b', 'URN:A', undefined];
-const VALUES = ['x1', 'X1', 'x2', 'y|z', 'v,w', 'a\\,b', '', 'MRN-7'];
+const VALUES = ['x1', 'X1', 'x2', 'y|z', 'v,w', 'a\\,b', '', 'MRN-7', 'mr'];
 
 async function handle(router: FhirRouter, repo: Repo, method: FhirRequest['method'], url: string, body?: unknown) {
   const query: Record<string, string | string[]> = {};
@@ -63,7 +63,9 @@ describe('sandbox EHR: the identifier index answers as medplum’s own repositor
     const identifier = () =>
       Array.from({ length: Math.floor(random() * 3) }, () => {
         const system = pick(SYSTEMS);
-        return { ...(system ? { system } : {}), value: pick(VALUES) };
+        // medplum also matches a search by value against the identifier's type.text.
+        const type = random() < 0.2 ? { type: { text: pick(['MR', 'x1', 'Mrn-7']) } } : {};
+        return { ...(system ? { system } : {}), value: pick(VALUES), ...type };
       });
     const resource = (type: string, id: string): Resource =>
       ({
@@ -181,7 +183,9 @@ describe('sandbox EHR: the identifier index answers as medplum’s own repositor
     );
     assert.equal(repo.stats.droppedObservations, 50);
     await assert.rejects(repo.readResource('Observation', created[0]));
-    await assert.rejects(repo.readHistory('Observation', created[49]));
+    const history = (repo as unknown as { history: Map<string, Map<string, unknown>> }).history.get('Observation');
+    assert.equal(history?.has(created[49]), false, 'the history of a dropped Observation is dropped');
+    assert.equal(history?.size, 100);
     // A dropped Observation is no longer found by its identifier; a kept one is.
     const gone = await handle(router, repo, 'GET', 'Observation?identifier=urn:ietf:rfc:3986|urn:uuid:cap-3');
     assert.equal((gone.resource as Bundle).total, 0);
@@ -191,5 +195,33 @@ describe('sandbox EHR: the identifier index answers as medplum’s own repositor
     assert.equal(((await handle(router, repo, 'GET', 'Patient')).resource as Bundle).total, 5);
     const index = (repo as unknown as { byIdentifier: Map<string, unknown> }).byIdentifier;
     assert.equal(index.size, 105);
+  });
+
+  it('finds a resource stored while a search runs, and forgets identifiers an update removed', async () => {
+    const router = new FhirRouter();
+    for (const repo of [new MemoryRepository(), new IndexedMemoryRepository()]) {
+      const patient = { resourceType: 'Patient', identifier: [{ system: 'urn:a', value: 'p1' }] };
+      // A create and a search started in the same turn (two transactions' conditional creates): the search sees it.
+      const [, found] = await Promise.all([
+        repo.createResource(patient as never),
+        repo.search({ resourceType: 'Patient', filters: [{ code: 'identifier', operator: Operator.EQUALS, value: 'urn:a|p1' }] }),
+      ]);
+      assert.equal(found.total, 1, repo.constructor.name);
+      // An update that replaces the identifier: the old one finds nothing, the new one finds it.
+      const stored = found.entry?.[0]?.resource as { id: string };
+      await repo.updateResource({ resourceType: 'Patient', id: stored.id, identifier: [{ system: 'urn:a', value: 'p2' }] } as never);
+      const old = await handle(router, repo, 'GET', 'Patient?identifier=urn:a|p1');
+      const renamed = await handle(router, repo, 'GET', 'Patient?identifier=urn:a|p2');
+      assert.deepEqual([(old.resource as Bundle).total, (renamed.resource as Bundle).total], [0, 1], repo.constructor.name);
+    }
+    const repo = new IndexedMemoryRepository();
+    const p = await repo.createResource({ resourceType: 'Patient', identifier: [{ system: 'urn:a', value: 'q1' }] } as never);
+    await repo.updateResource({
+      resourceType: 'Patient',
+      id: (p as { id: string }).id,
+      identifier: [{ system: 'urn:a', value: 'q2' }],
+    } as never);
+    const index = (repo as unknown as { byIdentifier: Map<string, unknown> }).byIdentifier;
+    assert.deepEqual([...index.keys()], ['Patient|q2']);
   });
 });
