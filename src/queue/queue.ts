@@ -121,6 +121,17 @@ export function jobsFor(base: Omit<DeliveryJob, 'translations'>, translations: R
 
 export const BACKOFF_STRATEGY = 'ehr';
 
+/** Whether a Redis command failed because Redis could not be reached (a failover, a dropped connection). */
+function isUnreachable(err: unknown): boolean {
+  const message = (err as { message?: unknown } | null | undefined)?.message;
+  return (
+    typeof message === 'string' &&
+    /Connection is closed|Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING|READONLY|ECONNREFUSED|ECONNRESET|EPIPE|Stream isn't writeable|did not answer/.test(
+      message,
+    )
+  );
+}
+
 /**
  * Whether bull failed a job because it stalled too often (a worker died while holding it, more than maxStalledCount
  * times) rather than because the processor threw. Bull says so only in the message text (BullMQ uses the same text),
@@ -187,6 +198,43 @@ export class DeliveryQueue {
       },
     });
     this.bull.on('error', () => undefined); // connection errors surface as 503 at ingest and in /readyz
+    this.bull.on('lock-extension-failed', (job: Bull.Job<DeliveryJob>) => this.keepLock(job));
+  }
+
+  /** Jobs this process is running (their ids), for keepLock. */
+  private readonly running = new Set<string>();
+  /** Jobs whose lock keepLock renews. */
+  private readonly keeping = new Set<string>();
+  /** Lock renewals keepLock made after bull had given up, and completions retried (tests read them). */
+  locksKept = 0;
+  completionsRetried = 0;
+
+  /**
+   * bull renews a running job's lock every half lock duration and stops for good after one failed renewal: a Redis
+   * failover (Sentinel or cluster) or a dropped connection fails it. The job then loses its lock while this process
+   * still delivers it: it cannot be marked completed, and once the lock expires bull hands it out again, to be
+   * delivered a second time (the EHR absorbs the copy) a lock duration later. So renewing is taken over here (every
+   * half lock duration, every 0.5 s while Redis does not answer), until the job ends in this process or Redis answers
+   * that the lock is no longer this worker's (it expired, or another worker has the job): then bull's own handling
+   * stands.
+   */
+  private keepLock(job: Bull.Job<DeliveryJob>): void {
+    const id = String(job.id);
+    if (this.keeping.has(id) || !this.running.has(id) || this.closing) return;
+    this.keeping.add(id);
+    const every = Math.max(50, Math.floor(this.settings.lockDurationMs / 2));
+    const renew = async (): Promise<void> => {
+      if (!this.running.has(id) || this.closing) return void this.keeping.delete(id);
+      const held = await job.extendLock(this.settings.lockDurationMs).then(
+        (r) => (Number(r) === 1 ? 'yes' : 'no'),
+        () => 'unknown',
+      );
+      if (held === 'no') return void this.keeping.delete(id);
+      if (held === 'yes') this.locksKept++;
+      // While Redis does not answer, try again soon: the lock runs out half a duration after the last renewal.
+      setTimeout(() => void renew(), held === 'yes' ? every : Math.min(every, 500)).unref();
+    };
+    setTimeout(() => void renew(), Math.min(every, 200)).unref();
   }
 
   /** bull's client connection (a cluster client on a cluster). */
@@ -205,7 +253,51 @@ export class DeliveryQueue {
 
   /** Runs `handler` for each job, `concurrency` at a time; resolves when processing stops (the queue is closed). */
   process<T>(concurrency: number, handler: (job: QueuedJob) => Promise<T>): Promise<void> {
-    return this.bull.process(concurrency, handler);
+    return this.bull.process(concurrency, async (job) => {
+      const id = String(job.id);
+      this.running.add(id);
+      this.completeThroughFailover(job);
+      let done = false;
+      try {
+        const result = await handler(job);
+        done = true;
+        return result;
+      } finally {
+        // A job that succeeded is still this process's until bull has marked it completed (below).
+        if (!done) this.running.delete(id);
+      }
+    });
+  }
+
+  /**
+   * bull marks a delivered job completed right after the processor resolves, and gives up at the first error. A job
+   * delivered while Redis fails over (or while the connection is down) then stays active, and once its lock expires
+   * bull hands it out again: a second delivery a lock duration later. So marking it completed is retried (0.1 s,
+   * doubling to 1 s) while the error is Redis being unreachable, for at most one lock duration, its lock renewed
+   * meanwhile (keepLock). Any other error (bull's own: the lock was lost) ends it as before.
+   */
+  private completeThroughFailover(job: Bull.Job<DeliveryJob>): void {
+    const id = String(job.id);
+    const target = job as unknown as { moveToCompleted: (...args: unknown[]) => Promise<unknown> };
+    const complete = target.moveToCompleted.bind(job);
+    target.moveToCompleted = async (...args: unknown[]) => {
+      const deadline = Date.now() + this.settings.lockDurationMs;
+      let wait = 100;
+      try {
+        for (;;) {
+          try {
+            return await complete(...args);
+          } catch (err) {
+            if (!isUnreachable(err) || this.closing || Date.now() + wait > deadline) throw err;
+            this.completionsRetried++;
+            await new Promise((r) => setTimeout(r, wait));
+            wait = Math.min(wait * 2, 1000);
+          }
+        }
+      } finally {
+        this.running.delete(id);
+      }
+    };
   }
 
   /** After a job failed (an attempt threw; bull retries it or records it as failed for good). */

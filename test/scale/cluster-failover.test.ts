@@ -56,8 +56,9 @@ describe('Redis Cluster: the gateway follows a failover inside the cluster', fun
       UNKNOWN_PATIENT_POLICY: 'create',
       RATE_LIMIT_PER_MINUTE: '0',
       LOG_LEVEL: 'info',
-      // The jobs in flight when the master dies come back once their lock expires: the tests' usual 1 s lock keeps the
-      // drain short, at the price of jobs handed out again on a machine too busy to renew it (the EHR absorbs those).
+      // Longer than the failover takes (2 to 3 s): the jobs in flight when the master dies keep their locks (the queue
+      // renews them once bull has given up) and complete, rather than being handed out again once a lock expires.
+      QUEUE_LOCK_DURATION_MS: '10000',
     });
   });
   after(async () => {
@@ -146,7 +147,7 @@ describe('Redis Cluster: the gateway follows a failover inside the cluster', fun
       `      Cluster failover: ${acked.size} readings acknowledged (${ackedBeforeKill} before the kill, ${ackedAfter.size} after the promotion), ` +
         `${d.set.size} delivered, ${d.count - d.set.size} duplicated, LOST ${lost.length} acknowledged (asynchronous replication); ` +
         `promotion ${promotedAt - killedAt} ms after the kill, ingest back ${resumedAt - promotedAt} ms later at most, the queue drained ${drainedAt - resumedAt} ms after that; ` +
-        `refusals during the failover: ${JSON.stringify(Object.fromEntries(refused))}`,
+        `refusals during the failover: ${JSON.stringify(Object.fromEntries(refused))}; completions retried ${gw.gateway.queue!.completionsRetried}, lock renewals taken over from bull ${gw.gateway.queue!.locksKept}`,
     );
     assert.deepEqual(
       lost.filter((i) => ackedAfter.has(i)),
@@ -154,6 +155,12 @@ describe('Redis Cluster: the gateway follows a failover inside the cluster', fun
       'nothing acknowledged after the promotion is lost',
     );
     assert.equal(d.count, d.set.size, 'no reading delivered twice');
+    // The jobs delivered while the master was down were marked completed once the replica took over, under their
+    // locks: none was handed out and delivered again (each job was delivered once).
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    const deliveries = Number(/iomt_delivery_jobs_total\{destination="ehr",outcome="delivered"\} (\d+)/.exec(metrics)?.[1]);
+    const completed = (await gw.gateway.queue!.bull.getJobCounts()).completed;
+    assert.equal(deliveries, completed, 'job deliveries against jobs completed (a job delivered twice counts twice)');
     // /readyz reports the queue ready again.
     await eventually(async () => (await fetch(`${gw.url}/readyz`)).status === 200, 30000, '/readyz 200 after the failover');
   });
