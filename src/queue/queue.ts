@@ -205,9 +205,9 @@ export class DeliveryQueue {
   private readonly running = new Set<string>();
   /** Jobs whose lock keepLock renews. */
   private readonly keeping = new Set<string>();
-  /** Lock renewals keepLock made after bull had given up, and completions retried (tests read them). */
+  /** Lock renewals keepLock made after bull had given up, and settlements retried (tests read them). */
   locksKept = 0;
-  completionsRetried = 0;
+  settlementsRetried = 0;
 
   /**
    * bull renews a running job's lock every half lock duration and stops for good after one failed renewal: a Redis
@@ -255,49 +255,58 @@ export class DeliveryQueue {
   process<T>(concurrency: number, handler: (job: QueuedJob) => Promise<T>): Promise<void> {
     return this.bull.process(concurrency, async (job) => {
       const id = String(job.id);
+      // The job is this process's until bull has settled it (settleThroughFailover ends it).
       this.running.add(id);
-      this.completeThroughFailover(job);
-      let done = false;
-      try {
-        const result = await handler(job);
-        done = true;
-        return result;
-      } finally {
-        // A job that succeeded is still this process's until bull has marked it completed (below).
-        if (!done) this.running.delete(id);
-      }
+      this.settleThroughFailover(job);
+      return handler(job);
     });
   }
 
   /**
-   * bull marks a delivered job completed right after the processor resolves, and gives up at the first error. A job
-   * delivered while Redis fails over (or while the connection is down) then stays active, and once its lock expires
-   * bull hands it out again: a second delivery a lock duration later. So marking it completed is retried (0.1 s,
-   * doubling to 1 s) while the error is Redis being unreachable, for at most one lock duration, its lock renewed
-   * meanwhile (keepLock). Any other error (bull's own: the lock was lost) ends it as before.
+   * bull marks a job completed right after the processor resolves (or, when it threw, records the failed attempt and
+   * schedules the retry), and gives up at the first error. A job settled while Redis fails over (or while the
+   * connection is down) then stays active, and once its lock expires bull hands it out again: a delivered job is
+   * delivered a second time, a failed attempt waits a lock duration for its retry. So settling is retried (0.1 s,
+   * doubling to 1 s) while the error is Redis being unreachable, for at most one lock duration, the lock renewed
+   * meanwhile (keepLock). Any other error (bull's own: the lock was lost) ends it as before. Recording a failed
+   * attempt changes the job in memory first (attempts made, stack traces): each try starts from the job as it was.
    */
-  private completeThroughFailover(job: Bull.Job<DeliveryJob>): void {
+  private settleThroughFailover(job: Bull.Job<DeliveryJob>): void {
     const id = String(job.id);
-    const target = job as unknown as { moveToCompleted: (...args: unknown[]) => Promise<unknown> };
-    const complete = target.moveToCompleted.bind(job);
-    target.moveToCompleted = async (...args: unknown[]) => {
-      const deadline = Date.now() + this.settings.lockDurationMs;
-      let wait = 100;
-      try {
-        for (;;) {
-          try {
-            return await complete(...args);
-          } catch (err) {
-            if (!isUnreachable(err) || this.closing || Date.now() + wait > deadline) throw err;
-            this.completionsRetried++;
-            await new Promise((r) => setTimeout(r, wait));
-            wait = Math.min(wait * 2, 1000);
-          }
-        }
-      } finally {
-        this.running.delete(id);
-      }
+    const target = job as unknown as Record<'moveToCompleted' | 'moveToFailed', (...args: unknown[]) => Promise<unknown>> & {
+      attemptsMade: number;
+      stacktrace: string[];
+      failedReason?: string;
+      finishedOn?: number;
     };
+    for (const name of ['moveToCompleted', 'moveToFailed'] as const) {
+      const settle = target[name].bind(job);
+      target[name] = async (...args: unknown[]) => {
+        const before = {
+          attemptsMade: target.attemptsMade,
+          stacktrace: target.stacktrace ? [...target.stacktrace] : target.stacktrace,
+          failedReason: target.failedReason,
+          finishedOn: target.finishedOn,
+        };
+        const deadline = Date.now() + this.settings.lockDurationMs;
+        let wait = 100;
+        try {
+          for (;;) {
+            try {
+              return await settle(...args);
+            } catch (err) {
+              if (!isUnreachable(err) || this.closing || Date.now() + wait > deadline) throw err;
+              this.settlementsRetried++;
+              Object.assign(target, before, { stacktrace: before.stacktrace ? [...before.stacktrace] : before.stacktrace });
+              await new Promise((r) => setTimeout(r, wait));
+              wait = Math.min(wait * 2, 1000);
+            }
+          }
+        } finally {
+          this.running.delete(id);
+        }
+      };
+    }
   }
 
   /** After a job failed (an attempt threw; bull retries it or records it as failed for good). */

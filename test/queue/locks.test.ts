@@ -1,7 +1,7 @@
 /**
  * A running job's lock through a Redis outage (queue/queue.ts, real Redis): bull stops renewing a lock after one failed
  * renewal, and gives up marking a job completed at the first error; the queue renews the lock itself from then on,
- * and retries the completion while Redis cannot be reached, so the job is delivered once. (The cluster failover test,
+ * and retries settling it (marking it completed) while Redis cannot be reached, so the job is delivered once. (The cluster failover test,
  * test/scale/cluster-failover.test.ts, runs the whole of it against a real failover.)
  */
 import { strict as assert } from 'node:assert';

@@ -5,35 +5,19 @@
  * a replica.
  */
 import { strict as assert } from 'node:assert';
-import type { Observation } from 'fhir/r4';
 import IORedis from 'ioredis';
 import { ConfigError, CORE_KEYS, loadConfig } from '../../src/config/index.js';
 import { eventually, postJson, startEhr, startGateway, type TestEhr, type TestGateway } from '../helpers/harness.js';
+import { assertFailoverRun, deliveredReadings, describeRun, failoverReadings, loadThroughFailover } from './failover-load.js';
 import { MASTER_NAME, onPort, type SentinelSet, startSentinelSet } from './sentinel-procs.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const BASE = Date.parse('2026-11-23T10:00:00Z');
 
 /** Reading `i`: one SpO2 value at its own second, so that each delivered Observation names the reading it came from. */
-const reading = (i: number) => ({
-  deviceId: 'OXI-SENT-1',
-  manufacturer: 'Acme Medical',
-  model: 'PulseOx 3',
-  patientId: 'MRN-SENT',
-  timestamp: new Date(BASE + i * 1000).toISOString(),
-  measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 90 + (i % 10), unit: '%' }],
-});
+const reading = failoverReadings(BASE, { deviceId: 'OXI-SENT-1', manufacturer: 'Acme Medical', model: 'PulseOx 3', patientId: 'MRN-SENT' });
 
-/** The readings (by index) the EHR has, and how many Observations (a duplicate would show as more than the set). */
-async function delivered(ehr: TestEhr): Promise<{ set: Set<number>; count: number }> {
-  const set = new Set<number>();
-  let count = 0;
-  for (const o of ehr.sandbox ? await ehr.search<Observation>('Observation', { _count: '1000' }) : []) {
-    count++;
-    set.add(Math.round((Date.parse(o.effectiveDateTime ?? '') - BASE) / 1000));
-  }
-  return { set, count };
-}
+/** The readings (by index) the EHR has, and how many Observations. */
+const delivered = (ehr: TestEhr) => deliveredReadings(ehr, BASE);
 
 const keysOn = (port: number) => onPort(port, (c) => c.dbsize());
 const infoOf = (port: number) => onPort(port, (c) => c.info('replication'));
@@ -86,88 +70,23 @@ describe('Redis Sentinel: the gateway follows a failover', function () {
     const oldMaster = await set.masterPort();
     assert.equal(oldMaster, set.master.port);
     // Before: readings are acknowledged and delivered through the master the Sentinels name.
-    const acked = new Set<number>();
     for (let i = 0; i < 10; i++) {
       const r = await postJson(`${gw.url}/ingest/measurements`, reading(i));
       assert.equal(r.status, 202, JSON.stringify(r.body));
-      acked.add(i);
     }
     await eventually(async () => (await delivered(ehr)).set.size === 10, 30000, 'the first readings delivered');
     // The jobs went to the master the Sentinels name (not to a private redis-server).
     assert.ok((await keysOn(set.master.port)) > 0, "the queue lives on the Sentinels' master");
 
     // Load from four senders, one reading per request, while the master is killed.
-    let next = 10;
-    let stop = false;
-    let failedOverAt = Number.POSITIVE_INFINITY;
-    const ackedAfter = new Set<number>();
-    const refused = new Map<number, number>();
-    let lastBody = '';
-    const sender = async () => {
-      while (!stop) {
-        const i = next++;
-        const r = await postJson(`${gw.url}/ingest/measurements`, reading(i)).catch(() => ({ status: 0, body: undefined }));
-        if (r.status === 202) {
-          acked.add(i);
-          if (Date.now() > failedOverAt) ackedAfter.add(i);
-        } else {
-          refused.set(r.status, (refused.get(r.status) ?? 0) + 1);
-          lastBody = JSON.stringify(r.body);
-          if (r.status !== 503 && r.status !== 0) throw new Error(`unexpected answer ${r.status}: ${JSON.stringify(r.body)}`);
-          await sleep(100);
-        }
-      }
-    };
-    const senders = [sender(), sender(), sender(), sender()];
-    await eventually(() => acked.size >= 60, 30000, 'load before the kill');
-    const ackedBeforeKill = acked.size;
-    const killedAt = Date.now();
-    await set.master.kill();
-    const newMaster = await set.waitForFailover(oldMaster);
-    failedOverAt = Date.now();
-    assert.equal(newMaster, set.replica.port, 'the replica is the new master');
-    // Ingest resumes on the new master.
-    await eventually(() => ackedAfter.size >= 40, 60000, 'readings acknowledged after the failover').catch((err: Error) => {
-      throw new Error(`${err.message} (last refusal: ${lastBody}; queue connection ${gw.gateway.queue!.connectionStatus()})`);
+    const run = await loadThroughFailover(gw, ehr, reading, BASE, async () => {
+      await set.master.kill();
+      assert.equal(await set.waitForFailover(oldMaster), set.replica.port, 'the replica is the new master');
     });
-    const resumedAt = Date.now();
-    stop = true;
-    await Promise.all(senders);
-
-    // Delivery resumes too: every reading acknowledged after the failover reaches the EHR (a bull worker that had
-    // stopped taking jobs would leave them waiting).
-    await eventually(
-      async () => {
-        const d = await delivered(ehr);
-        return [...ackedAfter].every((i) => d.set.has(i));
-      },
-      60000,
-      'the readings acknowledged after the failover delivered',
-    );
-    // Whatever the promoted replica had is delivered as well; let the queue drain before counting.
-    await eventually(
-      async () => {
-        const c = await gw.gateway.queue!.bull.getJobCounts();
-        return c.waiting + c.active + c.delayed === 0;
-      },
-      60000,
-      'the queue drained',
-    );
-    const d = await delivered(ehr);
-    const lost = [...acked].filter((i) => !d.set.has(i));
-    console.log(
-      `      Sentinel failover: ${acked.size} readings acknowledged (${ackedBeforeKill} before the kill, ${ackedAfter.size} after the promotion), ` +
-        `${d.set.size} delivered, ${d.count - d.set.size} duplicated, LOST ${lost.length} acknowledged (asynchronous replication); ` +
-        `promotion ${failedOverAt - killedAt} ms after the kill, ingest back ${resumedAt - failedOverAt} ms later at most; ` +
-        `refusals during the failover: ${JSON.stringify(Object.fromEntries(refused))}`,
-    );
+    console.log(describeRun('Sentinel failover', run));
     // Loss can only come from the window before the kill (writes the replica had not yet received): nothing
     // acknowledged after the promotion may be missing, and nothing is delivered twice.
-    assert.deepEqual(
-      lost.filter((i) => ackedAfter.has(i)),
-      [],
-    );
-    assert.equal(d.count, d.set.size, 'no reading delivered twice');
+    assertFailoverRun(run);
   });
 
   it('follows a switchover too (SENTINEL FAILOVER: the old master stays up and becomes a replica)', async () => {
