@@ -126,7 +126,7 @@ function isUnreachable(err: unknown): boolean {
   const message = (err as { message?: unknown } | null | undefined)?.message;
   return (
     typeof message === 'string' &&
-    /Connection is closed|Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING|READONLY|ECONNREFUSED|ECONNRESET|EPIPE|Stream isn't writeable|did not answer/.test(
+    /Connection is closed|Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING|READONLY|ECONNREFUSED|ECONNRESET|EPIPE|Stream isn't writeable/.test(
       message,
     )
   );
