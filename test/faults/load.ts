@@ -14,8 +14,12 @@ export type Channel = 'http' | 'mllp' | 'mqtt';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Readings start three hours ago, one second apart: inside any plausibility window, never in the future. */
-const T0 = Math.floor(Date.now() / 1000) * 1000 - 3 * 3600 * 1000;
+/**
+ * Readings start a day ago, each device's one second apart: inside any plausibility window and never in the future,
+ * for the 691,200 readings (8 devices × 86,400 s) a process could send before its clock catches up with them. (One
+ * second apart across all devices ran into READING_TIME_MAX_AHEAD_MS after ~11,000 readings in one suite.)
+ */
+const T0 = Math.floor(Date.now() / 1000) * 1000 - 24 * 3600 * 1000;
 let seq = 0;
 
 export interface Reading {
@@ -38,7 +42,9 @@ function nextReading(channel: Channel): Reading {
   const deviceId = channel === 'mllp' ? eui : `FAULT-${channel.toUpperCase()}-${d}`;
   // The gateway files an EUI-64 in its canonical form (IEEE: dash-separated pairs).
   const filedAs = channel === 'mllp' ? eui.match(/../g)!.join('-') : deviceId;
-  const at = new Date(T0 + n * 1000);
+  const at = new Date(T0 + Math.floor(n / DEVICES) * 1000);
+  // A reading the gateway would refuse as from the future is the load's fault, not the gateway's: say so.
+  if (at.getTime() > Date.now()) throw new Error(`the fault load ran out of past effective times after ${n} readings`);
   return { channel, seq: n, deviceId, key: `${filedAs}|${at.getTime()}`, at, value: 90 + (n % 10) };
 }
 
