@@ -4,8 +4,9 @@
  *
  *  1. cost: posts --requests messages of --batch readings (16 in flight) after a warm-up, waits until the sink has
  *     them all, and prints delivered readings/s, readings per EHR transaction, the gateway's CPU per reading (from
- *     /proc, per process) and Redis commands per request by command (INFO commandstats, the commands run inside Lua
- *     scripts included);
+ *     /proc, per process), Redis's CPU per reading (INFO cpu) and Redis commands per request by command with the
+ *     microseconds Redis spent in them (INFO commandstats; the commands run inside Lua scripts are counted too, and
+ *     their time again under the script's eval/evalsha);
  *  2. latency: one reading per request at --rate per second for --seconds, spread evenly, and prints p50/p90/p99/max
  *     of: post → arrival at the sink, post → 202, and per job (bull's own timestamps of the completed jobs): received →
  *     in Redis, in Redis → taken by the worker, taken → completed; and the readings per job.
@@ -44,11 +45,19 @@ function cpuMs(pid: number): number {
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
-async function commandStats(r: IORedis.default): Promise<Map<string, number>> {
-  const m = new Map<string, number>();
+/** Redis's CPU time (ms) so far, from INFO cpu (it runs as its own process; the main thread and its helpers). */
+async function redisCpuMs(r: IORedis.default): Promise<number> {
+  const info = (await r.info('cpu')) as string;
+  const num = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return 1000 * (num('used_cpu_sys') + num('used_cpu_user'));
+}
+
+/** Calls and microseconds per command (a script's time counts under eval/evalsha, and again under its commands). */
+async function commandStats(r: IORedis.default): Promise<Map<string, { calls: number; usec: number }>> {
+  const m = new Map<string, { calls: number; usec: number }>();
   for (const l of ((await r.info('commandstats')) as string).split('\n')) {
-    const x = /cmdstat_([^:]+):calls=(\d+)/.exec(l);
-    if (x) m.set(x[1], Number(x[2]));
+    const x = /cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(l);
+    if (x) m.set(x[1], { calls: Number(x[2]), usec: Number(x[3]) });
   }
   return m;
 }
@@ -127,6 +136,7 @@ async function main(): Promise<void> {
     if (ONLY !== 'latency') {
       const c0 = procs.map((p) => cpuMs(p.child.pid as number));
       const r0 = await commandStats(admin);
+      const redisCpu0 = await redisCpuMs(admin);
       const s0 = await sink.stats();
       const t0 = Date.now();
       await drive(REQUESTS);
@@ -134,6 +144,7 @@ async function main(): Promise<void> {
       const seconds = (Date.now() - t0) / 1000;
       const c1 = procs.map((p) => cpuMs(p.child.pid as number));
       const r1 = await commandStats(admin);
+      const redisCpu1 = await redisCpuMs(admin);
       const readings = REQUESTS * BATCH;
       const transactions = s1.transactions - s0.transactions;
       console.log(`\ncost: ${REQUESTS} requests of ${BATCH} reading(s), ${IN_FLIGHT} in flight, until all were delivered`);
@@ -143,13 +154,15 @@ async function main(): Promise<void> {
       console.log(
         `  gateway CPU per reading: ${procs.map((_, i) => `${((1000 * (c1[i] - c0[i])) / readings).toFixed(0)} µs`).join(' + ')}`,
       );
+      console.log(`  Redis CPU per reading: ${((1000 * (redisCpu1 - redisCpu0)) / readings).toFixed(0)} µs (INFO cpu)`);
       const rows = [...r1]
-        .map(([k, v]) => [k, v - (r0.get(k) ?? 0)] as const)
+        .map(([k, v]) => [k, v.calls - (r0.get(k)?.calls ?? 0), v.usec - (r0.get(k)?.usec ?? 0)] as const)
         .filter(([k, d]) => d > 0 && k !== 'info')
         .sort((a, b) => b[1] - a[1]);
       const total = rows.reduce((n, [, d]) => n + d, 0);
-      console.log(`  Redis commands per request: ${(total / REQUESTS).toFixed(2)}`);
-      for (const [k, d] of rows.slice(0, 15)) console.log(`    ${k.padEnd(18)} ${(d / REQUESTS).toFixed(3)}`);
+      console.log(`  Redis commands per request: ${(total / REQUESTS).toFixed(2)} (and µs per request inside Redis)`);
+      for (const [k, d, us] of rows.slice(0, 15))
+        console.log(`    ${k.padEnd(18)} ${(d / REQUESTS).toFixed(3).padStart(8)} ${(us / REQUESTS).toFixed(1).padStart(7)} µs`);
     }
     if (ONLY !== 'cost') {
       const total = RATE * SECONDS;
