@@ -292,11 +292,12 @@ export function timeWindowIssues(
   checks: ReadingChecks,
 ): OperationOutcomeIssue[] {
   const received = Date.parse(receivedAt);
-  const times = [obs.effectiveDateTime, obs.effectiveInstant, obs.effectivePeriod?.start, obs.effectivePeriod?.end].filter(
-    (t): t is string => typeof t === 'string',
-  );
   const out: OperationOutcomeIssue[] = [];
-  for (const t of times) {
+  // The effective times there are (no array of them: this runs for every Observation).
+  for (let k = 0; k < 4; k++) {
+    const t =
+      k === 0 ? obs.effectiveDateTime : k === 1 ? obs.effectiveInstant : k === 2 ? obs.effectivePeriod?.start : obs.effectivePeriod?.end;
+    if (typeof t !== 'string') continue;
     const ms = Date.parse(t);
     if (Number.isNaN(ms)) continue; // the structure checks speak for a malformed dateTime
     if (ms < checks.timeMin)

@@ -97,8 +97,10 @@ function indexTypesOf(resource: Resource): void {
   if (types.some((t) => typeof t === 'string' && !isDataTypeLoaded(t))) initValidation({ allTypes: true });
 }
 
-function structuralIssues(resource: Resource): OperationOutcomeIssue[] {
-  if (fastStructurallyValid(resource)) return [];
+const NO_ISSUES: readonly OperationOutcomeIssue[] = Object.freeze([]);
+
+function structuralIssues(resource: Resource): readonly OperationOutcomeIssue[] {
+  if (fastStructurallyValid(resource)) return NO_ISSUES;
   try {
     // Logical references (by identifier) are legal FHIR; medplum's validator checks them as any Reference.
     return validateResource(resource as never)
@@ -132,12 +134,18 @@ export interface ValidateOptions {
   receivedAt?: string;
 }
 
-/** Validates one resource; `where` prefixes the expressions (e.g. "measurements[2]") so the sender can find the input. */
-export function validate(resource: Resource, where?: string, options: ValidateOptions = {}): OperationOutcomeIssue[] {
+/**
+ * Validates one resource; `where` prefixes the expressions (e.g. "measurements[2]") so the sender can find the input.
+ * It may be a function, called only when there is an issue to locate (a valid resource, the usual case, costs no label).
+ */
+export function validate(resource: Resource, where?: string | (() => string), options: ValidateOptions = {}): OperationOutcomeIssue[] {
   initValidation();
   indexTypesOf(resource);
   const issues: OperationOutcomeIssue[] = [];
-  const at = (expr: string) => [where ? `${where}: ${expr}` : expr];
+  const at = (expr: string) => {
+    const w = typeof where === 'function' ? where() : where;
+    return [w ? `${w}: ${expr}` : expr];
+  };
   for (const i of structuralIssues(resource)) issues.push({ ...i, expression: at(i.expression?.[0] ?? resource.resourceType) });
   // The profile rules read a well-formed resource: on a broken structure its issues are the answer.
   if (!issues.length && resource.resourceType === 'Observation') issues.push(...vitalSignsIssues(resource as Observation, at, options));
@@ -163,35 +171,45 @@ function isVitalSign(obs: Observation): boolean {
   return list(obs.category).some((c) => list(c?.coding).some((k) => k?.system === OBSERVATION_CATEGORY_SYSTEM && k.code === 'vital-signs'));
 }
 
+/** Adds to `out` what is wrong with a quantity's value and unit (`expr` and `what` are called only to say so). */
 function checkQuantity(
+  out: OperationOutcomeIssue[],
   q: Quantity | undefined,
   units: string[] | undefined,
-  expr: string,
+  expr: () => string,
   at: (e: string) => string[],
-  what: string,
-): OperationOutcomeIssue[] {
-  if (!q) return [];
-  const out: OperationOutcomeIssue[] = [];
+  what: () => string,
+): void {
+  if (!q) return;
   if (typeof q.value !== 'number' || !Number.isFinite(q.value))
-    out.push(issue('value', `${what}: the value must be a finite number`, at(`${expr}.value`)));
+    out.push(issue('value', `${what()}: the value must be a finite number`, at(`${expr()}.value`)));
   if (q.system !== UCUM_SYSTEM || !q.code)
-    out.push(issue('code-invalid', `${what}: the unit must be a UCUM code (system ${UCUM_SYSTEM})`, at(`${expr}.code`)));
+    out.push(issue('code-invalid', `${what()}: the unit must be a UCUM code (system ${UCUM_SYSTEM})`, at(`${expr()}.code`)));
   else if (units && !units.includes(q.code)) {
     out.push(
       issue(
         'code-invalid',
-        `${what}: unit '${q.code}' is not allowed; the profile requires ${units.map((u) => `'${u}'`).join(' or ')}`,
-        at(`${expr}.code`),
+        `${what()}: unit '${q.code}' is not allowed; the profile requires ${units.map((u) => `'${u}'`).join(' or ')}`,
+        at(`${expr()}.code`),
       ),
     );
   }
-  return out;
+}
+
+/** Whether an element has a value[x] (valueQuantity, valueString…). */
+function hasValueX(o: object): boolean {
+  for (const k in o) if (k.startsWith('value') && Object.hasOwn(o, k)) return true;
+  return false;
 }
 
 function vitalSignsIssues(obs: Observation, at: (e: string) => string[], options: ValidateOptions = {}): OperationOutcomeIssue[] {
   const { base, byLoinc } = loadProfiles();
   const codes = loincCodes(obs.code?.coding);
-  const profiles = codes.map((c) => byLoinc.get(c)).filter((p): p is VitalProfileRule => !!p && p.id !== 'vitalspanel');
+  const profiles: VitalProfileRule[] = [];
+  for (const c of codes) {
+    const p = byLoinc.get(c);
+    if (p && p.id !== 'vitalspanel') profiles.push(p);
+  }
   const out: OperationOutcomeIssue[] = [];
   if (!OBSERVATION_STATUSES.has(obs.status))
     out.push(issue('code-invalid', `status '${obs.status}' is not an Observation status`, at('Observation.status')));
@@ -213,26 +231,25 @@ function vitalSignsIssues(obs: Observation, at: (e: string) => string[], options
   if (!eff) out.push(issue('required', 'a vital sign needs an effective time', at('Observation.effective[x]')));
   else if (!/^\d{4}-\d{2}-\d{2}/.test(eff))
     out.push(issue('value', 'the effective time must be precise to at least the day (vs-1)', at('Observation.effective[x]')));
-  const hasValue = Object.keys(obs).some((k) => k.startsWith('value'));
+  const hasValue = hasValueX(obs);
   if (!obs.component?.length && !obs.hasMember?.length && !hasValue && !obs.dataAbsentReason) {
     out.push(issue('required', 'a vital sign needs a value or a dataAbsentReason (vs-2)', at('Observation.value[x]')));
   }
   // Components a profile rule below checks by LOINC get their unit checked there, against their own units: checked here
   // too, a wrong unit would be reported twice, once against the union of every vital-sign unit.
-  const covered = new Set(profiles[0]?.components.map((r) => r.loinc) ?? []);
+  const covered = obs.component?.length ? new Set(profiles[0]?.components.map((r) => r.loinc) ?? []) : undefined;
   list(obs.component).forEach((c, i) => {
-    const cHasValue = Object.keys(c).some((k) => k.startsWith('value'));
+    const cHasValue = hasValueX(c);
     if (!cHasValue && !c.dataAbsentReason)
       out.push(issue('required', 'each component needs a value or a dataAbsentReason (vs-3)', at(`Observation.component[${i}]`)));
-    if (loincCodes(c?.code?.coding).some((l) => covered.has(l))) return;
-    out.push(
-      ...checkQuantity(
-        c.valueQuantity,
-        base.componentUnits,
-        `Observation.component[${i}].valueQuantity`,
-        at,
-        `component ${loincCodes(c?.code?.coding)[0] ?? i}`,
-      ),
+    if (loincCodes(c?.code?.coding).some((l) => covered?.has(l))) return;
+    checkQuantity(
+      out,
+      c.valueQuantity,
+      base.componentUnits,
+      () => `Observation.component[${i}].valueQuantity`,
+      at,
+      () => `component ${loincCodes(c?.code?.coding)[0] ?? i}`,
     );
   });
   if (profiles.length > 1)
@@ -244,7 +261,14 @@ function vitalSignsIssues(obs: Observation, at: (e: string) => string[], options
       issue('structure', `profile ${profile.id} does not allow a value on the panel; values go in components`, at('Observation.value[x]')),
     );
   if (!profile.valueProhibited)
-    out.push(...checkQuantity(obs.valueQuantity, profile.units, 'Observation.valueQuantity', at, `LOINC ${profile.loinc}`));
+    checkQuantity(
+      out,
+      obs.valueQuantity,
+      profile.units,
+      () => 'Observation.valueQuantity',
+      at,
+      () => `LOINC ${profile.loinc}`,
+    );
   for (const rule of profile.components) {
     const comp = list(obs.component).find((c) => loincCodes(c?.code?.coding).includes(rule.loinc));
     if (!comp) {
@@ -255,8 +279,13 @@ function vitalSignsIssues(obs: Observation, at: (e: string) => string[], options
     }
     if (!comp.valueQuantity && !comp.dataAbsentReason)
       out.push(issue('required', `component ${rule.slice} needs a valueQuantity`, at(`Observation.component(${rule.loinc})`)));
-    out.push(
-      ...checkQuantity(comp.valueQuantity, rule.units, `Observation.component(${rule.loinc}).valueQuantity`, at, `component ${rule.slice}`),
+    checkQuantity(
+      out,
+      comp.valueQuantity,
+      rule.units,
+      () => `Observation.component(${rule.loinc}).valueQuantity`,
+      at,
+      () => `component ${rule.slice}`,
     );
   }
   return out;
@@ -334,11 +363,16 @@ export function validateReadings(
     issues.push(...idIssues(t, where, options.locate));
     for (const d of t.devices) issues.push(...validate(d, where));
     for (const p of t.patients ?? []) issues.push(...validate(p, where));
+    const opts = { subjectLater, checks: options.checks, receivedAt: options.receivedAt };
     t.observations.forEach((o, j) => {
-      const code = Array.isArray(o.code?.coding) ? o.code.coding.map((c) => c?.code).join('/') : o.code?.text;
-      const label = `${where ? where + '.' : ''}observation[${j}] (${code})`;
-      const opts = { subjectLater, checks: options.checks, receivedAt: options.receivedAt };
-      for (const i of validate(o, label, opts)) issues.push(located(i, o, label, options.locate));
+      // The label names the observation in an issue: made only when there is one.
+      let label: string | undefined;
+      const labelOf = () => {
+        const code = Array.isArray(o.code?.coding) ? o.code.coding.map((c) => c?.code).join('/') : o.code?.text;
+        label ??= `${where ? where + '.' : ''}observation[${j}] (${code})`;
+        return label;
+      };
+      for (const i of validate(o, labelOf, opts)) issues.push(located(i, o, labelOf(), options.locate));
     });
     for (const a of t.auditEvents ?? []) issues.push(...validate(a, where));
   });
