@@ -8,6 +8,7 @@
  *     HL7v2 extension, started as a process of its own like \`npm start\`): ACKed PCD-01 messages/s over 8 concurrent MLLP connections (closed loop: each connection sends
  *     its next message when the ACK of the previous one arrives), and ACK latency p50/p99 at fixed offered rates
  *     (default 500 then 1,500 msg/s, open loop, spread over the 8 connections). An ACK (AA) means the job is in Redis.
+ *     With the closed loop: Redis commands per message (INFO commandstats), the round trips an ACK waits for.
  *
  * Part 2 runs the gateway in the ingest role by default (the ACK path: translate, validate, enqueue), as a separate
  * ingest process would, and prints its CPU per message; `--all` runs the all-in-one role, where the delivery worker
@@ -31,7 +32,18 @@ import { decodeBytes, loadHl7Package, parseMessage, parseMessageWithPackage, spl
 import { freePort } from '../src/queue/embedded-redis.js';
 import { FAST_ENV, startEhr, startRedis } from '../test/helpers/harness.js';
 import { pcdMessage, TestClient } from '../test/hl7v2/helpers.js';
+import IORedis from 'ioredis';
 import { args, opt, ROOT, spawnGateway } from './common.js';
+
+/** Calls per command so far (INFO commandstats; the commands Lua scripts run are counted too). */
+async function commandStats(r: IORedis.default): Promise<Map<string, number>> {
+  const m = new Map<string, number>();
+  for (const l of ((await r.info('commandstats')) as string).split('\n')) {
+    const x = /cmdstat_([^:]+):calls=(\d+)/.exec(l);
+    if (x) m.set(x[1], Number(x[2]));
+  }
+  return m;
+}
 
 const SECONDS = opt('seconds', 5);
 /** Offered rates of the open loop (--rate 500,1500: one run each, in order). */
@@ -175,6 +187,8 @@ async function gatewayBench(): Promise<void> {
     let acked = 0;
     let refused = 0;
     const end = Date.now() + SECONDS * 1000;
+    const admin = new IORedis.default(redis.url);
+    const r0 = await commandStats(admin);
     const t0 = performance.now();
     const c0 = cpuMs();
     await Promise.all(
@@ -189,6 +203,8 @@ async function gatewayBench(): Promise<void> {
     );
     const elapsed = (performance.now() - t0) / 1000;
     const cpuPerMessage = ((cpuMs() - c0) * 1000) / Math.max(1, acked + refused);
+    const r1 = await commandStats(admin);
+    admin.disconnect();
     const what =
       ROLE === 'all'
         ? "role all: the delivery worker runs in the gateway process, the sandbox EHR in the bench's"
@@ -196,6 +212,17 @@ async function gatewayBench(): Promise<void> {
     console.log(`\n2. real gateway over MLLP (${CONNECTIONS} connections, redis AOF on, ${what}; the gateway in its own process)`);
     console.log(
       `   closed loop: ${(acked / elapsed).toFixed(0)} ACKed (AA) PCD-01 messages/s over ${elapsed.toFixed(1)} s${refused ? ` (${refused} not AA)` : ''}; gateway CPU ${cpuPerMessage.toFixed(0)} µs per message (Linux /proc)`,
+    );
+    const messages = Math.max(1, acked + refused);
+    const rows = [...r1]
+      .map(([k, v]) => [k, v - (r0.get(k) ?? 0)] as const)
+      .filter(([k, d]) => d > 0 && k !== 'info')
+      .sort((a, b) => b[1] - a[1]);
+    console.log(
+      `   Redis commands per message: ${(rows.reduce((n, [, d]) => n + d, 0) / messages).toFixed(2)} (${rows
+        .slice(0, 8)
+        .map(([k, d]) => `${k} ${(d / messages).toFixed(2)}`)
+        .join(', ')}; inside scripts counted too)`,
     );
 
     // Open loop at each fixed rate.
