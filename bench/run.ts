@@ -6,9 +6,12 @@
  *   - sustained throughput: readings/s and Observations/s delivered, with the gateway's peak RSS, for each request
  *     shape: 20 readings per request (a hub forwarding a batch) and 1 reading per request (a cuff, a scale, a wearable)
  *   - ingest-to-EHR latency p50/p99 at a fixed offered rate (below saturation)
+ *   - open loop: one reading per request offered at --offer readings/s (default 3000; 0: not) as a fleet of devices
+ *     sends them (no waiting for the answers to other requests): the delivered readings/s and the latency; the closed
+ *     loop of the sustained runs measures 16 requests in flight, and so the latency of one as much as the throughput
  *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
  *
- * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 500 --seconds 10 --concurrency 32 --batch-max N --split --profile
+ * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 500 --offer 3000 --seconds 10 --concurrency 32 --batch-max N --split --profile
  *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1]
  * (--batch: readings per request in the sustained phase, one run per value, 20 then 1 by default; --batch-max:
  *  DELIVERY_BATCH_MAX, the gateway's default if absent)
@@ -45,6 +48,8 @@ const BATCH = BATCHES[0];
 const MLLP_RATES = args.includes('--mllp') ? args[args.indexOf('--mllp') + 1] : args.includes('--scale') ? '0' : '500,1500';
 const IN_FLIGHT = opt('in-flight', 16);
 const RATE = opt('rate', 500);
+/** One reading per request offered at this rate, open loop (as a fleet of devices sends), after the latency run; 0: not. */
+const OFFER = opt('offer', 3000);
 const SECONDS = opt('seconds', 10);
 const CONCURRENCY = opt('concurrency', 32);
 const BATCH_MAX = opt('batch-max', 0); // 0: the gateway's default
@@ -201,13 +206,13 @@ async function sustained(urls: string[], sink: Sink, seq: number, perRequest: nu
  * Ingest-to-EHR latencies (ms, sorted) at RATE readings/s offered for SECONDS s: one reading per request, spread evenly
  * in time and round-robin over `urls`; timed from the post to the reading's arrival at the sink (readings from `seq` on).
  */
-async function latencyAt(urls: string[], sink: Sink, seq: number): Promise<number[]> {
-  const total = RATE * SECONDS;
+async function latencyAt(urls: string[], sink: Sink, seq: number, rate = RATE, span?: { first: number; last: number }): Promise<number[]> {
+  const total = rate * SECONDS;
   const sent = new Map<string, number>();
   const tl0 = Date.now();
   const inflight: Promise<void>[] = [];
   for (let i = 0; i < total; i++) {
-    const due = tl0 + (i * 1000) / RATE;
+    const due = tl0 + (i * 1000) / rate;
     const wait = due - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     const r = reading(5000 + (i % 500), seq + i);
@@ -220,6 +225,10 @@ async function latencyAt(urls: string[], sink: Sink, seq: number): Promise<numbe
     arrivals.push(...(await sink.stats()).arrivals.filter(([k]) => sent.has(k)));
     return arrivals.length >= total;
   }, 120_000);
+  if (span) {
+    span.first = tl0;
+    span.last = Math.max(...arrivals.map(([, t]) => t));
+  }
   return arrivals
     .map(([k, t]) => t - (sent.get(k) ?? t))
     .filter((x) => x >= 0)
@@ -437,6 +446,12 @@ async function main(): Promise<void> {
     // 2. Latency at a fixed offered rate (readings posted one per request, spread evenly).
     const lat = await latencyAt([gw.url], sink, 100000);
 
+    // 2b. Open loop at OFFER readings/s, one per request: each device posts when its reading is due, whatever the
+    // answers to the others. The closed loop above keeps 16 requests in flight, so its rate is 16 ÷ the latency of one;
+    // devices do not wait for each other, and the gateway groups what arrives together (group commit, shared jobs).
+    const span = { first: 0, last: 0 };
+    const open = OFFER > 0 ? await latencyAt([gw.url], sink, 3_000_000, OFFER, span) : [];
+
     // 3. Ceiling: bull no-op jobs on the same Redis.
     const ceiling = await noopCeiling(redisUrl, 20000);
 
@@ -461,6 +476,17 @@ async function main(): Promise<void> {
       console.log(`appendfsync: ${runs.map(([mode, r]) => `${mode} ${f(r.readingsPerS)}`).join(', ')} delivered readings/s`);
     console.log(`latency ingest → EHR at ${RATE} readings/s offered for ${SECONDS} s (${lat.length} readings):`);
     console.log(`  p50 ${f(percentile(lat, 50))} ms   p99 ${f(percentile(lat, 99))} ms   max ${f(lat.at(-1) ?? NaN)} ms`);
+    if (OFFER > 0) {
+      // Delivered at the offered rate when the last reading arrives within the latency of the others: a gateway that
+      // cannot keep up builds a backlog that grows through the run, and its delivered rate is the readings over the span.
+      const rate = open.length / ((span.last - span.first) / 1000);
+      console.log(
+        `open loop: 1 reading per request offered at ${OFFER}/s for ${SECONDS} s (${open.length} readings, up to 256 connections):`,
+      );
+      console.log(
+        `  delivered ${f(rate)} readings/s (${(rate / OFFER).toFixed(2)} of offered); post → EHR p50 ${f(percentile(open, 50))} ms   p99 ${f(percentile(open, 99))} ms   max ${f(open.at(-1) ?? NaN)} ms`,
+      );
+    }
     console.log(`ceiling: bull no-op jobs on the same Redis (concurrency ${CONCURRENCY}): ${f(ceiling)} jobs/s`);
     console.log(`ratio delivered readings/s ÷ no-op jobs/s: ${(readingsPerS / ceiling).toFixed(2)} (${BATCH} per request)`);
     for (const [perRequest, r] of shapes) {
