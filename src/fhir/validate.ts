@@ -368,8 +368,10 @@ export function validateReadings(
       // The label names the observation in an issue: made only when there is one.
       let label: string | undefined;
       const labelOf = () => {
-        const code = Array.isArray(o.code?.coding) ? o.code.coding.map((c) => c?.code).join('/') : o.code?.text;
-        label ??= `${where ? where + '.' : ''}observation[${j}] (${code})`;
+        if (label === undefined) {
+          const code = Array.isArray(o.code?.coding) ? o.code.coding.map((c) => c?.code).join('/') : o.code?.text;
+          label = `${where ? where + '.' : ''}observation[${j}] (${code})`;
+        }
         return label;
       };
       for (const i of validate(o, labelOf, opts)) issues.push(located(i, o, labelOf(), options.locate));
