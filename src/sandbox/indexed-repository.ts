@@ -37,8 +37,10 @@ function identifierKeys(resource: Resource): string[] {
   const keys: string[] = [];
   for (const identifier of Array.isArray(ids) ? ids : [ids]) {
     const i = identifier as { value?: unknown; type?: { text?: unknown } } | undefined;
+    // An empty token is never searched through the index (tokenValue), and medplum drops empty strings before it
+    // stores a resource: an entry for one could not be found again to be removed.
     for (const token of [i?.value, i?.type?.text])
-      if (typeof token === 'string') keys.push(`${resource.resourceType}|${token.toLowerCase()}`);
+      if (typeof token === 'string' && token) keys.push(`${resource.resourceType}|${token.toLowerCase()}`);
   }
   return keys;
 }

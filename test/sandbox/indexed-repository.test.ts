@@ -197,6 +197,22 @@ describe('sandbox EHR: the identifier index answers as medplum’s own repositor
     assert.equal(index.size, 105);
   });
 
+  it('keeps no index entry for an empty identifier value or type.text (medplum stores neither, so it could not be removed)', async () => {
+    const repo = new IndexedMemoryRepository({ maxObservations: 10 });
+    for (let i = 0; i < 50; i++)
+      await repo.createResource({
+        resourceType: 'Observation',
+        identifier: [
+          { system: 'urn:s', value: `v${i}` },
+          { value: '', type: { text: '' } },
+        ],
+        status: 'final',
+        code: { text: 'x' },
+      } as never);
+    const index = (repo as unknown as { byIdentifier: Map<string, unknown> }).byIdentifier;
+    assert.deepEqual([...index.keys()].sort(), Array.from({ length: 10 }, (_, k) => `Observation|v${40 + k}`).sort());
+  });
+
   it('finds a resource stored while a search runs, and forgets identifiers an update removed', async () => {
     const router = new FhirRouter();
     for (const repo of [new MemoryRepository(), new IndexedMemoryRepository()]) {
