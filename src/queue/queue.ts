@@ -220,11 +220,12 @@ export class DeliveryQueue {
    */
   private keepLock(job: Bull.Job<DeliveryJob>): void {
     const id = String(job.id);
-    if (this.keeping.has(id) || !this.running.has(id) || this.closing) return;
+    // Also while the queue closes: close() waits for the running jobs, whose locks must hold until they end.
+    if (this.keeping.has(id) || !this.running.has(id)) return;
     this.keeping.add(id);
     const every = Math.max(50, Math.floor(this.settings.lockDurationMs / 2));
     const renew = async (): Promise<void> => {
-      if (!this.running.has(id) || this.closing) return void this.keeping.delete(id);
+      if (!this.running.has(id)) return void this.keeping.delete(id);
       const held = await job.extendLock(this.settings.lockDurationMs).then(
         (r) => (Number(r) === 1 ? 'yes' : 'no'),
         () => 'unknown',
@@ -270,6 +271,12 @@ export class DeliveryQueue {
    * doubling to 1 s) while the error is Redis being unreachable, for at most one lock duration, the lock renewed
    * meanwhile (keepLock). Any other error (bull's own: the lock was lost) ends it as before. Recording a failed
    * attempt changes the job in memory first (attempts made, stack traces): each try starts from the job as it was.
+   *
+   * When marking a delivered job completed fails for good, bull goes on to record a failed attempt with that error
+   * (its handler's catch). For a job that was delivered that would be a retry (a second delivery now) or, at the last
+   * attempt, a dead letter for a reading the EHR has: so that recording is refused, and the job is left active for
+   * bull's stalled-job check to hand out again once its lock expires (a second delivery the EHR absorbs, as after a
+   * crash).
    */
   private settleThroughFailover(job: Bull.Job<DeliveryJob>): void {
     const id = String(job.id);
@@ -279,9 +286,14 @@ export class DeliveryQueue {
       failedReason?: string;
       finishedOn?: number;
     };
+    let completionFailed: unknown;
     for (const name of ['moveToCompleted', 'moveToFailed'] as const) {
       const settle = target[name].bind(job);
       target[name] = async (...args: unknown[]) => {
+        if (name === 'moveToFailed' && completionFailed !== undefined) {
+          this.running.delete(id);
+          throw completionFailed;
+        }
         const before = {
           attemptsMade: target.attemptsMade,
           stacktrace: target.stacktrace ? [...target.stacktrace] : target.stacktrace,
@@ -295,7 +307,10 @@ export class DeliveryQueue {
             try {
               return await settle(...args);
             } catch (err) {
-              if (!isUnreachable(err) || this.closing || Date.now() + wait > deadline) throw err;
+              if (!isUnreachable(err) || this.closing || Date.now() + wait > deadline) {
+                if (name === 'moveToCompleted') completionFailed = err ?? new Error('the job could not be marked completed');
+                throw err;
+              }
               this.settlementsRetried++;
               Object.assign(target, before, { stacktrace: before.stacktrace ? [...before.stacktrace] : before.stacktrace });
               await new Promise((r) => setTimeout(r, wait));

@@ -81,3 +81,83 @@ describe('queue: a running job keeps its lock and completes through a Redis outa
     assert.equal((await q.bull.getJobCounts()).active, 0);
   });
 });
+
+describe('queue: a delivered job is never recorded as failed, and keeps its lock while the queue closes', function () {
+  this.timeout(30_000);
+  let redis: TestRedis;
+  let admin: IORedis.default;
+  let q: DeliveryQueue;
+  beforeEach(async () => {
+    redis = await startRedis();
+    admin = new IORedis.default(redis.url);
+    q = new DeliveryQueue(
+      {
+        redisUrl: redis.url,
+        queueName: 'locks',
+        maxDepth: 1000,
+        enqueueTimeoutMs: 2000,
+        attempts: 3,
+        lockDurationMs: 1000,
+        stalledIntervalMs: 200,
+        retentionCompleted: 100,
+        retryBaseDelayMs: 50,
+        retryMaxDelayMs: 500,
+      },
+      () => 50,
+    );
+    await q.whenReady();
+  });
+  afterEach(async () => {
+    await q?.close();
+    admin?.disconnect();
+    await redis?.stop();
+  });
+
+  it('when marking a delivered job completed fails for longer than a lock, records no failed attempt (the job is handed out again)', async () => {
+    let runs = 0;
+    const failed: string[] = [];
+    q.onFailed((j, e) => failed.push(`${j.id}: attempt ${j.attemptsMade}: ${e.message}`));
+    // Redis does not answer bull's completion for 2.5 s (two and a half lock durations); the job's other commands pass.
+    const client = q.bull.client as unknown as { moveToFinished: (...a: unknown[]) => Promise<unknown> };
+    const finish = client.moveToFinished.bind(client);
+    let until = Number.POSITIVE_INFINITY;
+    client.moveToFinished = (...a: unknown[]) => (Date.now() < until ? Promise.reject(new Error('Connection is closed.')) : finish(...a));
+    void q.process(1, async () => {
+      if (runs++ === 0) until = Date.now() + 2500;
+      return { ok: true };
+    });
+    await q.enqueue([job(2)]);
+    await eventually(async () => (await q.bull.getJobCounts()).completed === 1, 20_000, 'the job completed');
+    // bull, having failed to mark it completed, would record the delivered job's attempt as failed (a retry now, or at
+    // the last attempt a dead letter): refused; bull's stalled-job check handed it out again after its lock expired.
+    assert.deepEqual(failed, []);
+    assert.equal(runs, 2, 'handed out again once, after the lock expired');
+    assert.deepEqual(await q.bull.getJobCounts().then(({ failed: f, active }) => ({ failed: f, active })), { failed: 0, active: 0 });
+  });
+
+  it('renews the lock of a job still running while close() waits for it', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const started: string[] = [];
+    // bull's first renewal of the job's lock fails (as in a failover) and bull stops renewing it; later ones pass.
+    const client = q.bull.client as unknown as { extendLock: (...a: unknown[]) => Promise<unknown> };
+    const extend = client.extendLock.bind(client);
+    let calls = 0;
+    client.extendLock = (...a: unknown[]) => (calls++ === 0 ? Promise.reject(new Error('Connection is closed.')) : extend(...a));
+    void q.process(1, async (j) => {
+      started.push(String(j.id));
+      await gate;
+      return { ok: true };
+    });
+    const [id] = await q.enqueue([job(3)]);
+    await eventually(() => started.length === 1, 10_000, 'the job running');
+    await eventually(() => q.locksKept >= 1, 10_000, 'the queue renewing the lock');
+    const closed = q.close();
+    // Three lock durations into the close the job still runs, and its lock is still this worker's.
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal(await admin.exists(`gw:locks:${id}:lock`), 1, 'the lock is held');
+    release();
+    await closed;
+    assert.equal(await admin.zcard('gw:locks:completed'), 1, 'completed once');
+  });
+});
