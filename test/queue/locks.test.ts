@@ -1,8 +1,9 @@
 /**
- * A running job's lock through a Redis outage (queue/queue.ts, real Redis): bull stops renewing a lock after one failed
- * renewal, and gives up marking a job completed at the first error; the queue renews the lock itself from then on,
- * and retries settling it (marking it completed) while Redis cannot be reached, so the job is delivered once. (The cluster failover test,
- * test/scale/cluster-failover.test.ts, runs the whole of it against a real failover.)
+ * A running job's lock and settlement through a Redis outage (queue/queue.ts, real Redis). bull stops renewing a lock
+ * after one failed renewal, and gives up marking a job completed at the first error. The queue renews the lock itself
+ * from then on (also while close() waits for the job), retries settling while Redis cannot be reached, and, when a
+ * delivered job's completion still cannot be recorded, refuses bull's recording of it as a failed attempt. The cluster
+ * failover test (test/scale/cluster-failover.test.ts) runs the whole of it against a real failover.
  */
 import { strict as assert } from 'node:assert';
 import IORedis from 'ioredis';
@@ -17,12 +18,13 @@ const job = (n: number): DeliveryJob => ({
   translations: [{ devices: [], observations: [], patient: { system: 'urn:p', value: `P${n}` } } as unknown as Reading],
 });
 
-describe('queue: a running job keeps its lock and completes through a Redis outage', function () {
+describe('queue: a running job keeps its lock and is settled once through a Redis outage', function () {
   this.timeout(30_000);
   let redis: TestRedis;
   let admin: IORedis.default;
   let q: DeliveryQueue;
-  before(async () => {
+  // A fresh Redis and queue for each test: each leaves patched commands and jobs behind.
+  beforeEach(async () => {
     redis = await startRedis();
     admin = new IORedis.default(redis.url);
     q = new DeliveryQueue(
@@ -42,7 +44,7 @@ describe('queue: a running job keeps its lock and completes through a Redis outa
     );
     await q.whenReady();
   });
-  after(async () => {
+  afterEach(async () => {
     await q?.close();
     admin?.disconnect();
     await redis?.stop();
@@ -79,38 +81,6 @@ describe('queue: a running job keeps its lock and completes through a Redis outa
     assert.equal(runs, 1, 'delivered once');
     assert.ok(failures >= 3, `${failures} completion attempts`);
     assert.equal((await q.bull.getJobCounts()).active, 0);
-  });
-});
-
-describe('queue: a delivered job is never recorded as failed, and keeps its lock while the queue closes', function () {
-  this.timeout(30_000);
-  let redis: TestRedis;
-  let admin: IORedis.default;
-  let q: DeliveryQueue;
-  beforeEach(async () => {
-    redis = await startRedis();
-    admin = new IORedis.default(redis.url);
-    q = new DeliveryQueue(
-      {
-        redisUrl: redis.url,
-        queueName: 'locks',
-        maxDepth: 1000,
-        enqueueTimeoutMs: 2000,
-        attempts: 3,
-        lockDurationMs: 1000,
-        stalledIntervalMs: 200,
-        retentionCompleted: 100,
-        retryBaseDelayMs: 50,
-        retryMaxDelayMs: 500,
-      },
-      () => 50,
-    );
-    await q.whenReady();
-  });
-  afterEach(async () => {
-    await q?.close();
-    admin?.disconnect();
-    await redis?.stop();
   });
 
   it('when marking a delivered job completed fails for longer than a lock, records no failed attempt (the job is handed out again)', async () => {
