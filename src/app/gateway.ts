@@ -1,6 +1,7 @@
 /**
  * The composition root: builds the parts for a role and starts/stops them in order.
- *   all    — ingest (HTTP, MLLP, MQTT) and delivery in one process (npm start)
+ *   all    — ingest (HTTP, MLLP, MQTT) and delivery in one process (npm start); delivery on a thread of its own
+ *            (DELIVERY_THREAD, delivery-thread.ts) where there are two cores
  *   ingest — receive, translate, validate, enqueue; no delivery
  *   worker — deliver queued jobs to the EHR; HTTP serves health, status and the operations API only
  * Any number of ingest and worker processes can share one Redis.
@@ -18,7 +19,7 @@ import { readReadingChecks } from '../fhir/plausibility.js';
 import { RefusalStore } from '../pipeline/refusals.js';
 import { migrateLegacyRefusals } from '../pipeline/legacy-refusals.js';
 import { refusalRoutes } from '../pipeline/routes.js';
-import { DeliveryQueue, withTimeout } from '../queue/queue.js';
+import { type DeliveryQueue, withTimeout } from '../queue/queue.js';
 import {
   createRedis,
   describeTarget,
@@ -29,14 +30,11 @@ import {
   reopenWhenEnded,
 } from '../queue/connection.js';
 import { EmbeddedRedis } from '../queue/embedded-redis.js';
-import { DestinationQueues, type RoutedQueue, SubscriberFeed } from '../queue/routing.js';
-import { bearerToken, DEFAULT_DESTINATION, type Destination } from '../config/destinations.js';
+import { DestinationQueues } from '../queue/routing.js';
 import { DeadLetterStore } from '../delivery/dead-letters.js';
 import { deadLetterRoutes } from '../delivery/routes.js';
-import { EhrClient } from '../delivery/ehr-client.js';
-import { CircuitBreaker } from '../delivery/breaker.js';
-import { backoffDelay, DeliveryWorker } from '../delivery/worker.js';
-import { Notifier, SubscriberClient } from '../delivery/notifier.js';
+import type { EhrClient } from '../delivery/ehr-client.js';
+import type { DeliveryWorker } from '../delivery/worker.js';
 import type { SandboxEhr } from '../sandbox/sandbox.js';
 import { readSandboxClients } from '../sandbox/auth.js';
 import { jwksRoutes, type PreparedEhrAuth, prepareEhrAuth } from '../ehr-auth/index.js';
@@ -53,6 +51,16 @@ import { initValidation } from '../fhir/validate.js';
 import { type Console, ConsoleStats, createConsole, readConsoleConfig } from '../console/index.js';
 import { buildFeatures, type Features } from './features.js';
 import { readiness, statusRoutes } from './status.js';
+import {
+  type Delivery,
+  type DeliveryState,
+  deliveryClients,
+  localDeliveryState,
+  openQueues,
+  type SandboxAccess,
+  startWorkers,
+} from './deliveries.js';
+import { DeliveryThread, deliversOnThread } from './delivery-host.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
   .version;
@@ -89,14 +97,7 @@ function listen(server: Server, port: number, host: string, key: string): Promis
   });
 }
 
-/** One destination as this process runs it. */
-export interface Delivery {
-  destination: Destination;
-  queue: DeliveryQueue;
-  ehr: EhrClient;
-  deadLetters: DeadLetterStore;
-  worker?: DeliveryWorker;
-}
+export type { Delivery } from './deliveries.js';
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -117,6 +118,8 @@ export class Gateway {
   deliveries: Delivery[] = [];
   sandbox?: SandboxEhr;
   worker?: DeliveryWorker;
+  /** Role all with DELIVERY_THREAD: the thread its workers run on (none of `deliveries` has a worker then). */
+  deliveryThread?: DeliveryThread;
   ehr?: EhrClient;
   access?: AccessControl;
   refusals?: RefusalStore;
@@ -191,31 +194,7 @@ export class Gateway {
     reopenWhenEnded(redis, () => this.stopping !== undefined);
     await this.checkRedis(redis);
 
-    // One bull queue per destination. The destination `ehr` keeps QUEUE_NAME, so an upgrade delivers what is queued.
-    const routes: RoutedQueue[] = config.destinations.map((destination) => ({
-      destination,
-      queue: new DeliveryQueue(
-        {
-          redisUrl,
-          sentinels,
-          sentinelName: config.redisSentinelName,
-          clusterNodes,
-          waitReplicas: config.redisWaitReplicas,
-          waitTimeoutMs: config.redisWaitTimeoutMs,
-          queueName: destination.name === DEFAULT_DESTINATION ? config.queueName : `${config.queueName}.${destination.name}`,
-          maxDepth: config.queueMaxDepth,
-          enqueueTimeoutMs: config.enqueueTimeoutMs,
-          attempts: config.deliveryAttempts,
-          lockDurationMs: config.queueLockDurationMs,
-          stalledIntervalMs: config.queueStalledIntervalMs,
-          retentionCompleted: config.jobRetentionCompleted,
-          dedupeWindowS: config.dedupeWindowS,
-          retryBaseDelayMs: config.retryBaseDelayMs,
-          retryMaxDelayMs: config.retryMaxDelayMs,
-        },
-        (attemptsMade, err) => backoffDelay(attemptsMade, err, config.retryBaseDelayMs, config.retryMaxDelayMs),
-      ),
-    }));
+    const routes = openQueues(config, target);
     const queues = new DestinationQueues(routes, { combineReadings: config.ingestCombine ? config.deliveryBatchMax : 0 });
     this.queues = queues;
     const queue = queues.primary.queue;
@@ -306,7 +285,13 @@ export class Gateway {
     const sandboxKey = randomBytes(32).toString('base64url');
     // SANDBOX_AUTH=smart: the sandbox checks SMART tokens itself (sandbox/auth.ts), as an EHR would.
     const sandboxSmart = config.sandboxAuth.mode === 'smart';
-    const breakers = () => (deliver ? this.deliveries.flatMap((d) => (d.ehr.breaker ? [d.ehr.breaker] : [])) : []);
+    // Role all delivers on a thread of its own where DELIVERY_THREAD says so (delivery-thread.ts); the status routes
+    // then ask that thread what its workers know.
+    const threaded = deliversOnThread(config, this.role);
+    const delivering: DeliveryState =
+      threaded && deliver
+        ? async () => (this.deliveryThread ? this.deliveryThread.state() : [])
+        : localDeliveryState(() => this.deliveries);
     const consoleConfig = readConsoleConfig(config.raw);
     let app: ReturnType<typeof createApp> | undefined;
     this.console = consoleConfig.enabled
@@ -325,7 +310,7 @@ export class Gateway {
     app = createApp({
       log,
       trustProxy: config.trustProxy,
-      readiness: readiness(queues, () => this.deliveries, breakers, deliver),
+      readiness: readiness(queues, () => this.deliveries, delivering, deliver),
       sandbox: this.sandbox
         ? sandboxSmart
           ? this.sandbox.router
@@ -342,7 +327,7 @@ export class Gateway {
           queues,
           deadLetters: deadLetterStores,
           deliveries: () => this.deliveries,
-          breakers,
+          delivering,
           metrics: this.metrics,
           operatorOnly: requireRole('operator'),
         }),
@@ -386,86 +371,28 @@ export class Gateway {
 
     const sandboxUrl = `${this.url}/sandbox/fhir`;
     const fhirBaseUrl = config.destinations[0].baseUrl ?? sandboxUrl;
-    const breakerSettings = {
-      failureThreshold: config.breakerFailureThreshold,
-      probeIntervalMs: config.breakerProbeIntervalMs,
-      probeMaxIntervalMs: config.breakerProbeMaxIntervalMs,
-    };
-    // Each destination: its own client, circuit breaker and worker (concurrency, locks): one that is slow or down
-    // never delays another. The default destination (no DESTINATIONS_FILE) authenticates as FHIR_AUTH says (ehr-auth/:
-    // SMART, client secret, mutual TLS); the sandbox without SMART takes this process's own key (access/sandbox.ts).
-    this.deliveries = routes.map(({ destination, queue }) => {
-      const breaker = new CircuitBreaker(destination.name, breakerSettings, { log, metrics: this.metrics });
-      const sub = destination.subscriber;
-      if (sub) {
-        const client = new SubscriberClient(sub.endpoint, sub.headers, destination.timeoutMs, this.metrics, breaker);
-        return { destination, queue, deadLetters: deadLetterStores.get(destination.name) as DeadLetterStore, ehr: client };
-      }
-      const baseUrl = destination.baseUrl ?? sandboxUrl;
-      const primary = destination.name === DEFAULT_DESTINATION && !config.destinationsFile;
-      return {
-        destination,
-        queue,
-        deadLetters: deadLetterStores.get(destination.name) as DeadLetterStore,
-        ehr: new EhrClient(
-          {
-            baseUrl,
-            timeoutMs: destination.timeoutMs,
-            bearerToken: destination.sandbox
-              ? sandboxSmart
-                ? undefined
-                : sandboxKey
-              : primary
-                ? undefined
-                : bearerToken(destination.auth),
-            auth: (primary ? ehrAuth : destinationAuths.get(destination.name))?.connect({
-              destination: destination.name,
-              baseUrl,
-              timeoutMs: destination.timeoutMs,
-              log,
-            }),
-            metrics: this.metrics,
-          },
-          breaker,
-        ),
-      };
+    const sandbox: SandboxAccess = { url: sandboxUrl, key: sandboxSmart ? undefined : sandboxKey };
+    this.deliveries = deliveryClients({
+      config,
+      routes,
+      deadLetters: deadLetterStores,
+      sandbox,
+      ehrAuth,
+      destinationAuths,
+      log,
+      metrics: this.metrics,
     });
     this.ehr = this.deliveries[0].ehr;
-    // Subscribers are queued when the FHIR destination they follow has written a job (queue/routing.ts SubscriberFeed).
-    const feed = new SubscriberFeed(routes);
-    const baseUrlOf = (name: string) => this.deliveries.find((d) => d.destination.name === name)?.ehr.baseUrl ?? '';
-    if (deliver) {
-      for (const d of this.deliveries) {
-        const sub = d.destination.subscriber;
-        const name = d.destination.name;
-        const notifier =
-          sub && d.ehr instanceof SubscriberClient ? new Notifier(name, sub, d.ehr, redis, () => baseUrlOf(sub.source), log) : undefined;
-        const followed = feed.following(name).length > 0;
-        d.worker = new DeliveryWorker(
-          d.queue,
-          d.ehr,
-          d.deadLetters,
-          {
-            destination: d.destination.name,
-            writeMode: d.destination.writeMode,
-            conditionalCreate: d.destination.conditionalCreate,
-            concurrency: d.destination.concurrency ?? config.deliveryConcurrency,
-            unknownPatientPolicy: config.unknownPatientPolicy,
-            keyLockWaitMs: config.keyLockWaitMs,
-            fhirTimeoutMs: d.destination.timeoutMs,
-            retryBaseDelayMs: config.retryBaseDelayMs,
-            retryMaxDelayMs: config.retryMaxDelayMs,
-            batchMax: config.deliveryBatchMax,
-            transactionsInFlight: config.deliveryTransactions,
-            onDelivered: followed ? (job) => feed.delivered(name, job) : undefined,
-          },
-          log,
-          this.metrics,
-          notifier,
-        );
-        d.worker.observer = this.stats;
-        d.worker.start();
-      }
+    if (deliver && threaded) {
+      // Its own connections and queues: ingest and delivery share nothing but Redis, as the two roles do.
+      const thread = new DeliveryThread({ config, target, sandbox }, { log, metrics: this.metrics, observer: this.stats });
+      this.deliveryThread = thread;
+      await thread.start().catch((err: Error) => {
+        throw new StartupError(`${err.message}; DELIVERY_THREAD=off delivers on the gateway's own thread`, { cause: err });
+      });
+      log.info({ thread: 'delivery' }, 'delivering on a thread of its own (DELIVERY_THREAD)');
+    } else if (deliver) {
+      startWorkers(this.deliveries, { config, routes, redis, log, metrics: this.metrics, observer: this.stats });
       this.worker = this.deliveries[0].worker;
     }
     for (const part of features.parts) {
@@ -541,7 +468,7 @@ export class Gateway {
     const timeout = new Promise<void>((res) => setTimeout(res, this.config.shutdownTimeoutMs).unref());
     await Promise.race([
       (async () => {
-        await Promise.all(this.deliveries.map((d) => d.worker?.stop()));
+        await Promise.all([...this.deliveries.map((d) => d.worker?.stop()), this.deliveryThread?.stop(this.config.shutdownTimeoutMs)]);
         await this.queues?.close();
       })(),
       timeout,

@@ -4,7 +4,8 @@
  */
 import express, { type RequestHandler, type Router } from 'express';
 import type { AdapterRegistry } from '../adapters/registry.js';
-import { BREAKER_STATES, type BreakerSnapshot, type CircuitBreaker } from '../delivery/breaker.js';
+import { BREAKER_STATES, type BreakerSnapshot } from '../delivery/breaker.js';
+import type { DeliveryState, DestinationState } from './deliveries.js';
 import type { Config } from '../config/index.js';
 import type { DeadLetterStore } from '../delivery/dead-letters.js';
 import type { EhrClient } from '../delivery/ehr-client.js';
@@ -13,7 +14,6 @@ import { withoutCredentials } from '../observability/redact.js';
 import { type DeliveryQueue, withTimeout } from '../queue/queue.js';
 import type { DestinationQueues } from '../queue/routing.js';
 import type { Destination } from '../config/destinations.js';
-import type { DeliveryWorker } from '../delivery/worker.js';
 
 /** One destination as the status routes read it. */
 export interface DestinationView {
@@ -21,8 +21,9 @@ export interface DestinationView {
   queue: DeliveryQueue;
   ehr: EhrClient;
   deadLetters: DeadLetterStore;
-  worker?: DeliveryWorker;
 }
+
+export type { DeliveryState, DestinationState } from './deliveries.js';
 
 export interface StatusDeps {
   config: Config;
@@ -32,13 +33,18 @@ export interface StatusDeps {
   deadLetters: Map<string, DeadLetterStore>;
   /** Every destination (set once the HTTP server listens: the sandbox's URL is known then). */
   deliveries: () => DestinationView[];
-  /** The circuit breakers of the destinations this process delivers to (none in the ingest role). */
-  breakers: () => CircuitBreaker[];
+  /** The destinations this process delivers to (none in the ingest role). */
+  delivering: DeliveryState;
   metrics: Metrics;
   operatorOnly: RequestHandler;
 }
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed'] as const;
+
+/** A destination's breaker as /api/status has always shown it (`breakerEnabled`, `waitingJobs`). */
+function breakerFields({ enabled, ...b }: DestinationState['breaker']): Record<string, unknown> {
+  return { ...b, breakerEnabled: enabled };
+}
 
 /** What a breaker snapshot says, for /readyz (no counters: the route needs no credential). */
 function briefly(b: BreakerSnapshot): Record<string, unknown> {
@@ -50,13 +56,13 @@ export function statusRoutes(deps: StatusDeps): Router {
   const queue = queues.primary.queue;
   const router = express.Router();
   // Prometheus state set: one series per state, 1 for the current one.
-  metrics.gaugeFamily('destination_breaker_state', () =>
-    deps
-      .breakers()
-      .flatMap((b) => BREAKER_STATES.map((state) => ({ labels: { destination: b.destination, state }, value: +(b.state === state) }))),
+  metrics.gaugeFamily('destination_breaker_state', async () =>
+    (await deps.delivering()).flatMap(({ breaker: b }) =>
+      BREAKER_STATES.map((state) => ({ labels: { destination: b.destination, state }, value: +(b.state === state) })),
+    ),
   );
-  metrics.gaugeFamily('destination_breaker_waiting_jobs', () =>
-    deps.breakers().map((b) => ({ labels: { destination: b.destination }, value: b.waiting })),
+  metrics.gaugeFamily('destination_breaker_waiting_jobs', async () =>
+    (await deps.delivering()).map(({ breaker: b }) => ({ labels: { destination: b.destination }, value: b.waitingJobs })),
   );
   // Read from Redis at scrape time (a few LLEN/ZCARD and two reads per queue), skipped while it is down, each queue's
   // bounded in time. Every destination's queue (a subscriber's too): with several, each fills and drains on its own. A
@@ -88,15 +94,15 @@ export function statusRoutes(deps: StatusDeps): Router {
   });
   router.get('/api/status', deps.operatorOnly, async (_req, res) => {
     const ready = queue.isReady();
-    const breakers = new Map(deps.breakers().map((b) => [b.destination, b]));
+    const delivering = new Map((await deps.delivering().catch(() => [])).map((d) => [d.breaker.destination, d]));
     const destinations = await Promise.all(
       deps.deliveries().map(async (d) => {
         const counts = ready ? await d.queue.counts().catch(() => undefined) : undefined;
         const dead = ready ? await d.deadLetters.count().catch(() => undefined) : undefined;
-        const b = breakers.get(d.destination.name);
-        const written = d.worker?.writer.known;
+        const state = delivering.get(d.destination.name);
+        const written = state?.writeMode;
         return {
-          ...(b ? { ...b.snapshot(), breakerEnabled: b.enabled, waitingJobs: b.waiting } : { destination: d.destination.name }),
+          ...(state ? breakerFields(state.breaker) : { destination: d.destination.name }),
           baseUrl: withoutCredentials(d.ehr.baseUrl),
           sandbox: d.destination.sandbox,
           writeMode: written?.mode ?? d.destination.writeMode ?? null,
@@ -134,7 +140,7 @@ export function statusRoutes(deps: StatusDeps): Router {
 export function readiness(
   queues: DestinationQueues,
   deliveries: () => DestinationView[],
-  breakers: () => CircuitBreaker[],
+  delivering: DeliveryState,
   delivers: boolean,
 ): () => Promise<{ problems: string[]; details?: Record<string, unknown> }> {
   const checks = new Map<string, { at: number; error?: string }>();
@@ -143,11 +149,12 @@ export function readiness(
     if (!queues.isReady()) problems.push('Redis is not reachable');
     if (!delivers) return { problems };
     const warnings: string[] = [];
-    const destinations = Object.fromEntries(breakers().map((b) => [b.destination, briefly(b.snapshot())]));
+    const states = await delivering().catch(() => []);
+    const destinations = Object.fromEntries(states.map(({ breaker: b }) => [b.destination, briefly(b)]));
     // Each destination is asked on its own, at once: one that does not answer does not delay the others' answer.
     await Promise.all(
       deliveries().map(async ({ destination, ehr }) => {
-        if ((ehr.breaker?.state ?? 'closed') !== 'closed') return;
+        if ((destinations[destination.name]?.state ?? 'closed') !== 'closed') return;
         let check = checks.get(destination.name);
         if (!check || Date.now() - check.at > 2000) {
           const error = await ehr.ping().then(

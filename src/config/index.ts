@@ -28,6 +28,14 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description:
       'What this process does: all (ingest and delivery), ingest (receive, translate, validate, enqueue) or worker (deliver queued jobs); --role overrides it',
   },
+  {
+    env: 'DELIVERY_THREAD',
+    type: 'enum',
+    default: 'auto',
+    values: ['auto', 'on', 'off'],
+    description:
+      'Role all: deliver on a thread of its own beside ingest, so that the process uses two cores (auto: on where the machine has at least two). off: ingest and delivery share one thread (docs/scaling.md)',
+  },
   { env: 'PORT', type: 'int', default: '8080', min: 0, max: 65535, description: 'HTTP port (ingest API, admin API, sandbox EHR)' },
   { env: 'HOST', type: 'string', default: '127.0.0.1', description: 'HTTP bind address (0.0.0.0 in containers)' },
   {
@@ -401,6 +409,8 @@ export const ROLES: readonly Role[] = ['all', 'ingest', 'worker'];
 
 export interface Config {
   role: Role;
+  /** DELIVERY_THREAD: role all delivers on a thread of its own (app/delivery-thread.ts). */
+  deliveryThread: 'auto' | 'on' | 'off';
   port: number;
   host: string;
   /** TRUST_PROXY: the proxies whose forwarding headers are believed (http/client.ts); empty: none. */
@@ -537,6 +547,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
   if (errors.length) throw new ConfigError(errors);
   return {
     role: s('GATEWAY_ROLE') as Role,
+    deliveryThread: s('DELIVERY_THREAD') as Config['deliveryThread'],
     port: n('PORT'),
     host: s('HOST'),
     trustProxy,

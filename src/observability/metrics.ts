@@ -77,6 +77,10 @@ export const METRICS = {
   dead_letters: { type: 'gauge', help: 'Dead letters kept (read from Redis at scrape time).' },
 
   // Delivery
+  delivery_thread_restarts_total: {
+    type: 'counter',
+    help: 'Times the delivery thread of role all (DELIVERY_THREAD) died and was started again.',
+  },
   delivery_jobs_total: {
     type: 'counter',
     help: 'Delivery attempts by outcome: delivered, retry, dead-letter, breaker-wait, deferred.',
@@ -221,6 +225,33 @@ interface HistogramSeries {
 
 export type Sample = { labels: Labels; value: number };
 
+/** The counters and histograms of a Metrics, as plain data (posted by another thread: Metrics.include). */
+export interface MetricsSnapshot {
+  counters: Array<[family: string, series: Sample[]]>;
+  histograms: Array<[family: string, series: HistogramSeries[]]>;
+}
+
+/** `own` with the series of `others` added: the same family and labels summed, the others appended. */
+function merged<S extends { labels: Labels }>(
+  own: Map<string, Map<string, S>>,
+  others: Array<Array<[string, S[]]>>,
+  add: (into: S, from: S) => S,
+): Map<string, Map<string, S>> {
+  if (!others.length) return own;
+  const out = new Map([...own].map(([family, series]) => [family, new Map(series)]));
+  for (const families of others)
+    for (const [family, series] of families) {
+      let into = out.get(family);
+      if (!into) out.set(family, (into = new Map()));
+      for (const s of series) {
+        const key = formatLabels(s.labels);
+        const mine = into.get(key);
+        into.set(key, mine ? add(mine, s) : s);
+      }
+    }
+  return out;
+}
+
 /** A name and labels worked out (Metrics.resolve). */
 interface Resolved {
   family: string;
@@ -241,6 +272,8 @@ export class Metrics {
    * counters of every reading would otherwise parse the name and sort and format the labels each time (bounded).
    */
   private readonly resolved = new Map<string, Resolved>();
+  /** Other threads' counters and histograms, added to this one's at each scrape (include). */
+  private readonly sources: Array<() => Promise<MetricsSnapshot | undefined>> = [];
 
   private resolve(name: string, labels: Labels): Resolved {
     let sig = name;
@@ -316,12 +349,46 @@ export class Metrics {
     r.set(key, read);
   }
 
+  /** This process's counters and histograms as plain data, for a thread that delivers beside ingest. */
+  snapshot(): MetricsSnapshot {
+    return {
+      counters: [...this.counters].map(([family, series]) => [family, [...series.values()]]),
+      histograms: [...this.histograms].map(([family, series]) => [family, [...series.values()]]),
+    };
+  }
+
+  /**
+   * Adds another thread's counters and histograms to what render() writes: series of the same name and labels are
+   * summed, so that a scrape sees one process. A source that fails or answers nothing is left out of that scrape.
+   */
+  include(source: () => Promise<MetricsSnapshot | undefined>): void {
+    this.sources.push(source);
+  }
+
   /**
    * The text format: every declared counter and histogram (HELP and TYPE even before a first sample; label-less
    * counters at 0), every gauge registered by this process, and anything counted under an undeclared name.
    */
   async render(): Promise<string> {
-    const families = new Set<string>([...this.counters.keys(), ...this.histograms.keys(), ...this.readers.keys()]);
+    const others = (await Promise.all(this.sources.map((read) => read().catch(() => undefined)))).filter(
+      (o): o is MetricsSnapshot => o !== undefined,
+    );
+    const counters = merged(
+      this.counters,
+      others.map((o) => o.counters),
+      (a, b) => ({ labels: a.labels, value: a.value + b.value }),
+    );
+    const histograms = merged(
+      this.histograms,
+      others.map((o) => o.histograms),
+      (a, b) => ({
+        labels: a.labels,
+        counts: a.counts.map((c, i) => c + (b.counts[i] ?? 0)),
+        sum: a.sum + b.sum,
+        count: a.count + b.count,
+      }),
+    );
+    const families = new Set<string>([...counters.keys(), ...histograms.keys(), ...this.readers.keys()]);
     for (const [name, def] of Object.entries(METRICS) as [string, MetricDef][]) if (def.type !== 'gauge') families.add(name);
     const lines: string[] = [];
     for (const family of [...families].sort()) {
@@ -330,7 +397,7 @@ export class Metrics {
       const body: string[] = [];
       if (def.type === 'histogram') {
         const bounds = def.buckets ?? [];
-        for (const s of this.histograms.get(family)?.values() ?? []) {
+        for (const s of histograms.get(family)?.values() ?? []) {
           for (const [i, b] of bounds.entries())
             body.push(`${full}_bucket${formatLabels({ ...s.labels, le: formatValue(b) })} ${s.counts[i]}`);
           body.push(`${full}_bucket${formatLabels({ ...s.labels, le: '+Inf' })} ${s.count}`);
@@ -338,7 +405,7 @@ export class Metrics {
           body.push(`${full}_count${formatLabels(s.labels)} ${s.count}`);
         }
       } else {
-        const samples: Sample[] = [...(this.counters.get(family)?.values() ?? [])];
+        const samples: Sample[] = [...(counters.get(family)?.values() ?? [])];
         for (const read of this.readers.get(family)?.values() ?? []) {
           try {
             samples.push(...(await read()));

@@ -145,6 +145,9 @@ export const FAST_ENV: Record<string, string> = {
   // Tests that send the same content twice expect one job: a window longer than any run.
   DEDUPE_WINDOW_S: '86400',
   SHUTDOWN_TIMEOUT_MS: '5000',
+  // Tests look at the workers of the gateway they started (gateway.worker): role all delivers on the gateway's own
+  // thread. The delivery thread has its tests (test/delivery/thread.test.ts).
+  DELIVERY_THREAD: 'off',
 };
 
 export interface TestGateway {

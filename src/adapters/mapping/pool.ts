@@ -15,6 +15,7 @@ import { Worker } from 'node:worker_threads';
 import type { InboundMessage, Reading, TranslationContext } from '../../core/contract.js';
 import { GatewayError, issue, outcome, TranslationError } from '../../core/errors.js';
 import { limitText, templateLimits } from '../limits.js';
+import { siblingModule, threadEntry } from '../../core/threads.js';
 import type { MappingFiles } from './adapter.js';
 
 /** What a worker needs to compile a mapping it has not seen. */
@@ -49,19 +50,7 @@ export interface PoolResult {
 /** Heap limit of a worker (MiB): a template that grows memory without bound stops its worker, not the gateway. */
 export const WORKER_HEAP_MB = 256;
 
-const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
-
-/**
- * From the TypeScript sources (tests, `npm run dev`), a worker does not inherit the tsx loader (Node 20 applies
- * `--import` hooks to the main thread only): it registers tsx itself, then loads the worker module.
- */
-function workerEntry(): { entry: string | URL; eval: boolean } {
-  if (!WORKER_URL.pathname.endsWith('.ts')) return { entry: WORKER_URL, eval: false };
-  return {
-    entry: `import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(WORKER_URL.href)}); });`,
-    eval: true,
-  };
-}
+const WORKER_URL = siblingModule(import.meta.url, 'worker');
 
 interface Job {
   key: string;
@@ -140,7 +129,7 @@ export class TemplatePool {
   }
 
   private spawn(): Slot {
-    const { entry, eval: isEval } = workerEntry();
+    const { entry, eval: isEval } = threadEntry(WORKER_URL);
     const worker = new Worker(entry, {
       eval: isEval,
       workerData: { limits: { ...templateLimits() } },

@@ -1,0 +1,154 @@
+/**
+ * The gateway's side of the delivery thread (delivery-thread.ts): starts it, passes its settlements to the console's
+ * statistics, asks it for its state and counters, stops it gracefully, and starts it again if it dies (the jobs it
+ * held are handed out again by the queue's stalled-job check, as after a crash of a worker process).
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { pino } from 'pino';
+import type { Config } from '../config/index.js';
+import { siblingModule, threadEntry } from '../core/threads.js';
+import type { DeliveryObserver } from '../delivery/worker.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics, MetricsSnapshot } from '../observability/metrics.js';
+import type { DestinationState } from './deliveries.js';
+import type { FromThread, ThreadData, ToThread } from './delivery-thread.js';
+
+const THREAD_URL = siblingModule(import.meta.url, 'delivery-thread');
+
+/** Whether role all delivers on a thread of its own (DELIVERY_THREAD; auto: where there are two cores to use). */
+export function deliversOnThread(config: Config, role: Config['role']): boolean {
+  if (role !== 'all') return false;
+  if (config.deliveryThread === 'auto') return availableParallelism() >= 2;
+  return config.deliveryThread === 'on';
+}
+
+export interface DeliveryThreadOptions {
+  log: Logger;
+  metrics: Metrics;
+  /** Told how each job was settled (the console's statistics). */
+  observer: DeliveryObserver;
+  /** How long a question to the thread may take before it is answered without it (ms). */
+  askTimeoutMs?: number;
+  /** Wait before a thread that died is started again (ms). */
+  restartDelayMs?: number;
+}
+
+type Answer = Extract<FromThread, { id: number }>;
+
+export class DeliveryThread {
+  private worker?: Worker;
+  private seq = 0;
+  private readonly asked = new Map<number, (a: Answer | undefined) => void>();
+  private stopping = false;
+  private restartTimer?: NodeJS.Timeout;
+  /** Times the thread died and was started again. */
+  restarts = 0;
+  /** Where the gateway's log lines go: the thread's go there too (they are JSON; pino-pretty takes them as well). */
+  private readonly logStream: { write(text: string): unknown };
+
+  constructor(
+    private readonly data: ThreadData,
+    private readonly options: DeliveryThreadOptions,
+  ) {
+    // A scrape of /metrics sees one process: the thread's counters are added to this thread's.
+    options.metrics.include(() => this.metrics());
+    this.logStream = (options.log as unknown as Record<symbol, { write(text: string): unknown }>)[pino.symbols.streamSym];
+  }
+
+  /** Starts the thread; resolves once its workers run, rejects if it could not start them. */
+  start(): Promise<void> {
+    const { entry, eval: isEval } = threadEntry(THREAD_URL);
+    const worker = new Worker(entry, { eval: isEval, workerData: this.data });
+    this.worker = worker;
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      worker.on('message', (m: FromThread) => {
+        if (m.op === 'ready') {
+          started = true;
+          resolve();
+        } else if (m.op === 'failed') reject(new Error(`the delivery thread could not start: ${m.message}`));
+        else if (m.op === 'settled') for (const e of m.events) this.options.observer.settled(e);
+        else if (m.op === 'log') this.logStream.write(m.text);
+        else if ('id' in m) {
+          this.asked.get(m.id)?.(m);
+          this.asked.delete(m.id);
+        }
+      });
+      worker.on('error', (err) => {
+        if (!started) reject(err);
+        else this.options.log.error({ error: err.message }, 'the delivery thread failed');
+      });
+      worker.on('exit', (code) => {
+        if (this.worker === worker) this.worker = undefined;
+        for (const answer of this.asked.values()) answer(undefined);
+        this.asked.clear();
+        if (!started) {
+          reject(new Error(`the delivery thread exited (code ${code}) before it started`));
+          return;
+        }
+        if (this.stopping) return;
+        this.restarts++;
+        this.options.metrics.inc('delivery_thread_restarts_total');
+        const delayMs = this.options.restartDelayMs ?? 1000;
+        this.options.log.error(
+          { code, restartInMs: delayMs, restarts: this.restarts },
+          'the delivery thread stopped: starting it again (jobs it held are handed out again once their locks expire)',
+        );
+        this.restartTimer = setTimeout(() => {
+          if (this.stopping) return;
+          this.start().catch((err: Error) =>
+            this.options.log.error({ error: err.message }, 'the delivery thread could not be started again'),
+          );
+        }, delayMs);
+      });
+    });
+  }
+
+  private ask(op: 'state' | 'metrics'): Promise<Answer | undefined> {
+    const worker = this.worker;
+    if (!worker) return Promise.resolve(undefined);
+    const id = ++this.seq;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.asked.delete(id);
+        resolve(undefined);
+      }, this.options.askTimeoutMs ?? 2000);
+      this.asked.set(id, (a) => {
+        clearTimeout(timer);
+        resolve(a);
+      });
+      worker.postMessage({ op, id } satisfies ToThread);
+    });
+  }
+
+  /** Each destination's breaker and write mode; rejects while the thread does not answer. */
+  async state(): Promise<DestinationState[]> {
+    const a = await this.ask('state');
+    if (a?.op !== 'state') throw new Error('the delivery thread did not answer');
+    return a.state;
+  }
+
+  /** The thread's counters and histograms (undefined while it does not answer: that scrape goes without them). */
+  async metrics(): Promise<MetricsSnapshot | undefined> {
+    const a = await this.ask('metrics');
+    return a?.op === 'metrics' ? a.metrics : undefined;
+  }
+
+  /** Finishes the jobs in flight and closes the thread's queues; the thread is ended after `timeoutMs` regardless. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    const worker = this.worker;
+    if (!worker) return;
+    const stopped = new Promise<void>((resolve) => {
+      worker.on('message', (m: FromThread) => m.op === 'stopped' && resolve());
+      worker.once('exit', () => resolve());
+    });
+    worker.postMessage({ op: 'stop' } satisfies ToThread);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([stopped, new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+    await worker.terminate();
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The delivery thread of role all (DELIVERY_THREAD): the workers of every destination, on a JavaScript thread of their
+ * own beside ingest, so that one gateway process uses two cores. Ingest and delivery share nothing but Redis, as the
+ * ingest and worker roles do; this thread opens its own connections and queues.
+ *
+ * It tells the gateway's thread (delivery-host.ts) how each job was settled, for the console, and answers its
+ * questions: the destinations' breakers and write modes (/api/status, /readyz) and its counters (/metrics).
+ */
+import { Writable } from 'node:stream';
+import { parentPort, workerData } from 'node:worker_threads';
+import type { Config } from '../config/index.js';
+import { DeadLetterStore } from '../delivery/dead-letters.js';
+import type { DeliveryEvent } from '../delivery/worker.js';
+import { type PreparedEhrAuth, prepareEhrAuth } from '../ehr-auth/index.js';
+import { createLogger } from '../observability/logger.js';
+import { Metrics, type MetricsSnapshot } from '../observability/metrics.js';
+import { createRedis, type RedisTarget, reopenWhenEnded } from '../queue/connection.js';
+import {
+  type Delivery,
+  type DestinationState,
+  deliveryClients,
+  localDeliveryState,
+  openQueues,
+  type SandboxAccess,
+  startWorkers,
+} from './deliveries.js';
+
+/** What the gateway's thread gives the delivery thread (structured-cloned). */
+export interface ThreadData {
+  config: Config;
+  /** Redis as the gateway resolved it (the private redis-server's URL included). */
+  target: RedisTarget;
+  sandbox: SandboxAccess;
+}
+
+export type ToThread = { op: 'state'; id: number } | { op: 'metrics'; id: number } | { op: 'stop' };
+
+export type FromThread =
+  | { op: 'ready' }
+  | { op: 'failed'; message: string }
+  | { op: 'settled'; events: DeliveryEvent[] }
+  | { op: 'log'; text: string }
+  | { op: 'state'; id: number; state: DestinationState[] }
+  | { op: 'metrics'; id: number; metrics: MetricsSnapshot }
+  | { op: 'stopped' };
+
+/** Settlements are sent in batches: one message per this many ms at most, not one per job. */
+const SETTLED_FLUSH_MS = 20;
+
+/**
+ * A stream that hands its JSON lines to the gateway's thread, which writes them where its own go (its logger's
+ * destination, or pino-pretty): one log, in order within each thread, that a test or an embedding program captures.
+ */
+function forwardedLog(send: (m: FromThread) => void): Writable & { flush(): void } {
+  let text = '';
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (text) send({ op: 'log', text });
+    text = '';
+  };
+  const stream = new Writable({
+    write(chunk: Buffer | string, _enc, cb) {
+      text += chunk.toString();
+      timer ??= setTimeout(flush, SETTLED_FLUSH_MS);
+      cb();
+    },
+  });
+  return Object.assign(stream, { flush });
+}
+
+async function run(data: ThreadData, port: NonNullable<typeof parentPort>): Promise<void> {
+  const send = (m: FromThread) => port.postMessage(m);
+  const { config } = data;
+  const logStream = forwardedLog(send);
+  const log = createLogger(config.logLevel, logStream, 'json').child({ thread: 'delivery' });
+  const metrics = new Metrics();
+  const ehrAuth = await prepareEhrAuth(config.ehrAuth);
+  const destinationAuths = new Map<string, PreparedEhrAuth>();
+  for (const d of config.destinations) if (d.ehrAuth) destinationAuths.set(d.name, await prepareEhrAuth(d.ehrAuth));
+  let stopping = false;
+  const redis = createRedis(data.target, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
+  reopenWhenEnded(redis, () => stopping);
+  const routes = openQueues(config, data.target);
+  await Promise.all(routes.map((r) => r.queue.whenReady()));
+  const deadLetters = new Map(routes.map((r) => [r.destination.name, new DeadLetterStore(redis, r.destination.name)]));
+  const deliveries: Delivery[] = deliveryClients({
+    config,
+    routes,
+    deadLetters,
+    sandbox: data.sandbox,
+    ehrAuth,
+    destinationAuths,
+    log,
+    metrics,
+  });
+
+  let settled: DeliveryEvent[] = [];
+  let flushTimer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    flushTimer = undefined;
+    if (!settled.length) return;
+    send({ op: 'settled', events: settled });
+    settled = [];
+  };
+  const observer = {
+    settled(e: DeliveryEvent) {
+      settled.push(e);
+      flushTimer ??= setTimeout(flush, SETTLED_FLUSH_MS);
+    },
+  };
+  startWorkers(deliveries, { config, routes, redis, log, metrics, observer });
+  const state = localDeliveryState(() => deliveries);
+
+  port.on('message', (m: ToThread) => {
+    if (m.op === 'state') void state().then((s) => send({ op: 'state', id: m.id, state: s }));
+    else if (m.op === 'metrics') send({ op: 'metrics', id: m.id, metrics: metrics.snapshot() });
+    else if (m.op === 'stop' && !stopping) {
+      stopping = true;
+      void (async () => {
+        // As the gateway stops its own workers: the jobs in flight are finished, then the queues closed.
+        await Promise.all(deliveries.map((d) => d.worker?.stop()));
+        await Promise.all(routes.map((r) => r.queue.close()));
+        clearTimeout(flushTimer);
+        flush();
+        redis.disconnect();
+      })()
+        .catch((err: Error) => log.warn({ error: err.message }, 'the delivery thread did not stop cleanly'))
+        .finally(() => {
+          logStream.flush();
+          send({ op: 'stopped' });
+        });
+    }
+  });
+  send({ op: 'ready' });
+}
+
+if (parentPort) {
+  const port = parentPort;
+  run(workerData as ThreadData, port).catch((err: Error) => port.postMessage({ op: 'failed', message: err.message } satisfies FromThread));
+}
