@@ -59,7 +59,13 @@ export class DeliveryThread {
   /** Starts the thread; resolves once its workers run, rejects if it could not start them. */
   start(): Promise<void> {
     const { entry, eval: isEval } = threadEntry(THREAD_URL);
-    const worker = new Worker(entry, { eval: isEval, workerData: this.data });
+    let worker: Worker;
+    try {
+      worker = new Worker(entry, { eval: isEval, workerData: this.data });
+    } catch (err) {
+      // workerData that cannot be copied to a thread (DataCloneError): a rejection, as any other failure to start.
+      return Promise.reject(new Error(`the delivery thread could not start: ${(err as Error).message}`));
+    }
     this.worker = worker;
     return new Promise<void>((resolve, reject) => {
       let started = false;

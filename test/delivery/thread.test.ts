@@ -8,8 +8,12 @@ import { strict as assert } from 'node:assert';
 import type { Worker } from 'node:worker_threads';
 import type { Observation } from 'fhir/r4';
 import request from 'supertest';
-import type { DeliveryThread } from '../../src/app/delivery-host.js';
+import { DeliveryThread } from '../../src/app/delivery-host.js';
+import { loadGatewayConfig } from '../../src/app/features.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { Metrics } from '../../src/observability/metrics.js';
 import {
+  FAST_ENV,
   eventually,
   postJson,
   startEhr,
@@ -157,5 +161,43 @@ describe('role all with a delivery thread: a stop', function () {
       await check.stop();
     }
     assert.ok(gw.logs.some((l) => JSON.parse(l).msg === 'gateway stopped'));
+  });
+});
+
+describe('a delivery thread that cannot start', function () {
+  this.timeout(30_000);
+  let redis: TestRedis;
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis?.stop();
+  });
+
+  const hostOf = (config: object) =>
+    new DeliveryThread(
+      { config: config as ReturnType<typeof loadGatewayConfig>, target: { url: redis.url }, sandbox: { url: 'http://127.0.0.1:9/fhir' } },
+      { log: createLogger('silent'), metrics: new Metrics(), observer: { settled: () => undefined } },
+    );
+  const config = () => loadGatewayConfig({ ...FAST_ENV, REDIS_URL: redis.url, FHIR_BASE_URL: 'http://127.0.0.1:9/fhir' });
+
+  it("rejects its start with the thread's reason (a TLS file it cannot read)", async () => {
+    const c = config();
+    const thread = hostOf({ ...c, ehrAuth: { ...c.ehrAuth, tls: { ca: '/nonexistent/iomt-ca.pem' } } });
+    await assert.rejects(thread.start(), /the delivery thread could not start: [\s\S]*iomt-ca\.pem/);
+    await thread.stop(1000);
+  });
+
+  it('rejects its start, not throws, when its settings cannot be copied to a thread', async () => {
+    const thread = hostOf({ ...config(), notCopyable: () => 1 });
+    const started = (() => {
+      try {
+        return thread.start();
+      } catch (err) {
+        return err as Error;
+      }
+    })();
+    assert.ok(started instanceof Promise, `start() threw: ${String(started)}`);
+    await assert.rejects(started, /the delivery thread could not start/);
   });
 });
