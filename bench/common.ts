@@ -1,5 +1,6 @@
 /** What the benchmarks share: their command-line options, a gateway child process, and how they run and exit. */
 import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { type Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -14,12 +15,29 @@ export function opt(name: string, def: number): number {
 }
 
 /**
- * Starts `src/main.ts start --role <role>` as a child process (with a CPU profile in <tmp>/gw-bench-profile/ when
+ * The gateway's entry as node's arguments: the sources through tsx (as `npm run dev`), or with --dist the build in
+ * dist/ (as `npm start` runs it; `npm run build` first). The build costs less memory: no TypeScript compiled in each
+ * JavaScript thread of the process.
+ */
+export function gatewayEntry(): string[] {
+  if (!args.includes('--dist')) return ['--import', 'tsx', join(ROOT, 'src/main.ts')];
+  const built = join(ROOT, 'dist/main.js');
+  if (!existsSync(built)) throw new Error('--dist runs dist/main.js: run npm run build first');
+  return [built];
+}
+
+/** How the gateway runs, for a bench's first line: from where, and whether role all delivers on its own thread. */
+export function gatewayShape(): string {
+  return `${args.includes('--dist') ? 'built (dist/)' : 'from the sources (tsx)'}, DELIVERY_THREAD=${process.env.DELIVERY_THREAD ?? 'auto'}`;
+}
+
+/**
+ * Starts `src/main.ts start --role <role>` (or dist/main.js with --dist) as a child process (with a CPU profile in <tmp>/gw-bench-profile/ when
  * the bench was given --profile) and resolves with its URL once it logs that it has started.
  */
 export async function spawnGateway(env: Record<string, string>, role: string): Promise<{ child: ChildProcess; url: string }> {
   const profile = args.includes('--profile') ? ['--cpu-prof', '--cpu-prof-dir', join(tmpdir(), 'gw-bench-profile')] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', role], {
+  const child = spawn(process.execPath, [...profile, ...gatewayEntry(), 'start', '--role', role], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],

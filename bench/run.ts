@@ -12,12 +12,13 @@
  *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
  *
  * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 500 --offer 3000 --seconds 10 --concurrency 32 --batch-max N --split --profile
- *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1]
+ *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1 --dist]
  * (--batch: readings per request in the sustained phase, one run per value, 20 then 1 by default; --batch-max:
  *  DELIVERY_BATCH_MAX, the gateway's default if absent)
  * (--mllp R: afterwards (default 500,1500; 0: not), runs bench/hl7v2.ts with --rate R: ACKed PCD-01 messages/s over MLLP and the ACK latency
  *  p50/p99 at N messages/s offered, against a gateway in the ingest role)
  * (--split runs ingest and delivery as two processes, as a scaled deployment does)
+ * (--dist runs the gateway built in dist/, as npm start does, instead of the sources through tsx; npm run build first)
  * (--scale 1+1,2+2: scale-out instead of the above. For each shape N+M, a fresh Redis (AOF on) with N --role ingest and
  *  M --role worker processes on it and one sink; the posts go round-robin over the ingest processes. Prints, per shape,
  *  delivered and ingest-accepted readings/s for each --batch value, latency ingest → EHR p50/p99 at --rate, and the
@@ -37,7 +38,7 @@ import { join } from 'node:path';
 import Bull from 'bull';
 import IORedis from 'ioredis';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { type Arrival, args, opt, percentile, ROOT, reading, run, type Sink, spawnGateway, startSink } from './common.js';
+import { type Arrival, args, gatewayShape, opt, percentile, ROOT, reading, run, type Sink, spawnGateway, startSink } from './common.js';
 
 const READINGS = opt('readings', 20000);
 const BATCH_ARG = args.includes('--batch') ? args[args.indexOf('--batch') + 1] : '20,1';
@@ -392,7 +393,7 @@ async function main(): Promise<void> {
   try {
     const roles = split ? 'one ingest process + one worker process' : 'one process (role all)';
     console.log(
-      `machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; Redis with AOF (appendfsync ${FSYNC_MODES.join(', then ')}); gateway: ${roles}, DELIVERY_CONCURRENCY=${CONCURRENCY}, DELIVERY_BATCH_MAX=${BATCH_MAX || 'default'}`,
+      `machine: ${(await import('node:os')).cpus().length} cores, node ${process.version}; Redis with AOF (appendfsync ${FSYNC_MODES.join(', then ')}); gateway: ${roles}, ${gatewayShape()}, DELIVERY_CONCURRENCY=${CONCURRENCY}, DELIVERY_BATCH_MAX=${BATCH_MAX || 'default'}`,
     );
 
     // Warm-up (JIT, connections).

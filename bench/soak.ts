@@ -3,7 +3,7 @@
  * every interval, and at the end the slope of each (least squares over the samples after the first interval, the
  * warm-up) and whether it is flat.
  *
- * The gateway runs from the sources (as `npm run dev`) with a small preload that reports `process.memoryUsage()`
+ * The gateway runs from the sources (as `npm run dev`; --dist: from dist/, as `npm start`) with a small preload that reports `process.memoryUsage()`
  * once a second on stdout.
  *
  * Load: readings posted over HTTP, `--batch` per request (default 1, the cuff/scale/wearable shape) at `--rate`
@@ -19,7 +19,8 @@
  * The gateways listen for MLLP on a port of their own (port 2575 may be another gateway's).
  *
  * Usage: npx tsx bench/soak.ts [--seconds 600] [--interval 30] [--rate 200] [--batch 1] [--role all|ingest|worker]
- *                               [--sandbox] [--env KEY=VALUE ...]
+ *                               [--sandbox] [--env KEY=VALUE ...] [--dist]
+ * (--dist: the build in dist/, as npm start runs it, instead of the sources; npm run build first)
  */
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -27,7 +28,7 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { args, opt, ROOT, run } from './common.js';
+import { args, gatewayEntry, gatewayShape, opt, ROOT, run } from './common.js';
 
 const SECONDS = opt('seconds', 600);
 const INTERVAL = opt('interval', 30);
@@ -75,7 +76,7 @@ async function startGateway(
   const dir = mkdtempSync(join(tmpdir(), 'gw-soak-'));
   const preload = join(dir, 'memory-report.mjs');
   writeFileSync(preload, PRELOAD);
-  const child = spawn(process.execPath, ['--import', preload, '--import', 'tsx', join(ROOT, 'src/main.ts'), 'start', '--role', role], {
+  const child = spawn(process.execPath, ['--import', preload, ...gatewayEntry(), 'start', '--role', role], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -221,7 +222,7 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 2000));
   const started = gw.mem();
   console.log(
-    `gateway role ${ROLE}${SANDBOX ? ' with the sandbox EHR' : ', FHIR_BASE_URL set (benchmark sink)'}; ${RATE} readings/s offered, ${BATCH} per request; ${SECONDS} s${
+    `gateway role ${ROLE} (${gatewayShape()})${SANDBOX ? ' with the sandbox EHR' : ', FHIR_BASE_URL set (benchmark sink)'}; ${RATE} readings/s offered, ${BATCH} per request; ${SECONDS} s${
       Object.keys(MEASURED_ENV).length
         ? `; ${Object.entries(MEASURED_ENV)
             .map(([k, v]) => `${k}=${v}`)
