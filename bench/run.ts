@@ -510,7 +510,10 @@ async function main(): Promise<void> {
   }
   if (MLLP_RATES !== '0') {
     console.log(`\nMLLP (bench/hl7v2.ts --rate ${MLLP_RATES}):`);
-    const child = fork(join(ROOT, 'bench/hl7v2.ts'), ['--rate', MLLP_RATES], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
+    const child = fork(join(ROOT, 'bench/hl7v2.ts'), ['--rate', MLLP_RATES, ...(args.includes('--dist') ? ['--dist'] : [])], {
+      execArgv: ['--import', 'tsx'],
+      stdio: 'inherit',
+    });
     const code = await new Promise<number | null>((r) => child.once('exit', r));
     if (code !== 0) throw new Error(`bench/hl7v2.ts exited ${code}`);
   }
