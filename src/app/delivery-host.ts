@@ -30,19 +30,32 @@ export interface DeliveryThreadOptions {
   observer: DeliveryObserver;
   /** How long a question to the thread may take before it is answered without it (ms). */
   askTimeoutMs?: number;
-  /** Wait before a thread that died is started again (ms). */
+  /** Wait before a thread that died is started again (ms); doubled after each start that fails, up to 30 s. */
   restartDelayMs?: number;
 }
 
 type Answer = Extract<FromThread, { id: number }>;
 
+/** The longest wait between two tries to start the thread again. */
+const RESTART_MAX_DELAY_MS = 30_000;
+/** A thread that dies sooner than this after its start counts as a failed start (the wait before the next doubles). */
+const SHORT_LIFE_MS = 30_000;
+/** /metrics reads the thread's state for two gauges: one question serves both (ms). */
+const STATE_REUSE_MS = 250;
+
 export class DeliveryThread {
   private worker?: Worker;
+  /** The current thread has said its workers run. */
+  private ready = false;
+  private startedAt = 0;
   private seq = 0;
   private readonly asked = new Map<number, (a: Answer | undefined) => void>();
   private stopping = false;
   private restartTimer?: NodeJS.Timeout;
-  /** Times the thread died and was started again. */
+  /** Starts in a row that failed, or threads that died soon after they started: the next wait is doubled that often. */
+  private failures = 0;
+  private lastState?: { at: number; value: Promise<DestinationState[]> };
+  /** Times the thread died and was started again (or tried to be). */
   restarts = 0;
   /** Where the gateway's log lines go: the thread's go there too (they are JSON; pino-pretty takes them as well). */
   private readonly logStream: { write(text: string): unknown };
@@ -53,10 +66,16 @@ export class DeliveryThread {
   ) {
     // A scrape of /metrics sees one process: the thread's counters are added to this thread's.
     options.metrics.include(() => this.metrics());
+    options.metrics.gauge('delivery_thread_up', () => +this.running);
     this.logStream = (options.log as unknown as Record<symbol, { write(text: string): unknown }>)[pino.symbols.streamSym];
   }
 
-  /** Starts the thread; resolves once its workers run, rejects if it could not start them. */
+  /** Whether the thread runs its workers now (false while it is started again, and after stop). */
+  get running(): boolean {
+    return !!this.worker && this.ready;
+  }
+
+  /** Starts the thread; resolves once its workers run, rejects (and ends the thread) if it could not start them. */
   start(): Promise<void> {
     const { entry, eval: isEval } = threadEntry(THREAD_URL);
     let worker: Worker;
@@ -67,14 +86,20 @@ export class DeliveryThread {
       return Promise.reject(new Error(`the delivery thread could not start: ${(err as Error).message}`));
     }
     this.worker = worker;
+    this.ready = false;
     return new Promise<void>((resolve, reject) => {
       let started = false;
       worker.on('message', (m: FromThread) => {
         if (m.op === 'ready') {
           started = true;
+          this.ready = true;
+          this.startedAt = Date.now();
           resolve();
-        } else if (m.op === 'failed') reject(new Error(`the delivery thread could not start: ${m.message}`));
-        else if (m.op === 'settled') for (const e of m.events) this.options.observer.settled(e);
+        } else if (m.op === 'failed') {
+          reject(new Error(`the delivery thread could not start: ${m.message}`));
+          // What it opened before it failed (Redis, queues) goes with it.
+          void worker.terminate();
+        } else if (m.op === 'settled') for (const e of m.events) this.options.observer.settled(e);
         else if (m.op === 'log') this.logStream.write(m.text);
         else if ('id' in m) {
           this.asked.get(m.id)?.(m);
@@ -83,37 +108,60 @@ export class DeliveryThread {
       });
       worker.on('error', (err) => {
         if (!started) reject(err);
-        else this.options.log.error({ error: err.message }, 'the delivery thread failed');
+        else this.options.log.error({ error: err.stack ?? err.message }, 'the delivery thread failed');
       });
       worker.on('exit', (code) => {
-        if (this.worker === worker) this.worker = undefined;
+        if (this.worker === worker) {
+          this.worker = undefined;
+          this.ready = false;
+        }
         for (const answer of this.asked.values()) answer(undefined);
         this.asked.clear();
-        if (!started) {
-          reject(new Error(`the delivery thread exited (code ${code}) before it started`));
-          return;
-        }
-        if (this.stopping) return;
-        this.restarts++;
-        this.options.metrics.inc('delivery_thread_restarts_total');
-        const delayMs = this.options.restartDelayMs ?? 1000;
-        this.options.log.error(
-          { code, restartInMs: delayMs, restarts: this.restarts },
-          'the delivery thread stopped: starting it again (jobs it held are handed out again once their locks expire)',
-        );
-        this.restartTimer = setTimeout(() => {
-          if (this.stopping) return;
-          this.start().catch((err: Error) =>
-            this.options.log.error({ error: err.message }, 'the delivery thread could not be started again'),
-          );
-        }, delayMs);
+        if (!started) reject(new Error(`the delivery thread exited (code ${code}) before it started`));
+        else this.died(code);
       });
     });
   }
 
+  /** A thread that ran has ended without being asked to: it is started again, sooner the longer it had run. */
+  private died(code: number): void {
+    if (this.stopping) return;
+    this.restarts++;
+    this.options.metrics.inc('delivery_thread_restarts_total');
+    if (Date.now() - this.startedAt < SHORT_LIFE_MS) this.failures++;
+    else this.failures = 0;
+    this.options.log.error(
+      { code, restartInMs: this.restartDelay(), restarts: this.restarts },
+      'the delivery thread stopped: starting it again (jobs it held are handed out again once their locks expire)',
+    );
+    this.scheduleRestart();
+  }
+
+  private restartDelay(): number {
+    return Math.min(RESTART_MAX_DELAY_MS, (this.options.restartDelayMs ?? 1000) * 2 ** Math.min(this.failures, 10));
+  }
+
+  private scheduleRestart(): void {
+    this.restartTimer = setTimeout(() => {
+      if (this.stopping) return;
+      this.start().then(
+        () => this.options.log.info({ restarts: this.restarts }, 'the delivery thread runs again'),
+        (err: Error) => {
+          if (this.stopping) return;
+          this.failures++;
+          this.options.log.error(
+            { error: err.message, retryInMs: this.restartDelay() },
+            'the delivery thread could not be started again: readings are queued, not delivered; trying again',
+          );
+          this.scheduleRestart();
+        },
+      );
+    }, this.restartDelay());
+  }
+
   private ask(op: 'state' | 'metrics'): Promise<Answer | undefined> {
     const worker = this.worker;
-    if (!worker) return Promise.resolve(undefined);
+    if (!worker || !this.ready) return Promise.resolve(undefined);
     const id = ++this.seq;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -128,11 +176,19 @@ export class DeliveryThread {
     });
   }
 
-  /** Each destination's breaker and write mode; rejects while the thread does not answer. */
-  async state(): Promise<DestinationState[]> {
-    const a = await this.ask('state');
-    if (a?.op !== 'state') throw new Error('the delivery thread did not answer');
-    return a.state;
+  /** Each destination's breaker and write mode; rejects, saying why, while the thread does not run or answer. */
+  state(): Promise<DestinationState[]> {
+    const now = Date.now();
+    if (this.lastState && now - this.lastState.at < STATE_REUSE_MS) return this.lastState.value;
+    const value = (async () => {
+      if (!this.running) throw new Error('the delivery thread is not running');
+      const a = await this.ask('state');
+      if (a?.op !== 'state') throw new Error('the delivery thread did not answer');
+      return a.state;
+    })();
+    value.catch(() => undefined);
+    this.lastState = { at: now, value };
+    return value;
   }
 
   /** The thread's counters and histograms (undefined while it does not answer: that scrape goes without them). */
@@ -141,7 +197,10 @@ export class DeliveryThread {
     return a?.op === 'metrics' ? a.metrics : undefined;
   }
 
-  /** Finishes the jobs in flight and closes the thread's queues; the thread is ended after `timeoutMs` regardless. */
+  /**
+   * Finishes the jobs in flight and closes the thread's queues; the thread is ended after `timeoutMs` regardless.
+   * Resolves once the thread has exited.
+   */
   async stop(timeoutMs: number): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);

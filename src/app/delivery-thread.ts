@@ -31,6 +31,8 @@ export interface ThreadData {
   /** Redis as the gateway resolved it (the private redis-server's URL included). */
   target: RedisTarget;
   sandbox: SandboxAccess;
+  /** The level of the gateway's logger (a logger given to the gateway may differ from LOG_LEVEL). */
+  logLevel: string;
 }
 
 export type ToThread = { op: 'state'; id: number } | { op: 'metrics'; id: number } | { op: 'stop' };
@@ -74,7 +76,15 @@ async function run(data: ThreadData, port: NonNullable<typeof parentPort>): Prom
   const send = (m: FromThread) => port.postMessage(m);
   const { config } = data;
   const logStream = forwardedLog(send);
-  const log = createLogger(config.logLevel, logStream, 'json').child({ thread: 'delivery' });
+  const log = createLogger(data.logLevel, logStream, 'json').child({ thread: 'delivery' });
+  // A failure nothing caught ends the thread (the gateway starts it again), but first its last lines reach the log.
+  const fail = (err: unknown) => {
+    log.fatal({ error: err instanceof Error ? (err.stack ?? err.message) : String(err) }, 'the delivery thread failed');
+    logStream.flush();
+    process.exit(1);
+  };
+  process.on('uncaughtException', fail);
+  process.on('unhandledRejection', fail);
   const metrics = new Metrics();
   const ehrAuth = await prepareEhrAuth(config.ehrAuth);
   const destinationAuths = new Map<string, PreparedEhrAuth>();

@@ -328,6 +328,10 @@ export class Gateway {
           deadLetters: deadLetterStores,
           deliveries: () => this.deliveries,
           delivering,
+          deliveryThread:
+            threaded && deliver
+              ? () => ({ running: this.deliveryThread?.running ?? false, restarts: this.deliveryThread?.restarts ?? 0 })
+              : undefined,
           metrics: this.metrics,
           operatorOnly: requireRole('operator'),
         }),
@@ -385,7 +389,10 @@ export class Gateway {
     this.ehr = this.deliveries[0].ehr;
     if (deliver && threaded) {
       // Its own connections and queues: ingest and delivery share nothing but Redis, as the two roles do.
-      const thread = new DeliveryThread({ config, target, sandbox }, { log, metrics: this.metrics, observer: this.stats });
+      const thread = new DeliveryThread(
+        { config, target, sandbox, logLevel: log.level },
+        { log, metrics: this.metrics, observer: this.stats },
+      );
       this.deliveryThread = thread;
       await thread.start().catch((err: Error) => {
         throw new StartupError(`${err.message}; DELIVERY_THREAD=off delivers on the gateway's own thread`, { cause: err });
@@ -466,13 +473,17 @@ export class Gateway {
       await part.stop().catch((err: Error) => log.warn({ error: err.message }, 'a part failed to stop'));
     server?.closeIdleConnections();
     const timeout = new Promise<void>((res) => setTimeout(res, this.config.shutdownTimeoutMs).unref());
+    // The delivery thread gets the same time, then is ended: awaited below in any case, so that it never outlives the
+    // Redis connections and the private redis-server closed after this.
+    const threadStopped = this.deliveryThread?.stop(this.config.shutdownTimeoutMs);
     await Promise.race([
       (async () => {
-        await Promise.all([...this.deliveries.map((d) => d.worker?.stop()), this.deliveryThread?.stop(this.config.shutdownTimeoutMs)]);
+        await Promise.all([...this.deliveries.map((d) => d.worker?.stop()), threadStopped]);
         await this.queues?.close();
       })(),
       timeout,
     ]);
+    await threadStopped;
     server?.closeAllConnections();
     await closed;
     this.redis?.disconnect();

@@ -35,6 +35,8 @@ export interface StatusDeps {
   deliveries: () => DestinationView[];
   /** The destinations this process delivers to (none in the ingest role). */
   delivering: DeliveryState;
+  /** Role all's delivery thread, when delivery runs on one. */
+  deliveryThread?: () => { running: boolean; restarts: number };
   metrics: Metrics;
   operatorOnly: RequestHandler;
 }
@@ -94,7 +96,12 @@ export function statusRoutes(deps: StatusDeps): Router {
   });
   router.get('/api/status', deps.operatorOnly, async (_req, res) => {
     const ready = queue.isReady();
-    const delivering = new Map((await deps.delivering().catch(() => [])).map((d) => [d.breaker.destination, d]));
+    let deliveryError: string | undefined;
+    const states = await deps.delivering().catch((err: Error) => {
+      deliveryError = err.message;
+      return [];
+    });
+    const delivering = new Map(states.map((d) => [d.breaker.destination, d]));
     const destinations = await Promise.all(
       deps.deliveries().map(async (d) => {
         const counts = ready ? await d.queue.counts().catch(() => undefined) : undefined;
@@ -124,6 +131,8 @@ export function statusRoutes(deps: StatusDeps): Router {
       queue: primary?.queue ?? null,
       deadLetters: primary?.deadLetters ?? null,
       destinations,
+      // Role all with DELIVERY_THREAD: whether the thread runs, and how often it was started again.
+      ...(deps.deliveryThread ? { deliveryThread: { ...deps.deliveryThread(), ...(deliveryError ? { error: deliveryError } : {}) } } : {}),
       adapters: deps.registry.list().map((a) => a.id),
     });
   });
@@ -149,11 +158,16 @@ export function readiness(
     if (!queues.isReady()) problems.push('Redis is not reachable');
     if (!delivers) return { problems };
     const warnings: string[] = [];
-    const states = await delivering().catch(() => []);
-    const destinations = Object.fromEntries(states.map(({ breaker: b }) => [b.destination, briefly(b)]));
+    // Role all's delivery thread that does not run (it is being started again) or answer: readings are still accepted
+    // and queued, so ready, with the reason; and no destination is pinged while its breaker state is unknown.
+    const states = await delivering().catch((err: Error) => {
+      warnings.push(`${err.message}: readings are queued, not delivered`);
+      return undefined;
+    });
+    const destinations = Object.fromEntries((states ?? []).map(({ breaker: b }) => [b.destination, briefly(b)]));
     // Each destination is asked on its own, at once: one that does not answer does not delay the others' answer.
     await Promise.all(
-      deliveries().map(async ({ destination, ehr }) => {
+      (states ? deliveries() : []).map(async ({ destination, ehr }) => {
         if ((destinations[destination.name]?.state ?? 'closed') !== 'closed') return;
         let check = checks.get(destination.name);
         if (!check || Date.now() - check.at > 2000) {

@@ -77,6 +77,10 @@ export const METRICS = {
   dead_letters: { type: 'gauge', help: 'Dead letters kept (read from Redis at scrape time).' },
 
   // Delivery
+  delivery_thread_up: {
+    type: 'gauge',
+    help: 'Role all with DELIVERY_THREAD: 1 while the delivery thread runs, 0 while it is being started again.',
+  },
   delivery_thread_restarts_total: {
     type: 'counter',
     help: 'Times the delivery thread of role all (DELIVERY_THREAD) died and was started again.',

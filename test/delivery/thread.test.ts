@@ -5,6 +5,8 @@
  * (/metrics and the circuit breaker's routes in this mode: test/observability/metrics.test.ts, test/delivery/breaker.test.ts.)
  */
 import { strict as assert } from 'node:assert';
+import { copyFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import type { Observation } from 'fhir/r4';
 import request from 'supertest';
@@ -24,6 +26,7 @@ import {
   type TestRedis,
   useStack,
 } from '../helpers/harness.js';
+import { makePki } from '../ehr/helpers.js';
 
 const THREAD = { DELIVERY_THREAD: 'on' };
 
@@ -176,7 +179,12 @@ describe('a delivery thread that cannot start', function () {
 
   const hostOf = (config: object) =>
     new DeliveryThread(
-      { config: config as ReturnType<typeof loadGatewayConfig>, target: { url: redis.url }, sandbox: { url: 'http://127.0.0.1:9/fhir' } },
+      {
+        config: config as ReturnType<typeof loadGatewayConfig>,
+        target: { url: redis.url },
+        sandbox: { url: 'http://127.0.0.1:9/fhir' },
+        logLevel: 'silent',
+      },
       { log: createLogger('silent'), metrics: new Metrics(), observer: { settled: () => undefined } },
     );
   const config = () => loadGatewayConfig({ ...FAST_ENV, REDIS_URL: redis.url, FHIR_BASE_URL: 'http://127.0.0.1:9/fhir' });
@@ -185,7 +193,18 @@ describe('a delivery thread that cannot start', function () {
     const c = config();
     const thread = hostOf({ ...c, ehrAuth: { ...c.ehrAuth, tls: { ca: '/nonexistent/iomt-ca.pem' } } });
     await assert.rejects(thread.start(), /the delivery thread could not start: [\s\S]*iomt-ca\.pem/);
-    await thread.stop(1000);
+    assert.equal(thread.running, false);
+    await thread.stop(60_000);
+  });
+
+  it('ends a thread that failed after it had opened its Redis connections and queues', async () => {
+    const c = config();
+    // A base URL that is not one fails when the thread builds the destination's client, after its queues are open.
+    const thread = hostOf({ ...c, destinations: [{ ...c.destinations[0], baseUrl: 'not a url' }] });
+    await assert.rejects(thread.start(), /the delivery thread could not start: [\s\S]*URL/);
+    // Ended with its failure: a stop has nothing to wait for. A thread left running would hold this stop for its whole
+    // minute (it never listens for the request), past the test's time.
+    await thread.stop(60_000);
   });
 
   it('rejects its start, not throws, when its settings cannot be copied to a thread', async () => {
@@ -199,5 +218,92 @@ describe('a delivery thread that cannot start', function () {
     })();
     assert.ok(started instanceof Promise, `start() threw: ${String(started)}`);
     await assert.rejects(started, /the delivery thread could not start/);
+  });
+});
+
+describe('a delivery thread that cannot be started again', function () {
+  this.timeout(60_000);
+
+  it('is tried again, waiting longer each time; meanwhile readings are queued and /readyz, /api/status, /metrics say so', async () => {
+    const redis = await startRedis();
+    const ehr = await startEhr();
+    const pki = makePki();
+    // A file the thread reads when it starts (FHIR_TLS_CA), taken away while it runs: its restart fails until it is back.
+    const ca = join(pki.dir, 'ehr-ca.crt');
+    copyFileSync(pki.ca, ca);
+    const gw = await startGateway({
+      ...THREAD,
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      FHIR_TLS_CA: ca,
+      UNKNOWN_PATIENT_POLICY: 'create',
+    });
+    try {
+      const thread = gw.gateway.deliveryThread as DeliveryThread;
+      rmSync(ca);
+      await threadOf(gw)?.terminate();
+      await eventually(() => gw.logs.some((l) => /could not be started again/.test(l)), 15_000, 'a failed restart');
+      assert.equal(thread.running, false);
+      const ready = await request(gw.url).get('/readyz');
+      assert.equal(ready.status, 200, 'ingest still accepts and queues');
+      assert.match((ready.body.warnings ?? []).join(' '), /the delivery thread is not running: readings are queued, not delivered/);
+      const status = await request(gw.url).get('/api/status');
+      assert.equal(status.body.deliveryThread.running, false);
+      assert.match(status.body.deliveryThread.error, /not running/);
+      assert.match((await request(gw.url).get('/metrics')).text, /^iomt_delivery_thread_up 0$/m);
+      const r = await postJson(`${gw.url}/ingest/measurements`, reading('THR-DEV-4', 30, 94));
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+
+      copyFileSync(pki.ca, ca);
+      await eventually(() => thread.running, 30_000, 'the thread to run again');
+      await eventually(
+        async () => (await ehr.search<Observation>('Observation', { _count: '50' })).some((o) => o.valueQuantity?.value === 94),
+        20_000,
+        'the queued reading delivered',
+      );
+      assert.match((await request(gw.url).get('/metrics')).text, /^iomt_delivery_thread_up 1$/m);
+      const after = await request(gw.url).get('/readyz');
+      assert.doesNotMatch((after.body.warnings ?? []).join(' '), /delivery thread/);
+      assert.equal((await request(gw.url).get('/api/status')).body.deliveryThread.running, true);
+    } finally {
+      await gw.stop();
+      await ehr.stop();
+      await redis.stop();
+      rmSync(pki.dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('role all with a delivery thread: a stop that runs out of time', function () {
+  this.timeout(60_000);
+
+  it('ends the thread before the gateway closes Redis, and returns only once it has', async () => {
+    const redis = await startRedis();
+    const ehr = await startEhr();
+    const gw = await startGateway({
+      ...THREAD,
+      REDIS_URL: redis.url,
+      FHIR_BASE_URL: ehr.url,
+      SHUTDOWN_TIMEOUT_MS: '1000',
+      UNKNOWN_PATIENT_POLICY: 'create',
+    });
+    const held = gate();
+    try {
+      ehr.faults.push({ status: 200, gate: held.promise, match: isTransaction });
+      const r = await postJson(`${gw.url}/ingest/measurements`, reading('THR-DEV-5', 40, 95));
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      await eventually(() => ehr.faults.length === 0, 10_000, 'the transaction to reach the EHR');
+      const worker = threadOf(gw);
+      assert.ok(worker);
+      await gw.stop();
+      // A Worker's threadId is -1 once its thread has exited.
+      assert.equal(worker.threadId, -1, 'the delivery thread has exited when stop() returns');
+      assert.equal(gw.gateway.deliveryThread?.running, false);
+    } finally {
+      held.open();
+      await gw.stop();
+      await ehr.stop();
+      await redis.stop();
+    }
   });
 });
