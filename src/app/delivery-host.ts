@@ -35,6 +35,7 @@ export interface DeliveryThreadOptions {
 }
 
 type Answer = Extract<FromThread, { id: number }>;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /** The longest wait between two tries to start the thread again. */
 const RESTART_MAX_DELAY_MS = 30_000;
@@ -159,7 +160,7 @@ export class DeliveryThread {
     }, this.restartDelay());
   }
 
-  private ask(op: 'state' | 'metrics'): Promise<Answer | undefined> {
+  private ask(question: DistributiveOmit<ToThread, 'id'>, timeoutMs = this.options.askTimeoutMs ?? 2000): Promise<Answer | undefined> {
     const worker = this.worker;
     if (!worker || !this.ready) return Promise.resolve(undefined);
     const id = ++this.seq;
@@ -167,13 +168,24 @@ export class DeliveryThread {
       const timer = setTimeout(() => {
         this.asked.delete(id);
         resolve(undefined);
-      }, this.options.askTimeoutMs ?? 2000);
+      }, timeoutMs);
       this.asked.set(id, (a) => {
         clearTimeout(timer);
         resolve(a);
       });
-      worker.postMessage({ op, id } satisfies ToThread);
+      worker.postMessage({ ...question, id } as ToThread);
     });
+  }
+
+  /**
+   * GET /metadata of a destination, by the thread's client (its token and connections: the gateway's thread keeps no
+   * second token). Rejects with the reason, or when the thread does not run or answer within `timeoutMs`.
+   */
+  async ping(destination: string, timeoutMs: number): Promise<void> {
+    if (!this.running) throw new Error('the delivery thread is not running');
+    const a = await this.ask({ op: 'ping', destination }, timeoutMs);
+    if (a?.op !== 'ping') throw new Error('the delivery thread did not answer');
+    if (a.error) throw new Error(a.error);
   }
 
   /** Each destination's breaker and write mode; rejects, saying why, while the thread does not run or answer. */
@@ -182,7 +194,7 @@ export class DeliveryThread {
     if (this.lastState && now - this.lastState.at < STATE_REUSE_MS) return this.lastState.value;
     const value = (async () => {
       if (!this.running) throw new Error('the delivery thread is not running');
-      const a = await this.ask('state');
+      const a = await this.ask({ op: 'state' });
       if (a?.op !== 'state') throw new Error('the delivery thread did not answer');
       return a.state;
     })();
@@ -193,7 +205,7 @@ export class DeliveryThread {
 
   /** The thread's counters and histograms (undefined while it does not answer: that scrape goes without them). */
   async metrics(): Promise<MetricsSnapshot | undefined> {
-    const a = await this.ask('metrics');
+    const a = await this.ask({ op: 'metrics' });
     return a?.op === 'metrics' ? a.metrics : undefined;
   }
 

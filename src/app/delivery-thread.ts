@@ -35,7 +35,11 @@ export interface ThreadData {
   logLevel: string;
 }
 
-export type ToThread = { op: 'state'; id: number } | { op: 'metrics'; id: number } | { op: 'stop' };
+export type ToThread =
+  | { op: 'state'; id: number }
+  | { op: 'metrics'; id: number }
+  | { op: 'ping'; id: number; destination: string }
+  | { op: 'stop' };
 
 export type FromThread =
   | { op: 'ready' }
@@ -44,6 +48,7 @@ export type FromThread =
   | { op: 'log'; text: string }
   | { op: 'state'; id: number; state: DestinationState[] }
   | { op: 'metrics'; id: number; metrics: MetricsSnapshot }
+  | { op: 'ping'; id: number; error?: string }
   | { op: 'stopped' };
 
 /** Settlements are sent in batches: one message per this many ms at most, not one per job. */
@@ -126,7 +131,14 @@ async function run(data: ThreadData, port: NonNullable<typeof parentPort>): Prom
   port.on('message', (m: ToThread) => {
     if (m.op === 'state') void state().then((s) => send({ op: 'state', id: m.id, state: s }));
     else if (m.op === 'metrics') send({ op: 'metrics', id: m.id, metrics: metrics.snapshot() });
-    else if (m.op === 'stop' && !stopping) {
+    else if (m.op === 'ping') {
+      // /readyz of the gateway: asked with this thread's client, its authentication and connections (one token cache).
+      const d = deliveries.find((x) => x.destination.name === m.destination);
+      void (d ? d.ehr.ping() : Promise.resolve()).then(
+        () => send({ op: 'ping', id: m.id }),
+        (err: Error) => send({ op: 'ping', id: m.id, error: err.message }),
+      );
+    } else if (m.op === 'stop' && !stopping) {
       stopping = true;
       void (async () => {
         // As the gateway stops its own workers: the jobs in flight are finished, then the queues closed.

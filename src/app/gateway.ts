@@ -310,7 +310,18 @@ export class Gateway {
     app = createApp({
       log,
       trustProxy: config.trustProxy,
-      readiness: readiness(queues, () => this.deliveries, delivering, deliver),
+      readiness: readiness(
+        queues,
+        () => this.deliveries,
+        delivering,
+        deliver,
+        threaded && deliver
+          ? (name) =>
+              this.deliveryThread
+                ? this.deliveryThread.ping(name, (config.destinations.find((d) => d.name === name)?.timeoutMs ?? 10_000) + 1000)
+                : Promise.resolve()
+          : undefined,
+      ),
       sandbox: this.sandbox
         ? sandboxSmart
           ? this.sandbox.router

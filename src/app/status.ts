@@ -151,6 +151,11 @@ export function readiness(
   deliveries: () => DestinationView[],
   delivering: DeliveryState,
   delivers: boolean,
+  /** Asks a destination's /metadata: through the client that delivers to it (role all's thread: there). */
+  ping: (destination: string) => Promise<void> = (name) =>
+    deliveries()
+      .find((d) => d.destination.name === name)
+      ?.ehr.ping() ?? Promise.resolve(),
 ): () => Promise<{ problems: string[]; details?: Record<string, unknown> }> {
   const checks = new Map<string, { at: number; error?: string }>();
   return async () => {
@@ -167,11 +172,11 @@ export function readiness(
     const destinations = Object.fromEntries((states ?? []).map(({ breaker: b }) => [b.destination, briefly(b)]));
     // Each destination is asked on its own, at once: one that does not answer does not delay the others' answer.
     await Promise.all(
-      (states ? deliveries() : []).map(async ({ destination, ehr }) => {
+      (states ? deliveries() : []).map(async ({ destination }) => {
         if ((destinations[destination.name]?.state ?? 'closed') !== 'closed') return;
         let check = checks.get(destination.name);
         if (!check || Date.now() - check.at > 2000) {
-          const error = await ehr.ping().then(
+          const error = await ping(destination.name).then(
             () => undefined,
             (e: Error) => e.message,
           );

@@ -46,6 +46,19 @@ describe('EHR authentication: SMART Backend Services, end to end', function () {
     return gw;
   };
 
+  it('role all with the delivery thread: one token serves its deliveries and the readiness check', async () => {
+    await start({ DELIVERY_THREAD: 'on' });
+    ehr.sandbox.auth!.register({ id: 'iomt-gateway', jwksUrl: `${gw.url}/.well-known/jwks.json`, scope: DELIVERY_SCOPES_V2.split(' ') });
+    const r = await postJson(`${gw.url}/ingest/measurements`, reading('SMART-THREAD-1'));
+    assert.equal(r.status, 202);
+    await eventually(async () => (await ehr.search('Observation')).length === 1, 20000, 'delivery with a SMART token');
+    // /readyz asks the EHR's /metadata through the thread's client: its token, not one of the gateway thread's own.
+    const ready = await (await fetch(`${gw.url}/readyz`)).json();
+    assert.equal(ready.status, 'ready', JSON.stringify(ready));
+    assert.equal(ready.warnings, undefined, JSON.stringify(ready));
+    assert.equal(ehr.tokenRequests, 1, 'one token in the process');
+  });
+
   it('delivers with a token got by an assertion the sandbox verified against the gateway JWKS URL (discovered token endpoint)', async () => {
     await start();
     ehr.sandbox.auth!.register({ id: 'iomt-gateway', jwksUrl: `${gw.url}/.well-known/jwks.json`, scope: DELIVERY_SCOPES_V2.split(' ') });
