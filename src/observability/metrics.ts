@@ -77,6 +77,11 @@ export const METRICS = {
   dead_letters: { type: 'gauge', help: 'Dead letters kept (read from Redis at scrape time).' },
 
   // Delivery
+  subscriber_events_dropped_total: {
+    type: 'counter',
+    help: "Subscriber events not queued because the subscriber's queue held QUEUE_MAX_DEPTH jobs (their event numbers are skipped).",
+    labels: ['destination'],
+  },
   delivery_thread_up: {
     type: 'gauge',
     help: 'Role all with DELIVERY_THREAD: 1 while the delivery thread runs, 0 while it is being started again.',

@@ -199,11 +199,18 @@ export const subscriberEventsKey = (name: string) => `gw:sub:${name}:events`;
  * queue, numbered. If that fails (Redis), the destination's job fails and is retried: its writes are conditional, so
  * the retry finds what it wrote, and the notification job, whose id is derived from the content, is queued once.
  *
- * The subscriber's queue takes these jobs whatever its depth (QUEUE_MAX_DEPTH refuses senders, and there is no sender
- * to refuse here: refusing would hold up the destination the subscriber follows).
+ * A subscriber's queue is bounded by QUEUE_MAX_DEPTH as every queue is, but there is no sender to refuse here, and
+ * refusing would hold up the destination the subscriber follows. So a notification that finds the queue full is not
+ * queued: its events are still numbered, and the subscriber sees the gap in `event-number` and
+ * `events-since-subscription-start` (the IG's way to tell a consumer it missed events, which it then reads from the
+ * FHIR destination). `onDropped` is told (a counter and a warning). Without the bound, a subscriber down for days
+ * would fill Redis, and a Redis that refuses writes refuses every device's readings.
  */
 export class SubscriberFeed {
-  constructor(private readonly routes: RoutedQueue[]) {}
+  constructor(
+    private readonly routes: RoutedQueue[],
+    private readonly options: { onDropped?: (subscriber: string, events: number, depth: number) => void } = {},
+  ) {}
 
   /** The subscribers following a destination. */
   following(source: string): RoutedQueue[] {
@@ -224,6 +231,11 @@ export class SubscriberFeed {
     // Queued already (a retry of the source's job): its events keep their numbers.
     if (await bull.getJob(jobId)) return;
     const last = await r.queue.redis.incrby(subscriberEventsKey(r.destination.name), events);
+    const depth = await r.queue.depth();
+    if (depth + 1 > r.queue.settings.maxDepth) {
+      this.options.onDropped?.(r.destination.name, events, depth);
+      return;
+    }
     const data: NotificationJob = { ...mine, firstEvent: last - events + 1, deliveredAt: new Date().toISOString() };
     await bull.add(data, { jobId });
   }

@@ -393,3 +393,72 @@ describe('destinations: subscribers', function () {
     assert.deepEqual(withoutIds(documented), withoutIds(made));
   });
 });
+
+describe('destinations: a subscriber whose queue is full (QUEUE_MAX_DEPTH)', function () {
+  this.timeout(120_000);
+  let redis: TestRedis;
+  let ehr: TestEhr;
+  let gw: TestGateway;
+  let hook: Consumer;
+
+  before(async () => {
+    redis = await startRedis();
+    ehr = await startEhr();
+    hook = await startConsumer();
+    const file = destinationsFile({
+      destinations: [
+        { name: 'ehr', baseUrl: ehr.url },
+        // One notification at a time: the others wait in the queue, where the bound applies.
+        { name: 'hook', type: 'subscriber', endpoint: hook.url, payload: 'id-only', concurrency: 1 },
+      ],
+    });
+    gw = await startGateway({
+      REDIS_URL: redis.url,
+      DESTINATIONS_FILE: file,
+      UNKNOWN_PATIENT_POLICY: 'create',
+      QUEUE_MAX_DEPTH: '3',
+      BREAKER_FAILURE_THRESHOLD: '3',
+      BREAKER_PROBE_INTERVAL_MS: '200',
+      BREAKER_PROBE_MAX_INTERVAL_MS: '1000',
+      DELIVERY_ATTEMPTS: '30',
+    });
+  });
+  after(async () => {
+    await gw?.stop();
+    await ehr?.stop();
+    await hook?.stop();
+    await redis?.stop();
+  });
+
+  it('queues no more notifications, numbers them still (the consumer sees the gap), and never holds up the EHR', async () => {
+    hook.fail(503);
+    const n = 8;
+    for (let i = 0; i < n; i++) {
+      // Each reading reaches the EHR before the next is sent: the EHR's own queue stays under the bound.
+      const r = await postJson(`${gw.url}/ingest/measurements`, reading(`FULL-${i}`, 80 + i));
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      await eventually(async () => (await observations(ehr)).total === i + 1, 20_000, `reading ${i} at the EHR`);
+      // Ingest counts the jobs it added on top of the depth it read, for 200 ms (queue.ts depth()): let that pass.
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    const dropped = async () =>
+      Number(
+        /^iomt_subscriber_events_dropped_total\{destination="hook"\} (\d+)$/m.exec((await request(gw.url).get('/metrics')).text)?.[1] ?? 0,
+      );
+    const lost = await dropped();
+    assert.ok(lost >= 1 && lost <= n - 3, `${lost} events not queued`);
+    assert.ok(gw.logs.some((l) => /a subscriber's queue is full/.test(l)));
+
+    hook.heal();
+    await eventually(() => accepted(hook).length === n - lost, 30_000, 'the queued notifications');
+    // The next event is numbered after every one before it, queued or not: the consumer can tell what it missed.
+    assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('FULL-LAST', 99))).status, 202);
+    await eventually(() => accepted(hook).some((e) => e.eventNumber === n + 1), 30_000, 'the next event, numbered n + 1');
+    const numbers = accepted(hook).map((e) => e.eventNumber);
+    assert.equal(new Set(numbers).size, numbers.length, 'none twice');
+    assert.ok(numbers.every((x) => x >= 1 && x <= n + 1));
+    assert.equal(numbers.length, n - lost + 1, 'what was queued, and the last');
+    assert.equal((await request(gw.url).get('/api/dead-letters?destination=hook')).body.total, 0);
+    assert.equal((await observations(ehr)).total, n + 1, 'the EHR has every reading');
+  });
+});
