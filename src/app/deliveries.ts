@@ -152,12 +152,12 @@ export function startWorkers(
   p: { config: Config; routes: RoutedQueue[]; redis: RedisClient; log: Logger; metrics: Metrics; observer: DeliveryObserver },
 ): void {
   const { config, log } = p;
-  let warnedAt = 0;
+  const warnedAt = new Map<string, number>();
   const feed = new SubscriberFeed(p.routes, {
     onDropped: (subscriber, events, depth) => {
       p.metrics.inc('subscriber_events_dropped_total', { destination: subscriber }, events);
-      if (Date.now() - warnedAt < 60_000) return;
-      warnedAt = Date.now();
+      if (Date.now() - (warnedAt.get(subscriber) ?? 0) < 60_000) return;
+      warnedAt.set(subscriber, Date.now());
       log.warn(
         { destination: subscriber, depth, maxDepth: config.queueMaxDepth },
         "a subscriber's queue is full (QUEUE_MAX_DEPTH): new notifications are not queued; their event numbers are skipped, so the consumer sees the gap (the readings are at the FHIR destination)",

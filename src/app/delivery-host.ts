@@ -41,6 +41,8 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 const RESTART_MAX_DELAY_MS = 30_000;
 /** A thread that dies sooner than this after its start counts as a failed start (the wait before the next doubles). */
 const SHORT_LIFE_MS = 30_000;
+/** A thread that has not said its workers run by then is ended, and its start counted as failed (ms). */
+const READY_TIMEOUT_MS = 60_000;
 /** /metrics reads the thread's state for two gauges: one question serves both (ms). */
 const STATE_REUSE_MS = 250;
 
@@ -90,8 +92,14 @@ export class DeliveryThread {
     this.ready = false;
     return new Promise<void>((resolve, reject) => {
       let started = false;
+      // A start that hangs (Redis that does not answer) must not stop the restarts: it fails, and is tried again.
+      const readyTimer = setTimeout(() => {
+        reject(new Error(`the delivery thread did not start within ${READY_TIMEOUT_MS / 1000} s`));
+        void worker.terminate();
+      }, READY_TIMEOUT_MS);
       worker.on('message', (m: FromThread) => {
         if (m.op === 'ready') {
+          clearTimeout(readyTimer);
           started = true;
           this.ready = true;
           this.startedAt = Date.now();
@@ -112,6 +120,7 @@ export class DeliveryThread {
         else this.options.log.error({ error: err.stack ?? err.message }, 'the delivery thread failed');
       });
       worker.on('exit', (code) => {
+        clearTimeout(readyTimer);
         if (this.worker === worker) {
           this.worker = undefined;
           this.ready = false;
@@ -184,7 +193,7 @@ export class DeliveryThread {
   async ping(destination: string, timeoutMs: number): Promise<void> {
     if (!this.running) throw new Error('the delivery thread is not running');
     const a = await this.ask({ op: 'ping', destination }, timeoutMs);
-    if (a?.op !== 'ping') throw new Error('the delivery thread did not answer');
+    if (a?.op !== 'ping') throw new Error(`no answer to /metadata within ${timeoutMs} ms (asked by the delivery thread)`);
     if (a.error) throw new Error(a.error);
   }
 
@@ -195,7 +204,7 @@ export class DeliveryThread {
     const value = (async () => {
       if (!this.running) throw new Error('the delivery thread is not running');
       const a = await this.ask({ op: 'state' });
-      if (a?.op !== 'state') throw new Error('the delivery thread did not answer');
+      if (a?.op !== 'state') throw new Error(`the delivery thread did not answer within ${this.options.askTimeoutMs ?? 2000} ms (busy?)`);
       return a.state;
     })();
     value.catch(() => undefined);

@@ -77,10 +77,13 @@ function forwardedLog(send: (m: FromThread) => void): Writable & { flush(): void
   return Object.assign(stream, { flush });
 }
 
-async function run(data: ThreadData, port: NonNullable<typeof parentPort>): Promise<void> {
-  const send = (m: FromThread) => port.postMessage(m);
+async function run(
+  data: ThreadData,
+  send: (m: FromThread) => void,
+  port: NonNullable<typeof parentPort>,
+  logStream: ReturnType<typeof forwardedLog>,
+): Promise<void> {
   const { config } = data;
-  const logStream = forwardedLog(send);
   const log = createLogger(data.logLevel, logStream, 'json').child({ thread: 'delivery' });
   // A failure nothing caught ends the thread (the gateway starts it again), but first its last lines reach the log.
   const fail = (err: unknown) => {
@@ -160,5 +163,11 @@ async function run(data: ThreadData, port: NonNullable<typeof parentPort>): Prom
 
 if (parentPort) {
   const port = parentPort;
-  run(workerData as ThreadData, port).catch((err: Error) => port.postMessage({ op: 'failed', message: err.message } satisfies FromThread));
+  const send = (m: FromThread) => port.postMessage(m);
+  const logStream = forwardedLog(send);
+  run(workerData as ThreadData, send, port, logStream).catch((err: Error) => {
+    // The lines logged before the failure first: the gateway ends the thread when it reads 'failed'.
+    logStream.flush();
+    send({ op: 'failed', message: err.message });
+  });
 }

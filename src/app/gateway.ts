@@ -318,7 +318,8 @@ export class Gateway {
         threaded && deliver
           ? (name) =>
               this.deliveryThread
-                ? this.deliveryThread.ping(name, (config.destinations.find((d) => d.name === name)?.timeoutMs ?? 10_000) + 1000)
+                ? // A token to fetch, the request, a renewal after a 401 and the request again: twice the timeout, and some.
+                  this.deliveryThread.ping(name, 2 * (config.destinations.find((d) => d.name === name)?.timeoutMs ?? 10_000) + 1000)
                 : Promise.resolve()
           : undefined,
       ),

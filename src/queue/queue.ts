@@ -343,6 +343,11 @@ export class DeliveryQueue {
     return this.bull.client.status;
   }
 
+  /** Counts jobs added to this queue other than by enqueue (a subscriber's notifications) until depth() reads again. */
+  noteAdded(n: number): void {
+    this.depthCache.depth += n;
+  }
+
   /** Waiting + delayed jobs, cached for 200 ms so that ingest does not ask Redis on every request. */
   async depth(): Promise<number> {
     const now = Date.now();

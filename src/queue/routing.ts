@@ -192,6 +192,10 @@ export interface NotificationJob extends DeliveryJob {
 
 /** The Redis key of a subscriber's event counter: the events since the subscription started. */
 export const subscriberEventsKey = (name: string) => `gw:sub:${name}:events`;
+/** A notification numbered but not queued (the subscriber's queue was full): its source job's retries skip it. */
+const subscriberDroppedKey = (name: string, jobId: string) => `gw:sub:${name}:dropped:${jobId}`;
+/** How long a dropped notification is remembered: longer than a source job is retried. */
+const DROPPED_MEMORY_S = 7 * 24 * 3600;
 
 /**
  * Feeds subscribers. When a FHIR destination has written a job, the worker hands the written readings here (before it
@@ -228,15 +232,21 @@ export class SubscriberFeed {
     if (!mine || !events) return;
     const bull = r.queue.bull;
     const jobId = jobIdFor(mine);
-    // Queued already (a retry of the source's job): its events keep their numbers.
-    if (await bull.getJob(jobId)) return;
-    const last = await r.queue.redis.incrby(subscriberEventsKey(r.destination.name), events);
+    const name = r.destination.name;
+    const droppedKey = subscriberDroppedKey(name, jobId);
+    // Queued already, or numbered and not queued (a retry of the source's job): its events keep their numbers.
+    const [queued, dropped] = await Promise.all([bull.getJob(jobId), r.queue.redis.exists(droppedKey)]);
+    if (queued || dropped) return;
     const depth = await r.queue.depth();
+    const last = await r.queue.redis.incrby(subscriberEventsKey(name), events);
     if (depth + 1 > r.queue.settings.maxDepth) {
-      this.options.onDropped?.(r.destination.name, events, depth);
+      // Remembered as long as a completed notification is, so that a retry of the source's job does not number it again.
+      await r.queue.redis.set(droppedKey, String(last), 'EX', DROPPED_MEMORY_S);
+      this.options.onDropped?.(name, events, depth);
       return;
     }
     const data: NotificationJob = { ...mine, firstEvent: last - events + 1, deliveredAt: new Date().toISOString() };
     await bull.add(data, { jobId });
+    r.queue.noteAdded(1);
   }
 }

@@ -16,6 +16,9 @@ import request from 'supertest';
 import { parseDestinations } from '../../src/config/destinations.js';
 import { loadGatewayConfig } from '../../src/app/features.js';
 import { notificationBundle } from '../../src/delivery/notifier.js';
+import type { Reading } from '../../src/core/contract.js';
+import { type DeliveryJob, DeliveryQueue } from '../../src/queue/queue.js';
+import { type NotificationJob, SubscriberFeed } from '../../src/queue/routing.js';
 import {
   eventually,
   FAST_ENV,
@@ -460,5 +463,71 @@ describe('destinations: a subscriber whose queue is full (QUEUE_MAX_DEPTH)', fun
     assert.equal(numbers.length, n - lost + 1, 'what was queued, and the last');
     assert.equal((await request(gw.url).get('/api/dead-letters?destination=hook')).body.total, 0);
     assert.equal((await observations(ehr)).total, n + 1, 'the EHR has every reading');
+  });
+});
+
+describe('subscriber feed: a notification that finds its queue full', function () {
+  this.timeout(30_000);
+
+  it('is numbered once, however often the source job is retried; the next one is numbered after it', async () => {
+    const redis = await startRedis();
+    const queue = new DeliveryQueue(
+      {
+        redisUrl: redis.url,
+        queueName: 'feed-full',
+        maxDepth: 1,
+        enqueueTimeoutMs: 2000,
+        attempts: 3,
+        lockDurationMs: 30_000,
+        stalledIntervalMs: 30_000,
+        retentionCompleted: 100,
+        retryBaseDelayMs: 50,
+        retryMaxDelayMs: 500,
+      },
+      () => 100,
+    );
+    try {
+      await queue.whenReady();
+      const { destinations, errors } = parseDestinations(
+        {
+          destinations: [
+            { name: 'ehr', baseUrl: 'http://127.0.0.1:9/fhir' },
+            { name: 'feed', type: 'subscriber', endpoint: 'http://127.0.0.1:9/hook' },
+          ],
+        },
+        { timeoutMs: 1000 },
+        {},
+      );
+      assert.deepEqual(errors, []);
+      const dropped: number[] = [];
+      const feed = new SubscriberFeed([{ destination: destinations[1], queue }], { onDropped: (_name, events) => dropped.push(events) });
+      const written = (tag: string): DeliveryJob => ({
+        adapterId: 'measurements',
+        channel: 'http',
+        receivedAt: '2026-12-04T11:00:00Z',
+        translations: [
+          {
+            devices: [],
+            patient: { system: 'urn:p', value: 'P1' },
+            observations: [1, 2].map((i) => ({ resourceType: 'Observation', id: `${tag}-${i}`, status: 'final', code: { text: 'x' } })),
+          } as unknown as Reading,
+        ],
+      });
+      // The queue is full (its one place taken): the source's job is written, then retried (a stalled check, say).
+      await queue.bull.add(written('filler'), { jobId: 'filler' });
+      await feed.delivered('ehr', written('a'));
+      await feed.delivered('ehr', written('a'));
+      assert.deepEqual(dropped, [2], 'two events not queued, counted once');
+      assert.equal(await queue.redis.get('gw:sub:feed:events'), '2', 'numbered once');
+      // Room again: the next notification takes the numbers after the dropped ones.
+      await (await queue.bull.getJob('filler'))?.remove();
+      await new Promise((res) => setTimeout(res, 250)); // the depth read is reused for 200 ms
+      await feed.delivered('ehr', written('b'));
+      const queued = (await queue.bull.getJobs(['waiting'])).map((j) => (j.data as NotificationJob).firstEvent);
+      assert.deepEqual(queued, [3]);
+    } finally {
+      await queue.close();
+      await redis.stop();
+    }
   });
 });
