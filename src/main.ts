@@ -43,7 +43,8 @@ In a checkout: npx iomt-gateway <command> (or node dist/main.js <command>; npm s
 npm link puts iomt-gateway on the PATH. With npm: npm start (build + start), npm run dev (start from source).
 
 Roles:
-  all     ingest and delivery in one process
+  all     ingest and delivery in one process (delivery on a thread of its own where there are two cores:
+          DELIVERY_THREAD)
   ingest  receive (HTTP, MLLP), translate, validate and enqueue; no delivery
   worker  deliver queued jobs to the EHR (HTTP serves health, status and operations only)
 
