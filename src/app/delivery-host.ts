@@ -70,7 +70,9 @@ export class DeliveryThread {
     // A scrape of /metrics sees one process: the thread's counters are added to this thread's.
     options.metrics.include(() => this.metrics());
     options.metrics.gauge('delivery_thread_up', () => +this.running);
-    this.logStream = (options.log as unknown as Record<symbol, { write(text: string): unknown }>)[pino.symbols.streamSym];
+    // A logger without a pino stream (a wrapper) still gets the lines: on standard output, as the gateway's default.
+    this.logStream =
+      (options.log as unknown as Record<symbol, { write(text: string): unknown } | undefined>)[pino.symbols.streamSym] ?? process.stdout;
   }
 
   /** Whether the thread runs its workers now (false while it is started again, and after stop). */
