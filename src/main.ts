@@ -43,8 +43,8 @@ In a checkout: npx iomt-gateway <command> (or node dist/main.js <command>; npm s
 npm link puts iomt-gateway on the PATH. With npm: npm start (build + start), npm run dev (start from source).
 
 Roles:
-  all     ingest and delivery in one process (delivery on a thread of its own where there are two cores:
-          DELIVERY_THREAD)
+  all     ingest and delivery in one process (delivery on a thread of its own where the process may use
+          two cores, a container's CPU quota counted: DELIVERY_THREAD)
   ingest  receive (HTTP, MLLP), translate, validate and enqueue; no delivery
   worker  deliver queued jobs to the EHR (HTTP serves health, status and operations only)
 

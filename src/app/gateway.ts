@@ -1,7 +1,7 @@
 /**
  * The composition root: builds the parts for a role and starts/stops them in order.
  *   all    — ingest (HTTP, MLLP, MQTT) and delivery in one process (npm start); delivery on a thread of its own
- *            (DELIVERY_THREAD, delivery-thread.ts) where there are two cores
+ *            (DELIVERY_THREAD, delivery-thread.ts) where it may use two cores (core/cores.ts)
  *   ingest — receive, translate, validate, enqueue; no delivery
  *   worker — deliver queued jobs to the EHR; HTTP serves health, status and the operations API only
  * Any number of ingest and worker processes can share one Redis.
@@ -60,6 +60,7 @@ import {
   type SandboxAccess,
   startWorkers,
 } from './deliveries.js';
+import { usableCores } from '../core/cores.js';
 import { DeliveryThread, deliversOnThread } from './delivery-host.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
@@ -287,7 +288,8 @@ export class Gateway {
     const sandboxSmart = config.sandboxAuth.mode === 'smart';
     // Role all delivers on a thread of its own where DELIVERY_THREAD says so (delivery-thread.ts); the status routes
     // then ask that thread what its workers know.
-    const threaded = deliversOnThread(config, this.role);
+    const cores = usableCores();
+    const threaded = deliversOnThread(config, this.role, () => cores.cores);
     const delivering: DeliveryState =
       threaded && deliver
         ? async () => (this.deliveryThread ? this.deliveryThread.state() : [])
@@ -436,6 +438,7 @@ export class Gateway {
         fhirBaseUrl: withoutCredentials(fhirBaseUrl),
         destinations: this.deliveries.map((d) => `${d.destination.name}=${withoutCredentials(d.ehr.baseUrl)}`),
         unknownPatientPolicy: config.unknownPatientPolicy,
+        ...(this.role === 'all' ? { deliveryThread: threaded ? 'on' : 'off', cores: cores.cores, cpuQuota: cores.quota } : {}),
       },
       'gateway started',
     );

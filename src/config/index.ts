@@ -34,7 +34,7 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     default: 'auto',
     values: ['auto', 'on', 'off'],
     description:
-      'Role all: deliver on a thread of its own beside ingest, so that the process uses two cores (auto: on where the machine has at least two). off: ingest and delivery share one thread (docs/scaling.md)',
+      'Role all: deliver on a thread of its own beside ingest, so that the process uses two cores (auto: on where the process may use at least two, its CPU affinity and its cgroup CPU quota counted). off: ingest and delivery share one thread (docs/scaling.md)',
   },
   { env: 'PORT', type: 'int', default: '8080', min: 0, max: 65535, description: 'HTTP port (ingest API, admin API, sandbox EHR)' },
   { env: 'HOST', type: 'string', default: '127.0.0.1', description: 'HTTP bind address (0.0.0.0 in containers)' },

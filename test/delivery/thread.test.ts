@@ -88,6 +88,8 @@ describe('role all, delivery on a thread of its own (DELIVERY_THREAD=on)', funct
     const ready = await request(url).get('/readyz');
     assert.equal(ready.status, 200);
     assert.equal(ready.body.destinations.ehr.state, 'closed');
+    // Its nursery is capped (delivery-host.ts): two nurseries grown to 32 MiB each were a quarter of the peak RSS.
+    assert.equal(threadOf(stack.gw)?.resourceLimits?.maxYoungGenerationSizeMb, 16);
   });
 
   it('a thread that dies is started again; the job it held is delivered once', async () => {
