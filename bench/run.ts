@@ -9,7 +9,8 @@
  *   - open loop: one reading per request offered at --offer readings/s (default 3000; 0: not) as a fleet of devices
  *     sends them (no waiting for the answers to other requests): the delivered readings/s and the latency; the closed
  *     loop of the sustained runs measures 16 requests in flight, and so the latency of one as much as the throughput
- *   - the ceiling: bull no-op jobs/s on the same Redis, and the ratio of delivered readings/s to it
+ *   - the ceiling: bull no-op jobs/s on the same Redis (the median of three runs after a warm-up), and the ratio of
+ *     delivered readings/s to it
  *
  * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 500 --offer 3000 --seconds 10 --concurrency 32 --batch-max N --split --profile
  *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1 --warmup 4000 --dist]
@@ -74,21 +75,41 @@ const SCALE: Shape[] | undefined = args.includes('--scale')
     })
   : undefined;
 
-async function startGateway(env: Record<string, string>, role = 'all'): Promise<{ child: ChildProcess; url: string; peakRss(): number }> {
+interface Gateway {
+  child: ChildProcess;
+  url: string;
+  /** The highest RSS seen so far (bytes; sampled every 200 ms). */
+  peakRss(): number;
+  /** The highest RSS seen since the last call (bytes): one phase's peak. */
+  phasePeak(): number;
+}
+
+async function startGateway(env: Record<string, string>, role = 'all'): Promise<Gateway> {
   const { child, url } = await spawnGateway(env, role);
   let peak = 0;
+  let phase = 0;
   const timer = setInterval(async () => {
     try {
       const { readFileSync } = await import('node:fs');
       const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
       const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
       peak = Math.max(peak, kb * 1024);
+      phase = Math.max(phase, kb * 1024);
     } catch {
       /* not on Linux */
     }
   }, 200);
   child.once('exit', () => clearInterval(timer));
-  return { child, url, peakRss: () => peak };
+  return {
+    child,
+    url,
+    peakRss: () => peak,
+    phasePeak: () => {
+      const p = phase;
+      phase = 0;
+      return p;
+    },
+  };
 }
 
 // node:http with keep-alive rather than fetch: the load generator shares the machine's two cores with the gateway,
@@ -152,6 +173,8 @@ interface Sustained {
   /** CPU time per reading (µs) of the gateway process(es) and of Redis, when measured. */
   gatewayCpuUs?: number;
   redisCpuUs?: number;
+  /** The gateway's (the ingest process's, with --split) peak RSS during the run (bytes). */
+  peakRss?: number;
 }
 
 const cpuLine = (r: Sustained) =>
@@ -426,7 +449,9 @@ async function main(): Promise<void> {
     const cpuPerReading = async (phase: () => Promise<Sustained>): Promise<Sustained> => {
       const g0 = cpuMs(gw.child.pid) + cpuMs(worker?.child.pid);
       const r0 = await redisCpuMs();
+      gw.phasePeak();
       const out = await phase();
+      out.peakRss = gw.phasePeak();
       out.gatewayCpuUs = ((cpuMs(gw.child.pid) + cpuMs(worker?.child.pid) - g0) * 1000) / READINGS;
       out.redisCpuUs = (((await redisCpuMs()) - r0) * 1000) / READINGS;
       return out;
@@ -445,16 +470,24 @@ async function main(): Promise<void> {
     const { readingsPerS, obsPerS, seconds, transactions, ingestPerS } = runs[0][1];
 
     // 2. Latency at a fixed offered rate (readings posted one per request, spread evenly).
+    gw.phasePeak();
     const lat = await latencyAt([gw.url], sink, 100000);
+    const latPeak = gw.phasePeak();
 
     // 2b. Open loop at OFFER readings/s, one per request: each device posts when its reading is due, whatever the
     // answers to the others. The closed loop above keeps 16 requests in flight, so its rate is 16 ÷ the latency of one;
     // devices do not wait for each other, and the gateway groups what arrives together (group commit, shared jobs).
     const span = { first: 0, last: 0 };
     const open = OFFER > 0 ? await latencyAt([gw.url], sink, 3_000_000, OFFER, span) : [];
+    const openPeak = gw.phasePeak();
 
     // 3. Ceiling: bull no-op jobs on the same Redis.
-    const ceiling = await noopCeiling(redisUrl, 20000);
+    // Once to warm bull up in this process, then three times: the median (one run alone moved by a fifth between runs).
+    await noopCeiling(redisUrl, 2000);
+    const ceilings = [await noopCeiling(redisUrl, 20000), await noopCeiling(redisUrl, 20000), await noopCeiling(redisUrl, 20000)].sort(
+      (a, b) => a - b,
+    );
+    const ceiling = ceilings[1];
 
     const f = (n: number) => n.toFixed(0);
     const ms = (l: number[]) => `p50 ${percentile(l, 50).toFixed(1)} ms   p99 ${percentile(l, 99).toFixed(1)} ms (request → 202)`;
@@ -466,7 +499,16 @@ async function main(): Promise<void> {
     console.log(`  ingest latency   ${ms(runs[0][1].ingestMs)}`);
     console.log(cpuLine(runs[0][1]));
     console.log(
-      `  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB${worker ? ` (ingest), ${(worker.peakRss() / 1048576).toFixed(0)} MiB (worker)` : ''}`,
+      `  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB over the whole bench${worker ? ` (ingest), ${(worker.peakRss() / 1048576).toFixed(0)} MiB (worker)` : ''}`,
+    );
+    const mib = (b?: number) => `${((b ?? 0) / 1048576).toFixed(0)} MiB`;
+    console.log(
+      `  peak RSS by phase ${[
+        ...runs.map(([, r]) => `${BATCH} per request ${mib(r.peakRss)}`),
+        ...shapes.map(([n, r]) => `${n} per request ${mib(r.peakRss)}`),
+        `${RATE}/s ${mib(latPeak)}`,
+        ...(OFFER > 0 ? [`open loop ${mib(openPeak)}`] : []),
+      ].join(', ')}${worker ? ' (the ingest process)' : ''}`,
     );
     for (const [mode, r] of runs.slice(1)) {
       console.log(`sustained again with appendfsync ${mode}:`);
@@ -488,7 +530,9 @@ async function main(): Promise<void> {
         `  delivered ${f(rate)} readings/s (${(rate / OFFER).toFixed(2)} of offered); post → EHR p50 ${f(percentile(open, 50))} ms   p99 ${f(percentile(open, 99))} ms   max ${f(open.at(-1) ?? NaN)} ms`,
       );
     }
-    console.log(`ceiling: bull no-op jobs on the same Redis (concurrency ${CONCURRENCY}): ${f(ceiling)} jobs/s`);
+    console.log(
+      `ceiling: bull no-op jobs on the same Redis (concurrency ${CONCURRENCY}): ${f(ceiling)} jobs/s (median of three runs: ${ceilings.map(f).join(', ')})`,
+    );
     console.log(`ratio delivered readings/s ÷ no-op jobs/s: ${(readingsPerS / ceiling).toFixed(2)} (${BATCH} per request)`);
     for (const [perRequest, r] of shapes) {
       console.log(
