@@ -269,3 +269,19 @@ describe('docker-compose.yml: Prometheus and Grafana', () => {
     });
   });
 });
+
+describe('docker/Dockerfile: the runtime image', () => {
+  it('sets what the gateway runs best with: production, 0.0.0.0:8080, and two malloc arenas (docs/scaling.md, Memory)', () => {
+    const dockerfile = read('docker/Dockerfile');
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    const env = new Map(
+      [...runtime.matchAll(/^ENV ((?:.*\\\n)*.*)$/gm)]
+        .flatMap((m) => m[1].replace(/\\\n/g, ' ').trim().split(/\s+/))
+        .map((kv) => kv.split('=') as [string, string]),
+    );
+    assert.equal(env.get('NODE_ENV'), 'production');
+    assert.equal(env.get('HOST'), '0.0.0.0');
+    assert.equal(env.get('PORT'), '8080');
+    assert.equal(env.get('MALLOC_ARENA_MAX'), '2', "glibc's arenas: 20-36 MiB of peak RSS");
+  });
+});
