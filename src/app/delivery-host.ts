@@ -47,9 +47,9 @@ const SHORT_LIFE_MS = 30_000;
 /** A thread that has not said its workers run by then is ended, and its start counted as failed (ms). */
 const READY_TIMEOUT_MS = 60_000;
 /**
- * The thread's young generation (V8's nursery, where short-lived objects are allocated), in MiB. V8 lets it grow to
- * 32 MiB per thread under load, and at 20 readings per request both threads had grown theirs to 32 MiB: 64 MiB of the
- * gateway's peak RSS. The delivery thread's garbage dies young (jobs, transactions, responses), so a smaller nursery
+ * The thread's young generation (V8's nursery, where short-lived objects are allocated), in MiB. V8 allows 48 MiB per
+ * thread (resourceLimits' default), and at 20 readings per request both threads' new space had grown to 32 MiB: 64
+ * MiB of the gateway's peak RSS. The delivery thread's garbage dies young (jobs, transactions, responses), so a smaller nursery
  * costs it nothing measurable (bench/path.ts, one reading per request: 245–253 against 247–254 µs of gateway CPU per
  * reading) and takes the peak RSS of `npm run bench` at 20 per request from 246–257 to 232–240 MiB. The gateway
  * thread's nursery stays as V8 sizes it: capped alike (node --max-semi-space-size=8) it cost 5–10 % more CPU per
