@@ -64,31 +64,19 @@ describe('usable cores: CPU affinity and the cgroup CPU quota', () => {
   });
 
   it('DELIVERY_THREAD=auto delivers on a thread only with two usable cores; on and off are obeyed; other roles never', () => {
-    const config = (v: string): Config => loadConfig({ DELIVERY_THREAD: v });
-    assert.equal(
-      deliversOnThread(config('auto'), 'all', () => 2),
-      true,
-    );
-    assert.equal(
-      deliversOnThread(config('auto'), 'all', () => 1),
-      false,
-      'a quota of 1.5 cores is one core',
-    );
-    assert.equal(
-      deliversOnThread(config('on'), 'all', () => 1),
-      true,
-    );
-    assert.equal(
-      deliversOnThread(config('off'), 'all', () => 8),
-      false,
-    );
-    assert.equal(
-      deliversOnThread(config('on'), 'ingest', () => 8),
-      false,
-    );
-    assert.equal(
-      deliversOnThread(config('on'), 'worker', () => 8),
-      false,
-    );
+    const cases: [setting: string, role: Config['role'], cores: number, threaded: boolean][] = [
+      ['auto', 'all', 2, true],
+      ['auto', 'all', 1, false], // a quota of 1.5 cores is one core
+      ['on', 'all', 1, true],
+      ['off', 'all', 8, false],
+      ['on', 'ingest', 8, false],
+      ['on', 'worker', 8, false],
+    ];
+    for (const [setting, role, cores, threaded] of cases)
+      assert.equal(
+        deliversOnThread(loadConfig({ DELIVERY_THREAD: setting }), role, () => cores),
+        threaded,
+        `${setting}, ${role}, ${cores} cores`,
+      );
   });
 });
