@@ -286,7 +286,8 @@ function gatewayEnv(redisUrl: string, sinkUrl: string): Record<string, string> {
     MAPPINGS_WATCH: 'false',
     DELIVERY_CONCURRENCY: String(CONCURRENCY),
     ...(BATCH_MAX ? { DELIVERY_BATCH_MAX: String(BATCH_MAX) } : {}),
-    QUEUE_MAX_DEPTH: String(READINGS * 2),
+    // Room for every reading of the largest phase (jobs are never more than readings): a refusal would end the bench.
+    QUEUE_MAX_DEPTH: String(Math.max(READINGS, WARMUP, Math.max(OFFER, RATE) * SECONDS) * 2),
     JOB_RETENTION_COMPLETED: '1000',
   };
 }
@@ -501,10 +502,10 @@ async function main(): Promise<void> {
     console.log(
       `  gateway peak RSS ${(gw.peakRss() / 1048576).toFixed(0)} MiB over the whole bench${worker ? ` (ingest), ${(worker.peakRss() / 1048576).toFixed(0)} MiB (worker)` : ''}`,
     );
-    const mib = (b?: number) => `${((b ?? 0) / 1048576).toFixed(0)} MiB`;
+    const mib = (b?: number) => (b ? `${(b / 1048576).toFixed(0)} MiB` : 'not sampled (shorter than 200 ms)');
     console.log(
       `  peak RSS by phase ${[
-        ...runs.map(([, r]) => `${BATCH} per request ${mib(r.peakRss)}`),
+        ...runs.map(([mode, r]) => `${BATCH} per request${runs.length > 1 ? ` (${mode})` : ''} ${mib(r.peakRss)}`),
         ...shapes.map(([n, r]) => `${n} per request ${mib(r.peakRss)}`),
         `${RATE}/s ${mib(latPeak)}`,
         ...(OFFER > 0 ? [`open loop ${mib(openPeak)}`] : []),

@@ -47,7 +47,8 @@ export function cgroupCpuQuota(read: ReadText = readText): number | undefined {
       // cgroup v2: "max 100000" or "<quota> <period>" in each cgroup's cpu.max.
       for (const dir of upTo('/sys/fs/cgroup', path)) {
         const [quota, period] = (tryRead(read, `${dir}/cpu.max`) ?? '').split(/\s+/);
-        if (quota && quota !== 'max' && Number(period) > 0) quotas.push(Number(quota) / Number(period));
+        const cores = Number(quota) / Number(period);
+        if (quota !== 'max' && Number.isFinite(cores) && cores > 0) quotas.push(cores);
       }
     } else if (controllers.split(',').includes('cpu')) {
       // cgroup v1: the cpu controller's hierarchy, mounted as cpu,cpuacct or cpu; -1 is no quota.

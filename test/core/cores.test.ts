@@ -57,6 +57,14 @@ describe('usable cores: CPU affinity and the cgroup CPU quota', () => {
     assert.equal(cgroupCpuQuota(unlimited), undefined);
   });
 
+  it('a cpu.max it cannot read as a quota is no quota, never NaN cores', () => {
+    for (const text of ['abc 100000', '150000 0', '150000', '', '-5 100000']) {
+      const read = files({ '/proc/self/cgroup': '0::/\n', '/sys/fs/cgroup/cpu.max': text });
+      assert.equal(cgroupCpuQuota(read), undefined, text);
+      assert.deepEqual(usableCores(read, 4), { cores: 4 }, text);
+    }
+  });
+
   it('no cgroup files (not Linux, or not readable): the affinity', () => {
     assert.equal(cgroupCpuQuota(files({})), undefined);
     assert.deepEqual(usableCores(files({}), 2), { cores: 2 });
