@@ -35,9 +35,18 @@ export function gatewayShape(): string {
  * Starts `src/main.ts start --role <role>` (or dist/main.js with --dist) as a child process (with a CPU profile in <tmp>/gw-bench-profile/ when
  * the bench was given --profile) and resolves with its URL once it logs that it has started.
  */
-export async function spawnGateway(env: Record<string, string>, role: string): Promise<{ child: ChildProcess; url: string }> {
+export function spawnGateway(env: Record<string, string>, role: string): Promise<{ child: ChildProcess; url: string }> {
+  return spawnServer([...gatewayEntry(), 'start', '--role', role], env);
+}
+
+/** bench/floor.ts (the same stack's plumbing alone) as a child process, started and awaited as the gateway is. */
+export function spawnFloor(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+  return spawnServer(['--import', 'tsx', join(ROOT, 'bench/floor.ts')], env);
+}
+
+async function spawnServer(entry: string[], env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
   const profile = args.includes('--profile') ? ['--cpu-prof', '--cpu-prof-dir', join(tmpdir(), 'gw-bench-profile')] : [];
-  const child = spawn(process.execPath, [...profile, ...gatewayEntry(), 'start', '--role', role], {
+  const child = spawn(process.execPath, [...profile, ...entry], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -4,32 +4,38 @@
  *
  *  1. cost: posts --requests messages of --batch readings (16 in flight) after a warm-up, waits until the sink has
  *     them all, and prints delivered readings/s, readings per EHR transaction, the gateway's CPU per reading (from
- *     /proc, per process), Redis's CPU per reading (INFO cpu) and Redis commands per request by command with the
- *     microseconds Redis spent in them (INFO commandstats; the commands run inside Lua scripts are counted too, and
- *     their time again under the script's eval/evalsha);
+ *     /proc, per process, and per thread: the gateway's thread, the delivery thread, V8's helpers that collect
+ *     garbage), its read and write system calls per reading (sockets included), Redis's CPU per reading (INFO cpu),
+ *     Redis commands per request by command with the microseconds Redis spent in them (INFO commandstats; the
+ *     commands run inside Lua scripts are counted too, and their time again under the script's eval/evalsha), and the
+ *     bytes a job carries per reading;
  *  2. latency: one reading per request at --rate per second for --seconds, spread evenly, and prints p50/p90/p99/max
  *     of: post → arrival at the sink, post → 202, and per job (bull's own timestamps of the completed jobs): received →
  *     in Redis, in Redis → taken by the worker, taken → completed; and the readings per job.
  *
  * Usage: npx tsx bench/path.ts [--requests 4000] [--batch 1] [--rate 500] [--seconds 10] [--split] [--only cost|latency]
- *   [NAME=value ...] (gateway settings, e.g. DELIVERY_TRANSACTIONS=1)
+ *   [--floor] [--dist] [NAME=value ...] (gateway settings, e.g. DELIVERY_TRANSACTIONS=1)
+ * --floor runs bench/floor.ts instead of the gateway (cost only): the same stack's plumbing without the gateway's own
+ * work, a baseline to read the gateway's figures against.
  * Compare two settings back to back, several times: on a shared machine one run of either is within the noise of the
  * other (the figures move by 10 % from run to run on two cores).
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { args, opt, percentile, postMeasurements, reading, run, spawnGateway, startSink } from './common.js';
+import { args, opt, percentile, postMeasurements, reading, run, spawnFloor, spawnGateway, startSink } from './common.js';
 
 const REQUESTS = opt('requests', 4000);
 const BATCH = opt('batch', 1);
 const RATE = opt('rate', 500);
 const SECONDS = opt('seconds', 10);
 const IN_FLIGHT = 16;
-const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+/** --floor: bench/floor.ts (the stack's plumbing without the gateway's work) in place of the gateway; cost only. */
+const FLOOR = args.includes('--floor');
+const ONLY = FLOOR ? 'cost' : args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
 const SETTINGS = Object.fromEntries(
   args.filter((a) => /^[A-Z][A-Z0-9_]*=/.test(a)).map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
 );
@@ -43,6 +49,35 @@ function show(name: string, a: number[]): void {
 function cpuMs(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+/**
+ * CPU time (ms) of each thread of a process so far, by thread name (/proc/PID/task/TID/comm: node's main thread and a
+ * worker thread are both "node" until named; libuv's pool "libuv-worker"; V8's GC and compiler helpers "V8 DefaultWorke"),
+ * keyed name#n in the order of their ids.
+ */
+function threadCpuMs(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  const seen = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`).sort((a, b) => Number(a) - Number(b))) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ');
+      const n = (seen.get(name) ?? 0) + 1;
+      seen.set(name, n);
+      out.set(`${name}#${n}`, (Number(f[11]) + Number(f[12])) * 10);
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
+}
+
+/** Read and write system calls of a process so far (syscr, syscw), from /proc (Linux): sockets included. */
+function syscalls(pid: number): { reads: number; writes: number } {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  const num = (k: string) => Number(new RegExp(`${k}: (\\d+)`).exec(io)?.[1] ?? 0);
+  return { reads: num('syscr'), writes: num('syscw') };
 }
 
 /** Redis's CPU time (ms) so far, from INFO cpu (it runs as its own process; the main thread and its helpers). */
@@ -84,7 +119,11 @@ async function main(): Promise<void> {
   const split = args.includes('--split');
   let procs: Awaited<ReturnType<typeof spawnGateway>>[];
   try {
-    procs = split ? [await spawnGateway(env, 'ingest'), await spawnGateway(env, 'worker')] : [await spawnGateway(env, 'all')];
+    procs = FLOOR
+      ? [await spawnFloor(env)]
+      : split
+        ? [await spawnGateway(env, 'ingest'), await spawnGateway(env, 'worker')]
+        : [await spawnGateway(env, 'all')];
   } catch (err) {
     // A gateway that does not start (a bad setting) must not leave the sink and Redis behind.
     sink.child.kill();
@@ -122,7 +161,7 @@ async function main(): Promise<void> {
     }
   };
   console.log(
-    `machine: node ${process.version}; gateway ${split ? 'ingest + worker processes' : 'role all'}, Redis AOF on, the bench sink${
+    `machine: node ${process.version}; ${FLOOR ? 'the floor (bench/floor.ts) in place of the gateway' : `gateway ${split ? 'ingest + worker processes' : 'role all'}`}, Redis AOF on, the bench sink${
       Object.keys(SETTINGS).length
         ? `; ${Object.entries(SETTINGS)
             .map(([k, v]) => `${k}=${v}`)
@@ -135,6 +174,8 @@ async function main(): Promise<void> {
     await delivered(seq);
     if (ONLY !== 'latency') {
       const c0 = procs.map((p) => cpuMs(p.child.pid as number));
+      const io0 = procs.map((p) => syscalls(p.child.pid as number));
+      const t0s = procs.map((p) => threadCpuMs(p.child.pid as number));
       const r0 = await commandStats(admin);
       const redisCpu0 = await redisCpuMs(admin);
       const s0 = await sink.stats();
@@ -143,6 +184,8 @@ async function main(): Promise<void> {
       const s1 = await delivered(seq);
       const seconds = (Date.now() - t0) / 1000;
       const c1 = procs.map((p) => cpuMs(p.child.pid as number));
+      const io1 = procs.map((p) => syscalls(p.child.pid as number));
+      const t1s = procs.map((p) => threadCpuMs(p.child.pid as number));
       const r1 = await commandStats(admin);
       const redisCpu1 = await redisCpuMs(admin);
       const readings = REQUESTS * BATCH;
@@ -154,6 +197,23 @@ async function main(): Promise<void> {
       console.log(
         `  gateway CPU per reading: ${procs.map((_, i) => `${((1000 * (c1[i] - c0[i])) / readings).toFixed(0)} µs`).join(' + ')}`,
       );
+      console.log(
+        `  gateway system calls per reading: ${procs
+          .map(
+            (_, i) =>
+              `${((io1[i].reads - io0[i].reads) / readings).toFixed(2)} reads, ${((io1[i].writes - io0[i].writes) / readings).toFixed(2)} writes`,
+          )
+          .join(' + ')} (/proc/PID/io)`,
+      );
+      procs.forEach((_, i) => {
+        const rows = [...t1s[i]]
+          .map(([k, v]) => [k, (1000 * (v - (t0s[i].get(k) ?? 0))) / readings] as const)
+          .filter(([, us]) => us >= 1)
+          .sort((a, b) => b[1] - a[1]);
+        console.log(
+          `  ${procs.length > 1 ? `process ${i + 1}, ` : ''}by thread (µs per reading): ${rows.map(([k, us]) => `${k} ${us.toFixed(0)}`).join(', ')}`,
+        );
+      });
       console.log(`  Redis CPU per reading: ${((1000 * (redisCpu1 - redisCpu0)) / readings).toFixed(0)} µs (INFO cpu)`);
       const rows = [...r1]
         .map(([k, v]) => [k, v.calls - (r0.get(k)?.calls ?? 0), v.usec - (r0.get(k)?.usec ?? 0)] as const)
@@ -163,6 +223,18 @@ async function main(): Promise<void> {
       console.log(`  Redis commands per request: ${(total / REQUESTS).toFixed(2)} (and µs per request inside Redis)`);
       for (const [k, d, us] of rows.slice(0, 15))
         console.log(`    ${k.padEnd(18)} ${(d / REQUESTS).toFixed(3).padStart(8)} ${(us / REQUESTS).toFixed(1).padStart(7)} µs`);
+      if (!FLOOR) {
+        // The size of what a job carries, per reading: stored, logged to the AOF, read back by the worker.
+        let bytes = 0;
+        let count = 0;
+        for (const id of await admin.zrevrange('gw:iomt-delivery:completed', 0, 199)) {
+          const [data] = (await admin.hmget(`gw:iomt-delivery:${id}`, 'data')) as [string | null];
+          if (!data) continue;
+          bytes += Buffer.byteLength(data);
+          count += (JSON.parse(data) as { translations: unknown[] }).translations.length;
+        }
+        if (count) console.log(`  job data: ${(bytes / count).toFixed(0)} bytes per reading (the last 200 completed jobs)`);
+      }
     }
     if (ONLY !== 'cost') {
       const total = RATE * SECONDS;
