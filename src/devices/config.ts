@@ -84,6 +84,14 @@ export const DEVICE_KEYS: readonly ConfigKey[] = [
     description: 'Readings held per unknown device (UNKNOWN_DEVICE_POLICY=hold); above it, new data is refused (429)',
   },
   {
+    env: 'DEVICE_CACHE_MAX',
+    type: 'int',
+    default: '20000',
+    min: 0,
+    description:
+      "Device records (and identifiers) an ingest process keeps in memory, so that a message's devices are not read from Redis each time. Redis announces every change of them (client-side caching, CLIENT TRACKING) and the entry is dropped; while that connection is down, every read goes to Redis. 0: always read from Redis. Not used on a Redis Cluster",
+  },
+  {
     env: 'CREDENTIAL_CACHE_TTL_MS',
     type: 'int',
     default: '30000',
@@ -182,6 +190,7 @@ export interface DeviceConfig {
   webhookTimeoutMs: number;
   heldMax: number;
   credentialCacheTtlMs: number;
+  deviceCacheMax: number;
   rotationOverlapMs: number;
   rateLimitPerMinute: number;
   rateLimitBurst: number;
@@ -247,6 +256,7 @@ export function readDeviceConfig(
     webhookTimeoutMs: v('DEVICE_WEBHOOK_TIMEOUT_MS') as number,
     heldMax: v('DEVICE_HELD_MAX') as number,
     credentialCacheTtlMs: v('CREDENTIAL_CACHE_TTL_MS') as number,
+    deviceCacheMax: v('DEVICE_CACHE_MAX') as number,
     rotationOverlapMs: v('CREDENTIAL_ROTATION_OVERLAP_MS') as number,
     rateLimitPerMinute: v('RATE_LIMIT_PER_MINUTE') as number,
     rateLimitBurst: v('RATE_LIMIT_BURST') as number,

@@ -18,6 +18,7 @@ import { DeviceGuard } from './guard.js';
 import { OfflineMonitor } from './monitor.js';
 import { Notifier } from './notify.js';
 import { DeviceRegistry } from './registry.js';
+import { createRecordCache, DEVICE_CACHE_TTL_MS } from './record-cache.js';
 import { buildRouter, deviceRoutes } from './routes.js';
 import { DeviceService } from './service.js';
 
@@ -84,6 +85,17 @@ export function createDeviceManagement(deps: DeviceManagementDeps): DeviceManage
   );
   const notifier = new Notifier(config.webhookUrl, config.webhookTimeoutMs, log, metrics);
   const devices = new DeviceRegistry(redis);
+  // Where messages arrive, their devices' records are read from memory that Redis keeps true (record-cache.ts).
+  const cache = deps.ingest
+    ? createRecordCache(redis, devices.readPrefixes, { max: config.deviceCacheMax, ttlMs: DEVICE_CACHE_TTL_MS }, log)
+    : undefined;
+  devices.cache = cache;
+  if (cache) {
+    metrics.gauge('device_cache_entries', () => cache.size);
+    metrics.gauge('device_cache_active', () => +cache.active);
+    metrics.gauge('device_cache_lookups_total{result="hit"}', () => cache.hits);
+    metrics.gauge('device_cache_lookups_total{result="miss"}', () => cache.misses);
+  }
   const service = new DeviceService(devices, credentials, access, queue, adapters, audit, notifier, config, log, metrics);
   const guard = deps.ingest ? new DeviceGuard(service, log, metrics) : undefined;
   const monitor = new OfflineMonitor(service, notifier, config.offlineCheckIntervalMs, log, metrics);
@@ -102,6 +114,7 @@ export function createDeviceManagement(deps: DeviceManagementDeps): DeviceManage
       if (started) return;
       started = true;
       await access.start();
+      await cache?.start();
       // Records written before devices were found by their EUI-64 too get their index entry (idempotent).
       await devices.indexAliases().catch((err: Error) => log.warn({ error: err.message }, 'device identifiers could not be indexed yet'));
       monitor.start();
@@ -110,6 +123,7 @@ export function createDeviceManagement(deps: DeviceManagementDeps): DeviceManage
       stopping ??= (async () => {
         await monitor.stop();
         await access.stop();
+        await cache?.stop();
         await notifier.drain();
       })();
       return stopping;

@@ -11,6 +11,7 @@
  * On a Redis Cluster `gw:dev` is the hash tag `{gw:dev}` (`{gw:dev}:rec:<id>`, core/keys.ts): ingest reads and writes
  * several devices' keys in one MGET, MULTI or pipeline, which a cluster serves only for keys of one slot.
  */
+import type { RecordCache } from './record-cache.js';
 import type { RedisClient } from '../queue/connection.js';
 import { keyGroup } from '../core/keys.js';
 import { canonicalEui64 } from '../fhir/identifiers.js';
@@ -64,6 +65,8 @@ export interface DecommissionReport {
 export function deviceKeys(group = 'gw:dev') {
   return {
     ids: `${group}:ids`,
+    /** The prefixes of the records and of the identifier index: what ingest reads per message (record-cache.ts). */
+    readPrefixes: [`${group}:rec:`, `${group}:alias:`],
     rec: (id: string) => `${group}:rec:${id}`,
     tel: (id: string) => `${group}:tel:${id}`,
     held: (id: string) => `${group}:held:${id}`,
@@ -81,9 +84,20 @@ function aliasesOf(r: DeviceRecord): [string, string][] {
 
 export class DeviceRegistry {
   private readonly k: ReturnType<typeof deviceKeys>;
+  /** Where ingest's reads (getMany, resolveAliases) are served from when it can be: see record-cache.ts. */
+  cache?: RecordCache;
 
   constructor(readonly redis: RedisClient) {
     this.k = deviceKeys(keyGroup('gw:dev', redis));
+  }
+
+  /** The key prefixes ingest reads per message, for a RecordCache. */
+  get readPrefixes(): readonly string[] {
+    return this.k.readPrefixes;
+  }
+
+  private mgetForIngest(keys: string[]): Promise<(string | null)[]> {
+    return this.cache ? this.cache.mget(keys) : this.redis.mget(keys);
   }
 
   async get(id: string): Promise<DeviceRecord | undefined> {
@@ -91,11 +105,14 @@ export class DeviceRegistry {
     return s ? (JSON.parse(s) as DeviceRecord) : undefined;
   }
 
-  /** Several records in one round trip (ingest looks up every device of a message at once). */
+  /**
+   * Several records in one round trip (ingest looks up every device of a message at once), or none, from the cache
+   * when it holds them all.
+   */
   async getMany(ids: string[]): Promise<Map<string, DeviceRecord>> {
     const out = new Map<string, DeviceRecord>();
     if (!ids.length) return out;
-    const found = await this.redis.mget(ids.map(this.k.rec));
+    const found = await this.mgetForIngest(ids.map(this.k.rec));
     ids.forEach((id, i) => {
       const s = found[i];
       if (s) out.set(id, JSON.parse(s) as DeviceRecord);
@@ -113,10 +130,12 @@ export class DeviceRegistry {
       if (owner && owner !== r.id) return { identifierOf: owner };
     }
     const ok = await this.redis.set(this.k.rec(r.id), JSON.stringify(r), 'NX');
+    this.cache?.forget([this.k.rec(r.id)]);
     if (ok !== 'OK') return false;
     const m = this.redis.multi().sadd(this.k.ids, r.id);
     for (const [kind, value] of aliasesOf(r)) m.set(this.k.alias(kind, value), r.id, 'NX');
     await m.exec();
+    this.cache?.forget(aliasesOf(r).map(([kind, value]) => this.k.alias(kind, value)));
     return true;
   }
 
@@ -125,7 +144,7 @@ export class DeviceRegistry {
     const out = new Map<string, string>();
     const candidates = values.filter((v) => /^[0-9A-F]{2}(-[0-9A-F]{2}){7}$/.test(v));
     if (!candidates.length) return out;
-    const ids = await this.redis.mget(candidates.map((v) => this.k.alias('eui64', v)));
+    const ids = await this.mgetForIngest(candidates.map((v) => this.k.alias('eui64', v)));
     candidates.forEach((v, i) => {
       if (ids[i]) out.set(v, ids[i] as string);
     });
@@ -139,6 +158,7 @@ export class DeviceRegistry {
       for (const [kind, value] of aliasesOf(r)) {
         const canon = kind === 'eui64' ? (canonicalEui64(value) ?? value) : value;
         if ((await this.redis.set(this.k.alias(kind, canon), r.id, 'NX')) === 'OK') n++;
+        this.cache?.forget([this.k.alias(kind, canon)]);
       }
     }
     return n;
@@ -160,7 +180,10 @@ export class DeviceRegistry {
       after.updatedAt = new Date().toISOString();
       after.version = (before.version ?? 0) + 1;
       const ok = await this.redis.eval(CAS, 1, this.k.rec(id), s, JSON.stringify(after));
-      if (ok === 1) return { before, after };
+      if (ok === 1) {
+        this.cache?.forget([this.k.rec(id)]);
+        return { before, after };
+      }
     }
     throw new Error(`device ${id}: too many concurrent changes`);
   }

@@ -169,6 +169,16 @@ export const METRICS = {
     labels: ['channel'],
   },
   device_webhook_total: { type: 'counter', help: 'Device webhook notifications, by outcome.', labels: ['outcome'] },
+  device_cache_active: {
+    type: 'gauge',
+    help: "1 while ingest reads device records from memory kept true by Redis's invalidations, 0 while it reads them from Redis.",
+  },
+  device_cache_entries: { type: 'gauge', help: 'Device records and identifiers held in memory by ingest.' },
+  device_cache_lookups_total: {
+    type: 'counter',
+    help: 'Device record and identifier lookups of ingest while the cache is active, by result (hit, miss).',
+    labels: ['result'],
+  },
 
   // Access and audit
   access_refused_total: { type: 'counter', help: 'Requests refused by access control, by HTTP status.', labels: ['status'] },
