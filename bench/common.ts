@@ -97,6 +97,8 @@ export function postMeasurements(url: string, body: unknown, agent?: Agent): Pro
 
 export type Arrival = [string, number];
 export interface SinkStats {
+  /** Bytes of the transaction Bundles received. */
+  bytes: number;
   observations: number;
   transactions: number;
   readings: number;

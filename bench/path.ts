@@ -174,6 +174,7 @@ async function main(): Promise<void> {
     await delivered(seq);
     if (ONLY !== 'latency') {
       const c0 = procs.map((p) => cpuMs(p.child.pid as number));
+      const sinkCpu0 = cpuMs(sink.child.pid as number);
       const io0 = procs.map((p) => syscalls(p.child.pid as number));
       const t0s = procs.map((p) => threadCpuMs(p.child.pid as number));
       const r0 = await commandStats(admin);
@@ -184,6 +185,7 @@ async function main(): Promise<void> {
       const s1 = await delivered(seq);
       const seconds = (Date.now() - t0) / 1000;
       const c1 = procs.map((p) => cpuMs(p.child.pid as number));
+      const sinkCpu1 = cpuMs(sink.child.pid as number);
       const io1 = procs.map((p) => syscalls(p.child.pid as number));
       const t1s = procs.map((p) => threadCpuMs(p.child.pid as number));
       const r1 = await commandStats(admin);
@@ -214,6 +216,9 @@ async function main(): Promise<void> {
           `  ${procs.length > 1 ? `process ${i + 1}, ` : ''}by thread (µs per reading): ${rows.map(([k, us]) => `${k} ${us.toFixed(0)}`).join(', ')}`,
         );
       });
+      console.log(
+        `  the sink (the EHR's stand-in): ${((1000 * (sinkCpu1 - sinkCpu0)) / readings).toFixed(0)} µs of CPU and ${((s1.bytes - s0.bytes) / readings).toFixed(0)} bytes of transaction per reading`,
+      );
       console.log(`  Redis CPU per reading: ${((1000 * (redisCpu1 - redisCpu0)) / readings).toFixed(0)} µs (INFO cpu)`);
       const rows = [...r1]
         .map(([k, v]) => [k, v.calls - (r0.get(k)?.calls ?? 0), v.usec - (r0.get(k)?.usec ?? 0)] as const)

@@ -15,6 +15,8 @@ const arrivals: [string, number][] = [];
 let observations = 0;
 let transactions = 0;
 let readings = 0;
+/** Bytes of the transaction Bundles received. */
+let bytes = 0;
 
 const server = createServer((req, res) => {
   if (req.method === 'GET') {
@@ -27,7 +29,10 @@ const server = createServer((req, res) => {
   req.on('data', (c: Buffer) => chunks.push(c));
   req.on('end', () => {
     const now = Date.now();
-    const bundle = JSON.parse(Buffer.concat(chunks).toString()) as { entry?: Entry[] };
+    const body = Buffer.concat(chunks);
+    bytes += body.length;
+    if (process.env.SINK_SHOW_FIRST && transactions === 1) console.error(body.toString());
+    const bundle = JSON.parse(body.toString()) as { entry?: Entry[] };
     const entries = bundle.entry ?? [];
     transactions++;
     // A transaction may carry several readings (the gateway coalesces jobs): a reading is a device + effective time.
@@ -61,6 +66,6 @@ server.listen(0, '127.0.0.1', () => {
 });
 
 process.on('message', (m: { type: string }) => {
-  if (m.type === 'stats') process.send?.({ type: 'stats', observations, transactions, readings, arrivals: arrivals.splice(0) });
+  if (m.type === 'stats') process.send?.({ type: 'stats', observations, transactions, readings, bytes, arrivals: arrivals.splice(0) });
   if (m.type === 'stop') server.close(() => process.exit(0));
 });
