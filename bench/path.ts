@@ -175,6 +175,7 @@ async function main(): Promise<void> {
     if (ONLY !== 'latency') {
       const c0 = procs.map((p) => cpuMs(p.child.pid as number));
       const sinkCpu0 = cpuMs(sink.child.pid as number);
+      const load0 = process.cpuUsage();
       const io0 = procs.map((p) => syscalls(p.child.pid as number));
       const t0s = procs.map((p) => threadCpuMs(p.child.pid as number));
       const r0 = await commandStats(admin);
@@ -186,6 +187,7 @@ async function main(): Promise<void> {
       const seconds = (Date.now() - t0) / 1000;
       const c1 = procs.map((p) => cpuMs(p.child.pid as number));
       const sinkCpu1 = cpuMs(sink.child.pid as number);
+      const load1 = process.cpuUsage(load0);
       const io1 = procs.map((p) => syscalls(p.child.pid as number));
       const t1s = procs.map((p) => threadCpuMs(p.child.pid as number));
       const r1 = await commandStats(admin);
@@ -219,6 +221,7 @@ async function main(): Promise<void> {
       console.log(
         `  the sink (the EHR's stand-in): ${((1000 * (sinkCpu1 - sinkCpu0)) / readings).toFixed(0)} µs of CPU and ${((s1.bytes - s0.bytes) / readings).toFixed(0)} bytes of transaction per reading`,
       );
+      console.log(`  the load generator (this process): ${((load1.user + load1.system) / readings).toFixed(0)} µs of CPU per reading`);
       console.log(`  Redis CPU per reading: ${((1000 * (redisCpu1 - redisCpu0)) / readings).toFixed(0)} µs (INFO cpu)`);
       const rows = [...r1]
         .map(([k, v]) => [k, v.calls - (r0.get(k)?.calls ?? 0), v.usec - (r0.get(k)?.usec ?? 0)] as const)
