@@ -6,8 +6,10 @@
  * One connection of its own enables tracking in broadcast mode for the key prefixes given, redirected to itself, and
  * subscribes to `__redis__:invalidate`: Redis then announces every change of such a key, by any client (every gateway
  * process, the API, a script, an expiry, FLUSHALL), and the entry is dropped. Nothing is served from memory unless
- * that connection is subscribed: while it is down, reconnecting, or not yet set up, every read goes to Redis and the
- * memory is empty; it is emptied again each time the connection is lost, since announcements may have been missed.
+ * that connection is subscribed and answers: while it is down, reconnecting, not yet set up, or has not answered a PING
+ * sent within the last second (FRESH_MS; one is sent four times a second), every read goes to Redis; the memory is
+ * emptied each time the connection is lost, since announcements may have been missed. A set-up that a reconnect
+ * interrupts is not resumed on the new connection: that one's 'ready' starts a set-up of its own.
  *
  * Changes this process makes through the registry drop their entries at once as well (forget), not only when the
  * announcement arrives. A read that was in flight when an announcement arrived is not kept (an epoch counts announcements): its answer may
@@ -32,8 +34,16 @@ export const DEVICE_CACHE_TTL_MS = 60_000;
  * would not notice a Redis host that went away without closing it (a failover after a crash), and would hear nothing
  * of the changes made on the new master. One that does not answer in time is dropped and opened again.
  */
-const PING_EVERY_MS = 1000;
+const PING_EVERY_MS = 250;
 const PING_TIMEOUT_MS = 2000;
+/**
+ * Memory answers only while a PING sent less than this long ago has been answered: a connection gone silent stops
+ * being trusted within this time, before the PING_TIMEOUT_MS that drops it. Redis sends a connection its messages in
+ * order, so once a PING's answer is in, every change Redis made before that PING has been announced and heard.
+ */
+export const FRESH_MS = 1000;
+/** How long after a failed set-up the connection is opened again. */
+const RETRY_MS = 5000;
 
 export interface RecordCacheOptions {
   /** Most keys held. */
@@ -49,6 +59,14 @@ export class RecordCache {
   private conn?: Redis;
   private subscribed = false;
   private stopped = false;
+  /** Numbers each set-up: one that a reconnect or a stop overtook gives up at its next step. */
+  private attempt = 0;
+  /** When the last PING that was answered was sent: every change Redis made before then has been heard of. */
+  private heardUpTo = 0;
+  private pinger?: NodeJS.Timeout;
+  private pinging = false;
+  private retry?: NodeJS.Timeout;
+  private started?: () => void;
   hits = 0;
   misses = 0;
   invalidations = 0;
@@ -60,91 +78,124 @@ export class RecordCache {
     private readonly log: Logger,
   ) {}
 
-  /** Whether reads are being served from memory (the tracking connection is subscribed). */
+  /**
+   * Whether reads are served from memory now: the tracking connection is subscribed, and a PING sent less than
+   * FRESH_MS ago has been answered on it (so it is not silently gone).
+   */
   get active(): boolean {
-    return this.subscribed;
+    return this.subscribed && Date.now() - this.heardUpTo < FRESH_MS;
   }
 
   get size(): number {
     return this.entries.size;
   }
 
-  /** Opens the tracking connection; resolves once it is set up, or once it failed (reads then go to Redis). */
+  /** Opens the tracking connection; resolves once it is set up, or has failed, or after 5 s (reads then go to Redis). */
   async start(): Promise<void> {
     if (this.conn || this.stopped) return;
-    // Its own subscriptions are made again by setUp on each connection, after tracking is on (not by ioredis first).
-    const conn = duplicateConnection(this.redis, { enableAutoPipelining: false, autoResubscribe: false }) as Redis;
+    // Its subscription is made by setUp on each connection, after tracking is on (not by ioredis first). Commands do
+    // not wait for a connection, nor are they sent again on the next one: a reconnect fails what was in flight, and
+    // the next 'ready' starts a set-up of its own.
+    const conn = duplicateConnection(this.redis, {
+      enableAutoPipelining: false,
+      autoResubscribe: false,
+      autoResendUnfulfilledCommands: false,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+    }) as Redis;
     this.conn = conn;
     conn.on('messageBuffer', (channel: Buffer, keys: Buffer[] | Buffer | null) => {
       if (channel.toString() !== INVALIDATE) return;
       this.invalidate(keys);
     });
-    for (const e of ['close', 'end', 'reconnecting', 'error'] as const) conn.on(e, () => this.lost());
+    for (const e of ['close', 'end', 'reconnecting'] as const) conn.on(e, () => this.lost());
+    conn.on('error', () => {
+      this.lost();
+      // An error that did not close the connection leaves it unsubscribed, or not tracking: start again.
+      if (conn.status === 'ready') this.reconnectLater(conn);
+    });
     conn.on('ready', () => void this.setUp(conn));
     this.pinger = setInterval(() => this.ping(conn), PING_EVERY_MS);
     this.pinger.unref();
-    if (conn.status === 'ready') await this.setUp(conn);
-    else
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          conn.off('ready', done);
-          resolve();
-        };
-        const timer = setTimeout(done, 5000);
-        timer.unref();
-        conn.on('ready', done);
-      });
-    if (this.ready) await this.ready;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.started?.(), 5000);
+      timer.unref();
+      this.started = () => {
+        clearTimeout(timer);
+        this.started = undefined;
+        resolve();
+      };
+      if (conn.status === 'ready') void this.setUp(conn);
+    });
   }
 
-  private ready?: Promise<void>;
-
-  private setUp(conn: Redis): Promise<void> {
-    this.ready = (async () => {
-      try {
-        const id = await conn.client('ID');
-        const args = ['TRACKING', 'ON', 'REDIRECT', String(id), 'BCAST'];
-        for (const p of this.prefixes) args.push('PREFIX', p);
-        await conn.call('CLIENT', ...args);
-        await conn.subscribe(INVALIDATE);
-        if (this.conn !== conn || conn.status !== 'ready') return;
-        this.entries.clear();
-        this.epoch++;
-        this.subscribed = true;
-      } catch (err) {
-        this.lost();
-        this.log.warn(
-          { error: (err as Error).message },
-          'device records are read from Redis for every message: tracking could not be set up',
-        );
-      }
-    })();
-    return this.ready;
+  private async setUp(conn: Redis): Promise<void> {
+    const mine = ++this.attempt;
+    const current = () => !this.stopped && this.conn === conn && this.attempt === mine && conn.status === 'ready';
+    try {
+      if (!current()) return;
+      this.lost();
+      const id = await conn.client('ID');
+      if (!current()) return;
+      const args = ['TRACKING', 'ON', 'REDIRECT', String(id), 'BCAST'];
+      for (const p of this.prefixes) args.push('PREFIX', p);
+      await conn.call('CLIENT', ...args);
+      if (!current()) return;
+      const sent = Date.now();
+      await conn.subscribe(INVALIDATE);
+      if (!current()) return;
+      this.entries.clear();
+      this.epoch++;
+      this.heardUpTo = sent;
+      this.subscribed = true;
+    } catch (err) {
+      if (!current()) return;
+      this.lost();
+      this.log.warn(
+        { error: (err as Error).message },
+        'device records are read from Redis for every message: tracking could not be set up; trying again in 5 s',
+      );
+      this.reconnectLater(conn);
+    } finally {
+      if (this.attempt === mine) this.started?.();
+    }
   }
 
-  private pinger?: NodeJS.Timeout;
-  private pinging = false;
+  /** Drops the connection in a while (ioredis opens it again, and its 'ready' sets tracking up anew). */
+  private reconnectLater(conn: Redis): void {
+    if (this.retry || this.stopped) return;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      if (!this.stopped && this.conn === conn) conn.disconnect(true);
+    }, RETRY_MS);
+    this.retry.unref();
+  }
 
   private ping(conn: Redis): void {
-    if (!this.subscribed || this.pinging) return;
+    if (!this.subscribed || this.pinging || this.conn !== conn) return;
     this.pinging = true;
+    const sent = Date.now();
     let answered = false;
     const timer = setTimeout(() => {
-      if (answered || this.conn !== conn) return;
+      if (answered || this.conn !== conn || this.stopped) return;
       this.log.warn({}, 'the connection that hears of device record changes did not answer: reading devices from Redis until it is back');
       this.lost();
       conn.disconnect(true);
     }, PING_TIMEOUT_MS);
     timer.unref();
-    conn
-      .ping()
-      .catch(() => undefined)
-      .finally(() => {
+    conn.ping().then(
+      () => {
         answered = true;
         this.pinging = false;
         clearTimeout(timer);
-      });
+        if (this.subscribed && this.conn === conn) this.heardUpTo = Math.max(this.heardUpTo, sent);
+      },
+      () => {
+        answered = true;
+        this.pinging = false;
+        clearTimeout(timer);
+      },
+    );
   }
 
   private lost(): void {
@@ -172,7 +223,7 @@ export class RecordCache {
 
   /** MGET through the memory: the keys held and fresh from it, the others from Redis (and kept, when nothing changed meanwhile). */
   async mget(keys: string[]): Promise<(string | null)[]> {
-    if (!this.subscribed) return this.redis.mget(keys);
+    if (!this.active) return this.redis.mget(keys);
     const now = Date.now();
     const out: (string | null)[] = new Array(keys.length);
     const missing: number[] = [];
@@ -186,7 +237,7 @@ export class RecordCache {
     this.misses += missing.length;
     const epoch = this.epoch;
     const got = await this.redis.mget(missing.map((i) => keys[i]));
-    const keep = this.subscribed && this.epoch === epoch;
+    const keep = this.active && this.epoch === epoch;
     missing.forEach((i, j) => {
       out[i] = got[j];
       if (keep) this.keep(keys[i], got[j], now);
@@ -203,7 +254,9 @@ export class RecordCache {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.pinger);
+    clearTimeout(this.retry);
     this.lost();
+    this.started?.();
     const conn = this.conn;
     this.conn = undefined;
     conn?.disconnect();

@@ -114,15 +114,25 @@ describe('device record cache', function () {
      * A TCP relay to Redis whose connections can be frozen (bytes stop flowing both ways, the sockets stay open), all
      * of them or those after the first `keep`.
      */
-    async function relay(keep = 0) {
+    async function relay(keep = 0, cutOn?: string) {
       let frozen = false;
+      let cut = false;
       const sockets: Socket[] = [];
       let n = 0;
       const server = createServer((client) => {
         const spared = n++ < keep;
         const upstream = connect(Number(new URL(redis.url).port), '127.0.0.1');
         sockets.push(client, upstream);
-        client.on('data', (d) => (spared || !frozen) && upstream.write(d));
+        client.on('data', (d) => {
+          // Cut the connection the first time a command carries `cutOn`, before Redis has it.
+          if (cutOn && !cut && !spared && d.toString().toUpperCase().includes(cutOn)) {
+            cut = true;
+            client.destroy();
+            upstream.destroy();
+            return;
+          }
+          if (spared || !frozen) upstream.write(d);
+        });
         upstream.on('data', (d) => (spared || !frozen) && client.write(d));
         client.on('error', () => undefined);
         upstream.on('error', () => undefined);
@@ -134,6 +144,7 @@ describe('device record cache', function () {
       await client.ping();
       return {
         client,
+        wasCut: () => cut,
         freeze: () => void (frozen = true),
         close: () => {
           client.disconnect();
@@ -155,6 +166,57 @@ describe('device record cache', function () {
         r.freeze();
         await eventually(async () => (!cache.active ? true : undefined), 10000, 'the silence noticed');
         assert.equal(cache.size, 0);
+      } finally {
+        await cache.stop();
+        r.close();
+      }
+    });
+
+    for (const step of ['TRACKING', 'SUBSCRIBE'])
+      it(`sets tracking up again when its connection is cut at ${step} while it sets it up`, async () => {
+        const r = await relay(1, step);
+        try {
+          cache = createRecordCache(r.client, ['t:rec:'], { max: 100, ttlMs: 60_000 }, log) as RecordCache;
+          await cache.start();
+          await eventually(async () => (cache.active ? true : undefined), 15000, 'tracking set up on the next connection');
+          assert.ok(r.wasCut(), 'the connection was cut');
+          await admin.set('t:rec:a', '1');
+          assert.deepEqual(await cache.mget(['t:rec:a']), ['1']);
+          const before = cache.invalidations;
+          await admin.set('t:rec:a', '2');
+          await eventually(async () => (cache.invalidations > before ? true : undefined), 5000, 'announcements heard');
+          assert.deepEqual(await cache.mget(['t:rec:a']), ['2']);
+        } finally {
+          await cache.stop();
+          r.close();
+        }
+      });
+
+    it('a stop while it starts ends the start', async () => {
+      cache = createRecordCache(admin, ['t:rec:'], { max: 100, ttlMs: 60_000 }, log) as RecordCache;
+      const starting = cache.start();
+      await cache.stop();
+      await starting;
+      assert.equal(cache.active, false);
+    });
+
+    it('does not serve from memory once its connection has gone silent, and reads the change from Redis', async () => {
+      // Reads through the first connection; the announcements come on the second, frozen: changes go unheard.
+      const r = await relay(1);
+      try {
+        cache = createRecordCache(r.client, ['t:rec:'], { max: 100, ttlMs: 60_000 }, log) as RecordCache;
+        await cache.start();
+        await admin.set('t:rec:a', '1');
+        // The announcement of this write first, so that what is frozen below is only what follows.
+        await eventually(async () => (cache.invalidations > 0 ? true : undefined), 5000, 'the first announcement');
+        await cache.mget(['t:rec:a']);
+        assert.deepEqual(await cache.mget(['t:rec:a']), ['1']);
+        assert.equal(cache.hits, 1, 'served from memory');
+        r.freeze();
+        await admin.set('t:rec:a', '2');
+        assert.deepEqual(await cache.mget(['t:rec:a']), ['1'], 'unheard: still served, until the silence is noticed');
+        await eventually(async () => ((await cache.mget(['t:rec:a']))[0] === '2' ? true : undefined), 10000, 'the change read from Redis');
+        assert.equal(cache.active, false);
       } finally {
         await cache.stop();
         r.close();
