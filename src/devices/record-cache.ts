@@ -42,8 +42,12 @@ const PING_TIMEOUT_MS = 2000;
  * order, so once a PING's answer is in, every change Redis made before that PING has been announced and heard.
  */
 export const FRESH_MS = 1000;
-/** How long after a failed set-up the connection is opened again. */
+/**
+ * How long after a failed set-up the connection is opened again: RETRY_MS, doubling with each failure in a row up to
+ * RETRY_MAX_MS (a Redis that refuses CLIENT TRACKING, for an ACL or its version, is asked again rarely).
+ */
 const RETRY_MS = 5000;
+const RETRY_MAX_MS = 300_000;
 
 export interface RecordCacheOptions {
   /** Most keys held. */
@@ -70,6 +74,8 @@ export class RecordCache {
   hits = 0;
   misses = 0;
   invalidations = 0;
+  /** Set-ups that failed in a row (0 once one succeeds). */
+  setupFailures = 0;
 
   constructor(
     private readonly redis: RedisClient,
@@ -148,26 +154,31 @@ export class RecordCache {
       this.epoch++;
       this.heardUpTo = sent;
       this.subscribed = true;
+      if (this.setupFailures)
+        this.log.info({ failures: this.setupFailures }, 'device records are read from memory again: tracking is set up');
+      this.setupFailures = 0;
     } catch (err) {
       if (!current()) return;
       this.lost();
-      this.log.warn(
-        { error: (err as Error).message },
-        'device records are read from Redis for every message: tracking could not be set up; trying again in 5 s',
-      );
-      this.reconnectLater(conn);
+      // Said once per run of failures: a Redis that refuses tracking for good would otherwise fill the log.
+      if (++this.setupFailures === 1)
+        this.log.warn(
+          { error: (err as Error).message },
+          'device records are read from Redis for every message: tracking could not be set up (it is tried again, less and less often)',
+        );
+      this.reconnectLater(conn, Math.min(RETRY_MS * 2 ** (this.setupFailures - 1), RETRY_MAX_MS));
     } finally {
       if (this.attempt === mine) this.started?.();
     }
   }
 
   /** Drops the connection in a while (ioredis opens it again, and its 'ready' sets tracking up anew). */
-  private reconnectLater(conn: Redis): void {
+  private reconnectLater(conn: Redis, delayMs = RETRY_MS): void {
     if (this.retry || this.stopped) return;
     this.retry = setTimeout(() => {
       this.retry = undefined;
       if (!this.stopped && this.conn === conn) conn.disconnect(true);
-    }, RETRY_MS);
+    }, delayMs);
     this.retry.unref();
   }
 

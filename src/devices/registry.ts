@@ -106,8 +106,8 @@ export class DeviceRegistry {
   }
 
   /**
-   * Several records in one round trip (ingest looks up every device of a message at once), or none, from the cache
-   * when it holds them all.
+   * Several records in one round trip (ingest looks up every device of a message at once); with a cache, those it
+   * holds from memory and only the others from Redis.
    */
   async getMany(ids: string[]): Promise<Map<string, DeviceRecord>> {
     const out = new Map<string, DeviceRecord>();

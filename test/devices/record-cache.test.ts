@@ -257,6 +257,28 @@ describe('device record cache', function () {
       assert.equal(cache.misses, misses, 'the newest two are held');
     });
 
+    it('reads from Redis where tracking is refused (an ACL without CLIENT), says so once, and tries again less often', async () => {
+      await admin.call('ACL', 'SETUSER', 'noclient', 'on', '>secret-pw', '~*', '&*', '+@all', '-client');
+      const limited = new IORedis.default(redis.url.replace('redis://', 'redis://noclient:secret-pw@'));
+      const warnings: string[] = [];
+      const quiet = { warn: (_o: object, m: string) => warnings.push(m), info: () => undefined } as unknown as typeof log;
+      try {
+        cache = createRecordCache(limited, ['t:rec:'], { max: 100, ttlMs: 60_000 }, quiet) as RecordCache;
+        await cache.start();
+        assert.equal(cache.active, false);
+        await admin.set('t:rec:a', '1');
+        assert.deepEqual(await cache.mget(['t:rec:a']), ['1'], 'read from Redis');
+        assert.equal(cache.size, 0, 'nothing held');
+        await eventually(async () => (cache.setupFailures >= 2 ? true : undefined), 15000, 'a second try');
+        assert.equal(warnings.length, 1, 'one warning for the run of failures');
+        assert.match(warnings[0], /tracking could not be set up/);
+      } finally {
+        await cache.stop();
+        limited.disconnect();
+        await admin.call('ACL', 'DELUSER', 'noclient');
+      }
+    });
+
     it('is not made for max 0', () => {
       assert.equal(createRecordCache(admin, ['t:rec:'], { max: 0, ttlMs: 1000 }, log), undefined);
     });
