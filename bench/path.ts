@@ -13,7 +13,7 @@
  *     of: post → arrival at the sink, post → 202, and per job (bull's own timestamps of the completed jobs): received →
  *     in Redis, in Redis → taken by the worker, taken → completed; and the readings per job.
  *
- * Usage: npx tsx bench/path.ts [--requests 4000] [--batch 1] [--rate 500] [--seconds 10] [--split] [--only cost|latency]
+ * Usage: npx tsx bench/path.ts [--requests 4000] [--batch 1] [--warmup 40000] [--rate 500] [--seconds 10] [--split] [--only cost|latency]
  *   [--floor] [--dist] [NAME=value ...] (gateway settings, e.g. DELIVERY_TRANSACTIONS=1)
  * --floor runs bench/floor.ts instead of the gateway (cost only): the same stack's plumbing without the gateway's own
  * work, a baseline to read the gateway's figures against.
@@ -26,13 +26,27 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { args, opt, percentile, postMeasurements, reading, run, spawnFloor, spawnGateway, startSink } from './common.js';
+import {
+  args,
+  LoadConnection,
+  opt,
+  percentile,
+  postMeasurements,
+  reading,
+  requestBytes,
+  run,
+  spawnFloor,
+  spawnGateway,
+  startSink,
+} from './common.js';
 
 const REQUESTS = opt('requests', 4000);
 const BATCH = opt('batch', 1);
 const RATE = opt('rate', 500);
 const SECONDS = opt('seconds', 10);
 const IN_FLIGHT = 16;
+/** Readings posted and delivered before anything is measured: a gateway settles over tens of thousands (bench/run.ts, warmUp). */
+const WARMUP = opt('warmup', 40_000);
 /** --floor: bench/floor.ts (the stack's plumbing without the gateway's work) in place of the gateway; cost only. */
 const FLOOR = args.includes('--floor');
 const ONLY = FLOOR ? 'cost' : args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
@@ -142,13 +156,17 @@ async function main(): Promise<void> {
     });
     return BATCH === 1 ? rs[0] : rs;
   };
-  const drive = async (n: number) => {
+  // The cost phase's load: requests built before it starts, sent on lean connections (common.ts LoadConnection).
+  const target = new URL(url);
+  const connections = Array.from({ length: IN_FLIGHT }, () => new LoadConnection(target));
+  const prepare = (n: number) => Array.from({ length: n }, () => requestBytes(target, '/ingest/measurements', JSON.stringify(body())));
+  const drive = async (requests: Buffer[]) => {
     let i = 0;
     await Promise.all(
-      Array.from({ length: IN_FLIGHT }, async () => {
-        while (i++ < n) {
-          const status = await post(body());
-          if (status !== 202) throw new Error(`the gateway answered ${status}`);
+      connections.map(async (c) => {
+        while (i < requests.length) {
+          const { status, body: answer } = await c.send(requests[i++]);
+          if (status !== 202) throw new Error(`the gateway answered ${status}: ${answer.toString().slice(0, 500)}`);
         }
       }),
     );
@@ -170,9 +188,10 @@ async function main(): Promise<void> {
     }`,
   );
   try {
-    await drive(2000);
+    await drive(prepare(Math.ceil(WARMUP / BATCH)));
     await delivered(seq);
     if (ONLY !== 'latency') {
+      const requests = prepare(REQUESTS);
       const c0 = procs.map((p) => cpuMs(p.child.pid as number));
       const sinkCpu0 = cpuMs(sink.child.pid as number);
       const load0 = process.cpuUsage();
@@ -182,7 +201,7 @@ async function main(): Promise<void> {
       const redisCpu0 = await redisCpuMs(admin);
       const s0 = await sink.stats();
       const t0 = Date.now();
-      await drive(REQUESTS);
+      await drive(requests);
       const s1 = await delivered(seq);
       const seconds = (Date.now() - t0) / 1000;
       const c1 = procs.map((p) => cpuMs(p.child.pid as number));

@@ -13,10 +13,10 @@
  *     delivered readings/s to it
  *
  * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 500 --offer 3000 --seconds 10 --concurrency 32 --batch-max N --split --profile
- *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1 --warmup 4000 --dist]
+ *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1 --warmup 40000 --dist]
  * (--batch: readings per request in the sustained phase, one run per value, 20 then 1 by default; --batch-max:
  *  DELIVERY_BATCH_MAX, the gateway's default if absent; --warmup N: readings of each shape posted and delivered before
- *  anything is measured, not reported, 4000 by default: the figures are of a gateway that has run a while)
+ *  anything is measured, not reported, 40000 by default: the figures are of a gateway that has run a while)
  * (--mllp R: afterwards (default 500,1500; 0: not), runs bench/hl7v2.ts with --rate R: ACKed PCD-01 messages/s over MLLP and the ACK latency
  *  p50/p99 at N messages/s offered, against a gateway in the ingest role)
  * (--split runs ingest and delivery as two processes, as a scaled deployment does)
@@ -40,11 +40,25 @@ import { join } from 'node:path';
 import Bull from 'bull';
 import IORedis from 'ioredis';
 import { EmbeddedRedis } from '../src/queue/embedded-redis.js';
-import { type Arrival, args, gatewayShape, opt, percentile, ROOT, reading, run, type Sink, spawnGateway, startSink } from './common.js';
+import {
+  type Arrival,
+  args,
+  gatewayShape,
+  LoadConnection,
+  opt,
+  percentile,
+  ROOT,
+  reading,
+  requestBytes,
+  run,
+  type Sink,
+  spawnGateway,
+  startSink,
+} from './common.js';
 
 const READINGS = opt('readings', 20000);
 /** Readings posted per request shape before anything is measured, not reported: V8 optimises the path only after some thousands of requests. */
-const WARMUP = opt('warmup', 4000);
+const WARMUP = opt('warmup', 40_000);
 const BATCH_ARG = args.includes('--batch') ? args[args.indexOf('--batch') + 1] : '20,1';
 const BATCHES = BATCH_ARG.split(',').map(Number);
 if (!BATCHES.every((b) => Number.isInteger(b) && b > 0)) throw new Error('--batch: readings per request, e.g. 20 or 20,1');
@@ -170,6 +184,8 @@ interface Sustained {
   ingestPerS: number;
   /** Request → 202 latencies (ms), sorted. */
   ingestMs: number[];
+  /** CPU time per reading (µs) of this process, the load generator (the sink's counts asked for included). */
+  loadCpuUs: number;
   /** CPU time per reading (µs) of the gateway process(es) and of Redis, when measured. */
   gatewayCpuUs?: number;
   redisCpuUs?: number;
@@ -180,7 +196,7 @@ interface Sustained {
 const cpuLine = (r: Sustained) =>
   r.gatewayCpuUs === undefined
     ? ''
-    : `  CPU per reading  gateway ${r.gatewayCpuUs.toFixed(0)} µs, Redis ${r.redisCpuUs?.toFixed(0)} µs (process CPU time: less at the mercy of other load than readings/s)`;
+    : `  CPU per reading  gateway ${r.gatewayCpuUs.toFixed(0)} µs, Redis ${r.redisCpuUs?.toFixed(0)} µs, load generator ${r.loadCpuUs.toFixed(0)} µs (process CPU time: less at the mercy of other load than readings/s)`;
 
 /**
  * Posts READINGS readings, `perRequest` in each request (a lone reading is posted as an object, as a device sends it),
@@ -188,23 +204,30 @@ const cpuLine = (r: Sustained) =>
  * until the last is delivered.
  */
 async function sustained(urls: string[], sink: Sink, seq: number, perRequest: number, count = READINGS): Promise<Sustained> {
-  const batches: unknown[] = [];
+  // The requests are built before the clock starts and sent on lean connections (common.ts LoadConnection), so that
+  // the load takes as little as it can of the cores the gateway shares with it.
+  const targets = urls.map((u) => new URL(u));
+  const requests: Buffer[] = [];
   for (let i = 0; i < count; i += perRequest) {
     const readings = Array.from({ length: Math.min(perRequest, count - i) }, (_, k) => reading((i + k) % 2000, seq + i + k));
-    batches.push(perRequest === 1 ? readings[0] : readings);
+    const target = targets[requests.length % targets.length];
+    requests.push(requestBytes(target, '/ingest/measurements', JSON.stringify(perRequest === 1 ? readings[0] : readings)));
   }
+  const connections = Array.from({ length: IN_FLIGHT }, () => targets.map((t) => new LoadConnection(t)));
   const base = await sink.stats();
   let obs = 0;
   let transactions = 0;
+  const load0 = process.cpuUsage();
   const t0 = performance.now();
   let next = 0;
   const ingestMs: number[] = [];
   const posting = Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
-      while (next < batches.length) {
+    connections.map(async (mine) => {
+      while (next < requests.length) {
         const t = performance.now();
         const n = next++;
-        await post(urls[n % urls.length], batches[n]);
+        const { status, body } = await mine[n % targets.length].send(requests[n]);
+        if (status !== 202) throw new Error(`ingest answered ${status}: ${body.toString()}`);
         ingestMs.push(performance.now() - t);
       }
     }),
@@ -217,7 +240,9 @@ async function sustained(urls: string[], sink: Sink, seq: number, perRequest: nu
     return s.readings - base.readings >= count;
   }, 600_000);
   const seconds = (performance.now() - t0) / 1000;
+  const load = process.cpuUsage(load0);
   const ingestSeconds = ((await ingestDone) - t0) / 1000;
+  for (const c of connections.flat()) c.close();
   ingestMs.sort((a, b) => a - b);
   return {
     readingsPerS: count / seconds,
@@ -226,13 +251,17 @@ async function sustained(urls: string[], sink: Sink, seq: number, perRequest: nu
     transactions,
     ingestPerS: count / ingestSeconds,
     ingestMs,
+    loadCpuUs: (load.user + load.system) / count,
   };
 }
 
 /**
  * Warm-up, not reported: WARMUP readings of each request shape, posted and delivered as the sustained runs do (the
- * connections opened, the path through ingest and delivery optimised by V8, which takes some thousands of requests;
- * 20,000 one-reading requests measured cold delivered 3,347 readings/s, warmed up 4,504, on the same day). Then a second of quiet.
+ * connections opened, the path through ingest and delivery optimised by V8). A gateway takes tens of thousands of
+ * requests to settle: V8's collector keeps marking the old generation while the heap grows to its working size (the
+ * collector's helper threads took 10–14 µs per reading after 2,000 one-reading requests, 3–4 µs after 40,000). Measured
+ * after 4,000 one-reading requests, 20,000 more delivered 5,146 and 5,237 readings/s at 243–247 µs of gateway CPU per
+ * reading; after 40,000, 6,273 and 6,361 at 199–201 µs (in turns, on the same day). Then a second of quiet.
  */
 async function warmUp(urls: string[], sink: Sink, seq: number): Promise<void> {
   for (const [k, perRequest] of BATCHES.entries()) if (WARMUP > 0) await sustained(urls, sink, seq + k * WARMUP, perRequest, WARMUP);
