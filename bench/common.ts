@@ -49,7 +49,8 @@ async function spawnServer(entry: string[], env: Record<string, string>): Promis
   const profile = args.includes('--profile') ? ['--cpu-prof', '--cpu-prof-dir', join(tmpdir(), 'gw-bench-profile')] : [];
   const child = spawn(process.execPath, [...profile, ...entry], {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    // Two glibc malloc arenas, as npm start and the container image run the gateway (docs/scaling.md).
+    env: { MALLOC_ARENA_MAX: '2', ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';

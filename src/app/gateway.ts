@@ -439,6 +439,8 @@ export class Gateway {
         destinations: this.deliveries.map((d) => `${d.destination.name}=${withoutCredentials(d.ehr.baseUrl)}`),
         unknownPatientPolicy: config.unknownPatientPolicy,
         ...(this.role === 'all' ? { deliveryThread: threaded ? 'on' : 'off', cores: cores.cores, cpuQuota: cores.quota } : {}),
+        // glibc's malloc arenas per thread (docs/scaling.md): npm start and the container image set 2.
+        mallocArenaMax: process.env.MALLOC_ARENA_MAX ?? null,
       },
       'gateway started',
     );

@@ -266,6 +266,12 @@ describe('docs: every shell example of README.md and docs/ runs as written', fun
     if (state) rmSync(state, { recursive: true, force: true });
   });
 
+  it('npm start runs the gateway with two glibc malloc arenas (MALLOC_ARENA_MAX=2), as the container image does', () => {
+    const started = gatewayOutput.split('\n').find((l) => l.includes('"msg":"gateway started"'));
+    assert.ok(started, 'the gateway started line');
+    assert.equal(JSON.parse(started).mallocArenaMax, '2');
+  });
+
   it('every example is runnable or marked: no untagged command blocks, inline curls, bare iomt-gateway or stray markers', () => {
     const problems = FILES.flatMap((f) => f.problems);
     assert.deepEqual(problems, [], problems.join('\n'));
