@@ -13,7 +13,7 @@
  *     of: post → arrival at the sink, post → 202, and per job (bull's own timestamps of the completed jobs): received →
  *     in Redis, in Redis → taken by the worker, taken → completed; and the readings per job.
  *
- * Usage: npx tsx bench/path.ts [--requests 4000] [--batch 1] [--warmup 40000] [--rate 500] [--seconds 10] [--split] [--only cost|latency]
+ * Usage: npx tsx bench/path.ts [--requests 4000] [--batch 1] [--warmup 40000] [--warmup-batch N] [--rate 500] [--seconds 10] [--split] [--only cost|latency]
  *   [--floor] [--dist] [NAME=value ...] (gateway settings, e.g. DELIVERY_TRANSACTIONS=1)
  * --floor runs bench/floor.ts instead of the gateway (cost only): the same stack's plumbing without the gateway's own
  * work, a baseline to read the gateway's figures against.
@@ -47,6 +47,8 @@ const SECONDS = opt('seconds', 10);
 const IN_FLIGHT = 16;
 /** Readings posted and delivered before anything is measured: a gateway settles over tens of thousands (bench/run.ts, warmUp). */
 const WARMUP = opt('warmup', 40_000);
+/** Readings per request during the warm-up (--batch by default): a gateway warmed up on another shape than it is measured on. */
+const WARMUP_BATCH = opt('warmup-batch', BATCH);
 /** --floor: bench/floor.ts (the stack's plumbing without the gateway's work) in place of the gateway; cost only. */
 const FLOOR = args.includes('--floor');
 const ONLY = FLOOR ? 'cost' : args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
@@ -149,17 +151,18 @@ async function main(): Promise<void> {
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const post = (body: unknown) => postMeasurements(url, body, agent);
   let seq = 0;
-  const body = () => {
-    const rs = Array.from({ length: BATCH }, () => {
+  const body = (batch = BATCH) => {
+    const rs = Array.from({ length: batch }, () => {
       seq++;
       return reading(seq % 2000, seq);
     });
-    return BATCH === 1 ? rs[0] : rs;
+    return batch === 1 ? rs[0] : rs;
   };
   // The cost phase's load: requests built before it starts, sent on lean connections (common.ts LoadConnection).
   const target = new URL(url);
   const connections = Array.from({ length: IN_FLIGHT }, () => new LoadConnection(target));
-  const prepare = (n: number) => Array.from({ length: n }, () => requestBytes(target, '/ingest/measurements', JSON.stringify(body())));
+  const prepare = (n: number, batch = BATCH) =>
+    Array.from({ length: n }, () => requestBytes(target, '/ingest/measurements', JSON.stringify(body(batch))));
   const drive = async (requests: Buffer[]) => {
     let i = 0;
     await Promise.all(
@@ -188,7 +191,7 @@ async function main(): Promise<void> {
     }`,
   );
   try {
-    await drive(prepare(Math.ceil(WARMUP / BATCH)));
+    await drive(prepare(Math.ceil(WARMUP / WARMUP_BATCH), WARMUP_BATCH));
     await delivered(seq);
     if (ONLY !== 'latency') {
       const requests = prepare(REQUESTS);
