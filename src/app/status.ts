@@ -57,6 +57,9 @@ export function statusRoutes(deps: StatusDeps): Router {
   const { config, queues, metrics } = deps;
   const queue = queues.primary.queue;
   const router = express.Router();
+  // What the process holds (docs/scaling.md, Memory): watch the resident memory for a slope.
+  metrics.gauge('process_resident_memory_bytes', () => process.memoryUsage.rss());
+  metrics.gauge('process_heap_used_bytes', () => process.memoryUsage().heapUsed);
   // Prometheus state set: one series per state, 1 for the current one.
   metrics.gaugeFamily('destination_breaker_state', async () =>
     (await deps.delivering()).flatMap(({ breaker: b }) =>

@@ -193,6 +193,13 @@ export const METRICS = {
   // Mappings
   adapter_registrations_total: { type: 'counter', help: 'Adapters registered or updated through the API.' },
   adapter_registrations_refused_total: { type: 'counter', help: 'Adapter registrations refused.' },
+
+  // The process
+  process_resident_memory_bytes: { type: 'gauge', help: 'Resident memory of the gateway process, every thread included, in bytes.' },
+  process_heap_used_bytes: {
+    type: 'gauge',
+    help: "V8 heap in use by the gateway's own thread, in bytes (a delivery thread's heap counts in the resident memory only).",
+  },
 } as const satisfies Record<string, MetricDef>;
 
 export type MetricName = keyof typeof METRICS;

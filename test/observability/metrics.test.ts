@@ -171,6 +171,13 @@ for (const thread of ['off', 'on'] as const)
       assert.notEqual(sampleValue(m, 'iomt_devices_connectivity', { connectivity: 'offline' }), undefined);
     });
 
+    it("the process's resident memory and the heap its own thread uses, in bytes", () => {
+      const rss = sampleValue(m, 'iomt_process_resident_memory_bytes', {}) ?? 0;
+      const heap = sampleValue(m, 'iomt_process_heap_used_bytes', {}) ?? 0;
+      assert.ok(rss > 20 * 2 ** 20, `resident ${rss}`);
+      assert.ok(heap > 2 ** 20 && heap < rss, `heap ${heap} of ${rss}`);
+    });
+
     it('no label value carries a device id, a patient id or an HL7 control id that was sent', () => {
       const ids = [DEVICE, PATIENT, BAD_DEVICE, BAD_PATIENT, CONTROL_ID, HL7_PATIENT, HL7_DEVICE];
       for (const s of m.samples)
