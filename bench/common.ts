@@ -1,6 +1,6 @@
 /** What the benchmarks share: their command-line options, a gateway child process, and how they run and exit. */
 import { type ChildProcess, fork, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync } from 'node:fs';
 import { type Agent, request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -45,9 +45,15 @@ export function spawnFloor(env: Record<string, string>): Promise<{ child: ChildP
   return spawnServer(['--import', 'tsx', join(ROOT, 'bench/floor.ts')], env);
 }
 
+/**
+ * Two settings of the bench's own environment help find what V8 does with the gateway: BENCH_NODE_FLAGS, node options
+ * for the gateway process that NODE_OPTIONS does not carry (V8's, such as --trace-gc or --trace-pretenuring-statistics),
+ * and BENCH_STDOUT, a file that gets everything the gateway writes to its standard output (where V8 prints its traces).
+ */
 async function spawnServer(entry: string[], env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
   const profile = args.includes('--profile') ? ['--cpu-prof', '--cpu-prof-dir', join(tmpdir(), 'gw-bench-profile')] : [];
-  const child = spawn(process.execPath, [...profile, ...entry], {
+  const flags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...flags, ...profile, ...entry], {
     cwd: ROOT,
     // Two glibc malloc arenas, as npm start and the container image run the gateway (docs/scaling.md).
     env: { MALLOC_ARENA_MAX: '2', ...process.env, ...env },
@@ -56,6 +62,7 @@ async function spawnServer(entry: string[], env: Record<string, string>): Promis
   let out = '';
   const url = await new Promise<string>((res, rej) => {
     child.stdout?.on('data', (b: Buffer) => {
+      if (process.env.BENCH_STDOUT) appendFileSync(process.env.BENCH_STDOUT, b);
       out += b.toString();
       const m = /"url":"(http:[^"]+)"[^\n]*"msg":"gateway started"/.exec(out);
       if (m) res(m[1]);
