@@ -312,7 +312,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const p of procs) p.child.kill('SIGTERM');
-    await Promise.all(procs.map((p) => new Promise((r) => (p.child.exitCode === null ? p.child.once('exit', r) : r(null)))));
+    await Promise.all(procs.map((p) => new Promise((r) => (p.child.exitCode === null ? p.child.once('close', r) : r(null)))));
     sink.child.kill();
     await admin.quit();
     await redis.stop();
