@@ -9,8 +9,9 @@
  *   - open loop: one reading per request offered at --offer readings/s (default 3000; 0: not) as a fleet of devices
  *     sends them (no waiting for the answers to other requests): the delivered readings/s and the latency; the closed
  *     loop of the sustained runs measures 16 requests in flight, and so the latency of one as much as the throughput
- *   - the ceiling: bull no-op jobs/s on the same Redis (the median of three runs after a warm-up), and the ratio of
- *     delivered readings/s to it
+ *   - the ceiling: bull no-op jobs/s on the same Redis (the median of three runs after a warm-up), measured just before
+ *     each request shape's sustained phase and again at the end, and the ratio of delivered readings/s to each: to the
+ *     one next to its phase, and to the one at the end
  *
  * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 500 --offer 3000 --seconds 10 --concurrency 32 --batch-max N --split --profile
  *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1 --warmup 40000 --dist]
@@ -486,6 +487,13 @@ async function main(): Promise<void> {
       out.redisCpuUs = (((await redisCpuMs()) - r0) * 1000) / READINGS;
       return out;
     };
+    // The ceiling next to each shape's phase as well as at the end: the machine's speed drifts during a run (the
+    // ceiling's three runs at the end moved by up to a fifth on a busy day), and a ratio is truest to the ceiling
+    // measured next to what it divides. Once to warm bull up in this process, then the median of three.
+    await noopCeiling(redisUrl, 2000);
+    const ceilingNow = async (): Promise<number[]> =>
+      [await noopCeiling(redisUrl, 20000), await noopCeiling(redisUrl, 20000), await noopCeiling(redisUrl, 20000)].sort((a, b) => a - b);
+    const before = new Map<number, number[]>([[BATCH, await ceilingNow()]]);
     const runs: [string, Sustained][] = [];
     for (const [k, mode] of FSYNC_MODES.entries()) {
       await admin.config('SET', 'appendfsync', mode);
@@ -494,8 +502,10 @@ async function main(): Promise<void> {
     // The other request shapes, with the first setting (distinct timestamps: no run's readings are another's duplicates).
     await admin.config('SET', 'appendfsync', FSYNC_MODES[0]);
     const shapes: [number, Sustained][] = [];
-    for (const [k, perRequest] of BATCHES.slice(1).entries())
+    for (const [k, perRequest] of BATCHES.slice(1).entries()) {
+      before.set(perRequest, await ceilingNow());
       shapes.push([perRequest, await cpuPerReading(() => sustained([gw.url], sink, 200_000 + k * READINGS, perRequest))]);
+    }
     admin.disconnect();
     const { readingsPerS, obsPerS, seconds, transactions, ingestPerS } = runs[0][1];
 
@@ -511,12 +521,8 @@ async function main(): Promise<void> {
     const open = OFFER > 0 ? await latencyAt([gw.url], sink, 3_000_000, OFFER, span) : [];
     const openPeak = gw.phasePeak();
 
-    // 3. Ceiling: bull no-op jobs on the same Redis.
-    // Once to warm bull up in this process, then three times: the median (one run alone moved by a fifth between runs).
-    await noopCeiling(redisUrl, 2000);
-    const ceilings = [await noopCeiling(redisUrl, 20000), await noopCeiling(redisUrl, 20000), await noopCeiling(redisUrl, 20000)].sort(
-      (a, b) => a - b,
-    );
+    // 3. Ceiling: bull no-op jobs on the same Redis, the median of three runs (one run alone moved by a fifth between runs).
+    const ceilings = await ceilingNow();
     const ceiling = ceilings[1];
 
     const f = (n: number) => n.toFixed(0);
@@ -563,7 +569,11 @@ async function main(): Promise<void> {
     console.log(
       `ceiling: bull no-op jobs on the same Redis (concurrency ${CONCURRENCY}): ${f(ceiling)} jobs/s (median of three runs: ${ceilings.map(f).join(', ')})`,
     );
-    console.log(`ratio delivered readings/s ÷ no-op jobs/s: ${(readingsPerS / ceiling).toFixed(2)} (${BATCH} per request)`);
+    const ratioLine = (perRequest: number, readingsPerS: number) => {
+      const next = before.get(perRequest) as number[];
+      return `ratio delivered readings/s ÷ no-op jobs/s: ${(readingsPerS / next[1]).toFixed(2)} to the ceiling measured just before the phase (${f(next[1])} jobs/s; runs ${next.map(f).join(', ')}), ${(readingsPerS / ceiling).toFixed(2)} to the one at the end`;
+    };
+    console.log(`${ratioLine(BATCH, readingsPerS)} (${BATCH} per request)`);
     for (const [perRequest, r] of shapes) {
       console.log(
         `sustained (${READINGS} readings, ${perRequest} per request, ${IN_FLIGHT} requests in flight, appendfsync ${runs[0][0]}):`,
@@ -573,7 +583,7 @@ async function main(): Promise<void> {
       console.log(`  ingest accepted  ${f(r.ingestPerS)} readings/s, ${f(r.ingestPerS / perRequest)} requests/s`);
       console.log(`  ingest latency   ${ms(r.ingestMs)}`);
       console.log(cpuLine(r));
-      console.log(`  ratio delivered readings/s ÷ no-op jobs/s: ${(r.readingsPerS / ceiling).toFixed(2)}`);
+      console.log(`  ${ratioLine(perRequest, r.readingsPerS)}`);
     }
   } finally {
     for (const g of [gw, worker]) g?.child.kill('SIGTERM');
