@@ -15,6 +15,7 @@ import type { RecordCache } from './record-cache.js';
 import type { RedisClient } from '../queue/connection.js';
 import { keyGroup } from '../core/keys.js';
 import { canonicalEui64 } from '../fhir/identifiers.js';
+import { takeBatch } from '../queue/group-commit.js';
 import { type DeliveryJob, normalizeJob } from '../queue/queue.js';
 import type { DeviceRecord, DeviceTelemetry } from './model.js';
 
@@ -277,11 +278,7 @@ export class DeviceRegistry {
     this.seenBusy = true;
     try {
       while (this.seenWaiting.length) {
-        let n = 0;
-        let devices = 0;
-        while (n < this.seenWaiting.length && (n === 0 || devices + this.seenWaiting[n].devices.length <= SEEN_MAX_DEVICES))
-          devices += this.seenWaiting[n++].devices.length;
-        const batch = this.seenWaiting.splice(0, n);
+        const batch = takeBatch(this.seenWaiting, SEEN_MAX_DEVICES, (m) => m.devices.length);
         this.seenStats.writes++;
         this.seenStats.messages += batch.length;
         const keys: string[] = [];

@@ -37,6 +37,17 @@ interface Waiting {
 /** Most jobs written in one batch: a bound on one MULTI's size (the rest go in the next round trip). */
 export const GROUP_MAX_JOBS = 500;
 
+/**
+ * The next batch of a group commit, taken from the front of `waiting`: the first in line, then as many more as fit in
+ * `max` by weight, in arrival order (the rest wait for the next round trip).
+ */
+export function takeBatch<T>(waiting: T[], max: number, weightOf: (w: T) => number): T[] {
+  let n = 0;
+  let total = 0;
+  while (n < waiting.length && (n === 0 || total + weightOf(waiting[n]) <= max)) total += weightOf(waiting[n++]);
+  return waiting.splice(0, n);
+}
+
 /** A copy of a refusal for each request of a failed batch: the same status, outcome and headers, an error of its own. */
 function copyError(err: unknown): unknown {
   if (!(err instanceof GatewayError)) return err;
@@ -105,13 +116,7 @@ export class GroupCommit {
   private async drain(): Promise<void> {
     this.busy = true;
     try {
-      while (this.waiting.length) {
-        let n = 0;
-        let jobs = 0;
-        while (n < this.waiting.length && (n === 0 || jobs + this.waiting[n].jobs.length <= this.maxJobs))
-          jobs += this.waiting[n++].jobs.length;
-        await this.commit(this.waiting.splice(0, n));
-      }
+      while (this.waiting.length) await this.commit(takeBatch(this.waiting, this.maxJobs, (w) => w.jobs.length));
     } finally {
       this.busy = false;
     }

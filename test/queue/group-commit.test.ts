@@ -7,7 +7,7 @@ import IORedis from 'ioredis';
 import { defaultDestination } from '../../src/config/destinations.js';
 import type { Reading } from '../../src/core/contract.js';
 import { GatewayError } from '../../src/core/errors.js';
-import { combineJobs, GroupCommit } from '../../src/queue/group-commit.js';
+import { combineJobs, GroupCommit, takeBatch } from '../../src/queue/group-commit.js';
 import { type DeliveryJob, DeliveryQueue, jobIdFor } from '../../src/queue/queue.js';
 import { DestinationQueues } from '../../src/queue/routing.js';
 import { startRedis, type TestRedis } from '../helpers/harness.js';
@@ -39,6 +39,30 @@ const settle = <T>(p: Promise<T>) =>
     (value) => ({ ok: true as const, value }),
     (err: unknown) => ({ ok: false as const, err }),
   );
+
+describe('queue: takeBatch, the next batch of a group commit', () => {
+  it('takes the first in line whatever its weight, then those that fit, in arrival order, and leaves the rest', () => {
+    const waiting = [7, 2, 1, 1, 3];
+    assert.deepEqual(
+      takeBatch(waiting, 5, (w) => w),
+      [7],
+      'the first goes even over the bound, alone when nothing else fits',
+    );
+    assert.deepEqual(
+      takeBatch(waiting, 5, (w) => w),
+      [2, 1, 1],
+    );
+    assert.deepEqual(waiting, [3]);
+    assert.deepEqual(
+      takeBatch(waiting, 5, (w) => w),
+      [3],
+    );
+    assert.deepEqual(
+      takeBatch(waiting, 5, (w) => w),
+      [],
+    );
+  });
+});
 
 describe('queue: group commit on ingest (real Redis)', function () {
   this.timeout(30_000);
