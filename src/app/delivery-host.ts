@@ -59,6 +59,31 @@ const THREAD_YOUNG_GENERATION_MB = 16;
 /** /metrics reads the thread's state for two gauges: one question serves both (ms). */
 const STATE_REUSE_MS = 250;
 
+/** What the thread's log lines are written to: the gateway logger's stream (a pino multistream, say). */
+export type LogSink = { write(text: string): unknown; lastLevel?: number | string };
+
+/**
+ * Writes the delivery thread's log lines (JSON, a batch of them) to the gateway logger's stream. A stream that asks pino
+ * for each line's metadata (a pino multistream: it sends a line to the streams of that line's level, by the level pino
+ * noted last) gets the lines one by one, each with its own level noted first: otherwise a thread's error written after
+ * the gateway's info line would go where info goes, and not where errors go.
+ */
+export function writeThreadLines(stream: LogSink, text: string): void {
+  if (!(stream as Record<symbol, unknown>)[pino.symbols.needsMetadataGsym]) {
+    stream.write(text);
+    return;
+  }
+  for (let at = 0; at < text.length; ) {
+    const end = text.indexOf('\n', at);
+    const next = end < 0 ? text.length : end + 1;
+    const line = text.slice(at, next);
+    at = next;
+    const level = /^\{"level":(\d+)/.exec(line)?.[1];
+    if (level) stream.lastLevel = Number(level);
+    stream.write(line);
+  }
+}
+
 export class DeliveryThread {
   private worker?: Worker;
   /** The current thread has said its workers run. */
@@ -74,7 +99,7 @@ export class DeliveryThread {
   /** Times the thread died and was started again (or tried to be). */
   restarts = 0;
   /** Where the gateway's log lines go: the thread's go there too (they are JSON; pino-pretty takes them as well). */
-  private readonly logStream: { write(text: string): unknown };
+  private readonly logStream: LogSink;
 
   constructor(
     private readonly data: ThreadData,
@@ -84,8 +109,7 @@ export class DeliveryThread {
     options.metrics.include(() => this.metrics());
     options.metrics.gauge('delivery_thread_up', () => +this.running);
     // A logger without a pino stream (a wrapper) still gets the lines: on standard output, as the gateway's default.
-    this.logStream =
-      (options.log as unknown as Record<symbol, { write(text: string): unknown } | undefined>)[pino.symbols.streamSym] ?? process.stdout;
+    this.logStream = (options.log as unknown as Record<symbol, LogSink | undefined>)[pino.symbols.streamSym] ?? process.stdout;
   }
 
   /** Whether the thread runs its workers now (false while it is started again, and after stop). */
@@ -128,7 +152,7 @@ export class DeliveryThread {
           // What it opened before it failed (Redis, queues) goes with it.
           void worker.terminate();
         } else if (m.op === 'settled') for (const e of m.events) this.options.observer.settled(e);
-        else if (m.op === 'log') this.logStream.write(m.text);
+        else if (m.op === 'log') writeThreadLines(this.logStream, m.text);
         else if ('id' in m) {
           this.asked.get(m.id)?.(m);
           this.asked.delete(m.id);
