@@ -40,7 +40,8 @@ const adminGet = async (url: string) => {
 
 describe('console: bulk registration, bulk replay and audit export (HTTP)', function () {
   this.timeout(90_000);
-  const stack = useStack({ ADMIN_API_KEY: ADMIN, UNKNOWN_PATIENT_POLICY: 'create' });
+  // One EHR transaction in flight, so that the bulk replay's test can hold one and have the next readings share one.
+  const stack = useStack({ ADMIN_API_KEY: ADMIN, UNKNOWN_PATIENT_POLICY: 'create', DELIVERY_TRANSACTIONS: '1' });
   const url = () => stack.gw.url;
 
   it('registers the valid rows of a CSV upload and reports each refused row with its line and reason; CSRF required', async () => {
@@ -113,15 +114,29 @@ describe('console: bulk registration, bulk replay and audit export (HTTP)', func
       timestamp: `2026-11-24T09:${String(minute).padStart(2, '0')}:00Z`,
       measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 90 + minute, unit: '%' }],
     });
-    // The EHR refuses (400: not retried) each of these deliveries once.
-    const refuse = (device: string) =>
-      stack.ehr.faults.push({ status: 400, match: (req) => req.method === 'POST' && JSON.stringify(req.body ?? '').includes(device) });
-    for (let i = 0; i < 3; i++) refuse('replay-a');
-    refuse('replay-b');
+    // The EHR refuses (400: not retried) every delivery of these two devices until the replay below, however delivery
+    // groups their readings. Readings that share a transaction the EHR refuses are written again one by one, and each
+    // of those is refused too: so more refusals than any grouping can use.
+    const naming = (device: string) => (req: { method: string; body?: unknown }) =>
+      req.method === 'POST' && JSON.stringify(req.body ?? '').includes(device);
+    let open = () => {};
+    const held = new Promise<void>((r) => (open = r));
+    // The first reading's transaction is held, then refused: the next three wait for it and then share a transaction.
+    stack.ehr.faults.push({ status: 400, gate: held, match: naming('replay-a') });
+    for (let i = 0; i < 8; i++)
+      stack.ehr.faults.push({ status: 400, match: naming('replay-a') }, { status: 400, match: naming('replay-b') });
     const auth = { authorization: `Bearer ${ADMIN}` };
-    for (let i = 1; i <= 3; i++) assert.equal((await postJson(`${url()}/ingest/measurements`, reading('replay-a', i), auth)).status, 202);
+    assert.equal((await postJson(`${url()}/ingest/measurements`, reading('replay-a', 1), auth)).status, 202);
+    await eventually(() => stack.ehr.faults.length === 16, 10_000, "the first reading's transaction at the EHR");
+    for (let i = 2; i <= 3; i++) assert.equal((await postJson(`${url()}/ingest/measurements`, reading('replay-a', i), auth)).status, 202);
     assert.equal((await postJson(`${url()}/ingest/measurements`, reading('replay-b', 9), auth)).status, 202);
+    const queue = stack.gw.gateway.queue;
+    await eventually(async () => (await queue?.counts())?.active === 4, 10_000, 'the three later readings taken by the worker');
+    open();
     await eventually(async () => (await adminGet(`${url()}/api/dead-letters`)).body?.total === 4, 30_000, 'four dead letters');
+    // The three later readings went together once, then alone: five transactions, each refused.
+    assert.equal(stack.ehr.requests.filter((r) => r.method === 'POST').length, 5);
+    stack.ehr.faults.length = 0;
     // The Observations at the EHR of a device's readings, told apart by their times (minute 1-3: replay-a, 9: replay-b).
     const minutes = { 'replay-a': ['01', '02', '03'], 'replay-b': ['09'] };
     const delivered = async (device: keyof typeof minutes) =>

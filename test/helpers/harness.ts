@@ -47,9 +47,12 @@ export interface Fault {
   headers?: Record<string, string>;
   /** Only requests that match (method, path, parsed JSON body). */
   match?: (req: express.Request) => boolean;
-  /** Hold the request this long before answering normally (no fault status) — for kill-mid-job tests. */
+  /** Hold the request this long, then answer normally (status 200) or with the fault (an error status). */
   delayMs?: number;
-  /** Hold the request until this settles, then answer normally: the test decides when, no timing involved. */
+  /**
+   * Hold the request until this settles, then answer normally (status 200) or with the fault (an error status): the
+   * test decides when, no timing involved.
+   */
   gate?: Promise<unknown>;
 }
 
@@ -78,14 +81,9 @@ export async function startEhr(): Promise<TestEhr> {
       const i = faults.findIndex((f) => !f.match || f.match(req));
       if (i >= 0) {
         const [f] = faults.splice(i, 1);
-        if (f.gate) {
-          await f.gate;
-          return next();
-        }
-        if (f.delayMs) {
-          await new Promise((r) => setTimeout(r, f.delayMs));
-          return next();
-        }
+        if (f.gate) await f.gate;
+        if (f.delayMs) await new Promise((r) => setTimeout(r, f.delayMs));
+        if ((f.gate || f.delayMs) && f.status < 300) return next();
         for (const [k, v] of Object.entries(f.headers ?? {})) res.setHeader(k, v);
         res
           .status(f.status)
