@@ -36,6 +36,8 @@ const server = createServer((req, res) => {
     const entries = bundle.entry ?? [];
     transactions++;
     // A transaction may carry several readings (the gateway coalesces jobs): a reading is a device + effective time.
+    // A Device's id here is its identifier's value; an Observation refers to a Device of the bundle (urn:uuid) or, once
+    // the gateway knows that id, to `Device/<value>`.
     const devices = new Map<string, string>();
     for (const e of entries)
       if (e.resource?.resourceType === 'Device' && e.fullUrl) devices.set(e.fullUrl, e.resource.identifier?.[0]?.value ?? '');
@@ -44,7 +46,8 @@ const server = createServer((req, res) => {
       const r = e.resource;
       if (r?.resourceType !== 'Observation') continue;
       observations++;
-      const key = `${devices.get(r.device?.reference ?? '') ?? ''}|${r.effectiveDateTime ?? ''}`;
+      const ref = r.device?.reference ?? '';
+      const key = `${devices.get(ref) ?? (ref.startsWith('Device/') ? ref.slice(7) : '')}|${r.effectiveDateTime ?? ''}`;
       if (seen.has(key)) continue;
       seen.add(key);
       readings++;
@@ -53,7 +56,15 @@ const server = createServer((req, res) => {
     const out = {
       resourceType: 'Bundle',
       type: 'transaction-response',
-      entry: entries.map((e, i) => ({ response: { status: '201 Created', location: `${e.resource?.resourceType}/${i}/_history/1` } })),
+      entry: entries.map((e, i) => ({
+        response: {
+          status: '201 Created',
+          location:
+            e.resource?.resourceType === 'Device'
+              ? `Device/${e.resource.identifier?.[0]?.value ?? i}/_history/1`
+              : `${e.resource?.resourceType}/${i}/_history/1`,
+        },
+      })),
     };
     res.writeHead(200, { 'content-type': 'application/fhir+json' });
     res.end(JSON.stringify(out));

@@ -274,6 +274,15 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description: 'Most EHR transactions one worker process has in flight',
   },
   {
+    env: 'DELIVERY_DEVICE_CACHE_S',
+    type: 'int',
+    default: '0',
+    min: 0,
+    max: 86400,
+    description:
+      "How long a Device's id, learnt from the EHR's answer to a transaction, is used instead of writing the Device again (a conditional create, a search on the EHR, in every transaction). A transaction the EHR refuses that referred to a Device by id is written again with the Device's conditional create. Only for an EHR that refuses a reference to a Device it does not have (HAPI FHIR does by default): one that does not would keep Observations that refer to a Device it lost or deleted. 0: every transaction carries its Devices",
+  },
+  {
     env: 'DELIVERY_ATTEMPTS',
     type: 'int',
     default: '10',
@@ -452,6 +461,8 @@ export interface Config {
   /** INGEST_COMBINE: concurrent messages share jobs (queue/group-commit.ts). */
   ingestCombine: boolean;
   deliveryTransactions: number;
+  /** DELIVERY_DEVICE_CACHE_S. */
+  deliveryDeviceCacheS: number;
   deliveryAttempts: number;
   retryBaseDelayMs: number;
   retryMaxDelayMs: number;
@@ -585,6 +596,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     deliveryBatchMax: n('DELIVERY_BATCH_MAX'),
     ingestCombine: v.get('INGEST_COMBINE') !== false,
     deliveryTransactions: n('DELIVERY_TRANSACTIONS'),
+    deliveryDeviceCacheS: n('DELIVERY_DEVICE_CACHE_S'),
     deliveryAttempts: n('DELIVERY_ATTEMPTS'),
     retryBaseDelayMs: n('RETRY_BASE_DELAY_MS'),
     retryMaxDelayMs: n('RETRY_MAX_DELAY_MS'),

@@ -10,7 +10,7 @@
  * a row (an EHR that is down is not sent every reading); the readings not tried share the fate of the last failure.
  * What an earlier attempt wrote is not written twice: conditional creates.
  */
-import type { Observation } from 'fhir/r4';
+import type { Bundle, Observation } from 'fhir/r4';
 import type { Reading } from '../core/contract.js';
 import { hashKey } from '../core/ids.js';
 import type { Logger } from '../observability/logger.js';
@@ -19,17 +19,19 @@ import type { QueuedJob } from '../queue/queue.js';
 import {
   buildBatchTransaction,
   buildTransaction,
+  type KnownDevice,
   mergeSampledObservation,
   type MergedObservations,
   type TransactionUnit,
 } from '../fhir/transaction.js';
 import { Coalescer } from './coalescer.js';
+import { DeviceIds } from './device-ids.js';
 import type { DeviceVersions } from './device-versions.js';
 import { EhrError, type EhrClient } from './ehr-client.js';
 import { asError, isPermanent, PermanentError } from './errors.js';
 import { type KeyLocks, LockBusyError, type Release } from './locks.js';
 import type { PatientLookup } from './patients.js';
-import type { DestinationWriter, WrittenObservations } from './writer.js';
+import type { DestinationWriter, Written, WrittenObservations } from './writer.js';
 
 export interface AttemptSettings {
   unknownPatientPolicy: 'reject' | 'create';
@@ -39,6 +41,8 @@ export interface AttemptSettings {
   batchMax: number;
   /** Most transactions one worker process has in flight. */
   transactionsInFlight: number;
+  /** How long a Device id learnt from a transaction's answer is used instead of its conditional create (ms; 0: never). */
+  deviceIdCacheMs?: number;
 }
 
 export interface DeliveryOutcome {
@@ -75,6 +79,8 @@ function coalescable(t: Reading): boolean {
 
 export class DeliveryAttempts {
   private readonly coalescer?: Coalescer<QueuedJob, ReadingResult[]>;
+  /** Where the Devices are on this destination (device-ids.ts). */
+  readonly deviceIds: DeviceIds;
 
   constructor(
     private readonly ehr: EhrClient,
@@ -88,6 +94,7 @@ export class DeliveryAttempts {
     private readonly writer: DestinationWriter,
     private readonly destination = 'ehr',
   ) {
+    this.deviceIds = new DeviceIds(settings.deviceIdCacheMs ?? 0);
     if (settings.batchMax > 1) {
       this.coalescer = new Coalescer({
         maxBatch: settings.batchMax,
@@ -183,9 +190,8 @@ export class DeliveryAttempts {
         }
       });
       if (!units.length) return results;
-      const bundle = buildBatchTransaction(units);
       try {
-        const where = await this.writer.write(bundle);
+        const { bundle, written: where } = await this.writeBundle((known) => buildBatchTransaction(units, known));
         this.countTransaction(units.length);
         const transactionEntries = bundle.entry?.length ?? 0;
         for (const k of written)
@@ -221,10 +227,10 @@ export class DeliveryAttempts {
       if (!fresh) return { transactionEntries: 0, observations: 0 };
       const patient = await this.patients.resolve(t);
       const merged = fresh.writeMode === 'merge' ? await this.existingForMerge(fresh.observations) : undefined;
-      const bundle = buildTransaction(jobId, fresh, patient, merged);
+      let bundle: Bundle;
       let where: WrittenObservations;
       try {
-        where = await this.writer.write(bundle);
+        ({ bundle, written: where } = await this.writeBundle((known) => buildTransaction(jobId, fresh, patient, merged, known)));
         this.countTransaction(1);
       } catch (err) {
         hold = this.holdAfter(err);
@@ -239,6 +245,32 @@ export class DeliveryAttempts {
     } finally {
       await release(hold);
     }
+  }
+
+  /**
+   * Writes the bundle that `build` makes with the Device ids known on this destination (device-ids.ts), and learns the
+   * ids of the Devices it wrote. When the EHR refuses it for good and it referred to known Devices, one of them may be
+   * gone (deleted or merged on the EHR): those ids are forgotten, and the bundle is made and written again, once, with
+   * their conditional creates. A retryable failure keeps them: it says nothing about the Devices.
+   */
+  private async writeBundle(build: (known?: KnownDevice) => Bundle): Promise<{ bundle: Bundle; written: WrittenObservations }> {
+    const used = new Set<string>();
+    let bundle = build(this.deviceIds.lookup(used));
+    let w: Written;
+    try {
+      w = await this.writer.write(bundle);
+    } catch (err) {
+      if (!(err instanceof EhrError) || err.retryable || used.size === 0) throw err;
+      this.deviceIds.forget(used);
+      this.log.info(
+        { destination: this.destination, devices: used.size, status: err.status },
+        'the EHR refused a transaction that referred to Devices by id; writing it again with their conditional creates',
+      );
+      bundle = build();
+      w = await this.writer.write(bundle);
+    }
+    this.deviceIds.learn(bundle, w.ids);
+    return { bundle, written: w.observations };
   }
 
   /**

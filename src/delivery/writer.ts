@@ -80,6 +80,12 @@ function typeAndId(location: string | undefined, fallbackType: string, resource?
 /** Where each Observation written is on the destination: its identifier (`system|value`) to `Observation/<id>`. */
 export type WrittenObservations = Map<string, string>;
 
+/** What a write answers: where its Observations are, and where each entry is (its fullUrl to `Type/<id>`). */
+export interface Written {
+  observations: WrittenObservations;
+  ids: ReadonlyMap<string, string>;
+}
+
 export const observationKey = (o: { identifier?: { system?: string; value?: string }[] }): string =>
   `${o.identifier?.[0]?.system ?? ''}|${o.identifier?.[0]?.value ?? ''}`;
 
@@ -152,9 +158,9 @@ export class DestinationWriter {
   /**
    * Writes the transaction Bundle the destination's way. Answers where each Observation is on the destination: its
    * identifier (`system|value`) to `Observation/<id>`, for the subscribers that follow the destination (an Observation
-   * whose id the server did not say is left out).
+   * whose id the server did not say is left out); and where each entry is (`ids`: its fullUrl to `Type/<id>`).
    */
-  async write(bundle: Bundle): Promise<WrittenObservations> {
+  async write(bundle: Bundle): Promise<Written> {
     const { mode, conditionalCreate, conditionalUpdate } = await this.resolve();
     const ids = new Map<string, string>();
     if (mode === 'transaction') {
@@ -164,7 +170,7 @@ export class DestinationWriter {
         const id = typeAndId(r?.response?.location ?? r?.fullUrl, e.resource?.resourceType ?? '', r?.resource);
         if (e.fullUrl && id) ids.set(e.fullUrl, id);
       });
-      return writtenObservations(bundle, ids);
+      return { observations: writtenObservations(bundle, ids), ids };
     }
     let pending = bundle.entry ?? [];
     while (pending.length) {
@@ -175,7 +181,7 @@ export class DestinationWriter {
       if (mode === 'batch') await this.batchLevel(level, ids);
       else for (const e of level) await this.one(e, ids, conditionalCreate, conditionalUpdate);
     }
-    return writtenObservations(bundle, ids);
+    return { observations: writtenObservations(bundle, ids), ids };
   }
 
   /** One level as a batch Bundle; an entry that failed fails the level (the retry finds what the others wrote). */

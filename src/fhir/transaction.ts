@@ -1,7 +1,8 @@
 /**
  * One FHIR transaction Bundle per job. Devices and Observations are conditional creates on their identifiers
  * (`If-None-Exist`), so a retried job never duplicates them; ADT patients are conditional updates; references inside
- * the bundle use urn:uuid full URLs that the server resolves to the ids it assigns or finds.
+ * the bundle use urn:uuid full URLs that the server resolves to the ids it assigns or finds. A Device whose id
+ * delivery already knows (from the answer to an earlier transaction) is referred to by that id and not written.
  */
 import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, Identifier, Observation, Patient, Reference, Resource } from 'fhir/r4';
@@ -17,8 +18,14 @@ export type MergedObservations = Map<string, { id: string; versionId?: string; r
 const identifierQuery = (i: Identifier) => `identifier=${encodeURIComponent(`${i.system ?? ''}|${i.value ?? ''}`)}`;
 const identityKey = (i: { system?: string; value?: string } | undefined) => `${i?.system ?? ''}|${i?.value ?? ''}`;
 
-export function buildTransaction(jobId: string, t: Reading, patient: PatientTarget, merged?: MergedObservations): Bundle {
-  return buildBatchTransaction([{ jobId, translation: t, patient, merged }]);
+export function buildTransaction(
+  jobId: string,
+  t: Reading,
+  patient: PatientTarget,
+  merged?: MergedObservations,
+  known?: KnownDevice,
+): Bundle {
+  return buildBatchTransaction([{ jobId, translation: t, patient, merged }], known);
 }
 
 /** One job's part of a transaction. */
@@ -30,12 +37,19 @@ export interface TransactionUnit {
 }
 
 /**
+ * Where a Device already is on the destination (`Device/<id>`), by its identifier (`system|value`), when delivery
+ * learnt it from an earlier transaction (delivery/device-ids.ts); undefined when it must be written.
+ */
+export type KnownDevice = (identifier: string) => string | undefined;
+
+/**
  * One transaction for several jobs (the worker coalesces jobs that arrive together). A FHIR server resolves each
  * conditional create against what existed before the transaction, so two entries for the same Device, Patient or
  * Observation identifier would create two resources: every identity appears once, and the jobs' references point at
- * that one entry.
+ * that one entry. A Device that `known` names (a create that an earlier transaction wrote or found) is not written
+ * again: its Observations refer to it by id, and the EHR is spared its conditional create's search.
  */
-export function buildBatchTransaction(units: TransactionUnit[]): Bundle {
+export function buildBatchTransaction(units: TransactionUnit[], known?: KnownDevice): Bundle {
   const entries: BundleEntry[] = [];
   const seed = units[0]?.jobId ?? '';
   const fullUrl = (kind: string, key: string) => `urn:uuid:${deterministicUuid(seed, kind, key)}`;
@@ -48,6 +62,11 @@ export function buildBatchTransaction(units: TransactionUnit[]): Bundle {
     for (const d of t.devices) {
       const id = d.identifier?.[0];
       if (!id || deviceUrls.has(identityKey(id))) continue;
+      const where = t.deviceWriteMode === 'update' ? undefined : known?.(identityKey(id));
+      if (where) {
+        deviceUrls.set(identityKey(id), where);
+        continue;
+      }
       const url = fullUrl('Device', identityKey(id));
       deviceUrls.set(identityKey(id), url);
       const request: BundleEntry['request'] =

@@ -61,8 +61,8 @@ export interface TestEhr {
   sandbox: SandboxEhr;
   /** Faults consumed one per matching request, in order. */
   faults: Fault[];
-  /** Every request the EHR received (method + path). */
-  requests: { method: string; path: string }[];
+  /** Every request the EHR received (method + path, and its parsed JSON body). */
+  requests: { method: string; path: string; body?: unknown }[];
   search<T extends Resource>(type: string, params: Record<string, string>): Promise<T[]>;
   stop(): Promise<void>;
 }
@@ -70,14 +70,14 @@ export interface TestEhr {
 export async function startEhr(): Promise<TestEhr> {
   const sandbox = await createSandboxEhr();
   const faults: Fault[] = [];
-  const requests: { method: string; path: string }[] = [];
+  const requests: { method: string; path: string; body?: unknown }[] = [];
   const app = express();
   // Parsed here so that a fault can match on the body (the sandbox's own parser sees it is done and skips).
   app.use('/fhir', express.json({ type: ['application/json', 'application/fhir+json'], limit: '20mb' }));
   app.use(
     '/fhir',
     async (req, res, next) => {
-      requests.push({ method: req.method, path: req.path });
+      requests.push({ method: req.method, path: req.path, body: req.body });
       const i = faults.findIndex((f) => !f.match || f.match(req));
       if (i >= 0) {
         const [f] = faults.splice(i, 1);
