@@ -7,7 +7,7 @@ import { strict as assert } from 'node:assert';
 import type { Observation } from 'fhir/r4';
 import type { Reading } from '../../src/core/contract.js';
 import { GatewayError } from '../../src/core/errors.js';
-import { DeliveryQueue, type DeliveryJob } from '../../src/queue/queue.js';
+import type { DeliveryJob, DeliveryQueue } from '../../src/queue/queue.js';
 import { DestinationQueues, jobsForDestination } from '../../src/queue/routing.js';
 import { defaultDestination, type Destination } from '../../src/config/destinations.js';
 import {
@@ -19,6 +19,7 @@ import {
   type TestEhr,
   type TestGateway,
   type TestRedis,
+  testQueue,
 } from '../helpers/harness.js';
 import { destinationsFile, observations, reading } from './helpers.js';
 
@@ -95,22 +96,7 @@ describe('destinations: queueing to several (real Redis)', function () {
   });
 
   const queue = (name: string, maxDepth: number) => {
-    const q = new DeliveryQueue(
-      {
-        redisUrl: redis.url,
-        queueName: name,
-        maxDepth,
-        enqueueTimeoutMs: 2000,
-        attempts: 3,
-        lockDurationMs: 1000,
-        stalledIntervalMs: 500,
-        retentionCompleted: 100,
-        dedupeWindowS: 86400,
-        retryBaseDelayMs: 50,
-        retryMaxDelayMs: 500,
-      },
-      () => 50,
-    );
+    const q = testQueue(redis.url, name, { maxDepth });
     queues.push(q);
     return q;
   };

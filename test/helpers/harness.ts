@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { Writable } from 'node:stream';
 import type { Bundle, Resource } from 'fhir/r4';
 import { EmbeddedRedis } from '../../src/queue/embedded-redis.js';
+import { DeliveryQueue, type QueueSettings } from '../../src/queue/queue.js';
 import { createSandboxEhr, type SandboxEhr } from '../../src/sandbox/sandbox.js';
 import type { Role } from '../../src/config/index.js';
 import { Gateway } from '../../src/app/gateway.js';
@@ -284,4 +285,25 @@ export async function postJson(
     /* not JSON */
   }
   return { status: r.status, body: parsed, headers: r.headers };
+}
+
+/** A delivery queue on a test Redis with short timings (retries in tens of ms), as the queue tests use it. */
+export function testQueue(redisUrl: string, queueName: string, extra: Partial<QueueSettings> = {}): DeliveryQueue {
+  return new DeliveryQueue(
+    {
+      redisUrl,
+      queueName,
+      maxDepth: 10_000,
+      enqueueTimeoutMs: 2000,
+      attempts: 3,
+      lockDurationMs: 1000,
+      stalledIntervalMs: 500,
+      retentionCompleted: 100,
+      dedupeWindowS: 86400,
+      retryBaseDelayMs: 50,
+      retryMaxDelayMs: 500,
+      ...extra,
+    },
+    () => 50,
+  );
 }

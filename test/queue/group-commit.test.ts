@@ -8,9 +8,9 @@ import { defaultDestination } from '../../src/config/destinations.js';
 import type { Reading } from '../../src/core/contract.js';
 import { GatewayError } from '../../src/core/errors.js';
 import { combineJobs, GroupCommit, takeBatch } from '../../src/queue/group-commit.js';
-import { type DeliveryJob, DeliveryQueue, jobIdFor } from '../../src/queue/queue.js';
+import { type DeliveryJob, type DeliveryQueue, jobIdFor } from '../../src/queue/queue.js';
 import { DestinationQueues } from '../../src/queue/routing.js';
-import { startRedis, type TestRedis } from '../helpers/harness.js';
+import { startRedis, type TestRedis, testQueue } from '../helpers/harness.js';
 
 const WINDOW_S = 86400;
 
@@ -80,22 +80,7 @@ describe('queue: group commit on ingest (real Redis)', function () {
   });
 
   const queue = async (name: string, maxDepth = 10_000) => {
-    const q = new DeliveryQueue(
-      {
-        redisUrl: redis.url,
-        queueName: name,
-        maxDepth,
-        enqueueTimeoutMs: 2000,
-        attempts: 3,
-        lockDurationMs: 1000,
-        stalledIntervalMs: 500,
-        retentionCompleted: 100,
-        dedupeWindowS: WINDOW_S,
-        retryBaseDelayMs: 50,
-        retryMaxDelayMs: 500,
-      },
-      () => 50,
-    );
+    const q = testQueue(redis.url, name, { maxDepth, dedupeWindowS: WINDOW_S });
     queues.push(q);
     await q.whenReady();
     return q;

@@ -6,8 +6,8 @@
 import { strict as assert } from 'node:assert';
 import IORedis from 'ioredis';
 import type { Reading } from '../../src/core/contract.js';
-import { type DeliveryJob, DeliveryQueue, jobIdFor, prepareJob } from '../../src/queue/queue.js';
-import { startRedis, type TestRedis } from '../helpers/harness.js';
+import { type DeliveryJob, type DeliveryQueue, jobIdFor, prepareJob } from '../../src/queue/queue.js';
+import { startRedis, type TestRedis, testQueue } from '../helpers/harness.js';
 
 const WINDOW_S = 3600;
 
@@ -40,22 +40,7 @@ describe('queue: a job turned into JSON once (real Redis)', function () {
   before(async () => {
     redis = await startRedis();
     admin = new IORedis.default(redis.url);
-    q = new DeliveryQueue(
-      {
-        redisUrl: redis.url,
-        queueName: 'job-json',
-        maxDepth: 1000,
-        enqueueTimeoutMs: 2000,
-        attempts: 3,
-        lockDurationMs: 1000,
-        stalledIntervalMs: 500,
-        retentionCompleted: 100,
-        dedupeWindowS: WINDOW_S,
-        retryBaseDelayMs: 50,
-        retryMaxDelayMs: 500,
-      },
-      () => 50,
-    );
+    q = testQueue(redis.url, 'job-json', { dedupeWindowS: WINDOW_S });
     await q.whenReady();
   });
   after(async () => {
