@@ -187,7 +187,7 @@ export function startWorkers(
         retryMaxDelayMs: config.retryMaxDelayMs,
         batchMax: config.deliveryBatchMax,
         transactionsInFlight: config.deliveryTransactions,
-        deviceIdCacheMs: config.deliveryDeviceCacheS * 1000,
+        deviceIdCacheMs: (d.destination.deviceCacheS ?? config.deliveryDeviceCacheS) * 1000,
         onDelivered: followed ? (job) => feed.delivered(name, job) : undefined,
       },
       log,

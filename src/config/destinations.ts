@@ -99,6 +99,11 @@ export interface Destination {
   timeoutMs: number;
   /** Jobs delivered at once by each worker process (undefined: DELIVERY_CONCURRENCY). */
   concurrency?: number;
+  /**
+   * How long a Device id learnt from this destination's answers is used (seconds; 0: off; undefined:
+   * DELIVERY_DEVICE_CACHE_S). Only for a server that refuses a reference to a resource it does not have.
+   */
+  deviceCacheS?: number;
   filter: DestinationFilter;
   /** Set for a subscriber (type `subscriber`). */
   subscriber?: SubscriberSettings;
@@ -109,7 +114,19 @@ export const DEFAULT_DESTINATION = 'ehr';
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 const TOP_KEYS = ['destinations'];
-const DEST_KEYS = ['name', 'type', 'baseUrl', 'sandbox', 'auth', 'writeMode', 'conditionalCreate', 'timeoutMs', 'concurrency', 'filter'];
+const DEST_KEYS = [
+  'name',
+  'type',
+  'baseUrl',
+  'sandbox',
+  'auth',
+  'writeMode',
+  'conditionalCreate',
+  'timeoutMs',
+  'concurrency',
+  'deviceCacheS',
+  'filter',
+];
 const SUBSCRIBER_KEYS = [
   'name',
   'type',
@@ -205,6 +222,7 @@ export function parseDestinations(
       errors.push(`${at}.conditionalCreate: must be true or false`);
     const timeoutMs = int(d, 'timeoutMs', 100, 600_000, at, errors) ?? defaults.timeoutMs;
     const concurrency = int(d, 'concurrency', 1, 1000, at, errors);
+    const deviceCacheS = int(d, 'deviceCacheS', 0, 86_400, at, errors);
     const filter = parseFilter(d.filter, `${at}.filter`, errors);
     destinations.push({
       name: typeof name === 'string' ? name : `#${i}`,
@@ -217,6 +235,7 @@ export function parseDestinations(
       conditionalCreate: typeof d.conditionalCreate === 'boolean' ? d.conditionalCreate : undefined,
       timeoutMs,
       concurrency,
+      ...(deviceCacheS !== undefined ? { deviceCacheS } : {}),
       filter,
     });
   });

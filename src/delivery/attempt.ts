@@ -19,7 +19,6 @@ import type { QueuedJob } from '../queue/queue.js';
 import {
   buildBatchTransaction,
   buildTransaction,
-  type KnownDevice,
   mergeSampledObservation,
   type MergedObservations,
   type TransactionUnit,
@@ -165,7 +164,7 @@ export class DeliveryAttempts {
     // The lock must outlive every EHR request made while holding it (the patient searches, run at once; the transaction)
     // and one timeout more.
     const patientLookups = this.settings.unknownPatientPolicy === 'reject' ? 1 : 0;
-    const ttlMs = this.settings.fhirTimeoutMs * (patientLookups + 2) + 5000;
+    const ttlMs = this.settings.fhirTimeoutMs * (patientLookups + this.transactionsPerWrite() + 1) + 5000;
     let release: Release;
     try {
       // Held briefly by another worker process: rather than hold up the whole batch, each reading waits for its own keys.
@@ -193,8 +192,10 @@ export class DeliveryAttempts {
         }
       });
       if (!units.length) return results;
+      const used = new Set<string>();
+      const first = buildBatchTransaction(units, this.deviceIds.lookup(used));
       try {
-        const { bundle, written: where } = await this.writeBundle((known) => buildBatchTransaction(units, known));
+        const { bundle, written: where } = await this.writeBundle(first, used, () => buildBatchTransaction(units));
         this.countTransaction(units.length);
         const transactionEntries = bundle.entry?.length ?? 0;
         for (const k of written)
@@ -222,7 +223,7 @@ export class DeliveryAttempts {
   private async deliverOne(jobId: string, t: Reading): Promise<DeliveryOutcome> {
     // The lock must outlive every EHR request the job makes while holding it: a patient search, one search per merged
     // observation, the transaction.
-    const requests = 2 + (t.writeMode === 'merge' ? t.observations.length : 0);
+    const requests = 1 + this.transactionsPerWrite() + (t.writeMode === 'merge' ? t.observations.length : 0);
     const release = await this.locks.acquire(lockKeys(t), this.settings.fhirTimeoutMs * (requests + 1) + 5000, this.settings.keyLockWaitMs);
     let hold: number | undefined;
     try {
@@ -230,10 +231,11 @@ export class DeliveryAttempts {
       if (!fresh) return { transactionEntries: 0, observations: 0 };
       const patient = await this.patients.resolve(t);
       const merged = fresh.writeMode === 'merge' ? await this.existingForMerge(fresh.observations) : undefined;
-      let bundle: Bundle;
+      const used = new Set<string>();
+      let bundle = buildTransaction(jobId, fresh, patient, merged, this.deviceIds.lookup(used));
       let where: WrittenObservations;
       try {
-        ({ bundle, written: where } = await this.writeBundle((known) => buildTransaction(jobId, fresh, patient, merged, known)));
+        ({ bundle, written: where } = await this.writeBundle(bundle, used, () => buildTransaction(jobId, fresh, patient, merged)));
         this.countTransaction(1);
       } catch (err) {
         hold = this.holdAfter(err);
@@ -250,15 +252,23 @@ export class DeliveryAttempts {
     }
   }
 
+  /** Transactions one write may send: two when a refused one that used known Device ids is sent again (writeBundle). */
+  private transactionsPerWrite(): number {
+    return this.deviceIds.enabled ? 2 : 1;
+  }
+
   /**
-   * Writes the bundle that `build` makes with the Device ids known on this destination (device-ids.ts), and learns the
-   * ids of the Devices it wrote. When the EHR refuses it for good and it referred to known Devices, one of them may be
-   * gone (deleted or merged on the EHR): those ids are forgotten, and the bundle is made and written again, once, with
-   * their conditional creates. A retryable failure keeps them: it says nothing about the Devices.
+   * Writes `bundle`, built with the Device ids known on this destination (device-ids.ts; `used`: those it referred to),
+   * and learns the ids of the Devices it wrote. When the EHR refuses it for good and it referred to known Devices, one
+   * of them may be gone (deleted, or lost in a restore): those ids are forgotten, and the bundle `rebuild` makes, with
+   * their conditional creates, is written once more. A retryable failure keeps them: it says nothing about the Devices.
    */
-  private async writeBundle(build: (known?: KnownDevice) => Bundle): Promise<{ bundle: Bundle; written: WrittenObservations }> {
-    const used = new Set<string>();
-    let bundle = build(this.deviceIds.lookup(used));
+  private async writeBundle(
+    first: Bundle,
+    used: ReadonlySet<string>,
+    rebuild: () => Bundle,
+  ): Promise<{ bundle: Bundle; written: WrittenObservations }> {
+    let bundle = first;
     let w: Written;
     try {
       w = await this.writer.write(bundle);
@@ -269,7 +279,7 @@ export class DeliveryAttempts {
         { destination: this.destination, devices: used.size, status: err.status },
         'the EHR refused a transaction that referred to Devices by id; writing it again with their conditional creates',
       );
-      bundle = build();
+      bundle = rebuild();
       w = await this.writer.write(bundle);
     }
     this.deviceIds.learn(bundle, w.ids);

@@ -2,8 +2,9 @@
  * Where the Devices are on one destination, learnt from the answers to earlier transactions, so that a device's next
  * readings refer to its Device by id instead of carrying a conditional create (a search on the EHR) in every
  * transaction. Off by default (`DELIVERY_DEVICE_CACHE_S=0`): it is for an EHR that refuses a reference to a resource
- * it does not have. A Device's identifier does not move to another Device, so an id stays right until the EHR
- * deletes, merges or loses that Device:
+ * it does not have (per destination: `deviceCacheS`). A Device's identifier does not move to another Device, so an id
+ * stays right until the EHR deletes or loses that Device (a Device merged into another still exists: its old id is used
+ * until the time runs out):
  *  - a transaction the EHR refuses for good (a 4xx) that used known ids is written again at once without them, and
  *    those ids are forgotten (attempt.ts): an EHR that checks references refuses one to a Device it does not have;
  *  - an id is used for `DELIVERY_DEVICE_CACHE_S` seconds after it was learnt, then learnt again from a conditional

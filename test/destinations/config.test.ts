@@ -15,7 +15,7 @@ const BAD = {
     { name: 'ehr', baseUrl: 'not a url', colour: 'blue', filter: { codes: [], channel: ['http'] } },
     { name: 'ehr', baseUrl: 'ftp://example.org/fhir', writeMode: 'bulk', auth: { type: 'bearer' } },
     { name: 'Bad Name!', sandbox: true, baseUrl: 'https://example.org/fhir', filter: { resourceTypes: ['Medication'] }, timeoutMs: 5 },
-    { name: 'env', baseUrl: 'https://example.org/fhir', auth: { type: 'bearer', tokenEnv: 'NO_SUCH_TOKEN_VAR' } },
+    { name: 'env', baseUrl: 'https://example.org/fhir', auth: { type: 'bearer', tokenEnv: 'NO_SUCH_TOKEN_VAR' }, deviceCacheS: -1 },
   ],
   extra: true,
 };
@@ -38,6 +38,7 @@ describe('destinations: the file', () => {
       "destinations[2].filter.resourceTypes[0]: 'Medication' is not one of",
       'destinations[2].timeoutMs: must be a whole number from 100',
       'destinations[3].auth.tokenEnv: the environment variable NO_SUCH_TOKEN_VAR is not set',
+      'destinations[3].deviceCacheS: must be a whole number from 0',
     ];
     for (const e of expected)
       assert.ok(
@@ -51,7 +52,13 @@ describe('destinations: the file', () => {
     const { destinations, errors } = parseDestinations(
       {
         destinations: [
-          { name: 'ehr', baseUrl: 'https://ehr.example.org/fhir/', auth: { type: 'bearer', tokenEnv: 'T' }, writeMode: 'individual' },
+          {
+            name: 'ehr',
+            baseUrl: 'https://ehr.example.org/fhir/',
+            auth: { type: 'bearer', tokenEnv: 'T' },
+            writeMode: 'individual',
+            deviceCacheS: 60,
+          },
           { name: 'local', sandbox: true, filter: { categories: ['vital-signs'] }, concurrency: 2 },
         ],
       },
@@ -62,6 +69,8 @@ describe('destinations: the file', () => {
     assert.equal(destinations[0].baseUrl, 'https://ehr.example.org/fhir');
     assert.equal(destinations[0].timeoutMs, 1234);
     assert.equal(destinations[1].writeMode, undefined);
+    assert.equal(destinations[0].deviceCacheS, 60);
+    assert.equal(destinations[1].deviceCacheS, undefined, 'DELIVERY_DEVICE_CACHE_S then');
     assert.equal(destinations[1].sandbox, true);
   });
 
@@ -104,7 +113,7 @@ describe('destinations: the file', () => {
     assert.equal(code, 1, child.output());
     const out = child.output();
     assert.match(out, /^invalid configuration:/m);
-    assert.equal((out.match(/DESTINATIONS_FILE /g) ?? []).length, 14, out);
+    assert.equal((out.match(/DESTINATIONS_FILE /g) ?? []).length, 15, out);
     assert.doesNotMatch(out, /at .*\.ts:\d+/, 'no stack trace');
     assert.doesNotMatch(out, /gateway started/);
   });
