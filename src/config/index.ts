@@ -280,7 +280,7 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     min: 0,
     max: 86400,
     description:
-      "How long a Device's id, learnt from the EHR's answer to a transaction, is used instead of writing the Device again (a conditional create, a search on the EHR, in every transaction). A transaction the EHR refuses that referred to a Device by id is written again with the Device's conditional create. Only for an EHR that refuses a reference to a Device it does not have (HAPI FHIR does by default): one that does not would keep Observations that refer to a Device it lost or deleted. 0: every transaction carries its Devices",
+      "How long a Device's id, learnt from the EHR's answer to a transaction, is used instead of writing the Device again (a conditional create, a search on the EHR, in every transaction). A transaction the EHR refuses that referred to a Device by id is written again with the Device's conditional create. Only for an EHR that refuses a reference to a Device it does not have (HAPI FHIR does by default): one that does not would keep Observations that refer to a Device it lost or deleted. A destinations file sets it per destination (deviceCacheS). 0: every transaction carries its Devices",
   },
   {
     env: 'DELIVERY_ATTEMPTS',
