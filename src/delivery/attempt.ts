@@ -76,6 +76,13 @@ function coalescable(t: Reading): boolean {
   return (t.writeMode ?? 'create') === 'create' && t.deviceWriteMode !== 'update' && !t.patients?.length;
 }
 
+/** What a transaction took from this destination's caches: Device ids (device-ids.ts), patient ids (patients.ts). */
+interface FromCache {
+  devices: Set<string>;
+  patients: Set<string>;
+}
+const fromCache = (): FromCache => ({ devices: new Set(), patients: new Set() });
+
 export class DeliveryAttempts {
   private readonly coalescer?: Coalescer<QueuedJob, ReadingResult[]>;
   /** Where the Devices are on this destination (device-ids.ts). */
@@ -180,7 +187,8 @@ export class DeliveryAttempts {
     let released = false;
     let hold: number | undefined;
     try {
-      const patients = await Promise.all(readings.map((r) => this.patients.resolve(r.t).catch(asError)));
+      const cached = fromCache();
+      const patients = await Promise.all(readings.map((r) => this.patients.resolve(r.t, cached.patients).catch(asError)));
       const units: TransactionUnit[] = [];
       const written: number[] = [];
       readings.forEach((r, k) => {
@@ -192,10 +200,14 @@ export class DeliveryAttempts {
         }
       });
       if (!units.length) return results;
-      const used = new Set<string>();
-      const first = buildBatchTransaction(units, this.deviceIds.lookup(used));
+      const first = buildBatchTransaction(units, this.deviceIds.lookup(cached.devices));
+      // Written again: each patient looked up afresh (those the cache no longer has are searched), no Device by id.
+      const rebuild = async () => {
+        for (const u of units) if (u.patient.kind === 'existing') u.patient = await this.patients.resolve(u.translation);
+        return buildBatchTransaction(units);
+      };
       try {
-        const { bundle, written: where } = await this.writeBundle(first, used, () => buildBatchTransaction(units));
+        const { bundle, written: where } = await this.writeBundle(first, cached, rebuild);
         this.countTransaction(units.length);
         const transactionEntries = bundle.entry?.length ?? 0;
         for (const k of written)
@@ -203,9 +215,12 @@ export class DeliveryAttempts {
       } catch (err) {
         hold = this.holdAfter(err);
         const permanent = err instanceof EhrError && !err.retryable;
-        if (permanent && units.length > 1) {
-          const message = 'the EHR refused a shared transaction; writing its readings one by one';
-          this.log.warn({ readings: units.length, status: err.status }, message);
+        // A refusal, or a patient the fresh lookup no longer finds: which reading it concerns is found one by one.
+        if ((permanent || err instanceof PermanentError) && units.length > 1) {
+          const message = permanent
+            ? 'the EHR refused a shared transaction; writing its readings one by one'
+            : 'a patient of a shared transaction was not found afresh; writing its readings one by one';
+          this.log.warn({ readings: units.length, status: permanent ? err.status : undefined }, message);
           released = true;
           await release();
           return await oneByOne(written);
@@ -229,13 +244,14 @@ export class DeliveryAttempts {
     try {
       const fresh = await this.deviceVersions.withoutStaleUpdates(t);
       if (!fresh) return { transactionEntries: 0, observations: 0 };
-      const patient = await this.patients.resolve(t);
+      const cached = fromCache();
+      const patient = await this.patients.resolve(t, cached.patients);
       const merged = fresh.writeMode === 'merge' ? await this.existingForMerge(fresh.observations) : undefined;
-      const used = new Set<string>();
-      let bundle = buildTransaction(jobId, fresh, patient, merged, this.deviceIds.lookup(used));
+      let bundle = buildTransaction(jobId, fresh, patient, merged, this.deviceIds.lookup(cached.devices));
       let where: WrittenObservations;
       try {
-        ({ bundle, written: where } = await this.writeBundle(bundle, used, () => buildTransaction(jobId, fresh, patient, merged)));
+        const rebuild = async () => buildTransaction(jobId, fresh, await this.patients.resolve(t), merged);
+        ({ bundle, written: where } = await this.writeBundle(bundle, cached, rebuild));
         this.countTransaction(1);
       } catch (err) {
         hold = this.holdAfter(err);
@@ -252,34 +268,40 @@ export class DeliveryAttempts {
     }
   }
 
-  /** Transactions one write may send: two when a refused one that used known Device ids is sent again (writeBundle). */
+  /**
+   * Transactions one write may send: two when a refused one that used cached ids may be sent again (writeBundle), which
+   * Device ids (when on) and patient ids (UNKNOWN_PATIENT_POLICY=reject) may be.
+   */
   private transactionsPerWrite(): number {
-    return this.deviceIds.enabled ? 2 : 1;
+    return this.deviceIds.enabled || this.settings.unknownPatientPolicy === 'reject' ? 2 : 1;
   }
 
   /**
-   * Writes `bundle`, built with the Device ids known on this destination (device-ids.ts; `used`: those it referred to),
-   * and learns the ids of the Devices it wrote. When the EHR refuses it for good and it referred to known Devices, one
-   * of them may be gone (deleted, or lost in a restore): those ids are forgotten, and the bundle `rebuild` makes, with
-   * their conditional creates, is written once more. A retryable failure keeps them: it says nothing about the Devices.
+   * Writes `bundle`, built with ids from this destination's caches (`cached`: the Device ids of device-ids.ts and the
+   * patient ids of patients.ts it referred to), and learns the ids of the Devices it wrote. When the EHR refuses it for
+   * good and it referred to cached ids, one of them may be stale (a Device deleted or lost in a restore, a patient
+   * merged into another or registered again): those ids are forgotten, and the bundle `rebuild` makes, with the
+   * Devices' conditional creates and the patients found by a fresh search, is written once more; its answer stands. A
+   * retryable failure keeps them: it says nothing about the ids.
    */
   private async writeBundle(
     first: Bundle,
-    used: ReadonlySet<string>,
-    rebuild: () => Bundle,
+    cached: FromCache,
+    rebuild: () => Promise<Bundle>,
   ): Promise<{ bundle: Bundle; written: WrittenObservations }> {
     let bundle = first;
     let w: Written;
     try {
       w = await this.writer.write(bundle);
     } catch (err) {
-      if (!(err instanceof EhrError) || err.retryable || used.size === 0) throw err;
-      this.deviceIds.forget(used);
+      if (!(err instanceof EhrError) || err.retryable || (cached.devices.size === 0 && cached.patients.size === 0)) throw err;
+      this.deviceIds.forget(cached.devices);
+      this.patients.forget(cached.patients);
       this.log.info(
-        { destination: this.destination, devices: used.size, status: err.status },
-        'the EHR refused a transaction that referred to Devices by id; writing it again with their conditional creates',
+        { destination: this.destination, devices: cached.devices.size, patients: cached.patients.size, status: err.status },
+        'the EHR refused a transaction that referred to cached Device or patient ids; writing it again after looking them up afresh',
       );
-      bundle = rebuild();
+      bundle = await rebuild();
       w = await this.writer.write(bundle);
     }
     this.deviceIds.learn(bundle, w.ids);

@@ -4,6 +4,11 @@
  * searched by identifier, and a patient the EHR does not know, or an identifier that matches several, is a permanent
  * refusal ('policy'): retrying cannot make the patient appear. Found ids are cached for a minute (the cache is emptied
  * when it passes 10,000 patients), so that a busy device does not cost the EHR one search per reading.
+ *
+ * A cached id can be stale: the patient merged into another, or deleted and registered again, within that minute. A
+ * transaction the EHR refuses for good that referred to a cached id is therefore not the last word: the attempt
+ * forgets the ids it took from the cache (`resolve`'s `fromCache`) and writes once more after a fresh search
+ * (attempt.ts), which finds the patient's current id, or none (the policy's refusal).
  */
 import type { Patient } from 'fhir/r4';
 import type { Reading } from '../core/contract.js';
@@ -22,13 +27,17 @@ export class PatientLookup {
     private readonly policy: 'reject' | 'create',
   ) {}
 
-  async resolve(t: Reading): Promise<PatientTarget> {
+  /** The reading's patient as the transaction writes it; the keys of ids taken from the cache are added to `fromCache`. */
+  async resolve(t: Reading, fromCache?: Set<string>): Promise<PatientTarget> {
     const p = t.patient;
     if (!p) return { kind: 'none' };
     if (this.policy === 'create') return { kind: 'create', system: p.system, value: p.value };
     const key = `${p.system}|${p.value}`;
     const cached = this.cache.get(key);
-    if (cached && Date.now() - cached.at < CACHE_TTL_MS) return { kind: 'existing', id: cached.id };
+    if (cached && Date.now() - cached.at < CACHE_TTL_MS) {
+      fromCache?.add(key);
+      return { kind: 'existing', id: cached.id };
+    }
     const found = await this.ehr.search<Patient>('Patient', { identifier: key });
     if (found.length === 0) {
       throw new PermanentError('the EHR knows no patient with the identifier given (UNKNOWN_PATIENT_POLICY=reject)', 'policy');
@@ -38,5 +47,10 @@ export class PatientLookup {
     if (this.cache.size > CACHE_MAX) this.cache.clear();
     this.cache.set(key, { id, at: Date.now() });
     return { kind: 'existing', id };
+  }
+
+  /** Drops these patients' cached ids (keys from `resolve`'s `fromCache`): their next lookup searches the EHR. */
+  forget(keys: Iterable<string>): void {
+    for (const k of keys) this.cache.delete(k);
   }
 }
