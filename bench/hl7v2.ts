@@ -17,10 +17,11 @@
  *
  * Part 1 prints, in interleaved rounds of the same run: medplum's parse, the gateway's parse (fast path), the
  * gateway's parse always through the package, and the whole path (decode + split + parse + translate), each also as
- * a ratio to medplum. `--parse-only` stops after part 1. `--whole-only` runs only the whole path, for --seconds, and
- * stops: a loop to profile (`node --cpu-prof --import tsx bench/hl7v2.ts --whole-only --seconds 10`).
+ * a ratio to medplum. `--parse-only` stops after part 1; `--gateway-only` runs part 2 alone. `--whole-only` runs only
+ * the whole path, for --seconds, and stops: a loop to profile (`node --cpu-prof --import tsx bench/hl7v2.ts --whole-only
+ * --seconds 10`).
  *
- * Usage: npx tsx bench/hl7v2.ts [--seconds 5] [--rate 500,1500] [--connections 8] [--all] [--parse-only] [--whole-only]
+ * Usage: npx tsx bench/hl7v2.ts [--seconds 5] [--rate 500,1500] [--connections 8] [--all] [--parse-only] [--gateway-only] [--whole-only]
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -167,6 +168,12 @@ async function gatewayBench(): Promise<void> {
     const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
     return (Number(f[11]) + Number(f[12])) * 10;
   };
+  /** The gateway's read and write system calls so far (Linux /proc: writev and sendmsg count as writes). */
+  const syscalls = () => {
+    const io = readFileSync(`/proc/${child.pid}/io`, 'utf8');
+    const n = (k: string) => Number(new RegExp(`${k}: (\\d+)`).exec(io)?.[1] ?? NaN);
+    return { reads: n('syscr'), writes: n('syscw') };
+  };
   let seq = 0;
   const next = () => {
     seq++;
@@ -191,6 +198,7 @@ async function gatewayBench(): Promise<void> {
     const r0 = await commandStats(admin);
     const t0 = performance.now();
     const c0 = cpuMs();
+    const s0 = syscalls();
     await Promise.all(
       clients.map(async (c) => {
         while (Date.now() < end) {
@@ -203,6 +211,7 @@ async function gatewayBench(): Promise<void> {
     );
     const elapsed = (performance.now() - t0) / 1000;
     const cpuPerMessage = ((cpuMs() - c0) * 1000) / Math.max(1, acked + refused);
+    const s1 = syscalls();
     const r1 = await commandStats(admin);
     admin.disconnect();
     const what =
@@ -214,6 +223,9 @@ async function gatewayBench(): Promise<void> {
       `   closed loop: ${(acked / elapsed).toFixed(0)} ACKed (AA) PCD-01 messages/s over ${elapsed.toFixed(1)} s${refused ? ` (${refused} not AA)` : ''}; gateway CPU ${cpuPerMessage.toFixed(0)} µs per message (Linux /proc)`,
     );
     const messages = Math.max(1, acked + refused);
+    console.log(
+      `   gateway system calls per message: ${((s1.writes - s0.writes) / messages).toFixed(2)} writes, ${((s1.reads - s0.reads) / messages).toFixed(2)} reads (Linux /proc, all threads)`,
+    );
     const rows = [...r1]
       .map(([k, v]) => [k, v - (r0.get(k) ?? 0)] as const)
       .filter(([k, d]) => d > 0 && k !== 'info')
@@ -275,9 +287,11 @@ async function gatewayBench(): Promise<void> {
   }
 }
 
-initValidation();
-// The package path is compared here; the gateway itself loads the package only when a message needs it.
-await loadHl7Package();
-await parseBench();
+if (!args.includes('--gateway-only')) {
+  initValidation();
+  // The package path is compared here; the gateway itself loads the package only when a message needs it.
+  await loadHl7Package();
+  await parseBench();
+}
 if (!args.includes('--parse-only') && !args.includes('--whole-only')) await gatewayBench();
 process.exit(0);
