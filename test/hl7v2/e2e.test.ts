@@ -37,7 +37,8 @@ async function startHl7Gateway(redisUrl: string, ehrUrl: string): Promise<Runnin
     MLLP_HOST: '127.0.0.1',
     // A real EHR is configured: MLLP needs to know its senders.
     MLLP_ALLOWED_SENDERS: '*=127.0.0.1',
-    LOG_LEVEL: 'info',
+    // Every line the gateway writes about a message, an accepted one's included, is checked for the control id.
+    LOG_LEVEL: 'debug',
   });
   return { gateway: gw.gateway, mllpPort, logs: gw.logs };
 }

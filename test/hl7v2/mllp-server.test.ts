@@ -43,6 +43,41 @@ describe('hl7v2 MLLP server (real TCP, real Redis, real queue)', () => {
     c.close();
   });
 
+  it('logs an accepted message only at debug (counted, not logged, at info); a refusal at warn', async () => {
+    for (const debug of [false, true]) {
+      const lines: { level: string; obj: Record<string, unknown>; msg?: string }[] = [];
+      const at = (level: string) => (obj: object, msg?: string) => lines.push({ level, obj: obj as Record<string, unknown>, msg });
+      const logger = {
+        info: at('info'),
+        warn: at('warn'),
+        error: at('error'),
+        debug: at('debug'),
+        isLevelEnabled: (level: string) => level !== 'debug' || debug,
+      };
+      const session = new Hl7Session({
+        ingestor: stack.pipeline,
+        redis: stack.redis,
+        refusals: stack.refusals,
+        config: stack.config,
+        logger,
+      });
+      const accepted = await session.handleText(pcdMessage(id('LOG')), 'UNICODE UTF-8', { channel: 'mllp' });
+      assert.deepEqual(accepted.outcomes[0].ackCodes, ['AA']);
+      const refused = await session.handleText(pcdMessage(id('LOG'), { pid: false }), 'UNICODE UTF-8', { channel: 'mllp' });
+      assert.deepEqual(refused.outcomes[0].ackCodes, ['AE']);
+      const acceptedLines = lines.filter((l) => l.msg === 'hl7: message accepted');
+      if (debug) {
+        assert.equal(acceptedLines.length, 1);
+        assert.equal(acceptedLines[0].level, 'debug');
+        assert.match(String(acceptedLines[0].obj.controlIdHash), /^[0-9a-f]{16}$/);
+      } else assert.deepEqual(acceptedLines, [], 'no line for an accepted message at info');
+      assert.deepEqual(
+        lines.filter((l) => l.msg === 'hl7: message refused').map((l) => l.level),
+        ['warn'],
+      );
+    }
+  });
+
   it('answers AE with ERR (code, location, text) when the message parses but cannot be translated, and keeps it', async () => {
     const c = await TestClient.connect(stack.port);
     const cid = id();

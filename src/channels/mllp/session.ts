@@ -54,6 +54,9 @@ export interface Hl7Logger {
   info(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
   error(obj: object, msg?: string): void;
+  /** Each accepted message (LOG_LEVEL=debug). */
+  debug?(obj: object, msg?: string): void;
+  isLevelEnabled?(level: string): boolean;
 }
 export const noopLogger: Hl7Logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
@@ -469,18 +472,21 @@ export class Hl7Session {
       // failed, or a resend that reaches another process within the round trip, costs only that the resend is queued
       // again, and the EHR still gets it once: delivery's writes are conditional.
       if (this.ackCache) void this.ackCache.put(sender, header.controlId, { h: hash, acks, charset }).catch(() => undefined);
-      this.logger.info(
-        {
-          channel: meta.channel,
-          controlIdHash: logRef(header.controlId),
-          type,
-          app: logText(header.sendingApplication),
-          jobs: result.jobIds.length,
-          observations: result.observations,
-          ack: codes.join('/'),
-        },
-        'hl7: message accepted',
-      );
+      // Accepted messages are counted (hl7_messages_total, the console), not logged one line each at info, as on the
+      // other channels: at info a busy feed's every message cost a line, a keyed hash and a write to the log.
+      if (this.logger.debug && (this.logger.isLevelEnabled?.('debug') ?? true))
+        this.logger.debug(
+          {
+            channel: meta.channel,
+            controlIdHash: logRef(header.controlId),
+            type,
+            app: logText(header.sendingApplication),
+            jobs: result.jobIds.length,
+            observations: result.observations,
+            ack: codes.join('/'),
+          },
+          'hl7: message accepted',
+        );
       return { controlId: header.controlId, messageType: type, result: 'accepted', ackCodes: codes, acks, errors: [] };
     } catch (err) {
       const e = toGatewayError(err);
