@@ -667,6 +667,8 @@ export interface ParseOptions {
   charset?: string;
   /** Structural limits (default DEFAULT_PARSE_LIMITS). */
   limits?: ParseLimits;
+  /** What `readHeader` gave for this same text, when the caller has read it already (it is not read again). */
+  header?: MshHeader;
 }
 
 /**
@@ -714,8 +716,9 @@ export function isNormalised(text: string): boolean {
 const BLANK_SEGMENT = /^\s*$/;
 
 function parseWith(messageText: string, options: ParseOptions, path: 'auto' | 'package' | 'fast'): Hl7Message | undefined {
-  const text = isNormalised(messageText) ? messageText : normaliseSegments(messageText).join('\r') + '\r';
-  const header = readHeader(text);
+  const normalised = isNormalised(messageText);
+  const text = normalised ? messageText : normaliseSegments(messageText).join('\r') + '\r';
+  const header = normalised && options.header ? options.header : readHeader(text);
   const limits = options.limits ?? DEFAULT_PARSE_LIMITS;
   const charset = options.charset ?? (header.charset || undefined);
   // The fast path counts the structure as it splits and calls checkLimits (which throws the located error) only when a

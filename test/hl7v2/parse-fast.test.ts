@@ -25,6 +25,7 @@ import {
   parseMessage,
   parseMessageFast,
   parseMessageWithPackage,
+  readHeader,
   splitMessages,
   loadHl7Package,
 } from '../../src/hl7v2/parse.js';
@@ -99,6 +100,17 @@ describe('hl7v2 parse: fast path vs the hl7v2 package (differential)', () => {
     assert.ok(all.length >= 7, `fixtures found: ${all.length}`);
     // The fast path must actually take ordinary messages (it declines only for dictionary-dependent cases).
     assert.ok(fast >= all.length - 2, `fast path took ${fast} of ${all.length}`);
+  });
+
+  it('a header read already is taken as readHeader would give it, and only for the text it was read from', () => {
+    for (const c of corpus()) {
+      const plain = parseMessage(c.text, { charset: c.charset });
+      assert.deepEqual(parseMessage(c.text, { charset: c.charset, header: readHeader(c.text) }), plain, c.name);
+      // A text that is not yet normalised is read again once normalised: a header given for it is not used.
+      const lf = c.text.replaceAll('\r', '\n');
+      const wrong = { ...readHeader(lf), controlId: 'NOT-THIS-ONE' };
+      assert.deepEqual(parseMessage(lf, { charset: c.charset, header: wrong }), parseMessage(lf, { charset: c.charset }), `${c.name} (LF)`);
+    }
   });
 
   it('gives the same message, translation and ACK on every public sample', function () {

@@ -25,7 +25,8 @@ export class AckCache {
     private readonly ttlS: number,
   ) {}
 
-  private key(sender: string, controlId: string): string {
+  /** The key of a sender's control id (a hash: a control id may be an MRN, and may be long). */
+  key(sender: string, controlId: string): string {
     return `${KEY_PREFIX}ack:${createHash('sha256').update(`${sender}\u001f${controlId}`).digest('hex').slice(0, 40)}`;
   }
 
@@ -33,14 +34,15 @@ export class AckCache {
     return this.ttlS > 0;
   }
 
-  async get(sender: string, controlId: string): Promise<CachedAck | undefined> {
+  /** The ACKs stored under `key` (from `key()`, made once per message for both the lookup and the store). */
+  async get(key: string): Promise<CachedAck | undefined> {
     if (!this.enabled) return undefined;
-    const v = await this.redis.get(this.key(sender, controlId));
+    const v = await this.redis.get(key);
     return v ? (JSON.parse(v) as CachedAck) : undefined;
   }
 
-  async put(sender: string, controlId: string, value: CachedAck): Promise<void> {
+  async put(key: string, value: CachedAck): Promise<void> {
     if (!this.enabled) return;
-    await this.redis.set(this.key(sender, controlId), JSON.stringify(value), 'EX', this.ttlS);
+    await this.redis.set(key, JSON.stringify(value), 'EX', this.ttlS);
   }
 }

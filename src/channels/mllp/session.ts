@@ -24,7 +24,6 @@ import {
   type Hl7Message,
   Hl7ParseError,
   type MshHeader,
-  normaliseSegments,
   parseMessageAsync,
   readHeader,
   splitMessages,
@@ -407,7 +406,7 @@ export class Hl7Session {
     let msg: Hl7Message;
     try {
       // Asynchronous only the first time a message needs the hl7v2 package (loaded on demand, hl7v2/parse.ts).
-      msg = await parseMessageAsync(text, { charset, limits: this.deps.config.parseLimits });
+      msg = await parseMessageAsync(text, { charset, limits: this.deps.config.parseLimits, header });
     } catch (e) {
       // The parser could not be loaded: the gateway's own failure, so the sender resends later (never AR).
       if (e instanceof GatewayError) return this.resendLater(header, type, meta, e, e.cause ?? e);
@@ -415,12 +414,11 @@ export class Hl7Session {
         e instanceof Hl7ParseError ? e : new Hl7ParseError(`the message cannot be parsed: ${(e as Error).message}`, Hl7ErrorCode.dataType);
       return this.refuse(header, 'not-acceptable', [{ code: pe.code, text: pe.message, location: pe.location }], text, charset, meta);
     }
-    const sender = senderOf(msg);
-    const hash = contentHash(normaliseSegments(text).join('\r'));
-    if (this.ackCache && !meta.replayOf) {
-      const cached = await this.within(deadline, this.ackCache.get(sender, header.controlId), 'the ACK cache (Redis) did not answer').catch(
-        () => undefined,
-      );
+    // The parsed text is the message's segments joined by CR, each ended by one (normaliseSegments).
+    const hash = contentHash(msg.text.slice(0, -1));
+    const ackKey = this.ackCache?.key(senderOf(msg), header.controlId);
+    if (this.ackCache && ackKey && !meta.replayOf) {
+      const cached = await this.within(deadline, this.ackCache.get(ackKey), 'the ACK cache (Redis) did not answer').catch(() => undefined);
       if (cached?.h === hash) {
         this.logger.info(
           { channel: meta.channel, controlIdHash: logRef(header.controlId), type, app: logText(header.sendingApplication) },
@@ -471,7 +469,7 @@ export class Hl7Session {
       // for an ACK; in this process its lookup goes over the same Redis connection, after the write. A write that
       // failed, or a resend that reaches another process within the round trip, costs only that the resend is queued
       // again, and the EHR still gets it once: delivery's writes are conditional.
-      if (this.ackCache) void this.ackCache.put(sender, header.controlId, { h: hash, acks, charset }).catch(() => undefined);
+      if (this.ackCache && ackKey) void this.ackCache.put(ackKey, { h: hash, acks, charset }).catch(() => undefined);
       // Accepted messages are counted (hl7_messages_total, the console), not logged one line each at info, as on the
       // other channels: at info a busy feed's every message cost a line, a keyed hash and a write to the log.
       if (this.logger.debug && (this.logger.isLevelEnabled?.('debug') ?? true))
