@@ -202,8 +202,14 @@ export class DeliveryAttempts {
       if (!units.length) return results;
       const first = buildBatchTransaction(units, this.deviceIds.lookup(cached.devices));
       // Written again: each patient looked up afresh (those the cache no longer has are searched), no Device by id.
+      // The searches run at once, as the first ones did: the locks' time counts one round of them.
       const rebuild = async () => {
-        for (const u of units) if (u.patient.kind === 'existing') u.patient = await this.patients.resolve(u.translation);
+        const again = await Promise.all(
+          units.map((u) => (u.patient.kind === 'existing' ? this.patients.resolve(u.translation) : u.patient)),
+        );
+        units.forEach((u, i) => {
+          u.patient = again[i];
+        });
         return buildBatchTransaction(units);
       };
       try {
