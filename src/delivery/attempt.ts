@@ -21,6 +21,7 @@ import {
   buildTransaction,
   mergeSampledObservation,
   type MergedObservations,
+  type PatientTarget,
   type TransactionUnit,
 } from '../fhir/transaction.js';
 import { Coalescer } from './coalescer.js';
@@ -163,14 +164,17 @@ export class DeliveryAttempts {
     const notWritten = new Error('not written');
     const results: ReadingResult[][] = jobs.map((job) => job.data.translations.map(() => notWritten));
     const set = (k: number, r: ReadingResult) => (results[readings[k].j][readings[k].i] = r);
+    // The patients this attempt searched: written one by one, their ids are not taken for stale when refused.
+    const searched = new Set<string>();
     const oneByOne = async (which: number[]) => {
-      for (const k of which) set(k, await this.deliverOne(String(readings[k].job.id), readings[k].t).catch(asError));
+      for (const k of which) set(k, await this.deliverOne(String(readings[k].job.id), readings[k].t, searched).catch(asError));
       return results;
     };
     if (readings.length === 1) return oneByOne([0]);
-    // The lock must outlive every EHR request made while holding it (the patient searches, run at once; the transaction)
-    // and one timeout more.
-    const patientLookups = this.settings.unknownPatientPolicy === 'reject' ? 1 : 0;
+    // The lock must outlive every EHR request made while holding it and one timeout more: a round of patient searches
+    // (run at once) and the transaction, and when that referred to cached ids and was refused, another round and another
+    // transaction (writeBundle).
+    const patientLookups = this.settings.unknownPatientPolicy === 'reject' ? this.transactionsPerWrite() : 0;
     const ttlMs = this.settings.fhirTimeoutMs * (patientLookups + this.transactionsPerWrite() + 1) + 5000;
     let release: Release;
     try {
@@ -188,7 +192,7 @@ export class DeliveryAttempts {
     let hold: number | undefined;
     try {
       const cached = fromCache();
-      const patients = await Promise.all(readings.map((r) => this.patients.resolve(r.t, cached.patients).catch(asError)));
+      const patients = await Promise.all(readings.map((r) => this.patients.resolve(r.t, cached.patients, searched).catch(asError)));
       const units: TransactionUnit[] = [];
       const written: number[] = [];
       readings.forEach((r, k) => {
@@ -202,13 +206,16 @@ export class DeliveryAttempts {
       if (!units.length) return results;
       const first = buildBatchTransaction(units, this.deviceIds.lookup(cached.devices));
       // Written again: each patient looked up afresh (those the cache no longer has are searched), no Device by id.
-      // The searches run at once, as the first ones did: the locks' time counts one round of them.
+      // The searches run at once, as the first ones did (the locks' time counts two rounds); all end before a failure
+      // is passed on, so that none runs on while the readings are written one by one.
       const rebuild = async () => {
-        const again = await Promise.all(
-          units.map((u) => (u.patient.kind === 'existing' ? this.patients.resolve(u.translation) : u.patient)),
+        const again = await Promise.allSettled(
+          units.map((u) => (u.patient.kind === 'existing' ? this.patients.resolve(u.translation, undefined, searched) : u.patient)),
         );
+        const failed = again.find((r) => r.status === 'rejected');
+        if (failed) throw failed.reason;
         units.forEach((u, i) => {
-          u.patient = again[i];
+          u.patient = (again[i] as PromiseFulfilledResult<PatientTarget>).value;
         });
         return buildBatchTransaction(units);
       };
@@ -240,8 +247,11 @@ export class DeliveryAttempts {
     }
   }
 
-  /** Writes one reading to the EHR in its own transaction; holds its device and patient locks while it does. */
-  private async deliverOne(jobId: string, t: Reading): Promise<DeliveryOutcome> {
+  /**
+   * Writes one reading to the EHR in its own transaction; holds its device and patient locks while it does. `searched`:
+   * the patients searched earlier in this attempt (a shared transaction's), whose ids are fresh, not stale.
+   */
+  private async deliverOne(jobId: string, t: Reading, searched?: ReadonlySet<string>): Promise<DeliveryOutcome> {
     // The lock must outlive every EHR request the job makes while holding it: a patient search, one search per merged
     // observation, the transaction.
     const requests = 1 + this.transactionsPerWrite() + (t.writeMode === 'merge' ? t.observations.length : 0);
@@ -252,6 +262,7 @@ export class DeliveryAttempts {
       if (!fresh) return { transactionEntries: 0, observations: 0 };
       const cached = fromCache();
       const patient = await this.patients.resolve(t, cached.patients);
+      for (const k of searched ?? []) cached.patients.delete(k);
       const merged = fresh.writeMode === 'merge' ? await this.existingForMerge(fresh.observations) : undefined;
       let bundle = buildTransaction(jobId, fresh, patient, merged, this.deviceIds.lookup(cached.devices));
       let where: WrittenObservations;

@@ -122,4 +122,59 @@ describe('delivery: a stale cached patient id (UNKNOWN_PATIENT_POLICY=reject, en
     assert.deepEqual(subjects(again), [`Patient/${now}`, `Patient/${now}`], 'written again, shared, with the new id');
     assert.equal((await deadLetters(stack)).total, deadBefore, 'no dead letter');
   });
+
+  it('one of two patients of a shared transaction gone: its reading is the policy dead letter, the other is written', async () => {
+    const deadBefore = (await deadLetters(stack)).total;
+    const goneId = await registerPatient(stack, 'MRN-STALE-5');
+    const keptId = await registerPatient(stack, 'MRN-STALE-6');
+    // Both ids cached.
+    const first = [reading('PATIDS-5', 'MRN-STALE-5', 30), reading('PATIDS-6', 'MRN-STALE-6', 31)];
+    assert.equal((await postJson(`${stack.gw.url}/ingest/measurements`, first)).status, 202);
+    for (const minute of [30, 31]) await observationAt(stack, minute);
+    await stack.ehr.sandbox.repo.deleteResource('Patient', goneId);
+    refuseReferencesTo(stack, `Patient/${goneId}`);
+    const both = [reading('PATIDS-5', 'MRN-STALE-5', 32), reading('PATIDS-6', 'MRN-STALE-6', 33)];
+    assert.equal((await postJson(`${stack.gw.url}/ingest/measurements`, both)).status, 202);
+    assert.equal((await observationAt(stack, 33)).subject?.reference, `Patient/${keptId}`);
+    const dead = await eventually(
+      async () => {
+        const d = await deadLetters(stack);
+        return d.total === deadBefore + 1 ? d : undefined;
+      },
+      20_000,
+      'the dead letter',
+    );
+    assert.equal(dead.items[0].kind, 'policy');
+    assert.match(dead.items[0].reason, /knows no patient/);
+    const atMinute32 = (await stack.ehr.search<Observation>('Observation', { _count: '100' })).filter((o) =>
+      o.effectiveDateTime?.includes('09:32'),
+    );
+    assert.deepEqual(atMinute32, [], 'nothing written for the patient that is gone');
+  });
+
+  it('a shared transaction refused for its content: the patients searched again are not searched a third time', async () => {
+    const deadBefore = (await deadLetters(stack)).total;
+    const id = await registerPatient(stack, 'MRN-STALE-7');
+    assert.equal((await postJson(`${stack.gw.url}/ingest/measurements`, reading('PATIDS-7', 'MRN-STALE-7', 40))).status, 202);
+    await observationAt(stack, 40);
+    // The EHR refuses every transaction that carries the reading of value 77 (its content), whatever its patient.
+    const bad = { ...reading('PATIDS-7', 'MRN-STALE-7', 41), measurements: [{ code: 'MDC_PULS_OXIM_SAT_O2', value: 77, unit: '%' }] };
+    const carriesBad = (req: { method: string; path: string; body?: unknown }) =>
+      isTransaction(req) && JSON.stringify(req.body ?? '').includes('"value":77');
+    for (let i = 0; i < 10; i++)
+      stack.ehr.faults.push({
+        status: 422,
+        match: carriesBad,
+        body: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', diagnostics: 'refused for its content' }] },
+      });
+    const searches = () => stack.ehr.requests.filter((r) => r.method === 'GET' && r.path === '/Patient').length;
+    const before = searches();
+    assert.equal((await postJson(`${stack.gw.url}/ingest/measurements`, [bad, reading('PATIDS-8', 'MRN-STALE-7', 42)])).status, 202);
+    assert.equal((await observationAt(stack, 42)).subject?.reference, `Patient/${id}`);
+    await eventually(async () => (await deadLetters(stack)).total === deadBefore + 1, 20_000, 'the dead letter');
+    // Shared with the cached id (refused), shared again after one search (refused), then the bad reading alone (refused):
+    // its id was searched in this attempt, so it is not taken for stale and searched and written once more.
+    assert.equal(stack.ehr.requests.filter(carriesBad).length, 3);
+    assert.equal(searches() - before, 1, 'one search');
+  });
 });

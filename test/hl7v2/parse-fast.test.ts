@@ -113,6 +113,20 @@ describe('hl7v2 parse: fast path vs the hl7v2 package (differential)', () => {
     }
   });
 
+  it("the parsed text without its last CR is the message's segments joined by CR (the ACK cache's content hash)", () => {
+    for (const c of corpus())
+      for (const [form, text] of [
+        ['CR', c.text],
+        ['LF', c.text.replaceAll('\r', '\n')],
+        ['CRLF', c.text.replaceAll('\r', '\r\n')],
+        ['no last CR', c.text.replace(/\r$/, '')],
+      ]) {
+        const parsed = parseMessage(text, { charset: c.charset }).text;
+        assert.equal(parsed.at(-1), '\r', `${c.name} (${form})`);
+        assert.equal(parsed.slice(0, -1), normaliseSegments(text).join('\r'), `${c.name} (${form})`);
+      }
+  });
+
   it('gives the same message, translation and ACK on every public sample', function () {
     if (!existsSync(SAMPLES)) this.skip();
     const samples = corpus().filter((c) => readdirSync(SAMPLES).includes(c.name.split('#')[0]));

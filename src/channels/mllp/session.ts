@@ -416,7 +416,7 @@ export class Hl7Session {
     }
     // The parsed text is the message's segments joined by CR, each ended by one (normaliseSegments).
     const hash = contentHash(msg.text.slice(0, -1));
-    const ackKey = this.ackCache?.key(senderOf(msg), header.controlId);
+    const ackKey = this.ackCache?.enabled ? this.ackCache.key(senderOf(msg), header.controlId) : undefined;
     if (this.ackCache && ackKey && !meta.replayOf) {
       const cached = await this.within(deadline, this.ackCache.get(ackKey), 'the ACK cache (Redis) did not answer').catch(() => undefined);
       if (cached?.h === hash) {
