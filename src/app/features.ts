@@ -194,6 +194,7 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
         auth: ingestAuth,
         maxBodyBytes: config.ingestMaxBodyBytes,
         adapterVendor: (id) => registration.ownerOf(id),
+        answerWithinMs: config.enqueueTimeoutMs,
       }),
     );
     channels.push(

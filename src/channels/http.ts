@@ -8,9 +8,10 @@ import express, { type RequestHandler } from 'express';
 import { clientAddress } from '../http/client.js';
 import { firstInvalidUtf8 } from '../core/utf8.js';
 import type { InboundMessage, Principal } from '../core/contract.js';
-import { GatewayError, issue, notFound, outcome } from '../core/errors.js';
+import { GatewayError, issue, notFound, outcome, unavailable } from '../core/errors.js';
 import { requireJson, sendJson } from '../http/errors.js';
 import type { IngestResult, Ingestor } from '../pipeline/pipeline.js';
+import { withTimeout } from '../queue/queue.js';
 import { deviceIdsOf, type Refusal, type RefusalStore, type ReplayResult } from '../pipeline/refusals.js';
 import type { Channel } from './channel.js';
 import type { HotRoute } from '../http/app.js';
@@ -25,6 +26,31 @@ export interface HttpChannelDeps {
   maxBodyBytes: number;
   /** The vendor that registered an adapter over the registration API (undefined: built-in, folder or plugin). */
   adapterVendor?: (adapterId: string) => string | undefined;
+  /**
+   * ENQUEUE_TIMEOUT_MS: how long each step of an ingest request that waits on Redis may take (the credential check and
+   * rate limit, the ingest, keeping a refused body). With Redis down the sender is answered then (503 "retry later",
+   * or its 422 without X-Refused-Id), not after the Redis client's retries: 22 s for a reading before this bound.
+   */
+  answerWithinMs?: number;
+}
+
+/**
+ * `mw`, answered with a retryable 503 when it has not finished within `ms`; what it does after that is ignored. The
+ * credential check and the rate limit wait on Redis (a key not verified lately, the token bucket).
+ */
+function boundedBy(mw: RequestHandler, ms: number | undefined, what: string): RequestHandler {
+  if (!ms) return mw;
+  return (req, res, next) => {
+    let done = false;
+    const finish = (err?: unknown) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      next(err);
+    };
+    const timer = setTimeout(() => finish(unavailable(`${what} within ${ms} ms; nothing was accepted, retry later`, 5)), ms);
+    Promise.resolve(mw(req, res, finish)).catch(finish);
+  };
 }
 
 /** The 202 body: what was queued, and what was held for review (said, not hidden behind readings: 0). */
@@ -94,31 +120,38 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
     const adapterId = String(req.params.adapter);
     try {
       assertMayUse(adapterId, message.principal);
-      sendJson(res, 202, accepted(await ingestor.ingest(adapterId, message)));
+      const ingested = ingestor.ingest(adapterId, message);
+      // A message queued after its 503 is recognised when resent (its job id comes from its content).
+      const result = deps.answerWithinMs
+        ? await withTimeout(ingested, deps.answerWithinMs, 'the message could not be queued')
+        : await ingested;
+      sendJson(res, 202, accepted(result));
     } catch (err) {
       if (err instanceof GatewayError && !err.retryable) {
         const deviceIds = deviceIdsOf(message.body);
-        const id = await refusals
-          .add({
-            channel: 'http',
-            format: 'json',
-            adapterId,
-            receivedAt: message.receivedAt,
-            status: err.status,
-            reason: err.message,
-            outcome: err.outcome,
-            body: message.body,
-            ...(deviceIds ? { deviceIds } : {}),
-            ...(message.attributes ? { attributes: message.attributes } : {}),
-            ...(message.principal ? { principal: message.principal } : {}),
-          })
-          .catch(() => undefined);
+        const keeping = refusals.add({
+          channel: 'http',
+          format: 'json',
+          adapterId,
+          receivedAt: message.receivedAt,
+          status: err.status,
+          reason: err.message,
+          outcome: err.outcome,
+          body: message.body,
+          ...(deviceIds ? { deviceIds } : {}),
+          ...(message.attributes ? { attributes: message.attributes } : {}),
+          ...(message.principal ? { principal: message.principal } : {}),
+        });
+        const id = await (deps.answerWithinMs
+          ? withTimeout(keeping, deps.answerWithinMs, 'the refusal store did not answer')
+          : keeping
+        ).catch(() => undefined);
         if (id) res.setHeader('X-Refused-Id', id);
       }
       throw err;
     }
   };
-  const ingestHandlers = [deps.auth, requireJson, json, ingest];
+  const ingestHandlers = [boundedBy(deps.auth, deps.answerWithinMs, 'the credential could not be checked'), requireJson, json, ingest];
   router.post('/ingest/:adapter', ...ingestHandlers);
   // Every device message: dispatched before express's router, with the same handlers (http/app.ts).
   // A signed request (HMAC) goes through express: its check reads the raw body (access/hmac.ts).

@@ -246,7 +246,8 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     type: 'int',
     default: '5000',
     min: 10,
-    description: 'How long ingest waits for Redis to confirm a job before answering 503',
+    description:
+      'How long each step of ingest that waits on Redis (credential check, queue write, keeping a refused message) may take before the sender is answered 503 / AE "retry later"',
   },
   { env: 'DELIVERY_CONCURRENCY', type: 'int', default: '16', min: 1, max: 1000, description: 'Jobs one worker process delivers at once' },
   {

@@ -45,4 +45,44 @@ describe('hl7v2: an answer within ENQUEUE_TIMEOUT_MS when Redis is down', functi
     assert.equal(ack.errors[0]?.code, '207');
     assert.match(ack.errors[0]?.text ?? '', /resend later/);
   });
+
+  it('over HTTP, a reading is answered 503 "retry later" before the client gives up, not after the Redis client\'s retries', async () => {
+    await eventually(() => !gw.gateway.queue!.isReady(), 10000, 'the gateway to see Redis down');
+    const reading = (code: string) => ({
+      deviceId: 'DEADLINE-HTTP',
+      timestamp: '2026-12-05T10:00:00Z',
+      measurements: [{ code, value: 95, unit: '%' }],
+    });
+    // A reading, and one the gateway would refuse (an unknown code): the credential check waits on Redis first.
+    for (const body of [reading('MDC_PULS_OXIM_SAT_O2'), reading('NO_SUCH_CODE')]) {
+      // The client gives up after 3 times the setting, as the MLLP sender above (before the bound: 22 s).
+      const res = await fetch(`${gw.url}/ingest/measurements`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(3000),
+      });
+      assert.equal(res.status, 503, body.measurements[0].code);
+      assert.equal(res.headers.get('retry-after'), '5');
+      const oo = (await res.json()) as { resourceType: string; issue: { code: string; diagnostics: string }[] };
+      assert.equal(oo.resourceType, 'OperationOutcome');
+      assert.equal(oo.issue[0].code, 'transient');
+      assert.match(oo.issue[0].diagnostics, /retry later/);
+    }
+  });
+
+  it('a message refused while Redis is down is answered before the sender gives up, though it cannot be kept', async () => {
+    await eventually(() => !gw.gateway.queue!.isReady(), 10000, 'the gateway to see Redis down');
+    // Past a parser limit (HL7_MAX_COMPONENTS): refused at the parse, after the ACK cache was asked.
+    const text = `${pcdMessage('DEADLINE-2')}\rOBX|${'^'.repeat(20_000)}`;
+    // Keeping the refused message needs Redis: that write is bounded as the queue's is, so the answer comes first.
+    const r = await sendMessages('127.0.0.1', port, [{ text, charset: 'UNICODE UTF-8' }], { out: () => undefined, timeoutMs: 3000 });
+    assert.equal(r.codes[0], 'AR', `got ${r.codes[0]}`);
+    // The gateway is still up and answering.
+    const again = await sendMessages('127.0.0.1', port, [{ text: pcdMessage('DEADLINE-3'), charset: 'UNICODE UTF-8' }], {
+      out: () => undefined,
+      timeoutMs: 3000,
+    });
+    assert.equal(again.codes[0], 'AE');
+  });
 });

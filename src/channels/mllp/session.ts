@@ -296,27 +296,34 @@ export class Hl7Session {
     if (keep) {
       answer(true);
       try {
-        rejectedId = await this.refusals!.add({
-          channel: meta.channel,
-          format: 'hl7v2',
-          adapterId: this.deps.config.adapterId,
-          receivedAt: (meta.receivedAt ?? new Date()).toISOString(),
-          status: kind === 'not-acceptable' && status === 422 ? 400 : status,
-          reason: errors.map((e) => e.text).join('; '),
-          outcome: oo ?? errorsToOutcome(errors),
-          hl7: {
-            controlId: header?.controlId,
-            messageType,
-            sender: header ? `${header.sendingApplication}|${header.sendingFacility}` : undefined,
-            peer: meta.peer,
-            ackCode: codes.join('/') || '(none)',
-            errors,
-          },
-          ...(meta.principal ? { principal: meta.principal } : {}),
-          raw,
-          charset,
-          ...(payloadInfo ? { payloadInfo } : {}),
-        });
+        // Bounded like the queue's write (ENQUEUE_TIMEOUT_MS): with Redis down the sender is answered (AE, or CE: resend)
+        // before it gives up, not after the client's retries.
+        const deadline = this.deps.answerWithinMs ? Date.now() + this.deps.answerWithinMs : undefined;
+        rejectedId = await this.within(
+          deadline,
+          this.refusals!.add({
+            channel: meta.channel,
+            format: 'hl7v2',
+            adapterId: this.deps.config.adapterId,
+            receivedAt: (meta.receivedAt ?? new Date()).toISOString(),
+            status: kind === 'not-acceptable' && status === 422 ? 400 : status,
+            reason: errors.map((e) => e.text).join('; '),
+            outcome: oo ?? errorsToOutcome(errors),
+            hl7: {
+              controlId: header?.controlId,
+              messageType,
+              sender: header ? `${header.sendingApplication}|${header.sendingFacility}` : undefined,
+              peer: meta.peer,
+              ackCode: codes.join('/') || '(none)',
+              errors,
+            },
+            ...(meta.principal ? { principal: meta.principal } : {}),
+            raw,
+            charset,
+            ...(payloadInfo ? { payloadInfo } : {}),
+          }),
+          'the refusal store (Redis) did not answer',
+        );
       } catch (err) {
         this.logger.error(
           { err: (err as Error).message, controlIdHash: logRef(header?.controlId) },
@@ -403,6 +410,11 @@ export class Hl7Session {
         meta,
       );
     }
+    // The ACK cache is asked before the parse, so that Redis answers while the message is parsed: a message waits for
+    // one round trip less. The answer is used only once the message has parsed (a resend must match its content).
+    const ackKey = this.ackCache?.enabled ? this.ackCache.key(senderOf({ header }), header.controlId) : undefined;
+    const lookup = this.ackCache && ackKey && !meta.replayOf ? this.ackCache.get(ackKey) : undefined;
+    lookup?.catch(() => undefined);
     let msg: Hl7Message;
     try {
       // Asynchronous only the first time a message needs the hl7v2 package (loaded on demand, hl7v2/parse.ts).
@@ -416,9 +428,8 @@ export class Hl7Session {
     }
     // The parsed text is the message's segments joined by CR, each ended by one (normaliseSegments).
     const hash = contentHash(msg.text.slice(0, -1));
-    const ackKey = this.ackCache?.enabled ? this.ackCache.key(senderOf(msg), header.controlId) : undefined;
-    if (this.ackCache && ackKey && !meta.replayOf) {
-      const cached = await this.within(deadline, this.ackCache.get(ackKey), 'the ACK cache (Redis) did not answer').catch(() => undefined);
+    if (lookup) {
+      const cached = await this.within(deadline, lookup, 'the ACK cache (Redis) did not answer').catch(() => undefined);
       if (cached?.h === hash) {
         this.logger.info(
           { channel: meta.channel, controlIdHash: logRef(header.controlId), type, app: logText(header.sendingApplication) },
