@@ -24,6 +24,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import { clientAddress } from '../http/client.js';
 import { duplicateConnection, type RedisClient } from '../queue/connection.js';
+import { withTimeout } from '../queue/queue.js';
 import type { Principal } from '../core/contract.js';
 import { BaseAccess, BOOTSTRAP_ADMIN, bearerToken, sameKey } from './auth.js';
 import { GatewayError, outcome, issue, unauthorized, unavailable } from '../core/errors.js';
@@ -72,6 +73,13 @@ export interface ApiKeyAccessOptions {
   authFailureLimit?: number;
   /** AUTH_FAILURE_WINDOW_S: the window of that limit and of the aggregation of failures in the audit trail. */
   authFailureWindowS?: number;
+  /**
+   * ENQUEUE_TIMEOUT_MS: how long a request's reads of Redis may take (the failed-authentication limit, a key not
+   * verified lately, a signing secret, the replay guard, the rate limit). With Redis down the caller gets 503 "retry
+   * later" then (the rate limit lets it through), not after the Redis client's retries. Only the reads are bounded,
+   * not reading the body or verifying a key's hash.
+   */
+  redisTimeoutMs?: number;
 }
 
 const limited = Symbol('rate-limited');
@@ -108,7 +116,7 @@ export class ApiKeyAccess extends BaseAccess {
     private readonly metrics: Metrics,
   ) {
     super();
-    this.limiter = new RateLimiter(redis, opts.rateLimitPerMinute, opts.rateLimitBurst);
+    this.limiter = new RateLimiter(redis, opts.rateLimitPerMinute, opts.rateLimitBurst, opts.redisTimeoutMs);
     this.failures = new AuthFailures(
       redis,
       { limit: opts.authFailureLimit ?? 20, windowS: opts.authFailureWindowS ?? 60 },
@@ -142,12 +150,18 @@ export class ApiKeyAccess extends BaseAccess {
     this.subscriber = undefined;
   }
 
+  /** `read` (of Redis), or a retryable 503 once `redisTimeoutMs` has passed without an answer. */
+  private bounded<T>(read: Promise<T>): Promise<T> {
+    const ms = this.opts.redisTimeoutMs;
+    return ms ? withTimeout(read, ms, 'the credential store (Redis) did not answer', 'nothing was accepted, retry later') : read;
+  }
+
   /** The failed-authentication limit of an address (AuthFailures.blockedFor), with its verdict remembered briefly. */
   private async blockedFor(remote: string | undefined): Promise<number> {
     const address = remote ?? '';
     const now = Date.now();
     if ((this.clearUntil.get(address) ?? 0) > now) return 0;
-    const wait = await this.failures.blockedFor(remote);
+    const wait = await this.bounded(this.failures.blockedFor(remote));
     if (wait > 0 || this.failures.opts.limit <= 0) this.clearUntil.delete(address);
     else {
       if (this.clearUntil.size >= CLEAR_VERDICT_MAX) this.clearUntil.clear();
@@ -179,7 +193,7 @@ export class ApiKeyAccess extends BaseAccess {
   }
 
   private async verify(token: string, keyId: string, mac: Buffer): Promise<Principal | undefined> {
-    const c = await this.credentials.verify(token);
+    const c = await this.credentials.verify(token, (read) => this.bounded(read));
     if (!c) return undefined;
     const principal = principalOf(c);
     const expires = c.expiresAt ? Date.parse(c.expiresAt) : Infinity;
@@ -201,10 +215,10 @@ export class ApiKeyAccess extends BaseAccess {
     if (Math.abs(Date.now() / 1000 - Number(ts)) > this.opts.hmacWindowS)
       return `the timestamp is outside the allowed window of ${this.opts.hmacWindowS} s`;
     const raw = await readRawBody(req, this.opts.maxBodyBytes);
-    const found = await this.credentials.signingSecret(keyId);
+    const found = await this.bounded(this.credentials.signingSecret(keyId));
     const secret = found ? openSecret(found.sealed, this.opts.signingKey) : undefined;
     if (!found || !secret || !signatureMatches(secret, sig, ts, req.method, req.originalUrl, raw)) return 'unknown key or wrong signature';
-    if (!(await firstUse(this.redis, sig, this.opts.hmacWindowS))) return 'this signature was used before (replay)';
+    if (!(await this.bounded(firstUse(this.redis, sig, this.opts.hmacWindowS)))) return 'this signature was used before (replay)';
     setParsedBody(req, raw);
     return principalOf(found.credential);
   }

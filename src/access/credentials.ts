@@ -134,10 +134,11 @@ export class CredentialStore {
    * The credential of a presented key when its secret matches and it has not expired. Every well-formed key costs one
    * scrypt, whether its key id exists or not (an unknown, revoked or expired one is checked against a decoy hash).
    */
-  async verify(token: string): Promise<Credential | undefined> {
+  async verify(token: string, bound: (read: Promise<string | null>) => Promise<string | null> = (r) => r): Promise<Credential | undefined> {
     const k = parseKey(token);
     if (!k) return undefined;
-    const s = await this.redis.get(this.k.rec(k.keyId));
+    // `bound` limits the wait for Redis (ENQUEUE_TIMEOUT_MS at ingest), not the hash's verification.
+    const s = await bound(this.redis.get(this.k.rec(k.keyId)));
     const stored = s ? (JSON.parse(s) as Stored) : undefined;
     const live = stored && !(stored.expiresAt && Date.parse(stored.expiresAt) <= Date.now()) ? stored : undefined;
     const matches = await verifySecret(k.secret, live?.hash ?? DECOY_HASH);

@@ -6,6 +6,7 @@
  * then refuses with 503): the limiter protects capacity, it is not an access check.
  */
 import type { RedisClient } from '../queue/connection.js';
+import { withTimeout } from '../queue/queue.js';
 
 const TAKE = `
 local t = redis.call('TIME')
@@ -27,6 +28,8 @@ export class RateLimiter {
     private readonly redis: RedisClient,
     private readonly perMinute: number,
     private readonly burst: number,
+    /** How long to wait for Redis before letting the request through (ENQUEUE_TIMEOUT_MS; 0: the client's own retries). */
+    private readonly timeoutMs = 0,
   ) {}
 
   get enabled(): boolean {
@@ -37,7 +40,8 @@ export class RateLimiter {
   async take(id: string): Promise<number> {
     if (!this.enabled) return 0;
     try {
-      const wait = await this.redis.eval(TAKE, 1, `gw:rl:${id}`, String(this.burst), String(this.perMinute / 60_000));
+      const take = this.redis.eval(TAKE, 1, `gw:rl:${id}`, String(this.burst), String(this.perMinute / 60_000));
+      const wait = await (this.timeoutMs ? withTimeout(take, this.timeoutMs, 'the rate limit (Redis) did not answer') : take);
       return Number(wait) || 0;
     } catch {
       return 0;

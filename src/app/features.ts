@@ -133,6 +133,7 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
     config: deviceConfig,
     maxBodyBytes: config.ingestMaxBodyBytes,
     ingest: !!pipeline,
+    redisTimeoutMs: config.enqueueTimeoutMs,
     log,
     metrics,
   });

@@ -8,7 +8,7 @@ import express, { type RequestHandler } from 'express';
 import { clientAddress } from '../http/client.js';
 import { firstInvalidUtf8 } from '../core/utf8.js';
 import type { InboundMessage, Principal } from '../core/contract.js';
-import { GatewayError, issue, notFound, outcome, unavailable } from '../core/errors.js';
+import { GatewayError, issue, notFound, outcome } from '../core/errors.js';
 import { requireJson, sendJson } from '../http/errors.js';
 import type { IngestResult, Ingestor } from '../pipeline/pipeline.js';
 import { withTimeout } from '../queue/queue.js';
@@ -27,30 +27,11 @@ export interface HttpChannelDeps {
   /** The vendor that registered an adapter over the registration API (undefined: built-in, folder or plugin). */
   adapterVendor?: (adapterId: string) => string | undefined;
   /**
-   * ENQUEUE_TIMEOUT_MS: how long each step of an ingest request that waits on Redis may take (the credential check and
-   * rate limit, the ingest, keeping a refused body). With Redis down the sender is answered then (503 "retry later",
-   * or its 422 without X-Refused-Id), not after the Redis client's retries: 22 s for a reading before this bound.
+   * ENQUEUE_TIMEOUT_MS: how long the ingest and keeping a refused body may wait on Redis. With Redis down the sender is
+   * answered then (503 "retry later", or its 422 without X-Refused-Id), not after the Redis client's retries. The
+   * credential check's reads are bounded by the same setting in access/access.ts.
    */
   answerWithinMs?: number;
-}
-
-/**
- * `mw`, answered with a retryable 503 when it has not finished within `ms`; what it does after that is ignored. The
- * credential check and the rate limit wait on Redis (a key not verified lately, the token bucket).
- */
-function boundedBy(mw: RequestHandler, ms: number | undefined, what: string): RequestHandler {
-  if (!ms) return mw;
-  return (req, res, next) => {
-    let done = false;
-    const finish = (err?: unknown) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      next(err);
-    };
-    const timer = setTimeout(() => finish(unavailable(`${what} within ${ms} ms; nothing was accepted, retry later`, 5)), ms);
-    Promise.resolve(mw(req, res, finish)).catch(finish);
-  };
 }
 
 /** The 202 body: what was queued, and what was held for review (said, not hidden behind readings: 0). */
@@ -151,7 +132,7 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
       throw err;
     }
   };
-  const ingestHandlers = [boundedBy(deps.auth, deps.answerWithinMs, 'the credential could not be checked'), requireJson, json, ingest];
+  const ingestHandlers = [deps.auth, requireJson, json, ingest];
   router.post('/ingest/:adapter', ...ingestHandlers);
   // Every device message: dispatched before express's router, with the same handlers (http/app.ts).
   // A signed request (HMAC) goes through express: its check reads the raw body (access/hmac.ts).

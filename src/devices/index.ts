@@ -34,6 +34,8 @@ export interface DeviceManagementDeps {
   maxBodyBytes: number;
   /** Does this process ingest? (the guard exists only where messages arrive) */
   ingest: boolean;
+  /** ENQUEUE_TIMEOUT_MS: how long a request's credential check may wait for Redis (ApiKeyAccessOptions). */
+  redisTimeoutMs?: number;
   log: Logger;
   metrics: Metrics;
 }
@@ -78,6 +80,7 @@ export function createDeviceManagement(deps: DeviceManagementDeps): DeviceManage
       maxBodyBytes: deps.maxBodyBytes,
       authFailureLimit: config.authFailureLimit,
       authFailureWindowS: config.authFailureWindowS,
+      redisTimeoutMs: deps.redisTimeoutMs,
     },
     audit,
     log,

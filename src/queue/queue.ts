@@ -529,13 +529,15 @@ export class DeliveryQueue {
   }
 }
 
-export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+export async function withTimeout<T>(
+  p: Promise<T>,
+  ms: number,
+  what: string,
+  advice = 'resend later (a resent message is recognised and not queued twice)',
+): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(unavailable(`${what} within ${ms} ms; resend later (a resent message is recognised and not queued twice)`, 5)),
-      ms,
-    );
+    timer = setTimeout(() => reject(unavailable(`${what} within ${ms} ms; ${advice}`, 5)), ms);
   });
   try {
     return await Promise.race([p, timeout]);

@@ -412,9 +412,6 @@ export class Hl7Session {
     }
     // The ACK cache is asked before the parse, so that Redis answers while the message is parsed: a message waits for
     // one round trip less. The answer is used only once the message has parsed (a resend must match its content).
-    const ackKey = this.ackCache?.enabled ? this.ackCache.key(senderOf({ header }), header.controlId) : undefined;
-    const lookup = this.ackCache && ackKey && !meta.replayOf ? this.ackCache.get(ackKey) : undefined;
-    lookup?.catch(() => undefined);
     let msg: Hl7Message;
     try {
       // Asynchronous only the first time a message needs the hl7v2 package (loaded on demand, hl7v2/parse.ts).
@@ -428,8 +425,9 @@ export class Hl7Session {
     }
     // The parsed text is the message's segments joined by CR, each ended by one (normaliseSegments).
     const hash = contentHash(msg.text.slice(0, -1));
-    if (lookup) {
-      const cached = await this.within(deadline, lookup, 'the ACK cache (Redis) did not answer').catch(() => undefined);
+    const ackKey = this.ackCache?.enabled ? this.ackCache.key(senderOf(msg), header.controlId) : undefined;
+    if (this.ackCache && ackKey && !meta.replayOf) {
+      const cached = await this.within(deadline, this.ackCache.get(ackKey), 'the ACK cache (Redis) did not answer').catch(() => undefined);
       if (cached?.h === hash) {
         this.logger.info(
           { channel: meta.channel, controlIdHash: logRef(header.controlId), type, app: logText(header.sendingApplication) },
