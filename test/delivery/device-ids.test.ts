@@ -7,19 +7,8 @@
 import { strict as assert } from 'node:assert';
 import type { Bundle, Device, Observation } from 'fhir/r4';
 import { DeviceIds } from '../../src/delivery/device-ids.js';
-import {
-  eventually,
-  postJson,
-  type Stack,
-  startEhr,
-  startGateway,
-  startRedis,
-  type TestEhr,
-  type TestGateway,
-  type TestRedis,
-  useStack,
-} from '../helpers/harness.js';
-import { destinationsFile } from '../destinations/helpers.js';
+import { eventually, postJson, type Stack, type TestEhr, useStack } from '../helpers/harness.js';
+import { useTwoEhrs } from '../destinations/helpers.js';
 
 const reading = (deviceId: string, minute: number) => ({
   deviceId,
@@ -144,41 +133,24 @@ describe('delivery: Device ids off by default (DELIVERY_DEVICE_CACHE_S=0, end to
 
 describe('delivery: Device ids per destination (deviceCacheS in the destinations file, end to end)', function () {
   this.timeout(60_000);
-  let redis: TestRedis;
-  let checks: TestEhr;
-  let lax: TestEhr;
-  let gw: TestGateway;
-  before(async () => {
-    redis = await startRedis();
-    checks = await startEhr();
-    lax = await startEhr();
-    const file = destinationsFile({
-      destinations: [
-        { name: 'ehr', baseUrl: checks.url, deviceCacheS: 60 },
-        { name: 'research', baseUrl: lax.url },
-      ],
-    });
-    gw = await startGateway({ REDIS_URL: redis.url, DESTINATIONS_FILE: file, UNKNOWN_PATIENT_POLICY: 'create' });
-  });
-  after(async () => {
-    await gw?.stop();
-    await checks?.stop();
-    await lax?.stop();
-    await redis?.stop();
-  });
+  // 'ehr' checks references and caches Device ids; 'research' does not.
+  const s = useTwoEhrs((checks, lax) => [
+    { name: 'ehr', baseUrl: checks.url, deviceCacheS: 60 },
+    { name: 'research', baseUrl: lax.url },
+  ]);
 
   it('the destination that sets it refers to the Device by id; the other writes it every time', async () => {
     const devicesPerTransaction = (ehr: TestEhr) => ehr.requests.filter(isTransaction).map((r) => deviceEntries(r.body as Bundle).length);
     for (const minute of [40, 41]) {
-      assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('DEVIDS-DEST', minute))).status, 202);
+      assert.equal((await postJson(`${s.gw.url}/ingest/measurements`, reading('DEVIDS-DEST', minute))).status, 202);
       await eventually(
-        () => devicesPerTransaction(checks).length === minute - 39 && devicesPerTransaction(lax).length === minute - 39,
+        () => devicesPerTransaction(s.a).length === minute - 39 && devicesPerTransaction(s.b).length === minute - 39,
         20_000,
         `reading ${minute} at both destinations`,
       );
     }
-    assert.deepEqual(devicesPerTransaction(checks), [1, 0]);
-    assert.deepEqual(devicesPerTransaction(lax), [1, 1]);
+    assert.deepEqual(devicesPerTransaction(s.a), [1, 0]);
+    assert.deepEqual(devicesPerTransaction(s.b), [1, 1]);
   });
 });
 

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Observation } from 'fhir/r4';
-import type { TestEhr } from '../helpers/harness.js';
+import { startEhr, startGateway, startRedis, type TestEhr, type TestGateway, type TestRedis } from '../helpers/harness.js';
 
 export function destinationsFile(doc: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), 'gw-dest-'));
@@ -27,3 +27,34 @@ export async function observations(ehr: TestEhr): Promise<{ total: number; disti
 
 /** A fault that holds while `down()` says so: many entries, each consumed by one request while it matches. */
 export const outage = (down: () => boolean, n = 100_000) => Array.from({ length: n }, () => ({ status: 503, match: () => down() }));
+
+/** A Redis, two sandbox EHRs and a gateway that sends to them as its destinations file says (useTwoEhrs). */
+export interface TwoEhrStack {
+  redis: TestRedis;
+  a: TestEhr;
+  b: TestEhr;
+  gw: TestGateway;
+}
+
+/**
+ * A TwoEhrStack for the enclosing describe block: started before its tests, stopped after them. `destinations(a, b)`
+ * is the destinations file's list; `env` is added to the gateway's environment (UNKNOWN_PATIENT_POLICY=create unless
+ * it says otherwise).
+ */
+export function useTwoEhrs(destinations: (a: TestEhr, b: TestEhr) => unknown[], env: Record<string, string> = {}): TwoEhrStack {
+  const s = {} as TwoEhrStack;
+  before(async () => {
+    s.redis = await startRedis();
+    s.a = await startEhr();
+    s.b = await startEhr();
+    const file = destinationsFile({ destinations: destinations(s.a, s.b) });
+    s.gw = await startGateway({ REDIS_URL: s.redis.url, DESTINATIONS_FILE: file, UNKNOWN_PATIENT_POLICY: 'create', ...env });
+  });
+  after(async () => {
+    await s.gw?.stop();
+    await s.a?.stop();
+    await s.b?.stop();
+    await s.redis?.stop();
+  });
+  return s;
+}

@@ -5,75 +5,47 @@
  */
 import { strict as assert } from 'node:assert';
 import request from 'supertest';
-import {
-  eventually,
-  postJson,
-  startEhr,
-  startGateway,
-  startRedis,
-  type TestEhr,
-  type TestGateway,
-  type TestRedis,
-} from '../helpers/harness.js';
-import { destinationsFile, observations, outage, reading } from './helpers.js';
+import { eventually, postJson, type TestEhr } from '../helpers/harness.js';
+import { observations, outage, reading, useTwoEhrs } from './helpers.js';
 
 describe('destinations: isolation', function () {
   this.timeout(120_000);
-  let redis: TestRedis;
-  let a: TestEhr;
-  let b: TestEhr;
-  let gw: TestGateway;
-  let bDown = false;
-
-  before(async () => {
-    redis = await startRedis();
-    a = await startEhr();
-    b = await startEhr();
-    const file = destinationsFile({
-      destinations: [
-        { name: 'ehr', baseUrl: a.url },
-        { name: 'research', baseUrl: b.url, auth: { type: 'bearer', token: 'research-token' } },
-      ],
-    });
-    gw = await startGateway({
-      REDIS_URL: redis.url,
-      DESTINATIONS_FILE: file,
-      UNKNOWN_PATIENT_POLICY: 'create',
+  const s = useTwoEhrs(
+    (a, b) => [
+      { name: 'ehr', baseUrl: a.url },
+      { name: 'research', baseUrl: b.url, auth: { type: 'bearer', token: 'research-token' } },
+    ],
+    {
       BREAKER_FAILURE_THRESHOLD: '3',
       BREAKER_PROBE_INTERVAL_MS: '200',
       BREAKER_PROBE_MAX_INTERVAL_MS: '1000',
       DELIVERY_ATTEMPTS: '3',
-    });
-  });
-  after(async () => {
-    await gw?.stop();
-    await a?.stop();
-    await b?.stop();
-    await redis?.stop();
-  });
+    },
+  );
+  let bDown = false;
 
   it('one destination down does not delay the other; it catches up after, nothing lost or duplicated', async () => {
-    b.faults.push(...outage(() => bDown));
+    s.b.faults.push(...outage(() => bDown));
     bDown = true;
     const n = 30;
     for (let i = 0; i < n; i++) {
-      const r = await postJson(`${gw.url}/ingest/measurements`, reading(`ISO-${i}`, 80 + (i % 15)));
+      const r = await postJson(`${s.gw.url}/ingest/measurements`, reading(`ISO-${i}`, 80 + (i % 15)));
       assert.equal(r.status, 202, JSON.stringify(r.body));
     }
     // The healthy destination delivers everything while the other answers only 503.
-    await eventually(async () => (await observations(a)).total >= n, 30_000, 'every reading at the healthy destination');
-    assert.equal((await observations(b)).total, 0, 'nothing reached the destination that is down');
+    await eventually(async () => (await observations(s.a)).total >= n, 30_000, 'every reading at the healthy destination');
+    assert.equal((await observations(s.b)).total, 0, 'nothing reached the destination that is down');
     // The EHR that is down was asked (the breaker opened), and it is visible per destination.
     await eventually(
-      async () => (await request(gw.url).get('/readyz')).body.destinations?.research?.state !== 'closed',
+      async () => (await request(s.gw.url).get('/readyz')).body.destinations?.research?.state !== 'closed',
       20_000,
       "research's breaker to open",
     );
-    const ready = await request(gw.url).get('/readyz');
+    const ready = await request(s.gw.url).get('/readyz');
     assert.equal(ready.status, 200, 'ingest stays ready');
     assert.equal(ready.body.destinations.ehr.state, 'closed');
     assert.match(ready.body.warnings.join(' '), /destination 'research': circuit breaker/);
-    const status = await request(gw.url).get('/api/status');
+    const status = await request(s.gw.url).get('/api/status');
     const byName = Object.fromEntries(status.body.destinations.map((d: { destination: string }) => [d.destination, d]));
     assert.equal(byName.ehr.queue.completed, n);
     assert.equal(byName.ehr.queue.name, 'iomt-delivery', 'the destination ehr keeps QUEUE_NAME');
@@ -81,7 +53,7 @@ describe('destinations: isolation', function () {
     assert.ok(byName.research.queue.active + byName.research.queue.waiting + byName.research.queue.delayed >= 1);
     assert.equal(byName.ehr.writeMode, 'transaction');
     assert.equal(byName.ehr.writeModeSource, 'capability-statement');
-    const metrics = (await request(gw.url).get('/metrics')).text;
+    const metrics = (await request(s.gw.url).get('/metrics')).text;
     assert.match(metrics, /iomt_delivery_jobs_total\{destination="ehr",outcome="delivered"\} 30/);
     assert.match(metrics, /iomt_queue_waiting\{destination="research"\} \d+/);
     // The queue gauges cover every destination, not only the first: research's jobs are there, retried or waiting.
@@ -98,66 +70,70 @@ describe('destinations: isolation', function () {
 
     // Back: it catches up, once per reading; the first is left as it was.
     bDown = false;
-    await eventually(async () => (await observations(b)).total >= n, 30_000, 'the destination that was down to catch up');
+    await eventually(async () => (await observations(s.b)).total >= n, 30_000, 'the destination that was down to catch up');
     await eventually(
-      async () => (await request(gw.url).get('/api/status')).body.destinations[1].queue.completed === n,
+      async () => (await request(s.gw.url).get('/api/status')).body.destinations[1].queue.completed === n,
       10_000,
       'every research job completed',
     );
     for (const [name, ehr] of [
-      ['ehr', a],
-      ['research', b],
+      ['ehr', s.a],
+      ['research', s.b],
     ] as const) {
       const o = await observations(ehr);
       assert.equal(o.total, n, `${name}: each reading once`);
       assert.equal(o.distinct, n, `${name}: distinct identifiers`);
     }
     for (const d of ['ehr', 'research'])
-      assert.equal((await request(gw.url).get(`/api/dead-letters?destination=${d}`)).body.total, 0, `${d}: no dead letters`);
+      assert.equal((await request(s.gw.url).get(`/api/dead-letters?destination=${d}`)).body.total, 0, `${d}: no dead letters`);
     assert.ok(
-      b.requests.some((r) => r.method === 'POST'),
+      s.b.requests.some((r) => r.method === 'POST'),
       'research was written',
     );
   });
 
   it('a resend is recognised in every queue', async () => {
-    a.sandbox.clear();
-    b.sandbox.clear();
+    s.a.sandbox.clear();
+    s.b.sandbox.clear();
     const body = reading('ISO-RESEND', 91);
-    const first = await postJson(`${gw.url}/ingest/measurements`, body);
+    const first = await postJson(`${s.gw.url}/ingest/measurements`, body);
     assert.equal(first.status, 202);
-    const again = await postJson(`${gw.url}/ingest/measurements`, body);
+    const again = await postJson(`${s.gw.url}/ingest/measurements`, body);
     assert.equal(again.status, 202);
     assert.deepEqual(again.body.jobIds, first.body.jobIds, 'the same job ids: recognised in every queue');
-    await eventually(async () => (await observations(b)).list.some((o) => o.valueQuantity?.value === 91), 20_000, 'delivered to research');
+    await eventually(
+      async () => (await observations(s.b)).list.some((o) => o.valueQuantity?.value === 91),
+      20_000,
+      'delivered to research',
+    );
     const count = async (ehr: TestEhr) => (await observations(ehr)).list.filter((o) => o.valueQuantity?.value === 91).length;
-    assert.equal(await count(a), 1);
-    assert.equal(await count(b), 1);
+    assert.equal(await count(s.a), 1);
+    assert.equal(await count(s.b), 1);
   });
 
   it('dead letters and their replay are per destination', async () => {
-    a.sandbox.clear();
-    b.sandbox.clear();
+    s.a.sandbox.clear();
+    s.b.sandbox.clear();
     const refusal = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invariant', diagnostics: 'refused' }] };
-    b.faults.unshift({ status: 422, body: refusal, match: (req) => req.method === 'POST' });
-    assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('ISO-DLQ', 77))).status, 202);
+    s.b.faults.unshift({ status: 422, body: refusal, match: (req) => req.method === 'POST' });
+    assert.equal((await postJson(`${s.gw.url}/ingest/measurements`, reading('ISO-DLQ', 77))).status, 202);
     await eventually(
-      async () => (await request(gw.url).get('/api/dead-letters?destination=research')).body.total === 1,
+      async () => (await request(s.gw.url).get('/api/dead-letters?destination=research')).body.total === 1,
       20_000,
       'a dead letter at research',
     );
-    assert.equal((await request(gw.url).get('/api/dead-letters')).body.total, 0, 'none at ehr (the default destination)');
-    const list = await request(gw.url).get('/api/dead-letters?destination=research');
+    assert.equal((await request(s.gw.url).get('/api/dead-letters')).body.total, 0, 'none at ehr (the default destination)');
+    const list = await request(s.gw.url).get('/api/dead-letters?destination=research');
     assert.equal(list.body.destination, 'research');
     const id = list.body.items[0].id as string;
-    assert.equal((await request(gw.url).get(`/api/dead-letters/${id}`)).status, 404, 'not a dead letter of ehr');
-    assert.equal((await request(gw.url).get(`/api/dead-letters?destination=nope`)).status, 400);
-    const retry = await request(gw.url).post(`/api/dead-letters/${id}/retry?destination=research`);
+    assert.equal((await request(s.gw.url).get(`/api/dead-letters/${id}`)).status, 404, 'not a dead letter of ehr');
+    assert.equal((await request(s.gw.url).get(`/api/dead-letters?destination=nope`)).status, 400);
+    const retry = await request(s.gw.url).post(`/api/dead-letters/${id}/retry?destination=research`);
     assert.equal(retry.status, 202);
     assert.equal(retry.body.destination, 'research');
-    await eventually(async () => (await observations(b)).list.some((o) => o.valueQuantity?.value === 77), 20_000, 'the replay delivered');
+    await eventually(async () => (await observations(s.b)).list.some((o) => o.valueQuantity?.value === 77), 20_000, 'the replay delivered');
     const count = async (ehr: TestEhr) => (await observations(ehr)).list.filter((o) => o.valueQuantity?.value === 77).length;
-    assert.equal(await count(a), 1, 'ehr has it once (the replay went to research only)');
-    assert.equal(await count(b), 1);
+    assert.equal(await count(s.a), 1, 'ehr has it once (the replay went to research only)');
+    assert.equal(await count(s.b), 1);
   });
 });

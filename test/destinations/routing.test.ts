@@ -10,18 +10,8 @@ import { GatewayError } from '../../src/core/errors.js';
 import type { DeliveryJob, DeliveryQueue } from '../../src/queue/queue.js';
 import { DestinationQueues, jobsForDestination } from '../../src/queue/routing.js';
 import { defaultDestination, type Destination } from '../../src/config/destinations.js';
-import {
-  eventually,
-  postJson,
-  startEhr,
-  startGateway,
-  startRedis,
-  type TestEhr,
-  type TestGateway,
-  type TestRedis,
-  testQueue,
-} from '../helpers/harness.js';
-import { destinationsFile, observations, reading } from './helpers.js';
+import { eventually, postJson, startRedis, type TestRedis, testQueue } from '../helpers/harness.js';
+import { observations, reading, useTwoEhrs } from './helpers.js';
 
 const obs = (code: string, category: string, system = 'http://loinc.org'): Observation => ({
   resourceType: 'Observation',
@@ -130,39 +120,21 @@ describe('destinations: queueing to several (real Redis)', function () {
 
 describe('destinations: routing end to end', function () {
   this.timeout(60_000);
-  let redis: TestRedis;
-  let a: TestEhr;
-  let b: TestEhr;
-  let gw: TestGateway;
-  before(async () => {
-    redis = await startRedis();
-    a = await startEhr();
-    b = await startEhr();
-    const file = destinationsFile({
-      destinations: [
-        { name: 'ehr', baseUrl: a.url, filter: { adapters: ['measurements'] } },
-        // The MDC code of SpO2 (any system): body temperature is not sent here.
-        { name: 'ews', baseUrl: b.url, filter: { codes: ['150456'], categories: ['vital-signs'] } },
-      ],
-    });
-    gw = await startGateway({ REDIS_URL: redis.url, DESTINATIONS_FILE: file, UNKNOWN_PATIENT_POLICY: 'create' });
-  });
-  after(async () => {
-    await gw?.stop();
-    await a?.stop();
-    await b?.stop();
-    await redis?.stop();
-  });
+  const s = useTwoEhrs((a, b) => [
+    { name: 'ehr', baseUrl: a.url, filter: { adapters: ['measurements'] } },
+    // The MDC code of SpO2 (any system): body temperature is not sent here.
+    { name: 'ews', baseUrl: b.url, filter: { codes: ['150456'], categories: ['vital-signs'] } },
+  ]);
 
   it('each destination gets what its filter matches', async () => {
-    assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('RT-1', 95))).status, 202);
-    assert.equal((await postJson(`${gw.url}/ingest/measurements`, reading('RT-2', 37.2, 'MDC_TEMP_BODY', 'Cel'))).status, 202);
-    await eventually(async () => (await observations(a)).total === 2, 20_000, 'both readings at ehr');
-    await eventually(async () => (await observations(b)).total === 1, 20_000, 'the SpO2 reading at ews');
+    assert.equal((await postJson(`${s.gw.url}/ingest/measurements`, reading('RT-1', 95))).status, 202);
+    assert.equal((await postJson(`${s.gw.url}/ingest/measurements`, reading('RT-2', 37.2, 'MDC_TEMP_BODY', 'Cel'))).status, 202);
+    await eventually(async () => (await observations(s.a)).total === 2, 20_000, 'both readings at ehr');
+    await eventually(async () => (await observations(s.b)).total === 1, 20_000, 'the SpO2 reading at ews');
     await new Promise((r) => setTimeout(r, 500));
-    const ews = await observations(b);
+    const ews = await observations(s.b);
     assert.equal(ews.total, 1, 'the temperature did not go to ews');
     assert.ok(ews.list[0].code.coding?.some((c) => c.code === '150456'));
-    assert.equal((await observations(a)).total, 2);
+    assert.equal((await observations(s.a)).total, 2);
   });
 });
