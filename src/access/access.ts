@@ -74,10 +74,10 @@ export interface ApiKeyAccessOptions {
   /** AUTH_FAILURE_WINDOW_S: the window of that limit and of the aggregation of failures in the audit trail. */
   authFailureWindowS?: number;
   /**
-   * ENQUEUE_TIMEOUT_MS: how long a request's reads of Redis may take (the failed-authentication limit, a key not
-   * verified lately, a signing secret, the replay guard, the rate limit). With Redis down the caller gets 503 "retry
-   * later" then (the rate limit lets it through), not after the Redis client's retries. Only the reads are bounded,
-   * not reading the body or verifying a key's hash.
+   * ENQUEUE_TIMEOUT_MS: how long a request's reads of Redis may take: a key not verified lately and a signing secret
+   * (then 503 "retry later"), the failed-authentication limit and the rate limit (then the request goes on, as on a
+   * Redis error). With Redis down the caller is answered then, not after the Redis client's retries. Reading the body,
+   * verifying a key's hash and the replay guard's write are not bounded.
    */
   redisTimeoutMs?: number;
 }
@@ -94,6 +94,20 @@ function presentedKeyId(req: Request): string | undefined {
 
 /** How long an address found under its failed-authentication limit is not asked about again (see above). */
 export const CLEAR_VERDICT_MS = 1000;
+
+/**
+ * When a request's credential reads must be done by (ms since the epoch): ENQUEUE_TIMEOUT_MS from when its check
+ * starts, or from when a signed request's body has been read. Its reads share that time.
+ */
+const readsBy = Symbol('reads-by');
+const startClock = (req: object, ms: number) => {
+  (req as { [readsBy]?: number })[readsBy] = Date.now() + ms;
+};
+/** What is left of the request's time for its credential reads (at least 1 ms); `ms` when its clock has not started. */
+const remainingMs = (req: object, ms: number): number => {
+  const by = (req as { [readsBy]?: number })[readsBy];
+  return by === undefined ? ms : Math.max(1, by - Date.now());
+};
 /** Addresses whose verdict is remembered at most (the map is emptied beyond it). */
 const CLEAR_VERDICT_MAX = 10_000;
 
@@ -150,18 +164,29 @@ export class ApiKeyAccess extends BaseAccess {
     this.subscriber = undefined;
   }
 
-  /** `read` (of Redis), or a retryable 503 once `redisTimeoutMs` has passed without an answer. */
-  private bounded<T>(read: Promise<T>): Promise<T> {
+  /**
+   * `read` (of Redis), or a retryable 503 once the request's time for its credential reads (`readsBy`) has passed
+   * without an answer: the reads of one request share `redisTimeoutMs`.
+   */
+  private bounded<T>(read: Promise<T>, req?: Request): Promise<T> {
     const ms = this.opts.redisTimeoutMs;
-    return ms ? withTimeout(read, ms, 'the credential store (Redis) did not answer', 'nothing was accepted, retry later') : read;
+    if (!ms) return read;
+    return withTimeout(
+      read,
+      req ? remainingMs(req, ms) : ms,
+      'the credential store (Redis) did not answer',
+      'nothing was accepted, retry later',
+    );
   }
 
   /** The failed-authentication limit of an address (AuthFailures.blockedFor), with its verdict remembered briefly. */
-  private async blockedFor(remote: string | undefined): Promise<number> {
+  private async blockedFor(remote: string | undefined, req?: Request): Promise<number> {
     const address = remote ?? '';
     const now = Date.now();
     if ((this.clearUntil.get(address) ?? 0) > now) return 0;
-    const wait = await this.bounded(this.failures.blockedFor(remote));
+    // As on a Redis error (AuthFailures.blockedFor), a limit Redis does not answer in time lets the request through to
+    // the key check, which needs Redis too.
+    const wait = await this.bounded(this.failures.blockedFor(remote), req).catch(() => 0);
     if (wait > 0 || this.failures.opts.limit <= 0) this.clearUntil.delete(address);
     else {
       if (this.clearUntil.size >= CLEAR_VERDICT_MAX) this.clearUntil.clear();
@@ -175,7 +200,7 @@ export class ApiKeyAccess extends BaseAccess {
     this.cache.delete(keyId);
   }
 
-  protected override async resolve(token: string): Promise<Principal | undefined> {
+  protected override async resolve(token: string, req?: Request): Promise<Principal | undefined> {
     if (this.opts.adminApiKey && sameKey(token, this.opts.adminApiKey)) return BOOTSTRAP_ADMIN;
     const keyId = parseKey(token)?.keyId;
     if (!keyId) return undefined;
@@ -186,14 +211,14 @@ export class ApiKeyAccess extends BaseAccess {
     const flight = mac.toString('base64');
     let p = this.verifying.get(flight);
     if (!p) {
-      p = this.verify(token, keyId, mac).finally(() => this.verifying.delete(flight));
+      p = this.verify(token, keyId, mac, req).finally(() => this.verifying.delete(flight));
       this.verifying.set(flight, p);
     }
     return p;
   }
 
-  private async verify(token: string, keyId: string, mac: Buffer): Promise<Principal | undefined> {
-    const c = await this.credentials.verify(token, (read) => this.bounded(read));
+  private async verify(token: string, keyId: string, mac: Buffer, req?: Request): Promise<Principal | undefined> {
+    const c = await this.credentials.verify(token, (read) => this.bounded(read, req));
     if (!c) return undefined;
     const principal = principalOf(c);
     const expires = c.expiresAt ? Date.parse(c.expiresAt) : Infinity;
@@ -215,10 +240,13 @@ export class ApiKeyAccess extends BaseAccess {
     if (Math.abs(Date.now() / 1000 - Number(ts)) > this.opts.hmacWindowS)
       return `the timestamp is outside the allowed window of ${this.opts.hmacWindowS} s`;
     const raw = await readRawBody(req, this.opts.maxBodyBytes);
-    const found = await this.bounded(this.credentials.signingSecret(keyId));
+    // The upload is the sender's time, not a wait on Redis: the reads' clock starts again.
+    if (this.opts.redisTimeoutMs) startClock(req, this.opts.redisTimeoutMs);
+    const found = await this.bounded(this.credentials.signingSecret(keyId), req);
     const secret = found ? openSecret(found.sealed, this.opts.signingKey) : undefined;
     if (!found || !secret || !signatureMatches(secret, sig, ts, req.method, req.originalUrl, raw)) return 'unknown key or wrong signature';
-    if (!(await this.bounded(firstUse(this.redis, sig, this.opts.hmacWindowS)))) return 'this signature was used before (replay)';
+    // Not bounded: it is a write, which would still mark the signature used after a 503, and its resend a replay.
+    if (!(await firstUse(this.redis, sig, this.opts.hmacWindowS))) return 'this signature was used before (replay)';
     setParsedBody(req, raw);
     return principalOf(found.credential);
   }
@@ -251,9 +279,10 @@ export class ApiKeyAccess extends BaseAccess {
    * key), then takes a token from the caller's bucket (429 + Retry-After).
    */
   override authenticate: RequestHandler = async (req, _res, next) => {
+    if (this.opts.redisTimeoutMs) startClock(req, this.opts.redisTimeoutMs);
     try {
       if (!req.principal) {
-        const wait = await this.blockedFor(clientAddress(req));
+        const wait = await this.blockedFor(clientAddress(req), req);
         if (wait > 0) {
           this.metrics.inc('auth_failure_limited_total', {});
           const seconds = Math.max(1, Math.ceil(wait / 1000));
@@ -281,7 +310,7 @@ export class ApiKeyAccess extends BaseAccess {
       }
       if (!req.principal) {
         const token = bearerToken(req.headers.authorization);
-        const p = token ? await this.resolve(token) : this.anonymous();
+        const p = token ? await this.resolve(token, req) : this.anonymous();
         if (!p) {
           const reason = token ? 'invalid credential' : 'no credential';
           this.refused(req, 401, reason);
@@ -296,7 +325,10 @@ export class ApiKeyAccess extends BaseAccess {
       const r = req as Request & { [limited]?: boolean };
       if (!r[limited] && req.principal.keyId !== 'bootstrap') {
         r[limited] = true;
-        const wait = await this.limiter.take(req.principal.keyId);
+        const wait = await this.limiter.take(
+          req.principal.keyId,
+          this.opts.redisTimeoutMs ? remainingMs(req, this.opts.redisTimeoutMs) : undefined,
+        );
         if (wait > 0) {
           this.metrics.inc('rate_limited_total', { role: req.principal.role });
           const seconds = Math.max(1, Math.ceil(wait / 1000));

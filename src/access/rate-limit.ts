@@ -37,11 +37,12 @@ export class RateLimiter {
   }
 
   /** 0 when the request may go ahead, else the milliseconds until a token is available. */
-  async take(id: string): Promise<number> {
+  /** `timeoutMs`: how long to wait for Redis this time (the constructor's by default). */
+  async take(id: string, timeoutMs = this.timeoutMs): Promise<number> {
     if (!this.enabled) return 0;
     try {
       const take = this.redis.eval(TAKE, 1, `gw:rl:${id}`, String(this.burst), String(this.perMinute / 60_000));
-      const wait = await (this.timeoutMs ? withTimeout(take, this.timeoutMs, 'the rate limit (Redis) did not answer') : take);
+      const wait = await (timeoutMs ? withTimeout(take, timeoutMs, 'the rate limit (Redis) did not answer') : take);
       return Number(wait) || 0;
     } catch {
       return 0;

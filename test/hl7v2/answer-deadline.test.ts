@@ -46,29 +46,34 @@ describe('hl7v2: an answer within ENQUEUE_TIMEOUT_MS when Redis is down', functi
     assert.match(ack.errors[0]?.text ?? '', /resend later/);
   });
 
-  it('over HTTP, a reading is answered 503 "retry later" before the client gives up, not after the Redis client\'s retries', async () => {
+  it('over HTTP, a reading gets 503 "resend later" and a refused body its 422 before the client gives up', async () => {
     await eventually(() => !gw.gateway.queue!.isReady(), 10000, 'the gateway to see Redis down');
     const reading = (code: string) => ({
       deviceId: 'DEADLINE-HTTP',
       timestamp: '2026-12-05T10:00:00Z',
       measurements: [{ code, value: 95, unit: '%' }],
     });
-    // A reading, and one the gateway would refuse (an unknown code): the credential check waits on Redis first.
-    for (const body of [reading('MDC_PULS_OXIM_SAT_O2'), reading('NO_SUCH_CODE')]) {
-      // The client gives up after 3 times the setting, as the MLLP sender above (before the bound: 22 s).
-      const res = await fetch(`${gw.url}/ingest/measurements`, {
+    // The client gives up after 3 times the setting, as the MLLP sender above (before the bounds: 22 s and 7 s).
+    const post = (body: unknown) =>
+      fetch(`${gw.url}/ingest/measurements`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(3000),
       });
-      assert.equal(res.status, 503, body.measurements[0].code);
-      assert.equal(res.headers.get('retry-after'), '5');
-      const oo = (await res.json()) as { resourceType: string; issue: { code: string; diagnostics: string }[] };
-      assert.equal(oo.resourceType, 'OperationOutcome');
-      assert.equal(oo.issue[0].code, 'transient');
-      assert.match(oo.issue[0].diagnostics, /retry later/);
-    }
+    // The failed-authentication limit and the rate limit, unanswered, let it go on; its ingest cannot queue it.
+    const res = await post(reading('MDC_PULS_OXIM_SAT_O2'));
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get('retry-after'), '5');
+    const oo = (await res.json()) as { resourceType: string; issue: { code: string; diagnostics: string }[] };
+    assert.equal(oo.resourceType, 'OperationOutcome');
+    assert.equal(oo.issue[0].code, 'transient');
+    assert.match(oo.issue[0].diagnostics, /resend later/);
+    // An unknown code is refused for good: answered, though Redis cannot keep it.
+    const refused = await post(reading('NO_SUCH_CODE'));
+    assert.equal(refused.status, 422);
+    assert.equal(refused.headers.get('x-refused-id'), null, 'not kept: Redis is down');
+    assert.equal(((await refused.json()) as { resourceType: string }).resourceType, 'OperationOutcome');
   });
 
   it('a message refused while Redis is down is answered before the sender gives up, though it cannot be kept', async () => {

@@ -410,8 +410,6 @@ export class Hl7Session {
         meta,
       );
     }
-    // The ACK cache is asked before the parse, so that Redis answers while the message is parsed: a message waits for
-    // one round trip less. The answer is used only once the message has parsed (a resend must match its content).
     let msg: Hl7Message;
     try {
       // Asynchronous only the first time a message needs the hl7v2 package (loaded on demand, hl7v2/parse.ts).
