@@ -137,7 +137,7 @@ export class CredentialStore {
   async verify(token: string, bound: (read: Promise<string | null>) => Promise<string | null> = (r) => r): Promise<Credential | undefined> {
     const k = parseKey(token);
     if (!k) return undefined;
-    // `bound` limits the wait for Redis (ENQUEUE_TIMEOUT_MS at ingest), not the hash's verification.
+    // `bound` limits the wait for Redis (ENQUEUE_TIMEOUT_MS), not the hash's verification.
     const s = await bound(this.redis.get(this.k.rec(k.keyId)));
     const stored = s ? (JSON.parse(s) as Stored) : undefined;
     const live = stored && !(stored.expiresAt && Date.parse(stored.expiresAt) <= Date.now()) ? stored : undefined;

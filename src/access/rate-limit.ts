@@ -36,8 +36,10 @@ export class RateLimiter {
     return this.perMinute > 0;
   }
 
-  /** 0 when the request may go ahead, else the milliseconds until a token is available. */
-  /** `timeoutMs`: how long to wait for Redis this time (the constructor's by default). */
+  /**
+   * 0 when the request may go ahead, else the milliseconds until a token is available. `timeoutMs`: how long to wait
+   * for Redis this time (the constructor's by default); past it the request goes ahead.
+   */
   async take(id: string, timeoutMs = this.timeoutMs): Promise<number> {
     if (!this.enabled) return 0;
     try {

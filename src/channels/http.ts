@@ -102,8 +102,8 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
     try {
       assertMayUse(adapterId, message.principal);
       const ingested = ingestor.ingest(adapterId, message);
-      // A message queued after its 503 is recognised when resent (its job id comes from its content).
-      // Its own bound, counted from here: the body's upload, however slow, is not the gateway's wait on Redis.
+      // Its own bound, counted from here: the body's upload, however slow, is not the gateway's wait on Redis. A message
+      // queued after its 503 and resent is not written twice (content job ids, conditional writes to the EHR).
       const result = deps.answerWithinMs
         ? await withTimeout(ingested, deps.answerWithinMs, 'the message could not be queued')
         : await ingested;
