@@ -214,7 +214,17 @@ export async function buildFeatures(core: CoreParts): Promise<Features> {
     );
     const mqtt = mqttConfig(config.raw);
     if (mqtt.url)
-      channels.push(mqttChannel({ config: mqtt, ingestor: pipeline, refusals, log, metrics, operatorOnly: requireRole('operator') }));
+      channels.push(
+        mqttChannel({
+          config: mqtt,
+          ingestor: pipeline,
+          refusals,
+          log,
+          metrics,
+          operatorOnly: requireRole('operator'),
+          answerWithinMs: config.enqueueTimeoutMs,
+        }),
+      );
   } else if (config.raw.get('MQTT_URL')) {
     log.info('MQTT_URL is set but this process does not ingest (role worker): the MQTT channel is off here');
   }

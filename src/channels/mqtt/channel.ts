@@ -35,6 +35,7 @@ import type { Refusal, RefusalStore, ReplayResult } from '../../pipeline/refusal
 import { withoutCredentials } from '../../observability/redact.js';
 import type { Channel } from '../channel.js';
 import type { Ingestor } from '../../pipeline/pipeline.js';
+import { withTimeout } from '../../queue/queue.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { MqttConfig } from './config.js';
@@ -88,6 +89,12 @@ export interface MqttChannelDeps {
   metrics: Metrics;
   /** Where refused messages are kept (optional). */
   refusals?: RefusalStore;
+  /**
+   * ENQUEUE_TIMEOUT_MS: the most a message waits on Redis, for its ingest and, refused, for being kept. Past it the
+   * message is left unacknowledged (the broker redelivers it) or, refused, acknowledged without being kept. mqtt.js
+   * takes a connection's next QoS 1 message only once this one is settled, so an unbounded wait held up them all.
+   */
+  answerWithinMs?: number;
 }
 
 export class MqttChannel {
@@ -271,7 +278,9 @@ export class MqttChannel {
       return refuse(400, (e as GatewayError).outcome, 'malformed', PubackReason.payloadFormatInvalid, adapter);
     }
     try {
-      const r = await this.deps.ingestor.ingest(adapter, message);
+      const ingested = this.deps.ingestor.ingest(adapter, message);
+      // A message queued after its bound and redelivered is not written twice (content job ids, conditional writes).
+      const r = await this.bounded(ingested, 'the message could not be queued');
       this.transientStreak = 0;
       this.counts.accepted++;
       metrics.inc('mqtt_messages_total', { result: 'accepted', adapter });
@@ -376,8 +385,8 @@ export class MqttChannel {
     if (!refusals) return;
     const raw = payload.toString('utf8');
     const utf8 = Buffer.from(raw, 'utf8').equals(payload);
-    await refusals
-      .add({
+    await this.bounded(
+      refusals.add({
         channel: 'mqtt',
         format: 'text',
         ...(r.adapter ? { adapterId: r.adapter } : {}),
@@ -388,8 +397,16 @@ export class MqttChannel {
         mqtt: { topic: r.topic, ...(r.deviceId ? { deviceId: r.deviceId } : {}) },
         ...(r.deviceId ? { deviceIds: [r.deviceId] } : {}),
         ...(utf8 ? { raw } : { rawBase64: payload.toString('base64') }),
-      })
-      .catch((err: Error) => this.deps.log.warn({ error: err.message }, 'MQTT: the refused message could not be kept'));
+      }),
+      'the refusal store did not answer',
+      'the refusal was acknowledged without being kept',
+    ).catch((err: Error) => this.deps.log.warn({ error: err.message }, 'MQTT: the refused message could not be kept'));
+  }
+
+  /** `p`, or a 503 "resend later" once `answerWithinMs` has passed (p goes on; its outcome is then not waited for). */
+  private bounded<T>(p: Promise<T>, what: string, advice?: string): Promise<T> {
+    const ms = this.deps.answerWithinMs;
+    return ms ? withTimeout(p, ms, what, advice) : p;
   }
 
   /** Stops taking messages, lets the message in hand finish (acknowledged or not), disconnects (the session stays). */
