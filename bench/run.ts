@@ -11,10 +11,12 @@
  *     loop of the sustained runs measures 16 requests in flight, and so the latency of one as much as the throughput
  *   - the ceiling: bull no-op jobs/s on the same Redis (the median of three runs after a warm-up), measured just before
  *     each request shape's sustained phase and again at the end, and the ratio of delivered readings/s to each: to the
- *     one next to its phase, and to the one at the end
+ *     one next to its phase, and to the one at the end. The shapes after the first (1 per request) run --repeat times
+ *     (3 by default), each after a ceiling of its own, and the run of the median ratio is reported, with every run's
+ *     figures
  *
  * Usage: npm run bench [-- --readings 20000 --batch 20,1 --rate 500 --offer 3000 --seconds 10 --concurrency 32 --batch-max N --split --profile
- *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1 --warmup 40000 --dist]
+ *                         --fsync everysec|always|both --mllp 500,1500 --scale 1+1,2+2 --rounds 1 --warmup 40000 --repeat 3 --dist]
  * (--batch: readings per request in the sustained phase, one run per value, 20 then 1 by default; --batch-max:
  *  DELIVERY_BATCH_MAX, the gateway's default if absent; --warmup N: readings of each shape posted and delivered before
  *  anything is measured, not reported, 40000 by default: the figures are of a gateway that has run a while)
@@ -71,6 +73,9 @@ const RATE = opt('rate', 500);
 /** One reading per request offered at this rate, open loop (as a fleet of devices sends), after the latency run; 0: not. */
 const OFFER = opt('offer', 3000);
 const SECONDS = opt('seconds', 10);
+/** Runs of each request shape after the first, each after a ceiling of its own: the median is reported. */
+const REPEAT = opt('repeat', 3);
+if (!Number.isInteger(REPEAT) || REPEAT < 1) throw new Error('--repeat: runs of each request shape after the first, 1 or more');
 const CONCURRENCY = opt('concurrency', 32);
 const BATCH_MAX = opt('batch-max', 0); // 0: the gateway's default
 const FSYNC_ARG = args.includes('--fsync') ? args[args.indexOf('--fsync') + 1] : 'everysec';
@@ -89,6 +94,13 @@ const SCALE: Shape[] | undefined = args.includes('--scale')
       return { ingest: Number(m[1]), workers: Number(m[2]) };
     })
   : undefined;
+
+/** One run of a request shape: the ceiling measured just before it (three runs, sorted), its figures, their ratio. */
+interface Tried {
+  ceiling: number[];
+  r: Sustained;
+  ratio: number;
+}
 
 interface Gateway {
   child: ChildProcess;
@@ -501,10 +513,19 @@ async function main(): Promise<void> {
     }
     // The other request shapes, with the first setting (distinct timestamps: no run's readings are another's duplicates).
     await admin.config('SET', 'appendfsync', FSYNC_MODES[0]);
-    const shapes: [number, Sustained][] = [];
+    // Each of them REPEAT times, each run right after a ceiling of its own; the run of the median ratio is reported,
+    // with every run's figures (one run of a few seconds moved its ratio by a fifth on a day of drifting speed).
+    const shapes: [number, Sustained, Tried[]][] = [];
     for (const [k, perRequest] of BATCHES.slice(1).entries()) {
-      before.set(perRequest, await ceilingNow());
-      shapes.push([perRequest, await cpuPerReading(() => sustained([gw.url], sink, 200_000 + k * READINGS, perRequest))]);
+      const tries: Tried[] = [];
+      for (let j = 0; j < REPEAT; j++) {
+        const ceiling = await ceilingNow();
+        const r = await cpuPerReading(() => sustained([gw.url], sink, 200_000 + (k * REPEAT + j) * READINGS, perRequest));
+        tries.push({ ceiling, r, ratio: r.readingsPerS / ceiling[1] });
+      }
+      const median = [...tries].sort((a, b) => a.ratio - b.ratio)[Math.floor(tries.length / 2)];
+      before.set(perRequest, median.ceiling);
+      shapes.push([perRequest, median.r, tries]);
     }
     admin.disconnect();
     const { readingsPerS, obsPerS, seconds, transactions, ingestPerS } = runs[0][1];
@@ -574,10 +595,14 @@ async function main(): Promise<void> {
       return `ratio delivered readings/s ÷ no-op jobs/s: ${(readingsPerS / next[1]).toFixed(2)} to the ceiling measured just before the phase (${f(next[1])} jobs/s; runs ${next.map(f).join(', ')}), ${(readingsPerS / ceiling).toFixed(2)} to the one at the end`;
     };
     console.log(`${ratioLine(BATCH, readingsPerS)} (${BATCH} per request)`);
-    for (const [perRequest, r] of shapes) {
+    for (const [perRequest, r, tries] of shapes) {
       console.log(
-        `sustained (${READINGS} readings, ${perRequest} per request, ${IN_FLIGHT} requests in flight, appendfsync ${runs[0][0]}):`,
+        `sustained (${READINGS} readings, ${perRequest} per request, ${IN_FLIGHT} requests in flight, appendfsync ${runs[0][0]}${tries.length > 1 ? `; the run of the median ratio of ${tries.length}` : ''}):`,
       );
+      if (tries.length > 1)
+        console.log(
+          `  runs (delivered readings/s, ratio to the ceiling just before it) ${tries.map((t) => `${f(t.r.readingsPerS)} (${t.ratio.toFixed(2)})`).join(', ')}`,
+        );
       console.log(`  delivered        ${f(r.readingsPerS)} readings/s, ${f(r.obsPerS)} Observations/s (${r.seconds.toFixed(1)} s)`);
       console.log(`  EHR transactions ${r.transactions} (${(READINGS / Math.max(1, r.transactions)).toFixed(1)} readings per transaction)`);
       console.log(`  ingest accepted  ${f(r.ingestPerS)} readings/s, ${f(r.ingestPerS / perRequest)} requests/s`);
