@@ -24,6 +24,9 @@ export interface Res {
   headers: Headers;
 }
 
+/** The longest a test's request may go unanswered: longer than any bound of the gateway's, shorter than a test. */
+const CALL_TIMEOUT_MS = 30_000;
+
 /** One HTTP call; `key` is sent as a bearer token; a string body is sent as text/csv unless a content type is given. */
 export async function call(base: string, method: string, path: string, key?: string, body?: unknown, contentType?: string): Promise<Res> {
   const headers: Record<string, string> = {};
@@ -33,7 +36,14 @@ export async function call(base: string, method: string, path: string, key?: str
     headers['content-type'] = contentType ?? (typeof body === 'string' ? 'text/csv' : 'application/json');
     payload = typeof body === 'string' ? body : JSON.stringify(body);
   }
-  const r = await fetch(`${base}${path}`, { method, headers, body: payload });
+  // Bounded, so that a request that never returns fails naming itself rather than as the test's timeout.
+  const r = await fetch(`${base}${path}`, { method, headers, body: payload, signal: AbortSignal.timeout(CALL_TIMEOUT_MS) }).catch(
+    (e: Error) => {
+      throw new Error(`${method} ${path}: ${e.name === 'TimeoutError' ? `no answer within ${CALL_TIMEOUT_MS} ms` : e.message}`, {
+        cause: e,
+      });
+    },
+  );
   const text = await r.text();
   let parsed: unknown = text;
   try {

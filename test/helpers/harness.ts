@@ -113,7 +113,10 @@ export async function startEhr(): Promise<TestEhr> {
     faults,
     requests,
     async search<T extends Resource>(type: string, params: Record<string, string>): Promise<T[]> {
-      const r = await fetch(`${url}/${type}?${new URLSearchParams(params)}`);
+      // Bounded, so that a search that never returns fails naming itself rather than as the test's timeout.
+      const r = await fetch(`${url}/${type}?${new URLSearchParams(params)}`, { signal: AbortSignal.timeout(30_000) }).catch((e: Error) => {
+        throw new Error(`search ${type}: ${e.name === 'TimeoutError' ? 'no answer within 30 s' : e.message}`, { cause: e });
+      });
       const b = (await r.json()) as Bundle;
       return (b.entry ?? []).map((e) => e.resource as T);
     },
