@@ -44,7 +44,7 @@ export class RateLimiter {
     if (!this.enabled) return 0;
     try {
       const take = this.redis.eval(TAKE, 1, `gw:rl:${id}`, String(this.burst), String(this.perMinute / 60_000));
-      const wait = await (timeoutMs ? withTimeout(take, timeoutMs, 'the rate limit (Redis) did not answer') : take);
+      const wait = await withTimeout(take, timeoutMs, 'the rate limit (Redis) did not answer');
       return Number(wait) || 0;
     } catch {
       return 0;

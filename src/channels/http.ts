@@ -104,9 +104,7 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
       const ingested = ingestor.ingest(adapterId, message);
       // Its own bound, counted from here: the body's upload, however slow, is not the gateway's wait on Redis. A message
       // queued after its 503 and resent is not written twice (content job ids, conditional writes to the EHR).
-      const result = deps.answerWithinMs
-        ? await withTimeout(ingested, deps.answerWithinMs, 'the message could not be queued')
-        : await ingested;
+      const result = await withTimeout(ingested, deps.answerWithinMs, 'the message could not be queued');
       sendJson(res, 202, accepted(result));
     } catch (err) {
       if (err instanceof GatewayError && !err.retryable) {
@@ -124,10 +122,7 @@ export function httpChannel(deps: HttpChannelDeps): Channel {
           ...(message.attributes ? { attributes: message.attributes } : {}),
           ...(message.principal ? { principal: message.principal } : {}),
         });
-        const id = await (deps.answerWithinMs
-          ? withTimeout(keeping, deps.answerWithinMs, 'the refusal store did not answer')
-          : keeping
-        ).catch(() => undefined);
+        const id = await withTimeout(keeping, deps.answerWithinMs, 'the refusal store did not answer').catch(() => undefined);
         if (id) res.setHeader('X-Refused-Id', id);
       }
       throw err;

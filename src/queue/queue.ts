@@ -529,12 +529,17 @@ export class DeliveryQueue {
   }
 }
 
+/**
+ * `p`, or a 503 "…within `ms` ms; `advice`" once `ms` has passed (`p` goes on; its outcome is then not waited for).
+ * Without `ms` (undefined or 0: a caller configured without a bound), `p` itself.
+ */
 export async function withTimeout<T>(
   p: Promise<T>,
-  ms: number,
+  ms: number | undefined,
   what: string,
   advice = 'resend later (a resent message is recognised and not queued twice)',
 ): Promise<T> {
+  if (!ms) return p;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(unavailable(`${what} within ${ms} ms; ${advice}`, 5)), ms);

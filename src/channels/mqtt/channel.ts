@@ -280,7 +280,7 @@ export class MqttChannel {
     try {
       const ingested = this.deps.ingestor.ingest(adapter, message);
       // A message queued after its bound and redelivered is not written twice (content job ids, conditional writes).
-      const r = await this.bounded(ingested, 'the message could not be queued');
+      const r = await withTimeout(ingested, this.deps.answerWithinMs, 'the message could not be queued');
       this.transientStreak = 0;
       this.counts.accepted++;
       metrics.inc('mqtt_messages_total', { result: 'accepted', adapter });
@@ -385,7 +385,7 @@ export class MqttChannel {
     if (!refusals) return;
     const raw = payload.toString('utf8');
     const utf8 = Buffer.from(raw, 'utf8').equals(payload);
-    await this.bounded(
+    await withTimeout(
       refusals.add({
         channel: 'mqtt',
         format: 'text',
@@ -398,15 +398,10 @@ export class MqttChannel {
         ...(r.deviceId ? { deviceIds: [r.deviceId] } : {}),
         ...(utf8 ? { raw } : { rawBase64: payload.toString('base64') }),
       }),
+      this.deps.answerWithinMs,
       'the refusal store did not answer',
       'the refusal was acknowledged without being kept',
     ).catch((err: Error) => this.deps.log.warn({ error: err.message }, 'MQTT: the refused message could not be kept'));
-  }
-
-  /** `p`, or a 503 "resend later" once `answerWithinMs` has passed (p goes on; its outcome is then not waited for). */
-  private bounded<T>(p: Promise<T>, what: string, advice?: string): Promise<T> {
-    const ms = this.deps.answerWithinMs;
-    return ms ? withTimeout(p, ms, what, advice) : p;
   }
 
   /** Stops taking messages, lets the message in hand finish (acknowledged or not), disconnects (the session stays). */
