@@ -5,7 +5,7 @@
  *  1. cost: posts --requests messages of --batch readings (16 in flight) after a warm-up, waits until the sink has
  *     them all, and prints delivered readings/s, readings per EHR transaction, the gateway's CPU per reading (from
  *     /proc, per process, and per thread: the gateway's thread, the delivery thread, V8's helpers that collect
- *     garbage), its read and write system calls per reading (sockets included), Redis's CPU per reading (INFO cpu),
+ *     garbage), its read and write system calls per reading (sockets included; per process and per thread), Redis's CPU per reading (INFO cpu),
  *     Redis commands per request by command with the microseconds Redis spent in them (INFO commandstats; the
  *     commands run inside Lua scripts are counted too, and their time again under the script's eval/evalsha), and the
  *     bytes a job carries per reading;
@@ -67,13 +67,20 @@ function cpuMs(pid: number): number {
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
+/** A thread's CPU time (ms) and its read and write system calls so far. */
+interface ThreadUse {
+  cpuMs: number;
+  reads: number;
+  writes: number;
+}
+
 /**
- * CPU time (ms) of each thread of a process so far, by thread name (/proc/PID/task/TID/comm: node's main thread and a
- * worker thread are both "node" until named; libuv's pool "libuv-worker"; V8's GC and compiler helpers "V8 DefaultWorke"),
- * keyed name#n in the order of their ids.
+ * CPU time (ms) and system calls of each thread of a process so far, by thread name (/proc/PID/task/TID/comm: node's
+ * main thread and a worker thread are both "node" until named; libuv's pool "libuv-worker"; V8's GC and compiler
+ * helpers "V8 DefaultWorke"), keyed name#n in the order of their ids.
  */
-function threadCpuMs(pid: number): Map<string, number> {
-  const out = new Map<string, number>();
+function threadUse(pid: number): Map<string, ThreadUse> {
+  const out = new Map<string, ThreadUse>();
   const seen = new Map<string, number>();
   for (const tid of readdirSync(`/proc/${pid}/task`).sort((a, b) => Number(a) - Number(b))) {
     try {
@@ -81,7 +88,8 @@ function threadCpuMs(pid: number): Map<string, number> {
       const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ');
       const n = (seen.get(name) ?? 0) + 1;
       seen.set(name, n);
-      out.set(`${name}#${n}`, (Number(f[11]) + Number(f[12])) * 10);
+      const io = ioCalls(readFileSync(`/proc/${pid}/task/${tid}/io`, 'utf8'));
+      out.set(`${name}#${n}`, { cpuMs: (Number(f[11]) + Number(f[12])) * 10, ...io });
     } catch {
       // the thread ended
     }
@@ -91,7 +99,11 @@ function threadCpuMs(pid: number): Map<string, number> {
 
 /** Read and write system calls of a process so far (syscr, syscw), from /proc (Linux): sockets included. */
 function syscalls(pid: number): { reads: number; writes: number } {
-  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  return ioCalls(readFileSync(`/proc/${pid}/io`, 'utf8'));
+}
+
+/** syscr and syscw of a /proc io file. */
+function ioCalls(io: string): { reads: number; writes: number } {
   const num = (k: string) => Number(new RegExp(`${k}: (\\d+)`).exec(io)?.[1] ?? 0);
   return { reads: num('syscr'), writes: num('syscw') };
 }
@@ -199,7 +211,7 @@ async function main(): Promise<void> {
       const sinkCpu0 = cpuMs(sink.child.pid as number);
       const load0 = process.cpuUsage();
       const io0 = procs.map((p) => syscalls(p.child.pid as number));
-      const t0s = procs.map((p) => threadCpuMs(p.child.pid as number));
+      const t0s = procs.map((p) => threadUse(p.child.pid as number));
       const r0 = await commandStats(admin);
       const redisCpu0 = await redisCpuMs(admin);
       const s0 = await sink.stats();
@@ -211,7 +223,7 @@ async function main(): Promise<void> {
       const sinkCpu1 = cpuMs(sink.child.pid as number);
       const load1 = process.cpuUsage(load0);
       const io1 = procs.map((p) => syscalls(p.child.pid as number));
-      const t1s = procs.map((p) => threadCpuMs(p.child.pid as number));
+      const t1s = procs.map((p) => threadUse(p.child.pid as number));
       const r1 = await commandStats(admin);
       const redisCpu1 = await redisCpuMs(admin);
       const readings = REQUESTS * BATCH;
@@ -233,11 +245,23 @@ async function main(): Promise<void> {
       );
       procs.forEach((_, i) => {
         const rows = [...t1s[i]]
-          .map(([k, v]) => [k, (1000 * (v - (t0s[i].get(k) ?? 0))) / readings] as const)
+          .map(([k, v]) => {
+            const before = t0s[i].get(k) ?? { cpuMs: 0, reads: 0, writes: 0 };
+            return [
+              k,
+              (1000 * (v.cpuMs - before.cpuMs)) / readings,
+              (v.reads - before.reads) / readings,
+              (v.writes - before.writes) / readings,
+            ] as const;
+          })
           .filter(([, us]) => us >= 1)
           .sort((a, b) => b[1] - a[1]);
+        const calls = rows.filter(([, , r, w]) => r + w >= 0.01);
         console.log(
           `  ${procs.length > 1 ? `process ${i + 1}, ` : ''}by thread (µs per reading): ${rows.map(([k, us]) => `${k} ${us.toFixed(0)}`).join(', ')}`,
+        );
+        console.log(
+          `  ${procs.length > 1 ? `process ${i + 1}, ` : ''}by thread (reads, writes per reading): ${calls.map(([k, , r, w]) => `${k} ${r.toFixed(2)}, ${w.toFixed(2)}`).join('; ')}`,
         );
       });
       console.log(
