@@ -261,6 +261,7 @@ export class Gateway {
         maxBytes: config.refusalsMaxBytes,
       },
       this.metrics,
+      config.enqueueTimeoutMs,
     );
     this.refusals = refusals;
     const moved = await migrateLegacyRefusals(redis, refusals).catch((err: Error) => {

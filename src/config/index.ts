@@ -247,7 +247,7 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     default: '5000',
     min: 10,
     description:
-      'How long ingest (translation, device checks, queue write), keeping a refused message and a request\'s credential reads may wait on Redis before the caller is answered 503 / AE "retry later" (MQTT: no PUBACK, the broker redelivers)',
+      'How long ingest (translation, device checks, queue write), keeping a refused message, replaying a kept one and a request\'s credential reads may wait on Redis before the caller is answered 503 / AE "retry later" (MQTT: no PUBACK, the broker redelivers)',
   },
   { env: 'DELIVERY_CONCURRENCY', type: 'int', default: '16', min: 1, max: 1000, description: 'Jobs one worker process delivers at once' },
   {

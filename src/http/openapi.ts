@@ -756,6 +756,8 @@ const OPERATIONS: Op[] = [
     operationId: 'replayRefusals',
     tag: 'refusals',
     summary: 'Replay every refusal matching a filter (at most `limit`, 500), each through its original channel',
+    description:
+      'Entries are replayed in turn. Past the first one that Redis does not settle within ENQUEUE_TIMEOUT_MS (`unavailable`), the rest are reported `not-tried`: the request answers within about one bound, not one per entry.',
     roles: ['operator'],
     requestBody: jsonBody(schema('RefusalReplayFilter'), undefined, false),
     responses: { 200: json('A result per entry.', schema('BulkReplayResult')), 400: response('BadRequest') },
@@ -766,6 +768,8 @@ const OPERATIONS: Op[] = [
     operationId: 'replayRefusal',
     tag: 'refusals',
     summary: 'Replay one refusal through its original channel, as its original sender',
+    description:
+      'Answers within ENQUEUE_TIMEOUT_MS, as a channel answers a sender: when Redis does not read the entry or queue the message in time, 503 with `Retry-After`, and the entry is kept.',
     roles: ['operator'],
     responses: {
       202: json('Accepted this time (the entry is removed).', schema('ReplayResult')),
@@ -1434,11 +1438,20 @@ function schemas(measurementsSchema: object): Record<string, Json> {
         accepted: int,
         refused: int,
         results: arrayOf(
-          obj({ id: str, accepted: { type: 'boolean' }, result: str, status: { type: 'integer' }, error: str }, [
-            'id',
-            'accepted',
-            'result',
-          ]),
+          obj(
+            {
+              id: str,
+              accepted: { type: 'boolean' },
+              result: {
+                type: 'string',
+                description:
+                  "the channel's result (accepted, refused, duplicate, …); `unavailable`: Redis did not settle it within ENQUEUE_TIMEOUT_MS, and the entries after it are `not-tried` (each would wait out the same bound): replay them again later",
+              },
+              status: { type: 'integer' },
+              error: str,
+            },
+            ['id', 'accepted', 'result'],
+          ),
         ),
       },
       ['matched', 'replayed', 'accepted', 'refused', 'results'],

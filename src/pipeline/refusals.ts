@@ -18,6 +18,7 @@ import type { OperationOutcome } from 'fhir/r4';
 import type { Principal } from '../core/contract.js';
 import { GatewayError, issue, notFound, outcome } from '../core/errors.js';
 import { keyGroup, refusalKeys } from '../core/keys.js';
+import { withTimeout } from '../queue/queue.js';
 import { type Metrics, refusalLabels } from '../observability/metrics.js';
 
 /** How the payload is held: a parsed JSON body (HTTP), or the text as received (HL7v2, MQTT). */
@@ -218,11 +219,15 @@ export class RefusalStore {
   /** The store's keys: `gw:refusals…`, or `{gw:refusals}…` on a cluster (one script touches all of them). */
   private readonly k: ReturnType<typeof refusalKeys>;
 
-  /** `limits`: REFUSALS_MAX as a number (the other limits at their defaults), or the limits. */
+  /**
+   * `limits`: REFUSALS_MAX as a number (the other limits at their defaults), or the limits. `answerWithinMs`
+   * (ENQUEUE_TIMEOUT_MS): how long a replay waits on Redis, as the channels wait for a sender (unset: no bound).
+   */
   constructor(
     private readonly redis: RedisClient,
     limits: number | Partial<RefusalLimits> = {},
     private readonly metrics?: Metrics,
+    readonly answerWithinMs?: number,
   ) {
     this.limits = { ...DEFAULT_REFUSAL_LIMITS, ...(typeof limits === 'number' ? { maxEntries: limits } : limits) };
     this.k = refusalKeys(keyGroup('gw:refusals', redis));
@@ -346,9 +351,18 @@ export class RefusalStore {
    * Replays one entry through its channel, with its original sender's identity. Accepted → removed; refused again →
    * kept with the new reason and a replay count. Throws 404 for no such entry, a retryable GatewayError when the
    * channel cannot take it now (the entry stays).
+   *
+   * Bounded by `answerWithinMs`, as a channel's answer to a sender is: reading the entry and replaying it (the whole
+   * ingest: the device guard's reads and writes, the enqueue) each end with a retryable 503 past the bound, the entry
+   * kept. A replay whose ingest ends after its 503 has queued the message: replayed again, it is recognised (content
+   * job ids) or written once by the EHR's conditional writes. Removing or updating the entry afterwards is waited for
+   * up to the bound, and not past it: the answer (queued, or refused again) is already true, and the command stays
+   * with the Redis client until Redis answers.
    */
   async replay(id: string): Promise<{ entry: Refusal; result: ReplayResult }> {
-    const entry = await this.get(id);
+    const ms = this.answerWithinMs;
+    const keptAdvice = 'the entry is kept: replay it again later';
+    const entry = await withTimeout(this.get(id), ms, 'the refusal store (Redis) did not answer', keptAdvice);
     if (!entry) throw notFound(`no refusal '${id}'`);
     const info = entry.payloadInfo;
     if (info?.truncated) {
@@ -371,11 +385,13 @@ export class RefusalStore {
         { retryable: false },
       );
     }
-    const result = await replayer(entry);
-    if (result.accepted) await this.delete(id);
-    else if (result.refusal) {
-      await this.update({ ...entry, ...result.refusal, replays: (entry.replays ?? 0) + 1, lastReplayAt: new Date().toISOString() });
-    }
+    const result = await withTimeout(replayer(entry), ms, 'the replayed message could not be queued', keptAdvice);
+    const settling: Promise<unknown> | undefined = result.accepted
+      ? this.delete(id)
+      : result.refusal
+        ? this.update({ ...entry, ...result.refusal, replays: (entry.replays ?? 0) + 1, lastReplayAt: new Date().toISOString() })
+        : undefined;
+    if (settling) await withTimeout(settling, ms, 'the refusal store (Redis) did not answer').catch(() => undefined);
     return { entry, result };
   }
 }

@@ -16,6 +16,7 @@
 import express, { type Request, type RequestHandler, type Response, type Router } from 'express';
 import type { RoleName } from '../core/contract.js';
 import { badRequest, GatewayError, issue, notFound, outcome, unavailable } from '../core/errors.js';
+import { withTimeout } from '../queue/queue.js';
 import { page } from '../http/paging.js';
 import type { Logger } from '../observability/logger.js';
 import type { Refusal, RefusalFilter, RefusalStore, RefusalSummary } from './refusals.js';
@@ -71,9 +72,21 @@ export function refusalRoutes(deps: RefusalRoutesDeps): Router {
     if (typeof body !== 'object' || Array.isArray(body)) throw badRequest('the body must be a JSON object: a filter and a limit');
     const filter = filterOf(body);
     const limit = Math.min(500, Math.max(1, typeof body.limit === 'number' ? Math.floor(body.limit) : 100));
-    const { total, items } = await refusals.list(filter, 0, limit);
+    const { total, items } = await withTimeout(
+      refusals.list(filter, 0, limit),
+      refusals.answerWithinMs,
+      'the refusal store (Redis) did not answer',
+      'nothing was replayed: replay again later',
+    );
     const results: { id: string; accepted: boolean; result: string; status?: number; error?: string }[] = [];
+    // Past the first entry that Redis did not settle in time (503) the rest are not tried: each would wait out the same
+    // bound, and the request with them.
+    let stopped: string | undefined;
     for (const item of items) {
+      if (stopped) {
+        results.push({ id: item.id, accepted: false, result: 'not-tried', status: 503, error: `not tried: ${stopped}` });
+        continue;
+      }
       try {
         const { result } = await refusals.replay(item.id);
         results.push({
@@ -84,6 +97,7 @@ export function refusalRoutes(deps: RefusalRoutesDeps): Router {
         });
       } catch (err) {
         const e = err instanceof GatewayError ? err : undefined;
+        if (e?.status === 503) stopped = `the replay of ${item.id} was not settled in time (${e.message})`;
         results.push({
           id: item.id,
           accepted: false,
