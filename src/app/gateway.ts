@@ -190,7 +190,13 @@ export class Gateway {
     if (clusterNodes)
       log.info({ redis: describeTarget(target) }, 'Redis Cluster: keys used together and each destination queue carry their own hash tag');
     // Auto-pipelining: the commands of one event-loop turn leave in one write (ingest issues several per message).
-    const redis = createRedis(target, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
+    // Each command is bounded (REDIS_COMMAND_TIMEOUT_MS): a Redis that is connected but does not answer fails it, and
+    // the request that waited on it is answered 503 (http/errors.ts), instead of waiting for as long as Redis does.
+    const redis = createRedis(target, {
+      maxRetriesPerRequest: 2,
+      enableAutoPipelining: true,
+      ...(config.redisCommandTimeoutMs ? { commandTimeout: config.redisCommandTimeoutMs } : {}),
+    });
     this.redis = redis;
     reopenWhenEnded(redis, () => this.stopping !== undefined);
     await this.checkRedis(redis);

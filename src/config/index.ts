@@ -100,6 +100,15 @@ export const CORE_KEYS: readonly ConfigKey[] = [
     description: 'How long an enqueue waits for REDIS_WAIT_REPLICAS replicas before it refuses with 503',
   },
   {
+    env: 'REDIS_COMMAND_TIMEOUT_MS',
+    type: 'int',
+    default: '10000',
+    min: 0,
+    max: 600000,
+    description:
+      "How long a command of the gateway's own Redis connection (device registry, credentials, refusals, audit trail, the APIs) waits for Redis's answer before it fails and the request is answered 503: Redis connected but not answering (blocked, paused, a network partition) would otherwise hold API requests for as long. 0: no bound. The queue's connections are bound by ENQUEUE_TIMEOUT_MS and bull's lock duration instead",
+  },
+  {
     env: 'FHIR_BASE_URL',
     type: 'url',
     description: 'Base URL of the EHR FHIR R4 server. Unset: serve and use the in-memory sandbox EHR at /sandbox/fhir',
@@ -435,6 +444,8 @@ export interface Config {
   redisClusterNodes: string[];
   redisWaitReplicas: number;
   redisWaitTimeoutMs: number;
+  /** REDIS_COMMAND_TIMEOUT_MS: the bound on each command of the gateway's own connection (0: none). */
+  redisCommandTimeoutMs: number;
   fhirBaseUrl?: string;
   sandbox: boolean;
   /** Where readings are delivered: DESTINATIONS_FILE, or the one destination `ehr` (FHIR_BASE_URL or the sandbox). */
@@ -571,6 +582,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, keys: readonly 
     redisClusterNodes,
     redisWaitReplicas: n('REDIS_WAIT_REPLICAS'),
     redisWaitTimeoutMs: n('REDIS_WAIT_TIMEOUT_MS'),
+    redisCommandTimeoutMs: n('REDIS_COMMAND_TIMEOUT_MS'),
     fhirBaseUrl,
     sandbox,
     destinations,

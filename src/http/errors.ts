@@ -3,7 +3,8 @@
  */
 import type { ServerResponse } from 'node:http';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
-import { badRequest, notFound, GatewayError, toGatewayError, tooLarge, outcome, issue } from '../core/errors.js';
+import { badRequest, notFound, GatewayError, toGatewayError, tooLarge, outcome, issue, unavailable } from '../core/errors.js';
+import { isRedisUnavailable } from '../queue/connection.js';
 import type { Logger } from '../observability/logger.js';
 
 /**
@@ -34,6 +35,9 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       oe = new GatewayError(415, outcome([issue('not-supported', 'unsupported body encoding')]));
     else if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500 && !(err instanceof GatewayError))
       oe = badRequest('the request could not be read');
+    // Redis not reachable or not answering in time: a request sent again later can succeed, so 503, not 500.
+    else if (isRedisUnavailable(err))
+      oe = unavailable('Redis is not reachable or did not answer in time; retry later (a change asked for may still be applied)', 5);
     else oe = toGatewayError(err);
     // The error's name and stack frames, not its message: a message may quote the payload (PHI).
     if (oe.status >= 500 && oe.status !== 503)

@@ -25,6 +25,35 @@ export interface RedisTarget {
   clusterNodes?: readonly string[];
 }
 
+/**
+ * Whether a Redis command failed because Redis could not be reached or could not serve it for now (a failover, a
+ * dropped connection, a cluster without a master for the slot, a replica loading its data): sent again later, it can
+ * succeed.
+ */
+export function isRedisUnreachable(err: unknown): boolean {
+  const message = (err as { message?: unknown } | null | undefined)?.message;
+  return (
+    typeof message === 'string' &&
+    /Connection is closed|Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING|READONLY|ECONNREFUSED|ECONNRESET|EPIPE|Stream isn't writeable/.test(
+      message,
+    )
+  );
+}
+
+/**
+ * Whether a Redis command failed because Redis is not available now, in any way a caller should answer "retry later"
+ * (503): unreachable (isRedisUnreachable), no answer within the connection's command timeout, the client's retries
+ * spent while it reconnected, no Sentinel or cluster node answering, or Redis out of memory (noeviction).
+ */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (isRedisUnreachable(err)) return true;
+  const e = err as { name?: unknown; message?: unknown } | null | undefined;
+  if (e?.name === 'MaxRetriesPerRequestError' || e?.name === 'ClusterAllFailedError') return true;
+  return (
+    typeof e?.message === 'string' && /^Command timed out|All sentinels are unreachable|Failed to refresh slots cache|^OOM /.test(e.message)
+  );
+}
+
 /** Whether `c` is a cluster connection. */
 export function isCluster(c: RedisClient): c is Cluster {
   return c.isCluster === true;

@@ -4,7 +4,15 @@
  */
 import Bull from 'bull';
 import type { Redis, RedisOptions } from 'ioredis';
-import { coalesceWrites, connectionFor, createRedis, type RedisClient, redisOptions, reopenWhenEnded } from './connection.js';
+import {
+  coalesceWrites,
+  connectionFor,
+  createRedis,
+  isRedisUnreachable,
+  type RedisClient,
+  redisOptions,
+  reopenWhenEnded,
+} from './connection.js';
 import type { Reading } from '../core/contract.js';
 import { hashKey } from '../core/ids.js';
 import { issue, GatewayError, outcome, unavailable } from '../core/errors.js';
@@ -164,17 +172,6 @@ export function jobsFor(base: Omit<DeliveryJob, 'translations'>, translations: R
 }
 
 export const BACKOFF_STRATEGY = 'ehr';
-
-/** Whether a Redis command failed because Redis could not be reached (a failover, a dropped connection). */
-function isUnreachable(err: unknown): boolean {
-  const message = (err as { message?: unknown } | null | undefined)?.message;
-  return (
-    typeof message === 'string' &&
-    /Connection is closed|Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING|READONLY|ECONNREFUSED|ECONNRESET|EPIPE|Stream isn't writeable/.test(
-      message,
-    )
-  );
-}
 
 /**
  * Whether bull failed a job because it stalled too often (a worker died while holding it, more than maxStalledCount
@@ -353,7 +350,7 @@ export class DeliveryQueue {
             try {
               return await settle(...args);
             } catch (err) {
-              if (!isUnreachable(err) || this.closing || Date.now() + wait > deadline) {
+              if (!isRedisUnreachable(err) || this.closing || Date.now() + wait > deadline) {
                 if (name === 'moveToCompleted') completionFailed = err ?? new Error('the job could not be marked completed');
                 throw err;
               }
