@@ -6,32 +6,26 @@
  */
 import { strict as assert } from 'node:assert';
 import { Redis } from 'ioredis';
-import { eventually, startEhr, startRedis, type TestEhr, type TestRedis } from '../helpers/harness.js';
-import { ADMIN, call, type DmGateway, reading, startDmGateway } from '../devices/wire.js';
+import { eventually, useStack } from '../helpers/harness.js';
+import { ADMIN, call, reading } from '../devices/wire.js';
 
 describe('a replay of refused input answers within ENQUEUE_TIMEOUT_MS when Redis does not answer', function () {
   this.timeout(60000);
-  let redis: TestRedis;
-  let ehr: TestEhr;
-  let gw: DmGateway;
+  const stack = useStack({
+    ADMIN_API_KEY: ADMIN,
+    UNKNOWN_PATIENT_POLICY: 'create',
+    UNKNOWN_DEVICE_POLICY: 'accept',
+    ENQUEUE_TIMEOUT_MS: '500',
+  });
   let admin: Redis;
-
-  before(async () => {
-    redis = await startRedis();
-    ehr = await startEhr();
-    gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, UNKNOWN_DEVICE_POLICY: 'accept', ENQUEUE_TIMEOUT_MS: '500' });
-    admin = new Redis(redis.url);
+  before(() => {
+    admin = new Redis(stack.redis.url);
   });
-  after(async () => {
-    admin?.disconnect();
-    await gw?.stop();
-    await ehr?.stop();
-    await redis?.stop();
-  });
+  after(() => admin?.disconnect());
 
   /** Keeps one refusal (a reading without measurements) and returns its id. */
   const refuse = async (deviceId: string): Promise<string> => {
-    const r = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading(deviceId, { measurements: [] }));
+    const r = await call(stack.gw.url, 'POST', '/ingest/measurements', ADMIN, reading(deviceId, { measurements: [] }));
     assert.equal(r.status, 422);
     const id = r.headers.get('x-refused-id');
     assert.ok(id, 'the refusal was kept');
@@ -47,7 +41,7 @@ describe('a replay of refused input answers within ENQUEUE_TIMEOUT_MS when Redis
     // Every client waits out a pause of ALL commands, the one that could lift it too: it ends on its own.
     await pause(3000, 'ALL');
     const t0 = Date.now();
-    const r = await call(gw.url, 'POST', `/api/refusals/${id}/replay`, ADMIN);
+    const r = await call(stack.gw.url, 'POST', `/api/refusals/${id}/replay`, ADMIN);
     const took = Date.now() - t0;
     assert.equal(r.status, 503, JSON.stringify(r.body));
     assert.equal(r.body.resourceType, 'OperationOutcome');
@@ -56,8 +50,8 @@ describe('a replay of refused input answers within ENQUEUE_TIMEOUT_MS when Redis
     // Bounded by the setting (500 ms), not by the pause (3 s); generous for a loaded machine.
     assert.ok(took < 2500, `answered after ${took} ms`);
 
-    assert.equal((await call(gw.url, 'GET', `/api/refusals/${id}`, ADMIN)).status, 200, 'the entry is kept');
-    const again = await call(gw.url, 'POST', `/api/refusals/${id}/replay`, ADMIN);
+    assert.equal((await call(stack.gw.url, 'GET', `/api/refusals/${id}`, ADMIN)).status, 200, 'the entry is kept');
+    const again = await call(stack.gw.url, 'POST', `/api/refusals/${id}/replay`, ADMIN);
     assert.equal(again.status, 422, 'replayed once Redis answers: refused again, as it was');
     assert.equal(again.body.accepted, false);
   });
@@ -66,16 +60,16 @@ describe('a replay of refused input answers within ENQUEUE_TIMEOUT_MS when Redis
     // Three readings refused because their devices were registered but not yet active; activated, they would be taken.
     const devices = ['REPLAY-DL-2', 'REPLAY-DL-3', 'REPLAY-DL-4'];
     for (const id of devices) {
-      assert.equal((await call(gw.url, 'POST', '/api/devices', ADMIN, { id, adapter: 'measurements' })).status, 201);
-      const r = await call(gw.url, 'POST', '/ingest/measurements', ADMIN, reading(id));
+      assert.equal((await call(stack.gw.url, 'POST', '/api/devices', ADMIN, { id, adapter: 'measurements' })).status, 201);
+      const r = await call(stack.gw.url, 'POST', '/ingest/measurements', ADMIN, reading(id));
       assert.equal(r.status, 403, JSON.stringify(r.body));
-      assert.equal((await call(gw.url, 'POST', `/api/devices/${id}/activate`, ADMIN)).status, 200);
+      assert.equal((await call(stack.gw.url, 'POST', `/api/devices/${id}/activate`, ADMIN)).status, 200);
     }
     const filter = { reason: 'only an active device' };
     // Reads are answered (the list, each entry, the device registry), writes wait: the first replay cannot be queued.
     await pause(5000, 'WRITE');
     const t0 = Date.now();
-    const r = await call(gw.url, 'POST', '/api/refusals/replay', ADMIN, filter);
+    const r = await call(stack.gw.url, 'POST', '/api/refusals/replay', ADMIN, filter);
     const took = Date.now() - t0;
     await unpause();
     assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -93,12 +87,16 @@ describe('a replay of refused input answers within ENQUEUE_TIMEOUT_MS when Redis
 
     await eventually(
       async () => {
-        const again = await call(gw.url, 'POST', '/api/refusals/replay', ADMIN, filter);
+        const again = await call(stack.gw.url, 'POST', '/api/refusals/replay', ADMIN, filter);
         return again.status === 200 && again.body.matched === 0;
       },
       15000,
       'every entry replayed and removed once Redis answers',
     );
-    await eventually(async () => (await ehr.search('Observation', {})).length === devices.length, 15000, 'the three readings in the EHR');
+    await eventually(
+      async () => (await stack.ehr.search('Observation', {})).length === devices.length,
+      15000,
+      'the three readings in the EHR',
+    );
   });
 });

@@ -6,28 +6,17 @@
  */
 import { strict as assert } from 'node:assert';
 import { Redis } from 'ioredis';
-import { startEhr, startRedis, type TestEhr, type TestRedis } from '../helpers/harness.js';
-import { ADMIN, call, type DmGateway, type Res, startDmGateway } from '../devices/wire.js';
+import { useStack } from '../helpers/harness.js';
+import { ADMIN, call, type Res } from '../devices/wire.js';
 
 /** Routes whose handlers read Redis and have no readiness check of their own in front. */
 const PATHS = ['/api/devices', '/api/audit'];
 
 describe('the API when Redis cannot serve it: 503, within REDIS_COMMAND_TIMEOUT_MS', function () {
   this.timeout(60000);
-  let redis: TestRedis;
-  let ehr: TestEhr;
-  let gw: DmGateway;
-
+  const stack = useStack({ ADMIN_API_KEY: ADMIN, REDIS_COMMAND_TIMEOUT_MS: '500' });
   before(async () => {
-    redis = await startRedis();
-    ehr = await startEhr();
-    gw = await startDmGateway({ REDIS_URL: redis.url, FHIR_BASE_URL: ehr.url, REDIS_COMMAND_TIMEOUT_MS: '500' });
-    for (const p of PATHS) assert.equal((await call(gw.url, 'GET', p, ADMIN)).status, 200, p);
-  });
-  after(async () => {
-    await gw?.stop();
-    await ehr?.stop();
-    await redis?.stop();
+    for (const p of PATHS) assert.equal((await call(stack.gw.url, 'GET', p, ADMIN)).status, 200, p);
   });
 
   const assertUnavailable = (r: Res, what: string) => {
@@ -38,13 +27,13 @@ describe('the API when Redis cannot serve it: 503, within REDIS_COMMAND_TIMEOUT_
   };
 
   it('Redis paused: 503 after the command timeout, not after the pause', async () => {
-    const admin = new Redis(redis.url);
+    const admin = new Redis(stack.redis.url);
     try {
       // Every client waits out a pause of ALL commands: it ends on its own.
       await admin.call('CLIENT', 'PAUSE', '4000', 'ALL');
       for (const p of PATHS) {
         const t0 = Date.now();
-        const r = await call(gw.url, 'GET', p, ADMIN);
+        const r = await call(stack.gw.url, 'GET', p, ADMIN);
         const took = Date.now() - t0;
         assertUnavailable(r, p);
         // Bounded by the setting (500 ms); the pause lasts 4 s. Generous for a loaded machine.
@@ -58,14 +47,14 @@ describe('the API when Redis cannot serve it: 503, within REDIS_COMMAND_TIMEOUT_
   it('Redis stopped: 503, not an internal error', async () => {
     // Once the pause is over, the same requests are answered.
     for (const p of PATHS) {
-      let r = await call(gw.url, 'GET', p, ADMIN);
+      let r = await call(stack.gw.url, 'GET', p, ADMIN);
       for (let i = 0; r.status !== 200 && i < 100; i++) {
         await new Promise((res) => setTimeout(res, 100));
-        r = await call(gw.url, 'GET', p, ADMIN);
+        r = await call(stack.gw.url, 'GET', p, ADMIN);
       }
       assert.equal(r.status, 200, `${p} once Redis answers again`);
     }
-    await redis.redis.stop();
-    for (const p of PATHS) assertUnavailable(await call(gw.url, 'GET', p, ADMIN), p);
+    await stack.redis.redis.stop();
+    for (const p of PATHS) assertUnavailable(await call(stack.gw.url, 'GET', p, ADMIN), p);
   });
 });
