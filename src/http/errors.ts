@@ -35,8 +35,10 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       oe = new GatewayError(415, outcome([issue('not-supported', 'unsupported body encoding')]));
     else if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500 && !(err instanceof GatewayError))
       oe = badRequest('the request could not be read');
-    // Redis not reachable or not answering in time: a request sent again later can succeed, so 503, not 500.
-    else if (isRedisUnavailable(err))
+    // Redis not reachable or not answering in time: a request sent again later can succeed, so 503, not 500. Only for
+    // errors of the Redis client: the gateway's own refusals (whose text may quote a device id such as READONLY-1)
+    // keep their status.
+    else if (!(err instanceof GatewayError) && isRedisUnavailable(err))
       oe = unavailable('Redis is not reachable or did not answer in time; retry later (a change asked for may still be applied)', 5);
     else oe = toGatewayError(err);
     // The error's name and stack frames, not its message: a message may quote the payload (PHI).

@@ -58,3 +58,15 @@ describe('the API when Redis cannot serve it: 503, within REDIS_COMMAND_TIMEOUT_
     for (const p of PATHS) assertUnavailable(await call(stack.gw.url, 'GET', p, ADMIN), p);
   });
 });
+
+describe('a refusal that names a Redis error word is still itself', function () {
+  this.timeout(60000);
+  const stack = useStack({ ADMIN_API_KEY: ADMIN });
+
+  it('404 for a device id such as READONLY-1 or LOADING, not 503', async () => {
+    for (const id of ['READONLY-1', 'LOADING', 'Connection is closed']) {
+      const r = await call(stack.gw.url, 'GET', `/api/devices/${encodeURIComponent(id)}`, ADMIN);
+      assert.equal(r.status, 404, `${id}: ${JSON.stringify(r.body)}`);
+    }
+  });
+});
