@@ -757,7 +757,7 @@ const OPERATIONS: Op[] = [
     tag: 'refusals',
     summary: 'Replay every refusal matching a filter (at most `limit`, 500), each through its original channel',
     description:
-      'Entries are replayed in turn. Past the first one that Redis does not settle within ENQUEUE_TIMEOUT_MS (`unavailable`), the rest are reported `not-tried`: the request answers within about one bound, not one per entry.',
+      'Entries are replayed in turn. Past the first one answered 503 (`unavailable`: Redis did not settle it within ENQUEUE_TIMEOUT_MS, is not reachable, or the queue is full), the rest are reported `not-tried`: the request answers within about one bound, not one per entry.',
     roles: ['operator'],
     requestBody: jsonBody(schema('RefusalReplayFilter'), undefined, false),
     responses: { 200: json('A result per entry.', schema('BulkReplayResult')), 400: response('BadRequest') },
@@ -1445,7 +1445,7 @@ function schemas(measurementsSchema: object): Record<string, Json> {
               result: {
                 type: 'string',
                 description:
-                  "the channel's result (accepted, refused, duplicate, …); `unavailable`: Redis did not settle it within ENQUEUE_TIMEOUT_MS, and the entries after it are `not-tried` (each would wait out the same bound): replay them again later",
+                  "the channel's result (accepted, refused, duplicate, …); `unavailable`: answered 503 (Redis did not settle it within ENQUEUE_TIMEOUT_MS, is not reachable, or the queue is full), and the entries after it are `not-tried` (each would meet the same): replay them again later",
               },
               status: { type: 'integer' },
               error: str,

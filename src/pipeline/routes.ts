@@ -79,8 +79,8 @@ export function refusalRoutes(deps: RefusalRoutesDeps): Router {
       'nothing was replayed: replay again later',
     );
     const results: { id: string; accepted: boolean; result: string; status?: number; error?: string }[] = [];
-    // Past the first entry that Redis did not settle in time (503) the rest are not tried: each would wait out the same
-    // bound, and the request with them.
+    // Past the first entry answered 503 (Redis did not settle it in time, is not reachable, or the queue is full) the
+    // rest are not tried: each would meet the same, and wait out the same bound, and the request with them.
     let stopped: string | undefined;
     for (const item of items) {
       if (stopped) {
@@ -97,7 +97,7 @@ export function refusalRoutes(deps: RefusalRoutesDeps): Router {
         });
       } catch (err) {
         const e = err instanceof GatewayError ? err : undefined;
-        if (e?.status === 503) stopped = `the replay of ${item.id} was not settled in time (${e.message})`;
+        if (e?.status === 503) stopped = `the replay of ${item.id} was answered 503 (${e.message})`;
         results.push({
           id: item.id,
           accepted: false,
